@@ -1,0 +1,106 @@
+"""Cost of pincus.host.nft operations as NICs accumulate: libnftables in-process vs the nft program.
+
+Runs in a private network namespace it creates (nothing outside it is touched):
+
+    .venv/bin/python bench/bench_nft.py [--nics 500] [--backend library|binary|both]
+
+Prints, per backend, the median time of set_nic_filter for the first and last 10 NICs, of
+remove_nic_filter at the full and nearly empty table, and of the per-network calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _ms(xs: list[float]) -> float:
+    return round(statistics.median(xs) * 1000, 3)
+
+
+def _timed(fn: Callable[[], None]) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def _inside(nics: int, backend: str) -> dict[str, object]:
+    sys.path.insert(0, str(REPO / "src"))
+    from pincus.host import nft
+
+    name = nft._select_backend(backend)
+    tag = "be"
+    nft.ensure_bridge_table(tag)
+
+    def nic(i: int) -> nft.NicFilter:
+        return nft.NicFilter(
+            port=f"bn{i:05d}",
+            mac=f"02:00:00:00:{i >> 8:02x}:{i & 255:02x}",
+            ipv4=[f"10.250.{i >> 8}.{i & 255}"],
+            ipv6=[f"fd42:250::{i:x}"],
+            mac_filtering=True,
+            ipv4_filtering=True,
+            ipv6_filtering=True,
+        )
+
+    adds = [_timed(lambda i=i: nft.set_nic_filter(tag, nic(i))) for i in range(nics)]
+    replace = [_timed(lambda i=i: nft.set_nic_filter(tag, nic(i))) for i in range(10)]
+    list_tables = _timed(lambda: None if nft.list_owned_tables() else None)
+    removes = [_timed(lambda i=i: nft.remove_nic_filter(tag, f"bn{i:05d}")) for i in range(nics)]
+    missing = [_timed(lambda i=i: nft.remove_nic_filter(tag, f"bn{i:05d}")) for i in range(10)]
+    nets = []
+    for i in range(10):
+        rules = nft.NetworkRules(f"bb{i}", f"10.250.{200 + i}.1/24", f"fd42:250:{i}::1/64", True, True, True, True)
+        nets.append(_timed(lambda r=rules: nft.set_network_rules(tag, r)))
+    net_removes = [_timed(lambda i=i: nft.remove_network_rules(tag, f"bb{i}")) for i in range(10)]
+    nft.delete_bridge_table(tag)
+    nft.delete_inet_table(tag)
+    return {
+        "backend": name,
+        "nics": nics,
+        "add_first10_ms": _ms(adds[:10]),
+        "add_last10_ms": _ms(adds[-10:]),
+        "replace_at_full_ms": _ms(replace),
+        "list_owned_tables_at_full_ms": round(list_tables * 1000, 3),
+        "remove_at_full_ms": _ms(removes[:10]),
+        "remove_at_empty_ms": _ms(removes[-10:]),
+        "remove_missing_ms": _ms(missing),
+        "set_network_rules_ms": _ms(nets),
+        "remove_network_rules_ms": _ms(net_removes),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--nics", type=int, default=500)
+    ap.add_argument("--backend", choices=["library", "binary", "both"], default="both")
+    ap.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.inside:
+        print(json.dumps(_inside(args.nics, args.backend)))
+        return
+    ns = f"bnft{os.getpid() % 100000}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        for backend in ["library", "binary"] if args.backend == "both" else [args.backend]:
+            out = subprocess.run(
+                ["ip", "netns", "exec", ns, sys.executable, __file__, "--inside",
+                 "--nics", str(args.nics), "--backend", backend],
+                check=True, capture_output=True, text=True,
+            ).stdout
+            print(json.dumps(json.loads(out), indent=1))
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+if __name__ == "__main__":
+    main()

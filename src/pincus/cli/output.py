@@ -1,0 +1,53 @@
+"""Tables (Incus's boxed style), csv, json and yaml output."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+FORMATS = ("table", "csv", "json", "yaml")
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    cells = [[str(c) for c in r] for r in rows]
+    split = [[c.split("\n") for c in r] for r in cells]
+    widths = [len(h) for h in headers]
+    for r in split:
+        for i, lines in enumerate(r):
+            widths[i] = max(widths[i], *(len(x) for x in lines))
+    sep = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
+    out = [sep, "|" + "|".join(f" {h.center(w)} " for h, w in zip(headers, widths, strict=True)) + "|", sep]
+    for r in split:
+        height = max((len(lines) for lines in r), default=1)
+        for n in range(height):
+            parts = [lines[n] if n < len(lines) else "" for lines in r]
+            out.append("|" + "|".join(f" {p.ljust(w)} " for p, w in zip(parts, widths, strict=True)) + "|")
+        out.append(sep)
+    return "\n".join(out)
+
+
+def dump_yaml(doc: Any) -> str:
+    import yaml  # only the commands that print YAML pay for it
+
+    return str(yaml.safe_dump(doc, default_flow_style=False, sort_keys=False, allow_unicode=True))
+
+
+def load_yaml(text: str) -> Any:
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def render(fmt: str, headers: Sequence[str], rows: Sequence[Sequence[str]], objects: Any) -> None:
+    if fmt == "table":
+        print(table(headers, rows))
+    elif fmt == "csv":
+        w = csv.writer(sys.stdout, lineterminator="\n")
+        w.writerows(rows)
+    elif fmt == "json":
+        print(json.dumps(objects))
+    else:
+        sys.stdout.write(dump_yaml(objects))

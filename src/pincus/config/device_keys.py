@@ -1,0 +1,59 @@
+"""Keys of instance devices (NICs) and of instances themselves, with Incus's meaning."""
+
+from __future__ import annotations
+
+from pincus.config import validators as v
+from pincus.config.keys import VM, Key, KeyTable
+
+_VM_ONLY = frozenset({VM})
+_ADDR4 = v.is_address_or_keyword(("none",), v.is_ipv4)
+_ADDR6 = v.is_address_or_keyword(("none",), v.is_ipv6)
+
+# Keys every NIC has, whatever its nictype.
+NIC_COMMON: KeyTable = {
+    "type": Key(v.is_one_of("nic"), "Device type", live=False),
+    "nictype": Key(v.is_one_of("bridged", "physical"), "NIC type (or use network=)", live=False),
+    "network": Key(v.is_interface_name, "Managed network to attach to", live=False),
+    "parent": Key(v.is_interface_name, "Host bridge (bridged) or interface (physical)", live=False),
+    "name": Key(v.is_interface_name, "Interface name inside the instance", live=False),
+    "boot.priority": Key(v.is_int_range(0, 65535), "Boot order (higher boots first)", _VM_ONLY, live=False),
+}
+
+NIC_BRIDGED: KeyTable = {
+    **NIC_COMMON,
+    "host_name": Key(v.is_interface_name, "Name of the host-side interface", live=False),
+    "hwaddr": Key(v.is_mac, "MAC address of the instance's interface", live=False),
+    "mtu": Key(v.is_mtu, "MTU of the interface", live=False),
+    "queue.tx.length": Key(v.is_int_range(0, 1_000_000), "Transmit queue length"),
+    "ipv4.address": Key(_ADDR4, "Static DHCPv4 allocation (none: block IPv4 with filtering)"),
+    "ipv6.address": Key(_ADDR6, "Static DHCPv6 allocation (none: block IPv6 with filtering)"),
+    "ipv4.routes": Key(v.is_list_of(v.is_cidr4), "Host routes towards this NIC"),
+    "ipv6.routes": Key(v.is_list_of(v.is_cidr6), "Host routes towards this NIC"),
+    "limits.ingress": Key(v.is_bit_rate, "Limit of traffic into the instance"),
+    "limits.egress": Key(v.is_bit_rate, "Limit of traffic out of the instance"),
+    "limits.max": Key(v.is_bit_rate, "Limit in both directions"),
+    "limits.priority": Key(v.is_priority, "Priority of the instance's outgoing packets"),
+    "security.mac_filtering": Key(v.is_bool, "Drop frames with another source MAC"),
+    "security.ipv4_filtering": Key(v.is_bool, "Drop IPv4 from other addresses (implies MAC filtering)"),
+    "security.ipv6_filtering": Key(v.is_bool, "Drop IPv6 from other addresses (implies MAC filtering)"),
+    "security.port_isolation": Key(v.is_bool, "Isolate the port from other isolated ports"),
+    "vlan": Key(v.is_vlan_id, "Untagged VLAN of the port"),
+    "vlan.tagged": Key(v.is_vlan_list, "Tagged VLANs of the port"),
+    "attached": Key(v.is_bool, "Whether the NIC is plugged in", live=False),
+    "connected": Key(v.is_bool, "Whether the link has carrier"),
+}
+
+NIC_PHYSICAL: KeyTable = {
+    **NIC_COMMON,
+    "hwaddr": Key(v.is_mac, "MAC address to set on the interface", live=False),
+    "mtu": Key(v.is_mtu, "MTU to set on the interface", live=False),
+    "vlan": Key(v.is_vlan_id, "VLAN sub-interface to create on the parent", live=False),
+    "gvrp": Key(v.is_bool, "Register the VLAN with GVRP", live=False),
+}
+
+INSTANCE: KeyTable = {
+    "raw.qemu": Key(v.is_any, "Extra QEMU command-line arguments", _VM_ONLY, live=False),
+    "limits.memory": Key(v.is_size, "Memory of a VM", _VM_ONLY, live=False),
+    "limits.cpu": Key(v.is_int_range(1, 64), "vCPUs of a VM", _VM_ONLY, live=False),
+    "boot.autostart": Key(v.is_bool, "Start with the daemon"),
+}

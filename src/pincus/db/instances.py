@@ -1,0 +1,163 @@
+"""Instances, their config, devices, volatile keys and runtime handles."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from pincus.db.store import Store
+
+
+@dataclass
+class InstanceRecord:
+    name: str
+    type: str  # "container" | "virtual-machine"
+    description: str = ""
+    config: dict[str, str] = field(default_factory=dict)
+    devices: dict[str, dict[str, str]] = field(default_factory=dict)  # name -> config incl. "type"
+    volatile: dict[str, str] = field(default_factory=dict)  # full keys: "volatile.eth0.hwaddr"
+    created_at: str = ""
+
+
+@dataclass(frozen=True)
+class Runtime:
+    pid: int
+    start_time: int
+
+
+def _id(store: Store, name: str) -> int | None:
+    with store.tx() as c:
+        row = c.execute("SELECT id FROM instances WHERE name = ?", (name,)).fetchone()
+    return None if row is None else int(row["id"])
+
+
+def get(store: Store, name: str) -> InstanceRecord | None:
+    with store.tx() as c:
+        row = c.execute("SELECT * FROM instances WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            return None
+        iid = row["id"]
+        rec = InstanceRecord(row["name"], row["type"], row["description"], created_at=row["created_at"])
+        for r in c.execute("SELECT key, value FROM instances_config WHERE instance_id = ?", (iid,)):
+            rec.config[r["key"]] = r["value"]
+        for r in c.execute("SELECT key, value FROM instances_volatile WHERE instance_id = ?", (iid,)):
+            rec.volatile[r["key"]] = r["value"]
+        for d in c.execute("SELECT id, name, type FROM devices WHERE instance_id = ? ORDER BY name", (iid,)):
+            dev = {"type": d["type"]}
+            for r in c.execute("SELECT key, value FROM devices_config WHERE device_id = ?", (d["id"],)):
+                dev[r["key"]] = r["value"]
+            rec.devices[d["name"]] = dev
+        return rec
+
+
+def names(store: Store) -> list[str]:
+    with store.tx() as c:
+        return [r["name"] for r in c.execute("SELECT name FROM instances ORDER BY name")]
+
+
+def list_all(store: Store) -> list[InstanceRecord]:
+    with store.tx():
+        return [rec for n in names(store) if (rec := get(store, n)) is not None]
+
+
+def create(store: Store, rec: InstanceRecord) -> None:
+    created = rec.created_at or datetime.now(UTC).isoformat()
+    with store.tx() as c:
+        cur = c.execute(
+            "INSERT INTO instances (name, type, description, created_at) VALUES (?, ?, ?, ?)",
+            (rec.name, rec.type, rec.description, created),
+        )
+        iid = cur.lastrowid
+        c.executemany(
+            "INSERT INTO instances_config (instance_id, key, value) VALUES (?, ?, ?)",
+            [(iid, k, v) for k, v in rec.config.items()],
+        )
+        _insert_devices(c, iid, rec.devices)
+
+
+def _insert_devices(c: sqlite3.Connection, iid: int | None, devices: dict[str, dict[str, str]]) -> None:
+    for name, dev in devices.items():
+        cur = c.execute(
+            "INSERT INTO devices (instance_id, name, type) VALUES (?, ?, ?)", (iid, name, dev["type"])
+        )
+        c.executemany(
+            "INSERT INTO devices_config (device_id, key, value) VALUES (?, ?, ?)",
+            [(cur.lastrowid, k, v) for k, v in dev.items() if k != "type"],
+        )
+
+
+def replace(
+    store: Store, name: str, description: str, config: dict[str, str], devices: dict[str, dict[str, str]]
+) -> None:
+    """Replace config and devices in one transaction (volatile keys are kept)."""
+    iid = _id(store, name)
+    with store.tx() as c:
+        c.execute("UPDATE instances SET description = ? WHERE id = ?", (description, iid))
+        c.execute("DELETE FROM instances_config WHERE instance_id = ?", (iid,))
+        c.executemany(
+            "INSERT INTO instances_config (instance_id, key, value) VALUES (?, ?, ?)",
+            [(iid, k, v) for k, v in config.items()],
+        )
+        c.execute("DELETE FROM devices WHERE instance_id = ?", (iid,))
+        _insert_devices(c, iid, devices)
+
+
+def set_volatile(store: Store, name: str, values: dict[str, str | None]) -> None:
+    """Set (or, for None, delete) volatile keys in one transaction."""
+    iid = _id(store, name)
+    if iid is None:
+        return
+    with store.tx() as c:
+        for key, value in values.items():
+            if value is None:
+                c.execute("DELETE FROM instances_volatile WHERE instance_id = ? AND key = ?", (iid, key))
+            else:
+                c.execute(
+                    "INSERT INTO instances_volatile (instance_id, key, value) VALUES (?, ?, ?) "
+                    "ON CONFLICT (instance_id, key) DO UPDATE SET value = excluded.value",
+                    (iid, key, value),
+                )
+
+
+def get_runtime(store: Store, name: str) -> Runtime | None:
+    with store.tx() as c:
+        row = c.execute(
+            "SELECT r.pid, r.start_time FROM instances_runtime r JOIN instances i ON i.id = r.instance_id "
+            "WHERE i.name = ?",
+            (name,),
+        ).fetchone()
+    return None if row is None else Runtime(int(row["pid"]), int(row["start_time"]))
+
+
+def set_runtime(store: Store, name: str, runtime: Runtime | None) -> None:
+    iid = _id(store, name)
+    with store.tx() as c:
+        c.execute("DELETE FROM instances_runtime WHERE instance_id = ?", (iid,))
+        if runtime is not None:
+            c.execute(
+                "INSERT INTO instances_runtime (instance_id, pid, start_time) VALUES (?, ?, ?)",
+                (iid, runtime.pid, runtime.start_time),
+            )
+
+
+def rename(store: Store, name: str, new_name: str) -> None:
+    with store.tx() as c:
+        c.execute("UPDATE instances SET name = ? WHERE name = ?", (new_name, name))
+
+
+def delete(store: Store, name: str) -> None:
+    with store.tx() as c:
+        c.execute("DELETE FROM instances WHERE name = ?", (name,))
+
+
+def network_users(store: Store, network: str) -> list[str]:
+    """Names of instances with a device whose `network` key names this network."""
+    with store.tx() as c:
+        rows = c.execute(
+            "SELECT DISTINCT i.name FROM instances i JOIN devices d ON d.instance_id = i.id "
+            "JOIN devices_config dc ON dc.device_id = d.id "
+            "WHERE dc.key = 'network' AND dc.value = ? ORDER BY i.name",
+            (network,),
+        ).fetchall()
+    return [r["name"] for r in rows]

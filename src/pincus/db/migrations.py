@@ -1,0 +1,59 @@
+"""Schema versions. Each entry moves the schema one version up; PRAGMA user_version records where we are."""
+
+MIGRATIONS: list[str] = [
+    # 1: networks, instances and devices with their config, volatile keys
+    """
+    CREATE TABLE networks (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        type TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE networks_config (
+        network_id INTEGER NOT NULL REFERENCES networks(id) ON DELETE CASCADE,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (network_id, key)
+    );
+    CREATE TABLE instances (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        type TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE instances_config (
+        instance_id INTEGER NOT NULL REFERENCES instances(id) ON DELETE CASCADE,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (instance_id, key)
+    );
+    CREATE TABLE instances_volatile (
+        instance_id INTEGER NOT NULL REFERENCES instances(id) ON DELETE CASCADE,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (instance_id, key)
+    );
+    CREATE TABLE devices (
+        id INTEGER PRIMARY KEY,
+        instance_id INTEGER NOT NULL REFERENCES instances(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        type TEXT NOT NULL,
+        UNIQUE (instance_id, name)
+    );
+    CREATE TABLE devices_config (
+        device_id INTEGER NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (device_id, key)
+    );
+    """,
+    # 2: what the daemon needs to find a running instance again after a restart
+    """
+    CREATE TABLE instances_runtime (
+        instance_id INTEGER PRIMARY KEY REFERENCES instances(id) ON DELETE CASCADE,
+        pid INTEGER NOT NULL,
+        start_time INTEGER NOT NULL
+    );
+    """,
+]

@@ -1,0 +1,93 @@
+"""The one lifecycle of every device, and the run config a device hands its instance driver."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Protocol
+
+from pincus.config.keys import KeyTable, check_config
+from pincus.state import State
+
+
+@dataclass
+class NicRun:
+    """What the instance driver must do for one NIC."""
+
+    device: str
+    hwaddr: str
+    host_name: str = ""  # host-side veth end or TAP
+    name: str = ""  # interface name inside a container
+    tap: bool = False  # VM: give QEMU this TAP
+    move_link: str = ""  # container: host link to move in as `name` (physical NICs)
+    mtu: int | None = None
+    boot_priority: int | None = None
+
+
+@dataclass
+class RunConfig:
+    nics: list[NicRun] = field(default_factory=list)
+    post_hooks: list[Callable[[], None]] = field(default_factory=list)
+
+
+class InstanceView(Protocol):
+    """What a device may know of its instance."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def netns(self) -> Path | None: ...  # container's network namespace handle while it runs
+    @property
+    def running(self) -> bool: ...
+    def volatile(self, key: str) -> str | None: ...
+    def set_volatile(self, values: dict[str, str | None]) -> None: ...
+
+
+class Device:
+    keys: ClassVar[KeyTable]
+
+    def __init__(self, state: State, instance: InstanceView, name: str, config: dict[str, str]) -> None:
+        self.state = state
+        self.instance = instance
+        self.name = name
+        self.config = config
+
+    @property
+    def what(self) -> str:
+        return f'device "{self.name}"'
+
+    def vkey(self, key: str) -> str:
+        return f"volatile.{self.name}.{key}"
+
+    def validate_config(self) -> None:
+        """Check the config alone (and against managed networks). Safe on a never-started instance."""
+        check_config(self.keys, self.config, self.what, self.instance.type)
+
+    def validate_environment(self) -> None:
+        """Check the host has what start() needs. Changes nothing."""
+
+    def start(self) -> RunConfig:
+        raise NotImplementedError
+
+    def post_start(self) -> None:
+        """Work that needs the instance's side of the device in place."""
+
+    def update(self, old_config: dict[str, str]) -> None:
+        """Apply self.config (new) over old_config on a running instance; raise to refuse."""
+
+    def stop(self) -> RunConfig:
+        """What the instance driver must detach before post_stop cleans the host."""
+        return RunConfig()
+
+    def post_stop(self) -> None:
+        """Undo start() on the host."""
+
+    def remove(self) -> None:
+        """The device leaves the instance config: drop persistent traces (volatile keys, files)."""
+
+    def describe(self) -> str:
+        """One line for `pincus info`: which path this device took."""
+        return ""

@@ -1,0 +1,558 @@
+"""QEMU processes and their QMP monitor: start, watch, hot-plug TAP NICs, stop.
+
+One function per QEMU or QMP operation; which NICs a VM has, and when to start or stop it, is
+decided above this layer. A QEMU process is identified by pid *and* start time so a recycled pid
+is never mistaken for (or signalled as) the VM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from pincus.errors import HostError
+
+QEMU_BINARY = "qemu-system-x86_64"
+QMP_SOCKET = "qmp.sock"
+CONSOLE_LOG = "console.log"
+QEMU_LOG = "qemu.log"
+PID_FILE = "qemu.pid"
+
+QMP_TIMEOUT = 5.0  # bound on one QMP connection + command; QEMU answers in milliseconds
+_LOG_TAIL_BYTES = 2000
+# After `quit` (or SIGKILL) QEMU only has to tear down; this bounds how long that may take.
+_EXIT_GRACE = 5.0
+
+
+@dataclass(frozen=True)
+class TapNic:
+    id: str  # QEMU netdev id; the guest device is named device_id(id)
+    ifname: str  # an existing TAP on the host, already enslaved and up
+    mac: str
+    bootindex: int | None = None
+
+
+@dataclass(frozen=True)
+class QemuProcess:
+    pid: int
+    start_time: int  # field 22 of /proc/<pid>/stat, clock ticks since boot
+    qmp_path: Path
+
+
+def device_id(nic_id: str) -> str:
+    """QEMU device id of the virtio-net device that carries netdev `nic_id`."""
+    return f"dev-{nic_id}"
+
+
+# --- accelerator --------------------------------------------------------------------------
+
+
+def choose_accelerator() -> str:
+    """Return "kvm" only where hardware KVM really works, else "tcg".
+
+    A PVM /dev/kvm (software KVM for specially built guests) opens fine but hangs a stock
+    kernel, so the device alone is not enough: the CPU must advertise vmx/svm and the kvm_pvm
+    module must be absent.
+    """
+    try:
+        fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return "tcg"
+    os.close(fd)
+    if Path("/sys/module/kvm_pvm").exists():
+        return "tcg"
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "tcg"
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags = line.partition(":")[2].split()
+            if "vmx" in flags or "svm" in flags:
+                return "kvm"
+    return "tcg"
+
+
+# --- process identity -------------------------------------------------------------------------
+
+
+def _read_stat(pid: int) -> tuple[str, int] | None:
+    """(state, start time) of a pid, or None when there is no such process."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # comm (field 2) may contain spaces and parentheses; fields after the last ')' are plain.
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return fields[0], int(fields[19])  # fields 3 and 22
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status if QEMU is our child, so it does not linger as a zombie."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def is_alive(proc: QemuProcess) -> bool:
+    stat = _read_stat(proc.pid)
+    if stat is None or stat[1] != proc.start_time:
+        return False
+    if stat[0] in ("Z", "X"):
+        _reap(proc.pid)
+        return False
+    return True
+
+
+def _pidfd(proc: QemuProcess) -> int | None:
+    """A pidfd for exactly this QEMU (checked after opening, so no pid-reuse race), or None."""
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except ProcessLookupError:
+        return None
+    if not is_alive(proc):
+        os.close(fd)
+        return None
+    return fd
+
+
+def _wait_gone(proc: QemuProcess, timeout: float) -> bool:
+    """Wait until the process has exited (and is reaped if ours); True when it is gone."""
+    fd = _pidfd(proc)
+    if fd is None:
+        _reap(proc.pid)
+        return True
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        gone = bool(poller.poll(max(0.0, timeout) * 1000))
+    finally:
+        os.close(fd)
+    if gone:
+        _reap(proc.pid)
+    return gone or not is_alive(proc)
+
+
+def _kill(proc: QemuProcess) -> None:
+    fd = _pidfd(proc)
+    if fd is None:
+        return
+    try:
+        signal.pidfd_send_signal(fd, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# --- QMP ------------------------------------------------------------------------------------
+
+
+class QMP:
+    """A QMP session: connects, negotiates capabilities, runs commands, collects events.
+
+    Every socket operation is bounded by `timeout`, so a wedged QEMU cannot hang the caller.
+    """
+
+    def __init__(self, path: Path | str, timeout: float = QMP_TIMEOUT) -> None:
+        self.path = Path(path)
+        self.timeout = timeout
+        self._buf = b""
+        self._events: list[dict[str, Any]] = []
+        self._next_id = 0
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self._sock.settimeout(timeout)
+            self._sock.connect(str(self.path))
+            greeting = self._read_message(time.monotonic() + timeout)
+            if "QMP" not in greeting:
+                raise HostError(f"connect QMP {self.path}: unexpected greeting {greeting}")
+            self.execute("qmp_capabilities")
+        except (OSError, ValueError) as e:
+            self._sock.close()
+            raise HostError(f"connect QMP {self.path}: {e}") from e
+        except BaseException:
+            self._sock.close()
+            raise
+
+    def __enter__(self) -> QMP:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def _read_message(self, deadline: float) -> dict[str, Any]:
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no answer")
+            self._sock.settimeout(left)
+            chunk = self._sock.recv(65536)
+            if not chunk:
+                raise ConnectionResetError("QEMU closed the QMP connection")
+            self._buf += chunk
+        line, _, self._buf = self._buf.partition(b"\n")
+        msg = json.loads(line)
+        if not isinstance(msg, dict):
+            raise HostError(f"read QMP {self.path}: not a JSON object: {line!r}")
+        return msg
+
+    def execute(self, cmd: str, **args: Any) -> Any:
+        """Run one command and return its "return" value; a QMP error raises HostError."""
+        self._next_id += 1
+        ident = f"pincus-{self._next_id}"
+        request: dict[str, Any] = {"execute": cmd, "id": ident}
+        if args:
+            request["arguments"] = args
+        deadline = time.monotonic() + self.timeout
+        try:
+            self._sock.sendall(json.dumps(request).encode() + b"\n")
+            while True:
+                msg = self._read_message(deadline)
+                if "event" in msg:
+                    self._events.append(msg)
+                    continue
+                if msg.get("id") != ident:
+                    continue  # an answer to a command of an earlier, abandoned call
+                if "error" in msg:
+                    err = msg["error"]
+                    raise HostError(f"QMP {cmd}: {err.get('desc', err)}")
+                return msg.get("return")
+        except (OSError, ValueError) as e:
+            raise HostError(f"QMP {cmd} on {self.path}: {e}") from e
+
+    def wait_event(
+        self, name: str, timeout: float, match: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Return the first event `name` whose data contains `match`, including events that
+        arrived while earlier commands ran; HostError after `timeout` seconds."""
+
+        def fits(ev: dict[str, Any]) -> bool:
+            data = ev.get("data", {})
+            return ev.get("event") == name and all(
+                data.get(k) == v for k, v in (match or {}).items()
+            )
+
+        for i, ev in enumerate(self._events):
+            if fits(ev):
+                return self._events.pop(i)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                msg = self._read_message(deadline)
+                if "event" not in msg:
+                    continue
+                if fits(msg):
+                    return msg
+                self._events.append(msg)
+        except (OSError, ValueError) as e:
+            raise HostError(f"wait for QMP event {name} on {self.path}: {e}") from e
+
+
+# --- start ------------------------------------------------------------------------------------
+
+
+def _opt(value: str | Path) -> str:
+    """A value inside a QEMU option string: a comma is written twice, or it starts a new key."""
+    return str(value).replace(",", ",,")
+
+
+def _nic_args(nic: TapNic) -> list[str]:
+    device = (
+        f"virtio-net-pci,netdev={_opt(nic.id)},id={_opt(device_id(nic.id))},mac={_opt(nic.mac)},romfile="
+    )
+    if nic.bootindex is not None:
+        device += f",bootindex={nic.bootindex}"
+    return [
+        "-netdev", f"tap,id={_opt(nic.id)},ifname={_opt(nic.ifname)},script=no,downscript=no",
+        "-device", device,
+    ]  # fmt: skip
+
+
+def qemu_command(
+    name: str,
+    state_dir: Path,
+    nics: list[TapNic],
+    raw_args: list[str],
+    memory_mb: int,
+    accel: str,
+) -> list[str]:
+    """The full command line start_qemu runs (exposed so callers can log or show it)."""
+    argv = [
+        QEMU_BINARY,
+        "-name", _opt(name),
+        "-accel", _opt(accel),
+        "-m", str(memory_mb),
+        # No implicit devices: above all no default user-mode NIC, which would give the guest
+        # a network pincus does not manage. Serial and monitor are set explicitly below.
+        "-nodefaults",
+        "-no-user-config",
+        "-display", "none",
+        "-monitor", "none",
+        # Full -chardev syntax rather than "file:"/"unix:" shorthands, whose paths are parsed
+        # differently from one another: here every value is escaped the same way.
+        "-chardev", f"file,id=pincus-console,path={_opt(state_dir / CONSOLE_LOG)}",
+        "-serial", "chardev:pincus-console",
+        "-chardev", f"socket,id=pincus-qmp,path={_opt(state_dir / QMP_SOCKET)},server=on,wait=off",
+        "-mon", "chardev=pincus-qmp,mode=control",
+        # A guest reboot ends the process like a poweroff does; restarting is the caller's call.
+        "-no-reboot",
+        "-pidfile", str(state_dir / PID_FILE),
+    ]  # fmt: skip
+    for nic in nics:
+        argv += _nic_args(nic)
+    return argv + raw_args
+
+
+def _tail(path: Path) -> str:
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - _LOG_TAIL_BYTES))
+            return f.read().decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def start_qemu(
+    name: str,
+    state_dir: Path,
+    nics: list[TapNic],
+    raw_args: list[str],
+    memory_mb: int = 256,
+    accel: str | None = None,
+    ready_timeout: float = 15.0,
+) -> QemuProcess:
+    """Start QEMU in its own session (it outlives the daemon) and wait until QMP answers.
+
+    The serial console goes to <state_dir>/console.log, QEMU's own output to qemu.log and QMP
+    listens on qmp.sock. TAPs in `nics` must exist already. If QMP does not answer within
+    `ready_timeout` seconds, or QEMU exits first, QEMU is killed, its files are removed and
+    HostError carries the end of QEMU's output.
+    """
+    binary = shutil.which(QEMU_BINARY)
+    if binary is None:
+        raise HostError(f"start VM {name}: {QEMU_BINARY} not found")
+    accel = accel or choose_accelerator()
+    state_dir = Path(state_dir)
+    made_dir = not state_dir.exists()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    qmp_path = state_dir / QMP_SOCKET
+    created = [qmp_path, state_dir / CONSOLE_LOG, state_dir / QEMU_LOG, state_dir / PID_FILE]
+    if _listening(qmp_path):
+        raise HostError(f"start VM {name}: {qmp_path} belongs to a running QEMU")
+    qmp_path.unlink(missing_ok=True)  # a stale socket from a VM that died
+
+    argv = qemu_command(name, state_dir, nics, raw_args, memory_mb, accel)
+    log_fd = os.open(state_dir / QEMU_LOG, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    try:
+        # posix_spawn rather than Popen: no Popen object whose finaliser would complain about a
+        # child that is meant to outlive it; setsid keeps QEMU out of the daemon's session.
+        pid = os.posix_spawn(
+            binary,
+            argv,
+            os.environ,
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, log_fd, 1),
+                (os.POSIX_SPAWN_DUP2, log_fd, 2),
+            ],
+            setsid=True,
+        )
+    except OSError as e:
+        raise HostError(f"start VM {name}: {e}") from e
+    finally:
+        os.close(log_fd)
+
+    stat = _read_stat(pid)  # our unreaped child: the pid cannot have been reused yet
+    proc = QemuProcess(pid=pid, start_time=stat[1] if stat else 0, qmp_path=qmp_path)
+    error = _wait_ready(proc, ready_timeout)
+    if error is None:
+        return proc
+
+    _kill(proc)
+    _wait_gone(proc, _EXIT_GRACE)
+    _reap(pid)
+    tail = _tail(state_dir / QEMU_LOG) or _tail(state_dir / CONSOLE_LOG)
+    for path in created:
+        path.unlink(missing_ok=True)
+    if made_dir:
+        with contextlib.suppress(OSError):
+            state_dir.rmdir()
+    raise HostError(f"start VM {name}: {error}" + (f": {tail}" if tail else ""))
+
+
+def _listening(path: Path) -> bool:
+    """Whether something accepts connections on this unix socket (no QMP traffic is sent)."""
+    if not path.exists():
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1.0)
+        try:
+            sock.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
+def _wait_ready(proc: QemuProcess, timeout: float) -> str | None:
+    """None once QMP negotiated capabilities, else why not."""
+    deadline = time.monotonic() + timeout
+    last = "QMP socket not created"
+    while True:
+        if not is_alive(proc):
+            return "QEMU exited during start-up"
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return f"QMP did not answer within {timeout:g}s ({last})"
+        if proc.qmp_path.exists():
+            try:
+                with QMP(proc.qmp_path, timeout=min(left, 2.0)):
+                    return None
+            except HostError as e:
+                last = str(e)
+        time.sleep(min(0.02, max(0.0, left)))
+
+
+# --- hot-plug -------------------------------------------------------------------------------
+
+
+def add_tap_nic(qmp_path: Path, nic: TapNic, timeout: float = QMP_TIMEOUT) -> None:
+    """Hot-plug a virtio-net device on an existing TAP; the netdev is removed if the device
+    cannot be added."""
+    with QMP(qmp_path, timeout) as qmp:
+        qmp.execute(
+            "netdev_add", type="tap", id=nic.id, ifname=nic.ifname,
+            script="no", downscript="no",
+        )  # fmt: skip
+        props: dict[str, Any] = {
+            "driver": "virtio-net-pci",
+            "netdev": nic.id,
+            "id": device_id(nic.id),
+            "mac": nic.mac,
+            "romfile": "",
+        }
+        if nic.bootindex is not None:
+            props["bootindex"] = nic.bootindex
+        try:
+            qmp.execute("device_add", **props)
+        except HostError:
+            with contextlib.suppress(HostError):
+                qmp.execute("netdev_del", id=nic.id)
+            raise
+
+
+def remove_nic(qmp_path: Path, nic_id: str, timeout: float = 10.0) -> bool:
+    """Unplug a NIC added by start_qemu or add_tap_nic and release its TAP.
+
+    On the `pc` machine an unplug completes only when the guest OS acknowledges it (ACPI
+    eject). A guest that does not answer within `timeout` (paused, still booting, no ACPI
+    hotplug driver) keeps the device, but the netdev is deleted regardless so the TAP is
+    released and the NIC carries no traffic. Returns True when the device is gone, False when
+    the guest has not let go of it yet (it is then removed whenever the guest acknowledges;
+    until then its device id stays taken).
+    """
+    dev = device_id(nic_id)
+    with QMP(qmp_path) as qmp:
+        released = True
+        pending = True
+        try:
+            qmp.execute("device_del", id=dev)
+        except HostError as e:
+            # A retry: the device is gone already, or an earlier unplug is still waiting for
+            # the guest (QMP reports both only as GenericError, hence the text match).
+            if "not found" in str(e):
+                pending = False
+            elif "process of unplug" not in str(e):
+                raise
+        if pending:
+            try:
+                qmp.wait_event("DEVICE_DELETED", timeout, {"device": dev})
+            except HostError:
+                released = False
+        try:
+            qmp.execute("netdev_del", id=nic_id)
+        except HostError as e:
+            if "not found" not in str(e):
+                raise
+        return released
+
+
+def nic_macs(qmp_path: Path, timeout: float = QMP_TIMEOUT) -> dict[str, str]:
+    """QEMU device id -> MAC of every virtio-net device, as QEMU itself reports it."""
+    macs: dict[str, str] = {}
+    with QMP(qmp_path, timeout) as qmp:
+        for child in qmp.execute("qom-list", path="/machine/peripheral"):
+            if child.get("type") != "child<virtio-net-pci>":
+                continue
+            name = child["name"]
+            macs[name] = qmp.execute("qom-get", path=f"/machine/peripheral/{name}", property="mac")
+    return macs
+
+
+# --- stop -----------------------------------------------------------------------------------
+
+
+def powerdown(qmp_path: Path, timeout: float = QMP_TIMEOUT) -> None:
+    """Ask the guest to power off (ACPI power button); it may ignore the request."""
+    with QMP(qmp_path, timeout) as qmp:
+        qmp.execute("system_powerdown")
+
+
+def _status(qmp_path: Path, timeout: float = QMP_TIMEOUT) -> str:
+    with QMP(qmp_path, timeout) as qmp:
+        return str(qmp.execute("query-status").get("status", ""))
+
+
+def quit(qmp_path: Path, timeout: float = QMP_TIMEOUT) -> None:
+    """Tell QEMU to exit now. QEMU may drop the connection before answering: that is success."""
+    with QMP(qmp_path, timeout) as qmp:
+        try:
+            qmp.execute("quit")
+        except HostError as e:
+            if not isinstance(e.__cause__, ConnectionError):
+                raise
+
+
+def stop_qemu(proc: QemuProcess, timeout: float, force: bool = False) -> None:
+    """Stop QEMU and return once the process is gone (reaped when it is our child).
+
+    Graceful: ACPI power-down and up to `timeout` seconds for the guest to power off (skipped
+    when the guest is paused), then `quit`, then SIGKILL. Forced: `quit`, then SIGKILL.
+    A QMP error only moves on to the next step.
+    """
+    if not is_alive(proc):
+        _reap(proc.pid)
+        return
+    if not force:
+        with contextlib.suppress(HostError):
+            # A paused guest (-S, or stopped via QMP) cannot see the power button: no point
+            # waiting for it.
+            if _status(proc.qmp_path) == "running":
+                powerdown(proc.qmp_path)
+                if _wait_gone(proc, timeout):
+                    return
+    with contextlib.suppress(HostError):
+        quit(proc.qmp_path)
+        if _wait_gone(proc, _EXIT_GRACE):
+            return
+    _kill(proc)
+    if not _wait_gone(proc, _EXIT_GRACE):
+        raise HostError(f"stop QEMU pid {proc.pid}: still running after SIGKILL")

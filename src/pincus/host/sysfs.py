@@ -1,0 +1,133 @@
+"""Read-only facts about network interfaces from sysfs.
+
+Every path is built from `root()`, which reads `PINCUS_SYSFS_ROOT` (default `/sys`) on
+each call, so tests point it at a fake tree with `monkeypatch.setenv` and nothing is
+cached. sysfs shows the interfaces of the network namespace that mounted it: for the
+daemon that is its own namespace.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pincus.errors import HostError, InvalidError
+
+
+def root() -> Path:
+    return Path(os.environ.get("PINCUS_SYSFS_ROOT", "/sys"))
+
+
+def _net(name: str) -> Path:
+    # The name becomes a path component: refuse anything that could leave class/net.
+    if not name or name in (".", "..") or "/" in name or "\0" in name:
+        raise InvalidError(f'Invalid interface name "{name}"')
+    return root() / "class" / "net" / name
+
+
+def _read(path: Path, what: str) -> str:
+    try:
+        return path.read_text()
+    except OSError as e:
+        raise HostError(f"Failed to read {what}: open {path}: {e.strerror or e}") from e
+
+
+def interface_exists(name: str) -> bool:
+    return _net(name).exists()
+
+
+def is_bridge(name: str) -> bool:
+    """A Linux bridge has a `bridge/` directory; a NIC, veth or bond does not."""
+    return (_net(name) / "bridge").is_dir()
+
+
+def bridge_master(name: str) -> str | None:
+    """The interface `name` is enslaved to (bridge or bond), from its `master` link."""
+    master = _net(name) / "master"
+    try:
+        return os.path.basename(os.readlink(master))
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise HostError(f'Failed to read the master of "{name}": {master}: {e.strerror or e}') from e
+
+
+def is_bond_member(name: str) -> bool:
+    if (_net(name) / "bonding_slave").is_dir():
+        return True
+    master = bridge_master(name)
+    return master is not None and (_net(master) / "bonding").is_dir()
+
+
+def bridge_vlan_filtering(name: str) -> bool:
+    """Whether bridge `name` has VLAN filtering on; a kernel without it has no such file."""
+    path = _net(name) / "bridge" / "vlan_filtering"
+    try:
+        return path.read_text().strip() == "1"
+    except FileNotFoundError:
+        if not is_bridge(name):
+            raise HostError(f'Failed to read VLAN filtering of "{name}": not a bridge') from None
+        return False
+    except OSError as e:
+        raise HostError(f'Failed to read VLAN filtering of "{name}": {path}: {e.strerror or e}') from e
+
+
+def bridge_members(name: str) -> list[str]:
+    """The ports of bridge `name`, sorted."""
+    brif = _net(name) / "brif"
+    try:
+        return sorted(entry.name for entry in brif.iterdir())
+    except OSError as e:
+        raise HostError(f'Failed to list the ports of bridge "{name}": {brif}: {e.strerror or e}') from e
+
+
+def read_uevent(name: str) -> dict[str, str]:
+    """KEY=VALUE lines of the interface's device uevent (PCI_SLOT_NAME, DRIVER, ...).
+
+    Bridges, veths and other virtual interfaces have no device: HostError naming the path.
+    """
+    path = _net(name) / "device" / "uevent"
+    result: dict[str, str] = {}
+    for line in _read(path, f'device information of "{name}"').splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            result[key.strip()] = value.strip()
+    return result
+
+
+def interface_mtu(name: str) -> int:
+    path = _net(name) / "mtu"
+    text = _read(path, f'the MTU of "{name}"').strip()
+    try:
+        return int(text)
+    except ValueError as e:
+        raise HostError(f'Failed to read the MTU of "{name}": {path}: "{text}" is not a number') from e
+
+
+def list_interfaces() -> list[str]:
+    """Names of every interface in this network namespace, sorted."""
+    try:
+        return sorted(p.name for p in (root() / "class" / "net").iterdir())
+    except FileNotFoundError:
+        return []
+
+
+def interface_kind(name: str) -> str:
+    """What Incus calls an unmanaged interface: loopback, bridge, bond or physical; else unknown."""
+    net = _net(name)
+    if name == "lo" or _read_optional(net / "type") == "772":  # ARPHRD_LOOPBACK
+        return "loopback"
+    if (net / "bridge").is_dir():
+        return "bridge"
+    if (net / "bonding").is_dir():
+        return "bond"
+    if (net / "device").exists():
+        return "physical"
+    return "unknown"
+
+
+def _read_optional(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None

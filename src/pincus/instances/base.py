@@ -1,0 +1,205 @@
+"""What every instance type shares: devices started and stopped in order, with rollback."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pincus.db import instances as db_instances
+from pincus.db.instances import InstanceRecord
+from pincus.devices import registry
+from pincus.devices.base import Device, NicRun
+from pincus.host import files
+from pincus.reverter import Reverter
+from pincus.state import State
+
+log = logging.getLogger(__name__)
+
+
+class Instance:
+    type: ClassVar[str]
+
+    def __init__(self, state: State, rec: InstanceRecord) -> None:
+        self.state = state
+        self.rec = rec
+
+    # --- what devices see (devices.base.InstanceView) --------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self.rec.name
+
+    @property
+    def dir(self) -> Path:
+        return self.state.instances_dir / self.rec.name
+
+    @property
+    def netns(self) -> Path | None:
+        return None
+
+    @property
+    def running(self) -> bool:
+        return self.is_alive()
+
+    def volatile(self, key: str) -> str | None:
+        return self.rec.volatile.get(key)
+
+    def set_volatile(self, values: dict[str, str | None]) -> None:
+        db_instances.set_volatile(self.state.store, self.rec.name, values)
+        for k, v in values.items():
+            if v is None:
+                self.rec.volatile.pop(k, None)
+            else:
+                self.rec.volatile[k] = v
+
+    # --- process hooks of each instance type -----------------------------------------------------
+
+    def has_runtime(self) -> bool:
+        return db_instances.get_runtime(self.state.store, self.name) is not None
+
+    def is_alive(self) -> bool:
+        raise NotImplementedError
+
+    def _spawn(self, nics: list[NicRun]) -> None:
+        """Start the instance's process (VMs get their boot NICs here)."""
+        raise NotImplementedError
+
+    def _kill(self, timeout: float, force: bool) -> None:
+        raise NotImplementedError
+
+    def _release(self) -> None:
+        """Drop what outlives the process (e.g. a netns handle) once devices are stopped."""
+
+    def _attach(self, nic: NicRun) -> None:
+        """Make one started NIC visible inside the running instance."""
+        raise NotImplementedError
+
+    def _detach(self, nic: NicRun) -> None:
+        """Take one NIC away from the running instance before its device cleans the host."""
+
+    def nics_first(self) -> bool:
+        """VMs need their TAPs before QEMU starts; containers need the netns before their NICs."""
+        return False
+
+    # --- devices ---------------------------------------------------------------------------------
+
+    def device(self, name: str, config: dict[str, str] | None = None) -> Device:
+        cfg = self.rec.devices[name] if config is None else config
+        return registry.load(self.state, self, name, cfg)
+
+    def devices(self) -> list[Device]:
+        return [self.device(n) for n in sorted(self.rec.devices)]
+
+    def validate_devices(self) -> None:
+        for dev in self.devices():
+            dev.validate_config()
+
+    def _start_device(self, dev: Device, undo: Reverter, attach: bool) -> list[NicRun]:
+        dev.validate_environment()
+        run = dev.start()
+        undo.add(self._stop_device, dev, False)
+        if attach:
+            for nic in run.nics:
+                self._attach(nic)
+        for hook in run.post_hooks:
+            hook()
+        if attach:
+            dev.post_start()
+        self.event("device-started", dev)
+        return run.nics
+
+    def _stop_device(self, dev: Device, detach: bool) -> None:
+        run = dev.stop()
+        if detach:
+            for nic in run.nics:
+                self._detach(nic)
+        for hook in run.post_hooks:
+            hook()
+        dev.post_stop()
+        self.event("device-stopped", dev)
+
+    def event(self, action: str, dev: Device) -> None:
+        log.info(
+            "%s %s of %s",
+            action.replace("-", " ").capitalize(),
+            dev.name,
+            self.name,
+            extra={"ctx": {"instance": self.name, "device": dev.name}},
+        )
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.validate_devices()
+        files.ensure_dir(self.dir)
+        with Reverter() as undo:
+            undo.add(self._restore_volatile, dict(self.rec.volatile))
+            if self.nics_first():
+                nics: list[NicRun] = []
+                for dev in self.devices():
+                    nics += self._start_device(dev, undo, attach=False)
+                self._spawn(nics)
+                undo.add(self._kill_and_forget, 0.0, True)
+                for dev in self.devices():
+                    dev.post_start()
+            else:
+                self._spawn([])
+                undo.add(self._kill_and_forget, 0.0, True)
+                for dev in self.devices():
+                    self._start_device(dev, undo, attach=True)
+            undo.success()
+
+    def _restore_volatile(self, snapshot: dict[str, str]) -> None:
+        """A failed start leaves the volatile keys exactly as it found them."""
+        changes: dict[str, str | None] = {k: None for k in self.rec.volatile if k not in snapshot}
+        changes.update({k: v for k, v in snapshot.items() if self.rec.volatile.get(k) != v})
+        if changes:
+            self.set_volatile(changes)
+
+    def _kill_and_forget(self, timeout: float, force: bool) -> None:
+        self._kill(timeout, force)
+        self._release()
+        db_instances.set_runtime(self.state.store, self.name, None)
+
+    def stop(self, timeout: float, force: bool) -> None:
+        self._kill(timeout, force)
+        self.cleanup()
+
+    def cleanup(self) -> None:
+        """After the process is gone (stopped, crashed, died while the daemon was away)."""
+        for dev in reversed(self.devices()):
+            try:
+                self._stop_device(dev, detach=False)
+            except Exception:
+                log.exception("Failed to stop device %s of %s", dev.name, self.name)
+        self._release()
+        db_instances.set_runtime(self.state.store, self.name, None)
+
+    def adopt(self) -> None:
+        """A new daemon finds this instance still running."""
+
+    # --- hot-plug --------------------------------------------------------------------------------
+
+    def attach_device(self, name: str) -> None:
+        dev = self.device(name)
+        dev.validate_config()
+        with Reverter() as undo:
+            undo.add(self._restore_volatile, dict(self.rec.volatile))
+            self._start_device(dev, undo, attach=True)
+            undo.success()
+
+    def detach_device(self, name: str, config: dict[str, str]) -> None:
+        self._stop_device(self.device(name, config), detach=True)
+
+    # --- reporting -------------------------------------------------------------------------------
+
+    def pid(self) -> int:
+        rt = db_instances.get_runtime(self.state.store, self.name)
+        return rt.pid if rt else 0
+
+    def nic_state(self) -> dict[str, dict[str, Any]]:
+        return {}
+
+    def exec(self, argv: list[str], env: dict[str, str], cwd: str | None, fds: tuple[int, int, int]) -> int:
+        raise NotImplementedError

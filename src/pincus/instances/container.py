@@ -1,0 +1,99 @@
+"""Containers: namespaces around a supervised init, NICs wired into their netns."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pincus.config.keys import CONTAINER
+from pincus.db import instances as db_instances
+from pincus.devices.base import NicRun
+from pincus.errors import ConflictError
+from pincus.host import container as host_container
+from pincus.host import files, links, netns
+from pincus.instances.base import Instance
+
+
+class Container(Instance):
+    type: ClassVar[str] = CONTAINER
+
+    def _proc(self) -> host_container.ContainerProcess | None:
+        rt = db_instances.get_runtime(self.state.store, self.name)
+        return None if rt is None else host_container.ContainerProcess(rt.pid, rt.start_time)
+
+    @property
+    def netns_handle(self) -> Path:
+        return host_container.netns_handle(self.dir)
+
+    @property
+    def netns(self) -> Path | None:
+        return self.netns_handle if netns.netns_is_bound(self.netns_handle) else None
+
+    def is_alive(self) -> bool:
+        proc = self._proc()
+        return proc is not None and host_container.is_alive(proc)
+
+    def _spawn(self, nics: list[NicRun]) -> None:
+        proc = host_container.spawn_container(self.name, self.name, self.dir, self.dir / "console.log")
+        db_instances.set_runtime(self.state.store, self.name, db_instances.Runtime(proc.pid, proc.start_time))
+
+    def _kill(self, timeout: float, force: bool) -> None:
+        proc = self._proc()
+        if proc is not None:
+            # The netns handle outlives init so devices can still be taken back from the netns.
+            host_container.stop_container(proc, timeout, force)
+
+    def _release(self) -> None:
+        netns.release_netns(self.netns_handle)
+
+    def _attach(self, nic: NicRun) -> None:
+        handle = str(self.netns_handle)
+        if nic.move_link:
+            links.move_link_to_netns(nic.move_link, handle, new_name=nic.name)
+        links.set_up(nic.name, netns=handle)
+
+    def adopt(self) -> None:
+        """A daemon that lost its mount namespace re-binds the netns from the running init."""
+        proc = self._proc()
+        if proc is not None and not netns.netns_is_bound(self.netns_handle):
+            files.ensure_dir(self.dir)
+            netns.bind_netns(proc.pid, self.netns_handle)
+
+    def nic_state(self) -> dict[str, dict[str, Any]]:
+        handle = self.netns
+        out: dict[str, dict[str, Any]] = {}
+        if handle is None:
+            return out
+        for dev in self.devices():
+            run_name = dev.config.get("name") or dev.name
+            link = links.get_link(run_name, netns=str(handle))
+            if link is None:
+                continue
+            stats = links.link_stats(run_name, netns=str(handle))
+            out[run_name] = {
+                "device": dev.name,
+                "path": dev.describe(),
+                "host_name": self.volatile(dev.vkey("host_name")) or "",
+                "hwaddr": link.mac,
+                "mtu": link.mtu,
+                "state": "up" if link.up else "down",
+                "type": "broadcast",
+                "addresses": links.link_addresses(run_name, netns=str(handle)),
+                "counters": {
+                    "bytes_received": stats.rx_bytes,
+                    "bytes_sent": stats.tx_bytes,
+                    "packets_received": stats.rx_packets,
+                    "packets_sent": stats.tx_packets,
+                    "errors_received": stats.rx_errors,
+                    "errors_sent": stats.tx_errors,
+                    "packets_dropped_inbound": stats.rx_dropped,
+                    "packets_dropped_outbound": stats.tx_dropped,
+                },
+            }
+        return out
+
+    def exec(self, argv: list[str], env: dict[str, str], cwd: str | None, fds: tuple[int, int, int]) -> int:
+        proc = self._proc()
+        if proc is None or not host_container.is_alive(proc):
+            raise ConflictError(f'Instance "{self.name}" is not running')
+        return host_container.exec_in_container(proc, argv, env, cwd, *fds)

@@ -1,0 +1,360 @@
+"""Instance orchestration: load -> validate -> lock -> drivers -> persist -> event."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from pincus.config.device_keys import INSTANCE
+from pincus.config.keys import CONTAINER, VM, check_config
+from pincus.config.validators import is_instance_name
+from pincus.db import instances as db_instances
+from pincus.db.instances import InstanceRecord
+from pincus.devices import names as dev_names
+from pincus.errors import ConflictError, InvalidError, NotFoundError
+from pincus.host import files, links
+from pincus.instances.base import Instance
+from pincus.instances.container import Container
+from pincus.instances.vm import VirtualMachine
+from pincus.reverter import Reverter
+from pincus.state import State
+
+log = logging.getLogger(__name__)
+
+DRIVERS: dict[str, type[Instance]] = {CONTAINER: Container, VM: VirtualMachine}
+RUNNING, STOPPED = ("Running", 103), ("Stopped", 102)
+
+
+def _strings(doc: object, what: str) -> dict[str, str]:
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise InvalidError(f"{what} must be a map")
+    out: dict[str, str] = {}
+    for k, v in doc.items():
+        if isinstance(v, bool):
+            v = "true" if v else "false"
+        elif isinstance(v, int):
+            v = str(v)
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise InvalidError(f'{what}: value of "{k}" must be a string')
+        out[k] = v
+    return out
+
+
+def _devices(doc: object) -> dict[str, dict[str, str]]:
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise InvalidError("devices must be a map of device name to config")
+    return {str(name): _strings(cfg, f'device "{name}"') for name, cfg in doc.items()}
+
+
+class Instances:
+    def __init__(self, state: State) -> None:
+        self.state = state
+        self._locks: defaultdict[str, threading.RLock] = defaultdict(threading.RLock)
+        self._locks_lock = threading.Lock()
+        self._stop_monitor = threading.Event()
+
+    @contextmanager
+    def locked(self, name: str) -> Iterator[None]:
+        with self._locks_lock:
+            lock = self._locks[name]
+        with lock:
+            yield
+
+    def _load(self, name: str) -> Instance:
+        rec = db_instances.get(self.state.store, name)
+        if rec is None:
+            raise NotFoundError(f'Instance "{name}" not found')
+        return DRIVERS[rec.type](self.state, rec)
+
+    def _driver(self, rec: InstanceRecord) -> Instance:
+        return DRIVERS[rec.type](self.state, rec)
+
+    # --- reading ---------------------------------------------------------------------------------
+
+    def to_api(self, inst: Instance) -> dict[str, Any]:
+        status, code = RUNNING if inst.is_alive() else STOPPED
+        config = {**inst.rec.config, **inst.rec.volatile}
+        return {
+            "name": inst.name,
+            "type": inst.rec.type,
+            "description": inst.rec.description,
+            "status": status,
+            "status_code": code,
+            "created_at": inst.rec.created_at,
+            "architecture": "x86_64",
+            "ephemeral": False,
+            "stateful": False,
+            "profiles": [],
+            "project": "default",
+            "location": "none",
+            "config": dict(sorted(config.items())),
+            "devices": inst.rec.devices,
+            "expanded_config": dict(sorted(config.items())),
+            "expanded_devices": inst.rec.devices,
+        }
+
+    def get(self, name: str) -> dict[str, Any]:
+        return self.to_api(self._load(name))
+
+    def list_all(self) -> list[dict[str, Any]]:
+        return [self.to_api(self._driver(r)) for r in db_instances.list_all(self.state.store)]
+
+    def state_of(self, name: str) -> dict[str, Any]:
+        inst = self._load(name)
+        alive = inst.is_alive()
+        status, code = RUNNING if alive else STOPPED
+        return {
+            "status": status,
+            "status_code": code,
+            "pid": inst.pid() if alive else 0,
+            "network": inst.nic_state() if alive else {},
+        }
+
+    # --- validation ------------------------------------------------------------------------------
+
+    def _validate(self, rec: InstanceRecord) -> None:
+        check_config(INSTANCE, rec.config, f'instance "{rec.name}"', rec.type)
+        for key in rec.config:
+            if key.startswith("volatile."):
+                raise InvalidError(f'Key "{key}" is managed by pincus and cannot be set')
+        self._driver(rec).validate_devices()
+
+    # --- create / update / delete ----------------------------------------------------------------
+
+    def create(self, req: dict[str, Any]) -> None:
+        name = req.get("name")
+        if not isinstance(name, str):
+            raise InvalidError("Instance name is required")
+        try:
+            is_instance_name(name)
+        except ValueError as e:
+            raise InvalidError(f"Invalid instance name: {e}") from None
+        type_ = req.get("type") or CONTAINER
+        if type_ not in DRIVERS:
+            raise InvalidError(f'Invalid instance type "{type_}" (container or virtual-machine)')
+        rec = InstanceRecord(
+            name=name,
+            type=type_,
+            description=str(req.get("description") or ""),
+            config=_strings(req.get("config"), "config"),
+            devices=_devices(req.get("devices")),
+        )
+        with self.locked(name):
+            if db_instances.get(self.state.store, name) is not None:
+                raise ConflictError(f'Instance "{name}" already exists')
+            self._validate(rec)
+            db_instances.create(self.state.store, rec)
+        log.info("Created instance %s", name, extra={"ctx": {"instance": name, "type": type_}})
+        self.state.events.lifecycle("instance-created", f"/1.0/instances/{name}", type=type_)
+
+    def update(self, name: str, req: dict[str, Any], patch: bool) -> None:
+        with self.locked(name):
+            inst = self._load(name)
+            old = inst.rec
+            config = (
+                _strings(req.get("config"), "config") if "config" in req or not patch else dict(old.config)
+            )
+            if patch and "config" in req:
+                config = {**old.config, **config}
+            for key, value in list(config.items()):
+                if key.startswith("volatile."):
+                    if old.volatile.get(key) != value:
+                        raise InvalidError(f'Key "{key}" is managed by pincus and cannot be set')
+                    del config[key]
+            devices = _devices(req.get("devices")) if "devices" in req or not patch else dict(old.devices)
+            if patch and "devices" in req:
+                devices = {**old.devices, **devices}
+            new = InstanceRecord(
+                old.name,
+                old.type,
+                str(req.get("description", old.description) or ""),
+                config,
+                devices,
+                dict(old.volatile),
+                old.created_at,
+            )
+            self._validate(new)
+            if inst.is_alive():
+                self._apply_devices_live(inst, new)
+            else:
+                for dev_name in set(old.devices) - set(new.devices):
+                    inst.device(dev_name).remove()
+            db_instances.replace(self.state.store, name, new.description, new.config, new.devices)
+        log.info("Updated instance %s", name, extra={"ctx": {"instance": name}})
+        self.state.events.lifecycle("instance-updated", f"/1.0/instances/{name}")
+
+    def _apply_devices_live(self, inst: Instance, new: InstanceRecord) -> None:
+        """Hot-unplug removed devices, hot-plug added ones, update or re-plug changed ones; all or nothing."""
+        old_devices = dict(inst.rec.devices)
+        removed = sorted(set(old_devices) - set(new.devices))
+        added = sorted(set(new.devices) - set(old_devices))
+        changed = sorted(n for n in set(old_devices) & set(new.devices) if old_devices[n] != new.devices[n])
+        with Reverter() as undo:
+            for n in removed:
+                inst.detach_device(n, old_devices[n])
+                undo.add(self._replug, inst, n, old_devices[n])
+            for n in changed:
+                old_dev, new_dev = inst.device(n, old_devices[n]), inst.device(n, new.devices[n])
+                if self._live_only(old_dev.keys, old_devices[n], new.devices[n]) and type(old_dev) is type(
+                    new_dev
+                ):
+                    new_dev.update(old_devices[n])
+                    undo.add(old_dev.update, new.devices[n])
+                else:
+                    inst.detach_device(n, old_devices[n])
+                    undo.add(self._replug, inst, n, old_devices[n])
+                    self._replug(inst, n, new.devices[n])
+                    undo.add(inst.detach_device, n, new.devices[n])
+            for n in added:
+                self._replug(inst, n, new.devices[n])
+                undo.add(inst.detach_device, n, new.devices[n])
+            undo.success()
+        for n in removed:
+            inst.device(n, old_devices[n]).remove()
+
+    @staticmethod
+    def _live_only(keys: Any, old: dict[str, str], new: dict[str, str]) -> bool:
+        from pincus.config.keys import not_live
+
+        return not not_live(keys, old, new)
+
+    @staticmethod
+    def _replug(inst: Instance, name: str, config: dict[str, str]) -> None:
+        inst.rec.devices[name] = config
+        inst.attach_device(name)
+
+    def delete(self, name: str) -> None:
+        with self.locked(name):
+            inst = self._load(name)
+            if inst.is_alive():
+                raise ConflictError(f'Instance "{name}" is running; stop it first (or delete -f)')
+            for dev in inst.devices():
+                dev.remove()
+            db_instances.delete(self.state.store, name)
+            files.remove_tree(inst.dir)
+        log.info("Deleted instance %s", name, extra={"ctx": {"instance": name}})
+        self.state.events.lifecycle("instance-deleted", f"/1.0/instances/{name}")
+
+    # --- state -----------------------------------------------------------------------------------
+
+    def change_state(self, name: str, action: str, timeout: float, force: bool) -> None:
+        if action == "start":
+            self.start(name)
+        elif action == "stop":
+            self.stop(name, timeout, force)
+        elif action == "restart":
+            self.stop(name, timeout, force)
+            self.start(name)
+        else:
+            raise InvalidError(f'Invalid action "{action}" (start, stop or restart)')
+
+    def start(self, name: str) -> None:
+        with self.locked(name):
+            inst = self._load(name)
+            if inst.is_alive():
+                raise ConflictError(f'Instance "{name}" is already running')
+            if inst.has_runtime():
+                inst.cleanup()  # died since we last looked
+            inst.start()
+        log.info("Started instance %s", name, extra={"ctx": {"instance": name}})
+        self.state.events.lifecycle("instance-started", f"/1.0/instances/{name}")
+
+    def stop(self, name: str, timeout: float, force: bool) -> None:
+        with self.locked(name):
+            inst = self._load(name)
+            if not inst.is_alive():
+                if inst.has_runtime():
+                    inst.cleanup()
+                    return
+                raise ConflictError(f'Instance "{name}" is not running')
+            inst.stop(timeout, force)
+        log.info("Stopped instance %s", name, extra={"ctx": {"instance": name}})
+        self.state.events.lifecycle("instance-stopped", f"/1.0/instances/{name}")
+
+    def exec(
+        self, name: str, argv: list[str], env: dict[str, str], cwd: str | None, fds: tuple[int, int, int]
+    ) -> int:
+        inst = self._load(name)
+        if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+            raise InvalidError("exec needs a command (a list of strings)")
+        return inst.exec(argv, env, cwd, fds)
+
+    def check_exec(self, name: str) -> Instance:
+        inst = self._load(name)
+        if inst.rec.type == VM:
+            inst.exec([], {}, None, (0, 1, 2))  # raises the VM's own explanation
+        if not inst.is_alive():
+            raise ConflictError(f'Instance "{name}" is not running')
+        return inst
+
+    # --- daemon start / stop ---------------------------------------------------------------------
+
+    def reconcile(self) -> None:
+        """Adopt instances that kept running, clean up those that died, drop leaked links."""
+        known: set[str] = set()
+        for rec in db_instances.list_all(self.state.store):
+            inst = self._driver(rec)
+            with self.locked(rec.name):
+                try:
+                    if inst.is_alive():
+                        inst.adopt()
+                        log.info("Adopted running instance %s", rec.name)
+                    elif inst.has_runtime():
+                        log.warning("Instance %s died while the daemon was away; cleaning up", rec.name)
+                        inst.cleanup()
+                except Exception:
+                    log.exception("Failed to reconcile instance %s", rec.name)
+            known.update(v for k, v in inst.rec.volatile.items() if k.endswith(".host_name"))
+        for link in links.list_links():
+            if dev_names.owned_by(link.name, self.state.tag) and link.name not in known:
+                log.warning("Deleting leaked interface %s", link.name)
+                links.delete_link(link.name)
+
+    def monitor(self, interval: float = 0.5) -> None:
+        """Notice instances whose process died (guest poweroff, killed init) and clean up after them."""
+        while not self._stop_monitor.wait(interval):
+            for name in db_instances.names(self.state.store):
+                try:
+                    self._check_crashed(name)
+                except Exception:
+                    log.exception("Crash check of %s failed", name)
+
+    def _check_crashed(self, name: str) -> None:
+        with self._locks_lock:
+            lock = self._locks[name]
+        if not lock.acquire(blocking=False):
+            return  # someone is working on it
+        try:
+            inst = self._load(name)
+            if inst.has_runtime() and not inst.is_alive():
+                log.warning(
+                    "Instance %s stopped on its own; cleaning up", name, extra={"ctx": {"instance": name}}
+                )
+                inst.cleanup()
+                self.state.events.lifecycle("instance-stopped", f"/1.0/instances/{name}", reason="exited")
+        except NotFoundError:
+            pass
+        finally:
+            lock.release()
+
+    def start_monitor(self) -> None:
+        threading.Thread(target=self.monitor, name="instance-monitor", daemon=True).start()
+
+    def stop_monitor(self) -> None:
+        self._stop_monitor.set()
+
+    def shutdown_all(self, timeout: float) -> None:
+        for name in db_instances.names(self.state.store):
+            try:
+                if self._load(name).is_alive():
+                    self.stop(name, timeout, force=False)
+            except Exception:
+                log.exception("Failed to stop %s at shutdown", name)

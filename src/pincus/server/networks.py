@@ -1,0 +1,201 @@
+"""Network orchestration: load -> validate -> lock -> driver -> persist -> event."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from pincus.config.validators import is_interface_name
+from pincus.db import instances as db_instances
+from pincus.db import networks as db_networks
+from pincus.db.networks import NetworkRecord
+from pincus.errors import ConflictError, InvalidError, NotFoundError
+from pincus.host import sysfs
+from pincus.networks.base import NetworkDriver
+from pincus.networks.registry import driver_class
+from pincus.reverter import Reverter
+from pincus.state import State
+
+log = logging.getLogger(__name__)
+
+
+def _check_name(name: object) -> str:
+    if not isinstance(name, str) or not name:
+        raise InvalidError("Network name is required")
+    try:
+        is_interface_name(name)
+    except ValueError as e:
+        raise InvalidError(f"Invalid network name: {e}") from None
+    return name
+
+
+def _check_config(config: object) -> dict[str, str]:
+    if config is None:
+        return {}
+    if not isinstance(config, dict) or not all(isinstance(k, str) for k in config):
+        raise InvalidError("Network config must be a map of string keys to string values")
+    out: dict[str, str] = {}
+    for k, v in config.items():
+        if isinstance(v, bool):
+            v = "true" if v else "false"
+        elif isinstance(v, int):
+            v = str(v)
+        if not isinstance(v, str):
+            raise InvalidError(f'Invalid value for key "{k}": must be a string')
+        out[k] = v
+    return out
+
+
+class Networks:
+    def __init__(self, state: State) -> None:
+        self.state = state
+        self.lock = threading.RLock()
+
+    # --- reading ---------------------------------------------------------------------------------
+
+    def _load(self, name: str) -> NetworkRecord:
+        rec = db_networks.get(self.state.store, name)
+        if rec is None:
+            raise NotFoundError(f'Network "{name}" not found')
+        return rec
+
+    def driver(self, rec: NetworkRecord) -> NetworkDriver:
+        return driver_class(rec.type)(self.state, rec.name, dict(rec.config))
+
+    def used_by(self, name: str) -> list[str]:
+        return [f"/1.0/instances/{n}" for n in db_instances.network_users(self.state.store, name)]
+
+    def record(self, name: str) -> NetworkRecord:
+        return self._load(name)
+
+    def to_api(self, rec: NetworkRecord) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": rec.name,
+            "description": rec.description,
+            "type": rec.type,
+            "managed": True,
+            "status": "Created",
+            "config": dict(sorted(rec.config.items())),
+            "used_by": self.used_by(rec.name),
+            "locations": ["none"],
+        }
+        out.update(self.driver(rec).info())
+        return out
+
+    def get(self, name: str) -> dict[str, Any]:
+        if (rec := db_networks.get(self.state.store, name)) is not None:
+            return self.to_api(rec)
+        if sysfs.interface_exists(name):
+            return self._unmanaged(name)
+        raise NotFoundError(f'Network "{name}" not found')
+
+    def _unmanaged(self, name: str) -> dict[str, Any]:
+        return {
+            "name": name,
+            "description": "",
+            "type": sysfs.interface_kind(name),
+            "managed": False,
+            "status": "",
+            "config": {},
+            "used_by": [],
+            "locations": ["none"],
+        }
+
+    def list_all(self) -> list[dict[str, Any]]:
+        managed = [self.to_api(r) for r in db_networks.list_all(self.state.store)]
+        names = {n["name"] for n in managed}
+        host = [self._unmanaged(i) for i in sysfs.list_interfaces() if i not in names]
+        return sorted(managed + host, key=lambda n: str(n["name"]))
+
+    # --- changing --------------------------------------------------------------------------------
+
+    def create(self, req: dict[str, Any]) -> None:
+        name = _check_name(req.get("name"))
+        type_ = req.get("type") or "bridge"
+        if not isinstance(type_, str):
+            raise InvalidError("Network type must be a string")
+        config = _check_config(req.get("config"))
+        description = str(req.get("description") or "")
+        with self.lock:
+            if db_networks.get(self.state.store, name) is not None:
+                raise ConflictError(f'Network "{name}" already exists')
+            drv = driver_class(type_)(self.state, name, config)
+            drv.validate_config(db_networks.list_all(self.state.store))
+            drv.validate_environment()
+            with Reverter() as undo:
+                drv.start()
+                undo.add(drv.remove)
+                db_networks.create(self.state.store, NetworkRecord(name, type_, description, config))
+                undo.success()
+        log.info("Created network %s", name, extra={"ctx": {"network": name, "type": type_}})
+        self.state.events.lifecycle("network-created", f"/1.0/networks/{name}", type=type_)
+
+    def update(self, name: str, req: dict[str, Any], patch: bool) -> None:
+        with self.lock:
+            rec = self._load(name)
+            new_config = _check_config(req.get("config"))
+            if patch:
+                new_config = {**rec.config, **new_config}
+            description = str(req.get("description", rec.description) or "")
+            if "type" in req and req["type"] not in (None, "", rec.type):
+                raise InvalidError(f'Network "{name}" is of type "{rec.type}"; the type cannot be changed')
+            users = db_instances.network_users(self.state.store, name)
+            self._check_update_allowed(rec, new_config, users)
+            others = [r for r in db_networks.list_all(self.state.store) if r.name != name]
+            drv = driver_class(rec.type)(self.state, name, new_config)
+            drv.validate_config(others)
+            drv.validate_environment()
+            drv.update(dict(rec.config), users)
+            db_networks.replace(self.state.store, name, description, new_config)
+        log.info("Updated network %s", name, extra={"ctx": {"network": name}})
+        self.state.events.lifecycle("network-updated", f"/1.0/networks/{name}")
+
+    def _check_update_allowed(self, rec: NetworkRecord, new: dict[str, str], users: list[str]) -> None:
+        if not users:
+            return
+        for key in ("parent", "vlan"):
+            if rec.type == "physical" and rec.config.get(key) != new.get(key):
+                raise ConflictError(
+                    f'Cannot change "{key}" of network "{rec.name}" while it is in use by {", ".join(users)}'
+                )
+
+    def rename(self, name: str, new_name: str) -> None:
+        _check_name(new_name)
+        with self.lock:
+            rec = self._load(name)
+            if db_networks.get(self.state.store, new_name) is not None:
+                raise ConflictError(f'Network "{new_name}" already exists')
+            self._refuse_in_use(rec.name, "rename")
+            db_networks.rename(self.state.store, name, new_name)
+        self.state.events.lifecycle("network-renamed", f"/1.0/networks/{new_name}", old_name=name)
+
+    def delete(self, name: str) -> None:
+        with self.lock:
+            rec = self._load(name)
+            self._refuse_in_use(name, "delete")
+            self.driver(rec).remove()
+            db_networks.delete(self.state.store, name)
+        log.info("Deleted network %s", name, extra={"ctx": {"network": name}})
+        self.state.events.lifecycle("network-deleted", f"/1.0/networks/{name}")
+
+    def _refuse_in_use(self, name: str, what: str) -> None:
+        users = self.used_by(name)
+        if users:
+            raise ConflictError(f'Cannot {what} network "{name}": it is in use by {", ".join(users)}')
+
+    # --- daemon start/stop -----------------------------------------------------------------------
+
+    def start_all(self) -> None:
+        for rec in db_networks.list_all(self.state.store):
+            try:
+                self.driver(rec).start()
+            except Exception:
+                log.exception("Failed to start network %s", rec.name)
+
+    def stop_all(self) -> None:
+        for rec in db_networks.list_all(self.state.store):
+            try:
+                self.driver(rec).stop()
+            except Exception:
+                log.exception("Failed to stop network %s", rec.name)

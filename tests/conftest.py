@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+import signal
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.pincus_testlib import Daemon, NetNS, cleanup_dir, unique_prefix
+
+
+@pytest.fixture
+def prefix() -> str:
+    return unique_prefix()
+
+
+@pytest.fixture
+def netns(prefix: str) -> Iterator[NetNS]:
+    ns = NetNS(f"{prefix}ns")
+    try:
+        yield ns
+    finally:
+        ns.delete()
+
+
+@pytest.fixture
+def daemon(netns: NetNS) -> Iterator[Daemon]:
+    d = Daemon(netns, Path(tempfile.mkdtemp(prefix="pincus-test-")))
+    try:
+        d.start()
+        yield d
+    finally:
+        d.stop()
+        d.stop(signal.SIGKILL)
+        cleanup_dir(d.dir)

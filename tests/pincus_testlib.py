@@ -1,0 +1,171 @@
+"""Fixtures' machinery: a private network namespace per test with its own pincusd inside it."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+BIN = Path(sys.executable).parent
+
+
+def unique_prefix() -> str:
+    """4-6 chars, unique across parallel runs; leaves room for suffixes within 15 bytes."""
+    return "t" + secrets.token_hex(2)
+
+
+class NetNS:
+    """A throw-away network namespace; every test interface lives inside one."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        subprocess.run(["ip", "netns", "add", name], check=True)
+        self.ip("link", "set", "lo", "up")
+
+    @property
+    def path(self) -> str:
+        return f"/run/netns/{self.name}"
+
+    def ip(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["ip", "-n", self.name, *args], check=check, text=True, capture_output=True)
+
+    def ipj(self, *args: str) -> Any:
+        out = self.ip("-j", *args).stdout
+        return json.loads(out) if out.strip() else []
+
+    def run(self, *argv: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["ip", "netns", "exec", self.name, *argv],
+            check=check,
+            text=True,
+            capture_output=True,
+            timeout=timeout,
+        )
+
+    def link(self, name: str) -> dict[str, Any] | None:
+        for link in self.ipj("link", "show"):
+            if link["ifname"] == name:
+                return dict(link)
+        return None
+
+    def link_names(self) -> set[str]:
+        return {link["ifname"] for link in self.ipj("link", "show")}
+
+    def add_bridge(self, name: str) -> None:
+        self.ip("link", "add", name, "type", "bridge")
+        self.ip("link", "set", name, "up")
+
+    def add_standin_nic(self, name: str) -> str:
+        """This kernel has no dummy: one end of a veth pair stands in for a physical NIC."""
+        peer = name[:12] + "p"
+        self.ip("link", "add", name, "type", "veth", "peer", "name", peer)
+        return peer
+
+    def delete(self) -> None:
+        subprocess.run(["ip", "netns", "pids", self.name], capture_output=True)
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+
+
+class Daemon:
+    """pincusd on its own PINCUS_DIR inside a NetNS; `cli` and `api` talk to it."""
+
+    def __init__(self, ns: NetNS, pincus_dir: Path) -> None:
+        self.ns = ns
+        self.dir = pincus_dir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "PINCUS_DIR": str(self.dir)}
+
+    def start(self, timeout: float = 20) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.dir / "pincusd.stderr", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.ns.name, str(BIN / "pincusd"), "--debug"],
+            env=self.env,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"pincusd exited: {(self.dir / 'pincusd.stderr').read_text()[-2000:]}")
+            r = self.cli("admin", "waitready", "--timeout", "0.2", check=False)
+            if r.returncode == 0:
+                return
+        raise RuntimeError("pincusd did not become ready")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def cli(
+        self, *args: str, check: bool = True, stdin: str | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        r = subprocess.run(
+            [str(BIN / "pincus"), *args],
+            env=self.env,
+            text=True,
+            capture_output=True,
+            input=stdin,
+            timeout=timeout,
+        )
+        if check and r.returncode != 0:
+            raise AssertionError(f"pincus {' '.join(args)} failed ({r.returncode}): {r.stderr}{r.stdout}")
+        return r
+
+    def fails(self, *args: str, stdin: str | None = None) -> str:
+        """Run a command that must fail as the CLI contract says; return its error message."""
+        r = self.cli(*args, check=False, stdin=stdin)
+        assert r.returncode == 1, f"expected exit 1, got {r.returncode}: {r.stdout}{r.stderr}"
+        assert r.stderr.startswith("Error: "), r.stderr
+        return r.stderr[len("Error: ") :].strip()
+
+    def api(self, method: str, path: str, body: Any = None) -> tuple[int, dict[str, Any]]:
+        data = b"" if body is None else json.dumps(body).encode()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(60)
+            s.connect(str(self.dir / "unix.socket"))
+            s.sendall(
+                f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(data)}\r\n"
+                f"Connection: close\r\n\r\n".encode()
+                + data
+            )
+            raw = b""
+            while chunk := s.recv(65536):
+                raw += chunk
+        head, _, payload = raw.partition(b"\r\n\r\n")
+        return int(head.split()[1]), json.loads(payload)
+
+    def db_dump(self) -> list[str]:
+        """Every row of the store, to prove a refused request changed nothing."""
+        import sqlite3
+
+        conn = sqlite3.connect(self.dir / "pincus.db")
+        try:
+            return list(conn.iterdump())
+        finally:
+            conn.close()
+
+
+def cleanup_dir(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
