@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -27,7 +28,7 @@ def _ms(xs: list[float]) -> float:
     return round(statistics.median(xs) * 1000, 3)
 
 
-def _timed(fn: Callable[[], None]) -> float:
+def _timed(fn: Callable[[], object]) -> float:
     t = time.perf_counter()
     fn()
     return time.perf_counter() - t
@@ -52,16 +53,19 @@ def _inside(nics: int, backend: str) -> dict[str, object]:
             ipv6_filtering=True,
         )
 
-    adds = [_timed(lambda i=i: nft.set_nic_filter(tag, nic(i))) for i in range(nics)]
-    replace = [_timed(lambda i=i: nft.set_nic_filter(tag, nic(i))) for i in range(10)]
-    list_tables = _timed(lambda: None if nft.list_owned_tables() else None)
-    removes = [_timed(lambda i=i: nft.remove_nic_filter(tag, f"bn{i:05d}")) for i in range(nics)]
-    missing = [_timed(lambda i=i: nft.remove_nic_filter(tag, f"bn{i:05d}")) for i in range(10)]
+    adds = [_timed(partial(nft.set_nic_filter, tag, nic(i))) for i in range(nics)]
+    replace = [_timed(partial(nft.set_nic_filter, tag, nic(i))) for i in range(10)]
+    nft.list_owned_tables()  # the first call imports pyroute2
+    list_tables = _timed(nft.list_owned_tables)
+    list_tables_nft = _timed(nft._list_tables_nft)
+    removes = [_timed(partial(nft.remove_nic_filter, tag, f"bn{i:05d}")) for i in range(nics)]
+    missing = [_timed(partial(nft.remove_nic_filter, tag, f"bn{i:05d}")) for i in range(10)]
     nets = []
     for i in range(10):
-        rules = nft.NetworkRules(f"bb{i}", f"10.250.{200 + i}.1/24", f"fd42:250:{i}::1/64", True, True, True, True)
-        nets.append(_timed(lambda r=rules: nft.set_network_rules(tag, r)))
-    net_removes = [_timed(lambda i=i: nft.remove_network_rules(tag, f"bb{i}")) for i in range(10)]
+        v4, v6 = f"10.250.{200 + i}.1/24", f"fd42:250:{i}::1/64"
+        rules = nft.NetworkRules(f"bb{i}", v4, v6, True, True, True, True)
+        nets.append(_timed(partial(nft.set_network_rules, tag, rules)))
+    net_removes = [_timed(partial(nft.remove_network_rules, tag, f"bb{i}")) for i in range(10)]
     nft.delete_bridge_table(tag)
     nft.delete_inet_table(tag)
     return {
@@ -71,6 +75,7 @@ def _inside(nics: int, backend: str) -> dict[str, object]:
         "add_last10_ms": _ms(adds[-10:]),
         "replace_at_full_ms": _ms(replace),
         "list_owned_tables_at_full_ms": round(list_tables * 1000, 3),
+        "nft_list_tables_at_full_ms": round(list_tables_nft * 1000, 3),
         "remove_at_full_ms": _ms(removes[:10]),
         "remove_at_empty_ms": _ms(removes[-10:]),
         "remove_missing_ms": _ms(missing),

@@ -84,7 +84,13 @@ class Daemon:
 
     @property
     def env(self) -> dict[str, str]:
-        return {**os.environ, "PINCUS_DIR": str(self.dir)}
+        return {
+            **os.environ,
+            "PINCUS_DIR": str(self.dir),
+            # "auto" subnets of managed bridges come from the test ranges only.
+            "PINCUS_AUTO_IPV4_POOL": "10.250.0.0/16",
+            "PINCUS_AUTO_IPV6_POOL": "fd42:250::/32",
+        }
 
     def start(self, timeout: float = 20) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)

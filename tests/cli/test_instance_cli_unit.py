@@ -467,7 +467,7 @@ def put_of(fake: FakeClient) -> dict[str, Any]:
     return body
 
 
-def test_device_add_puts_new_device_and_leaves_volatile_keys_to_the_daemon(run: Run, fake: FakeClient) -> None:
+def test_device_add_puts_new_device_leaves_volatile_keys_to_daemon(run: Run, fake: FakeClient) -> None:
     code, out, _ = run("config", "device", "add", "c1", "eth1", "nic", "nictype=physical", "parent=veth5")
     assert (code, out) == (0, "Device eth1 added to c1\n")
     assert put_of(fake) == {

@@ -120,9 +120,7 @@ def markers(console: Path) -> list[list[str]]:
     except FileNotFoundError:
         return []
     return [
-        line.split()[1:]
-        for line in text.replace("\r", "").splitlines()
-        if line.startswith("PINCUS-GUEST ")
+        line.split()[1:] for line in text.replace("\r", "").splitlines() if line.startswith("PINCUS-GUEST ")
     ]
 
 

@@ -330,9 +330,9 @@ def test_bad_input_is_an_invalid_error() -> None:
     calls: list[Callable[[], object]] = [
         lambda: links.get_link("a/b"),
         lambda: links.get_link("x" * 16),
-        lambda: links.set_mac("lo", "zz:00:00:00:00:00"),
-        lambda: links.add_address("lo", "10.250.0.1/99"),
-        lambda: links.add_route("10.250.0.0/16", "lo", via="fd42:250::1"),
+        lambda: links.set_mac("nosuchlink", "zz:00:00:00:00:00"),
+        lambda: links.add_address("nosuchlink", "10.250.0.1/99"),
+        lambda: links.add_route("10.250.0.0/16", "nosuchlink", via="fd42:250::1"),
     ]
     for call in calls:
         with pytest.raises(InvalidError):
@@ -349,6 +349,7 @@ def test_concurrent_callers_from_many_threads(host: str, netns: NetNS) -> None:
                 links.set_up(f"p{i}{j}", netns.path)
                 links.set_up(f"{host}{i}{j}")
                 assert links.get_link(f"p{i}{j}", netns.path) is not None
+                assert f"p{i}{j}" in {li.name for li in links.list_links(netns.path)}
         except BaseException as e:
             errors.append(e)
 
@@ -361,6 +362,20 @@ def test_concurrent_callers_from_many_threads(host: str, netns: NetNS) -> None:
     inside = {e["ifname"]: e for e in ipj("link", "show", ns=netns)}
     assert {f"p{i}{j}" for i in range(6) for j in range(3)} <= set(inside)
     assert all("UP" in inside[f"p{i}{j}"]["flags"] for i in range(6) for j in range(3))
+
+
+def test_repeated_calls_leak_no_descriptors_or_threads(pair: NetNS) -> None:
+    links.get_link("lo")  # warm the pool and the helper thread
+    links.set_up("va", pair.path)
+    fds, threads = len(os.listdir("/proc/self/fd")), threading.active_count()
+    for _ in range(200):
+        links.set_up("va", pair.path)
+        links.get_link("va", pair.path)
+        links.get_link("lo")
+        with pytest.raises(HostError):
+            links.set_mtu("va", 1, pair.path)
+    assert len(os.listdir("/proc/self/fd")) <= fds + 1
+    assert threading.active_count() == threads
 
 
 def test_a_namespace_used_by_links_is_not_kept_alive(host: str, prefix: str) -> None:

@@ -73,6 +73,30 @@ def test_existence(fake: Path) -> None:
     assert not sysfs.interface_exists("eth9")
 
 
+def test_listing(fake: Path) -> None:
+    assert sysfs.list_interfaces() == ["bond0", "br-lan", "br-vlan", "eth1", "eth2", "eth3", "eth4", "veth9"]
+
+
+def test_kinds_as_incus_names_them(fake: Path) -> None:
+    lo = _iface(fake, "lo")
+    (lo / "type").write_text("772\n")
+    vlan = _iface(fake, "eth1.10")
+    (vlan / "uevent").write_text("DEVTYPE=vlan\nINTERFACE=eth1.10\nIFINDEX=9\n")
+    kinds = {name: sysfs.interface_kind(name) for name in sysfs.list_interfaces()}
+    assert kinds == {
+        "bond0": "bond",
+        "br-lan": "bridge",
+        "br-vlan": "bridge",
+        "eth1": "physical",
+        "eth1.10": "vlan",
+        "eth2": "unknown",
+        "eth3": "unknown",
+        "eth4": "unknown",
+        "lo": "loopback",
+        "veth9": "unknown",
+    }
+
+
 def test_a_bridge_is_told_from_a_nic(fake: Path) -> None:
     assert sysfs.is_bridge("br-lan") and sysfs.is_bridge("br-vlan")
     assert not sysfs.is_bridge("eth1") and not sysfs.is_bridge("bond0")
@@ -142,6 +166,8 @@ def test_the_real_sysfs_agrees_with_ip(monkeypatch: pytest.MonkeyPatch) -> None:
         subprocess.run(["ip", "-j", "link", "show", "lo"], capture_output=True, text=True).stdout
     )[0]
     assert sysfs.interface_exists("lo")
+    assert "lo" in sysfs.list_interfaces()
+    assert sysfs.interface_kind("lo") == "loopback"
     assert sysfs.interface_mtu("lo") == lo["mtu"]
     assert not sysfs.is_bridge("lo")
     with pytest.raises(HostError, match=r"/sys/class/net/lo/device/uevent"):

@@ -56,8 +56,11 @@ class Nic:
 
     def ingress_filters(self) -> list[dict[str, Any]]:
         # tc also lists a header per filter and u32's hash table; keep the filters proper.
-        return [f for f in self.tcj("filter", "show", "dev", self.dev, "ingress")
-                if {"actions", "prog"} & set(f.get("options", {}))]
+        return [
+            f
+            for f in self.tcj("filter", "show", "dev", self.dev, "ingress")
+            if {"actions", "prog"} & set(f.get("options", {}))
+        ]
 
     def ifb_link(self) -> dict[str, Any] | None:
         for link in self.host.ipj("-d", "link", "show"):
@@ -149,15 +152,21 @@ def test_priority_reaches_packets_from_the_instance(nic: Nic, limits: Limits, wi
             ip saddr 10.250.7.2 udp dport 9 counter
         }
     }"""
-    subprocess.run(["ip", "netns", "exec", nic.host.name, "nft", "-f", "-"], input=ruleset, text=True,
-                   check=True)
-    send = ("import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-            f"for _ in range(5): s.sendto(b'x', ('{HOST_IP}', 9))")
+    subprocess.run(
+        ["ip", "netns", "exec", nic.host.name, "nft", "-f", "-"], input=ruleset, text=True, check=True
+    )
+    send = (
+        "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        f"for _ in range(5): s.sendto(b'x', ('{HOST_IP}', 9))"
+    )
     nic.inst.run(sys.executable, "-c", send)
     time.sleep(0.2)
 
-    rules = [r["rule"] for r in json.loads(nic.host.run("nft", "-j", "list", "ruleset").stdout)["nftables"]
-             if "rule" in r]
+    rules = [
+        r["rule"]
+        for r in json.loads(nic.host.run("nft", "-j", "list", "ruleset").stdout)["nftables"]
+        if "rule" in r
+    ]
     counts = [next(e["counter"]["packets"] for e in r["expr"] if "counter" in e) for r in rules]
     assert counts == [with_priority_7, 5]
 
@@ -212,8 +221,11 @@ s.close()
 
 def throughput_bps(sender: NetNS, receiver: NetNS, dest: str, seconds: float) -> float:
     """TCP goodput from sender to receiver, measured by the receiver from its first byte."""
-    rx = subprocess.Popen(["ip", "netns", "exec", receiver.name, sys.executable, "-c", RECEIVER,
-                           str(PORT), str(seconds)], stdout=subprocess.PIPE, text=True)
+    rx = subprocess.Popen(
+        ["ip", "netns", "exec", receiver.name, sys.executable, "-c", RECEIVER, str(PORT), str(seconds)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert rx.stdout is not None and rx.stdout.readline().strip() == "ready"
         # The sender keeps going a little past the window so the receiver never runs dry.
@@ -235,9 +247,11 @@ def test_a_10mbit_limit_holds_both_ways_and_unlimited_is_faster(nic: Nic) -> Non
     nic.clear()
     free_in = throughput_bps(nic.host, nic.inst, INST_IP, 0.5)
     free_out = throughput_bps(nic.inst, nic.host, HOST_IP, 0.5)
-    print(f"limited 10 Mbit: into instance {into_instance / MBIT:.2f} Mbit/s, "
-          f"out of instance {out_of_instance / MBIT:.2f} Mbit/s; unlimited: "
-          f"{free_in / MBIT:.0f} / {free_out / MBIT:.0f} Mbit/s")
+    print(
+        f"limited 10 Mbit: into instance {into_instance / MBIT:.2f} Mbit/s, "
+        f"out of instance {out_of_instance / MBIT:.2f} Mbit/s; unlimited: "
+        f"{free_in / MBIT:.0f} / {free_out / MBIT:.0f} Mbit/s"
+    )
 
     assert 8 * MBIT <= into_instance <= 12 * MBIT
     assert 8 * MBIT <= out_of_instance <= 12 * MBIT

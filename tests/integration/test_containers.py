@@ -11,7 +11,9 @@ from tests.pincus_testlib import Daemon
 
 def _launch(daemon: Daemon, name: str, bridge: str, address: str) -> None:
     daemon.cli("init", name)
-    daemon.cli("config", "device", "add", name, "eth0", "nic", "nictype=bridged", f"parent={bridge}", "name=eth0")
+    daemon.cli(
+        "config", "device", "add", name, "eth0", "nic", "nictype=bridged", f"parent={bridge}", "name=eth0"
+    )
     daemon.cli("start", name)
     in_container(daemon, name, "ip", "addr", "add", address, "dev", "eth0")
 
@@ -54,7 +56,10 @@ def test_hotplug_and_unplug_a_nic(daemon: Daemon, prefix: str) -> None:
     daemon.cli("config", "device", "add", "c1", "eth1", "nic", "nictype=bridged", f"parent={br}")
     cfg = config(daemon, "c1")
     host_name = cfg["volatile.eth1.host_name"]
-    assert in_container(daemon, "c1", "cat", "/sys/class/net/eth1/address").strip() == cfg["volatile.eth1.hwaddr"]
+    assert (
+        in_container(daemon, "c1", "cat", "/sys/class/net/eth1/address").strip()
+        == cfg["volatile.eth1.hwaddr"]
+    )
     assert in_container(daemon, "c1", "cat", "/sys/class/net/eth1/operstate").strip() in ("up", "unknown")
     assert daemon.ns.link(host_name)["master"] == br  # type: ignore[index]
     daemon.cli("config", "device", "remove", "c1", "eth1")
@@ -111,8 +116,9 @@ def test_killed_init_is_noticed_and_cleaned_up(daemon: Daemon, prefix: str) -> N
 
 def test_exec_passes_stdio_and_exit_status(daemon: Daemon) -> None:
     daemon.cli("launch", "c1")
-    r = daemon.cli("exec", "c1", "--env", "GREETING=hi", "--cwd", "/tmp", "--", "sh", "-c",
-                   'read x; echo "$GREETING $x $(pwd)"; echo err >&2; exit 7', stdin="there\n", check=False)  # fmt: skip
+    script = 'read x; echo "$GREETING $x $(pwd)"; echo err >&2; exit 7'
+    argv = ["exec", "c1", "--env", "GREETING=hi", "--cwd", "/tmp", "--", "sh", "-c", script]
+    r = daemon.cli(*argv, stdin="there\n", check=False)
     assert r.returncode == 7
     assert r.stdout == "hi there /tmp\n" and r.stderr == "err\n"
     daemon.cli("stop", "c1", "-f")
@@ -128,13 +134,11 @@ def test_instance_bad_input(daemon: Daemon, prefix: str) -> None:
     assert "already exists" in daemon.fails("init", "c1")
     assert "not running" in daemon.fails("exec", "c1", "--", "true")
     assert "not running" in daemon.fails("stop", "c1")
-    assert "unknown key" in daemon.fails("config", "device", "add", "c1", "eth0", "nic", "nictype=bridged",
-                                         "parent=x", "bogus=1")  # fmt: skip
-    assert "4095" in daemon.fails("config", "device", "add", "c1", "eth0", "nic", "nictype=bridged", "parent=x",
-                                  "vlan=4095")  # fmt: skip
+    add = ("config", "device", "add", "c1", "eth0", "nic", "nictype=bridged", "parent=x")
+    assert "unknown key" in daemon.fails(*add, "bogus=1")
+    assert "4095" in daemon.fails(*add, "vlan=4095")
     assert "not supported for containers" in daemon.fails("config", "set", "c1", "raw.qemu=-S")
-    assert "boot.priority" in daemon.fails("config", "device", "add", "c1", "eth0", "nic", "nictype=bridged",
-                                           "parent=x", "boot.priority=1")  # fmt: skip
+    assert "boot.priority" in daemon.fails(*add, "boot.priority=1")
     assert "eth9" in daemon.fails("config", "device", "remove", "c1", "eth9")
     assert "not found" in daemon.fails("start", "nosuch")
     assert daemon.db_dump() == before

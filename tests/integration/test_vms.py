@@ -33,7 +33,9 @@ def test_vm_tap_on_bridge_with_volatile_mac(daemon: Daemon, prefix: str) -> None
     cfg = config(daemon, "v1")
     tap1, mac1 = cfg["volatile.eth1.host_name"], cfg["volatile.eth1.hwaddr"]
     assert qemu.nic_macs(_qmp(daemon, "v1"))[qemu.device_id("eth1")] == mac1
-    wait_for(lambda: "NO-CARRIER" not in (daemon.ns.link(tap1) or {"flags": ["NO-CARRIER"]})["flags"], 5, "carrier")
+    wait_for(
+        lambda: "NO-CARRIER" not in (daemon.ns.link(tap1) or {"flags": ["NO-CARRIER"]})["flags"], 5, "carrier"
+    )
     daemon.cli("config", "device", "remove", "v1", "eth1")
     # A paused guest cannot acknowledge the unplug; the host side must be gone regardless.
     assert daemon.ns.link(tap1) is None

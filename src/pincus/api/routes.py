@@ -87,6 +87,7 @@ def build(server: Server, shutdown: threading.Event) -> Router:
     )
     r.add("POST", "/1.0/networks/{name}", rename_or_noop)
     r.add("DELETE", "/1.0/networks/{name}", lambda req: nets.delete(req.params["name"]))
+    r.add("GET", "/1.0/networks/{name}/leases", lambda req: nets.leases(req.params["name"]))
 
     insts = server.instances
 

@@ -161,3 +161,26 @@ def network_users(store: Store, network: str) -> list[str]:
             (network,),
         ).fetchall()
     return [r["name"] for r in rows]
+
+
+def devices_with(store: Store, key: str, value: str) -> list[tuple[str, str]]:
+    """(instance, device) pairs whose device config has key=value."""
+    with store.tx() as c:
+        rows = c.execute(
+            "SELECT i.name AS instance, d.name AS device FROM devices_config dc "
+            "JOIN devices d ON d.id = dc.device_id JOIN instances i ON i.id = d.instance_id "
+            "WHERE dc.key = ? AND dc.value = ?",
+            (key, value),
+        ).fetchall()
+    return [(r["instance"], r["device"]) for r in rows]
+
+
+def volatile_holders(store: Store, key_suffix: str, value: str) -> list[tuple[str, str]]:
+    """(instance, key) pairs whose volatile key ends with key_suffix and equals value."""
+    with store.tx() as c:
+        rows = c.execute(
+            "SELECT i.name AS instance, v.key AS key FROM instances_volatile v "
+            "JOIN instances i ON i.id = v.instance_id WHERE v.value = ? AND v.key LIKE ?",
+            (value, f"%{key_suffix}"),
+        ).fetchall()
+    return [(r["instance"], r["key"]) for r in rows]

@@ -56,4 +56,8 @@ MIGRATIONS: list[str] = [
         start_time INTEGER NOT NULL
     );
     """,
+    # 3: find devices by a config value (duplicate static addresses) without scanning every device
+    """
+    CREATE INDEX devices_config_key_value ON devices_config (key, value);
+    """,
 ]

@@ -23,6 +23,8 @@ class NicRun:
     move_link: str = ""  # container: host link to move in as `name` (physical NICs)
     mtu: int | None = None
     boot_priority: int | None = None
+    qemu_args: list[str] = field(default_factory=list)  # VM: passthrough device arguments
+    passthrough: bool = False  # VM: a PCI/USB device, not a TAP
 
 
 @dataclass
@@ -54,6 +56,10 @@ class Device:
         self.instance = instance
         self.name = name
         self.config = config
+
+    def key_table(self) -> KeyTable:
+        """The keys this device accepts (a delegating device answers for the driver it chose)."""
+        return self.keys
 
     @property
     def what(self) -> str:

@@ -1,17 +1,51 @@
-"""nictype=bridged: a veth (container) or TAP (VM) enslaved to a host bridge."""
+"""nictype=bridged: a veth (container) or TAP (VM) enslaved to a host bridge, with everything
+Incus puts on such a port: static DHCP allocation, host routes, limits, filtering, isolation, VLANs."""
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from pincus.config.device_keys import NIC_BRIDGED
 from pincus.config.keys import CONTAINER, KeyTable
-from pincus.config.validators import is_interface_name
+from pincus.config.validators import (
+    is_interface_name,
+    parse_bit_rate,
+    parse_bool,
+    parse_vlan_list,
+    split_list,
+)
+from pincus.db import instances as db_instances
 from pincus.devices import names
 from pincus.devices.base import Device, NicRun, RunConfig
-from pincus.errors import InvalidError, NotFoundError
-from pincus.host import links, sysfs
+from pincus.errors import ConflictError, InvalidError, NotFoundError, UnsupportedError
+from pincus.host import bridgeport, links, nft, sysfs, tc
+from pincus.networks.bridge import BridgeNetwork, load_bridge_network
 from pincus.reverter import Reverter
+
+
+@dataclass(frozen=True)
+class PortSettings:
+    """Everything about the host side of the NIC that can change while it runs."""
+
+    limits: tc.Limits | None = None
+    filter: nft.NicFilter | None = None
+    isolated: bool = False
+    vlan: int | None = None
+    tagged: tuple[int, ...] = ()
+    txqlen: int | None = None
+    connected: bool = True
+    routes: tuple[str, ...] = ()
+    via4: str | None = None
+    via6: str | None = None
+    static: tuple[str | None, str | None] = field(default=(None, None))
+
+
+def _address(value: str | None) -> str | None:
+    return None if value in (None, "", "none") else value
 
 
 class BridgedNic(Device):
@@ -24,6 +58,23 @@ class BridgedNic(Device):
     @property
     def inside_name(self) -> str:
         return self.config.get("name") or self.name
+
+    @property
+    def nic_id(self) -> str:
+        """Identifies this NIC in files shared with the network (dnsmasq's hosts directory)."""
+        return f"{self.instance.name}.{self.name}"
+
+    def flag(self, key: str) -> bool:
+        return parse_bool(self.config[key]) if key in self.config else False
+
+    def attached(self) -> bool:
+        return parse_bool(self.config.get("attached", "true"))
+
+    def network(self) -> BridgeNetwork | None:
+        """The managed pincus bridge this NIC sits on, if its parent is one."""
+        return load_bridge_network(self.state, self.parent) if self.parent else None
+
+    # --- validation ------------------------------------------------------------------------------
 
     def validate_config(self) -> None:
         super().validate_config()
@@ -38,12 +89,81 @@ class BridgedNic(Device):
                 raise InvalidError(
                     f'Device "{self.name}" needs a "name" key: its device name is not a valid interface name'
                 ) from None
+        for family in ("ipv4", "ipv6"):
+            if self.flag(f"security.{family}_filtering") and f"{family}.address" not in self.config:
+                raise InvalidError(
+                    f'Device "{self.name}": security.{family}_filtering needs {family}.address '
+                    f"(the address the instance may use, or none to block {family.upper()})"
+                )
+        ip_filtering = self.flag("security.ipv4_filtering") or self.flag("security.ipv6_filtering")
+        if ip_filtering and "vlan.tagged" in self.config:
+            raise InvalidError(
+                f'Device "{self.name}": "vlan.tagged" cannot be combined with IP filtering '
+                "(tagged frames would bypass the address checks, so the filter drops them)"
+            )
+        self._validate_addresses()
+
+    def _validate_addresses(self) -> None:
+        net = self.network()
+        for family in ("ipv4", "ipv6"):
+            value = _address(self.config.get(f"{family}.address"))
+            if value is None:
+                continue
+            if net is None:
+                continue  # an unmanaged bridge: the address only feeds filtering
+            iface = net.ipv4_interface() if family == "ipv4" else net.ipv6_interface()
+            if iface is None:
+                raise InvalidError(
+                    f'Device "{self.name}": network "{net.name}" has no {family.upper()} subnet for '
+                    f'{family}.address "{value}"'
+                )
+            addr = ipaddress.ip_address(value)
+            if addr not in iface.network:
+                raise InvalidError(
+                    f'Device "{self.name}": {family}.address {value} is outside {iface.network} of network '
+                    f'"{net.name}"'
+                )
+            if addr == iface.ip:
+                raise InvalidError(
+                    f'Device "{self.name}": {family}.address {value} is the address of network '
+                    f'"{net.name}" itself'
+                )
+            self._refuse_duplicate(family, value)
+
+    def _refuse_duplicate(self, family: str, value: str) -> None:
+        for instance, device in db_instances.devices_with(self.state.store, f"{family}.address", value):
+            if (instance, device) == (self.instance.name, self.name):
+                continue
+            other = db_instances.get(self.state.store, instance)
+            cfg = other.devices.get(device, {}) if other else {}
+            if self.parent in (cfg.get("parent"), cfg.get("network")):
+                raise ConflictError(
+                    f'Device "{self.name}": {family}.address {value} is already used by device "{device}" '
+                    f'of instance "{instance}"'
+                )
 
     def validate_environment(self) -> None:
+        if not self.attached():
+            return
         if not sysfs.interface_exists(self.parent):
             raise NotFoundError(f'Parent bridge "{self.parent}" of device "{self.name}" does not exist')
         if not sysfs.is_bridge(self.parent):
             raise InvalidError(f'Parent "{self.parent}" of device "{self.name}" is not a bridge')
+        self._check_vlan_support(self.config)
+
+    def _check_vlan_support(self, config: dict[str, str]) -> None:
+        if "vlan" not in config and "vlan.tagged" not in config:
+            return
+        if not self.state.features.get("bridge_vlan_filtering", False):
+            raise UnsupportedError(
+                f'Device "{self.name}": bridge VLAN filtering is not supported by this kernel '
+                '(needed for "vlan" and "vlan.tagged")'
+            )
+        if not sysfs.bridge_vlan_filtering(self.parent):
+            raise InvalidError(
+                f'Device "{self.name}": bridge "{self.parent}" has VLAN filtering off (vlan_filtering=0); '
+                'turn it on to use "vlan" or "vlan.tagged"'
+            )
 
     # --- names that must stay stable -------------------------------------------------------------
 
@@ -56,29 +176,131 @@ class BridgedNic(Device):
         kind = "veth" if self.instance.type == CONTAINER else "tap"
         return self.instance.volatile(self.vkey("host_name")) or names.host_link_name(kind, self.state.tag)
 
+    def ifb_name(self, host_name: str) -> str:
+        """The IFB that shapes traffic from the instance when tc police is missing; derived, never stored."""
+        return f"pif{self.state.tag}{hashlib.sha256(host_name.encode()).hexdigest()[:6]}"
+
     def mtu(self) -> int:
         return int(self.config.get("mtu") or sysfs.interface_mtu(self.parent))
+
+    # --- what the port should look like ----------------------------------------------------------
+
+    def settings(self, config: dict[str, str], host_name: str, hwaddr: str) -> PortSettings:
+        def rate(key: str) -> int | None:
+            value = config.get(key) or config.get("limits.max")
+            return parse_bit_rate(value) if value else None
+
+        ingress, egress = rate("limits.ingress"), rate("limits.egress")
+        prio = int(config["limits.priority"]) if "limits.priority" in config else None
+        limits = tc.Limits(ingress, egress, prio) if (ingress or egress or prio is not None) else None
+        flag = {k: parse_bool(config[k]) for k in config if k.startswith("security.")}
+        v4_on, v6_on = flag.get("security.ipv4_filtering", False), flag.get("security.ipv6_filtering", False)
+        mac_on = flag.get("security.mac_filtering", False) or v4_on or v6_on
+        v4, v6 = _address(config.get("ipv4.address")), _address(config.get("ipv6.address"))
+        nic_filter = None
+        if mac_on:
+            nic_filter = nft.NicFilter(
+                port=host_name, mac=hwaddr, ipv4=[v4] if v4 else [], ipv6=[v6] if v6 else [],
+                mac_filtering=True, ipv4_filtering=v4_on, ipv6_filtering=v6_on,
+            )  # fmt: skip
+        routes = tuple(
+            r for key in ("ipv4.routes", "ipv6.routes") if config.get(key) for r in split_list(config[key])
+        )
+        net = self.network()
+        return PortSettings(
+            limits=limits,
+            filter=nic_filter,
+            isolated=flag.get("security.port_isolation", False),
+            vlan=int(config["vlan"]) if "vlan" in config else None,
+            tagged=tuple(parse_vlan_list(config["vlan.tagged"])) if "vlan.tagged" in config else (),
+            txqlen=int(config["queue.tx.length"]) if "queue.tx.length" in config else None,
+            connected=parse_bool(config.get("connected", "true")),
+            routes=routes,
+            via4=v4,
+            via6=v6,
+            static=(v4, v6) if net is not None and net.has_dhcp() and (v4 or v6) else (None, None),
+        )
+
+    # --- applying settings, one aspect at a time, each with its inverse --------------------------
+
+    def _apply_limits(self, host_name: str, s: PortSettings) -> None:
+        ifb = self.ifb_name(host_name)
+        if s.limits is None:
+            tc.clear_limits(host_name, ifb)
+        else:
+            tc.apply_limits(host_name, s.limits, ifb, use_police=self.state.features.get("tc_police", False))
+
+    def _apply_filter(self, host_name: str, s: PortSettings) -> None:
+        if s.filter is None:
+            nft.remove_nic_filter(self.state.tag, host_name)
+        else:
+            nft.set_nic_filter(self.state.tag, s.filter)
+
+    def _apply_isolation(self, host_name: str, s: PortSettings) -> None:
+        bridgeport.set_port_isolated(host_name, s.isolated)
+
+    def _apply_vlans(self, host_name: str, s: PortSettings) -> None:
+        if s.vlan is not None or s.tagged:
+            bridgeport.set_port_vlans(host_name, s.vlan, list(s.tagged))
+
+    def _apply_link(self, host_name: str, s: PortSettings) -> None:
+        if s.txqlen is not None:
+            links.set_txqlen(host_name, s.txqlen)
+            if self.instance.type == CONTAINER and self.instance.netns is not None:
+                links.set_txqlen(self.inside_name, s.txqlen, netns=str(self.instance.netns))
+        if s.connected:
+            links.set_up(host_name)
+        else:
+            links.set_down(host_name)
+
+    def _route_via(self, route: str, s: PortSettings) -> str | None:
+        return s.via6 if ":" in route else s.via4
+
+    def _add_routes(self, s: PortSettings, undo: Reverter) -> None:
+        for route in s.routes:
+            links.add_route(route, self.parent, via=self._route_via(route, s))
+            undo.add(links.delete_route, route, self.parent)
+
+    def _delete_routes(self, s: PortSettings) -> None:
+        for route in s.routes:
+            links.delete_route(route, self.parent)
+
+    def _apply_static(self, s: PortSettings) -> None:
+        net = self.network()
+        if net is None:
+            return
+        if s.static == (None, None):
+            net.remove_static_allocation(self.nic_id)
+        else:
+            net.add_static_allocation(
+                self.nic_id, self.hwaddr(), s.static[0], s.static[1], self.instance.name
+            )
+
+    _ASPECTS: ClassVar[tuple[str, ...]] = ("_apply_static", "_apply_vlans", "_apply_isolation", "_apply_link")
 
     # --- lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> RunConfig:
+        if not self.attached():
+            return RunConfig()
         hwaddr, host_name, mtu = self.hwaddr(), self.host_name(), self.mtu()
         if links.get_link(host_name) is not None:
-            raise InvalidError(f'Host interface "{host_name}" for device "{self.name}" already exists')
-        qlen = int(self.config["queue.tx.length"]) if "queue.tx.length" in self.config else None
+            raise ConflictError(f'Host interface "{host_name}" for device "{self.name}" already exists')
+        s = self.settings(self.config, host_name, hwaddr)
         with Reverter() as undo:
-            if self.instance.type == CONTAINER:
-                netns = self.instance.netns
-                assert netns is not None, "a container's network namespace exists before its NICs start"
-                links.create_veth_into_netns(
-                    host_name, self.inside_name, str(netns), peer_mac=hwaddr, mtu=mtu, txqlen=qlen
-                )
-            else:
-                links.create_tap(host_name, mtu=mtu)
+            self._create_port(host_name, hwaddr, mtu, s.txqlen)
             undo.add(links.delete_link, host_name)
             links.set_ipv6_disabled(host_name)
             links.set_master(host_name, self.parent)
-            links.set_up(host_name)
+            self._apply_static(s)
+            self._apply_vlans(host_name, s)
+            self._apply_isolation(host_name, s)
+            self._apply_filter(host_name, s)
+            undo.add(nft.remove_nic_filter, self.state.tag, host_name)
+            self._apply_limits(host_name, s)
+            undo.add(tc.clear_limits, host_name, self.ifb_name(host_name))
+            self._apply_link(host_name, s)
+            self._add_routes(s, undo)
             self.instance.set_volatile({self.vkey("hwaddr"): hwaddr, self.vkey("host_name"): host_name})
             undo.success()
         nic = NicRun(
@@ -92,19 +314,69 @@ class BridgedNic(Device):
         )
         return RunConfig(nics=[nic])
 
+    def _create_port(self, host_name: str, hwaddr: str, mtu: int, txqlen: int | None) -> None:
+        if self.instance.type == CONTAINER:
+            netns = self.instance.netns
+            assert netns is not None, "a container's network namespace exists before its NICs start"
+            # The peer is born inside the container: one request, no move (~15 ms saved per NIC).
+            links.create_veth_into_netns(
+                host_name, self.inside_name, str(netns), peer_mac=hwaddr, mtu=mtu, txqlen=txqlen
+            )
+        else:
+            links.create_tap(host_name, mtu=mtu)
+
+    def update(self, old_config: dict[str, str]) -> None:
+        """Apply changed limits, filters, routes, isolation, VLANs, addresses live; restore on failure."""
+        host_name = self.instance.volatile(self.vkey("host_name"))
+        if not host_name or not self.attached():
+            return
+        self._check_vlan_support(self.config)
+        hwaddr = self.hwaddr()
+        old = self.settings(old_config, host_name, hwaddr)
+        new = self.settings(self.config, host_name, hwaddr)
+        with Reverter() as undo:
+            steps: list[tuple[Callable[[str, PortSettings], None], bool]] = [
+                (self._apply_limits, old.limits != new.limits),
+                (self._apply_filter, old.filter != new.filter),
+                (self._apply_isolation, old.isolated != new.isolated),
+                (self._apply_vlans, (old.vlan, old.tagged) != (new.vlan, new.tagged)),
+                (self._apply_link, (old.txqlen, old.connected) != (new.txqlen, new.connected)),
+            ]
+            for apply, changed in steps:
+                if changed:
+                    undo.add(apply, host_name, old)
+                    apply(host_name, new)
+            if old.static != new.static:
+                undo.add(self._apply_static, old)
+                self._apply_static(new)
+            if (old.routes, old.via4, old.via6) != (new.routes, new.via4, new.via6):
+                self._delete_routes(old)
+                undo.add(self._add_routes, old, Reverter())
+                self._add_routes(new, undo)
+            undo.success()
+
     def stop(self) -> RunConfig:
         host_name = self.instance.volatile(self.vkey("host_name")) or ""
+        if not host_name:
+            return RunConfig()
         tap = self.instance.type != CONTAINER
         return RunConfig(nics=[NicRun(device=self.name, hwaddr="", host_name=host_name, tap=tap)])
 
     def post_stop(self) -> None:
         host_name = self.instance.volatile(self.vkey("host_name"))
         if host_name:
+            s = self.settings(self.config, host_name, self.hwaddr())
+            nft.remove_nic_filter(self.state.tag, host_name)
+            tc.clear_limits(host_name, self.ifb_name(host_name))
+            self._delete_routes(s)
             links.delete_link(host_name)
         self.instance.set_volatile({self.vkey("host_name"): None})
 
     def remove(self) -> None:
+        net = self.network()
+        if net is not None:
+            net.remove_static_allocation(self.nic_id)
         self.instance.set_volatile({self.vkey("hwaddr"): None, self.vkey("host_name"): None})
 
     def describe(self) -> str:
-        return f"bridged: parent {self.parent}"
+        return f"bridged: veth/TAP on bridge {self.parent}"

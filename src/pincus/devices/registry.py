@@ -7,6 +7,8 @@ import re
 from pincus.db import networks as db_networks
 from pincus.devices.base import Device, InstanceView
 from pincus.devices.nic_bridged import BridgedNic
+from pincus.devices.nic_physical import PhysicalNic
+from pincus.devices.nic_physical_network import PhysicalNetworkNic
 from pincus.errors import InvalidError, NotFoundError
 from pincus.state import State
 
@@ -33,9 +35,11 @@ def load(state: State, instance: InstanceView, name: str, config: dict[str, str]
     nictype = config.get("nictype")
     if nictype == "bridged":
         return BridgedNic(state, instance, name, dict(config))
+    if nictype == "physical":
+        return PhysicalNic(state, instance, name, dict(config))
     if nictype is None:
         raise InvalidError(f'Device "{name}": a nic needs "nictype" or "network"')
-    raise InvalidError(f'Device "{name}": unsupported nictype "{nictype}" (supported: bridged)')
+    raise InvalidError(f'Device "{name}": unsupported nictype "{nictype}" (supported: bridged, physical)')
 
 
 def _network_nic(state: State, instance: InstanceView, name: str, config: dict[str, str]) -> Device:
@@ -45,10 +49,12 @@ def _network_nic(state: State, instance: InstanceView, name: str, config: dict[s
         raise NotFoundError(f'Device "{name}": network "{network}" not found')
     for key in _NETWORK_DECIDES:
         if key in config and not (key == "mtu" and rec.type == "bridge"):
-            raise InvalidError(f'Device "{name}": cannot use "{key}" in conjunction with "network"')
+            raise InvalidError(f'Device "{name}": Cannot use "{key}" in conjunction with "network"')
     if rec.type == "bridge":
         effective = {**config, "nictype": "bridged", "parent": rec.name}
         if "mtu" not in effective and "bridge.mtu" in rec.config:
             effective["mtu"] = rec.config["bridge.mtu"]
         return BridgedNic(state, instance, name, effective)
-    raise InvalidError(f'Device "{name}": network "{network}" of type "{rec.type}" cannot be used yet')
+    if rec.type == "physical":
+        return PhysicalNetworkNic(state, instance, name, dict(config), rec)
+    raise InvalidError(f'Device "{name}": network "{network}" of type "{rec.type}" cannot be used by a NIC')

@@ -3,7 +3,11 @@
 The network probes run in one `unshare --net sh -c ...`: a namespace that exists only
 while that shell lives, so whatever the probes create vanishes with it, even if the
 daemon dies mid-probe. Each probe prints `name=1` or `name=0`; a missing tool counts
-as a missing feature.
+as a missing feature. Measured here: ~25 ms median (a handful of ip/tc/nft processes).
+
+One effect outlives the namespace, by the kernel's design: a probe may autoload a module
+(8021q, act_police, nft_chain_filter...), and the `dummy` module, when first loaded,
+creates its own `dummy0` in the host's initial namespace. This kernel has no dummy.
 """
 
 from __future__ import annotations

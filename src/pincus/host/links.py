@@ -35,6 +35,7 @@ import queue
 import re
 import socket
 import struct
+import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -61,6 +62,7 @@ _NLM_F_EXCL = 0x200
 _NLM_F_CREATE = 0x400
 _NLM_F_CAPPED = 0x100
 _NLM_F_ACK_TLVS = 0x200
+_NLM_F_DUMP_INTR = 0x10
 _NLMSGERR_ATTR_MSG = 1
 _NLA_F_NESTED = 0x8000
 _NLA_TYPE_MASK = 0x3FFF
@@ -125,6 +127,7 @@ _STATS64 = struct.Struct("=8Q")  # the first 8 counters of rtnl_link_stats64
 
 _RECV_BUF = 1 << 16  # the kernel caps one dump datagram at 32 KiB
 _POOL_MAX = 8
+_DUMP_TRIES = 3
 
 _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
@@ -234,7 +237,7 @@ class _Link:
         if linkinfo is not None:
             raw_kind = _attrs(linkinfo, 0, len(linkinfo)).get(_IFLA_INFO_KIND)
             kind = _cstr(raw_kind) if raw_kind is not None else None
-        oper = self.attrs.get(_IFLA_OPERSTATE, b"\0")[0]
+        oper = (self.attrs.get(_IFLA_OPERSTATE) or b"\0")[0]
         return LinkInfo(
             index=self.index,
             name=self.name,
@@ -243,7 +246,7 @@ class _Link:
             mtu=self.u32(_IFLA_MTU),
             up=bool(self.flags & _IFF_UP),
             operstate=_OPERSTATES[oper] if oper < len(_OPERSTATES) else "UNKNOWN",
-            carrier=bool(self.attrs.get(_IFLA_CARRIER, b"\0")[0]),
+            carrier=bool((self.attrs.get(_IFLA_CARRIER) or b"\0")[0]),
             master=master,
             txqlen=self.u32(_IFLA_TXQLEN),
         )
@@ -326,19 +329,26 @@ class _Rtnl:
         """Send one request; return the bodies of the kernel's answers (a GET's object, a
         dump's objects, nothing for a change) or raise _NetlinkError if it was refused."""
         try:
-            return self._request(mtype, body, flags)
+            for _ in range(_DUMP_TRIES - 1):
+                replies, interrupted = self._request(mtype, body, flags)
+                if not interrupted:
+                    return replies
+            return self._request(mtype, body, flags)[0]
         except _NetlinkError:
             raise  # the whole answer was read: the socket is still in step
         except BaseException:
             self.broken = True
             raise
 
-    def _request(self, mtype: int, body: bytes, flags: int) -> list[bytes]:
+    def _request(self, mtype: int, body: bytes, flags: int) -> tuple[list[bytes], bool]:
+        """The answers, and whether the kernel flagged a dump as inconsistent (links changed
+        while it was sent), in which case it is worth asking again."""
         self.seq = (self.seq + 1) & 0xFFFFFFFF or 1
         seq = self.seq
         flags |= _NLM_F_REQUEST | _NLM_F_ACK
         self.sock.send(_NLMSGHDR.pack(_NLMSGHDR.size + len(body), mtype, flags, seq, 0) + body)
         replies: list[bytes] = []
+        interrupted = False
         while True:
             n = self.sock.recv_into(self._buf, _RECV_BUF, socket.MSG_TRUNC)
             if n > _RECV_BUF:
@@ -357,7 +367,8 @@ class _Rtnl:
                             code = abs(struct.unpack_from("=i", data, off + _NLMSGHDR.size)[0])
                         if code:
                             raise _NetlinkError(code, _ext_ack(data, off, length, rflags))
-                        return replies
+                        return replies, interrupted
+                    interrupted |= bool(rflags & _NLM_F_DUMP_INTR)
                     replies.append(data[off + _NLMSGHDR.size : off + length])
                 off += _align(length)
 
@@ -954,3 +965,27 @@ def delete_route(dst_cidr: str, dev: str, netns: str | None = None) -> None:
             # No such route, or no such device (its routes went with it).
             if e.errno not in (errno.ESRCH, errno.ENODEV):
                 raise
+
+
+def create_vlan(name: str, parent: str, vid: int, gvrp: bool = False) -> None:
+    """An 802.1Q sub-interface of parent (GVRP registration when asked)."""
+    _check_name(name)
+    _check_name(parent)
+    if not 0 <= vid <= 4094:
+        raise InvalidError(f"VLAN id {vid} is outside 0-4094")
+    argv = ["ip", "link", "add", "link", parent, "name", name, "type", "vlan", "id", str(vid)]
+    if gvrp:
+        argv += ["gvrp", "on"]
+    r = subprocess.run(argv, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise HostError(f'Failed to create VLAN {vid} interface "{name}" on "{parent}": {r.stderr.strip()}')
+
+
+def global_addresses(name: str, netns: str | None = None) -> list[str]:
+    """The addresses of a link that are neither link-local nor loopback."""
+    out = []
+    for cidr in link_addresses(name, netns):
+        ip = ipaddress.ip_interface(cidr).ip
+        if not (ip.is_link_local or ip.is_loopback):
+            out.append(cidr)
+    return out

@@ -36,6 +36,44 @@ def interface_exists(name: str) -> bool:
     return _net(name).exists()
 
 
+def list_interfaces() -> list[str]:
+    """Every interface under class/net, sorted."""
+    try:
+        return sorted(entry.name for entry in (root() / "class" / "net").iterdir())
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        raise HostError(f"Failed to list interfaces: {root() / 'class' / 'net'}: {e.strerror or e}") from e
+
+
+_ARPHRD_LOOPBACK = "772"
+
+
+def interface_kind(name: str) -> str:
+    """The type word Incus shows for an interface it does not manage: "loopback", "bridge",
+    "vlan", "physical" (has a device), "bond" or "unknown" (veth, TAP, ...), tried in that order."""
+    d = _net(name)
+    if name == "lo":
+        return "loopback"
+    try:
+        if (d / "type").read_text().strip() == _ARPHRD_LOOPBACK:
+            return "loopback"
+    except OSError:
+        pass
+    if (d / "bridge").is_dir():
+        return "bridge"
+    try:
+        if "DEVTYPE=vlan" in (d / "uevent").read_text().splitlines():
+            return "vlan"
+    except OSError:
+        pass
+    if (d / "device").exists():
+        return "physical"
+    if (d / "bonding").is_dir():
+        return "bond"
+    return "unknown"
+
+
 def is_bridge(name: str) -> bool:
     """A Linux bridge has a `bridge/` directory; a NIC, veth or bond does not."""
     return (_net(name) / "bridge").is_dir()
@@ -102,32 +140,3 @@ def interface_mtu(name: str) -> int:
         return int(text)
     except ValueError as e:
         raise HostError(f'Failed to read the MTU of "{name}": {path}: "{text}" is not a number') from e
-
-
-def list_interfaces() -> list[str]:
-    """Names of every interface in this network namespace, sorted."""
-    try:
-        return sorted(p.name for p in (root() / "class" / "net").iterdir())
-    except FileNotFoundError:
-        return []
-
-
-def interface_kind(name: str) -> str:
-    """What Incus calls an unmanaged interface: loopback, bridge, bond or physical; else unknown."""
-    net = _net(name)
-    if name == "lo" or _read_optional(net / "type") == "772":  # ARPHRD_LOOPBACK
-        return "loopback"
-    if (net / "bridge").is_dir():
-        return "bridge"
-    if (net / "bonding").is_dir():
-        return "bond"
-    if (net / "device").exists():
-        return "physical"
-    return "unknown"
-
-
-def _read_optional(path: Path) -> str | None:
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return None

@@ -50,6 +50,10 @@ class Container(Instance):
         handle = str(self.netns_handle)
         if nic.move_link:
             links.move_link_to_netns(nic.move_link, handle, new_name=nic.name)
+            if nic.hwaddr:
+                links.set_mac(nic.name, nic.hwaddr, netns=handle)
+            if nic.mtu:
+                links.set_mtu(nic.name, nic.mtu, netns=handle)
         links.set_up(nic.name, netns=handle)
 
     def adopt(self) -> None:

@@ -21,6 +21,17 @@ DEFAULT_MEMORY_MB = 256
 UNPLUG_TIMEOUT = 3.0
 
 
+def _unique_pairs(args: list[str]) -> list[str]:
+    """`-device X` pairs once each: two USB NICs share one USB controller."""
+    out: list[str] = []
+    seen: set[tuple[str, str]] = set()
+    for flag, value in zip(args[::2], args[1::2], strict=True):
+        if (flag, value) not in seen:
+            seen.add((flag, value))
+            out += [flag, value]
+    return out
+
+
 def tap_nic(nic: NicRun) -> qemu.TapNic:
     return qemu.TapNic(id=nic.device, ifname=nic.host_name, mac=nic.hwaddr, bootindex=nic.boot_priority)
 
@@ -51,14 +62,15 @@ class VirtualMachine(Instance):
         except ValueError as e:
             raise InvalidError(f'Invalid value for key "raw.qemu": {e}') from None
         # Boot priority: higher boots first, QEMU's bootindex counts up from 0.
-        ordered = sorted(nics, key=lambda n: -(n.boot_priority or 0))
+        ordered = sorted((n for n in nics if n.tap), key=lambda n: -(n.boot_priority or 0))
         taps = [
             qemu.TapNic(
                 id=n.device, ifname=n.host_name, mac=n.hwaddr, bootindex=i if n.boot_priority else None
             )
             for i, n in enumerate(ordered)
         ]
-        proc = qemu.start_qemu(self.name, self.dir, taps, raw, memory_mb=self._memory_mb())
+        passthrough = _unique_pairs([arg for n in nics for arg in n.qemu_args])
+        proc = qemu.start_qemu(self.name, self.dir, taps, passthrough + raw, memory_mb=self._memory_mb())
         db_instances.set_runtime(self.state.store, self.name, db_instances.Runtime(proc.pid, proc.start_time))
 
     def _kill(self, timeout: float, force: bool) -> None:
@@ -67,13 +79,24 @@ class VirtualMachine(Instance):
             qemu.stop_qemu(proc, timeout, force)
 
     def _attach(self, nic: NicRun) -> None:
+        if nic.passthrough or nic.qemu_args:
+            raise InvalidError(
+                f'Device "{nic.device}": a passed-through NIC cannot be hot-plugged; stop "{self.name}" first'
+            )
         proc = self._proc()
         assert proc is not None
         qemu.add_tap_nic(proc.qmp_path, tap_nic(nic))
 
     def _detach(self, nic: NicRun) -> None:
+        if nic.passthrough:
+            raise InvalidError(
+                f'Device "{nic.device}": a passed-through NIC cannot be hot-unplugged; '
+                f'stop "{self.name}" first'
+            )
         proc = self._proc()
-        if proc is not None and qemu.is_alive(proc) and not qemu.remove_nic(proc.qmp_path, nic.device, timeout=UNPLUG_TIMEOUT):
+        if proc is None or not qemu.is_alive(proc):
+            return
+        if not qemu.remove_nic(proc.qmp_path, nic.device, timeout=UNPLUG_TIMEOUT):
             log.warning("Guest of %s did not acknowledge the unplug of %s", self.name, nic.device)
 
     def nic_state(self) -> dict[str, dict[str, Any]]:

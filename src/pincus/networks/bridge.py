@@ -1,14 +1,762 @@
-"""Managed bridge networks (type=bridge)."""
+"""Managed bridge networks (type=bridge): the bridge, its addresses, dnsmasq, NAT and routes.
+
+Kernel objects of network "br0" (all in the daemon's network namespace):
+- the Linux bridge "br0" (STP off, forward delay 0), its addresses, `bridge.external_interfaces`
+  enslaved to it, routes `ipv4.routes`/`ipv6.routes` out of it;
+- the chains fwd_br0, in_br0, nat_br0 in the daemon's `inet pincus_<tag>` nftables table;
+- one dnsmasq, its files under $PINCUS_DIR/networks/br0/dnsmasq (pid, leases, one hosts file
+  per NIC with a static allocation).
+
+Defaults (Incus's where Incus has the key): ipv4.nat/ipv6.nat true when the family has an
+address, ipv4.firewall/ipv6.firewall true, ipv4.dhcp/ipv6.dhcp true, ipv6.ra true,
+ipv6.dhcp.stateful false, dns.mode managed, dns.domain incus, bridge.mtu 1500.
+`ipv4.address`/`ipv6.address` unset on create become `auto`; `auto` is replaced by a free
+subnet before the config is stored, so `network show` tells the real addresses.
+
+A daemon that stops leaves all of it running (instances keep their network; dnsmasq keeps
+serving) and the next one adopts it. Only `remove` takes it down.
+"""
 
 from __future__ import annotations
 
+import ipaddress
+import logging
+import os
+import random
+import time
+from collections.abc import Sequence
+from pathlib import Path
 from typing import ClassVar
 
-from pincus.config.keys import KeyTable
+from pincus.config.keys import KeyTable, check_config
 from pincus.config.network_keys import BRIDGE
+from pincus.config.validators import (
+    parse_address_cidr4,
+    parse_address_cidr6,
+    parse_bool,
+    parse_cidr4,
+    parse_cidr6,
+    parse_ip_range4,
+    parse_ip_range6,
+    parse_ipv4,
+    split_list,
+)
+from pincus.db import networks as db_networks
+from pincus.db.networks import NetworkRecord
+from pincus.errors import ConflictError, HostError, InvalidError, NotFoundError
+from pincus.host import dnsmasq, files, ipconf, links, nft, statefiles, sysfs
+from pincus.host.dnsmasq import DnsmasqConfig
 from pincus.networks.base import NetworkDriver
+from pincus.reverter import Reverter
+from pincus.state import State
+
+log = logging.getLogger(__name__)
+
+IPV4_POOL_ENV = "PINCUS_AUTO_IPV4_POOL"
+IPV6_POOL_ENV = "PINCUS_AUTO_IPV6_POOL"
+DEFAULT_IPV4_POOL = "10.0.0.0/8"
+DEFAULT_IPV6_POOL = "fd42::/16"
+AUTO_PREFIX = {4: 24, 6: 64}
+DEFAULT_MTU = 1500
+DEFAULT_DNS_MODE = "managed"
+DEFAULT_DNS_DOMAIN = "incus"
+DEFAULT_EXPIRY = "1h"
+
+# Pools of up to this many subnets are searched exhaustively (in random order); bigger ones
+# by random draws, which in a sparsely used pool find a free subnet at the first try.
+_SCAN_MAX = 4096
+_RANDOM_TRIES = 1000
+_RESTART_RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4)
+_EXTERNAL_STATE = "external.json"  # interface -> was it up before we enslaved it
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _interface(value: str | None, version: int) -> Interface | None:
+    if value is None or value in ("", "none", "auto"):
+        return None
+    return parse_address_cidr4(value) if version == 4 else parse_address_cidr6(value)
+
+
+def _claims(config: dict[str, str]) -> list[tuple[Network, str]]:
+    """(network, "subnet" or "route") a stored bridge config claims; unparsable values skipped."""
+    out: list[tuple[Network, str]] = []
+    for version in (4, 6):
+        try:
+            iface = _interface(config.get(f"ipv{version}.address"), version)
+        except ValueError:
+            iface = None
+        if iface is not None:
+            out.append((iface.network, "subnet"))
+        for route in _list(config.get(f"ipv{version}.routes")):
+            try:
+                out.append((parse_cidr4(route) if version == 4 else parse_cidr6(route), "route"))
+            except ValueError:
+                continue
+    return out
+
+
+def _list(value: str | None) -> list[str]:
+    if not value:
+        return []
+    try:
+        return split_list(value)
+    except ValueError:
+        return []
+
+
+def _pool(env: str, default: str, version: int) -> Network:
+    text = os.environ.get(env) or default
+    try:
+        pool = ipaddress.ip_network(text)
+    except ValueError as e:
+        raise InvalidError(f'Invalid {env} "{text}": {e}') from None
+    if pool.version != version or pool.prefixlen > AUTO_PREFIX[version]:
+        raise InvalidError(
+            f'Invalid {env} "{text}": expected an IPv{version} network of /{AUTO_PREFIX[version]} or larger'
+        )
+    return pool
+
+
+def pick_subnet(pool: Network, prefix: int, used: Sequence[Network], rng: random.Random) -> Network | None:
+    """A random /prefix inside pool that overlaps none of used, or None if there is none."""
+    bits = pool.max_prefixlen
+    count = 1 << (prefix - pool.prefixlen)
+    base, step = int(pool.network_address), 1 << (bits - prefix)
+    same = [u for u in used if u.version == pool.version and u.prefixlen > 0]
+
+    def make(i: int) -> Network:
+        return ipaddress.ip_network((base + i * step, prefix))
+
+    def free(n: Network) -> bool:
+        return not any(n.overlaps(u) for u in same)
+
+    if count <= _SCAN_MAX:
+        order = list(range(count))
+        rng.shuffle(order)
+        return next((n for n in map(make, order) if free(n)), None)
+    for _ in range(_RANDOM_TRIES):
+        n = make(rng.randrange(count))
+        if free(n):
+            return n
+    return None
 
 
 class BridgeNetwork(NetworkDriver):
     type: ClassVar[str] = "bridge"
     keys: ClassVar[KeyTable] = BRIDGE
+
+    # --- reading the config ------------------------------------------------------------------
+
+    @property
+    def dir(self) -> Path:
+        return self.state.networks_dir / self.name
+
+    @property
+    def dnsmasq_dir(self) -> Path:
+        return self.dir / "dnsmasq"
+
+    def _flag(self, key: str, default: bool) -> bool:
+        return parse_bool(self.config[key]) if key in self.config else default
+
+    def ipv4_interface(self) -> ipaddress.IPv4Interface | None:
+        """The bridge's IPv4 address and subnet; None without one."""
+        value = self.config.get("ipv4.address")
+        return None if value in (None, "", "none", "auto") else parse_address_cidr4(value)
+
+    def ipv6_interface(self) -> ipaddress.IPv6Interface | None:
+        value = self.config.get("ipv6.address")
+        return None if value in (None, "", "none", "auto") else parse_address_cidr6(value)
+
+    def _addresses(self) -> list[Interface]:
+        return [a for a in (self.ipv4_interface(), self.ipv6_interface()) if a is not None]
+
+    def _mtu(self) -> int | None:
+        value = self.config.get("bridge.mtu")
+        return int(value) if value else None
+
+    def _hwaddr(self) -> str | None:
+        value = self.config.get("bridge.hwaddr")
+        return value.lower() if value else None
+
+    def _external(self) -> list[str]:
+        return _list(self.config.get("bridge.external_interfaces"))
+
+    def _routes(self) -> list[str]:
+        out = [str(parse_cidr4(r)) for r in _list(self.config.get("ipv4.routes"))]
+        return out + [str(parse_cidr6(r)) for r in _list(self.config.get("ipv6.routes"))]
+
+    def _ranges4(self) -> list[tuple[str, str]]:
+        ranges = (parse_ip_range4(r) for r in _list(self.config.get("ipv4.dhcp.ranges")))
+        return [(str(a), str(b)) for a, b in ranges]
+
+    def _ranges6(self) -> list[tuple[str, str]]:
+        ranges = (parse_ip_range6(r) for r in _list(self.config.get("ipv6.dhcp.ranges")))
+        return [(str(a), str(b)) for a, b in ranges]
+
+    def _ipv6_services(self) -> tuple[bool, bool, bool]:
+        """(router advertisements, DHCPv6, stateful) as dnsmasq will run them."""
+        if self.ipv6_interface() is None:
+            return False, False, False
+        ra = self._flag("ipv6.ra", True)
+        stateful = self._flag("ipv6.dhcp.stateful", False)
+        # dnsmasq offers stateless DHCPv6 only alongside RAs: without them it is off.
+        dhcp = self._flag("ipv6.dhcp", True) and (stateful or ra)
+        return ra, dhcp, stateful and dhcp
+
+    def _dns_mode(self) -> str:
+        return self.config.get("dns.mode", DEFAULT_DNS_MODE)
+
+    def dnsmasq_config(self) -> DnsmasqConfig | None:
+        """What dnsmasq must run with; None when nothing (DHCP, RA, DNS) is wanted."""
+        v4, v6 = self.ipv4_interface(), self.ipv6_interface()
+        dhcp4 = v4 is not None and self._flag("ipv4.dhcp", True)
+        ra, dhcp6, stateful = self._ipv6_services()
+        dns = self._dns_mode() != "none" and (v4 is not None or v6 is not None)
+        if not (dhcp4 or ra or dhcp6 or dns):
+            return None
+        return DnsmasqConfig(
+            bridge=self.name,
+            dir=self.dnsmasq_dir,
+            ipv4_address=None if v4 is None else str(v4),
+            ipv4_dhcp=dhcp4,
+            ipv4_ranges=self._ranges4() if v4 is not None else (),
+            ipv4_gateway=self.config.get("ipv4.dhcp.gateway") if v4 is not None else None,
+            ipv4_expiry=self.config.get("ipv4.dhcp.expiry", DEFAULT_EXPIRY),
+            ipv6_address=None if v6 is None else str(v6),
+            ipv6_dhcp=dhcp6,
+            ipv6_stateful=stateful,
+            ipv6_ranges=self._ranges6() if stateful else (),
+            ipv6_ra=ra,
+            ipv6_expiry=self.config.get("ipv6.dhcp.expiry", DEFAULT_EXPIRY),
+            dns_domain=self.config.get("dns.domain", DEFAULT_DNS_DOMAIN) if dns else None,
+            dns_mode=self._dns_mode() if dns else "none",
+            log_file=self.dnsmasq_dir / "dnsmasq.log",
+        )
+
+    def has_dhcp(self) -> bool:
+        """Whether dnsmasq serves this network (static allocations take effect)."""
+        return self.dnsmasq_config() is not None
+
+    def _rules(self) -> nft.NetworkRules:
+        v4, v6 = self.ipv4_interface(), self.ipv6_interface()
+        return nft.NetworkRules(
+            bridge=self.name,
+            ipv4_subnet=None if v4 is None else str(v4.network),
+            ipv6_subnet=None if v6 is None else str(v6.network),
+            ipv4_nat=v4 is not None and self._flag("ipv4.nat", True),
+            ipv6_nat=v6 is not None and self._flag("ipv6.nat", True),
+            ipv4_firewall=v4 is not None and self._flag("ipv4.firewall", True),
+            ipv6_firewall=v6 is not None and self._flag("ipv6.firewall", True),
+        )
+
+    # --- config: defaults, auto, validation ----------------------------------------------------
+
+    def prepare_config(self, others: list[NetworkRecord], creating: bool) -> None:
+        """Fill in creation defaults and replace `auto` addresses by free subnets (in self.config).
+
+        Runs before validate_config and before anything is stored, under the networks lock, so
+        two networks created one after the other never get the same subnet.
+        """
+        check_config(self.keys, self.config, f'network "{self.name}"')
+        if creating:
+            for key in ("ipv4.address", "ipv6.address"):
+                self.config.setdefault(key, "auto")
+        wanted = [v for v in (4, 6) if self.config.get(f"ipv{v}.address") == "auto"]
+        if not wanted:
+            return
+        used = self._used_subnets(others)
+        rng = random.Random()
+        for version in wanted:
+            env, default = (
+                (IPV4_POOL_ENV, DEFAULT_IPV4_POOL) if version == 4 else (IPV6_POOL_ENV, DEFAULT_IPV6_POOL)
+            )
+            pool = _pool(env, default, version)
+            subnet = pick_subnet(pool, AUTO_PREFIX[version], used, rng)
+            if subnet is None:
+                raise ConflictError(
+                    f'No free /{AUTO_PREFIX[version]} subnet left in {pool} ({env}) for network "{self.name}"'
+                )
+            used.append(subnet)
+            self.config[f"ipv{version}.address"] = f"{subnet.network_address + 1}/{subnet.prefixlen}"
+
+    def _used_subnets(self, others: list[NetworkRecord]) -> list[Network]:
+        used: list[Network] = [ipaddress.ip_interface(a).network for a in ipconf.list_addresses()]
+        used += [ipaddress.ip_network(r) for r in ipconf.list_routes()]
+        for rec in others:
+            if rec.type == self.type and rec.name != self.name:
+                used += [net for net, _ in _claims(rec.config)]
+        return used
+
+    def validate_config(self, others: list[NetworkRecord]) -> None:
+        super().validate_config(others)
+        what = f'network "{self.name}"'
+        v4, v6 = self.ipv4_interface(), self.ipv6_interface()
+        if v4 is not None:
+            ranges4 = [(parse_ipv4(a), parse_ipv4(b)) for a, b in self._ranges4()]
+            self._check_ranges("ipv4.dhcp.ranges", v4, ranges4)
+            gateway = self.config.get("ipv4.dhcp.gateway")
+            if gateway is not None and parse_ipv4(gateway) not in v4.network:
+                raise InvalidError(
+                    f'Invalid value for {what} key "ipv4.dhcp.gateway": {gateway} is outside {v4.network}'
+                )
+        if v6 is not None:
+            ranges6 = [(ipaddress.IPv6Address(a), ipaddress.IPv6Address(b)) for a, b in self._ranges6()]
+            self._check_ranges("ipv6.dhcp.ranges", v6, ranges6)
+            self._check_ipv6_services(v6)
+        self._check_routes(v4, v6)
+        self._check_external()
+        self._check_overlaps(others)
+        cfg = self.dnsmasq_config()
+        if cfg is not None:
+            try:
+                dnsmasq.render_args(cfg)  # what dnsmasq would refuse, refused now
+            except InvalidError as e:
+                raise InvalidError(f"Invalid config for {what}: {e}") from None
+
+    def _check_ranges(self, key: str, iface: Interface, ranges: Sequence[tuple[Address, Address]]) -> None:
+        what = f'Invalid value for network "{self.name}" key "{key}"'
+        for start, end in ranges:
+            if start not in iface.network or end not in iface.network:
+                raise InvalidError(f"{what}: {start}-{end} is outside {iface.network}")
+            if int(start) <= int(iface.ip) <= int(end):
+                raise InvalidError(f"{what}: {start}-{end} contains the bridge address {iface.ip}")
+
+    def _check_ipv6_services(self, v6: ipaddress.IPv6Interface) -> None:
+        what = f'network "{self.name}"'
+        ra = self._flag("ipv6.ra", True)
+        stateful = self._flag("ipv6.dhcp.stateful", False)
+        if (
+            self.config.get("ipv6.dhcp") is not None
+            and self._flag("ipv6.dhcp", True)
+            and not (ra or stateful)
+        ):
+            raise InvalidError(
+                f"Invalid config for {what}: stateless DHCPv6 (ipv6.dhcp) needs router advertisements; "
+                "set ipv6.ra=true, ipv6.dhcp.stateful=true or ipv6.dhcp=false"
+            )
+        if v6.network.prefixlen == 64:
+            return
+        if stateful and self._flag("ipv6.dhcp", True):
+            raise InvalidError(
+                f'Invalid config for {what}: ipv6.dhcp.stateful needs ipv6.address to be a /64, not "{v6}"'
+            )
+        if ra or self._ipv6_services()[1]:
+            raise InvalidError(
+                f'Invalid config for {what}: router advertisements need ipv6.address to be a /64, not "{v6}" '
+                "(or set ipv6.ra=false and ipv6.dhcp=false)"
+            )
+
+    def _check_routes(self, v4: ipaddress.IPv4Interface | None, v6: ipaddress.IPv6Interface | None) -> None:
+        own = [a.network for a in (v4, v6) if a is not None]
+        seen: set[str] = set()
+        for route in self._routes():
+            net = ipaddress.ip_network(route)
+            key = "ipv4.routes" if net.version == 4 else "ipv6.routes"
+            if route in seen:
+                raise InvalidError(
+                    f'Invalid value for network "{self.name}" key "{key}": {route} is listed twice'
+                )
+            seen.add(route)
+            if net in own:
+                raise InvalidError(
+                    f'Invalid value for network "{self.name}" key "{key}": {route} is the subnet of the '
+                    "bridge itself, which is routed to it already"
+                )
+
+    def _check_external(self) -> None:
+        key = f'Invalid value for network "{self.name}" key "bridge.external_interfaces"'
+        names = self._external()
+        for iface in names:
+            if names.count(iface) > 1:
+                raise InvalidError(f'{key}: "{iface}" is listed twice')
+            if iface == self.name:
+                raise InvalidError(f'{key}: "{iface}" is the bridge itself')
+
+    def _check_overlaps(self, others: list[NetworkRecord]) -> None:
+        mine = _claims(self.config)
+        externals = set(self._external())
+        for rec in others:
+            if rec.type != self.type or rec.name == self.name:
+                continue
+            for net, kind in mine:
+                for other, other_kind in _claims(rec.config):
+                    if net.version == other.version and net.overlaps(other):
+                        raise ConflictError(
+                            f'{kind.capitalize()} {net} of network "{self.name}" overlaps '
+                            f'{other_kind} {other} of network "{rec.name}"'
+                        )
+            shared = externals & set(_list(rec.config.get("bridge.external_interfaces")))
+            if shared:
+                raise ConflictError(
+                    f'Interface "{sorted(shared)[0]}" is already an external interface of network '
+                    f'"{rec.name}"'
+                )
+
+    def _is_stored(self) -> bool:
+        rec = db_networks.get(self.state.store, self.name)
+        return rec is not None and rec.type == self.type
+
+    def validate_environment(self) -> None:
+        if not self._is_stored() and sysfs.interface_exists(self.name):
+            # Creation: the name is taken on the host by something that is not ours.
+            raise ConflictError(f'Interface "{self.name}" already exists')
+        for iface in self._external():
+            self._check_external_interface(iface)
+
+    def _check_external_interface(self, iface: str) -> None:
+        if not sysfs.interface_exists(iface):
+            raise NotFoundError(f'External interface "{iface}" of network "{self.name}" does not exist')
+        if sysfs.is_bridge(iface):
+            raise InvalidError(
+                f'External interface "{iface}" is a bridge; only unconfigured interfaces can be added'
+            )
+        master = sysfs.bridge_master(iface)
+        if master == self.name:
+            return  # ours already
+        if master is not None:
+            raise ConflictError(f'Interface "{iface}" is in use by the host (member of "{master}")')
+        configured = [a for a in links.link_addresses(iface) if not ipaddress.ip_interface(a).is_link_local]
+        if configured:
+            raise InvalidError(
+                f'External interface "{iface}" has addresses ({", ".join(configured)}); '
+                "only unconfigured interfaces can be added to a bridge"
+            )
+
+    # --- bringing it up ----------------------------------------------------------------------
+
+    def _ensure_dirs(self) -> None:
+        # dnsmasq drops root for "nobody", which must still reach its hosts directory.
+        for path in (self.state.networks_dir, self.dir, self.dnsmasq_dir):
+            files.ensure_dir(path, 0o711)
+
+    def start(self) -> None:
+        """Create the network's kernel objects, or adopt them if a previous daemon left them."""
+        # Not yet stored means being created: a failure may take the directory with it.
+        self._start(clean_files=not self._is_stored())
+
+    def _start(self, clean_files: bool) -> None:
+        existing = links.get_link(self.name)
+        if existing is not None and existing.kind != "bridge":
+            raise HostError(f'Failed to start network "{self.name}": interface "{self.name}" is not a bridge')
+        adopting = existing is not None
+        with Reverter() as undo:
+            if clean_files:
+                undo.add(files.remove_tree, self.dir)
+            if existing is None:
+                links.create_bridge(self.name, self._mtu(), self._hwaddr())
+                undo.add(links.delete_link, self.name)
+            else:
+                self._set_link(existing.mtu, existing.mac, undo)
+            self._ensure_dirs()
+            self._set_sysctls()
+            present = {ipaddress.ip_interface(a) for a in links.link_addresses(self.name)}
+            for address in self._addresses():
+                if address not in present:
+                    self._add_address(address, undo)
+            self._enable_forwarding()
+            for iface in self._external():
+                self._attach(iface, undo)
+            links.set_up(self.name)
+            mtu = self._mtu()
+            if mtu is not None and (link := links.get_link(self.name)) is not None and link.mtu != mtu:
+                links.set_mtu(self.name, mtu)  # a new port may have pulled the bridge's MTU down
+            for route in self._routes():
+                if adopting:
+                    links.delete_route(route, self.name)  # put back as configured
+                links.add_route(route, dev=self.name)
+                undo.add(links.delete_route, route, self.name)
+            nft.set_network_rules(self.state.tag, self._rules())
+            if not adopting:
+                undo.add(self._remove_rules)
+            self._ensure_dnsmasq(undo)
+            undo.success()
+        log.debug("Network %s is up", self.name, extra={"ctx": {"network": self.name, "adopted": adopting}})
+
+    def _set_sysctls(self) -> None:
+        """Before any address: the bridge is the router of its subnets. Without DAD an IPv6
+        address is usable at once (dnsmasq skips a tentative one for good); the bridge takes no
+        address or route from router advertisements, dnsmasq's own included."""
+        ipconf.set_accept_dad(self.name, False)
+        ipconf.set_sysctl(f"net/ipv6/conf/{self.name}/autoconf", "0")
+        ipconf.set_sysctl(f"net/ipv6/conf/{self.name}/accept_ra", "0")
+
+    def _enable_forwarding(self) -> None:
+        """As Incus: a network with addresses routes (and NATs) for its instances, so the
+        namespace must forward. Never turned off again: other networks may rely on it."""
+        if self.ipv4_interface() is not None and ipconf.get_sysctl("net/ipv4/ip_forward") != "1":
+            ipconf.set_sysctl("net/ipv4/ip_forward", "1")
+        if self.ipv6_interface() is None or ipconf.get_sysctl("net/ipv6/conf/all/forwarding") == "1":
+            return
+        # With forwarding on, the kernel ignores router advertisements on interfaces with
+        # accept_ra=1; the host's own uplinks that take their addresses from RAs get 2.
+        for iface in sysfs.list_interfaces():
+            key = f"net/ipv6/conf/{iface}/accept_ra"
+            try:
+                if iface != self.name and ipconf.get_sysctl(key) == "1":
+                    ipconf.set_sysctl(key, "2")
+            except (InvalidError, HostError):
+                continue  # a name no sysctl can have, or an interface without IPv6
+        ipconf.set_sysctl("net/ipv6/conf/all/forwarding", "1")
+
+    def _set_link(self, mtu: int, mac: str, undo: Reverter) -> None:
+        """Bring MTU and MAC to the config; register the way back to (mtu, mac)."""
+        want_mtu = self._mtu()
+        if want_mtu is not None and want_mtu != mtu:
+            links.set_mtu(self.name, want_mtu)
+            undo.add(links.set_mtu, self.name, mtu)
+        want_mac = self._hwaddr()
+        if want_mac is not None and want_mac != mac.lower():
+            links.set_mac(self.name, want_mac)
+            undo.add(links.set_mac, self.name, mac)
+
+    def _add_address(self, address: Interface, undo: Reverter) -> None:
+        links.add_address(self.name, str(address))
+        undo.add(ipconf.delete_address, self.name, str(address))
+
+    def _remove_address(self, address: Interface, undo: Reverter) -> None:
+        ipconf.delete_address(self.name, str(address))
+        undo.add(links.add_address, self.name, str(address))
+
+    def _external_state(self) -> dict[str, bool]:
+        data = statefiles.read_json(self.dir / _EXTERNAL_STATE)
+        if not isinstance(data, dict):
+            return {}
+        return {str(k): bool(v) for k, v in data.items()}
+
+    def _save_external_state(self, state: dict[str, bool]) -> None:
+        if state:
+            statefiles.write_json(self.dir / _EXTERNAL_STATE, state)
+        else:
+            statefiles.remove(self.dir / _EXTERNAL_STATE)
+
+    def _attach(self, iface: str, undo: Reverter | None) -> None:
+        link = links.get_link(iface)
+        if link is None:
+            raise NotFoundError(f'External interface "{iface}" of network "{self.name}" does not exist')
+        if link.master == self.name:
+            if not link.up:
+                links.set_up(iface)
+            return
+        saved = self._external_state()
+        saved[iface] = link.up
+        self._save_external_state(saved)
+        links.set_master(iface, self.name)
+        if undo is not None:
+            undo.add(self._release, iface)
+        if not link.up:
+            links.set_up(iface)
+
+    def _release(self, iface: str) -> None:
+        """Give an external interface back as we found it: no master, up or down as it was."""
+        saved = self._external_state()
+        was_up = saved.pop(iface, True)
+        link = links.get_link(iface)
+        if link is not None and link.master == self.name:
+            links.set_nomaster(iface)
+            if not was_up:
+                links.set_down(iface)
+        self._save_external_state(saved)
+
+    def _ensure_dnsmasq(self, undo: Reverter) -> int | None:
+        """Run dnsmasq as the config says; a running one whose argv matches is kept (a daemon
+        restart adopts it). Returns the pid of a dnsmasq started here."""
+        cfg = self.dnsmasq_config()
+        running = dnsmasq.find_running(self.dnsmasq_dir)
+        if cfg is None:
+            if running is not None:
+                dnsmasq.stop(self.dnsmasq_dir)
+            return None
+        if running is not None:
+            if dnsmasq.running_config_digest(self.dnsmasq_dir) == dnsmasq.config_digest(cfg):
+                return None
+            dnsmasq.stop(self.dnsmasq_dir)
+        self._ensure_dirs()
+        pid = _start_dnsmasq(cfg, after_stop=running is not None)
+        undo.add(dnsmasq.stop, self.dnsmasq_dir)
+        return pid
+
+    def ensure_dnsmasq_running(self) -> int | None:
+        """Supervision: start dnsmasq if the config wants it and none runs; its pid if started."""
+        if self.dnsmasq_config() is None or dnsmasq.find_running(self.dnsmasq_dir) is not None:
+            return None
+        with Reverter() as undo:
+            pid = self._ensure_dnsmasq(undo)
+            undo.success()
+        return pid
+
+    # --- changing it -------------------------------------------------------------------------
+
+    def update(self, old_config: dict[str, str], users: list[str]) -> None:
+        """Move the kernel from old_config's state to self.config's; on failure, back again."""
+        link = links.get_link(self.name)
+        if link is None:
+            self.start()  # it never came up (or was deleted behind our back): bring it up whole
+            return
+        old = BridgeNetwork(self.state, self.name, dict(old_config))
+        with Reverter() as undo:
+            self._set_link(link.mtu, link.mac, undo)
+            if self._mtu() is None and old._mtu() is not None:
+                links.set_mtu(self.name, DEFAULT_MTU)
+                undo.add(links.set_mtu, self.name, link.mtu)
+            new_addresses, old_addresses = set(self._addresses()), set(old._addresses())
+            for address in old_addresses - new_addresses:
+                self._remove_address(address, undo)
+            if new_addresses - old_addresses:
+                self._set_sysctls()
+            for address in new_addresses - old_addresses:
+                self._add_address(address, undo)
+            self._enable_forwarding()
+            self._update_external(old, undo)
+            self._update_routes(old, undo)
+            if self._rules() != old._rules():
+                nft.set_network_rules(self.state.tag, self._rules())
+                undo.add(nft.set_network_rules, self.state.tag, old._rules())
+            self._update_dnsmasq(old, new_addresses != old_addresses, undo)
+            undo.success()
+
+    def _update_external(self, old: BridgeNetwork, undo: Reverter) -> None:
+        new, previous = self._external(), old._external()
+        for iface in previous:
+            if iface not in new:
+                self._release(iface)
+                undo.add(self._attach, iface, None)
+        for iface in new:
+            if iface not in previous:
+                self._attach(iface, undo)
+
+    def _update_routes(self, old: BridgeNetwork, undo: Reverter) -> None:
+        new, previous = self._routes(), old._routes()
+        for route in previous:
+            if route not in new:
+                links.delete_route(route, self.name)
+                undo.add(links.add_route, route, dev=self.name)
+        for route in new:
+            if route not in previous:
+                links.add_route(route, dev=self.name)
+                undo.add(links.delete_route, route, self.name)
+
+    def _update_dnsmasq(self, old: BridgeNetwork, addresses_changed: bool, undo: Reverter) -> None:
+        cfg, old_cfg = self.dnsmasq_config(), old.dnsmasq_config()
+        running = dnsmasq.find_running(self.dnsmasq_dir)
+        if running is not None:
+            digest = dnsmasq.running_config_digest(self.dnsmasq_dir)
+            same = cfg is not None and digest == dnsmasq.config_digest(cfg)
+            # Its sockets are bound to the bridge's addresses: new addresses need a new dnsmasq.
+            if same and not addresses_changed:
+                return
+            dnsmasq.stop(self.dnsmasq_dir)
+            if old_cfg is not None:
+                undo.add(_start_dnsmasq, old_cfg, True)
+        if cfg is not None:
+            self._ensure_dirs()
+            _start_dnsmasq(cfg, after_stop=running is not None)
+            undo.add(dnsmasq.stop, self.dnsmasq_dir)
+
+    # --- taking it down ----------------------------------------------------------------------
+
+    def _teardown(self) -> None:
+        """Every kernel object and process of the network; each step is a no-op when its object
+        is already gone, so a failed removal can simply be tried again."""
+        dnsmasq.stop(self.dnsmasq_dir)
+        self._remove_rules()
+        link = links.get_link(self.name)
+        for route in self._routes():
+            links.delete_route(route, self.name)
+        for iface in self._external():
+            self._release(iface)
+        for iface in list(self._external_state()):
+            self._release(iface)  # left over from an earlier config
+        if link is not None and link.kind == "bridge":
+            links.delete_link(self.name)
+
+    def _remove_rules(self) -> None:
+        nft.remove_network_rules(self.state.tag, self.name)
+        others = [
+            r for r in db_networks.list_all(self.state.store) if r.type == self.type and r.name != self.name
+        ]
+        if not others:
+            nft.delete_inet_table(self.state.tag)  # the daemon's last managed bridge: nothing left behind
+
+    def remove(self) -> None:
+        self._teardown()
+        files.remove_tree(self.dir)
+
+    def rename(self, new_name: str) -> BridgeNetwork:
+        """Take the network down, move its files (leases), bring it up as new_name (as Incus
+        does: the bridge is the network, so it takes the new name)."""
+        if sysfs.interface_exists(new_name):
+            raise ConflictError(f'Interface "{new_name}" already exists')
+        new = BridgeNetwork(self.state, new_name, dict(self.config))
+        with Reverter() as undo:
+            self._teardown()
+            undo.add(self._start, False)
+            statefiles.move_dir(self.dir, new.dir)
+            undo.add(statefiles.move_dir, new.dir, self.dir)
+            new._start(clean_files=False)
+            undo.success()
+        return new
+
+    # --- NICs and leases ---------------------------------------------------------------------
+
+    def add_static_allocation(
+        self, nic_id: str, mac: str, ipv4: str | None, ipv6: str | None, hostname: str | None
+    ) -> None:
+        """Give the NIC with `mac` its addresses (and DNS name) through dnsmasq."""
+        self._ensure_dirs()
+        replaced = dnsmasq.write_static_allocation(self.dnsmasq_dir, nic_id, mac, ipv4, ipv6, hostname)
+        if replaced and dnsmasq.find_running(self.dnsmasq_dir) is not None:
+            dnsmasq.reload(self.dnsmasq_dir)  # dnsmasq keeps a replaced entry until SIGHUP
+
+    def remove_static_allocation(self, nic_id: str) -> None:
+        removed = dnsmasq.remove_static_allocation(self.dnsmasq_dir, nic_id)
+        if removed and dnsmasq.find_running(self.dnsmasq_dir) is not None:
+            dnsmasq.reload(self.dnsmasq_dir)  # dnsmasq keeps a removed entry until SIGHUP
+
+    def leases(self) -> list[dict[str, str]]:
+        """dnsmasq's leases and the static allocations.
+
+        A lease of a MAC that has a static allocation is "static", any other "dynamic"; an
+        allocated address no lease holds yet is listed too, as "static".
+        """
+        statics = dnsmasq.static_allocations(self.dnsmasq_dir)
+        by_mac = {s.mac: s for s in statics}
+        out: list[dict[str, str]] = []
+        leased: set[tuple[str, str]] = set()
+        for lease in dnsmasq.read_leases(self.dnsmasq_dir):
+            static = by_mac.get(lease.mac) if lease.mac else None
+            hostname = lease.hostname or (static.hostname or "" if static is not None else "")
+            out.append(_lease(hostname, lease.mac, lease.address, "static" if static else "dynamic"))
+            leased.add((lease.mac, lease.address))
+        for s in statics:
+            for address in (s.ipv4, s.ipv6):
+                if address is not None and (s.mac, address) not in leased:
+                    out.append(_lease(s.hostname or "", s.mac, address, "static"))
+        return out
+
+
+def _start_dnsmasq(cfg: DnsmasqConfig, after_stop: bool) -> int:
+    """dnsmasq.start; right after a stop, retried for a moment. dnsmasq.stop sees the old
+    process go when its command line vanishes, which the kernel does a little before it closes
+    the process's sockets: a new dnsmasq can meet "Address already in use" in between."""
+    for delay in _RESTART_RETRY_DELAYS if after_stop else ():
+        try:
+            return dnsmasq.start(cfg)
+        except HostError as e:
+            log.debug("dnsmasq on %s did not start yet, retrying: %s", cfg.bridge, e)
+            time.sleep(delay)
+    return dnsmasq.start(cfg)
+
+
+def _lease(hostname: str, mac: str, address: str, type_: str) -> dict[str, str]:
+    return {"hostname": hostname, "hwaddr": mac, "address": address, "type": type_, "location": "none"}
+
+
+def load_bridge_network(state: State, name: str) -> BridgeNetwork | None:
+    """The managed bridge network called name, from the store; None if there is none."""
+    rec = db_networks.get(state.store, name)
+    if rec is None or rec.type != BridgeNetwork.type:
+        return None
+    return BridgeNetwork(state, rec.name, dict(rec.config))

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pincus.config.keys import KeyTable
 from pincus.config.network_keys import PHYSICAL
 from pincus.db.networks import NetworkRecord
 from pincus.errors import ConflictError, InvalidError, NotFoundError
-from pincus.host import sysfs
+from pincus.host import files, links, sysfs
 from pincus.networks.base import NetworkDriver
 
 
@@ -54,6 +55,43 @@ class PhysicalNetwork(NetworkDriver):
                     f'Parent interface "{self.parent}" is already used by network "{other.name}"; '
                     'two networks share a non-bridge parent only with different "vlan" values'
                 )
+
+    # --- the parent's MTU: set while the network exists, then given back -------------------------
+
+    @property
+    def _saved_mtu_file(self) -> Path:
+        return self.state.networks_dir / self.name / "parent.mtu"
+
+    def start(self) -> None:
+        if not sysfs.interface_exists(self.parent):
+            raise NotFoundError(f'Parent interface "{self.parent}" of network "{self.name}" does not exist')
+        self._apply_mtu(self.parent, self.config.get("mtu"))
+
+    def _apply_mtu(self, parent: str, mtu: str | None) -> None:
+        if mtu is None:
+            return
+        if files.read_text(self._saved_mtu_file) is None:
+            files.write_text(self._saved_mtu_file, f"{parent} {sysfs.interface_mtu(parent)}\n")
+        links.set_mtu(parent, int(mtu))
+
+    def _restore_mtu(self) -> None:
+        saved = files.read_text(self._saved_mtu_file)
+        if saved is None:
+            return
+        parent, mtu = saved.split()
+        if sysfs.interface_exists(parent):
+            links.set_mtu(parent, int(mtu))
+        files.remove(self._saved_mtu_file)
+
+    def update(self, old_config: dict[str, str], users: list[str]) -> None:
+        if (old_config.get("parent"), old_config.get("mtu")) == (self.parent, self.config.get("mtu")):
+            return
+        self._restore_mtu()
+        self._apply_mtu(self.parent, self.config.get("mtu"))
+
+    def remove(self) -> None:
+        self._restore_mtu()
+        files.remove_tree(self.state.networks_dir / self.name)
 
     def info(self) -> dict[str, Any]:
         exists = sysfs.interface_exists(self.parent)

@@ -203,9 +203,9 @@ class Instances:
                 undo.add(self._replug, inst, n, old_devices[n])
             for n in changed:
                 old_dev, new_dev = inst.device(n, old_devices[n]), inst.device(n, new.devices[n])
-                if self._live_only(old_dev.keys, old_devices[n], new.devices[n]) and type(old_dev) is type(
-                    new_dev
-                ):
+                if self._live_only(old_dev.key_table(), old_devices[n], new.devices[n]) and type(
+                    old_dev
+                ) is type(new_dev):
                     new_dev.update(old_devices[n])
                     undo.add(old_dev.update, new.devices[n])
                 else:

@@ -13,11 +13,14 @@ from pincus.db.networks import NetworkRecord
 from pincus.errors import ConflictError, InvalidError, NotFoundError
 from pincus.host import sysfs
 from pincus.networks.base import NetworkDriver
+from pincus.networks.bridge import BridgeNetwork
 from pincus.networks.registry import driver_class
 from pincus.reverter import Reverter
 from pincus.state import State
 
 log = logging.getLogger(__name__)
+
+SUPERVISE_INTERVAL = 1.0  # seconds between two checks that every dnsmasq still runs
 
 
 def _check_name(name: object) -> str:
@@ -51,6 +54,9 @@ class Networks:
     def __init__(self, state: State) -> None:
         self.state = state
         self.lock = threading.RLock()
+        self._stop_supervisor = threading.Event()
+        self._supervisor: threading.Thread | None = None
+        self._supervise_errors: dict[str, str] = {}  # network -> last failure logged
 
     # --- reading ---------------------------------------------------------------------------------
 
@@ -121,12 +127,15 @@ class Networks:
             if db_networks.get(self.state.store, name) is not None:
                 raise ConflictError(f'Network "{name}" already exists')
             drv = driver_class(type_)(self.state, name, config)
-            drv.validate_config(db_networks.list_all(self.state.store))
+            others = db_networks.list_all(self.state.store)
+            if isinstance(drv, BridgeNetwork):
+                drv.prepare_config(others, creating=True)  # "auto" becomes a subnet before it is stored
+            drv.validate_config(others)
             drv.validate_environment()
             with Reverter() as undo:
                 drv.start()
                 undo.add(drv.remove)
-                db_networks.create(self.state.store, NetworkRecord(name, type_, description, config))
+                db_networks.create(self.state.store, NetworkRecord(name, type_, description, drv.config))
                 undo.success()
         log.info("Created network %s", name, extra={"ctx": {"network": name, "type": type_}})
         self.state.events.lifecycle("network-created", f"/1.0/networks/{name}", type=type_)
@@ -144,10 +153,12 @@ class Networks:
             self._check_update_allowed(rec, new_config, users)
             others = [r for r in db_networks.list_all(self.state.store) if r.name != name]
             drv = driver_class(rec.type)(self.state, name, new_config)
+            if isinstance(drv, BridgeNetwork):
+                drv.prepare_config(others, creating=False)
             drv.validate_config(others)
             drv.validate_environment()
             drv.update(dict(rec.config), users)
-            db_networks.replace(self.state.store, name, description, new_config)
+            db_networks.replace(self.state.store, name, description, drv.config)
         log.info("Updated network %s", name, extra={"ctx": {"network": name}})
         self.state.events.lifecycle("network-updated", f"/1.0/networks/{name}")
 
@@ -167,7 +178,16 @@ class Networks:
             if db_networks.get(self.state.store, new_name) is not None:
                 raise ConflictError(f'Network "{new_name}" already exists')
             self._refuse_in_use(rec.name, "rename")
-            db_networks.rename(self.state.store, name, new_name)
+            drv = self.driver(rec)
+            if not isinstance(drv, BridgeNetwork):
+                db_networks.rename(self.state.store, name, new_name)
+            else:
+                # The bridge is the network: its interface (and dnsmasq, rules) take the new name.
+                with Reverter() as undo:
+                    renamed = drv.rename(new_name)
+                    undo.add(renamed.rename, name)
+                    db_networks.rename(self.state.store, name, new_name)
+                    undo.success()
         self.state.events.lifecycle("network-renamed", f"/1.0/networks/{new_name}", old_name=name)
 
     def delete(self, name: str) -> None:
@@ -178,6 +198,13 @@ class Networks:
             db_networks.delete(self.state.store, name)
         log.info("Deleted network %s", name, extra={"ctx": {"network": name}})
         self.state.events.lifecycle("network-deleted", f"/1.0/networks/{name}")
+
+    def leases(self, name: str) -> list[dict[str, str]]:
+        rec = self._load(name)
+        drv = self.driver(rec)
+        if not isinstance(drv, BridgeNetwork):
+            raise InvalidError(f'Network "{name}" is of type "{rec.type}", which has no leases')
+        return drv.leases()
 
     def _refuse_in_use(self, name: str, what: str) -> None:
         users = self.used_by(name)
@@ -194,8 +221,61 @@ class Networks:
                 log.exception("Failed to start network %s", rec.name)
 
     def stop_all(self) -> None:
+        self.stop_supervisor()
         for rec in db_networks.list_all(self.state.store):
             try:
                 self.driver(rec).stop()
             except Exception:
                 log.exception("Failed to stop network %s", rec.name)
+
+    # --- supervision -----------------------------------------------------------------------------
+
+    def start_supervisor(self) -> None:
+        """A thread that restarts any managed bridge's dnsmasq that died, about once a second."""
+        self._stop_supervisor.clear()
+        self._supervisor = threading.Thread(target=self._supervise, name="network-supervisor", daemon=True)
+        self._supervisor.start()
+
+    def stop_supervisor(self) -> None:
+        self._stop_supervisor.set()
+        if self._supervisor is not None:
+            self._supervisor.join(timeout=10)
+            self._supervisor = None
+
+    def _supervise(self) -> None:
+        while not self._stop_supervisor.wait(SUPERVISE_INTERVAL):
+            try:
+                self.supervise_once()
+            except Exception:  # the loop must outlive any one bad round
+                log.exception("Network supervision failed")
+
+    def supervise_once(self) -> None:
+        # Under the lock: a create, update or delete may be stopping and starting dnsmasq itself.
+        if not self.lock.acquire(timeout=SUPERVISE_INTERVAL):
+            return
+        try:
+            for rec in db_networks.list_all(self.state.store):
+                drv = self.driver(rec)
+                if isinstance(drv, BridgeNetwork):
+                    self._supervise_network(drv)
+        finally:
+            self.lock.release()
+
+    def _supervise_network(self, drv: BridgeNetwork) -> None:
+        ctx = {"network": drv.name}
+        try:
+            pid = drv.ensure_dnsmasq_running()
+        except Exception as e:
+            # Logged once per distinct failure, not every second.
+            if self._supervise_errors.get(drv.name) != str(e):
+                self._supervise_errors[drv.name] = str(e)
+                log.error("Failed to restart dnsmasq of network %s: %s", drv.name, e, extra={"ctx": ctx})
+            return
+        self._supervise_errors.pop(drv.name, None)
+        if pid is not None:
+            log.warning(
+                "dnsmasq of network %s was not running; restarted it (pid %d)",
+                drv.name,
+                pid,
+                extra={"ctx": {**ctx, "pid": pid}},
+            )

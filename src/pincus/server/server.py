@@ -24,6 +24,7 @@ class Server:
 
     def start(self) -> None:
         self.networks.start_all()
+        self.networks.start_supervisor()
         self.instances.reconcile()
         self.instances.start_monitor()
 

@@ -1,0 +1,163 @@
+"""The bridged NIC in full on the real kernel: filtering, isolation, limits, routes, live update."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import pytest
+
+from tests.integration.helpers import config, in_container, ping
+from tests.pincus_testlib import BIN, Daemon
+
+
+def _container(daemon: Daemon, name: str, bridge: str, v4: str, v6: str | None = None, *keys: str) -> str:
+    daemon.cli("init", name)
+    daemon.cli("config", "device", "add", name, "eth0", "nic", "nictype=bridged", f"parent={bridge}", *keys)
+    daemon.cli("start", name)
+    in_container(daemon, name, "ip", "addr", "add", f"{v4}/24", "dev", "eth0")
+    if v6:
+        in_container(daemon, name, "ip", "addr", "add", f"{v6}/64", "dev", "eth0", "nodad")
+    return config(daemon, name)["volatile.eth0.host_name"]
+
+
+def _nft_chains(daemon: Daemon) -> list[str]:
+    doc = json.loads(daemon.ns.run("nft", "-j", "list", "ruleset").stdout)
+    return [x["chain"]["name"] for x in doc["nftables"] if "chain" in x]
+
+
+def test_spoofing_is_dropped_with_filtering_and_passes_without(daemon: Daemon, prefix: str) -> None:
+    br = f"{prefix}br"
+    daemon.ns.add_bridge(br)
+    keys = ("security.ipv4_filtering=true", "ipv4.address=10.250.20.2",
+            "security.ipv6_filtering=true", "ipv6.address=fd42:250:20::2")  # fmt: skip
+    host1 = _container(daemon, "c1", br, "10.250.20.2", "fd42:250:20::2", *keys)
+    _container(daemon, "c2", br, "10.250.20.3", "fd42:250:20::3")
+    assert any(host1 in chain for chain in _nft_chains(daemon))
+    # Legitimate traffic passes.
+    assert ping(daemon, "c1", "10.250.20.3")
+    assert ping(daemon, "c1", "fd42:250:20::3")
+    # Another IPv4 source is dropped.
+    in_container(daemon, "c1", "ip", "addr", "add", "10.250.20.9/24", "dev", "eth0")
+    spoofed_ping = ("exec", "c1", "--", "busybox", "ping", "-c", "1", "-W", "2", "-I", "10.250.20.9", "10.250.20.3")
+    assert daemon.cli(*spoofed_ping, check=False).returncode != 0
+    # Another IPv6 source is dropped.
+    in_container(daemon, "c1", "ip", "addr", "add", "fd42:250:20::99/64", "dev", "eth0", "nodad")
+    r = daemon.cli("exec", "c1", "--", "busybox", "ping", "-6", "-c", "1", "-W", "2", "-I", "fd42:250:20::99",
+                   "fd42:250:20::3", check=False)  # fmt: skip
+    assert r.returncode != 0
+    # A changed MAC is dropped (IP filtering implies MAC filtering).
+    in_container(daemon, "c1", "ip", "link", "set", "eth0", "address", "10:66:6a:00:00:99")
+    daemon.ns.run("ip", "neigh", "flush", "all", check=False)
+    in_container(daemon, "c2", "ip", "neigh", "flush", "all")
+    assert not ping(daemon, "c1", "10.250.20.3")
+    # Filtering off, live: everything passes, the chain is gone.
+    daemon.cli("config", "device", "set", "c1", "eth0", "security.ipv4_filtering=false",
+               "security.ipv6_filtering=false")  # fmt: skip
+    assert not any(host1 in chain for chain in _nft_chains(daemon))
+    for name in ("c1", "c2"):  # forget the neighbour lookups that failed while spoofing
+        in_container(daemon, name, "ip", "neigh", "flush", "all")
+    assert ping(daemon, "c1", "10.250.20.3")
+    assert daemon.cli(*spoofed_ping, check=False).returncode == 0
+
+
+def test_port_isolation(daemon: Daemon, prefix: str) -> None:
+    br = f"{prefix}br"
+    daemon.ns.add_bridge(br)
+    h1 = _container(daemon, "c1", br, "10.250.21.2", None, "security.port_isolation=true")
+    _container(daemon, "c2", br, "10.250.21.3", None, "security.port_isolation=true")
+    _container(daemon, "c3", br, "10.250.21.4")
+    assert daemon.ns.run("cat", f"/sys/class/net/{h1}/brport/isolated").stdout.strip() == "1"
+    assert not ping(daemon, "c1", "10.250.21.3")
+    assert ping(daemon, "c1", "10.250.21.4")
+    assert ping(daemon, "c2", "10.250.21.4")
+    daemon.cli("config", "device", "set", "c1", "eth0", "security.port_isolation=false")
+    assert daemon.ns.run("cat", f"/sys/class/net/{h1}/brport/isolated").stdout.strip() == "0"
+    for name in ("c1", "c2"):  # forget the failed neighbour lookups of the isolated attempt
+        in_container(daemon, name, "ip", "neigh", "flush", "all")
+    assert ping(daemon, "c1", "10.250.21.3")
+
+
+def _tc_rates(daemon: Daemon, dev: str) -> list[int]:
+    doc = json.loads(daemon.ns.run("tc", "-j", "qdisc", "show", "dev", dev).stdout)
+    return [q["options"]["rate"] for q in doc if q.get("kind") == "tbf"]
+
+
+def test_limits_routes_queue_and_connected_update_live(daemon: Daemon, prefix: str) -> None:
+    br = f"{prefix}br"
+    daemon.ns.add_bridge(br)
+    daemon.ns.ip("addr", "add", "10.250.22.1/24", "dev", br)  # the host's side of the routes' next hop
+    host = _container(daemon, "c1", br, "10.250.22.2", None, "limits.ingress=10Mbit", "limits.egress=20Mbit",
+                      "ipv4.address=10.250.22.2", "ipv4.routes=10.250.99.0/24")  # fmt: skip
+    assert _tc_rates(daemon, host) == [1_250_000]  # tc reports bytes per second
+    ifbs = [link["ifname"] for link in daemon.ns.ipj("-d", "link", "show") if link.get("linkinfo", {}).get(
+        "info_kind") == "ifb"]  # fmt: skip
+    assert len(ifbs) == 1 and not ifbs[0].startswith("ifb")
+    assert _tc_rates(daemon, ifbs[0]) == [2_500_000]
+    routes = daemon.ns.ipj("route", "show", "10.250.99.0/24")
+    assert routes and routes[0]["dev"] == br and routes[0]["gateway"] == "10.250.22.2"
+
+    daemon.cli("config", "device", "set", "c1", "eth0", "limits.ingress=5Mbit", "limits.egress=",
+               "ipv4.routes=10.250.98.0/24", "queue.tx.length=321", "connected=false")  # fmt: skip
+    assert _tc_rates(daemon, host) == [625_000]
+    assert not [x for x in daemon.ns.ipj("-d", "link", "show") if x["ifname"] in ifbs]
+    assert daemon.ns.ipj("route", "show", "10.250.99.0/24") == []
+    assert daemon.ns.ipj("route", "show", "10.250.98.0/24")
+    link = daemon.ns.link(host)
+    assert link is not None and link["txqlen"] == 321 and "UP" not in link["flags"]
+    inside = json.loads(in_container(daemon, "c1", "ip", "-j", "link", "show", "eth0"))[0]
+    assert inside["txqlen"] == 321 and "NO-CARRIER" in inside["flags"]
+
+    # A failed update (tc refuses a rate under 1 kbit) leaves the old state and config.
+    before = config(daemon, "c1")
+    msg = daemon.fails("config", "device", "set", "c1", "eth0", "limits.ingress=100bit", "connected=true")
+    assert "100" in msg or "rate" in msg
+    assert _tc_rates(daemon, host) == [625_000]
+    assert "UP" not in daemon.ns.link(host)["flags"]  # type: ignore[index]
+    assert config(daemon, "c1") == before
+    daemon.cli("stop", "c1", "-f")
+    assert daemon.ns.link(host) is None
+    assert daemon.ns.ipj("route", "show", "10.250.98.0/24") == []
+
+
+def test_vlan_on_this_kernel_gives_the_named_feature_error(daemon: Daemon, prefix: str) -> None:
+    br = f"{prefix}br"
+    daemon.ns.add_bridge(br)
+    daemon.cli("init", "c1")
+    daemon.cli("config", "device", "add", "c1", "eth0", "nic", "nictype=bridged", f"parent={br}", "vlan=10")
+    links_before = daemon.ns.link_names()
+    msg = daemon.fails("start", "c1")
+    assert "bridge VLAN filtering is not supported by this kernel" in msg
+    assert daemon.ns.link_names() == links_before
+
+
+@pytest.mark.slow
+def test_a_10mbit_egress_limit_holds_between_two_containers(daemon: Daemon, prefix: str) -> None:
+    br = f"{prefix}br"
+    daemon.ns.add_bridge(br)
+    _container(daemon, "c1", br, "10.250.23.2", None, "limits.egress=10Mbit")
+    _container(daemon, "c2", br, "10.250.23.3")
+    receiver = (
+        "import socket,time\n"
+        "s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('10.250.23.3',5001));"
+        "s.listen(1);c,_=s.accept();n=0;t=None\n"
+        "while True:\n"
+        "  b=c.recv(65536)\n"
+        "  if not b: break\n"
+        "  t=t or time.monotonic();n+=len(b)\n"
+        "print(n*8/(time.monotonic()-t))\n"
+    )
+    sender = (
+        "import socket,time\n"
+        "s=socket.create_connection(('10.250.23.3',5001));end=time.monotonic()+2.5;b=b'x'*16384\n"
+        "while time.monotonic()<end: s.sendall(b)\n"
+        "s.close()\n"
+    )
+    rx = subprocess.Popen([str(BIN / "pincus"), "exec", "c2", "--", "python3", "-c", receiver],
+                          env=daemon.env, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    time.sleep(0.5)
+    daemon.cli("exec", "c1", "--", "python3", "-c", sender, timeout=30)
+    out, _ = rx.communicate(timeout=30)
+    rate = float(out.strip())
+    assert 8_000_000 <= rate <= 12_000_000, rate

@@ -1,0 +1,3 @@
+from tests.unit.fakehost import fakehost
+
+__all__ = ["fakehost"]
