@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# The demo: a private pincusd builds a physical network whose parent is a bridge, shows it, then
-# removes everything it made. Everything happens inside a throw-away network namespace, so the
-# host's own interfaces are never touched.
+# The demo: a private pincusd wires two containers and a VM into networks the "host" already has,
+# through managed physical networks whose parents are bridges, shows leases, a ping, each NIC's
+# path and the live event stream, then removes everything it made.
+#
+# It all happens inside a throw-away network namespace (the demo's "host"), so the machine's own
+# interfaces are never touched, and it checks at the end that nothing was left behind.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -9,49 +12,98 @@ export PATH="$PWD/.venv/bin:$PATH"
 
 TAG=pd$(printf '%04x' $((RANDOM)))
 NS=${TAG}ns
-BR=${TAG}-lan
-export PINCUS_DIR
+LAN=${TAG}-lan                      # the admin's existing LAN bridge
+export PINCUS_DIR PINCUS_AUTO_IPV4_POOL=10.250.0.0/16 PINCUS_AUTO_IPV6_POOL=fd42:250::/32
 PINCUS_DIR=$(mktemp -d /tmp/pincus-demo.XXXXXX)
-DAEMON_PID=
+chmod 0711 "$PINCUS_DIR"
+DAEMON_PID= MONITOR_PID=
+START=$(date +%s)
 
+bold() { printf '\n\033[1m%s\033[0m\n' "$*"; }
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
 
 cleanup() {
   set +e
-  echo
-  echo "== cleaning up"
-  pincus network delete lan >/dev/null 2>&1
-  [ -n "$DAEMON_PID" ] && pincus admin shutdown --timeout 20 >/dev/null 2>&1
-  [ -n "$DAEMON_PID" ] && wait "$DAEMON_PID" 2>/dev/null
+  bold "== cleaning up"
+  [ -n "$MONITOR_PID" ] && kill "$MONITOR_PID" 2>/dev/null
+  if [ -n "$DAEMON_PID" ]; then
+    pincus delete -f c1 c2 v1 >/dev/null 2>&1
+    for n in lan dhcp; do pincus network delete "$n" >/dev/null 2>&1; done
+    pincus network delete "${TAG}br" >/dev/null 2>&1
+    pincus admin shutdown --timeout 20 >/dev/null 2>&1
+    wait "$DAEMON_PID" 2>/dev/null
+  fi
   ip netns del "$NS" 2>/dev/null
   rm -rf "$PINCUS_DIR"
-  if ip netns list | grep -q "^$NS"; then echo "demo: namespace $NS left behind" >&2; exit 1; fi
-  echo "host left as it was found"
+  if ip netns list | grep -q "^$NS\b"; then echo "demo: namespace $NS left behind" >&2; exit 1; fi
+  echo "removed the namespace, its bridge and $PINCUS_DIR: the host is as it was"
 }
 trap cleanup EXIT
 
-echo "== a private network namespace $NS with an existing bridge $BR (the admin's LAN bridge)"
+bold "== the guest image for the VM (cached after the first run)"
+GUEST=$(scripts/build-guest.sh | tail -2)
+KERNEL=$(sed -n 1p <<<"$GUEST") INITRD=$(sed -n 2p <<<"$GUEST")
+
+bold "== a private 'host': network namespace $NS with an existing LAN bridge $LAN"
 ip netns add "$NS"
 ip -n "$NS" link set lo up
-ip -n "$NS" link add "$BR" type bridge
-ip -n "$NS" addr add 10.250.200.1/24 dev "$BR"
-ip -n "$NS" link set "$BR" up
+ip -n "$NS" link add "$LAN" type bridge
+ip -n "$NS" addr add 10.250.200.1/24 dev "$LAN"
+ip -n "$NS" link set "$LAN" up
 
-echo "== pincusd on $PINCUS_DIR"
+bold "== pincusd on $PINCUS_DIR"
 ip netns exec "$NS" pincusd >"$PINCUS_DIR/pincusd.out" 2>&1 &
 DAEMON_PID=$!
 pincus admin waitready --timeout 30
+pincus monitor --pretty >"$PINCUS_DIR/monitor.txt" 2>&1 &
+MONITOR_PID=$!
 
-step pincus network create lan --type=physical parent="$BR" --description="LAN through the existing bridge"
+bold "== networks: a physical network on the existing bridge, and one on a managed bridge with DHCP"
+step pincus network create lan --type=physical parent="$LAN" --description="the LAN bridge the admin made"
+step pincus network create "${TAG}br" ipv4.address=10.250.201.1/24 ipv4.dhcp.ranges=10.250.201.100-10.250.201.150 ipv6.address=none
+step pincus network create dhcp --type=physical parent="${TAG}br" --description="physical network on a managed bridge"
 step pincus network list
-step pincus network show lan
-step pincus network set lan user.note=demo
-step pincus network get lan user.note
-echo
-echo "== refused: a second non-bridge use is fine here because the parent is a bridge"
-step pincus network create lan2 --type=physical parent="$BR"
-step pincus network delete lan2
-echo
-echo "== refused: bad input changes nothing"
-pincus network create bad --type=physical parent="$BR" vlan=4095 || true
-step pincus network delete lan
+
+bold "== two containers and a VM"
+step pincus init c1 -n dhcp
+step pincus config device set c1 eth0 ipv4.address=10.250.201.10 security.ipv4_filtering=true
+step pincus config device add c1 eth1 nic network=lan name=eth1
+step pincus start c1
+step pincus launch c2 -n dhcp
+step pincus init v1 --vm -n dhcp -c "raw.qemu=-kernel $KERNEL -initrd $INITRD -append 'console=ttyS0 quiet pincus.hold=20'"
+step pincus start v1
+
+bold "== DHCP inside the containers (busybox udhcpc)"
+cat >"$PINCUS_DIR/udhcpc.script" <<'EOF'
+#!/bin/sh
+[ "$1" = bound ] || [ "$1" = renew ] || exit 0
+ip addr flush dev "$interface"
+ip addr add "$ip/${mask:-24}" dev "$interface"
+EOF
+chmod +x "$PINCUS_DIR/udhcpc.script"
+for c in c1 c2; do
+  step pincus exec "$c" -- busybox udhcpc -q -n -t 5 -T 1 -i eth0 -s "$PINCUS_DIR/udhcpc.script"
+done
+pincus exec c1 -- ip addr add 10.250.200.10/24 dev eth1
+for _ in $(seq 60); do grep -q "PINCUS-GUEST LEASE" "$PINCUS_DIR/instances/v1/console.log" 2>/dev/null && break; sleep 0.5; done
+echo "the VM's serial console says:"; grep "PINCUS-GUEST" "$PINCUS_DIR/instances/v1/console.log" | sed 's/^/    /' || true
+
+step pincus list
+step pincus network list-leases "${TAG}br"
+
+bold "== traffic: c2 pings c1 across the managed bridge, c1 pings the LAN bridge's address"
+C1_IP=$(pincus exec c1 -- ip -4 -o addr show dev eth0 | awk '{print $4}' | cut -d/ -f1)
+step pincus exec c2 -- busybox ping -c 3 -W 2 "$C1_IP"
+step pincus exec c1 -- busybox ping -c 2 -W 2 10.250.200.1
+
+bold "== which path each NIC took"
+step pincus info c1
+step pincus info v1
+bold "== the event stream (pincus monitor --pretty), a few lines"
+grep -E "LIFECYCLE|started" "$PINCUS_DIR/monitor.txt" | head -12
+
+bold "== refused: the security boundary and bad input change nothing"
+pincus config device add c2 eth9 nic nictype=physical parent="$LAN" name=eth9 || true
+pincus config device add c2 eth9 nic network=lan limits.ingress="10 parsecs" || true
+
+bold "== done in $(( $(date +%s) - START )) s"

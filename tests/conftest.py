@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.pincus_testlib import Daemon, NetNS, cleanup_dir, unique_prefix
+from tests.pincus_testlib import Daemon, NetNS, cleanup_dir, kill_leftovers, unique_prefix
 
 
 @pytest.fixture
@@ -33,4 +33,5 @@ def daemon(netns: NetNS) -> Iterator[Daemon]:
     finally:
         d.stop()
         d.stop(signal.SIGKILL)
+        kill_leftovers(d.dir)
         cleanup_dir(d.dir)

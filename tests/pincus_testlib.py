@@ -173,5 +173,18 @@ class Daemon:
             conn.close()
 
 
+def kill_leftovers(path: Path) -> None:
+    """SIGKILL what still runs from a test's PINCUS_DIR (dnsmasq, QEMU, inits outlive pincusd)."""
+    needle = str(path).encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if needle in (entry / "cmdline").read_bytes():
+                os.kill(int(entry.name), signal.SIGKILL)
+        except (OSError, ProcessLookupError):
+            pass
+
+
 def cleanup_dir(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)

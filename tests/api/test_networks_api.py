@@ -32,21 +32,27 @@ def test_root_reports_server_and_kernel_features(daemon: Daemon) -> None:
 def test_create_get_list_patch_delete_bridge_network(daemon: Daemon, prefix: str) -> None:
     name = f"{prefix}br"
     code, doc = daemon.api(
-        "POST", "/1.0/networks", {"name": name, "config": {"ipv4.address": "10.250.3.1/24"}}
+        "POST",
+        "/1.0/networks",
+        {"name": name, "config": {"ipv4.address": "10.250.3.1/24", "ipv6.address": "none"}},
     )
     assert code == 200, doc
     code, doc = daemon.api("GET", f"/1.0/networks/{name}")
     assert code == 200
     net = doc["metadata"]
     assert net["type"] == "bridge" and net["managed"] is True
-    assert net["config"] == {"ipv4.address": "10.250.3.1/24"}
+    assert net["config"] == {"ipv4.address": "10.250.3.1/24", "ipv6.address": "none"}
     assert net["used_by"] == []
     code, doc = daemon.api("GET", "/1.0/networks")
     assert f"/1.0/networks/{name}" in doc["metadata"]
     code, doc = daemon.api("PATCH", f"/1.0/networks/{name}", {"config": {"ipv4.nat": "true"}})
     assert code == 200, doc
     _, doc = daemon.api("GET", f"/1.0/networks/{name}")
-    assert doc["metadata"]["config"] == {"ipv4.address": "10.250.3.1/24", "ipv4.nat": "true"}
+    assert doc["metadata"]["config"] == {
+        "ipv4.address": "10.250.3.1/24",
+        "ipv6.address": "none",
+        "ipv4.nat": "true",
+    }
     code, doc = daemon.api("PUT", f"/1.0/networks/{name}", {"config": {"ipv4.address": "none"}})
     assert code == 200
     _, doc = daemon.api("GET", f"/1.0/networks/{name}")

@@ -13,24 +13,35 @@ from tests.pincus_testlib import BIN, Daemon
 
 def test_network_lifecycle_through_cli(daemon: Daemon, prefix: str) -> None:
     name = f"{prefix}br"
-    r = daemon.cli("network", "create", name, "ipv4.address=10.250.4.1/24", "ipv4.nat=true")
+    r = daemon.cli(
+        "network", "create", name, "ipv4.address=10.250.4.1/24", "ipv6.address=none", "ipv4.nat=true"
+    )
     assert r.stdout.strip() == f"Network {name} created"
     shown = yaml.safe_load(daemon.cli("network", "show", name).stdout)
     assert shown["name"] == name and shown["type"] == "bridge" and shown["managed"] is True
-    assert shown["config"] == {"ipv4.address": "10.250.4.1/24", "ipv4.nat": "true"}
+    assert shown["config"] == {"ipv4.address": "10.250.4.1/24", "ipv6.address": "none", "ipv4.nat": "true"}
     assert daemon.cli("network", "get", name, "ipv4.nat").stdout == "true\n"
     daemon.cli("network", "set", name, "ipv4.nat=false", "dns.domain=lab.test")
     daemon.cli("network", "set", name, "ipv4.dhcp", "false")  # the two-word form
     daemon.cli("network", "unset", name, "dns.domain")
     shown = yaml.safe_load(daemon.cli("network", "show", name).stdout)
-    assert shown["config"] == {"ipv4.address": "10.250.4.1/24", "ipv4.nat": "false", "ipv4.dhcp": "false"}
+    assert shown["config"] == {
+        "ipv4.address": "10.250.4.1/24", "ipv6.address": "none", "ipv4.nat": "false", "ipv4.dhcp": "false"
+    }  # fmt: skip
     daemon.cli("network", "rename", name, f"{prefix}b2")
     daemon.cli("network", "delete", f"{prefix}b2")
     assert "not found" in daemon.fails("network", "show", f"{prefix}b2")
 
 
 def test_network_list_formats(daemon: Daemon, prefix: str) -> None:
-    daemon.cli("network", "create", f"{prefix}br", "ipv4.address=10.250.5.1/24", "--description=lab")
+    daemon.cli(
+        "network",
+        "create",
+        f"{prefix}br",
+        "ipv4.address=10.250.5.1/24",
+        "ipv6.address=none",
+        "--description=lab",
+    )
     table = daemon.cli("network", "list").stdout
     lines = table.splitlines()
     assert lines[0].startswith("+-") and lines[1].split("|")[1].strip() == "NAME" and "MANAGED" in lines[1]
@@ -38,7 +49,7 @@ def test_network_list_formats(daemon: Daemon, prefix: str) -> None:
     assert "| bridge " in row and "| YES " in row and "10.250.5.1/24" in row and "| lab " in row
     assert "| lo " in table and "| NO " in table
     csv_rows = daemon.cli("network", "list", "--format=csv").stdout.splitlines()
-    assert f"{prefix}br,bridge,YES,10.250.5.1/24,,lab,0,CREATED" in csv_rows
+    assert f"{prefix}br,bridge,YES,10.250.5.1/24,none,lab,0,CREATED" in csv_rows
     as_json = json.loads(daemon.cli("network", "list", "--format", "json").stdout)
     assert any(n["name"] == f"{prefix}br" and n["managed"] for n in as_json)
     as_yaml = yaml.safe_load(daemon.cli("network", "list", "--format=yaml").stdout)

@@ -365,7 +365,12 @@ def test_auto_subnets_are_picked_from_the_pool_and_do_not_collide(pd: Daemon, pr
     config_c = network_config(pd, c)
     assert config_c["ipv6.address"] == "none"
     subnets4.append(ipaddress.IPv4Interface(config_c["ipv4.address"]).network)
-    assert len(set(subnets4)) == 3 and len(set(subnets6)) == 2
+    # "auto" in an update is resolved too, before it is stored.
+    pd.cli("network", "set", c, "ipv6.address=auto")
+    v6 = ipaddress.IPv6Interface(network_config(pd, c)["ipv6.address"])
+    assert str(v6) in addresses(pd.ns, c)
+    subnets6.append(v6.network)
+    assert len(set(subnets4)) == 3 and len(set(subnets6)) == 3
 
 
 def test_pick_subnet_skips_used_subnets_and_reports_a_full_pool() -> None:
@@ -422,6 +427,11 @@ BAD_CREATE = [
         ],
         "outside",
         id="range6-out",
+    ),
+    pytest.param(
+        ["ipv6.address=fd42:250:20::1/64", "ipv6.ra=false", "ipv6.dhcp=true"],
+        "router advertisements",
+        id="stateless-dhcp6-without-ra",
     ),
     pytest.param(["bridge.external_interfaces=nosuch0"], "does not exist", id="external-missing"),
     pytest.param(

@@ -40,7 +40,20 @@ def test_spoofing_is_dropped_with_filtering_and_passes_without(daemon: Daemon, p
     assert ping(daemon, "c1", "fd42:250:20::3")
     # Another IPv4 source is dropped.
     in_container(daemon, "c1", "ip", "addr", "add", "10.250.20.9/24", "dev", "eth0")
-    spoofed_ping = ("exec", "c1", "--", "busybox", "ping", "-c", "1", "-W", "2", "-I", "10.250.20.9", "10.250.20.3")
+    spoofed_ping = (
+        "exec",
+        "c1",
+        "--",
+        "busybox",
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "2",
+        "-I",
+        "10.250.20.9",
+        "10.250.20.3",
+    )
     assert daemon.cli(*spoofed_ping, check=False).returncode != 0
     # Another IPv6 source is dropped.
     in_container(daemon, "c1", "ip", "addr", "add", "fd42:250:20::99/64", "dev", "eth0", "nodad")

@@ -16,7 +16,7 @@ def _link(daemon: Daemon, name: str) -> dict[str, object]:
     return link
 
 
-# --- bridge parent: the bridged driver does the work ---------------------------------------------------------
+# --- bridge parent: the bridged driver does the work ----------------------------------------------
 
 
 def test_container_on_bridge_parent_physical_network(daemon: Daemon, prefix: str) -> None:
@@ -78,7 +78,7 @@ def test_vm_on_bridge_parent_physical_network(daemon: Daemon, prefix: str) -> No
     assert daemon.ns.link(tap) is None
 
 
-# --- the security boundary -----------------------------------------------------------------------------------
+# --- the security boundary ------------------------------------------------------------------------
 
 
 def test_direct_physical_nic_on_a_bridge_is_refused_and_the_bridge_untouched(
@@ -111,18 +111,16 @@ def test_a_physical_nic_never_takes_a_bridge_member_or_an_addressed_interface(
     daemon.ns.ip("addr", "add", "10.250.33.1/24", "dev", addressed)
     daemon.cli("launch", "c1")
     links_before = daemon.ns.link_names()
-    msg = daemon.fails("config", "device", "add", "c1", "eth1", "nic", "nictype=physical", f"parent={member}",
-                       "name=eth1")  # fmt: skip
+    add = ("config", "device", "add", "c1", "eth1", "nic", "nictype=physical")
+    msg = daemon.fails(*add, f"parent={member}", "name=eth1")
     assert msg == f'Interface "{member}" is in use by the host (member of "{lan}")'
-    msg = daemon.fails("config", "device", "add", "c1", "eth1", "nic", "nictype=physical", f"parent={addressed}",
-                       "name=eth1")  # fmt: skip
+    msg = daemon.fails(*add, f"parent={addressed}", "name=eth1")
     assert f'Interface "{addressed}" is in use by the host' in msg and "10.250.33.1/24" in msg
     assert daemon.ns.link_names() == links_before
-    assert "needs \"name\"" in daemon.fails("config", "device", "add", "c1", "eth1", "nic", "nictype=physical",
-                                            f"parent={addressed}")  # fmt: skip
+    assert 'needs "name"' in daemon.fails(*add, f"parent={addressed}")
 
 
-# --- NIC parent: moved in, given back ------------------------------------------------------------------------
+# --- NIC parent: moved in, given back -------------------------------------------------------------
 
 
 def _nic_state(daemon: Daemon, name: str) -> tuple[str, int, str]:

@@ -34,4 +34,6 @@ def test_guest_on_bridged_nic_sees_volatile_mac_and_gets_a_lease(
         assert mac in leases.read_text()
         # The guest powers off; the daemon notices and removes the TAP.
         wait_for(lambda: "v1,STOPPED" in daemon.cli("list", "--format=csv").stdout, 30, "the VM to stop")
-        assert not any(k.endswith(".host_name") for k in config(daemon, "v1"))
+        wait_for(
+            lambda: not any(k.endswith(".host_name") for k in config(daemon, "v1")), 10, "the TAP cleanup"
+        )

@@ -95,7 +95,7 @@ def test_failed_live_update_restores_the_old_settings(state: State, fakehost: Fa
 
 
 def test_ip_filtering_needs_an_address(state: State, fakehost: FakeHost) -> None:
-    with pytest.raises(InvalidError, match="ipv4.address"):
+    with pytest.raises(InvalidError, match=r"ipv4\.address"):
         nic(state, FakeInstance(), **{"security.ipv4_filtering": "true"}).validate_config()
     nic(
         state, FakeInstance(), **{"security.ipv4_filtering": "true", "ipv4.address": "none"}

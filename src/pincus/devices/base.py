@@ -94,6 +94,10 @@ class Device:
     def remove(self) -> None:
         """The device leaves the instance config: drop persistent traces (volatile keys, files)."""
 
+    def leased_addresses(self) -> list[str]:
+        """Addresses a DHCP server of ours gave this device (VMs have no other source)."""
+        return []
+
     def describe(self) -> str:
         """One line for `pincus info`: which path this device took."""
         return ""

@@ -25,6 +25,7 @@ from pincus.errors import ConflictError, InvalidError, NotFoundError, Unsupporte
 from pincus.host import bridgeport, links, nft, sysfs, tc
 from pincus.networks.bridge import BridgeNetwork, load_bridge_network
 from pincus.reverter import Reverter
+from pincus.state import State
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class PortSettings:
     via4: str | None = None
     via6: str | None = None
     static: tuple[str | None, str | None] = field(default=(None, None))
+    hwaddr: str = ""
 
 
 def _address(value: str | None) -> str | None:
@@ -218,6 +220,7 @@ class BridgedNic(Device):
             routes=routes,
             via4=v4,
             via6=v6,
+            hwaddr=hwaddr,
             static=(v4, v6) if net is not None and net.has_dhcp() and (v4 or v6) else (None, None),
         )
 
@@ -272,9 +275,7 @@ class BridgedNic(Device):
         if s.static == (None, None):
             net.remove_static_allocation(self.nic_id)
         else:
-            net.add_static_allocation(
-                self.nic_id, self.hwaddr(), s.static[0], s.static[1], self.instance.name
-            )
+            net.add_static_allocation(self.nic_id, s.hwaddr, s.static[0], s.static[1], self.instance.name)
 
     _ASPECTS: ClassVar[tuple[str, ...]] = ("_apply_static", "_apply_vlans", "_apply_isolation", "_apply_link")
 
@@ -380,3 +381,21 @@ class BridgedNic(Device):
 
     def describe(self) -> str:
         return f"bridged: veth/TAP on bridge {self.parent}"
+
+    def leased_addresses(self) -> list[str]:
+        """What the managed bridge's dnsmasq handed to this NIC (how a VM's addresses are known)."""
+        net, mac = self.network(), self.instance.volatile(self.vkey("hwaddr"))
+        if net is None or not mac:
+            return []
+        prefix = {4: net.ipv4_interface(), 6: net.ipv6_interface()}
+        out = []
+        for lease in net.leases():
+            if lease["hwaddr"] == mac:
+                iface = prefix[ipaddress.ip_address(lease["address"]).version]
+                out.append(f"{lease['address']}/{iface.network.prefixlen}" if iface else lease["address"])
+        return out
+
+
+def release_shared(state: State) -> None:
+    """Once no instance runs, the daemon's bridge filter table holds nothing: drop it."""
+    nft.delete_bridge_table(state.tag)

@@ -76,6 +76,9 @@ class PhysicalNetworkNic(Device):
     def remove(self) -> None:
         self.inner.remove()
 
+    def leased_addresses(self) -> list[str]:
+        return self.inner.leased_addresses()
+
     def describe(self) -> str:
         if self.bridged:
             return f"bridged via physical network {self.network.name}: parent {self.parent} is a bridge"

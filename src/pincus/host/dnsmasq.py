@@ -582,13 +582,22 @@ def _kill_from_pid_file(pid_file: Path) -> None:
     pid_file.unlink(missing_ok=True)
 
 
+def _exited(pid: int) -> bool:
+    """Gone or a zombie: only then has the kernel closed its sockets (its cmdline empties earlier)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X")
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
 def _wait_gone(pid: int, pid_file: Path, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while True:
         # dnsmasq is normally init's child; reap it in case pincusd is its (sub)reaper.
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
-        if _is_ours(pid, pid_file) is None:
+        if _is_ours(pid, pid_file) is None and _exited(pid):
             return True
         if time.monotonic() > deadline:
             return False

@@ -238,17 +238,13 @@ class QMP:
         except (OSError, ValueError) as e:
             raise HostError(f"QMP {cmd} on {self.path}: {e}") from e
 
-    def wait_event(
-        self, name: str, timeout: float, match: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
+    def wait_event(self, name: str, timeout: float, match: dict[str, Any] | None = None) -> dict[str, Any]:
         """Return the first event `name` whose data contains `match`, including events that
         arrived while earlier commands ran; HostError after `timeout` seconds."""
 
         def fits(ev: dict[str, Any]) -> bool:
             data = ev.get("data", {})
-            return ev.get("event") == name and all(
-                data.get(k) == v for k, v in (match or {}).items()
-            )
+            return ev.get("event") == name and all(data.get(k) == v for k, v in (match or {}).items())
 
         for i, ev in enumerate(self._events):
             if fits(ev):
@@ -275,9 +271,7 @@ def _opt(value: str | Path) -> str:
 
 
 def _nic_args(nic: TapNic) -> list[str]:
-    device = (
-        f"virtio-net-pci,netdev={_opt(nic.id)},id={_opt(device_id(nic.id))},mac={_opt(nic.mac)},romfile="
-    )
+    device = f"virtio-net-pci,netdev={_opt(nic.id)},id={_opt(device_id(nic.id))},mac={_opt(nic.mac)},romfile="
     if nic.bootindex is not None:
         device += f",bootindex={nic.bootindex}"
     return [

@@ -115,8 +115,7 @@ def has_police(netns: str | None = None) -> bool:
         return _police_available
 
 
-def apply_limits(dev: str, limits: Limits, ifb_name: str, use_police: bool,
-                 netns: str | None = None) -> None:
+def apply_limits(dev: str, limits: Limits, ifb_name: str, use_police: bool, netns: str | None = None) -> None:
     """Make `dev` carry exactly `limits`, replacing what pincus set on it before.
 
     `ifb_name` is the IFB this NIC uses when it needs one (egress limit without police); it is
@@ -148,8 +147,10 @@ def burst_bytes(rate_bps: int) -> int:
 def _check_limits(limits: Limits) -> None:
     for what, rate in (("ingress", limits.ingress_bps), ("egress", limits.egress_bps)):
         if rate is not None and not MIN_RATE_BPS <= rate <= MAX_RATE_BPS:
-            raise InvalidError(f"{what} rate {rate} bit/s is outside what tc can shape "
-                               f"({MIN_RATE_BPS} bit/s to {MAX_RATE_BPS} bit/s)")
+            raise InvalidError(
+                f"{what} rate {rate} bit/s is outside what tc can shape "
+                f"({MIN_RATE_BPS} bit/s to {MAX_RATE_BPS} bit/s)"
+            )
     if limits.priority is not None and not 0 <= limits.priority <= MAX_PRIORITY:
         raise InvalidError(f"priority {limits.priority} is outside 0-{MAX_PRIORITY}")
 
@@ -180,30 +181,68 @@ def _apply(nl: _Rtnl, dev: str, limits: Limits, ifb: str, use_police: bool) -> N
             # The host end's egress = traffic into the instance.
             if limits.ingress_bps is not None:
                 # Replace changes our existing tbf in place, or grafts a new one on the default.
-                _step(op, "set tbf root qdisc", nl.qdisc_replace, index, _TC_H_ROOT, _ROOT_HANDLE,
-                      "tbf", _tbf_options(limits.ingress_bps))
+                _step(
+                    op,
+                    "set tbf root qdisc",
+                    nl.qdisc_replace,
+                    index,
+                    _TC_H_ROOT,
+                    _ROOT_HANDLE,
+                    "tbf",
+                    _tbf_options(limits.ingress_bps),
+                )
             else:
                 _step(op, "delete root qdisc", nl.qdisc_delete, index, _TC_H_ROOT)
 
             # The host end's ingress = traffic out of the instance.
             if ifb_index is not None and limits.egress_bps is not None:
                 # Shape on the IFB before anything is redirected to it.
-                _step(op, f"set tbf root qdisc on IFB {ifb}", nl.qdisc_replace, ifb_index,
-                      _TC_H_ROOT, _ROOT_HANDLE, "tbf", _tbf_options(limits.egress_bps))
+                _step(
+                    op,
+                    f"set tbf root qdisc on IFB {ifb}",
+                    nl.qdisc_replace,
+                    ifb_index,
+                    _TC_H_ROOT,
+                    _ROOT_HANDLE,
+                    "tbf",
+                    _tbf_options(limits.egress_bps),
+                )
             # Dropping the ingress qdisc drops every filter of ours on it, whatever an earlier
             # call put there; the new set goes on a fresh one.
             _step(op, "delete ingress qdisc", nl.qdisc_delete, index, _TC_H_INGRESS)
             if limits.egress_bps is not None or limits.priority is not None:
-                _step(op, "add ingress qdisc", nl.qdisc_add, index, _TC_H_INGRESS, _INGRESS_HANDLE,
-                      "ingress", b"")
+                _step(
+                    op,
+                    "add ingress qdisc",
+                    nl.qdisc_add,
+                    index,
+                    _TC_H_INGRESS,
+                    _INGRESS_HANDLE,
+                    "ingress",
+                    b"",
+                )
             if prog_fd is not None and limits.priority is not None:
                 _add_priority_filter(nl, op, index, prog_fd, limits.priority)
             if ifb_index is not None:
-                _step(op, f"add filter redirecting ingress to IFB {ifb}", nl.filter_add, index,
-                      _PREF_LIMIT, "u32", _u32_match_all(_mirred_redirect(ifb_index)))
+                _step(
+                    op,
+                    f"add filter redirecting ingress to IFB {ifb}",
+                    nl.filter_add,
+                    index,
+                    _PREF_LIMIT,
+                    "u32",
+                    _u32_match_all(_mirred_redirect(ifb_index)),
+                )
             elif limits.egress_bps is not None:
-                _step(op, "add police filter", nl.filter_add, index, _PREF_LIMIT, "u32",
-                      _u32_match_all(_police(limits.egress_bps)))
+                _step(
+                    op,
+                    "add police filter",
+                    nl.filter_add,
+                    index,
+                    _PREF_LIMIT,
+                    "u32",
+                    _u32_match_all(_police(limits.egress_bps)),
+                )
 
             if ifb_index is None:
                 _delete_ifb(nl, op, ifb)
@@ -246,8 +285,10 @@ def _ensure_ifb(nl: _Rtnl, op: str, ifb: str) -> int:
     if link is None:
         raise HostError(f"{op}: add IFB {ifb}: it vanished right after creation")
     if link.kind != "ifb":
-        raise HostError(f"{op}: add IFB {ifb}: a device of that name exists and is not an IFB "
-                        f"(kind {link.kind or 'none'})")
+        raise HostError(
+            f"{op}: add IFB {ifb}: a device of that name exists and is not an IFB "
+            f"(kind {link.kind or 'none'})"
+        )
     if not link.up:
         _step(op, f"set IFB {ifb} up", nl.link_set_up, link.index)
     return link.index
@@ -313,8 +354,11 @@ def _tbf_options(rate_bps: int) -> bytes:
     limit = min(int(rate_bps * _QUEUE_TIME_S) // 8 + burst, _U32_MAX)
     # buffer (in ticks) is left 0: TCA_TBF_BURST gives the bucket in bytes and wins over it.
     qopt = spec + bytes(12) + struct.pack("=III", limit, 0, 0)
-    return (_attr(_TCA_TBF_PARMS, qopt) + (_attr(_TCA_TBF_RATE64, rate64) if rate64 else b"")
-            + _attr(_TCA_TBF_BURST, struct.pack("=I", burst)))
+    return (
+        _attr(_TCA_TBF_PARMS, qopt)
+        + (_attr(_TCA_TBF_RATE64, rate64) if rate64 else b"")
+        + _attr(_TCA_TBF_BURST, struct.pack("=I", burst))
+    )
 
 
 def _u32_match_all(action: bytes) -> bytes:
@@ -341,8 +385,12 @@ def _police(rate_bps: int) -> bytes:
     # The police bucket is given as time, in scheduler ticks.
     burst_ticks = min(burst * 8 * 10**9 // rate_bps // _PSCHED_NS_PER_TICK, _U32_MAX)
     # struct tc_police: exceeding packets are dropped (TC_ACT_SHOT); conforming ones pass.
-    parm = (struct.pack("=IiIII", 0, _TC_ACT_SHOT, 0, burst_ticks, _POLICE_MTU) + spec + bytes(12)
-            + struct.pack("=iiI", 0, 0, 0))
+    parm = (
+        struct.pack("=IiIII", 0, _TC_ACT_SHOT, 0, burst_ticks, _POLICE_MTU)
+        + spec
+        + bytes(12)
+        + struct.pack("=iiI", 0, 0, 0)
+    )
     opts = _attr(_TCA_POLICE_TBF, parm) + _attr(_TCA_POLICE_RATE, bytes(_TC_RTAB_SIZE))
     if rate64:
         opts += _attr(_TCA_POLICE_RATE64, rate64)
@@ -350,9 +398,11 @@ def _police(rate_bps: int) -> bytes:
 
 
 def _add_priority_filter(nl: _Rtnl, op: str, index: int, prog_fd: int, priority: int) -> None:
-    opts = (_attr(_TCA_BPF_FD, struct.pack("=I", prog_fd))
-            + _attr(_TCA_BPF_NAME, f"pincus-priority-{priority}".encode() + b"\0")
-            + _attr(_TCA_BPF_FLAGS, struct.pack("=I", 0)))  # not direct-action: the filter chain goes on
+    opts = (
+        _attr(_TCA_BPF_FD, struct.pack("=I", prog_fd))
+        + _attr(_TCA_BPF_NAME, f"pincus-priority-{priority}".encode() + b"\0")
+        + _attr(_TCA_BPF_FLAGS, struct.pack("=I", 0))
+    )  # not direct-action: the filter chain goes on
     try:
         nl.filter_add(index, _PREF_PRIORITY, "bpf", opts)
     except _NetlinkError as e:
@@ -379,35 +429,51 @@ def _insn(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> 
 def _priority_program(priority: int) -> bytes:
     """r2 = priority; skb->priority = r2; return 0 ("no match": the next filter runs)."""
     imm = priority - 2**32 if priority >= 2**31 else priority  # the u32 as the s32 immediate
-    return b"".join((
-        _insn(0xB4, dst=2, imm=imm),  # BPF_ALU | BPF_MOV | BPF_K (32 bit)
-        # BPF_STX | BPF_MEM | BPF_W: a register store, as older kernels refuse BPF_ST to the context
-        _insn(0x63, dst=1, src=2, off=_SKB_PRIORITY_OFFSET),
-        _insn(0xB7, dst=0, imm=0),  # BPF_ALU64 | BPF_MOV | BPF_K
-        _insn(0x95),  # BPF_JMP | BPF_EXIT
-    ))
+    return b"".join(
+        (
+            _insn(0xB4, dst=2, imm=imm),  # BPF_ALU | BPF_MOV | BPF_K (32 bit)
+            # BPF_STX | BPF_MEM | BPF_W: a register store, as older kernels refuse BPF_ST to the context
+            _insn(0x63, dst=1, src=2, off=_SKB_PRIORITY_OFFSET),
+            _insn(0xB7, dst=0, imm=0),  # BPF_ALU64 | BPF_MOV | BPF_K
+            _insn(0x95),  # BPF_JMP | BPF_EXIT
+        )
+    )
 
 
 def _load_priority_prog(priority: int) -> int:
     """Load the priority program with bpf(2); returns its fd."""
     nr = _BPF_SYSCALL.get(platform.machine())
     if nr is None:
-        raise UnsupportedError(f"setting packet priority with BPF on {platform.machine()} "
-                               "is not supported by pincus")
+        raise UnsupportedError(
+            f"setting packet priority with BPF on {platform.machine()} is not supported by pincus"
+        )
     code = _priority_program(priority)
     insns = ctypes.create_string_buffer(code, len(code))
     license_ = ctypes.create_string_buffer(b"GPL")
     # union bpf_attr, BPF_PROG_LOAD part up to expected_attach_type; the kernel zero-fills the rest
-    attr = struct.pack("<IIQQIIQII16sII", _BPF_PROG_TYPE_SCHED_CLS, len(code) // 8,
-                       ctypes.addressof(insns), ctypes.addressof(license_), 0, 0, 0, 0, 0,
-                       b"pincus_prio", 0, 0)
+    attr = struct.pack(
+        "<IIQQIIQII16sII",
+        _BPF_PROG_TYPE_SCHED_CLS,
+        len(code) // 8,
+        ctypes.addressof(insns),
+        ctypes.addressof(license_),
+        0,
+        0,
+        0,
+        0,
+        0,
+        b"pincus_prio",
+        0,
+        0,
+    )
     buf = ctypes.create_string_buffer(attr, len(attr))
     fd = int(_libc.syscall(nr, _BPF_PROG_LOAD, buf, len(attr)))
     if fd < 0:
         err = ctypes.get_errno()
         if err in (errno.ENOSYS, errno.EINVAL):
-            raise UnsupportedError("BPF tc classifier programs (for packet priority) are not "
-                                   "supported by this kernel")
+            raise UnsupportedError(
+                "BPF tc classifier programs (for packet priority) are not supported by this kernel"
+            )
         raise HostError(f"load BPF priority program: {os.strerror(err)}")
     return fd
 
@@ -470,7 +536,7 @@ def _parse_attrs(data: bytes) -> dict[int, bytes]:
         length, kind = struct.unpack_from("=HH", data, pos)
         if length < 4:
             break
-        attrs[kind & ~_NLA_F_NESTED] = data[pos + 4:pos + length]
+        attrs[kind & ~_NLA_F_NESTED] = data[pos + 4 : pos + length]
         pos += _align(length)
     return attrs
 
@@ -507,8 +573,9 @@ class _Rtnl:
     def __enter__(self) -> _Rtnl:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.sock.close()
 
     def request(self, msg_type: int, flags: int, body: bytes) -> bytes | None:
@@ -524,7 +591,7 @@ class _Rtnl:
                     length, kind, mflags, seq, _ = struct.unpack_from("=IHHII", data, pos)
                     if length < 16:
                         raise HostError("netlink: malformed reply")
-                    payload = data[pos + 16:pos + length]
+                    payload = data[pos + 16 : pos + length]
                     pos += _align(length)
                     if seq != self.seq:
                         continue  # a late answer to an earlier request
@@ -555,8 +622,11 @@ class _Rtnl:
     def get_link(self, name: str) -> _Link | None:
         if not name or len(name.encode()) > 15 or "/" in name:
             return None  # not a possible interface name, so certainly not an existing one
-        body = _ifinfomsg() + _attr(_IFLA_IFNAME, name.encode() + b"\0") + \
-            _attr(_IFLA_EXT_MASK, struct.pack("=I", _RTEXT_FILTER_SKIP_STATS))
+        body = (
+            _ifinfomsg()
+            + _attr(_IFLA_IFNAME, name.encode() + b"\0")
+            + _attr(_IFLA_EXT_MASK, struct.pack("=I", _RTEXT_FILTER_SKIP_STATS))
+        )
         try:
             reply = self.request(_RTM_GETLINK, 0, body)
         except _NetlinkError as e:
@@ -572,8 +642,11 @@ class _Rtnl:
 
     def link_add(self, name: str, kind: str, up: bool) -> None:
         flags = _IFF_UP if up else 0
-        body = _ifinfomsg(flags=flags, change=_IFF_UP) + _attr(_IFLA_IFNAME, name.encode() + b"\0") + \
-            _nest(_IFLA_LINKINFO, _attr(_IFLA_INFO_KIND, kind.encode() + b"\0"))
+        body = (
+            _ifinfomsg(flags=flags, change=_IFF_UP)
+            + _attr(_IFLA_IFNAME, name.encode() + b"\0")
+            + _nest(_IFLA_LINKINFO, _attr(_IFLA_INFO_KIND, kind.encode() + b"\0"))
+        )
         self.change(_RTM_NEWLINK, _NLM_F_CREATE | _NLM_F_EXCL, body)
 
     def link_set_up(self, index: int) -> None:
@@ -606,8 +679,11 @@ class _Rtnl:
 
     def filter_add(self, index: int, pref: int, kind: str, options: bytes) -> None:
         info = (pref << 16) | socket.htons(_ETH_P_ALL)
-        body = _tcmsg(index, 0, _INGRESS_HANDLE, info) + _attr(_TCA_KIND, kind.encode() + b"\0") + \
-            _nest(_TCA_OPTIONS, options)
+        body = (
+            _tcmsg(index, 0, _INGRESS_HANDLE, info)
+            + _attr(_TCA_KIND, kind.encode() + b"\0")
+            + _nest(_TCA_OPTIONS, options)
+        )
         self.change(_RTM_NEWTFILTER, _NLM_F_CREATE | _NLM_F_EXCL, body)
 
 

@@ -116,7 +116,7 @@ class VirtualMachine(Instance):
                 "mtu": link.mtu,
                 "state": "up" if link.carrier else "down",
                 "type": "broadcast",
-                "addresses": [],
+                "addresses": dev.leased_addresses(),
                 "counters": {
                     "bytes_received": stats.tx_bytes,
                     "bytes_sent": stats.rx_bytes,

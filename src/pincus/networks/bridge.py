@@ -120,6 +120,13 @@ def _pool(env: str, default: str, version: int) -> Network:
     return pool
 
 
+def _ipv6_enabled() -> bool:
+    try:
+        return ipconf.get_sysctl("net/ipv6/conf/default/disable_ipv6") == "0"
+    except HostError:
+        return False  # no IPv6 in this kernel or namespace
+
+
 def pick_subnet(pool: Network, prefix: int, used: Sequence[Network], rng: random.Random) -> Network | None:
     """A random /prefix inside pool that overlaps none of used, or None if there is none."""
     bits = pool.max_prefixlen
@@ -262,8 +269,9 @@ class BridgeNetwork(NetworkDriver):
         """
         check_config(self.keys, self.config, f'network "{self.name}"')
         if creating:
-            for key in ("ipv4.address", "ipv6.address"):
-                self.config.setdefault(key, "auto")
+            self.config.setdefault("ipv4.address", "auto")
+            if _ipv6_enabled():  # as Incus: no IPv6 subnet by default on a host without IPv6
+                self.config.setdefault("ipv6.address", "auto")
         wanted = [v for v in (4, 6) if self.config.get(f"ipv{v}.address") == "auto"]
         if not wanted:
             return

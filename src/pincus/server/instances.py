@@ -15,6 +15,7 @@ from pincus.config.validators import is_instance_name
 from pincus.db import instances as db_instances
 from pincus.db.instances import InstanceRecord
 from pincus.devices import names as dev_names
+from pincus.devices import nic_bridged
 from pincus.errors import ConflictError, InvalidError, NotFoundError
 from pincus.host import files, links
 from pincus.instances.base import Instance
@@ -276,6 +277,7 @@ class Instances:
                     return
                 raise ConflictError(f'Instance "{name}" is not running')
             inst.stop(timeout, force)
+        self._release_shared_if_idle()
         log.info("Stopped instance %s", name, extra={"ctx": {"instance": name}})
         self.state.events.lifecycle("instance-stopped", f"/1.0/instances/{name}")
 
@@ -339,11 +341,16 @@ class Instances:
                     "Instance %s stopped on its own; cleaning up", name, extra={"ctx": {"instance": name}}
                 )
                 inst.cleanup()
+                self._release_shared_if_idle()
                 self.state.events.lifecycle("instance-stopped", f"/1.0/instances/{name}", reason="exited")
         except NotFoundError:
             pass
         finally:
             lock.release()
+
+    def _release_shared_if_idle(self) -> None:
+        if not any(self._driver(r).has_runtime() for r in db_instances.list_all(self.state.store)):
+            nic_bridged.release_shared(self.state)
 
     def start_monitor(self) -> None:
         threading.Thread(target=self.monitor, name="instance-monitor", daemon=True).start()

@@ -1,0 +1,430 @@
+"""Per-NIC start/stop cost of the bridged NIC driver as NICs accumulate on one managed bridge.
+
+    .venv/bin/python bench/bench_nic_start.py [-n 500]
+
+The issue: starting NIC #500 on a bridge must cost what NIC #1 did (target: within 1.2x).
+Every NIC has everything that could grow with the number of its neighbours: IP filtering
+(nftables), ingress and egress limits (tc, and an IFB since this kernel has no tc police) and
+a static DHCP allocation (a dnsmasq hosts file, the bridge being a managed network with DHCP).
+
+How it runs. The bench re-runs itself inside a throw-away network namespace with
+`ip netns exec` (which also gives it a private mount namespace with that namespace's /sys),
+and there, in ONE process and without the HTTP layer, does what pincusd does: a State (tmp
+dir, Store, EventHub, probed kernel features, tag), the managed bridge created through
+`server.networks.Networks.create` (10.250.0.1/16, DHCP on, so dnsmasq runs), and one
+container spawned with `host.container.spawn_container`. Then for i in 1..n it starts a
+`BridgedNic` (validate_environment + start) for a fake instance whose netns is that
+container's, and keeps it running; afterwards it stops them in reverse (stop + post_stop).
+
+One container for all n NICs, not n containers: what may grow per NIC is on the host side
+(bridge ports, the nft table, tc objects, the dnsmasq hosts dir), which is the same whoever
+the NICs belong to, while spawning 500 inits would add nothing to measure and minutes of
+set-up. The container-side growth (n interfaces in one netns) is shared with the floor,
+whose peers are born in the same container.
+
+The floor, in the same run and interleaved with the NICs (so both see the same number of
+interfaces at every index): the raw netlink work of the same veth, through host/links.py:
+`create_veth_into_netns` + `set_master` + `set_up` on a second, plain bridge, and
+`delete_link` to stop.
+
+Before measuring, one NIC and one floor veth are started and stopped once, so NIC #1 does
+not carry one-off costs (libnftables loading, the nft table and sets, the first IFB).
+
+Each host operation the driver calls is timed as well (wrappers around the public functions
+of host/links, nft, tc, sysfs, bridgeport, dnsmasq and the managed network lookup; only the
+outermost call counts, ~1 us overhead per call), so a step that grows shows by name.
+
+Cleanup, whatever happens (failure, Ctrl-C): the inner process stops the container, removes
+the network (dnsmasq, nft tables) and the NICs; the outer one then kills whatever still runs
+in the namespace or was spawned for it, deletes the namespace (every link goes with it) and
+the tmp dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+PIDS_FILE = "spawned.pids"  # pids the inner process started outside the namespace's process list
+INNER_GRACE_S = 60.0  # after Ctrl-C, how long the inner process may take to clean up
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+class StepClock:
+    """Time spent in each wrapped function, per NIC, exclusive of the wrapped functions it calls."""
+
+    def __init__(self) -> None:
+        self.current: dict[str, float] = {}
+        self.children: list[float] = []  # per active call: time spent in wrapped callees
+
+    def wrap(self, label: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            self.children.append(0.0)
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                elapsed = time.perf_counter() - start
+                inner = self.children.pop()
+                self.current[label] = self.current.get(label, 0.0) + elapsed - inner
+                if self.children:
+                    self.children[-1] += elapsed
+
+        return timed
+
+    def wrap_module(self, module: ModuleType, group: str) -> None:
+        for name, fn in list(vars(module).items()):
+            if name.startswith("_") or not callable(fn) or isinstance(fn, type):
+                continue
+            if getattr(fn, "__module__", None) != module.__name__:
+                continue  # imported names: counted where they are defined
+            setattr(module, name, self.wrap(f"{group}.{name}", fn))
+
+    def wrap_methods(self, cls: type, group: str, names: tuple[str, ...]) -> None:
+        for name in names:
+            setattr(cls, name, self.wrap(f"{group}.{name}", getattr(cls, name)))
+
+    def take(self) -> dict[str, float]:
+        out, self.current = self.current, {}
+        return out
+
+
+def windows(n: int) -> list[tuple[str, range]]:
+    """The NIC index windows the issue asks about (1-based, clipped to n)."""
+    mid = min(100, n)
+    spans = [(1, 10), (mid - 4, mid + 5), (n - 9, n)]
+    return [(f"{max(a, 1)}-{min(b, n)}", range(max(a, 1), min(b, n) + 1)) for a, b in spans]
+
+
+def median_ms(samples: dict[int, float], idx: range) -> float:
+    return statistics.median(samples[i] for i in idx if i in samples) * 1000
+
+
+def print_table(title: str, rows: dict[str, dict[int, float]], floor: str, n: int) -> None:
+    """Single samples #1, #100, #n and window medians; ratios last/first and against the floor."""
+    mid = min(100, n)
+    wins = windows(n)
+    print(f"\n{title} (ms)")
+    head = f"{'op':<18}{'#1':>8}{f'#{mid}':>8}{f'#{n}':>8}{f'#{n}/#1':>8}"
+    head += "".join(f"{'med ' + w:>14}" for w, _ in wins)
+    head += f"{'last/first':>11}{'vs floor':>10}"
+    print(head)
+    print("-" * len(head))
+    floor_last = median_ms(rows[floor], wins[-1][1])
+    for op, samples in rows.items():
+        single = [samples[i] * 1000 for i in (1, mid, n)]
+        meds = [median_ms(samples, idx) for _, idx in wins]
+        line = f"{op:<18}" + "".join(f"{v:8.2f}" for v in single) + f"{single[2] / single[0]:8.2f}"
+        line += "".join(f"{v:14.2f}" for v in meds)
+        line += f"{meds[-1] / meds[0]:11.2f}{meds[-1] / floor_last:10.2f}"
+        print(line)
+
+
+def print_steps(title: str, steps: dict[int, dict[str, float]], totals: dict[int, float], n: int) -> None:
+    """Median time per step in each window (exclusive of the steps it calls); 'python (rest)' is
+    the driver's own code around them."""
+    wins = windows(n)
+    labels = sorted({label for s in steps.values() for label in s})
+    rows: dict[str, dict[int, float]] = {lb: {i: steps[i].get(lb, 0.0) for i in steps} for lb in labels}
+    rows["python (rest)"] = {i: totals[i] - sum(steps[i].values()) for i in steps}
+    print(f"\n{title}: where the time goes (median ms per NIC)")
+    head = f"{'step':<34}" + "".join(f"{w:>10}" for w, _ in wins) + f"{'last/first':>11}"
+    print(head)
+    print("-" * len(head))
+    for label, samples in sorted(rows.items(), key=lambda kv: -median_ms(kv[1], wins[-1][1])):
+        meds = [median_ms(samples, idx) for _, idx in wins]
+        if max(meds) < 0.005:
+            continue
+        ratio = f"{meds[-1] / meds[0]:11.2f}" if meds[0] >= 0.005 else f"{'-':>11}"
+        print(f"{label:<34}" + "".join(f"{m:10.3f}" for m in meds) + ratio)
+
+
+# --------------------------------------------------------------------------- inside the namespace
+
+
+class BenchInstance:
+    """The InstanceView the NICs see: a container whose netns is the spawned container's."""
+
+    def __init__(self, name: str, netns: Path) -> None:
+        self.name = name
+        self.type = "container"
+        self.netns: Path | None = netns
+        self.running = True
+        self.vol: dict[str, str] = {}
+
+    def volatile(self, key: str) -> str | None:
+        return self.vol.get(key)
+
+    def set_volatile(self, values: dict[str, str | None]) -> None:
+        for k, v in values.items():
+            if v is None:
+                self.vol.pop(k, None)
+            else:
+                self.vol[k] = v
+
+
+def nic_address(i: int) -> str:
+    # 10.250.1.2 upwards: inside the bridge's 10.250.0.0/16, never its own 10.250.0.1.
+    return f"10.250.{1 + i // 250}.{2 + i % 250}"
+
+
+def inner(n: int, work: Path, tag: str) -> None:
+    sys.path.insert(0, str(REPO / "src"))
+    from pincus.db.store import Store
+    from pincus.devices import nic_bridged
+    from pincus.devices.nic_bridged import BridgedNic
+    from pincus.events import EventHub
+    from pincus.host import bridgeport, dnsmasq, links, nft, sysfs, tc
+    from pincus.host import container as host_container
+    from pincus.host.features import probe_kernel_features
+    from pincus.server.networks import Networks
+    from pincus.state import State
+
+    links.set_up("lo")
+    state_dir = work / "pincus"
+    state_dir.mkdir(mode=0o711)
+    store = Store(state_dir / "pincus.db")
+    state = State(dir=state_dir, store=store, events=EventHub(), features=probe_kernel_features(), tag=tag)
+    networks = Networks(state)
+    bridge, floor_bridge = f"{tag}br", f"{tag}fl"
+    cont_dir = state_dir / "instances" / "bench"
+    proc = None
+    nics: dict[int, Any] = {}
+    started_floor: list[str] = []
+    created_network = False
+    try:
+        networks.create({
+            "name": bridge, "type": "bridge",
+            "config": {"ipv4.address": "10.250.0.1/16", "ipv4.dhcp": "true", "ipv4.nat": "false",
+                       "ipv6.address": "none"},
+        })  # fmt: skip
+        created_network = True
+        links.create_bridge(floor_bridge)
+        links.set_up(floor_bridge)
+        cont_dir.mkdir(parents=True)
+        proc = host_container.spawn_container("bench", "bench", cont_dir, cont_dir / "console.log")
+        with open(work / PIDS_FILE, "a") as f:
+            f.write(f"{proc.pid}\n")
+        handle = host_container.netns_handle(cont_dir)
+        instance = BenchInstance("bench", handle)
+        ns = str(handle)
+        dnsmasq_pid = dnsmasq.find_running(state_dir / "networks" / bridge / "dnsmasq")
+        print(
+            f"features: {', '.join(k for k, v in state.features.items() if v) or 'none'}; "
+            f"nft backend: {nft.backend_name()}; dnsmasq pid {dnsmasq_pid}; container init pid {proc.pid}"
+        )
+
+        def make_nic(i: int, name: str) -> BridgedNic:
+            nic = BridgedNic(state, instance, name, {
+                "type": "nic", "nictype": "bridged", "parent": bridge, "name": name,
+                "ipv4.address": nic_address(i), "security.ipv4_filtering": "true",
+                "limits.ingress": "10Mbit", "limits.egress": "10Mbit",
+            })  # fmt: skip
+            nic.validate_config()  # as the daemon does before a start; not timed
+            return nic
+
+        def floor_start(name: str, peer: str) -> None:
+            links.create_veth_into_netns(name, peer, ns)
+            links.set_master(name, floor_bridge)
+            links.set_up(name)
+
+        # Warm-up: one-off costs (libraries, the nft table and sets) must not land on NIC #1.
+        warm = make_nic(0, "w0")
+        warm.validate_environment()
+        warm.start()
+        warm.stop()
+        warm.post_stop()
+        warm.remove()
+        floor_start(f"{tag}f0", "f0")
+        links.delete_link(f"{tag}f0")
+
+        clock = StepClock()
+        for module, group in ((links, "links"), (nft, "nft"), (tc, "tc"), (sysfs, "sysfs"),
+                              (bridgeport, "bridgeport"), (dnsmasq, "dnsmasq")):  # fmt: skip
+            clock.wrap_module(module, group)
+        # tc's netlink steps one by one: which kernel object gets dearer (tc.* is the rest of the call).
+        clock.wrap_methods(tc._Rtnl, "tc netlink", ("get_link", "link_add", "link_delete", "link_set_up",
+                                                    "qdisc_replace", "qdisc_add", "qdisc_delete", "filter_add"))
+        nic_bridged.load_bridge_network = clock.wrap(  # type: ignore[assignment]
+            "db: load_bridge_network", nic_bridged.load_bridge_network
+        )
+
+        start_rows: dict[str, dict[int, float]] = {"pincus start": {}, "floor start": {}}
+        stop_rows: dict[str, dict[int, float]] = {"pincus stop": {}, "floor stop": {}}
+        start_steps: dict[int, dict[str, float]] = {}
+        stop_steps: dict[int, dict[str, float]] = {}
+        began, dnsmasq_cpu = time.perf_counter(), cpu_seconds(dnsmasq_pid)
+        for i in range(1, n + 1):
+            t = time.perf_counter()
+            floor_start(f"{tag}f{i}", f"f{i}")
+            start_rows["floor start"][i] = time.perf_counter() - t
+            started_floor.append(f"{tag}f{i}")
+            nic = make_nic(i, f"e{i}")
+            clock.take()
+            t = time.perf_counter()
+            nic.validate_environment()
+            nic.start()
+            start_rows["pincus start"][i] = time.perf_counter() - t
+            start_steps[i] = clock.take()
+            nics[i] = nic
+        print(f"started {n} NICs + {n} floor veths in {time.perf_counter() - began:.1f} s "
+              f"(dnsmasq used {cpu_seconds(dnsmasq_pid) - dnsmasq_cpu:.2f} s of CPU meanwhile)")
+        check_running(links, nft, bridge, nics, state_dir / "networks" / bridge / "dnsmasq", ns)
+
+        began, dnsmasq_cpu = time.perf_counter(), cpu_seconds(dnsmasq_pid)
+        for i in range(n, 0, -1):
+            t = time.perf_counter()
+            links.delete_link(f"{tag}f{i}")
+            stop_rows["floor stop"][i] = time.perf_counter() - t
+            started_floor.pop()
+            nic = nics[i]
+            clock.take()
+            t = time.perf_counter()
+            nic.stop()
+            nic.post_stop()
+            stop_rows["pincus stop"][i] = time.perf_counter() - t
+            stop_steps[i] = clock.take()
+            nic.remove()
+            del nics[i]
+        print(f"stopped them in {time.perf_counter() - began:.1f} s "
+              f"(dnsmasq used {cpu_seconds(dnsmasq_pid) - dnsmasq_cpu:.2f} s of CPU meanwhile)")
+
+        print_table("start: validate_environment()+start() vs create_veth_into_netns+set_master+set_up",
+                    start_rows, "floor start", n)
+        print_table("stop: stop()+post_stop() vs delete_link (stopped in reverse, #n first)",
+                    stop_rows, "floor stop", n)
+        print_steps("start", start_steps, start_rows["pincus start"], n)
+        print_steps("stop", stop_steps, stop_rows["pincus stop"], n)
+    finally:
+        cleanup_inner(state, networks, bridge, floor_bridge, nics, started_floor, proc, cont_dir,
+                      created_network)  # fmt: skip
+        store.close()
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of pid so far (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def check_running(links: Any, nft: Any, bridge: str, nics: dict[int, Any], hosts_dir: Path, ns: str) -> None:
+    """Proof the NICs really are all there at once (the kernel's view, not pincus's)."""
+    ports = [link for link in links.list_links() if link.master == bridge]
+    ifbs = [link for link in links.list_links() if link.kind == "ifb"]
+    inside = len(links.list_links(ns))
+    files = len([p for p in hosts_dir.rglob("*") if p.is_file() and not p.name.startswith(".")])
+    print(f"while all ran: {len(ports)} ports on {bridge}, {len(ifbs)} IFBs, {inside} links in the "
+          f"container, {files} files under the dnsmasq dir")  # fmt: skip
+    if len(ports) != len(nics):
+        raise RuntimeError(f"expected {len(nics)} ports on {bridge}, found {len(ports)}")
+
+
+def cleanup_inner(state: Any, networks: Any, bridge: str, floor_bridge: str, nics: dict[int, Any],
+                  floor: list[str], proc: Any, cont_dir: Path, created_network: bool) -> None:  # fmt: skip
+    """Undo everything, each step on its own: a failing one must not keep the others from running."""
+    from pincus.host import container as host_container
+    from pincus.host import links
+
+    def attempt(what: str, fn: Callable[..., object], *args: object) -> None:
+        try:
+            fn(*args)
+        except Exception as e:
+            print(f"cleanup: {what}: {e}", file=sys.stderr)
+
+    for nic in list(nics.values())[::-1]:
+        attempt(f"stop {nic.name}", nic.post_stop)
+        attempt(f"remove {nic.name}", nic.remove)
+    if proc is not None:
+        attempt("stop container", host_container.stop_container, proc, 0.0, True, cont_dir)
+    if created_network:
+        attempt(f"delete network {bridge}", networks.delete, bridge)
+    if links.get_link(floor_bridge) is not None:
+        attempt(f"delete {floor_bridge}", links.delete_link, floor_bridge)
+    del floor  # their peers died with the container's netns; the namespace takes the rest
+
+
+# --------------------------------------------------------------------------- outside
+
+
+def kill_leftovers(ns: str, work: Path) -> None:
+    """Whatever the inner process left running: processes in the namespace, and the container init."""
+    out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout
+    pids = [int(p) for p in out.split()]
+    try:
+        pids += [int(p) for p in (work / PIDS_FILE).read_text().split()]
+    except FileNotFoundError:
+        pass
+    for pid in pids:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        # Only what this bench started: a reused pid must not be killed.
+        if str(work).encode() in cmdline or b"container_init" in cmdline or b"dnsmasq" in cmdline:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("-n", type=int, default=500, help="NICs on the bridge (default 500)")
+    ap.add_argument("--inner", help=argparse.SUPPRESS)
+    ap.add_argument("--tag", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.n < 10:
+        ap.error("-n must be at least 10")
+    if args.inner:
+        inner(args.n, Path(args.inner), args.tag)
+        return
+    tag = "b" + secrets.token_hex(2)  # 5 chars: bridge names and IFBs stay within 15 bytes
+    ns = f"{tag}nic"
+    work = Path(tempfile.mkdtemp(prefix=f"pincus-bench-{tag}-"))
+    work.chmod(0o711)  # dnsmasq runs as nobody and must reach its hosts dir below
+    try:
+        subprocess.run(["ip", "netns", "add", ns], check=True)
+        child = subprocess.Popen(
+            ["ip", "netns", "exec", ns, sys.executable, __file__, "-n", str(args.n), "--inner", str(work),
+             "--tag", tag]
+        )  # fmt: skip
+        try:
+            rc = child.wait()
+        except KeyboardInterrupt:
+            # The inner process got the same SIGINT and is cleaning up: give it time.
+            try:
+                rc = child.wait(INNER_GRACE_S)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                rc = child.wait()
+            raise
+        if rc != 0:
+            raise SystemExit(f"benchmark failed (exit {rc})")
+    finally:
+        kill_leftovers(ns, work)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

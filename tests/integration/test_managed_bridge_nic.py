@@ -1,0 +1,112 @@
+"""NICs on a managed bridge: DHCP from pincus's dnsmasq, static allocations, leases, clean teardown."""
+
+from __future__ import annotations
+
+import json
+
+from tests.integration.helpers import config, in_container, ping
+from tests.pincus_testlib import Daemon
+
+UDHCPC_SCRIPT = """#!/bin/sh
+[ "$1" = bound ] || [ "$1" = renew ] || exit 0
+ip addr flush dev "$interface"
+ip addr add "$ip/${mask:-24}" dev "$interface"
+"""
+
+
+def dhcp(daemon: Daemon, name: str, ifname: str = "eth0") -> str:
+    """Run busybox udhcpc inside; return the address it configured."""
+    script = daemon.dir / "udhcpc.script"
+    if not script.exists():
+        script.write_text(UDHCPC_SCRIPT)
+        script.chmod(0o755)
+    in_container(
+        daemon, name, "busybox", "udhcpc", "-q", "-n", "-t", "5", "-T", "1", "-i", ifname, "-s", str(script)
+    )
+    addrs = json.loads(in_container(daemon, name, "ip", "-j", "-4", "addr", "show", ifname))
+    return str(addrs[0]["addr_info"][0]["local"])
+
+
+def leases(daemon: Daemon, network: str) -> list[list[str]]:
+    return [
+        row.split(",") for row in daemon.cli("network", "list-leases", network, "--format=csv").stdout.split()
+    ]
+
+
+def test_dhcp_static_and_dynamic_with_leases(daemon: Daemon, prefix: str) -> None:
+    net = f"{prefix}br"
+    daemon.cli("network", "create", net, "ipv4.address=10.250.40.1/24", "ipv6.address=none",
+               "ipv4.dhcp.ranges=10.250.40.100-10.250.40.150")  # fmt: skip
+    daemon.cli("init", "c1", "-n", net)
+    daemon.cli(
+        "config", "device", "set", "c1", "eth0", "ipv4.address=10.250.40.50", "security.ipv4_filtering=true"
+    )
+    daemon.cli("start", "c1")
+    daemon.cli("launch", "c2", "-n", net)
+    assert dhcp(daemon, "c1") == "10.250.40.50"
+    dynamic = dhcp(daemon, "c2")
+    assert 100 <= int(dynamic.split(".")[-1]) <= 150
+    assert ping(daemon, "c2", "10.250.40.50")
+    mac1, mac2 = config(daemon, "c1")["volatile.eth0.hwaddr"], config(daemon, "c2")["volatile.eth0.hwaddr"]
+    rows = leases(daemon, net)
+    assert ["c1", mac1, "10.250.40.50", "STATIC"] in rows
+    assert any(r[1:] == [mac2, dynamic, "DYNAMIC"] for r in rows)
+    # A live change of the static address: the next lease follows it.
+    daemon.cli("config", "device", "set", "c1", "eth0", "ipv4.address=10.250.40.51")
+    in_container(daemon, "c1", "ip", "addr", "flush", "dev", "eth0")
+    assert dhcp(daemon, "c1") == "10.250.40.51"
+
+
+def test_static_allocation_through_a_physical_network_on_a_managed_bridge(
+    daemon: Daemon, prefix: str
+) -> None:
+    net = f"{prefix}br"
+    daemon.cli("network", "create", net, "ipv4.address=10.250.41.1/24", "ipv6.address=none")
+    daemon.cli("network", "create", "phys", "--type=physical", f"parent={net}")
+    daemon.cli("init", "c1", "-n", "phys")
+    daemon.cli("config", "device", "set", "c1", "eth0", "ipv4.address=10.250.41.77")
+    daemon.cli("start", "c1")
+    assert dhcp(daemon, "c1") == "10.250.41.77"
+    mac = config(daemon, "c1")["volatile.eth0.hwaddr"]
+    daemon.cli("restart", "c1", "-f")
+    assert config(daemon, "c1")["volatile.eth0.hwaddr"] == mac
+    assert dhcp(daemon, "c1") == "10.250.41.77"
+
+
+def test_bad_static_addresses_are_refused(daemon: Daemon, prefix: str) -> None:
+    net = f"{prefix}br"
+    daemon.cli("network", "create", net, "ipv4.address=10.250.42.1/24", "ipv6.address=none")
+    daemon.cli("init", "c1", "-n", net)
+    daemon.cli("config", "device", "set", "c1", "eth0", "ipv4.address=10.250.42.5")
+    daemon.cli("init", "c2", "-n", net)
+    before = daemon.db_dump()
+    assert "already used by device" in daemon.fails(
+        "config", "device", "set", "c2", "eth0", "ipv4.address=10.250.42.5"
+    )
+    assert "outside" in daemon.fails("config", "device", "set", "c2", "eth0", "ipv4.address=10.250.43.5")
+    assert "itself" in daemon.fails("config", "device", "set", "c2", "eth0", "ipv4.address=10.250.42.1")
+    assert "ipv4.address" in daemon.fails(
+        "config", "device", "set", "c2", "eth0", "ipv4.address=10.250.42.5\nx"
+    )
+    assert daemon.db_dump() == before
+
+
+def test_deleting_everything_leaves_nothing_of_pincus(daemon: Daemon, prefix: str) -> None:
+    net = f"{prefix}br"
+    links_before = daemon.ns.link_names()
+    daemon.cli("network", "create", net, "ipv4.address=10.250.44.1/24", "ipv6.address=fd42:250:44::1/64")
+    daemon.cli("init", "c1", "-n", net)
+    keys = ("ipv4.address=10.250.44.9", "security.ipv4_filtering=true", "limits.egress=5Mbit",
+            "ipv4.routes=10.250.45.0/24")  # fmt: skip
+    daemon.cli("config", "device", "set", "c1", "eth0", *keys)
+    daemon.cli("start", "c1")
+    daemon.cli("delete", "-f", "c1")
+    daemon.cli("network", "delete", net)
+    assert daemon.ns.link_names() == links_before
+    ruleset = json.loads(daemon.ns.run("nft", "-j", "list", "ruleset").stdout)["nftables"]
+    assert not [x for x in ruleset if "table" in x and x["table"]["name"].startswith("pincus")]
+    qdiscs = json.loads(daemon.ns.run("tc", "-j", "qdisc", "show").stdout)
+    assert [q for q in qdiscs if q["kind"] in ("tbf", "htb", "ingress")] == []
+    assert daemon.ns.ipj("route", "show", "10.250.45.0/24") == []
+    for sub in ("networks", "instances"):
+        assert not (daemon.dir / sub).exists() or list((daemon.dir / sub).iterdir()) == []
