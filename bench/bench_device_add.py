@@ -29,6 +29,7 @@ processes killed, the namespace and the tmp dir deleted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -168,7 +169,8 @@ def time_api(p: Pincus, n: int) -> dict[str, list[float]]:
         devices = {k: v for k, v in inst["devices"].items() if k != "eth1"}
         p.api("PUT", path, put_body(inst, devices))
         t4 = time.perf_counter()
-        for key, value in zip(keys, (t2 - t0, t4 - t2, t4 - t0, t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+        values = (t2 - t0, t4 - t2, t4 - t0, t1 - t0, t2 - t1, t3 - t2, t4 - t3)
+        for key, value in zip(keys, values, strict=True):
             out[key].append(value)
     return out
 
@@ -288,10 +290,8 @@ def profile_inner(n: int, work: Path, bridge: str) -> None:
 def kill_leftovers(ns: str, work: Path, init_pid: int) -> None:
     out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout
     pids = [int(p) for p in out.split()] + ([init_pid] if init_pid else [])
-    try:
+    with contextlib.suppress(FileNotFoundError):
         pids += [int(p) for p in (work / PIDS_FILE).read_text().split()]
-    except FileNotFoundError:
-        pass
     for pid in pids:
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -299,10 +299,8 @@ def kill_leftovers(ns: str, work: Path, init_pid: int) -> None:
             continue
         # Only what this bench started: a reused pid must not be killed.
         if str(work).encode() in cmdline or b"container_init" in cmdline or b"pincusd" in cmdline:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 # --------------------------------------------------------------------------- main
@@ -354,10 +352,13 @@ def main() -> None:
         if args.profile:
             print()
             sys.stdout.flush()
-            subprocess.run(["ip", "netns", "exec", ns, sys.executable, __file__, "-n", str(args.n),
-                            "--profile-inner", str(work), "--bridge", lan], check=True, timeout=300)  # fmt: skip
+            argv = [sys.executable, __file__, "-n", str(args.n), "--profile-inner", str(work)]
+            subprocess.run(["ip", "netns", "exec", ns, *argv, "--bridge", lan], check=True, timeout=300)
     finally:
         if p.proc is not None and p.proc.poll() is None:
+            if not init_pid:  # interrupted between launch and reading the pid
+                with contextlib.suppress(Exception):
+                    init_pid = int(p.api("GET", "/1.0/instances/c1/state")["pid"])
             p.cli("delete", "c1", "-f", check=False)
         p.stop()
         kill_leftovers(ns, work, init_pid)
@@ -389,4 +390,8 @@ def report(cli: dict[str, list[float]], api: dict[str, list[float]], startup: di
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("interrupted; cleaned up", file=sys.stderr)
+        sys.exit(130)

@@ -25,17 +25,25 @@ whose peers are born in the same container.
 The floor, in the same run and interleaved with the NICs (so both see the same number of
 interfaces at every index): the raw netlink work of the same veth, through host/links.py:
 `create_veth_into_netns` + `set_master` + `set_up` on a second, plain bridge, and
-`delete_link` to stop.
+`delete_link` to stop. After each floor start (untimed) IPv6 is disabled on the floor's host
+end, as pincus does on its own: IPv6-enabled links make every later link and IPv6 change in
+the namespace dearer, which would charge the floor's side effects to pincus.
 
-Before measuring, one NIC and one floor veth are started and stopped once, so NIC #1 does
-not carry one-off costs (libnftables loading, the nft table and sets, the first IFB).
+Each start and stop is timed twice: wall time (what a user waits for) and the thread's CPU
+time (user + system; no sleeping in the kernel's RCU waits, no time lost to other processes,
+so steadier on a busy machine).
+
+Before measuring, 10 NICs and 10 floor veths are started and stopped, and the bench waits
+2 s, so NIC #1 does not carry one-off costs (libnftables loading, the nft table and sets,
+Python's bytecode specialisation, the kernel's and dnsmasq's work on the new bridges).
 
 Each host operation the driver calls is timed as well (wrappers around the public functions
-of host/links, nft, tc, sysfs, bridgeport, dnsmasq and the managed network lookup; only the
-outermost call counts, ~1 us overhead per call), so a step that grows shows by name.
+of host/links, nft, tc, sysfs, bridgeport, dnsmasq, tc's netlink requests and the managed
+network lookup; each counts its own time without the wrapped calls it makes, ~1 us overhead
+per call), so a step that grows shows by name.
 
-Cleanup, whatever happens (failure, Ctrl-C): the inner process stops the container, removes
-the network (dnsmasq, nft tables) and the NICs; the outer one then kills whatever still runs
+Cleanup, whatever happens (failure, Ctrl-C): the inner process stops the container and removes
+the network (dnsmasq, nft rules); the outer one then kills whatever still runs
 in the namespace or was spawned for it, deletes the namespace (every link goes with it) and
 the tmp dir.
 """
@@ -43,6 +51,7 @@ the tmp dir.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import os
 import secrets
@@ -61,6 +70,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 PIDS_FILE = "spawned.pids"  # pids the inner process started outside the namespace's process list
 INNER_GRACE_S = 60.0  # after Ctrl-C, how long the inner process may take to clean up
+SETTLE_S = 2.0  # pause between set-up and measuring
+WARMUP = 10  # NICs started and stopped before measuring
 
 
 # --------------------------------------------------------------------------- measuring
@@ -117,24 +128,36 @@ def median_ms(samples: dict[int, float], idx: range) -> float:
     return statistics.median(samples[i] for i in idx if i in samples) * 1000
 
 
-def print_table(title: str, rows: dict[str, dict[int, float]], floor: str, n: int) -> None:
-    """Single samples #1, #100, #n and window medians; ratios last/first and against the floor."""
+def print_table(title: str, rows: dict[str, dict[int, float]], n: int) -> None:
+    """Single samples #1, #100, #n and window medians; ratios of the last window to the first, and
+    of the first and last windows to the floor's (the row named with "floor" for "pincus")."""
     mid = min(100, n)
     wins = windows(n)
     print(f"\n{title} (ms)")
-    head = f"{'op':<18}{'#1':>8}{f'#{mid}':>8}{f'#{n}':>8}{f'#{n}/#1':>8}"
+    head = f"{'op':<20}{'#1':>8}{f'#{mid}':>8}{f'#{n}':>8}{f'#{n}/#1':>8}"
     head += "".join(f"{'med ' + w:>14}" for w, _ in wins)
-    head += f"{'last/first':>11}{'vs floor':>10}"
+    head += f"{'last/first':>11}{'/floor first':>13}{'/floor last':>12}"
     print(head)
     print("-" * len(head))
-    floor_last = median_ms(rows[floor], wins[-1][1])
     for op, samples in rows.items():
+        floor = rows[op.replace("pincus", "floor")]
+        floor_first, floor_last = median_ms(floor, wins[0][1]), median_ms(floor, wins[-1][1])
         single = [samples[i] * 1000 for i in (1, mid, n)]
         meds = [median_ms(samples, idx) for _, idx in wins]
-        line = f"{op:<18}" + "".join(f"{v:8.2f}" for v in single) + f"{single[2] / single[0]:8.2f}"
+        line = f"{op:<20}" + "".join(f"{v:8.2f}" for v in single) + f"{single[2] / single[0]:8.2f}"
         line += "".join(f"{v:14.2f}" for v in meds)
-        line += f"{meds[-1] / meds[0]:11.2f}{meds[-1] / floor_last:10.2f}"
+        line += f"{meds[-1] / meds[0]:11.2f}{meds[0] / floor_first:13.2f}{meds[-1] / floor_last:12.2f}"
         print(line)
+
+
+def print_minima(rows: dict[str, dict[int, float]], n: int) -> None:
+    """The fastest NIC of each window: on a busy machine noise only ever adds, so the minimum
+    shows the trend when a window's median catches a burst of it."""
+    wins = windows(n)
+    for op, samples in rows.items():
+        mins = [min(samples[i] for i in idx) * 1000 for _, idx in wins]
+        print(f"  min {op:<20}" + "".join(f"{w:>9} {m:6.2f}" for (w, _), m in zip(wins, mins, strict=True))
+              + f"   last/first {mins[-1] / mins[0]:.2f}")  # fmt: skip
 
 
 def print_steps(title: str, steps: dict[int, dict[str, float]], totals: dict[int, float], n: int) -> None:
@@ -207,7 +230,6 @@ def inner(n: int, work: Path, tag: str) -> None:
     cont_dir = state_dir / "instances" / "bench"
     proc = None
     nics: dict[int, Any] = {}
-    started_floor: list[str] = []
     created_network = False
     try:
         networks.create({
@@ -245,43 +267,60 @@ def inner(n: int, work: Path, tag: str) -> None:
             links.set_master(name, floor_bridge)
             links.set_up(name)
 
-        # Warm-up: one-off costs (libraries, the nft table and sets) must not land on NIC #1.
-        warm = make_nic(0, "w0")
-        warm.validate_environment()
-        warm.start()
-        warm.stop()
-        warm.post_stop()
-        warm.remove()
-        floor_start(f"{tag}f0", "f0")
-        links.delete_link(f"{tag}f0")
+        # Warm-up: one-off costs (libraries, the nft table and sets) must not land on NIC #1, nor
+        # Python's own: 3.11 specialises a function's bytecode only after it has run a few times.
+        for w in range(WARMUP):
+            warm = make_nic(n + 1 + w, f"w{w}")
+            warm.validate_environment()
+            warm.start()
+            warm.stop()
+            warm.post_stop()
+            warm.remove()
+            floor_start(f"{tag}w{w}", f"w{w}")
+            links.delete_link(f"{tag}w{w}")
+        # New bridges, a new container and a new dnsmasq leave the kernel and dnsmasq busy for a
+        # moment (IPv6 timers, start-up): measured without this, NICs #1-#3 cost up to 3x #4.
+        time.sleep(SETTLE_S)
 
         clock = StepClock()
         for module, group in ((links, "links"), (nft, "nft"), (tc, "tc"), (sysfs, "sysfs"),
                               (bridgeport, "bridgeport"), (dnsmasq, "dnsmasq")):  # fmt: skip
             clock.wrap_module(module, group)
         # tc's netlink steps one by one: which kernel object gets dearer (tc.* is the rest of the call).
-        clock.wrap_methods(tc._Rtnl, "tc netlink", ("get_link", "link_add", "link_delete", "link_set_up",
-                                                    "qdisc_replace", "qdisc_add", "qdisc_delete", "filter_add"))
-        nic_bridged.load_bridge_network = clock.wrap(  # type: ignore[assignment]
-            "db: load_bridge_network", nic_bridged.load_bridge_network
-        )
+        tc_steps = ("get_link", "link_add", "link_delete", "link_set_up", "qdisc_replace", "qdisc_add",
+                    "qdisc_delete", "filter_add")  # fmt: skip
+        clock.wrap_methods(tc._Rtnl, "tc netlink", tc_steps)
+        lookup = nic_bridged.load_bridge_network  # type: ignore[attr-defined]
+        setattr(nic_bridged, "load_bridge_network", clock.wrap("db: load_bridge_network", lookup))  # noqa: B010
 
-        start_rows: dict[str, dict[int, float]] = {"pincus start": {}, "floor start": {}}
-        stop_rows: dict[str, dict[int, float]] = {"pincus stop": {}, "floor stop": {}}
+        # Wall time is what a user waits for; the thread's CPU time (user + system, no sleeping in
+        # RCU waits, no time lost to other processes) shows the work itself, and is steadier on a
+        # busy machine.
+        start_rows: dict[str, dict[int, float]] = {
+            k: {} for k in ("pincus start", "floor start", "pincus start cpu", "floor start cpu")
+        }
+        stop_rows: dict[str, dict[int, float]] = {
+            k: {} for k in ("pincus stop", "floor stop", "pincus stop cpu", "floor stop cpu")
+        }
         start_steps: dict[int, dict[str, float]] = {}
         stop_steps: dict[int, dict[str, float]] = {}
+        removes: dict[int, float] = {}  # remove(): the device leaves the config (not part of stop)
         began, dnsmasq_cpu = time.perf_counter(), cpu_seconds(dnsmasq_pid)
         for i in range(1, n + 1):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.thread_time()
             floor_start(f"{tag}f{i}", f"f{i}")
             start_rows["floor start"][i] = time.perf_counter() - t
-            started_floor.append(f"{tag}f{i}")
+            start_rows["floor start cpu"][i] = time.thread_time() - c
+            # Untimed: like pincus's host ends, the floor's carry no IPv6, which would otherwise
+            # make every later IPv6 change in the namespace dearer (the kernel walks the IPv6 FIB).
+            links.set_ipv6_disabled(f"{tag}f{i}")
             nic = make_nic(i, f"e{i}")
             clock.take()
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.thread_time()
             nic.validate_environment()
             nic.start()
             start_rows["pincus start"][i] = time.perf_counter() - t
+            start_rows["pincus start cpu"][i] = time.thread_time() - c
             start_steps[i] = clock.take()
             nics[i] = nic
         print(f"started {n} NICs + {n} floor veths in {time.perf_counter() - began:.1f} s "
@@ -290,31 +329,37 @@ def inner(n: int, work: Path, tag: str) -> None:
 
         began, dnsmasq_cpu = time.perf_counter(), cpu_seconds(dnsmasq_pid)
         for i in range(n, 0, -1):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.thread_time()
             links.delete_link(f"{tag}f{i}")
             stop_rows["floor stop"][i] = time.perf_counter() - t
-            started_floor.pop()
+            stop_rows["floor stop cpu"][i] = time.thread_time() - c
             nic = nics[i]
             clock.take()
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.thread_time()
             nic.stop()
             nic.post_stop()
             stop_rows["pincus stop"][i] = time.perf_counter() - t
+            stop_rows["pincus stop cpu"][i] = time.thread_time() - c
             stop_steps[i] = clock.take()
+            t = time.perf_counter()
             nic.remove()
+            removes[i] = time.perf_counter() - t
             del nics[i]
         print(f"stopped them in {time.perf_counter() - began:.1f} s "
               f"(dnsmasq used {cpu_seconds(dnsmasq_pid) - dnsmasq_cpu:.2f} s of CPU meanwhile)")
 
         print_table("start: validate_environment()+start() vs create_veth_into_netns+set_master+set_up",
-                    start_rows, "floor start", n)
+                    start_rows, n)
+        print_minima(start_rows, n)
         print_table("stop: stop()+post_stop() vs delete_link (stopped in reverse, #n first)",
-                    stop_rows, "floor stop", n)
+                    stop_rows, n)
+        print_minima(stop_rows, n)
+        print("\nremove() after stop (drops the hosts file, SIGHUPs dnsmasq), median ms: " + ", ".join(
+            f"{w} {median_ms(removes, idx):.2f}" for w, idx in windows(n)))
         print_steps("start", start_steps, start_rows["pincus start"], n)
         print_steps("stop", stop_steps, stop_rows["pincus stop"], n)
     finally:
-        cleanup_inner(state, networks, bridge, floor_bridge, nics, started_floor, proc, cont_dir,
-                      created_network)  # fmt: skip
+        cleanup_inner(networks, bridge, floor_bridge, proc, cont_dir, created_network)
         store.close()
 
 
@@ -339,9 +384,10 @@ def check_running(links: Any, nft: Any, bridge: str, nics: dict[int, Any], hosts
         raise RuntimeError(f"expected {len(nics)} ports on {bridge}, found {len(ports)}")
 
 
-def cleanup_inner(state: Any, networks: Any, bridge: str, floor_bridge: str, nics: dict[int, Any],
-                  floor: list[str], proc: Any, cont_dir: Path, created_network: bool) -> None:  # fmt: skip
-    """Undo everything, each step on its own: a failing one must not keep the others from running."""
+def cleanup_inner(networks: Any, bridge: str, floor_bridge: str, proc: Any, cont_dir: Path,
+                  created_network: bool) -> None:  # fmt: skip
+    """Stop what outlives the namespace, each step on its own: a failing one must not keep the
+    others from running."""
     from pincus.host import container as host_container
     from pincus.host import links
 
@@ -351,16 +397,14 @@ def cleanup_inner(state: Any, networks: Any, bridge: str, floor_bridge: str, nic
         except Exception as e:
             print(f"cleanup: {what}: {e}", file=sys.stderr)
 
-    for nic in list(nics.values())[::-1]:
-        attempt(f"stop {nic.name}", nic.post_stop)
-        attempt(f"remove {nic.name}", nic.remove)
+    # NICs still running are left to the namespace's deletion, which takes every link and nft
+    # table in it at once (stopping 500 one by one would take 20 s); processes are not.
     if proc is not None:
         attempt("stop container", host_container.stop_container, proc, 0.0, True, cont_dir)
     if created_network:
         attempt(f"delete network {bridge}", networks.delete, bridge)
     if links.get_link(floor_bridge) is not None:
         attempt(f"delete {floor_bridge}", links.delete_link, floor_bridge)
-    del floor  # their peers died with the container's netns; the namespace takes the rest
 
 
 # --------------------------------------------------------------------------- outside
@@ -370,10 +414,8 @@ def kill_leftovers(ns: str, work: Path) -> None:
     """Whatever the inner process left running: processes in the namespace, and the container init."""
     out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout
     pids = [int(p) for p in out.split()]
-    try:
+    with contextlib.suppress(FileNotFoundError):
         pids += [int(p) for p in (work / PIDS_FILE).read_text().split()]
-    except FileNotFoundError:
-        pass
     for pid in pids:
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -381,10 +423,8 @@ def kill_leftovers(ns: str, work: Path) -> None:
             continue
         # Only what this bench started: a reused pid must not be killed.
         if str(work).encode() in cmdline or b"container_init" in cmdline or b"dnsmasq" in cmdline:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 def main() -> None:
@@ -396,7 +436,10 @@ def main() -> None:
     if args.n < 10:
         ap.error("-n must be at least 10")
     if args.inner:
-        inner(args.n, Path(args.inner), args.tag)
+        try:
+            inner(args.n, Path(args.inner), args.tag)
+        except KeyboardInterrupt:
+            sys.exit(130)  # cleaned up in inner's finally
         return
     tag = "b" + secrets.token_hex(2)  # 5 chars: bridge names and IFBs stay within 15 bytes
     ns = f"{tag}nic"
@@ -413,11 +456,14 @@ def main() -> None:
         except KeyboardInterrupt:
             # The inner process got the same SIGINT and is cleaning up: give it time.
             try:
-                rc = child.wait(INNER_GRACE_S)
+                child.wait(INNER_GRACE_S)
             except subprocess.TimeoutExpired:
                 child.kill()
-                rc = child.wait()
-            raise
+                child.wait()
+            print("interrupted; cleaning up", file=sys.stderr)
+            rc = 130
+        if rc == 130:
+            raise SystemExit(130)
         if rc != 0:
             raise SystemExit(f"benchmark failed (exit {rc})")
     finally:

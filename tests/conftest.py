@@ -31,6 +31,9 @@ def daemon(netns: NetNS) -> Iterator[Daemon]:
         d.start()
         yield d
     finally:
+        # SIGTERM leaves instances running by design: stop them through the daemon first.
+        if d.proc is not None and d.proc.poll() is None:
+            d.cli("admin", "shutdown", "--timeout", "2", check=False, timeout=60)
         d.stop()
         d.stop(signal.SIGKILL)
         kill_leftovers(d.dir)

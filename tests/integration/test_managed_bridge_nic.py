@@ -94,7 +94,10 @@ def test_bad_static_addresses_are_refused(daemon: Daemon, prefix: str) -> None:
 def test_deleting_everything_leaves_nothing_of_pincus(daemon: Daemon, prefix: str) -> None:
     net = f"{prefix}br"
     links_before = daemon.ns.link_names()
+    sysctls = ("/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding")
+    sysctls_before = [daemon.ns.run("cat", path).stdout for path in sysctls]
     daemon.cli("network", "create", net, "ipv4.address=10.250.44.1/24", "ipv6.address=fd42:250:44::1/64")
+    assert daemon.ns.run("cat", sysctls[0]).stdout.strip() == "1"  # NAT needs forwarding
     daemon.cli("init", "c1", "-n", net)
     keys = ("ipv4.address=10.250.44.9", "security.ipv4_filtering=true", "limits.egress=5Mbit",
             "ipv4.routes=10.250.45.0/24")  # fmt: skip
@@ -103,6 +106,7 @@ def test_deleting_everything_leaves_nothing_of_pincus(daemon: Daemon, prefix: st
     daemon.cli("delete", "-f", "c1")
     daemon.cli("network", "delete", net)
     assert daemon.ns.link_names() == links_before
+    assert [daemon.ns.run("cat", path).stdout for path in sysctls] == sysctls_before
     ruleset = json.loads(daemon.ns.run("nft", "-j", "list", "ruleset").stdout)["nftables"]
     assert not [x for x in ruleset if "table" in x and x["table"]["name"].startswith("pincus")]
     qdiscs = json.loads(daemon.ns.run("tc", "-j", "qdisc", "show").stdout)

@@ -1,3 +1,4 @@
+from tests.host.test_pci import fake
 from tests.unit.fakehost import fakehost
 
-__all__ = ["fakehost"]
+__all__ = ["fake", "fakehost"]

@@ -41,7 +41,7 @@ def fakehost(monkeypatch: pytest.MonkeyPatch) -> FakeHost:
     for mod, names in {
         links: ["create_veth_into_netns", "create_tap", "delete_link", "set_ipv6_disabled", "set_master",
                 "set_up", "set_down", "set_txqlen", "add_route", "delete_route", "move_link_to_netns",
-                "set_mtu", "set_mac", "rename_link"],
+                "set_mtu", "set_mac", "rename_link", "create_vlan"],
         tc: ["apply_limits", "clear_limits"],
         nft: ["set_nic_filter", "remove_nic_filter"],
         bridgeport: ["set_port_isolated", "set_port_vlans"],

@@ -57,3 +57,17 @@ def yaml_config(doc: dict[str, Any]) -> dict[str, str]:
         else:
             out[str(k)] = str(v)
     return out
+
+
+def command(
+    sub: Any, name: str, help: str, func: Any, *positionals: str, **defaults: Any
+) -> argparse.ArgumentParser:
+    """One subcommand: its positional arguments by name ("config+" takes one or more KEY=VALUE)."""
+    x: argparse.ArgumentParser = sub.add_parser(name, help=help)
+    for arg in positionals:
+        if arg.endswith("+"):
+            x.add_argument(arg[:-1], nargs="+", metavar="KEY=VALUE")
+        else:
+            x.add_argument(arg)
+    x.set_defaults(func=func, **defaults)
+    return x

@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from pincus.cli.client import Client, ClientError
-from pincus.cli.common import key_values, read_stdin_yaml, yaml_config
+from pincus.cli.common import command, key_values, read_stdin_yaml, yaml_config
 from pincus.cli.instance import path
 from pincus.cli.output import dump_yaml
 
@@ -178,32 +178,16 @@ def _register_device(s: Any) -> None:
     x.add_argument("config", nargs="*", metavar="KEY=VALUE")
     x.set_defaults(func=_device_add)
 
-    x = d.add_parser("set", help="set device keys (KEY= unsets)")
-    x.add_argument("name")
-    x.add_argument("device")
-    x.add_argument("config", nargs="+", metavar="KEY=VALUE")
-    x.set_defaults(func=_device_set)
-
-    x = d.add_parser("unset", help="remove a device key")
-    x.add_argument("name")
-    x.add_argument("device")
-    x.add_argument("key")
-    x.set_defaults(func=_device_unset)
-
-    x = d.add_parser("get", help="print one device key")
-    x.add_argument("name")
-    x.add_argument("device")
-    x.add_argument("key")
-    x.set_defaults(func=_device_get)
+    command(d, "set", "set device keys (KEY= unsets)", _device_set, "name", "device", "config+")
+    command(d, "unset", "remove a device key", _device_unset, "name", "device", "key")
+    command(d, "get", "print one device key", _device_get, "name", "device", "key")
 
     x = d.add_parser("remove", aliases=["rm"], help="remove devices (hot-unplugged when running)")
     x.add_argument("name")
     x.add_argument("devices", nargs="+", metavar="DEVICE")
     x.set_defaults(func=_device_remove)
 
-    x = d.add_parser("show", help="the devices as YAML")
-    x.add_argument("name")
-    x.set_defaults(func=_device_show)
+    command(d, "show", "the devices as YAML", _device_show, "name")
 
     x = d.add_parser("list", aliases=["ls"], help="device names")
     x.add_argument("name")
@@ -219,23 +203,9 @@ def register(sub: Any) -> None:
     x.add_argument("--expanded", action="store_true", help="show the expanded config and devices")
     x.set_defaults(func=_show)
 
-    x = s.add_parser("get", help="print one config key")
-    x.add_argument("name")
-    x.add_argument("key")
-    x.set_defaults(func=_config_get)
-
-    x = s.add_parser("set", help="set config keys (KEY=VALUE... or KEY VALUE)")
-    x.add_argument("name")
-    x.add_argument("config", nargs="+", metavar="KEY=VALUE")
-    x.set_defaults(func=_config_set)
-
-    x = s.add_parser("unset", help="remove a config key")
-    x.add_argument("name")
-    x.add_argument("key")
-    x.set_defaults(func=_config_unset)
-
-    x = s.add_parser("edit", help="replace config and devices from YAML on stdin")
-    x.add_argument("name")
-    x.set_defaults(func=_edit)
+    command(s, "get", "print one config key", _config_get, "name", "key")
+    command(s, "set", "set config keys (KEY=VALUE... or KEY VALUE)", _config_set, "name", "config+")
+    command(s, "unset", "remove a config key", _config_unset, "name", "key")
+    command(s, "edit", "replace config and devices from YAML on stdin", _edit, "name")
 
     _register_device(s)

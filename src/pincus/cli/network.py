@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from pincus.cli.client import Client, ClientError, q
-from pincus.cli.common import add_format, key_values, read_stdin_yaml, yaml_config
+from pincus.cli.common import add_format, command, key_values, read_stdin_yaml, yaml_config
 from pincus.cli.output import dump_yaml, render
 
 
@@ -110,28 +110,11 @@ def register(sub: Any) -> None:
     x.add_argument("--description", default="")
     x.set_defaults(func=_create, spill="config")
 
-    x = s.add_parser("show", help="show a network as YAML")
-    x.add_argument("name")
-    x.set_defaults(func=_show)
-
-    x = s.add_parser("get", help="print one config key")
-    x.add_argument("name")
-    x.add_argument("key")
-    x.set_defaults(func=_get)
-
-    x = s.add_parser("set", help="set config keys (KEY=VALUE... or KEY VALUE)")
-    x.add_argument("name")
-    x.add_argument("config", nargs="+", metavar="KEY=VALUE")
-    x.set_defaults(func=_set)
-
-    x = s.add_parser("unset", help="remove a config key")
-    x.add_argument("name")
-    x.add_argument("key")
-    x.set_defaults(func=_unset)
-
-    x = s.add_parser("edit", help="replace the config from YAML on stdin")
-    x.add_argument("name")
-    x.set_defaults(func=_edit)
+    command(s, "show", "show a network as YAML", _show, "name")
+    command(s, "get", "print one config key", _get, "name", "key")
+    command(s, "set", "set config keys (KEY=VALUE... or KEY VALUE)", _set, "name", "config+")
+    command(s, "unset", "remove a config key", _unset, "name", "key")
+    command(s, "edit", "replace the config from YAML on stdin", _edit, "name")
 
     x = s.add_parser("rename", help="rename an unused network")
     x.add_argument("name")

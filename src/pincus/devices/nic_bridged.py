@@ -296,10 +296,13 @@ class BridgedNic(Device):
             self._apply_static(s)
             self._apply_vlans(host_name, s)
             self._apply_isolation(host_name, s)
-            self._apply_filter(host_name, s)
-            undo.add(nft.remove_nic_filter, self.state.tag, host_name)
-            self._apply_limits(host_name, s)
-            undo.add(tc.clear_limits, host_name, self.ifb_name(host_name))
+            # A new port has no filter or limits yet: only a NIC that wants them pays for them.
+            if s.filter is not None:
+                self._apply_filter(host_name, s)
+                undo.add(nft.remove_nic_filter, self.state.tag, host_name)
+            if s.limits is not None:
+                self._apply_limits(host_name, s)
+                undo.add(tc.clear_limits, host_name, self.ifb_name(host_name))
             self._apply_link(host_name, s)
             self._add_routes(s, undo)
             self.instance.set_volatile({self.vkey("hwaddr"): hwaddr, self.vkey("host_name"): host_name})
@@ -367,8 +370,10 @@ class BridgedNic(Device):
         host_name = self.instance.volatile(self.vkey("host_name"))
         if host_name:
             s = self.settings(self.config, host_name, self.hwaddr())
-            nft.remove_nic_filter(self.state.tag, host_name)
-            tc.clear_limits(host_name, self.ifb_name(host_name))
+            if s.filter is not None:
+                nft.remove_nic_filter(self.state.tag, host_name)
+            if s.limits is not None:
+                tc.clear_limits(host_name, self.ifb_name(host_name))
             self._delete_routes(s)
             links.delete_link(host_name)
         self.instance.set_volatile({self.vkey("host_name"): None})

@@ -191,6 +191,9 @@ def spawn_container(name: str, hostname: str, state_dir: Path, log_path: Path) -
                     name,
                     "--hostname",
                     hostname,
+                    # Ties the process to its daemon's state: recognisably whose it is.
+                    "--state-dir",
+                    str(state_dir),
                     "--ready-fd",
                     str(write_fd),
                 ]

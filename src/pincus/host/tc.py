@@ -126,7 +126,7 @@ def apply_limits(dev: str, limits: Limits, ifb_name: str, use_police: bool, netn
     _check_limits(limits)
     _check_ifb_name(ifb_name)
     with _Rtnl(_open_socket(netns)) as nl:
-        _apply(nl, dev, limits, ifb_name, use_police)
+        _apply(nl, dev, limits, ifb_name, use_police, own_netns=netns is None)
 
 
 def clear_limits(dev: str, ifb_name: str, netns: str | None = None) -> None:
@@ -164,7 +164,7 @@ def _check_ifb_name(ifb_name: str) -> None:
 # --- the operations, as netlink steps --------------------------------------------------------------
 
 
-def _apply(nl: _Rtnl, dev: str, limits: Limits, ifb: str, use_police: bool) -> None:
+def _apply(nl: _Rtnl, dev: str, limits: Limits, ifb: str, use_police: bool, own_netns: bool = False) -> None:
     op = f"apply limits on {dev}"
     link = nl.get_link(dev)
     if link is None:
@@ -176,7 +176,7 @@ def _apply(nl: _Rtnl, dev: str, limits: Limits, ifb: str, use_police: bool) -> N
         with Reverter() as undo:
             undo.add(_clear, nl, dev, ifb)
             use_ifb = limits.egress_bps is not None and not use_police
-            ifb_index = _ensure_ifb(nl, op, ifb) if use_ifb else None
+            ifb_index = _ensure_ifb(nl, op, ifb, own_netns) if use_ifb else None
 
             # The host end's egress = traffic into the instance.
             if limits.ingress_bps is not None:
@@ -272,10 +272,16 @@ def _step(op: str, step: str, fn: Callable[..., None], *args: object) -> None:
         raise HostError(f"{op}: {step}: {e}") from e
 
 
-def _ensure_ifb(nl: _Rtnl, op: str, ifb: str) -> int:
-    """Create the IFB (up), or take the existing one of that name if it is an IFB; its index."""
+def _ensure_ifb(nl: _Rtnl, op: str, ifb: str, own_netns: bool = False) -> int:
+    """Create the IFB (up), or take the existing one of that name if it is an IFB; its index.
+
+    In our own namespace the IFB comes up without IPv6: a link-local address on every IFB makes
+    each later IPv6 change in the namespace dearer, so NIC #500 would pay for #1-#499.
+    """
     try:
-        nl.link_add(ifb, "ifb", up=True)
+        nl.link_add(ifb, "ifb", up=not own_netns)
+        if own_netns:
+            _disable_ipv6(ifb)
     except _NetlinkError as e:
         if e.errno == errno.EOPNOTSUPP:
             raise UnsupportedError("IFB devices are not supported by this kernel") from e
@@ -292,6 +298,14 @@ def _ensure_ifb(nl: _Rtnl, op: str, ifb: str) -> int:
     if not link.up:
         _step(op, f"set IFB {ifb} up", nl.link_set_up, link.index)
     return link.index
+
+
+def _disable_ipv6(name: str) -> None:
+    try:
+        with open(f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6", "w") as f:
+            f.write("1")
+    except FileNotFoundError:
+        pass  # no IPv6 in this kernel
 
 
 def _delete_ifb(nl: _Rtnl, op: str, ifb: str) -> None:

@@ -491,11 +491,33 @@ class BridgeNetwork(NetworkDriver):
         ipconf.set_sysctl(f"net/ipv6/conf/{self.name}/autoconf", "0")
         ipconf.set_sysctl(f"net/ipv6/conf/{self.name}/accept_ra", "0")
 
+    @property
+    def _saved_sysctls_file(self) -> Path:
+        """Shared by every bridge network of this daemon: what forwarding looked like before us."""
+        return self.state.networks_dir / "host-sysctls.json"
+
+    def _set_host_sysctl(self, key: str, value: str) -> None:
+        """Change a namespace-wide sysctl, remembering its first value so the last network gives it back."""
+        saved = statefiles.read_json(self._saved_sysctls_file) or {}
+        if key not in saved:
+            saved[key] = ipconf.get_sysctl(key)
+            statefiles.write_json(self._saved_sysctls_file, saved)
+        ipconf.set_sysctl(key, value)
+
+    def _restore_host_sysctls(self) -> None:
+        saved = statefiles.read_json(self._saved_sysctls_file) or {}
+        for key, value in saved.items():
+            try:
+                ipconf.set_sysctl(key, value)
+            except (InvalidError, HostError):
+                log.warning("Could not restore sysctl %s to %s", key, value)  # its interface is gone
+        statefiles.remove(self._saved_sysctls_file)
+
     def _enable_forwarding(self) -> None:
         """As Incus: a network with addresses routes (and NATs) for its instances, so the
-        namespace must forward. Never turned off again: other networks may rely on it."""
+        namespace must forward. Given back when the daemon's last bridge network goes."""
         if self.ipv4_interface() is not None and ipconf.get_sysctl("net/ipv4/ip_forward") != "1":
-            ipconf.set_sysctl("net/ipv4/ip_forward", "1")
+            self._set_host_sysctl("net/ipv4/ip_forward", "1")
         if self.ipv6_interface() is None or ipconf.get_sysctl("net/ipv6/conf/all/forwarding") == "1":
             return
         # With forwarding on, the kernel ignores router advertisements on interfaces with
@@ -504,10 +526,10 @@ class BridgeNetwork(NetworkDriver):
             key = f"net/ipv6/conf/{iface}/accept_ra"
             try:
                 if iface != self.name and ipconf.get_sysctl(key) == "1":
-                    ipconf.set_sysctl(key, "2")
+                    self._set_host_sysctl(key, "2")
             except (InvalidError, HostError):
                 continue  # a name no sysctl can have, or an interface without IPv6
-        ipconf.set_sysctl("net/ipv6/conf/all/forwarding", "1")
+        self._set_host_sysctl("net/ipv6/conf/all/forwarding", "1")
 
     def _set_link(self, mtu: int, mac: str, undo: Reverter) -> None:
         """Bring MTU and MAC to the config; register the way back to (mtu, mac)."""
@@ -685,8 +707,9 @@ class BridgeNetwork(NetworkDriver):
         others = [
             r for r in db_networks.list_all(self.state.store) if r.type == self.type and r.name != self.name
         ]
-        if not others:
-            nft.delete_inet_table(self.state.tag)  # the daemon's last managed bridge: nothing left behind
+        if not others:  # the daemon's last managed bridge: nothing left behind
+            nft.delete_inet_table(self.state.tag)
+            self._restore_host_sysctls()
 
     def remove(self) -> None:
         self._teardown()

@@ -209,6 +209,7 @@ class Instances:
                 ) is type(new_dev):
                     new_dev.update(old_devices[n])
                     undo.add(old_dev.update, new.devices[n])
+                    inst.event("device-updated", new_dev)
                 else:
                     inst.detach_device(n, old_devices[n])
                     undo.add(self._replug, inst, n, old_devices[n])
