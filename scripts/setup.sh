@@ -33,3 +33,7 @@ if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
   "$VENV/bin/pip" install -q -e ".[test]"
   echo "$want" > "$stamp"
 fi
+
+# Every pincus command is a new process: byte-compiled modules save ~10 ms each time
+# (skipped for files already up to date, so cheap to repeat).
+"$VENV/bin/python" -m compileall -q src >/dev/null

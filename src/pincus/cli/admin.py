@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-import argparse
+import os
 import sys
 import time
-from typing import Any
 
 from pincus import __version__
-from pincus.cli.client import Client, ClientError
+from pincus.cli.client import ClientError
+from pincus.cli.common import subcommands
 from pincus.cli.output import dump_yaml
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+
+    from pincus.cli.client import Client
+    from pincus.cli.common import Command
 
 
 def _waitready(args: argparse.Namespace, c: Client) -> None:
@@ -27,7 +34,7 @@ def _waitready(args: argparse.Namespace, c: Client) -> None:
 def _shutdown(args: argparse.Namespace, c: Client) -> None:
     c.request("PUT", f"/internal/shutdown?timeout={args.timeout}")
     deadline = time.monotonic() + args.timeout + 10
-    while c.path.exists() and time.monotonic() < deadline:
+    while os.path.exists(c.path) and time.monotonic() < deadline:
         time.sleep(0.05)
 
 
@@ -44,15 +51,28 @@ def _version(args: argparse.Namespace, c: Client) -> None:
         print("Server version: unreachable")
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser("admin", help="daemon administration")
-    s = p.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
-    x = s.add_parser("waitready", help="wait until the daemon answers")
+# --- parsers (main.COMMANDS names `admin` and `version`) ----------------------------------------
+
+
+def _build_waitready(x: argparse.ArgumentParser, words: list[str]) -> None:
     x.add_argument("--timeout", type=float, default=30)
     x.set_defaults(func=_waitready)
-    x = s.add_parser("shutdown", help="stop every instance cleanly, then the daemon")
+
+
+def _build_shutdown(x: argparse.ArgumentParser, words: list[str]) -> None:
     x.add_argument("--timeout", type=float, default=60)
     x.set_defaults(func=_shutdown)
 
-    x = sub.add_parser("version", help="client and server versions")
+
+COMMANDS: tuple[Command, ...] = (
+    ("waitready", (), "wait until the daemon answers", _build_waitready),
+    ("shutdown", (), "stop every instance cleanly, then the daemon", _build_shutdown),
+)
+
+
+def build_admin(p: argparse.ArgumentParser, words: list[str]) -> None:
+    subcommands(p, "subcommand", COMMANDS, words)
+
+
+def build_version(x: argparse.ArgumentParser, words: list[str]) -> None:
     x.set_defaults(func=_version)

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
-from typing import Any
 
-from pincus.cli.client import Client, ClientError
-from pincus.cli.common import command, key_values, read_stdin_yaml, yaml_config
+from pincus.cli.client import ClientError
+from pincus.cli.common import key_values, positionals, read_stdin_yaml, subcommands, yaml_config
 from pincus.cli.instance import path
 from pincus.cli.output import dump_yaml
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from typing import Any
+
+    from pincus.cli.client import Client
+    from pincus.cli.common import Command
 
 
 def _get_instance(c: Client, name: str) -> dict[str, Any]:
@@ -164,48 +170,53 @@ def _device_list(args: argparse.Namespace, c: Client) -> None:
         print(device)
 
 
-# --- registration --------------------------------------------------------------------------------
+# --- parsers -------------------------------------------------------------------------------------
 
 
-def _register_device(s: Any) -> None:
-    p = s.add_parser("device", help="manage an instance's devices")
-    d = p.add_subparsers(dest="device_command", required=True, metavar="COMMAND")
-
-    x = d.add_parser("add", help="add a device (hot-plugged when running)")
+def _build_device_add(x: argparse.ArgumentParser, words: list[str]) -> None:
     x.add_argument("name")
     x.add_argument("device")
     x.add_argument("type", help="device type (nic)")
     x.add_argument("config", nargs="*", metavar="KEY=VALUE")
     x.set_defaults(func=_device_add)
 
-    command(d, "set", "set device keys (KEY= unsets)", _device_set, "name", "device", "config+")
-    command(d, "unset", "remove a device key", _device_unset, "name", "device", "key")
-    command(d, "get", "print one device key", _device_get, "name", "device", "key")
 
-    x = d.add_parser("remove", aliases=["rm"], help="remove devices (hot-unplugged when running)")
+def _build_device_remove(x: argparse.ArgumentParser, words: list[str]) -> None:
     x.add_argument("name")
     x.add_argument("devices", nargs="+", metavar="DEVICE")
     x.set_defaults(func=_device_remove)
 
-    command(d, "show", "the devices as YAML", _device_show, "name")
 
-    x = d.add_parser("list", aliases=["ls"], help="device names")
-    x.add_argument("name")
-    x.set_defaults(func=_device_list)
+DEVICE_COMMANDS: tuple[Command, ...] = (
+    ("add", (), "add a device (hot-plugged when running)", _build_device_add),
+    ("set", (), "set device keys (KEY= unsets)", positionals(_device_set, "name", "device", "config+")),
+    ("unset", (), "remove a device key", positionals(_device_unset, "name", "device", "key")),
+    ("get", (), "print one device key", positionals(_device_get, "name", "device", "key")),
+    ("remove", ("rm",), "remove devices (hot-unplugged when running)", _build_device_remove),
+    ("show", (), "the devices as YAML", positionals(_device_show, "name")),
+    ("list", ("ls",), "device names", positionals(_device_list, "name")),
+)
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser("config", help="manage an instance's config and devices")
-    s = p.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
-
-    x = s.add_parser("show", help="the instance's config as YAML")
+def _build_show(x: argparse.ArgumentParser, words: list[str]) -> None:
     x.add_argument("name")
     x.add_argument("--expanded", action="store_true", help="show the expanded config and devices")
     x.set_defaults(func=_show)
 
-    command(s, "get", "print one config key", _config_get, "name", "key")
-    command(s, "set", "set config keys (KEY=VALUE... or KEY VALUE)", _config_set, "name", "config+")
-    command(s, "unset", "remove a config key", _config_unset, "name", "key")
-    command(s, "edit", "replace config and devices from YAML on stdin", _edit, "name")
 
-    _register_device(s)
+def _build_device(p: argparse.ArgumentParser, words: list[str]) -> None:
+    subcommands(p, "device_command", DEVICE_COMMANDS, words)
+
+
+COMMANDS: tuple[Command, ...] = (
+    ("show", (), "the instance's config as YAML", _build_show),
+    ("get", (), "print one config key", positionals(_config_get, "name", "key")),
+    ("set", (), "set config keys (KEY=VALUE... or KEY VALUE)", positionals(_config_set, "name", "config+")),
+    ("unset", (), "remove a config key", positionals(_config_unset, "name", "key")),
+    ("edit", (), "replace config and devices from YAML on stdin", positionals(_edit, "name")),
+    ("device", (), "manage an instance's devices", _build_device),
+)
+
+
+def build_config(p: argparse.ArgumentParser, words: list[str]) -> None:
+    subcommands(p, "subcommand", COMMANDS, words)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
-from typing import Any
 
-from pincus.cli.client import Client, ClientError, q
+from pincus.cli.client import ClientError, q
 from pincus.cli.common import add_format, key_values
 from pincus.cli.output import render
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from pincus.cli.client import Client
 
 CONTAINER, VM = "container", "virtual-machine"
 DEFAULT_TIMEOUT = 30
@@ -118,9 +122,10 @@ def _list(args: argparse.Namespace, c: Client) -> None:
     for inst in insts:
         state: dict[str, Any] = {}
         if inst.get("status") == "Running":
-            # Deleted or stopped since the listing: show it without addresses.
-            with contextlib.suppress(ClientError):
+            try:
                 state = c.request("GET", f"{path(inst['name'])}/state")
+            except ClientError:  # deleted or stopped since the listing: show it without addresses
+                state = {}
         inst["state"] = state
         v4, v6 = addresses(state)
         rows.append(
@@ -236,7 +241,7 @@ def _exec(args: argparse.Namespace, c: Client) -> None:
     sys.exit(c.exec(args.name, command, env, cwd or args.cwd))
 
 
-# --- registration --------------------------------------------------------------------------------
+# --- parsers (main.COMMANDS names these commands and their help) ---------------------------------
 
 
 def _create_flags(x: argparse.ArgumentParser) -> None:
@@ -249,36 +254,49 @@ def _create_flags(x: argparse.ArgumentParser) -> None:
     x.add_argument("--description", default="")
 
 
-def register(sub: Any) -> None:
-    x = sub.add_parser("init", help="create an instance (stopped)")
+def build_init(x: argparse.ArgumentParser, words: list[str]) -> None:
     _create_flags(x)
     x.set_defaults(func=_create)
 
-    x = sub.add_parser("launch", help="create and start an instance")
+
+def build_launch(x: argparse.ArgumentParser, words: list[str]) -> None:
     _create_flags(x)
     x.set_defaults(func=_launch)
 
-    x = sub.add_parser("start", help="start instances")
+
+def build_start(x: argparse.ArgumentParser, words: list[str]) -> None:
     x.add_argument("names", nargs="+", metavar="NAME")
     x.set_defaults(func=_start)
 
-    for cmd, func, what in (("stop", _stop, "stop instances"), ("restart", _restart, "restart instances")):
-        x = sub.add_parser(cmd, help=what)
-        x.add_argument("names", nargs="+", metavar="NAME")
-        x.add_argument("-f", "--force", action="store_true", help="kill instead of a clean shutdown")
-        x.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds to wait for shutdown")
-        x.set_defaults(func=func)
 
-    x = sub.add_parser("delete", aliases=["rm"], help="delete instances")
+def _stop_flags(x: argparse.ArgumentParser) -> None:
+    x.add_argument("names", nargs="+", metavar="NAME")
+    x.add_argument("-f", "--force", action="store_true", help="kill instead of a clean shutdown")
+    x.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds to wait for shutdown")
+
+
+def build_stop(x: argparse.ArgumentParser, words: list[str]) -> None:
+    _stop_flags(x)
+    x.set_defaults(func=_stop)
+
+
+def build_restart(x: argparse.ArgumentParser, words: list[str]) -> None:
+    _stop_flags(x)
+    x.set_defaults(func=_restart)
+
+
+def build_delete(x: argparse.ArgumentParser, words: list[str]) -> None:
     x.add_argument("names", nargs="+", metavar="NAME")
     x.add_argument("-f", "--force", action="store_true", help="stop a running instance first")
     x.set_defaults(func=_delete)
 
-    x = sub.add_parser("list", aliases=["ls"], help="list instances with their addresses")
+
+def build_list(x: argparse.ArgumentParser, words: list[str]) -> None:
     add_format(x)
     x.set_defaults(func=_list)
 
-    x = sub.add_parser("exec", help="run a command inside an instance")
+
+def build_exec(x: argparse.ArgumentParser, words: list[str]) -> None:
     x.add_argument("name")
     x.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="environment variable")
     x.add_argument("--cwd", help="working directory inside the instance")

@@ -1,20 +1,81 @@
-"""pincus: the command line client. Imports nothing of the server side."""
+"""pincus: the command line client. Imports nothing of the server side.
+
+Each command is a new process, so what it imports and builds is its latency: the top-level
+commands are a static table, and only the module and parsers of the command given are
+loaded and built (`common.add_commands`); `pincus --help` or a typo builds them all.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from typing import NoReturn
 
-from pincus.cli import admin, config, instance, monitor, network
 from pincus.cli.client import Client, ClientError
+from pincus.cli.common import add_commands
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NoReturn
+
+    from pincus.cli.common import Builder, Command
 
 
 def _info(args: argparse.Namespace, c: Client) -> None:
     if args.name:
-        instance.info(args, c)
+        from pincus.cli.instance import info
+
+        info(args, c)
     else:
-        admin.server_info(c)
+        from pincus.cli.admin import server_info
+
+        server_info(c)
+
+
+def _build_info(x: argparse.ArgumentParser, words: list[str]) -> None:
+    x.add_argument("name", nargs="?")
+    x.set_defaults(func=_info)
+
+
+def _in(module: str, builder: str) -> Builder:
+    """BUILDER of pincus.cli.MODULE, imported only when its command is built."""
+
+    def build(x: argparse.ArgumentParser, words: list[str]) -> None:
+        getattr(__import__(f"pincus.cli.{module}", fromlist=[builder]), builder)(x, words)
+
+    return build
+
+
+COMMANDS: tuple[Command, ...] = (
+    ("init", (), "create an instance (stopped)", _in("instance", "build_init")),
+    ("launch", (), "create and start an instance", _in("instance", "build_launch")),
+    ("start", (), "start instances", _in("instance", "build_start")),
+    ("stop", (), "stop instances", _in("instance", "build_stop")),
+    ("restart", (), "restart instances", _in("instance", "build_restart")),
+    ("delete", ("rm",), "delete instances", _in("instance", "build_delete")),
+    ("list", ("ls",), "list instances with their addresses", _in("instance", "build_list")),
+    ("exec", (), "run a command inside an instance", _in("instance", "build_exec")),
+    ("config", (), "manage an instance's config and devices", _in("config", "build_config")),
+    ("network", (), "manage networks", _in("network", "build_network")),
+    ("monitor", (), "follow the daemon's events", _in("monitor", "build_monitor")),
+    ("admin", (), "daemon administration", _in("admin", "build_admin")),
+    ("version", (), "client and server versions", _in("admin", "build_version")),
+    ("info", (), "server info, or an instance's state and NICs", _build_info),
+)
+
+
+def _terminal_width() -> int:
+    """What `shutil.get_terminal_size().columns` says, without importing shutil (2 ms here)."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
 
 
 class _Parser(argparse.ArgumentParser):
@@ -25,23 +86,24 @@ class _Parser(argparse.ArgumentParser):
         self.print_usage(sys.stderr)
         sys.exit(1)
 
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        # argparse's asks shutil for the width, once per argument added; the result is the same
+        # (it leaves 2 columns free only when it computes the width itself).
+        return argparse.HelpFormatter(prog=self.prog, width=_terminal_width() - 2)
 
-def parser() -> argparse.ArgumentParser:
+
+def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for ARGV (default: every command's)."""
     p = _Parser(prog="pincus", description="Containers and VMs on the networks you have")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    instance.register(sub)
-    config.register(sub)
-    network.register(sub)
-    monitor.register(sub)
-    admin.register(sub)
-    x = sub.add_parser("info", help="server info, or an instance's state and NICs")
-    x.add_argument("name", nargs="?")
-    x.set_defaults(func=_info)
+    add_commands(sub, COMMANDS, argv or [])
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = parser()
+    if argv is None:
+        argv = sys.argv[1:]
+    p = parser(argv)
     args, extra = p.parse_known_args(argv)
     # KEY=VALUE pairs may follow options, as in `network create x --type=physical parent=eth1`.
     spill = getattr(args, "spill", None)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
-from typing import Any
 
-from pincus.cli.client import Client
 from pincus.cli.output import dump_yaml
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from typing import Any
+
+    from pincus.cli.client import Client
 
 _LEVEL_WIDTH = 9
 
@@ -35,8 +39,7 @@ def _monitor(args: argparse.Namespace, c: Client) -> None:
             sys.stdout.flush()
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser("monitor", help="follow the daemon's events")
+def build_monitor(p: argparse.ArgumentParser, words: list[str]) -> None:
     p.add_argument("--pretty", action="store_true", help="one readable line per event")
     p.add_argument("--type", choices=["logging", "lifecycle"], help="only this type of event")
     p.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])

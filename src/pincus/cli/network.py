@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
-from typing import Any
 
-from pincus.cli.client import Client, ClientError, q
-from pincus.cli.common import add_format, command, key_values, read_stdin_yaml, yaml_config
+from pincus.cli.client import ClientError, q
+from pincus.cli.common import add_format, key_values, positionals, read_stdin_yaml, subcommands, yaml_config
 from pincus.cli.output import dump_yaml, render
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from typing import Any
+
+    from pincus.cli.client import Client
+    from pincus.cli.common import Command
 
 
 def _list(args: argparse.Namespace, c: Client) -> None:
@@ -95,37 +101,41 @@ def _leases(args: argparse.Namespace, c: Client) -> None:
     render(args.format, ["HOSTNAME", "MAC ADDRESS", "IP ADDRESS", "TYPE"], rows, leases)
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser("network", help="manage networks")
-    s = p.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
+# --- parsers -------------------------------------------------------------------------------------
 
-    x = s.add_parser("list", aliases=["ls"], help="list networks, managed and the host's own")
+
+def _build_list(x: argparse.ArgumentParser, words: list[str]) -> None:
     add_format(x)
     x.set_defaults(func=_list)
 
-    x = s.add_parser("create", help="create a managed network")
+
+def _build_create(x: argparse.ArgumentParser, words: list[str]) -> None:
     x.add_argument("name")
     x.add_argument("config", nargs="*", metavar="KEY=VALUE")
     x.add_argument("--type", "-t", default="bridge", help="network type (bridge or physical)")
     x.add_argument("--description", default="")
     x.set_defaults(func=_create, spill="config")
 
-    command(s, "show", "show a network as YAML", _show, "name")
-    command(s, "get", "print one config key", _get, "name", "key")
-    command(s, "set", "set config keys (KEY=VALUE... or KEY VALUE)", _set, "name", "config+")
-    command(s, "unset", "remove a config key", _unset, "name", "key")
-    command(s, "edit", "replace the config from YAML on stdin", _edit, "name")
 
-    x = s.add_parser("rename", help="rename an unused network")
-    x.add_argument("name")
-    x.add_argument("new_name")
-    x.set_defaults(func=_rename)
-
-    x = s.add_parser("delete", aliases=["rm"], help="delete an unused network")
-    x.add_argument("name")
-    x.set_defaults(func=_delete)
-
-    x = s.add_parser("list-leases", help="DHCP leases and static allocations of a managed bridge")
+def _build_leases(x: argparse.ArgumentParser, words: list[str]) -> None:
     x.add_argument("name")
     add_format(x)
     x.set_defaults(func=_leases)
+
+
+COMMANDS: tuple[Command, ...] = (
+    ("list", ("ls",), "list networks, managed and the host's own", _build_list),
+    ("create", (), "create a managed network", _build_create),
+    ("show", (), "show a network as YAML", positionals(_show, "name")),
+    ("get", (), "print one config key", positionals(_get, "name", "key")),
+    ("set", (), "set config keys (KEY=VALUE... or KEY VALUE)", positionals(_set, "name", "config+")),
+    ("unset", (), "remove a config key", positionals(_unset, "name", "key")),
+    ("edit", (), "replace the config from YAML on stdin", positionals(_edit, "name")),
+    ("rename", (), "rename an unused network", positionals(_rename, "name", "new_name")),
+    ("delete", ("rm",), "delete an unused network", positionals(_delete, "name")),
+    ("list-leases", (), "DHCP leases and static allocations of a managed bridge", _build_leases),
+)
+
+
+def build_network(p: argparse.ArgumentParser, words: list[str]) -> None:
+    subcommands(p, "subcommand", COMMANDS, words)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
-from collections.abc import Sequence
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
 
 FORMATS = ("table", "csv", "json", "yaml")
 
@@ -45,6 +47,8 @@ def render(fmt: str, headers: Sequence[str], rows: Sequence[Sequence[str]], obje
     if fmt == "table":
         print(table(headers, rows))
     elif fmt == "csv":
+        import csv  # only --format=csv pays for it
+
         w = csv.writer(sys.stdout, lineterminator="\n")
         w.writerows(rows)
     elif fmt == "json":

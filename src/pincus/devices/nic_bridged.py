@@ -175,8 +175,14 @@ class BridgedNic(Device):
     def host_name(self) -> str:
         if "host_name" in self.config:
             return self.config["host_name"]
+        if kept := self.instance.volatile(self.vkey("host_name")):
+            return kept
         kind = "veth" if self.instance.type == CONTAINER else "tap"
-        return self.instance.volatile(self.vkey("host_name")) or names.host_link_name(kind, self.state.tag)
+        for _ in range(8):  # a clash is rare (28 random bits); try another name rather than fail
+            name = names.host_link_name(kind, self.state.tag)
+            if links.get_link(name) is None:
+                return name
+        raise ConflictError(f'Device "{self.name}": no free host interface name after 8 tries')
 
     def ifb_name(self, host_name: str) -> str:
         """The IFB that shapes traffic from the instance when tc police is missing; derived, never stored."""

@@ -38,7 +38,7 @@ class PhysicalNic(Device):
         if self.vlan is None:
             return self.parent
         name = f"{self.parent}.{self.vlan}"
-        return name if len(name.encode()) <= 15 else f"pvl{self.state.tag}{secrets.token_hex(3)[:5]}"
+        return name if len(name.encode()) <= 15 else f"pvl{self.state.tag}{secrets.token_hex(4)[:7]}"
 
     def last(self, key: str) -> str | None:
         return self.instance.volatile(self.vkey(f"last_state.{key}"))

@@ -3,18 +3,21 @@
 Every daemon owns two tables named after its tag, ``bridge pincus_<tag>`` and ``inet pincus_<tag>``;
 nothing outside them is ever touched. Each public call is one atomic nft batch.
 
-Bridge table: the base chain on the bridge ``prerouting`` hook sends each frame through the verdict
-map ``nic_ports`` (input port name -> ``goto nic_<port>``) to its port's chain. Prerouting, not
+Bridge table: fixed chains and sets, the same whatever the number of NICs. The base chain on the
+bridge ``prerouting`` hook sends frames from ports in the set ``filtered`` to the chain
+``port_filter``, which checks them against sets keyed by the input port (``iifname . ether saddr``
+in ``allowed_mac``, ``iifname . ip saddr`` in ``allowed_v4``, ...) and hands IPv4/ARP and IPv6 on
+to ``port_ipv4`` and ``port_ipv6`` for ports in ``v4_filtered`` / ``v6_filtered``. Prerouting, not
 forward/input: it sees every frame once, whether it is forwarded, flooded or delivered to the host
 (the bridge's own IP), and before the bridge learns the frame's source MAC; a filter on the forward
 hook drops a spoofed frame only after its source MAC has been learnt on the spoofing port, which
-diverts the victim's unicast traffic to it. A NIC is one chain plus one element in each of two sets.
+diverts the victim's unicast traffic to it. A NIC is only set elements, none of them a verdict.
 
-Cost per NIC: a batch names only that NIC's objects and nft is never asked to list rules. What still
-grows with the number of NICs, and cannot be avoided with per-NIC chains, is the kernel's check of
-the whole table on every commit that adds a verdict (``nft_chain_validate`` walks every chain the
-map reaches, ~3 us per filtered NIC) and nft's fetch of the table's chain names: with libnftables a
-NIC costs ~0.8 ms in an empty table and ~2.5 ms with 500 NICs (bench/bench_nft.py).
+Cost per NIC: adding or deleting plain set elements is flat (~0.3 ms with libnftables, 1 or 500
+NICs alike; bench/bench_nft.py). Per-NIC chains were not: every batch made libnftables fetch all
+chains and the kernel re-validate the jump graph through all of them (0.8 -> 2.5 ms at 500 NICs).
+Deleting an element needs its whole key, so this process remembers what it gave each port (see
+``_known``), read back from the kernel once per process and table.
 
 Inet table: each network gets its own base chains ``fwd_<bridge>``, ``in_<bridge>`` and
 ``nat_<bridge>`` (networks are few); replacing or removing a network touches only those.
@@ -33,18 +36,17 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import threading
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from pincus.errors import HostError, InvalidError
 
 TABLE_PREFIX = "pincus_"
-_NIC_MAP = "nic_ports"
-_LL_SET = "nic_ports_ll"
 _IFNAME_MAX_BYTES = 15
 # '/' and ':' the kernel refuses; quotes and backslash would end or escape an nft string; '*' is a
 # wildcard in nft interface-name matches.
@@ -137,15 +139,6 @@ def _render_raw128(net: ipaddress.IPv6Network) -> str:
     return f"0x{lo:032x}" if lo == hi else f"0x{lo:032x}-0x{hi:032x}"
 
 
-def _none_of(field: str, values: Iterable[str]) -> str:
-    """'field is none of values' as ANDed '!=' matches.
-
-    Deliberately not an anonymous set: nft fetches every set of every table before adding a rule,
-    so one anonymous set per NIC would make each addition slower than the last.
-    """
-    return " ".join(f"{field} != {v}" for v in values)
-
-
 def _chain_part(name: str) -> str:
     """An interface name as part of an nft chain identifier, injectively.
 
@@ -185,6 +178,8 @@ class _Runner(Protocol):
     def run(self, script: str) -> str: ...
 
     def list_tables_json(self) -> str: ...
+
+    def list_json(self, command: str) -> str: ...
 
 
 def _first_error_line(text: str) -> str:
@@ -265,6 +260,9 @@ class _LibRunner:
     def list_tables_json(self) -> str:
         return self._ctx().run("list tables\n", json_output=True)
 
+    def list_json(self, command: str) -> str:
+        return self._ctx().run(command + "\n", json_output=True)
+
 
 class _BinaryRunner:
     name = "nft program"
@@ -290,6 +288,10 @@ class _BinaryRunner:
         # Not "-j -f -": with -j nft reads the file as JSON first and the text parser then gets
         # an already consumed stdin, printing nothing.
         return self._nft(["-j", "list", "tables"], None)
+
+    def list_json(self, command: str) -> str:
+        # The command is made of identifiers only (no quoting needed).
+        return self._nft(["-j", *command.split()], None)
 
 
 _runner: _Runner | None = None
@@ -397,37 +399,121 @@ def _list_tables_nft() -> list[tuple[str, str]]:
 # ---------------------------------------------------------------------------------------------
 # Bridge family: per-NIC filtering.
 
+# Which ports have which filter on: sets of port names.
+_FILTERED = "filtered"  # any filter: source MAC checked (IP filtering implies MAC filtering)
+_IP_FILTERED = "ip_filtered"  # IPv4 or IPv6 filtering: VLAN-tagged frames dropped
+_V4_FILTERED = "v4_filtered"  # IPv4 filtering with at least one allowed network
+_V4_BLOCKED = "v4_blocked"  # IPv4 filtering with none: no IPv4 or ARP at all
+_V6_FILTERED = "v6_filtered"
+# What each port may send: port . value. Single addresses and networks go to separate sets: a
+# hash set's elements are added and deleted in constant time, while deleting from an interval set
+# (nft_set_pipapo for concatenations) costs the kernel time in proportion to its size, ~5 ms per
+# element at 500 ports. The callers list single addresses; networks are allowed but should stay few.
+_ALLOWED_MAC = "allowed_mac"
+_ALLOWED_V4 = "allowed_v4"
+_ALLOWED_V4_NETS = "allowed_v4_nets"
+_ALLOWED_V6 = "allowed_v6"
+_ALLOWED_V6_NETS = "allowed_v6_nets"
+
+_SET_SPECS = {
+    _FILTERED: "type ifname ;",
+    _IP_FILTERED: "type ifname ;",
+    _V4_FILTERED: "type ifname ;",
+    _V4_BLOCKED: "type ifname ;",
+    _V6_FILTERED: "type ifname ;",
+    _ALLOWED_MAC: "type ifname . ether_addr ;",
+    _ALLOWED_V4: "type ifname . ipv4_addr ;",
+    _ALLOWED_V4_NETS: "type ifname . ipv4_addr ; flags interval ;",
+    # Raw 128-bit keys: the ND target address has no named field in nft 1.0.6 (@th,64,128), and a
+    # set serves only lookups of its own type, so the IPv6 source is read raw too (@nh,64,128) and
+    # the same sets answer both.
+    _ALLOWED_V6: "typeof iifname . @nh,64,128 ;",
+    _ALLOWED_V6_NETS: "typeof iifname . @nh,64,128 ; flags interval ;",
+}
+
+_ETHER_TYPE_IP = "ether type ip"
+_ETHER_TYPE_ARP = "ether type arp"
+_ETHER_TYPE_IP6 = "ether type ip6"
+_ND_TARGET = "@th,64,128"  # 8 bytes into the ICMPv6 header of both NS and NA
+_IP6_SADDR = "@nh,64,128"
+_ND_KEY = f"iifname . {_ND_TARGET}"
+
+
+def _not_allowed(key: str, sets: tuple[str, str]) -> str:
+    """'key is in neither set' as two ANDed negated lookups."""
+    return " ".join(f"{key} != @{s}" for s in sets)
+
+
+_V4_SETS = (_ALLOWED_V4, _ALLOWED_V4_NETS)
+_V6_SETS = (_ALLOWED_V6, _ALLOWED_V6_NETS)
+
+# Fixed chains and their rules. A NIC adds only set elements, never a chain or a rule: the cost of
+# a batch then does not grow with the number of NICs (see the module docstring).
+_CHAIN_RULES: dict[str, list[str]] = {
+    "prerouting": [f"iifname @{_FILTERED} goto port_filter"],
+    "input": [
+        # Link-local frames (01:80:c2:00:00:0X) the bridge keeps for itself skip prerouting; they
+        # still teach the bridge their source MAC, so a filtered port may not send them at all.
+        f"ether daddr & ff:ff:ff:ff:ff:f0 == 01:80:c2:00:00:00 iifname @{_FILTERED} drop",
+    ],
+    "port_filter": [
+        # A VLAN-tagged frame carries its IP header past 'ether type ip', so none of the IP checks
+        # would see it: tagged frames from an IP-filtered instance are dropped outright.
+        f"iifname @{_IP_FILTERED} ether type {{ 8021q, 8021ad }} drop",
+        f"iifname . ether saddr != @{_ALLOWED_MAC} drop",
+        f"{_ETHER_TYPE_ARP} iifname . arp saddr ether != @{_ALLOWED_MAC} drop",
+        f"iifname @{_V4_BLOCKED} ether type {{ arp, ip }} drop",
+        f"ether type {{ arp, ip }} iifname @{_V4_FILTERED} goto port_ipv4",
+        f"{_ETHER_TYPE_IP6} iifname @{_V6_FILTERED} goto port_ipv6",
+    ],
+    "port_ipv4": [
+        # The sender fields are read at fixed offsets: only plain Ethernet/IPv4 ARP may pass.
+        f"{_ETHER_TYPE_ARP} arp htype != 1 drop",
+        f"{_ETHER_TYPE_ARP} arp ptype != ip drop",
+        f"{_ETHER_TYPE_ARP} arp hlen != 6 drop",
+        f"{_ETHER_TYPE_ARP} arp plen != 4 drop",
+        # 0.0.0.0 is an ARP probe (RFC 5227) for an address the instance is about to use.
+        f"{_ETHER_TYPE_ARP} arp saddr ip != 0.0.0.0 {_not_allowed('iifname . arp saddr ip', _V4_SETS)} drop",
+        f"{_ETHER_TYPE_IP} udp sport 67 drop",  # the instance acting as a DHCP server
+        f"{_ETHER_TYPE_IP} ip saddr 0.0.0.0 udp sport 68 udp dport 67 return",  # DHCP discover/request
+        f"{_ETHER_TYPE_IP} {_not_allowed('iifname . ip saddr', _V4_SETS)} drop",
+    ],
+    "port_ipv6": [
+        # RFC 6980: neighbor discovery is never fragmented, and the target of a fragmented NA may
+        # lie beyond the first fragment, out of reach of the check below.
+        f"{_ETHER_TYPE_IP6} exthdr frag exists icmpv6 type 133-137 drop",
+        f"{_ETHER_TYPE_IP6} icmpv6 type nd-router-advert drop",
+        f"{_ETHER_TYPE_IP6} udp sport 547 drop",  # the instance acting as a DHCPv6 server
+        f"{_ETHER_TYPE_IP6} icmpv6 type nd-neighbor-advert {_not_allowed(_ND_KEY, _V6_SETS)} drop",
+        # '::' is only allowed for duplicate address detection, and only of an allowed address.
+        f"{_ETHER_TYPE_IP6} ip6 saddr :: icmpv6 type nd-neighbor-solicit "
+        f"{_not_allowed(_ND_KEY, _V6_SETS)} drop",
+        f"{_ETHER_TYPE_IP6} ip6 saddr :: icmpv6 type nd-neighbor-solicit return",
+        f"{_ETHER_TYPE_IP6} {_not_allowed(f'iifname . {_IP6_SADDR}', _V6_SETS)} drop",
+    ],
+}
+_BASE_CHAINS = {
+    "prerouting": "type filter hook prerouting priority filter ; policy accept ;",
+    "input": "type filter hook input priority filter ; policy accept ;",
+}
+
 
 def _bridge_table(tag: str) -> str:
     return f"{TABLE_PREFIX}{_check_tag(tag)}"
 
 
-def _nic_chain(port: str) -> str:
-    return f"nic_{_chain_part(port)}"
-
-
 def _ensure_bridge_cmds(table: str) -> list[str]:
     t = f"bridge {table}"
-    return [
-        f"add table {t}",
-        f"add map {t} {_NIC_MAP} {{ type ifname : verdict ; }}",
-        f"add set {t} {_LL_SET} {{ type ifname ; }}",
-        f"add chain {t} prerouting {{ type filter hook prerouting priority filter ; policy accept ; }}",
-        f"add chain {t} input {{ type filter hook input priority filter ; policy accept ; }}",
-        # Flush and re-add in the same batch: idempotent, and never a moment without the rules.
-        f"flush chain {t} prerouting",
-        f"add rule {t} prerouting iifname vmap @{_NIC_MAP}",
-        f"flush chain {t} input",
-        # Link-local frames (01:80:c2:00:00:0X) the bridge keeps for itself skip prerouting; they
-        # still teach the bridge their source MAC, so a filtered port may not send them at all.
-        f"add rule {t} input ether daddr & ff:ff:ff:ff:ff:f0 == 01:80:c2:00:00:00 iifname @{_LL_SET} drop",
-    ]
-
-
-def ensure_bridge_table(tag: str) -> None:
-    """Create the bridge table, its port map and base chains; idempotent."""
-    table = _bridge_table(tag)
-    _run(f"create nftables table bridge {table}", _ensure_bridge_cmds(table))
+    cmds = [f"add table {t}"]
+    cmds += [f"add set {t} {name} {{ {spec} }}" for name, spec in _SET_SPECS.items()]
+    for chain in _CHAIN_RULES:
+        spec = _BASE_CHAINS.get(chain)
+        cmds.append(f"add chain {t} {chain}" + (f" {{ {spec} }}" if spec else ""))
+    # Flush and re-add in the same batch: idempotent, and never a moment without the rules.
+    for chain, rules in _CHAIN_RULES.items():
+        cmds.append(f"flush chain {t} {chain}")
+        cmds += [f"add rule {t} {chain} {rule}" for rule in rules]
+    return cmds
 
 
 @dataclass(frozen=True)
@@ -441,126 +527,218 @@ class NicFilter:
     ipv6_filtering: bool  # ip filtering implies mac filtering (the caller ensures)
 
 
-def _nic_rules(f: NicFilter) -> list[str]:
-    """Rule bodies for frames arriving from the instance on its port."""
-    _check_ifname(f.port, "port name")
+# One set element: (set name, element as nft text). A port's filter is the set of its elements.
+_Element = tuple[str, str]
+_Elements = frozenset[_Element]
+
+
+def _quoted(port: str) -> str:
+    return f'"{port}"'
+
+
+def _net_set(net: _Net) -> str:
+    if net.version == 4:
+        return _ALLOWED_V4 if net.num_addresses == 1 else _ALLOWED_V4_NETS
+    return _ALLOWED_V6 if net.num_addresses == 1 else _ALLOWED_V6_NETS
+
+
+def _nic_elements(f: NicFilter) -> _Elements:
+    """The set elements that make up f; empty when every filter is off. Validates every field."""
+    port = _quoted(_check_ifname(f.port, "port name"))
     mac = _check_mac(f.mac)
     mac_on = _check_bool(f.mac_filtering, "mac_filtering")
     v4_on = _check_bool(f.ipv4_filtering, "ipv4_filtering")
     v6_on = _check_bool(f.ipv6_filtering, "ipv6_filtering")
     v4 = _parse_v4_list(f.ipv4, "IPv4 address")
     v6 = _parse_v6_list(f.ipv6, "IPv6 address")
-    rules: list[str] = []
+    if not (mac_on or v4_on or v6_on):
+        return frozenset()
+    elems = {(_FILTERED, port), (_ALLOWED_MAC, f"{port} . {mac}")}
     if v4_on or v6_on:
-        # A VLAN-tagged frame carries its IP header past 'ether type ip', so none of the IP checks
-        # below would see it: tagged frames from a filtered instance are dropped outright.
-        rules += ["ether type 8021q drop", "ether type 8021ad drop"]
-    if mac_on or v4_on or v6_on:
-        rules += [
-            f"ether saddr != {mac} drop",
-            f"ether type arp arp saddr ether != {mac} drop",
-        ]
-    if v4_on:
-        rules += _ipv4_rules(v4)
+        elems.add((_IP_FILTERED, port))
+    if v4_on and v4:
+        elems.add((_V4_FILTERED, port))
+        elems |= {(_net_set(n), f"{port} . {_render_net(n)}") for n in v4}
+    elif v4_on:
+        elems.add((_V4_BLOCKED, port))
     if v6_on:
-        rules += _ipv6_rules(mac, v6)
-    return rules
+        elems.add((_V6_FILTERED, port))
+        allowed = ipaddress.collapse_addresses([_link_local(mac), *v6])
+        elems |= {(_net_set(n), f"{port} . {_render_raw128(n)}") for n in allowed}
+    return frozenset(elems)
 
 
-def _ipv4_rules(allowed: list[ipaddress.IPv4Network]) -> list[str]:
-    if not allowed:
-        return ["ether type arp drop", "ether type ip drop"]
-    # 0.0.0.0 is an ARP probe (RFC 5227) for an address the instance is about to use.
-    arp_senders = [_render_net(n) for n in [*allowed, ipaddress.IPv4Network("0.0.0.0/32")]]
-    return [
-        # The sender fields are read at fixed offsets: only plain Ethernet/IPv4 ARP may pass.
-        "ether type arp arp htype != 1 drop",
-        "ether type arp arp ptype != ip drop",
-        "ether type arp arp hlen != 6 drop",
-        "ether type arp arp plen != 4 drop",
-        f"ether type arp {_none_of('arp saddr ip', arp_senders)} drop",
-        "ether type ip udp sport 67 drop",  # the instance acting as a DHCP server
-        "ether type ip ip saddr 0.0.0.0 udp sport 68 udp dport 67 return",  # DHCP discover/request
-        f"ether type ip {_none_of('ip saddr', [_render_net(n) for n in allowed])} drop",
-    ]
+# What this process knows the kernel holds, per (network namespace, bridge table): None for "no
+# such table", else port name -> that port's elements. A port's old elements are needed to remove
+# or replace them (nft deletes set elements only by their full key), and knowing the table exists
+# spares the ensure batch and a table listing per call. Filled from one listing of the table the
+# first time a table is used; dropped and re-read whenever a batch fails, as then it may be stale.
+_known: dict[tuple[int, str], dict[str, _Elements] | None] = {}
+_known_lock = threading.Lock()
+_SO_NETNS_COOKIE = 71  # from <asm-generic/socket.h>, Linux 5.14+
 
 
-def _ipv6_rules(mac: str, listed: list[ipaddress.IPv6Network]) -> list[str]:
-    allowed = list(ipaddress.collapse_addresses([_link_local(mac), *listed]))
-    # The ND target address sits 8 bytes into the ICMPv6 header of both NS and NA; nft 1.0.6 has
-    # no named field for it.
-    target_not_allowed = _none_of("@th,64,128", [_render_raw128(n) for n in allowed])
-    return [
-        # RFC 6980: neighbor discovery is never fragmented, and the target of a fragmented NA may lie
-        # beyond the first fragment, out of reach of the check below.
-        "ether type ip6 exthdr frag exists icmpv6 type 133-137 drop",
-        "ether type ip6 icmpv6 type nd-router-advert drop",
-        "ether type ip6 udp sport 547 drop",  # the instance acting as a DHCPv6 server
-        f"ether type ip6 icmpv6 type nd-neighbor-advert {target_not_allowed} drop",
-        # '::' is only allowed for duplicate address detection, and only of an allowed address.
-        f"ether type ip6 ip6 saddr :: icmpv6 type nd-neighbor-solicit {target_not_allowed} drop",
-        "ether type ip6 ip6 saddr :: icmpv6 type nd-neighbor-solicit return",
-        f"ether type ip6 {_none_of('ip6 saddr', [_render_net(n) for n in allowed])} drop",
-    ]
+def _netns_key() -> int:
+    """This thread's network namespace, by a cookie the kernel never reuses (inode numbers are)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        try:
+            return int.from_bytes(s.getsockopt(socket.SOL_SOCKET, _SO_NETNS_COOKIE, 8), "little")
+        except OSError:
+            st = os.stat("/proc/thread-self/ns/net")
+            return -((st.st_dev << 32) | st.st_ino)
+
+
+def _render_elem_value(value: object) -> str:
+    """One field of a set element from nft's JSON output, as nft text; '' if not understood."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and isinstance(value.get("prefix"), dict):
+        p = value["prefix"]
+        return f"{p.get('addr')}/{p.get('len')}"
+    if isinstance(value, dict) and isinstance(value.get("range"), list) and len(value["range"]) == 2:
+        return f"{value['range'][0]}-{value['range'][1]}"
+    return ""
+
+
+def _normalize(set_name: str, field: str) -> str:
+    """A listed element's value rendered as _nic_elements renders it, so the two compare equal."""
+    try:
+        if set_name == _ALLOWED_MAC:
+            return _check_mac(field)
+        if set_name in _V4_SETS:
+            if "-" in field:
+                first, last = (ipaddress.IPv4Address(x) for x in field.split("-"))
+                return f"{first}-{last}"
+            return _render_net(_parse_net(field, 4, "IPv4 address"))
+        if set_name in _V6_SETS:
+            lo_s, _, hi_s = field.partition("-")
+            lo, hi = int(lo_s, 16), int(hi_s or lo_s, 16)
+            return f"0x{lo:032x}" if lo == hi else f"0x{lo:032x}-0x{hi:032x}"
+    except (ValueError, InvalidError):
+        pass
+    return field
+
+
+def _parse_table_listing(out: str) -> dict[str, _Elements]:
+    try:
+        items = json.loads(out).get("nftables", [])
+    except (ValueError, AttributeError) as e:
+        raise HostError(f"list nftables bridge table: unreadable JSON output: {e}") from None
+    ports: dict[str, set[_Element]] = {}
+    for item in items:
+        s = item.get("set") if isinstance(item, dict) else None
+        if not isinstance(s, dict) or s.get("name") not in _SET_SPECS:
+            continue
+        name = str(s["name"])
+        for elem in s.get("elem", []):
+            if isinstance(elem, dict) and isinstance(elem.get("elem"), dict):  # with comment/timeout
+                elem = elem["elem"].get("val")
+            if isinstance(elem, str):
+                port, rest = elem, None
+            elif isinstance(elem, dict) and isinstance(elem.get("concat"), list) and len(elem["concat"]) == 2:
+                port, rest = elem["concat"][0], _render_elem_value(elem["concat"][1])
+            else:
+                raise HostError(f"list nftables bridge table: unexpected element {elem!r} in set {name}")
+            if not isinstance(port, str):
+                raise HostError(f"list nftables bridge table: unexpected element {elem!r} in set {name}")
+            text = _quoted(port) if rest is None else f"{_quoted(port)} . {_normalize(name, rest)}"
+            ports.setdefault(port, set()).add((name, text))
+    return {port: frozenset(elems) for port, elems in ports.items()}
+
+
+def _read_table(table: str) -> dict[str, _Elements] | None:
+    """The table's ports and their elements, by one listing; None if the table does not exist."""
+    try:
+        out = _get_runner().list_json(f"list table bridge {table}")
+    except _NftError as e:
+        if ("bridge", table) not in _list_tables():
+            return None
+        raise HostError(f"list nftables table bridge {table}: {e}") from None
+    return _parse_table_listing(out)
+
+
+def _apply_port(table: str, port: str, new: _Elements, operation: str) -> None:
+    """Make port's elements exactly new, in one batch (none at all if there is nothing to do).
+
+    Every element of new is (re-)added, a no-op for those already there. Should the table have been
+    changed behind this process's back the batch fails; it is then retried once, after reading the
+    table again and with the table's set-up (sets, chains, rules) redone in the same batch, which
+    also repairs a table left by an older layout.
+    """
+    t = f"bridge {table}"
+    key = (_netns_key(), table)
+    with _known_lock:
+        for attempt in (1, 2):
+            if key not in _known:
+                _known[key] = _read_table(table)
+            ports = _known[key]
+            old = ports.get(port, frozenset()) if ports is not None else frozenset()
+            if not new and not old:
+                return  # nothing to remove (or no table at all)
+            cmds = _ensure_bridge_cmds(table) if ports is None or attempt == 2 else []
+            cmds += [f"delete element {t} {name} {{ {text} }}" for name, text in sorted(old - new)]
+            cmds += [f"add element {t} {name} {{ {text} }}" for name, text in sorted(new)]
+            try:
+                _get_runner().run(_script(cmds))
+            except _NftError as e:
+                del _known[key]
+                if attempt == 2:
+                    raise HostError(f"{operation}: {e}") from None
+                continue
+            ports = {} if ports is None else ports
+            if new:
+                ports[port] = new
+            else:
+                ports.pop(port, None)
+            _known[key] = ports
+            return
+
+
+def ensure_bridge_table(tag: str) -> None:
+    """Create the bridge table, its sets and fixed chains; idempotent."""
+    table = _bridge_table(tag)
+    key = (_netns_key(), table)
+    with _known_lock:
+        try:
+            _run(f"create nftables table bridge {table}", _ensure_bridge_cmds(table))
+        except HostError:
+            _known.pop(key, None)
+            raise
+        if key in _known and _known[key] is None:
+            _known[key] = {}
 
 
 def set_nic_filter(tag: str, f: NicFilter) -> None:
-    """Add or replace the filter chain of f.port, atomically; with every filter off, remove it.
+    """Add or replace the filter of f.port, atomically; with every filter off, remove it.
 
-    Touches only this port's chain and set elements. Creates the table first if it is missing.
+    Adds and deletes only this port's set elements. Creates the table first if it is missing.
     """
     if not isinstance(f, NicFilter):
         raise InvalidError(f"Invalid NIC filter {f!r}")
     table = _bridge_table(tag)
-    rules = _nic_rules(f)  # validates every field before anything runs
-    if not rules:
-        remove_nic_filter(tag, f.port)
-        return
-    t = f"bridge {table}"
-    chain = _nic_chain(f.port)
-    cmds = [
-        f"add chain {t} {chain}",
-        f"flush chain {t} {chain}",
-        *(f"add rule {t} {chain} {r}" for r in rules),
-        f'add element {t} {_NIC_MAP} {{ "{f.port}" : goto {chain} }}',
-        f'add element {t} {_LL_SET} {{ "{f.port}" }}',
-    ]
-    operation = f"set nftables filter for port {f.port}"
-    try:
-        _get_runner().run(_script(cmds))
-    except _NftError:
-        # The table set-up is not repeated in every batch: re-adding the dispatch rule makes the
-        # kernel walk the whole port map. Only when the batch fails is it (re)made, then retried.
-        _run(f"create nftables table bridge {table}", _ensure_bridge_cmds(table))
-        _run(operation, cmds)
+    elems = _nic_elements(f)  # validates every field before anything runs
+    _apply_port(table, f.port, elems, f"set nftables filter for port {f.port}")
 
 
 def remove_nic_filter(tag: str, port: str) -> None:
-    """Remove the filter chain and set elements of port; missing ones (or table) are fine."""
+    """Remove the filter of port (its set elements); a missing filter or table is fine."""
     table = _bridge_table(tag)
     port = _check_ifname(port, "port name")
-    t = f"bridge {table}"
-    chain = _nic_chain(port)
-    # nft 1.0.6 has no 'destroy': adding first makes each delete valid whether or not it existed.
-    # (Trying the deletes alone first would be quicker when they succeed, but a failed batch costs
-    # the kernel an RCU grace period, 8-20 ms.)
-    cmds = [
-        f"add chain {t} {chain}",
-        f"flush chain {t} {chain}",
-        f'add element {t} {_NIC_MAP} {{ "{port}" : goto {chain} }}',
-        f'add element {t} {_LL_SET} {{ "{port}" }}',
-        f'delete element {t} {_NIC_MAP} {{ "{port}" }}',
-        f"delete chain {t} {chain}",
-        f'delete element {t} {_LL_SET} {{ "{port}" }}',
-    ]
-    _run_removal(f"remove nftables filter for port {port}", "bridge", table, cmds)
+    _apply_port(table, port, frozenset(), f"remove nftables filter for port {port}")
 
 
 def delete_bridge_table(tag: str) -> None:
     """Delete the bridge table and everything in it; a missing table is fine."""
     table = _bridge_table(tag)
+    key = (_netns_key(), table)
     cmds = [f"add table bridge {table}", f"delete table bridge {table}"]
-    _run(f"delete nftables table bridge {table}", cmds)
+    with _known_lock:
+        try:
+            _run(f"delete nftables table bridge {table}", cmds)
+        except HostError:
+            _known.pop(key, None)
+            raise
+        _known[key] = None
 
 
 # ---------------------------------------------------------------------------------------------
