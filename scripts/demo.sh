@@ -46,13 +46,15 @@ KERNEL=$(sed -n 1p <<<"$GUEST") INITRD=$(sed -n 2p <<<"$GUEST")
 
 bold "== a private 'host': network namespace $NS with an existing LAN bridge $LAN"
 ip netns add "$NS"
-ip -n "$NS" link set lo up
-ip -n "$NS" link add "$LAN" type bridge
-ip -n "$NS" addr add 10.250.200.1/24 dev "$LAN"
-ip -n "$NS" link set "$LAN" up
+inside() { nsenter --net="/run/netns/$NS" "$@"; }
+inside ip link set lo up
+inside ip link add "$LAN" type bridge
+inside ip addr add 10.250.200.1/24 dev "$LAN"
+inside ip link set "$LAN" up
 
 bold "== pincusd on $PINCUS_DIR"
-ip netns exec "$NS" pincusd >"$PINCUS_DIR/pincusd.out" 2>&1 &
+# `ip netns exec`, but one that also works where / is not a mount point (a chroot).
+python3 -m pincus.host.nsexec "$NS" pincusd >"$PINCUS_DIR/pincusd.out" 2>&1 &
 DAEMON_PID=$!
 pincus admin waitready --timeout 30
 pincus monitor --pretty >"$PINCUS_DIR/monitor.txt" 2>&1 &

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 BIN = Path(sys.executable).parent
+# `ip netns exec`, but also where / is not a mount point (a chroot).
+NSEXEC = [sys.executable, "-m", "pincus.host.nsexec"]
 
 
 def unique_prefix() -> str:
@@ -35,7 +37,10 @@ class NetNS:
         return f"/run/netns/{self.name}"
 
     def ip(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["ip", "-n", self.name, *args], check=check, text=True, capture_output=True)
+        # nsenter, not `ip -n`: iproute2 remounts /sys for -n, which fails where / is not a mount point.
+        return subprocess.run(
+            ["nsenter", f"--net={self.path}", "ip", *args], check=check, text=True, capture_output=True
+        )
 
     def ipj(self, *args: str) -> Any:
         out = self.ip("-j", *args).stdout
@@ -43,7 +48,7 @@ class NetNS:
 
     def run(self, *argv: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            ["ip", "netns", "exec", self.name, *argv],
+            [*NSEXEC, self.name, *argv],
             check=check,
             text=True,
             capture_output=True,
@@ -96,7 +101,7 @@ class Daemon:
         self.dir.mkdir(parents=True, exist_ok=True)
         log = open(self.dir / "pincusd.stderr", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns.name, str(BIN / "pincusd"), "--debug"],
+            [*NSEXEC, self.ns.name, str(BIN / "pincusd"), "--debug"],
             env=self.env,
             stdout=log,
             stderr=log,

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from tests.pincus_testlib import BIN, Daemon
+from tests.pincus_testlib import BIN, NSEXEC, Daemon
 
 
 def test_root_reports_server_and_kernel_features(daemon: Daemon) -> None:
@@ -25,7 +25,7 @@ def test_root_reports_server_and_kernel_features(daemon: Daemon) -> None:
         "nftables_bridge",
         "kvm",
     }
-    # The daemon answers from inside the test's netns; its pid is the one we started (via ip netns exec).
+    # The daemon answers from inside the test's netns; its pid is the one we started (via nsexec).
     assert env["server_pid"] > 1
 
 
@@ -156,7 +156,7 @@ def test_unknown_route_and_method(daemon: Daemon) -> None:
 
 def test_second_daemon_on_same_dir_is_refused(daemon: Daemon) -> None:
     r2 = subprocess.run(
-        ["ip", "netns", "exec", daemon.ns.name, str(BIN / "pincusd")],
+        [*NSEXEC, daemon.ns.name, str(BIN / "pincusd")],
         env=daemon.env,
         capture_output=True,
         text=True,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pincus.host import features
-from tests.pincus_testlib import NetNS
+from tests.pincus_testlib import NSEXEC, NetNS
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +36,7 @@ def test_the_probe_answers_six_booleans(probed: dict[str, bool]) -> None:
 
 
 def _ok(ns: NetNS, *argv: str, stdin: str | None = None) -> bool:
-    proc = subprocess.run(
-        ["ip", "netns", "exec", ns.name, *argv], input=stdin, capture_output=True, text=True, timeout=10
-    )
+    proc = subprocess.run([*NSEXEC, ns.name, *argv], input=stdin, capture_output=True, text=True, timeout=10)
     return proc.returncode == 0
 
 

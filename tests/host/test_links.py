@@ -27,7 +27,7 @@ from tests.pincus_testlib import NetNS
 
 
 def ipj(*args: str, ns: NetNS | None = None) -> Any:
-    argv = ["ip", "-j", *(["-n", ns.name] if ns else []), *args]
+    argv = [*(["nsenter", f"--net=/run/netns/{ns.name}"] if ns else []), "ip", "-j", *args]
     out = subprocess.run(argv, capture_output=True, text=True).stdout
     return json.loads(out) if out.strip() else []
 

@@ -22,7 +22,7 @@ import pytest
 from pincus.errors import HostError, InvalidError
 from pincus.host import tc
 from pincus.host.tc import Limits
-from tests.pincus_testlib import NetNS
+from tests.pincus_testlib import NSEXEC, NetNS
 
 MBIT = 1_000_000
 HOST_IP = "10.250.7.1"
@@ -44,7 +44,11 @@ class Nic:
         tc.clear_limits(self.dev, self.ifb, netns=self.host.path)
 
     def tcj(self, *args: str) -> list[dict[str, Any]]:
-        proc = subprocess.run(["tc", "-n", self.host.name, "-j", *args], capture_output=True, text=True)
+        proc = subprocess.run(
+            ["nsenter", f"--net=/run/netns/{self.host.name}", "tc", "-j", *args],
+            capture_output=True,
+            text=True,
+        )
         return json.loads(proc.stdout) if proc.returncode == 0 and proc.stdout.strip() else []
 
     def qdiscs(self, dev: str | None = None) -> list[dict[str, Any]]:
@@ -152,9 +156,7 @@ def test_priority_reaches_packets_from_the_instance(nic: Nic, limits: Limits, wi
             ip saddr 10.250.7.2 udp dport 9 counter
         }
     }"""
-    subprocess.run(
-        ["ip", "netns", "exec", nic.host.name, "nft", "-f", "-"], input=ruleset, text=True, check=True
-    )
+    subprocess.run([*NSEXEC, nic.host.name, "nft", "-f", "-"], input=ruleset, text=True, check=True)
     send = (
         "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
         f"for _ in range(5): s.sendto(b'x', ('{HOST_IP}', 9))"
@@ -222,7 +224,7 @@ s.close()
 def throughput_bps(sender: NetNS, receiver: NetNS, dest: str, seconds: float) -> float:
     """TCP goodput from sender to receiver, measured by the receiver from its first byte."""
     rx = subprocess.Popen(
-        ["ip", "netns", "exec", receiver.name, sys.executable, "-c", RECEIVER, str(PORT), str(seconds)],
+        [*NSEXEC, receiver.name, sys.executable, "-c", RECEIVER, str(PORT), str(seconds)],
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.pincus_testlib import NetNS
+from tests.pincus_testlib import NSEXEC, NetNS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -29,7 +29,7 @@ def dnsmasq_on(ns: NetNS, bridge: str, tmp: Path, first: str, last: str) -> Iter
     """A dnsmasq the test runs itself on a bridge in its namespace; yields the lease file."""
     leases = tmp / "leases"
     proc = subprocess.Popen(
-        ["ip", "netns", "exec", ns.name, "dnsmasq", "--conf-file=/dev/null", "--keep-in-foreground",
+        [*NSEXEC, ns.name, "dnsmasq", "--conf-file=/dev/null", "--keep-in-foreground",
          "--bind-interfaces", f"--interface={bridge}", "--except-interface=lo", "--no-ping", "--port=0",
          f"--dhcp-range={first},{last},1h", f"--dhcp-leasefile={leases}", f"--pid-file={tmp / 'pid'}",
          "--user=root"],

@@ -15,6 +15,7 @@ sys.path) so that it starts in ~15 ms.
 from __future__ import annotations
 
 import ctypes
+import errno
 import fcntl
 import os
 import signal
@@ -97,13 +98,40 @@ def bring_lo_up() -> None:
         fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, struct.pack("16sH", b"lo", flags | IFF_UP) + b"\0" * 22)
 
 
+def _mountinfo_path(field: str) -> bytes:
+    """mountinfo escapes space, tab, newline and backslash as octal."""
+    return field.encode().decode("unicode_escape").encode("latin-1")
+
+
+def make_mounts_slave() -> None:
+    """Make this mount namespace a slave of the one it was copied from.
+
+    Where / is not a mount point (pincus, or its tests, inside a chroot) the kernel refuses to
+    change / itself: then every mount visible from here is made a slave one by one. Mounts
+    made later are stacked on those, never on /, so nothing propagates out either way.
+    """
+    if libc.mount(None, b"/", None, MS_REC | MS_SLAVE, None) == 0:
+        return
+    if ctypes.get_errno() != errno.EINVAL:
+        check(-1, "make / rslave")
+    with open("/proc/self/mountinfo") as f:
+        mountpoints = [_mountinfo_path(line.split()[4]) for line in f]
+    for mountpoint in mountpoints:
+        # A mount hidden under a later one cannot be reached by its path: EINVAL, and no harm.
+        if (
+            libc.mount(None, mountpoint, None, MS_REC | MS_SLAVE, None) != 0
+            and ctypes.get_errno() != errno.EINVAL
+        ):
+            check(-1, f"make {mountpoint.decode(errors='replace')} rslave")
+
+
 def setup(hostname: str) -> None:
     if os.getpid() != 1:
         raise SetupError("not started in a new pid namespace")
     check(libc.unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET), "unshare namespaces")
     # Slave, not private: host mounts made later still show up inside; nothing made inside
     # propagates out. Must precede every mount below.
-    check(libc.mount(None, b"/", None, MS_REC | MS_SLAVE, None), "make / rslave")
+    make_mounts_slave()
     detach_namespace_handles()
     mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     # sysfs is bound to the netns of whoever mounts it: /sys/class/net shows only ours.
