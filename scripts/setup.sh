@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 VENV="$ROOT/.venv"
+# netbase: /etc/protocols and /etc/services, which nftables needs to read "udp" or "tcp" in a rule.
 SYS_PACKAGES=(iproute2 nftables dnsmasq-base qemu-system-x86 busybox-static util-linux cpio
-              kmod procps python3 python3-venv)
+              kmod procps netbase python3 python3-venv)
 
 if [ "$(id -u)" != 0 ]; then
   echo "setup: run as root (pincus manages host networking)" >&2
