@@ -117,11 +117,10 @@ def make_mounts_slave() -> None:
     with open("/proc/self/mountinfo") as f:
         mountpoints = [_mountinfo_path(line.split()[4]) for line in f]
     for mountpoint in mountpoints:
-        # A mount hidden under a later one cannot be reached by its path: EINVAL, and no harm.
-        if (
-            libc.mount(None, mountpoint, None, MS_REC | MS_SLAVE, None) != 0
-            and ctypes.get_errno() != errno.EINVAL
-        ):
+        # A mount hidden under a later one, or behind a symlink, cannot be reached by its path
+        # (EINVAL, ENOENT): nothing is mounted there from here, so nothing can propagate.
+        failed = libc.mount(None, mountpoint, None, MS_REC | MS_SLAVE, None) != 0
+        if failed and ctypes.get_errno() not in (errno.EINVAL, errno.ENOENT):
             check(-1, f"make {mountpoint.decode(errors='replace')} rslave")
 
 
