@@ -291,6 +291,12 @@ def _namespace_fds(proc: ContainerProcess) -> Iterator[list[tuple[str, int]]]:
                 fds.append((option, os.open(f"/proc/{proc.pid}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC)))
             except OSError as e:
                 raise HostError(f"exec in container pid {proc.pid}: open {ns} namespace: {e.strerror}") from e
+        # Entering a mount namespace resets the root to that namespace's own "/", which is not
+        # the container's root when pincusd itself runs chrooted: enter init's root too.
+        try:
+            fds.append(("root", os.open(f"/proc/{proc.pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)))
+        except OSError as e:
+            raise HostError(f"exec in container pid {proc.pid}: open its root: {e.strerror}") from e
         if not is_alive(proc):
             raise HostError(f"exec in container pid {proc.pid}: container is not running")
         yield fds
