@@ -313,10 +313,9 @@ def _nsenter_argv(fds: list[tuple[str, int]], argv: list[str], cwd: str | None) 
     # they must stay open until nsenter is done, so callers hold them until it exits.
     me = os.getpid()
     cmd = ["nsenter", *(f"--{option}=/proc/{me}/fd/{fd}" for option, fd in fds), "--"]
-    if cwd is not None:
-        # Resolved inside the container's mount namespace, unlike nsenter --wd.
-        cmd += ["env", f"--chdir={cwd}", "--"]
-    return cmd + argv
+    # Resolved inside the container's root, unlike nsenter --wd; "/" by default, since the
+    # caller's own directory need not exist in there.
+    return [*cmd, "env", f"--chdir={cwd or '/'}", "--", *argv]
 
 
 def _exit_status(returncode: int) -> int:
