@@ -283,8 +283,6 @@ class BridgedNic(Device):
         else:
             net.add_static_allocation(self.nic_id, s.hwaddr, s.static[0], s.static[1], self.instance.name)
 
-    _ASPECTS: ClassVar[tuple[str, ...]] = ("_apply_static", "_apply_vlans", "_apply_isolation", "_apply_link")
-
     # --- lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> RunConfig:

@@ -10,6 +10,7 @@ from pincus.db import instances as db_instances
 from pincus.db.instances import InstanceRecord
 from pincus.devices import registry
 from pincus.devices.base import Device, NicRun
+from pincus.errors import ConflictError
 from pincus.host import files
 from pincus.reverter import Reverter
 from pincus.state import State
@@ -200,6 +201,11 @@ class Instance:
 
     def nic_state(self) -> dict[str, dict[str, Any]]:
         return {}
+
+    def check_exec(self) -> None:
+        """Raise if exec cannot run in this instance now."""
+        if not self.is_alive():
+            raise ConflictError(f'Instance "{self.name}" is not running')
 
     def exec(self, argv: list[str], env: dict[str, str], cwd: str | None, fds: tuple[int, int, int]) -> int:
         raise NotImplementedError

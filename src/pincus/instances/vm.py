@@ -126,8 +126,12 @@ class VirtualMachine(Instance):
             }
         return out
 
-    def exec(self, argv: list[str], env: dict[str, str], cwd: str | None, fds: tuple[int, int, int]) -> int:
+    def check_exec(self) -> None:
         raise InvalidError(
             f'Instance "{self.name}" is a virtual machine: exec needs a guest agent, '
             "which pincus VMs do not have"
         )
+
+    def exec(self, argv: list[str], env: dict[str, str], cwd: str | None, fds: tuple[int, int, int]) -> int:
+        self.check_exec()
+        raise AssertionError("check_exec always refuses")

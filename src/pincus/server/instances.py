@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from pincus.config.device_keys import INSTANCE
-from pincus.config.keys import CONTAINER, VM, check_config
+from pincus.config.keys import CONTAINER, VM, KeyTable, check_config, not_live
 from pincus.config.validators import is_instance_name
 from pincus.db import instances as db_instances
 from pincus.db.instances import InstanceRecord
@@ -223,9 +223,7 @@ class Instances:
             inst.device(n, old_devices[n]).remove()
 
     @staticmethod
-    def _live_only(keys: Any, old: dict[str, str], new: dict[str, str]) -> bool:
-        from pincus.config.keys import not_live
-
+    def _live_only(keys: KeyTable, old: dict[str, str], new: dict[str, str]) -> bool:
         return not not_live(keys, old, new)
 
     @staticmethod
@@ -291,11 +289,9 @@ class Instances:
         return inst.exec(argv, env, cwd, fds)
 
     def check_exec(self, name: str) -> Instance:
+        """Refuse before the client hands over its stdio."""
         inst = self._load(name)
-        if inst.rec.type == VM:
-            inst.exec([], {}, None, (0, 1, 2))  # raises the VM's own explanation
-        if not inst.is_alive():
-            raise ConflictError(f'Instance "{name}" is not running')
+        inst.check_exec()
         return inst
 
     # --- daemon start / stop ---------------------------------------------------------------------
