@@ -1,9 +1,17 @@
-"""State-directory files of the daemon."""
+"""Files in the daemon's state directory: directories, and small records written atomically
+(a reader, or a daemon restarted after a crash, sees the old record or the new, never half)."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import secrets
 import shutil
 from pathlib import Path
+from typing import Any
+
+from pincus.errors import HostError
 
 
 def ensure_dir(path: Path, mode: int = 0o700) -> None:
@@ -15,20 +23,48 @@ def remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def read_text(path: Path) -> str | None:
+def move_dir(path: Path, new_path: Path) -> None:
+    """Rename a directory; a missing source is fine, an existing target is an error."""
+    if not path.exists():
+        return
+    if new_path.exists():
+        raise HostError(f"move {path} to {new_path}: the target exists")
     try:
-        return path.read_text()
+        os.rename(path, new_path)
+    except OSError as e:
+        raise HostError(f"move {path} to {new_path}: {e.strerror or e}") from e
+
+
+def read_json(path: Path) -> Any:
+    """The record at path, or None if there is none."""
+    try:
+        text = path.read_text()
     except FileNotFoundError:
         return None
+    except OSError as e:
+        raise HostError(f"read {path}: {e.strerror or e}") from e
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise HostError(f"read {path}: not JSON: {e}") from None
 
 
-def write_text(path: Path, text: str) -> None:
-    """Atomically: a crash leaves the old content or the new, never half."""
+def write_json(path: Path, data: Any) -> None:
+    """Replace the record at path, making its directory (traversable, for dnsmasq's sake) if needed."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o711)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        tmp.write_text(json.dumps(data, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise HostError(f"write {path}: {e.strerror or e}") from e
 
 
 def remove(path: Path) -> None:
-    path.unlink(missing_ok=True)
+    """Remove the record at path; a missing one is fine."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as e:
+        raise HostError(f"remove {path}: {e.strerror or e}") from e

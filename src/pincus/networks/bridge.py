@@ -44,7 +44,7 @@ from pincus.config.validators import (
 from pincus.db import networks as db_networks
 from pincus.db.networks import NetworkRecord
 from pincus.errors import ConflictError, HostError, InvalidError, NotFoundError
-from pincus.host import dnsmasq, files, ipconf, links, nft, statefiles, sysfs
+from pincus.host import dnsmasq, files, ipconf, links, nft, sysfs
 from pincus.host.dnsmasq import DnsmasqConfig
 from pincus.networks.base import NetworkDriver
 from pincus.reverter import Reverter
@@ -498,20 +498,20 @@ class BridgeNetwork(NetworkDriver):
 
     def _set_host_sysctl(self, key: str, value: str) -> None:
         """Change a namespace-wide sysctl, remembering its first value so the last network gives it back."""
-        saved = statefiles.read_json(self._saved_sysctls_file) or {}
+        saved = files.read_json(self._saved_sysctls_file) or {}
         if key not in saved:
             saved[key] = ipconf.get_sysctl(key)
-            statefiles.write_json(self._saved_sysctls_file, saved)
+            files.write_json(self._saved_sysctls_file, saved)
         ipconf.set_sysctl(key, value)
 
     def _restore_host_sysctls(self) -> None:
-        saved = statefiles.read_json(self._saved_sysctls_file) or {}
+        saved = files.read_json(self._saved_sysctls_file) or {}
         for key, value in saved.items():
             try:
                 ipconf.set_sysctl(key, value)
             except (InvalidError, HostError):
                 log.warning("Could not restore sysctl %s to %s", key, value)  # its interface is gone
-        statefiles.remove(self._saved_sysctls_file)
+        files.remove(self._saved_sysctls_file)
 
     def _enable_forwarding(self) -> None:
         """As Incus: a network with addresses routes (and NATs) for its instances, so the
@@ -551,16 +551,16 @@ class BridgeNetwork(NetworkDriver):
         undo.add(links.add_address, self.name, str(address))
 
     def _external_state(self) -> dict[str, bool]:
-        data = statefiles.read_json(self.dir / _EXTERNAL_STATE)
+        data = files.read_json(self.dir / _EXTERNAL_STATE)
         if not isinstance(data, dict):
             return {}
         return {str(k): bool(v) for k, v in data.items()}
 
     def _save_external_state(self, state: dict[str, bool]) -> None:
         if state:
-            statefiles.write_json(self.dir / _EXTERNAL_STATE, state)
+            files.write_json(self.dir / _EXTERNAL_STATE, state)
         else:
-            statefiles.remove(self.dir / _EXTERNAL_STATE)
+            files.remove(self.dir / _EXTERNAL_STATE)
 
     def _attach(self, iface: str, undo: Reverter | None) -> None:
         link = links.get_link(iface)
@@ -724,8 +724,8 @@ class BridgeNetwork(NetworkDriver):
         with Reverter() as undo:
             self._teardown()
             undo.add(self._start, False)
-            statefiles.move_dir(self.dir, new.dir)
-            undo.add(statefiles.move_dir, new.dir, self.dir)
+            files.move_dir(self.dir, new.dir)
+            undo.add(files.move_dir, new.dir, self.dir)
             new._start(clean_files=False)
             undo.success()
         return new

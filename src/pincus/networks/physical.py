@@ -60,7 +60,7 @@ class PhysicalNetwork(NetworkDriver):
 
     @property
     def _saved_mtu_file(self) -> Path:
-        return self.state.networks_dir / self.name / "parent.mtu"
+        return self.state.networks_dir / self.name / "parent-mtu.json"
 
     def start(self) -> None:
         if not sysfs.interface_exists(self.parent):
@@ -70,17 +70,16 @@ class PhysicalNetwork(NetworkDriver):
     def _apply_mtu(self, parent: str, mtu: str | None) -> None:
         if mtu is None:
             return
-        if files.read_text(self._saved_mtu_file) is None:
-            files.write_text(self._saved_mtu_file, f"{parent} {sysfs.interface_mtu(parent)}\n")
+        if files.read_json(self._saved_mtu_file) is None:
+            files.write_json(self._saved_mtu_file, {"parent": parent, "mtu": sysfs.interface_mtu(parent)})
         links.set_mtu(parent, int(mtu))
 
     def _restore_mtu(self) -> None:
-        saved = files.read_text(self._saved_mtu_file)
+        saved = files.read_json(self._saved_mtu_file)
         if saved is None:
             return
-        parent, mtu = saved.split()
-        if sysfs.interface_exists(parent):
-            links.set_mtu(parent, int(mtu))
+        if sysfs.interface_exists(saved["parent"]):
+            links.set_mtu(saved["parent"], int(saved["mtu"]))
         files.remove(self._saved_mtu_file)
 
     def update(self, old_config: dict[str, str], users: list[str]) -> None:
