@@ -217,6 +217,16 @@ def test_physical_network_mtu_is_applied_and_restored(daemon: Daemon, prefix: st
     assert _link(daemon, nic)["mtu"] == 1500
 
 
+def test_a_renamed_physical_network_still_gives_the_parent_mtu_back(daemon: Daemon, prefix: str) -> None:
+    nic = f"{prefix}nic"
+    daemon.ns.add_standin_nic(nic)
+    daemon.cli("network", "create", "lan", "--type=physical", f"parent={nic}", "mtu=1450")
+    daemon.cli("network", "rename", "lan", "uplink")
+    assert _link(daemon, nic)["mtu"] == 1450
+    daemon.cli("network", "delete", "uplink")
+    assert _link(daemon, nic)["mtu"] == 1500
+
+
 def test_parent_that_vanished_is_a_clear_error(daemon: Daemon, prefix: str) -> None:
     nic = f"{prefix}nic"
     daemon.ns.add_standin_nic(nic)

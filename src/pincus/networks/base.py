@@ -2,21 +2,33 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pincus.config.keys import KeyTable, check_config
 from pincus.db.networks import NetworkRecord
+from pincus.errors import InvalidError
+from pincus.host import files
 from pincus.state import State
 
 
 class NetworkDriver:
     type: ClassVar[str]
     keys: ClassVar[KeyTable]
+    helper: ClassVar[str] = "helper process"  # what ensure_running restarts, for the logs
 
     def __init__(self, state: State, name: str, config: dict[str, str]) -> None:
         self.state = state
         self.name = name
         self.config = config
+
+    @property
+    def dir(self) -> Path:
+        """The network's own files under the state directory."""
+        return self.state.networks_dir / self.name
+
+    def prepare_config(self, others: list[NetworkRecord], creating: bool) -> None:
+        """Fill in what the user left to the driver (e.g. "auto" subnets) before it is checked and stored."""
 
     def validate_config(self, others: list[NetworkRecord]) -> None:
         """Check self.config against the key table and against the other networks. Changes nothing."""
@@ -36,6 +48,19 @@ class NetworkDriver:
 
     def remove(self) -> None:
         """Delete every kernel object and file the network made."""
+
+    def rename(self, new_name: str) -> NetworkDriver:
+        """Carry the network's state over to new_name; the driver under its new name."""
+        renamed = type(self)(self.state, new_name, dict(self.config))
+        files.move_dir(self.dir, renamed.dir)
+        return renamed
+
+    def ensure_running(self) -> int | None:
+        """Supervision: restart a helper process of the network that died; its pid, or None."""
+        return None
+
+    def leases(self) -> list[dict[str, str]]:
+        raise InvalidError(f'Network "{self.name}" is of type "{self.type}", which has no leases')
 
     def info(self) -> dict[str, Any]:
         """Extra fields for `network show`."""

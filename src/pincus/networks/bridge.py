@@ -154,12 +154,9 @@ def pick_subnet(pool: Network, prefix: int, used: Sequence[Network], rng: random
 class BridgeNetwork(NetworkDriver):
     type: ClassVar[str] = "bridge"
     keys: ClassVar[KeyTable] = BRIDGE
+    helper: ClassVar[str] = "dnsmasq"
 
     # --- reading the config ------------------------------------------------------------------
-
-    @property
-    def dir(self) -> Path:
-        return self.state.networks_dir / self.name
 
     @property
     def dnsmasq_dir(self) -> Path:
@@ -608,7 +605,7 @@ class BridgeNetwork(NetworkDriver):
         undo.add(dnsmasq.stop, self.dnsmasq_dir)
         return pid
 
-    def ensure_dnsmasq_running(self) -> int | None:
+    def ensure_running(self) -> int | None:
         """Supervision: start dnsmasq if the config wants it and none runs; its pid if started."""
         if self.dnsmasq_config() is None or dnsmasq.find_running(self.dnsmasq_dir) is not None:
             return None

@@ -13,7 +13,6 @@ from pincus.db.networks import NetworkRecord
 from pincus.errors import ConflictError, InvalidError, NotFoundError
 from pincus.host import sysfs
 from pincus.networks.base import NetworkDriver
-from pincus.networks.bridge import BridgeNetwork
 from pincus.networks.registry import driver_class
 from pincus.reverter import Reverter
 from pincus.state import State
@@ -128,8 +127,7 @@ class Networks:
                 raise ConflictError(f'Network "{name}" already exists')
             drv = driver_class(type_)(self.state, name, config)
             others = db_networks.list_all(self.state.store)
-            if isinstance(drv, BridgeNetwork):
-                drv.prepare_config(others, creating=True)  # "auto" becomes a subnet before it is stored
+            drv.prepare_config(others, creating=True)  # e.g. "auto" becomes a subnet before it is stored
             drv.validate_config(others)
             drv.validate_environment()
             with Reverter() as undo:
@@ -153,8 +151,7 @@ class Networks:
             self._check_update_allowed(rec, new_config, users)
             others = [r for r in db_networks.list_all(self.state.store) if r.name != name]
             drv = driver_class(rec.type)(self.state, name, new_config)
-            if isinstance(drv, BridgeNetwork):
-                drv.prepare_config(others, creating=False)
+            drv.prepare_config(others, creating=False)
             drv.validate_config(others)
             drv.validate_environment()
             drv.update(dict(rec.config), users)
@@ -178,16 +175,11 @@ class Networks:
             if db_networks.get(self.state.store, new_name) is not None:
                 raise ConflictError(f'Network "{new_name}" already exists')
             self._refuse_in_use(rec.name, "rename")
-            drv = self.driver(rec)
-            if not isinstance(drv, BridgeNetwork):
+            with Reverter() as undo:
+                renamed = self.driver(rec).rename(new_name)
+                undo.add(renamed.rename, name)
                 db_networks.rename(self.state.store, name, new_name)
-            else:
-                # The bridge is the network: its interface (and dnsmasq, rules) take the new name.
-                with Reverter() as undo:
-                    renamed = drv.rename(new_name)
-                    undo.add(renamed.rename, name)
-                    db_networks.rename(self.state.store, name, new_name)
-                    undo.success()
+                undo.success()
         self.state.events.lifecycle("network-renamed", f"/1.0/networks/{new_name}", old_name=name)
 
     def delete(self, name: str) -> None:
@@ -200,11 +192,7 @@ class Networks:
         self.state.events.lifecycle("network-deleted", f"/1.0/networks/{name}")
 
     def leases(self, name: str) -> list[dict[str, str]]:
-        rec = self._load(name)
-        drv = self.driver(rec)
-        if not isinstance(drv, BridgeNetwork):
-            raise InvalidError(f'Network "{name}" is of type "{rec.type}", which has no leases')
-        return drv.leases()
+        return self.driver(self._load(name)).leases()
 
     def _refuse_in_use(self, name: str, what: str) -> None:
         users = self.used_by(name)
@@ -255,26 +243,27 @@ class Networks:
             return
         try:
             for rec in db_networks.list_all(self.state.store):
-                drv = self.driver(rec)
-                if isinstance(drv, BridgeNetwork):
-                    self._supervise_network(drv)
+                self._supervise_network(self.driver(rec))
         finally:
             self.lock.release()
 
-    def _supervise_network(self, drv: BridgeNetwork) -> None:
+    def _supervise_network(self, drv: NetworkDriver) -> None:
         ctx = {"network": drv.name}
         try:
-            pid = drv.ensure_dnsmasq_running()
+            pid = drv.ensure_running()
         except Exception as e:
             # Logged once per distinct failure, not every second.
             if self._supervise_errors.get(drv.name) != str(e):
                 self._supervise_errors[drv.name] = str(e)
-                log.error("Failed to restart dnsmasq of network %s: %s", drv.name, e, extra={"ctx": ctx})
+                log.error(
+                    "Failed to restart %s of network %s: %s", drv.helper, drv.name, e, extra={"ctx": ctx}
+                )
             return
         self._supervise_errors.pop(drv.name, None)
         if pid is not None:
             log.warning(
-                "dnsmasq of network %s was not running; restarted it (pid %d)",
+                "%s of network %s was not running; restarted it (pid %d)",
+                drv.helper,
                 drv.name,
                 pid,
                 extra={"ctx": {**ctx, "pid": pid}},
