@@ -248,6 +248,27 @@ def test_addresses_added_listed_and_flushed(pair: NetNS) -> None:
     assert links.link_addresses("va", pair.path) == []
 
 
+def test_one_address_deleted_and_all_listed(pair: NetNS) -> None:
+    links.set_up("va", pair.path)
+    links.add_address("va", "10.250.1.5/24", pair.path)
+    links.add_address("va", "fd42:250::5/64", pair.path)
+    kernel = {
+        f"{a['local']}/{a['prefixlen']}" for entry in ipj("addr", "show", ns=pair) for a in entry["addr_info"]
+    }
+    assert set(links.all_addresses(pair.path)) == kernel
+    assert {"10.250.1.5/24", "fd42:250::5/64", "127.0.0.1/8"} <= kernel
+    links.delete_address("va", "10.250.1.5/24", pair.path)
+    left = {
+        f"{a['local']}/{a['prefixlen']}" for a in ipj("addr", "show", "dev", "va", ns=pair)[0]["addr_info"]
+    }
+    assert "10.250.1.5/24" not in left and "fd42:250::5/64" in left
+    # Already gone, or no such link: nothing to do.
+    links.delete_address("va", "10.250.1.5/24", pair.path)
+    links.delete_address("nosuch", "10.250.1.5/24", pair.path)
+    with pytest.raises(InvalidError):
+        links.delete_address("va", "10.250.1.5/33", pair.path)
+
+
 def test_routes_added_and_deleted(pair: NetNS) -> None:
     links.set_up("va", pair.path)
     links.add_address("va", "10.250.2.1/24", pair.path)

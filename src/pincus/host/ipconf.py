@@ -1,4 +1,4 @@
-"""IP settings of the daemon's network namespace that links.py does not cover (yet).
+"""IP settings of the daemon's network namespace that are not links: sysctls, and routes (for now).
 
 - `get_sysctl`, `set_sysctl`: net.* sysctls under /proc/sys.
 - `set_accept_dad`: net.ipv6.conf.<name>.accept_dad. With DAD off an IPv6 address is usable
@@ -37,13 +37,6 @@ def _check_name(name: str) -> str:
     ):
         raise InvalidError(f'Invalid interface name "{name}"')
     return name
-
-
-def _check_cidr(cidr: str) -> str:
-    try:
-        return str(ipaddress.ip_interface(cidr))
-    except ValueError:
-        raise InvalidError(f'Invalid address "{cidr}"') from None
 
 
 def _run_ip(what: str, *args: str) -> str:
@@ -100,40 +93,6 @@ def set_sysctl(key: str, value: str) -> None:
 def set_accept_dad(name: str, enabled: bool) -> None:
     """Turn IPv6 duplicate address detection on `name` on or off (daemon's namespace)."""
     set_sysctl(f"net/ipv6/conf/{_check_name(name)}/accept_dad", "1" if enabled else "0")
-
-
-def delete_address(name: str, cidr: str) -> None:
-    """Remove "addr/prefixlen" from `name`; an address or link already gone is not an error."""
-    _check_name(name)
-    text = _check_cidr(cidr)
-    try:
-        r = subprocess.run(
-            [_IP, "address", "del", text, "dev", name],
-            capture_output=True,
-            text=True,
-            timeout=_TIMEOUT,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise HostError(f'Failed to remove address {text} from "{name}": {e}') from e
-    if r.returncode == 0:
-        return
-    err = r.stderr.strip()
-    if "Cannot assign requested address" in err or "Cannot find device" in err:
-        return
-    raise HostError(f'Failed to remove address {text} from "{name}": {err or r.returncode}')
-
-
-def list_addresses() -> list[str]:
-    """Every address of every link as "addr/prefixlen", both families."""
-    what = "Failed to list addresses"
-    out: list[str] = []
-    for link in _json(what, _run_ip(what, "-j", "address", "show")):
-        for info in link.get("addr_info", []) if isinstance(link, dict) else []:
-            local, plen = info.get("local"), info.get("prefixlen")
-            if isinstance(local, str) and isinstance(plen, int):
-                out.append(f"{local}/{plen}")
-    return out
 
 
 def _route_dst(family: int, dst: object) -> str | None:

@@ -42,6 +42,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from pincus.errors import HostError, InvalidError
+from pincus.host import ipconf
 
 log = logging.getLogger(__name__)
 
@@ -642,6 +643,13 @@ def _addresses(nl: _Rtnl, index: int) -> list[_Addr]:
     return [a for a in found if a.index == index]
 
 
+def all_addresses(netns: str | None = None) -> list[str]:
+    """Every address of every link as "addr/prefixlen", both families (one dump)."""
+    body = _IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
+    with _rtnl("Failed to list addresses", netns) as nl:
+        return [_Addr.parse(b).text() for b in nl.request(_RTM_GETADDR, body, _NLM_F_DUMP)]
+
+
 def link_addresses(name: str, netns: str | None = None) -> list[str]:
     """Every address on `name` as "addr/prefixlen", IPv6 link-local ones included."""
     _check_name(name)
@@ -873,13 +881,10 @@ def move_link_to_netns(
 def set_ipv6_disabled(name: str, disabled: bool = True) -> None:
     """Write net.ipv6.conf.<name>.disable_ipv6 in the daemon's namespace."""
     _check_name(name)
-    path = f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6"
     try:
-        with open(path, "w") as f:
-            f.write("1\n" if disabled else "0\n")
-    except OSError as e:
-        verb = "disable" if disabled else "enable"
-        raise HostError(f'Failed to {verb} IPv6 on "{name}": {path}: {_reason(e)}') from e
+        ipconf.set_sysctl(f"net/ipv6/conf/{name}/disable_ipv6", "1" if disabled else "0")
+    except HostError as e:
+        raise HostError(f'Failed to {"disable" if disabled else "enable"} IPv6 on "{name}": {e}') from e
 
 
 # --------------------------------------------------------------------------- addresses
@@ -904,6 +909,23 @@ def add_address(name: str, cidr: str, netns: str | None = None) -> None:
             head + _attr(_IFA_LOCAL, raw) + _attr(_IFA_ADDRESS, raw),
             _NLM_F_CREATE | _NLM_F_EXCL,
         )
+
+
+def delete_address(name: str, cidr: str, netns: str | None = None) -> None:
+    """Remove one "addr/prefixlen" from `name`; an address or link already gone is fine."""
+    _check_name(name)
+    try:
+        iface = ipaddress.ip_interface(cidr)
+    except ValueError as e:
+        raise InvalidError(f'Invalid address "{cidr}"') from e
+    with _rtnl(f'Failed to remove address {cidr} from "{name}"', netns) as nl:
+        try:
+            head = _IFADDRMSG.pack(_family(iface.version), iface.network.prefixlen, 0, 0, _index(nl, name))
+            raw = iface.ip.packed
+            nl.request(_RTM_DELADDR, head + _attr(_IFA_LOCAL, raw) + _attr(_IFA_ADDRESS, raw))
+        except _NetlinkError as e:
+            if e.errno not in (errno.ENODEV, errno.EADDRNOTAVAIL):
+                raise
 
 
 def flush_addresses(name: str, netns: str | None = None) -> None:

@@ -59,6 +59,7 @@ from types import TracebackType
 from typing import TypeVar
 
 from pincus.errors import HostError, InvalidError, UnsupportedError
+from pincus.host import links
 from pincus.reverter import Reverter
 
 log = logging.getLogger(__name__)
@@ -301,11 +302,8 @@ def _ensure_ifb(nl: _Rtnl, op: str, ifb: str, own_netns: bool = False) -> int:
 
 
 def _disable_ipv6(name: str) -> None:
-    try:
-        with open(f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6", "w") as f:
-            f.write("1")
-    except FileNotFoundError:
-        pass  # no IPv6 in this kernel
+    if os.path.isdir("/proc/sys/net/ipv6"):  # else no IPv6 in this kernel, nothing to turn off
+        links.set_ipv6_disabled(name)
 
 
 def _delete_ifb(nl: _Rtnl, op: str, ifb: str) -> None:

@@ -288,7 +288,7 @@ class BridgeNetwork(NetworkDriver):
             self.config[f"ipv{version}.address"] = f"{subnet.network_address + 1}/{subnet.prefixlen}"
 
     def _used_subnets(self, others: list[NetworkRecord]) -> list[Network]:
-        used: list[Network] = [ipaddress.ip_interface(a).network for a in ipconf.list_addresses()]
+        used: list[Network] = [ipaddress.ip_interface(a).network for a in links.all_addresses()]
         used += [ipaddress.ip_network(r) for r in ipconf.list_routes()]
         for rec in others:
             if rec.type == self.type and rec.name != self.name:
@@ -541,10 +541,10 @@ class BridgeNetwork(NetworkDriver):
 
     def _add_address(self, address: Interface, undo: Reverter) -> None:
         links.add_address(self.name, str(address))
-        undo.add(ipconf.delete_address, self.name, str(address))
+        undo.add(links.delete_address, self.name, str(address))
 
     def _remove_address(self, address: Interface, undo: Reverter) -> None:
-        ipconf.delete_address(self.name, str(address))
+        links.delete_address(self.name, str(address))
         undo.add(links.add_address, self.name, str(address))
 
     def _external_state(self) -> dict[str, bool]:
