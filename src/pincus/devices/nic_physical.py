@@ -6,13 +6,13 @@ case is reachable only through a managed physical network, which runs it as a br
 
 from __future__ import annotations
 
-import secrets
 from typing import ClassVar
 
 from pincus.config.device_keys import NIC_BRIDGED, NIC_PHYSICAL
 from pincus.config.keys import CONTAINER, KeyTable, check_config
 from pincus.config.validators import parse_bool
 from pincus.db import instances as db_instances
+from pincus.devices import names
 from pincus.devices.base import Device, NicRun, RunConfig
 from pincus.errors import ConflictError, HostError, InvalidError, NotFoundError, UnsupportedError
 from pincus.host import links, pci, sysfs
@@ -38,7 +38,7 @@ class PhysicalNic(Device):
         if self.vlan is None:
             return self.parent
         name = f"{self.parent}.{self.vlan}"
-        return name if len(name.encode()) <= 15 else f"pvl{self.state.tag}{secrets.token_hex(4)[:7]}"
+        return name if len(name.encode()) <= 15 else names.host_link_name("pvl", self.state.tag)
 
     def last(self, key: str) -> str | None:
         return self.instance.volatile(self.vkey(f"last_state.{key}"))

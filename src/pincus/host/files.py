@@ -4,14 +4,15 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import secrets
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from pincus.errors import HostError
+from pincus.errors import ConflictError, HostError
 
 
 def ensure_dir(path: Path, mode: int = 0o700) -> None:
@@ -68,3 +69,27 @@ def remove(path: Path) -> None:
         path.unlink(missing_ok=True)
     except OSError as e:
         raise HostError(f"remove {path}: {e.strerror or e}") from e
+
+
+def lock_pidfile(path: Path) -> IO[str]:
+    """Hold an exclusive lock on path for as long as the returned file stays open, with our pid in
+    it; ConflictError naming the holder's pid if another process has it."""
+    f = open(path, "a+")  # noqa: SIM115 - the caller holds it open: that is the lock
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        pid = f.read().strip() or "?"
+        f.close()
+        raise ConflictError(f"{path} is held by pid {pid}") from None
+    f.seek(0)
+    f.truncate()
+    f.write(str(os.getpid()))
+    f.flush()
+    return f
+
+
+def set_owner_mode(path: Path, uid: int, gid: int, mode: int) -> None:
+    """chown (-1 keeps that id) and chmod."""
+    os.chown(path, uid, gid)
+    os.chmod(path, mode)

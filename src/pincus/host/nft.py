@@ -332,6 +332,15 @@ def backend_name() -> str:
     return _get_runner().name
 
 
+def firewall_driver() -> str:
+    """What `GET /1.0` reports as the firewall: "nftables" when rules can be loaded, else "none"."""
+    try:
+        backend_name()
+    except HostError:
+        return "none"
+    return "nftables"
+
+
 def _script(cmds: Sequence[str]) -> str:
     return "\n".join(cmds) + "\n"
 

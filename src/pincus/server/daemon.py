@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import fcntl
 import grp
 import hashlib
 import logging
@@ -18,7 +17,9 @@ from typing import IO
 from pincus.api.http import serve
 from pincus.api.routes import build
 from pincus.db.store import Store
+from pincus.errors import ConflictError
 from pincus.events import EventHub, EventLogHandler
+from pincus.host import files
 from pincus.host.features import probe_kernel_features
 from pincus.server.server import Server
 from pincus.state import State
@@ -36,19 +37,10 @@ def daemon_tag(path: Path) -> str:
 
 
 def _acquire_lock(path: Path) -> IO[str]:
-    f = open(path / "pincusd.lock", "a+")  # noqa: SIM115 - held for the daemon's life
     try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.seek(0)
-        pid = f.read().strip() or "?"
-        f.close()
-        raise SystemExit(f"Error: pincusd is already running for {path} (pid {pid})") from None
-    f.seek(0)
-    f.truncate()
-    f.write(str(os.getpid()))
-    f.flush()
-    return f
+        return files.lock_pidfile(path / "pincusd.lock")
+    except ConflictError as e:
+        raise SystemExit(f"Error: pincusd is already running for {path}: {e}") from None
 
 
 def _setup_logging(logfile: Path, debug: bool, hub: EventHub) -> None:
@@ -83,11 +75,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     path = state_dir()
-    path.mkdir(parents=True, exist_ok=True)
-    os.chmod(path, 0o711)
+    # 0711: dnsmasq, once it has dropped to "nobody", must traverse it to its hosts files.
+    files.ensure_dir(path, 0o711)
+    files.set_owner_mode(path, -1, -1, 0o711)  # -1: whoever owns it keeps it
     gid = _socket_group(args.group)
     lock = _acquire_lock(path)
-    (path / "logs").mkdir(exist_ok=True)
+    files.ensure_dir(path / "logs")
 
     hub = EventHub()
     _setup_logging(Path(args.logfile) if args.logfile else path / "logs" / "pincusd.log", args.debug, hub)
@@ -100,8 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     shutdown = threading.Event()
     sock_path = path / "unix.socket"
     httpd = serve(sock_path, build(server, shutdown))
-    os.chown(sock_path, 0, gid)
-    os.chmod(sock_path, 0o660)
+    files.set_owner_mode(sock_path, 0, gid, 0o660)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         shutdown.set()

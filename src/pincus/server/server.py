@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import os
 import platform
-import shutil
 from typing import Any
 
 from pincus import __version__
+from pincus.host import nft
 from pincus.server.instances import Instances
 from pincus.server.networks import Networks
 from pincus.state import State
@@ -53,7 +53,7 @@ class Server:
                 "kernel": uname.system,
                 "kernel_version": uname.release,
                 "kernel_architecture": uname.machine,
-                "firewall": "nftables" if shutil.which("nft") else "none",
+                "firewall": nft.firewall_driver(),
                 "kernel_features": dict(self.state.features),
                 "storage": "dir",
             },
