@@ -114,12 +114,17 @@ def is_alive(proc: QemuProcess) -> bool:
 
 
 def _pidfd(proc: QemuProcess) -> int | None:
-    """A pidfd for exactly this QEMU (checked after opening, so no pid-reuse race), or None."""
+    """A pidfd for exactly this QEMU, exited or not, or None when the pid is gone or reused.
+
+    A zombie still counts: its leader turns Z before its other threads have exited, and only a
+    poll on the pidfd says when the whole process is gone and can be reaped.
+    """
     try:
         fd = os.pidfd_open(proc.pid)
     except ProcessLookupError:
         return None
-    if not is_alive(proc):
+    stat = _read_stat(proc.pid)  # checked after opening, so no pid-reuse race
+    if stat is None or stat[1] != proc.start_time:
         os.close(fd)
         return None
     return fd
@@ -129,7 +134,6 @@ def _wait_gone(proc: QemuProcess, timeout: float) -> bool:
     """Wait until the process has exited (and is reaped if ours); True when it is gone."""
     fd = _pidfd(proc)
     if fd is None:
-        _reap(proc.pid)
         return True
     try:
         poller = select.poll()
@@ -138,8 +142,10 @@ def _wait_gone(proc: QemuProcess, timeout: float) -> bool:
     finally:
         os.close(fd)
     if gone:
-        _reap(proc.pid)
-    return gone or not is_alive(proc)
+        # Readable means every thread has exited, so waiting on our child returns at once.
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(proc.pid, 0)
+    return gone
 
 
 def _kill(proc: QemuProcess) -> None:
@@ -383,7 +389,6 @@ def start_qemu(
 
     _kill(proc)
     _wait_gone(proc, _EXIT_GRACE)
-    _reap(pid)
     tail = _tail(state_dir / QEMU_LOG) or _tail(state_dir / CONSOLE_LOG)
     for path in created:
         path.unlink(missing_ok=True)
@@ -533,7 +538,7 @@ def stop_qemu(proc: QemuProcess, timeout: float, force: bool = False) -> None:
     A QMP error only moves on to the next step.
     """
     if not is_alive(proc):
-        _reap(proc.pid)
+        _wait_gone(proc, _EXIT_GRACE)  # it may be exiting still: wait for the last thread
         return
     if not force:
         with contextlib.suppress(HostError):
