@@ -235,3 +235,15 @@ def test_parent_that_vanished_is_a_clear_error(daemon: Daemon, prefix: str) -> N
     daemon.cli("init", "c1")
     msg = daemon.fails("config", "device", "add", "c1", "eth0", "nic", "network=lan", "name=eth0")
     assert f'parent "{nic}" of physical network "lan" does not exist' in msg
+
+
+def test_a_bridge_parent_network_hands_its_vlan_to_the_port(daemon: Daemon, prefix: str) -> None:
+    """The network's "vlan" reaches the bridged NIC (tests/guestkernel runs the working path)."""
+    lan = f"{prefix}lan"
+    daemon.ns.add_bridge(lan)
+    daemon.cli("network", "create", "v10", "--type=physical", f"parent={lan}", "vlan=10")
+    daemon.cli("init", "c1", "-n", "v10")
+    links_before = daemon.ns.link_names()
+    msg = daemon.fails("start", "c1")
+    assert "bridge VLAN filtering is not supported by this kernel" in msg
+    assert daemon.ns.link_names() == links_before

@@ -33,17 +33,22 @@ class PhysicalNetworkNic(Device):
         self.vanished = not present and not held
         self.bridged = present and sysfs.is_bridge(self.parent)
         self.inner: Device
+        # The network decides these; the NIC may not set them (registry refuses it).
         if self.bridged:
+            # On a bridge, the network's VLANs are the port's: untagged "vlan", tagged "vlan.tagged".
+            # Its "mtu" is the bridge's own, which a bridged NIC follows anyway.
+            inherited = self._from_network("vlan", "vlan.tagged")
             self.inner = BridgedNic(
-                state, instance, name, {**config, "nictype": "bridged", "parent": self.parent}
+                state, instance, name, {**inherited, **config, "nictype": "bridged", "parent": self.parent}
             )
         else:
-            inherited: dict[str, str] = {
-                k: network.config[k] for k in ("vlan", "gvrp", "mtu") if k in network.config
-            }
+            inherited = self._from_network("vlan", "gvrp", "mtu")
             self.inner = PhysicalNic(
                 state, instance, name, {**inherited, **config, "nictype": "physical", "parent": self.parent}
             )
+
+    def _from_network(self, *keys: str) -> dict[str, str]:
+        return {k: self.network.config[k] for k in keys if k in self.network.config}
 
     def key_table(self) -> KeyTable:
         return self.inner.key_table()
