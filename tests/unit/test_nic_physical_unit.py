@@ -38,7 +38,12 @@ def test_vlan_sub_interface_is_created_moved_in_and_deleted_on_stop(
         index=42, name="eth7.10", kind="vlan", mac="02:00:00:00:00:07", mtu=1500, up=False,
         operstate="down", carrier=False, master=None, txqlen=1000,
     )  # fmt: skip
-    monkeypatch.setattr(links, "get_link", lambda name, netns=None: info if name == "eth7.10" else None)
+    parent = links.LinkInfo(
+        index=7, name="eth7", kind=None, mac="02:00:00:00:00:70", mtu=1500, up=False,
+        operstate="down", carrier=False, master=None, txqlen=1000,
+    )  # fmt: skip
+    known = {"eth7.10": info, "eth7": parent}
+    monkeypatch.setattr(links, "get_link", lambda name, netns=None: known.get(name))
     inst = FakeInstance()
     config = {"type": "nic", "nictype": "physical", "parent": "eth7", "vlan": "10", "gvrp": "true"}
     config["name"] = "eth0"
@@ -49,13 +54,16 @@ def test_vlan_sub_interface_is_created_moved_in_and_deleted_on_stop(
     assert fakehost.of("links.create_vlan") == [("eth7.10", "eth7", 10, True)]
     assert run.nics[0].move_link == "eth7.10" and run.nics[0].name == "eth0"
     assert inst.vol["volatile.eth0.last_state.created"] == "true"
-    # On stop the sub-interface comes back out of the container and is deleted, not restored.
-    monkeypatch.setattr(
-        links, "get_link", lambda name, netns=None: info if name in ("eth0", "eth7.10") else None
-    )
+    # The parent was down: a VLAN interface cannot come up on it, so it is brought up first.
+    assert fakehost.of("links.set_up") == [("eth7",)]
+    assert inst.vol["volatile.eth0.last_state.parent_up"] == "false"
+    # On stop the sub-interface comes back out of the container and is deleted, not restored,
+    # and the parent goes down again: no other VLAN uses it.
+    known["eth0"] = info
     dev.post_stop()
     assert fakehost.of("links.move_link_to_netns") == [("eth0", None, "eth7.10", "/run/netns/x")]
     assert fakehost.of("links.delete_link")[-1] == ("eth7.10",)
+    assert fakehost.of("links.set_down")[-1] == ("eth7",)
     assert not [k for k in inst.vol if "last_state" in k]
 
 

@@ -19,7 +19,9 @@ from pincus.host import links, pci, sysfs
 from pincus.reverter import Reverter
 
 # What is saved before anything changes, so stop, unplug and crash recovery can put it back.
-LAST_STATE = ("name", "mtu", "hwaddr", "up", "ifindex", "created", "pci.slot", "pci.driver")
+LAST_STATE = (
+    "name", "mtu", "hwaddr", "up", "ifindex", "created", "vlan_parent", "parent_up", "pci.slot", "pci.driver",
+)  # fmt: skip
 
 
 class PhysicalNic(Device):
@@ -98,9 +100,10 @@ class PhysicalNic(Device):
         if self.instance.type != CONTAINER:
             return self._start_passthrough()
         with Reverter() as undo:
-            link_name, created = self.parent, False
+            link_name, created, vlan_state = self.parent, False, {}
             if self.vlan is not None:
                 link_name = self.host_link()
+                vlan_state = self._parent_up_for_vlan(undo)
                 links.create_vlan(
                     link_name, self.parent, self.vlan, parse_bool(self.config.get("gvrp", "false"))
                 )
@@ -118,6 +121,7 @@ class PhysicalNic(Device):
                     self.vkey("last_state.up"): "true" if info.up else "false",
                     self.vkey("last_state.ifindex"): str(info.index),
                     self.vkey("last_state.created"): "true" if created else "false",
+                    **vlan_state,
                 }
             )
             undo.add(self._forget_last_state)
@@ -154,6 +158,40 @@ class PhysicalNic(Device):
         nic = NicRun(device=self.name, hwaddr="", qemu_args=args, passthrough=True)
         return RunConfig(nics=[nic])
 
+    def _parent_up_for_vlan(self, undo: Reverter) -> dict[str, str]:
+        """A VLAN interface only comes up on a parent that is up (as Incus, bring it up).
+
+        Returns the volatile keys that let the last VLAN user of this parent put it back down:
+        every user remembers that it was down, so whichever stops last knows.
+        """
+        parent = links.get_link(self.parent)
+        if parent is None:
+            raise self.missing_parent_error("the device")
+        was_down = not parent.up or any(self._remembers_parent_down(h) for h in self._other_vlan_users())
+        if not parent.up:
+            links.set_up(self.parent)
+            undo.add(links.set_down, self.parent)
+        state = {self.vkey("last_state.vlan_parent"): self.parent}
+        if was_down:
+            state[self.vkey("last_state.parent_up")] = "false"
+        return state
+
+    def _other_vlan_users(self) -> list[tuple[str, str]]:
+        """(instance, volatile key) of every other NIC with a VLAN interface on this parent."""
+        mine = (self.instance.name, self.vkey("last_state.vlan_parent"))
+        holders = db_instances.volatile_holders(self.state.store, ".last_state.vlan_parent", self.parent)
+        return [h for h in holders if h != mine]
+
+    def _remembers_parent_down(self, holder: tuple[str, str]) -> bool:
+        instance, key = holder
+        flag = (instance, key.removesuffix("vlan_parent") + "parent_up")
+        return flag in db_instances.volatile_holders(self.state.store, ".last_state.parent_up", "false")
+
+    def _parent_down_if_last(self) -> None:
+        last_user = self.last("parent_up") == "false" and not self._other_vlan_users()
+        if last_user and links.get_link(self.parent) is not None:
+            links.set_down(self.parent)
+
     def stop(self) -> RunConfig:
         return RunConfig(
             nics=[NicRun(device=self.name, hwaddr="", passthrough=self.instance.type != CONTAINER)]
@@ -180,13 +218,15 @@ class PhysicalNic(Device):
             here = original
         else:
             here = self._find_on_host(original)
+        if self.last("created") == "true":
+            if here is not None:  # a VLAN interface in a netns that died went with it
+                links.delete_link(here)
+            self._parent_down_if_last()
+            return
         if here is None:
             raise HostError(
                 f'Interface "{original}" of device "{self.name}" is neither in the instance nor on the host'
             )
-        if self.last("created") == "true":
-            links.delete_link(here)
-            return
         if here != original:
             links.rename_link(here, original)
         if self.last("mtu"):
