@@ -4,7 +4,9 @@
 # prints marker lines on ttyS0 and powers off. Boot it with -append 'console=ttyS0 quiet'.
 #
 # Output: $PINCUS_GUEST_CACHE (default <repo>/.cache/guest)/vmlinuz and /initrd.img; their paths
-# are also the last two lines printed. A second run is a no-op while this script is unchanged.
+# are also the last two lines printed. Beside them, modules/lib/modules/<version>/ keeps the
+# kernel's networking modules, indexed by depmod, for the guest that runs tests against a
+# kernel with the features the host lacks (tests/guestkernel/image.py). A second run is a no-op while this script is unchanged.
 # Needs root on Debian 12 with apt, busybox-static and cpio (scripts/setup.sh installs them).
 #
 # Markers the guest prints (one per line, on ttyS0):
@@ -33,7 +35,7 @@ mkdir -p "$CACHE"
 want=$(sha256sum "$0" | cut -d' ' -f1)
 
 up_to_date() {
-  [ -s "$CACHE/vmlinuz" ] && [ -s "$CACHE/initrd.img" ] &&
+  [ -s "$CACHE/vmlinuz" ] && [ -s "$CACHE/initrd.img" ] && [ -d "$CACHE/modules/lib/modules" ] &&
     [ "$(cat "$CACHE/stamp" 2>/dev/null)" = "$want" ]
 }
 
@@ -59,7 +61,7 @@ if ! dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "install 
   echo "build-guest: busybox-static is not installed (a dynamic busybox cannot run in the initramfs)" >&2
   exit 1
 fi
-for tool in cpio gzip apt-get dpkg; do
+for tool in cpio gzip apt-get dpkg depmod; do
   command -v "$tool" >/dev/null || { echo "build-guest: $tool not found" >&2; exit 1; }
 done
 
@@ -97,6 +99,15 @@ moddir="$WORK/kernel/lib/modules/$kver"
 [ -d "$moddir" ] || moddir=$(find "$WORK/kernel/lib/modules" -mindepth 1 -maxdepth 1 -type d | head -n1)
 vmlinuz=$(find "$WORK/kernel/boot" -name 'vmlinuz-*' | head -n1)
 [ -n "$vmlinuz" ] || { echo "build-guest: no vmlinuz in $pkg" >&2; exit 1; }
+
+# Networking modules and what they depend on (lib, crypto); depmod makes modprobe work on them.
+kver=$(basename "$moddir")
+keep="$WORK/modules/lib/modules/$kver"
+mkdir -p "$keep/kernel/drivers"
+cp -a "$moddir"/modules.order "$moddir"/modules.builtin* "$keep/"
+cp -a "$moddir/kernel/net" "$moddir/kernel/lib" "$moddir/kernel/crypto" "$keep/kernel/"
+cp -a "$moddir/kernel/drivers/net" "$keep/kernel/drivers/"
+depmod -b "$WORK/modules" "$kver"
 
 # --- initramfs tree ---
 R="$WORK/root"
@@ -229,6 +240,8 @@ chmod 0755 "$R/etc/acpi/PWRF/00000080"
 cp "$vmlinuz" "$WORK/vmlinuz"
 mv -f "$WORK/vmlinuz" "$CACHE/vmlinuz"
 mv -f "$WORK/initrd.img" "$CACHE/initrd.img"
+rm -rf "$CACHE/modules"
+mv "$WORK/modules" "$CACHE/modules"
 echo "$pkg" >"$CACHE/kernel-package"
 echo "$want" >"$CACHE/stamp"
 finish

@@ -495,6 +495,7 @@ def test_spoofed_source_mac_is_not_learnt_by_the_bridge(lan: Lan, probe: FramePr
         assert not lands_on_a(frame, lan.mac_b), f"{name}: B's MAC moved to A's port"
         assert not lands_on_a(spoofs(unused % i)[name], unused % i), f"{name}: new MAC learnt"
     lan.run(nft.remove_nic_filter, t, lan.port_a)
+
     # The check must be able to see a poisoned FDB. B's own traffic can win the race against
     # one spoofed frame, so the control may take a few tries; the filtered case above may not.
     def moved_within_tries(frame: bytes, tries: int = 5) -> bool:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable
 
 import yaml
 
-from tests.pincus_testlib import Daemon
+from tests.pincus_testlib import BIN, Daemon
 
 
 def config(daemon: Daemon, name: str) -> dict[str, str]:
@@ -35,3 +36,47 @@ def wait_for(cond: Callable[[], bool], timeout: float = 10, what: str = "conditi
 
 def ip_link_snapshot(daemon: Daemon) -> list[tuple[str, str | None]]:
     return sorted((link["ifname"], link.get("master")) for link in daemon.ns.ipj("link", "show"))
+
+
+_RECEIVER = """
+import socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], 5001))
+s.listen(1)
+c, _ = s.accept()
+n, t = 0, None
+while True:
+    b = c.recv(65536)
+    if not b:
+        break
+    t = t or time.monotonic()
+    n += len(b)
+print(n * 8 / (time.monotonic() - t))
+"""
+
+_SENDER = """
+import socket, sys, time
+s = socket.create_connection((sys.argv[1], 5001))
+end = time.monotonic() + float(sys.argv[2])
+b = b"x" * 16384
+while time.monotonic() < end:
+    s.sendall(b)
+s.close()
+"""
+
+
+def tcp_rate(daemon: Daemon, sender: str, receiver: str, receiver_ip: str, seconds: float = 2.5) -> float:
+    """Bits per second one TCP stream carries from sender to receiver (two containers)."""
+    rx = subprocess.Popen(
+        [str(BIN / "pincus"), "exec", receiver, "--", "python3", "-c", _RECEIVER, receiver_ip],
+        env=daemon.env, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(0.5)
+        daemon.cli("exec", sender, "--", "python3", "-c", _SENDER, receiver_ip, str(seconds), timeout=60)
+        out, _ = rx.communicate(timeout=60)
+    finally:
+        rx.kill()
+        rx.wait()
+    return float(out.strip())

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import time
 
 import pytest
 
-from tests.integration.helpers import config, in_container, ping
-from tests.pincus_testlib import BIN, Daemon
+from tests.integration.helpers import config, in_container, ping, tcp_rate
+from tests.pincus_testlib import Daemon
 
 
 def _container(daemon: Daemon, name: str, bridge: str, v4: str, v6: str | None = None, *keys: str) -> str:
@@ -153,26 +151,5 @@ def test_a_10mbit_egress_limit_holds_between_two_containers(daemon: Daemon, pref
     daemon.ns.add_bridge(br)
     _container(daemon, "c1", br, "10.250.23.2", None, "limits.egress=10Mbit")
     _container(daemon, "c2", br, "10.250.23.3")
-    receiver = (
-        "import socket,time\n"
-        "s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('10.250.23.3',5001));"
-        "s.listen(1);c,_=s.accept();n=0;t=None\n"
-        "while True:\n"
-        "  b=c.recv(65536)\n"
-        "  if not b: break\n"
-        "  t=t or time.monotonic();n+=len(b)\n"
-        "print(n*8/(time.monotonic()-t))\n"
-    )
-    sender = (
-        "import socket,time\n"
-        "s=socket.create_connection(('10.250.23.3',5001));end=time.monotonic()+2.5;b=b'x'*16384\n"
-        "while time.monotonic()<end: s.sendall(b)\n"
-        "s.close()\n"
-    )
-    rx = subprocess.Popen([str(BIN / "pincus"), "exec", "c2", "--", "python3", "-c", receiver],
-                          env=daemon.env, stdout=subprocess.PIPE, text=True)  # fmt: skip
-    time.sleep(0.5)
-    daemon.cli("exec", "c1", "--", "python3", "-c", sender, timeout=30)
-    out, _ = rx.communicate(timeout=30)
-    rate = float(out.strip())
+    rate = tcp_rate(daemon, "c1", "c2", "10.250.23.3")
     assert 8_000_000 <= rate <= 12_000_000, rate

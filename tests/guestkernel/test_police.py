@@ -1,0 +1,55 @@
+"""Egress limits with the tc police action, on a kernel that has it (the host's has not).
+
+Runs inside the test guest only (see conftest.py). With police there is no IFB: the host end's
+ingress is policed directly.
+"""
+
+from __future__ import annotations
+
+import re
+
+from tests.integration.helpers import config, in_container, tcp_rate
+from tests.pincus_testlib import Daemon
+
+
+def _police_rates(daemon: Daemon, dev: str) -> list[str]:
+    """Rates of every police action on dev's ingress, as tc prints them ("10Mbit").
+
+    tc's JSON names the police action but leaves its rate out, so the text is read.
+    """
+    out = daemon.ns.run("tc", "filter", "show", "dev", dev, "ingress").stdout
+    return re.findall(r"\bpolice 0x[0-9a-f]+ rate (\S+)", out)
+
+
+def _ifbs(daemon: Daemon) -> list[str]:
+    return [
+        link["ifname"]
+        for link in daemon.ns.ipj("-d", "link", "show")
+        if link.get("linkinfo", {}).get("info_kind") == "ifb"
+    ]
+
+
+def _container(daemon: Daemon, name: str, bridge: str, address: str, *keys: str) -> str:
+    daemon.cli("init", name)
+    daemon.cli("config", "device", "add", name, "eth0", "nic", "nictype=bridged", f"parent={bridge}", *keys)
+    daemon.cli("start", name)
+    in_container(daemon, name, "ip", "addr", "add", f"{address}/24", "dev", "eth0")
+    return config(daemon, name)["volatile.eth0.host_name"]
+
+
+def test_egress_is_policed_without_an_ifb_and_updates_live(daemon: Daemon, prefix: str) -> None:
+    br = f"{prefix}br"
+    daemon.ns.add_bridge(br)
+    host = _container(daemon, "c1", br, "10.250.44.1", "limits.egress=10Mbit")
+    _container(daemon, "c2", br, "10.250.44.2")
+    assert _police_rates(daemon, host) == ["10Mbit"]
+    assert _ifbs(daemon) == []
+    rate = tcp_rate(daemon, "c1", "c2", "10.250.44.2", seconds=3)
+    assert 8_000_000 <= rate <= 12_000_000, rate
+
+    daemon.cli("config", "device", "set", "c1", "eth0", "limits.egress=20Mbit")
+    assert _police_rates(daemon, host) == ["20Mbit"]
+    daemon.cli("config", "device", "unset", "c1", "eth0", "limits.egress")
+    assert _police_rates(daemon, host) == []
+    assert _ifbs(daemon) == []
+    daemon.cli("stop", "c1", "c2", "-f")
