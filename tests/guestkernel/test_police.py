@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from tests.integration.helpers import config, in_container, tcp_rate
+from tests.integration.helpers import bridged_container, tcp_rate
 from tests.pincus_testlib import Daemon
 
 
@@ -29,19 +29,11 @@ def _ifbs(daemon: Daemon) -> list[str]:
     ]
 
 
-def _container(daemon: Daemon, name: str, bridge: str, address: str, *keys: str) -> str:
-    daemon.cli("init", name)
-    daemon.cli("config", "device", "add", name, "eth0", "nic", "nictype=bridged", f"parent={bridge}", *keys)
-    daemon.cli("start", name)
-    in_container(daemon, name, "ip", "addr", "add", f"{address}/24", "dev", "eth0")
-    return config(daemon, name)["volatile.eth0.host_name"]
-
-
 def test_egress_is_policed_without_an_ifb_and_updates_live(daemon: Daemon, prefix: str) -> None:
     br = f"{prefix}br"
     daemon.ns.add_bridge(br)
-    host = _container(daemon, "c1", br, "10.250.44.1", "limits.egress=10Mbit")
-    _container(daemon, "c2", br, "10.250.44.2")
+    host = bridged_container(daemon, "c1", br, "10.250.44.1", None, "limits.egress=10Mbit")
+    bridged_container(daemon, "c2", br, "10.250.44.2")
     assert _police_rates(daemon, host) == ["10Mbit"]
     assert _ifbs(daemon) == []
     rate = tcp_rate(daemon, "c1", "c2", "10.250.44.2", seconds=3)

@@ -10,7 +10,7 @@ import os
 import signal
 from typing import Any
 
-from tests.integration.helpers import config, in_container, ping, wait_for
+from tests.integration.helpers import bridged_container, config, in_container, ping, wait_for
 from tests.pincus_testlib import Daemon
 
 
@@ -30,20 +30,12 @@ def _vlan_bridge(daemon: Daemon, name: str) -> None:
     daemon.ns.ip("link", "set", name, "type", "bridge", "vlan_filtering", "1")
 
 
-def _on_vlan(daemon: Daemon, name: str, bridge: str, address: str, *keys: str) -> str:
-    daemon.cli("init", name)
-    daemon.cli("config", "device", "add", name, "eth0", "nic", "nictype=bridged", f"parent={bridge}", *keys)
-    daemon.cli("start", name)
-    in_container(daemon, name, "ip", "addr", "add", f"{address}/24", "dev", "eth0")
-    return config(daemon, name)["volatile.eth0.host_name"]
-
-
 def test_bridged_ports_join_exactly_their_vlans_and_traffic_follows(daemon: Daemon, prefix: str) -> None:
     br = f"{prefix}br"
     _vlan_bridge(daemon, br)
-    p1 = _on_vlan(daemon, "c1", br, "10.250.40.1", "vlan=10", "vlan.tagged=20,30")
-    _on_vlan(daemon, "c2", br, "10.250.40.2", "vlan=10")
-    p3 = _on_vlan(daemon, "c3", br, "10.250.40.3", "vlan=20")
+    p1 = bridged_container(daemon, "c1", br, "10.250.40.1", None, "vlan=10", "vlan.tagged=20,30")
+    bridged_container(daemon, "c2", br, "10.250.40.2", None, "vlan=10")
+    p3 = bridged_container(daemon, "c3", br, "10.250.40.3", None, "vlan=20")
     # The default VLAN 1 is gone: the port is in 10 (PVID, untagged on egress) and carries 20, 30 tagged.
     assert _port_vlans(daemon, p1) == {10: {"PVID", "Egress Untagged"}, 20: set(), 30: set()}
     assert _port_vlans(daemon, p3) == {20: {"PVID", "Egress Untagged"}}
@@ -66,8 +58,8 @@ def test_bridged_ports_join_exactly_their_vlans_and_traffic_follows(daemon: Daem
 def test_tagged_frames_reach_a_vlan_interface_inside_the_container(daemon: Daemon, prefix: str) -> None:
     br = f"{prefix}br"
     _vlan_bridge(daemon, br)
-    _on_vlan(daemon, "c1", br, "10.250.41.1", "vlan=10", "vlan.tagged=30")
-    _on_vlan(daemon, "c2", br, "10.250.41.2", "vlan=30")
+    bridged_container(daemon, "c1", br, "10.250.41.1", None, "vlan=10", "vlan.tagged=30")
+    bridged_container(daemon, "c2", br, "10.250.41.2", None, "vlan=30")
     # c1 speaks VLAN 30 tagged over its own 802.1Q interface; c2 gets it untagged.
     in_container(
         daemon, "c1", "ip", "link", "add", "link", "eth0", "name", "eth0.30", "type", "vlan", "id", "30"

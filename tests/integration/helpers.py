@@ -25,6 +25,19 @@ def ping(daemon: Daemon, name: str, address: str, count: int = 1) -> bool:
     return r.returncode == 0
 
 
+def bridged_container(
+    daemon: Daemon, name: str, bridge: str, v4: str, v6: str | None = None, *keys: str
+) -> str:
+    """A started container with eth0 bridged to bridge (with keys) and these addresses; its host end."""
+    daemon.cli("init", name)
+    daemon.cli("config", "device", "add", name, "eth0", "nic", "nictype=bridged", f"parent={bridge}", *keys)
+    daemon.cli("start", name)
+    in_container(daemon, name, "ip", "addr", "add", f"{v4}/24", "dev", "eth0")
+    if v6:
+        in_container(daemon, name, "ip", "addr", "add", f"{v6}/64", "dev", "eth0", "nodad")
+    return config(daemon, name)["volatile.eth0.host_name"]
+
+
 def wait_for(cond: Callable[[], bool], timeout: float = 10, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -6,18 +6,8 @@ import json
 
 import pytest
 
-from tests.integration.helpers import config, in_container, ping, tcp_rate
+from tests.integration.helpers import bridged_container, config, in_container, ping, tcp_rate
 from tests.pincus_testlib import Daemon
-
-
-def _container(daemon: Daemon, name: str, bridge: str, v4: str, v6: str | None = None, *keys: str) -> str:
-    daemon.cli("init", name)
-    daemon.cli("config", "device", "add", name, "eth0", "nic", "nictype=bridged", f"parent={bridge}", *keys)
-    daemon.cli("start", name)
-    in_container(daemon, name, "ip", "addr", "add", f"{v4}/24", "dev", "eth0")
-    if v6:
-        in_container(daemon, name, "ip", "addr", "add", f"{v6}/64", "dev", "eth0", "nodad")
-    return config(daemon, name)["volatile.eth0.host_name"]
 
 
 def _filtered_ports(daemon: Daemon) -> list[str]:
@@ -32,8 +22,8 @@ def test_spoofing_is_dropped_with_filtering_and_passes_without(daemon: Daemon, p
     daemon.ns.add_bridge(br)
     keys = ("security.ipv4_filtering=true", "ipv4.address=10.250.20.2",
             "security.ipv6_filtering=true", "ipv6.address=fd42:250:20::2")  # fmt: skip
-    host1 = _container(daemon, "c1", br, "10.250.20.2", "fd42:250:20::2", *keys)
-    _container(daemon, "c2", br, "10.250.20.3", "fd42:250:20::3")
+    host1 = bridged_container(daemon, "c1", br, "10.250.20.2", "fd42:250:20::2", *keys)
+    bridged_container(daemon, "c2", br, "10.250.20.3", "fd42:250:20::3")
     assert host1 in _filtered_ports(daemon)
     # Legitimate traffic passes.
     assert ping(daemon, "c1", "10.250.20.3")
@@ -78,9 +68,9 @@ def test_spoofing_is_dropped_with_filtering_and_passes_without(daemon: Daemon, p
 def test_port_isolation(daemon: Daemon, prefix: str) -> None:
     br = f"{prefix}br"
     daemon.ns.add_bridge(br)
-    h1 = _container(daemon, "c1", br, "10.250.21.2", None, "security.port_isolation=true")
-    _container(daemon, "c2", br, "10.250.21.3", None, "security.port_isolation=true")
-    _container(daemon, "c3", br, "10.250.21.4")
+    h1 = bridged_container(daemon, "c1", br, "10.250.21.2", None, "security.port_isolation=true")
+    bridged_container(daemon, "c2", br, "10.250.21.3", None, "security.port_isolation=true")
+    bridged_container(daemon, "c3", br, "10.250.21.4")
     assert daemon.ns.run("cat", f"/sys/class/net/{h1}/brport/isolated").stdout.strip() == "1"
     assert not ping(daemon, "c1", "10.250.21.3")
     assert ping(daemon, "c1", "10.250.21.4")
@@ -101,8 +91,9 @@ def test_limits_routes_queue_and_connected_update_live(daemon: Daemon, prefix: s
     br = f"{prefix}br"
     daemon.ns.add_bridge(br)
     daemon.ns.ip("addr", "add", "10.250.22.1/24", "dev", br)  # the host's side of the routes' next hop
-    host = _container(daemon, "c1", br, "10.250.22.2", None, "limits.ingress=10Mbit", "limits.egress=20Mbit",
-                      "ipv4.address=10.250.22.2", "ipv4.routes=10.250.99.0/24")  # fmt: skip
+    host = bridged_container(daemon, "c1", br, "10.250.22.2", None, "limits.ingress=10Mbit",
+                             "limits.egress=20Mbit", "ipv4.address=10.250.22.2",
+                             "ipv4.routes=10.250.99.0/24")  # fmt: skip
     assert _tc_rates(daemon, host) == [1_250_000]  # tc reports bytes per second
     ifbs = [link["ifname"] for link in daemon.ns.ipj("-d", "link", "show") if link.get("linkinfo", {}).get(
         "info_kind") == "ifb"]  # fmt: skip
@@ -149,7 +140,7 @@ def test_vlan_on_this_kernel_gives_the_named_feature_error(daemon: Daemon, prefi
 def test_a_10mbit_egress_limit_holds_between_two_containers(daemon: Daemon, prefix: str) -> None:
     br = f"{prefix}br"
     daemon.ns.add_bridge(br)
-    _container(daemon, "c1", br, "10.250.23.2", None, "limits.egress=10Mbit")
-    _container(daemon, "c2", br, "10.250.23.3")
+    bridged_container(daemon, "c1", br, "10.250.23.2", None, "limits.egress=10Mbit")
+    bridged_container(daemon, "c2", br, "10.250.23.3")
     rate = tcp_rate(daemon, "c1", "c2", "10.250.23.3")
     assert 8_000_000 <= rate <= 12_000_000, rate

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import signal
 
+import pytest
+
 from pincus.host import qemu
 from tests.integration.helpers import config, in_container, ping, wait_for
 from tests.pincus_testlib import Daemon
@@ -195,17 +197,6 @@ def test_nic_parent_comes_back_after_daemon_sigkill_restart_and_stop(daemon: Dae
     assert _nic_state(daemon, nic) == original
 
 
-def test_vlan_on_a_nic_parent_names_the_missing_kernel_feature(daemon: Daemon, prefix: str) -> None:
-    nic = f"{prefix}nic"
-    daemon.ns.add_standin_nic(nic)
-    daemon.cli("network", "create", "v10", "--type=physical", f"parent={nic}", "vlan=10")
-    daemon.cli("init", "c1", "-n", "v10")
-    links_before = daemon.ns.link_names()
-    msg = daemon.fails("start", "c1")
-    assert "802.1Q VLAN interfaces are not supported by this kernel" in msg
-    assert daemon.ns.link_names() == links_before
-
-
 def test_physical_network_mtu_is_applied_and_restored(daemon: Daemon, prefix: str) -> None:
     nic = f"{prefix}nic"
     daemon.ns.add_standin_nic(nic)
@@ -237,13 +228,20 @@ def test_parent_that_vanished_is_a_clear_error(daemon: Daemon, prefix: str) -> N
     assert f'parent "{nic}" of physical network "lan" does not exist' in msg
 
 
-def test_a_bridge_parent_network_hands_its_vlan_to_the_port(daemon: Daemon, prefix: str) -> None:
-    """The network's "vlan" reaches the bridged NIC (tests/guestkernel runs the working path)."""
-    lan = f"{prefix}lan"
-    daemon.ns.add_bridge(lan)
-    daemon.cli("network", "create", "v10", "--type=physical", f"parent={lan}", "vlan=10")
+@pytest.mark.parametrize(
+    ("parent", "missing"),
+    [
+        ("nic", "802.1Q VLAN interfaces are not supported by this kernel"),
+        # The network's "vlan" reaches the bridged NIC, which needs bridge VLAN filtering.
+        ("bridge", "bridge VLAN filtering is not supported by this kernel"),
+    ],
+)
+def test_vlan_names_the_missing_feature(daemon: Daemon, prefix: str, parent: str, missing: str) -> None:
+    """tests/guestkernel runs the working paths on a kernel that has these features."""
+    iface = f"{prefix}{parent[:3]}"
+    daemon.ns.add_bridge(iface) if parent == "bridge" else daemon.ns.add_standin_nic(iface)
+    daemon.cli("network", "create", "v10", "--type=physical", f"parent={iface}", "vlan=10")
     daemon.cli("init", "c1", "-n", "v10")
     links_before = daemon.ns.link_names()
-    msg = daemon.fails("start", "c1")
-    assert "bridge VLAN filtering is not supported by this kernel" in msg
+    assert missing in daemon.fails("start", "c1")
     assert daemon.ns.link_names() == links_before
