@@ -37,7 +37,7 @@ def timed(label: str, n: int, op: Callable[[int], object]) -> None:
 
 
 def inner(n: int, container: str) -> None:
-    from pincus.host import links
+    from pincus.host import links, netlink
 
     ns = f"/run/netns/{container}"
     timed(
@@ -73,14 +73,14 @@ def inner(n: int, container: str) -> None:
 
     # The ways to get a netlink socket inside another namespace.
     fd = os.open(ns, os.O_RDONLY)
-    timed("socket in netns via links' helper thread", n, lambda i: links._netns_sockets.open(fd).close())
+    timed("socket in netns via netlink's helper thread", n, lambda i: netlink._netns_sockets.open(fd).close())
 
     def thread_per_call(_: int) -> None:
         out: list[socket.socket] = []
 
         def run() -> None:
-            links._setns(fd)
-            out.append(links._new_socket())
+            netlink.setns(fd)
+            out.append(netlink.new_socket())
 
         t = threading.Thread(target=run)
         t.start()
@@ -91,11 +91,11 @@ def inner(n: int, container: str) -> None:
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
 
     def in_caller(_: int) -> None:
-        links._setns(fd)
+        netlink.setns(fd)
         try:
-            s = links._new_socket()
+            s = netlink.new_socket()
         finally:
-            links._setns(home)
+            netlink.setns(home)
         s.close()
 
     timed("socket in netns via setns in the caller", n, in_caller)

@@ -386,7 +386,7 @@ def test_burst_is_10ms_of_traffic_but_at_least_one_largest_frame() -> None:
 
 
 def test_a_namespace_that_cannot_be_entered_is_a_host_error() -> None:
-    with pytest.raises(HostError, match="enter netns /nonexistent/ns"):
+    with pytest.raises(HostError, match="cannot enter the network namespace"):
         tc.apply_limits("nosuchdev0", Limits(10 * MBIT, None, None), "pifnone", False, "/nonexistent/ns")
 
 

@@ -40,9 +40,8 @@ ever dumped, and a call costs well under a millisecond of netlink plus, for a ne
 deleted one, the kernel's own link creation/unregistration (the latter waits for an RCU grace
 period, ~20 ms, so an update that keeps an egress limit keeps its IFB).
 
-When ``netns`` is given, the netlink socket is opened by a short-lived thread that has joined
-that namespace (``setns`` affects only the calling thread); the socket stays bound to it, so any
-namespace handle path works, not only ``ip netns`` names, and the caller's thread never moves.
+The requests go through host/netlink.py, which also opens the socket inside ``netns`` when one
+is given (any namespace handle path, not only ``ip netns`` names; the caller's thread never moves).
 """
 
 from __future__ import annotations
@@ -57,16 +56,12 @@ import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import TracebackType
-from typing import TypeVar
 
 from pincus.errors import HostError, InvalidError, UnsupportedError
-from pincus.host import links
+from pincus.host import links, netlink
 from pincus.reverter import Reverter
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 MIN_RATE_BPS = 1_000  # below this the bucket of one large frame takes minutes to fill
 MAX_RATE_BPS = 2**63 - 1  # everything a bit rate key accepts; tbf takes 64-bit rates
@@ -114,8 +109,14 @@ def has_police(netns: str | None = None) -> bool:
     global _police_available
     with _police_lock:
         if _police_available is None:
-            with _Rtnl(_in_thread(_new_socket, _unshare_netns)) as nl:
-                _police_available = _probe_police(nl)
+            try:
+                conn = netlink.Rtnl(netlink.socket_in_new_netns())
+            except OSError as e:
+                raise HostError(f"probe the tc police action: {netlink.reason(e)}") from e
+            try:
+                _police_available = _probe_police(_Tc(conn))
+            finally:
+                conn.close()
         return _police_available
 
 
@@ -129,15 +130,15 @@ def apply_limits(dev: str, limits: Limits, ifb_name: str, use_police: bool, netn
     """
     _check_limits(limits)
     _check_ifb_name(ifb_name)
-    with _Rtnl(_open_socket(netns)) as nl:
-        _apply(nl, dev, limits, ifb_name, use_police, own_netns=netns is None)
+    with netlink.rtnl(f"apply limits on {dev}", netns) as conn:
+        _apply(_Tc(conn), dev, limits, ifb_name, use_police, own_netns=netns is None)
 
 
 def clear_limits(dev: str, ifb_name: str, netns: str | None = None) -> None:
     """Remove the limits pincus set on `dev` and delete its IFB; anything missing is fine."""
     _check_ifb_name(ifb_name)
-    with _Rtnl(_open_socket(netns)) as nl:
-        _clear(nl, dev, ifb_name)
+    with netlink.rtnl(f"clear limits on {dev}", netns) as conn:
+        _clear(_Tc(conn), dev, ifb_name)
 
 
 def burst_bytes(rate_bps: int) -> int:
@@ -168,7 +169,7 @@ def _check_ifb_name(ifb_name: str) -> None:
 # --- the operations, as netlink steps --------------------------------------------------------------
 
 
-def _apply(nl: _Rtnl, dev: str, limits: Limits, ifb: str, use_police: bool, own_netns: bool = False) -> None:
+def _apply(nl: _Tc, dev: str, limits: Limits, ifb: str, use_police: bool, own_netns: bool = False) -> None:
     op = f"apply limits on {dev}"
     link = nl.get_link(dev)
     if link is None:
@@ -256,14 +257,14 @@ def _apply(nl: _Rtnl, dev: str, limits: Limits, ifb: str, use_police: bool, own_
             os.close(prog_fd)  # the filter holds its own reference to the program
 
 
-def _clear(nl: _Rtnl, dev: str, ifb: str) -> None:
+def _clear(nl: _Tc, dev: str, ifb: str) -> None:
     op = f"clear limits on {dev}"
     link = nl.get_link(dev)
     if link is not None:
         for step, parent in (("delete root qdisc", _TC_H_ROOT), ("delete ingress qdisc", _TC_H_INGRESS)):
             try:
                 nl.qdisc_delete(link.index, parent)
-            except _NetlinkError as e:
+            except netlink.NetlinkError as e:
                 if e.errno != errno.ENODEV:  # the device vanished meanwhile: nothing to clear
                     raise HostError(f"{op}: {step}: {e}") from e
     _delete_ifb(nl, op, ifb)
@@ -272,11 +273,11 @@ def _clear(nl: _Rtnl, dev: str, ifb: str) -> None:
 def _step(op: str, step: str, fn: Callable[..., None], *args: object) -> None:
     try:
         fn(*args)
-    except _NetlinkError as e:
+    except netlink.NetlinkError as e:
         raise HostError(f"{op}: {step}: {e}") from e
 
 
-def _ensure_ifb(nl: _Rtnl, op: str, ifb: str, own_netns: bool = False) -> int:
+def _ensure_ifb(nl: _Tc, op: str, ifb: str, own_netns: bool = False) -> int:
     """Create the IFB (up), or take the existing one of that name if it is an IFB; its index.
 
     In our own namespace the IFB comes up without IPv6: a link-local address on every IFB makes
@@ -286,7 +287,7 @@ def _ensure_ifb(nl: _Rtnl, op: str, ifb: str, own_netns: bool = False) -> int:
         nl.link_add(ifb, "ifb", up=not own_netns)
         if own_netns:
             _disable_ipv6(ifb)
-    except _NetlinkError as e:
+    except netlink.NetlinkError as e:
         if e.errno == errno.EOPNOTSUPP:
             raise UnsupportedError("IFB devices are not supported by this kernel") from e
         if e.errno != errno.EEXIST:
@@ -309,7 +310,7 @@ def _disable_ipv6(name: str) -> None:
         links.set_ipv6_disabled(name)
 
 
-def _delete_ifb(nl: _Rtnl, op: str, ifb: str) -> None:
+def _delete_ifb(nl: _Tc, op: str, ifb: str) -> None:
     link = nl.get_link(ifb)
     if link is None:
         return
@@ -319,17 +320,17 @@ def _delete_ifb(nl: _Rtnl, op: str, ifb: str) -> None:
         return
     try:
         nl.link_delete(link.index)
-    except _NetlinkError as e:
+    except netlink.NetlinkError as e:
         if e.errno != errno.ENODEV:
             raise HostError(f"{op}: delete IFB {ifb}: {e}") from e
 
 
-def _probe_police(nl: _Rtnl) -> bool:
+def _probe_police(nl: _Tc) -> bool:
     lo = 1  # the loopback device of a new namespace
     try:
         nl.qdisc_add(lo, _TC_H_INGRESS, _INGRESS_HANDLE, "ingress", b"")
         nl.filter_add(lo, _PREF_LIMIT, "u32", _u32_match_all(_police(1_000_000)))
-    except _NetlinkError as e:
+    except netlink.NetlinkError as e:
         log.info("tc police action unavailable: %s", e)
         return False
     return True
@@ -370,21 +371,22 @@ def _tbf_options(rate_bps: int) -> bytes:
     # buffer (in ticks) is left 0: TCA_TBF_BURST gives the bucket in bytes and wins over it.
     qopt = spec + bytes(12) + struct.pack("=III", limit, 0, 0)
     return (
-        _attr(_TCA_TBF_PARMS, qopt)
-        + (_attr(_TCA_TBF_RATE64, rate64) if rate64 else b"")
-        + _attr(_TCA_TBF_BURST, struct.pack("=I", burst))
+        netlink.attr(_TCA_TBF_PARMS, qopt)
+        + (netlink.attr(_TCA_TBF_RATE64, rate64) if rate64 else b"")
+        + netlink.attr(_TCA_TBF_BURST, struct.pack("=I", burst))
     )
 
 
 def _u32_match_all(action: bytes) -> bytes:
     # One key with mask 0 matches every packet; TERMINAL makes the node run its actions.
     sel = struct.pack("=BBBxHHhhI", _TC_U32_TERMINAL, 0, 1, 0, 0, 0, 0, 0) + bytes(16)
-    return _attr(_TCA_U32_SEL, sel) + _nest(_TCA_U32_ACT, _nest(1, action))
+    return netlink.attr(_TCA_U32_SEL, sel) + netlink.nest(_TCA_U32_ACT, netlink.nest(1, action))
 
 
 def _mirred_redirect(to_index: int) -> bytes:
     parms = struct.pack("=IIiiiiI", 0, 0, _TC_ACT_STOLEN, 0, 0, _TCA_EGRESS_REDIR, to_index)
-    return _attr(_TCA_ACT_KIND, b"mirred\0") + _nest(_TCA_ACT_OPTIONS, _attr(_TCA_MIRRED_PARMS, parms))
+    options = netlink.nest(_TCA_ACT_OPTIONS, netlink.attr(_TCA_MIRRED_PARMS, parms))
+    return netlink.text(_TCA_ACT_KIND, "mirred") + options
 
 
 def police_burst_bytes(rate_bps: int) -> int:
@@ -406,22 +408,22 @@ def _police(rate_bps: int) -> bytes:
         + bytes(12)
         + struct.pack("=iiI", 0, 0, 0)
     )
-    opts = _attr(_TCA_POLICE_TBF, parm) + _attr(_TCA_POLICE_RATE, bytes(_TC_RTAB_SIZE))
+    opts = netlink.attr(_TCA_POLICE_TBF, parm) + netlink.attr(_TCA_POLICE_RATE, bytes(_TC_RTAB_SIZE))
     if rate64:
-        opts += _attr(_TCA_POLICE_RATE64, rate64)
-    return _attr(_TCA_ACT_KIND, b"police\0") + _nest(_TCA_ACT_OPTIONS, opts)
+        opts += netlink.attr(_TCA_POLICE_RATE64, rate64)
+    return netlink.attr(_TCA_ACT_KIND, b"police\0") + netlink.nest(_TCA_ACT_OPTIONS, opts)
 
 
-def _add_priority_filter(nl: _Rtnl, op: str, index: int, prog_fd: int, priority: int) -> None:
+def _add_priority_filter(nl: _Tc, op: str, index: int, prog_fd: int, priority: int) -> None:
     opts = (
-        _attr(_TCA_BPF_FD, struct.pack("=I", prog_fd))
-        + _attr(_TCA_BPF_NAME, f"pincus-priority-{priority}".encode() + b"\0")
-        + _attr(_TCA_BPF_FLAGS, struct.pack("=I", 0))
+        netlink.attr(_TCA_BPF_FD, struct.pack("=I", prog_fd))
+        + netlink.attr(_TCA_BPF_NAME, f"pincus-priority-{priority}".encode() + b"\0")
+        + netlink.attr(_TCA_BPF_FLAGS, struct.pack("=I", 0))
     )  # not direct-action: the filter chain goes on
     try:
         nl.filter_add(index, _PREF_PRIORITY, "bpf", opts)
-    except _NetlinkError as e:
-        if e.errno == errno.ENOENT and "classifier not found" in e.extack:
+    except netlink.NetlinkError as e:
+        if e.errno == errno.ENOENT and "classifier not found" in e.ext:
             raise UnsupportedError("the tc bpf classifier is not supported by this kernel") from e
         raise HostError(f"{op}: add priority filter: {e}") from e
 
@@ -493,17 +495,8 @@ def _load_priority_prog(priority: int) -> int:
     return fd
 
 
-# --- a minimal rtnetlink client ------------------------------------------------------------------
+# --- tc requests over host/netlink.py ------------------------------------------------------------
 
-_NETLINK_ROUTE = 0
-_SOL_NETLINK = 270
-_NETLINK_CAP_ACK, _NETLINK_EXT_ACK = 10, 11
-_NLMSG_ERROR = 2
-_NLM_F_REQUEST, _NLM_F_ACK = 0x1, 0x4
-_NLM_F_REPLACE, _NLM_F_EXCL, _NLM_F_CREATE = 0x100, 0x200, 0x400
-_NLM_F_ACK_TLVS = 0x200
-_NLMSGERR_ATTR_MSG = 1
-_NLA_F_NESTED = 0x8000
 _RTM_NEWLINK, _RTM_DELLINK, _RTM_GETLINK = 16, 17, 18
 _RTM_NEWQDISC, _RTM_DELQDISC = 36, 37
 _RTM_NEWTFILTER = 44
@@ -511,17 +504,8 @@ _IFLA_IFNAME, _IFLA_LINKINFO, _IFLA_EXT_MASK = 3, 18, 29
 _IFLA_INFO_KIND = 1
 _RTEXT_FILTER_SKIP_STATS = 1 << 3
 _IFF_UP = 0x1
-_RECV_SIZE = 65536
-_TIMEOUT_S = 10.0  # the kernel answers at once; this only turns a wedged rtnl lock into an error
-
-
-class _NetlinkError(OSError):
-    def __init__(self, code: int, extack: str) -> None:
-        super().__init__(code, os.strerror(code))
-        self.extack = extack
-
-    def __str__(self) -> str:
-        return f"{self.strerror} ({self.extack})" if self.extack else str(self.strerror)
+_IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change
+_TCMSG = struct.Struct("=BxxxiIII")  # family, index, handle, parent, info
 
 
 @dataclass(frozen=True)
@@ -531,106 +515,22 @@ class _Link:
     up: bool
 
 
-def _align(n: int) -> int:
-    return (n + 3) & ~3
-
-
-def _attr(kind: int, payload: bytes) -> bytes:
-    length = 4 + len(payload)
-    return struct.pack("=HH", length, kind) + payload + bytes(_align(length) - length)
-
-
-def _nest(kind: int, payload: bytes) -> bytes:
-    return _attr(kind | _NLA_F_NESTED, payload)
-
-
-def _parse_attrs(data: bytes) -> dict[int, bytes]:
-    attrs: dict[int, bytes] = {}
-    pos = 0
-    while pos + 4 <= len(data):
-        length, kind = struct.unpack_from("=HH", data, pos)
-        if length < 4:
-            break
-        attrs[kind & ~_NLA_F_NESTED] = data[pos + 4 : pos + length]
-        pos += _align(length)
-    return attrs
-
-
 def _ifinfomsg(index: int = 0, flags: int = 0, change: int = 0) -> bytes:
-    return struct.pack("=BxHiII", socket.AF_UNSPEC, 0, index, flags, change)
+    return _IFINFOMSG.pack(socket.AF_UNSPEC, 0, index, flags, change)
 
 
 def _tcmsg(index: int, handle: int, parent: int, info: int = 0) -> bytes:
-    return struct.pack("=BxxxiIII", socket.AF_UNSPEC, index, handle, parent, info)
+    return _TCMSG.pack(socket.AF_UNSPEC, index, handle, parent, info)
 
 
-def _new_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, _NETLINK_ROUTE)
-    try:
-        sock.settimeout(_TIMEOUT_S)
-        sock.bind((0, 0))
-        # Short acks carrying the kernel's own explanation ("Unknown device type", ...).
-        sock.setsockopt(_SOL_NETLINK, _NETLINK_CAP_ACK, 1)
-        sock.setsockopt(_SOL_NETLINK, _NETLINK_EXT_ACK, 1)
-    except OSError:
-        sock.close()
-        raise
-    return sock
+class _Tc:
+    """The links, qdiscs and filters this module changes, one request each, on one socket."""
 
-
-class _Rtnl:
-    """One request at a time over one NETLINK_ROUTE socket; every request names one object."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.seq = 0
-
-    def __enter__(self) -> _Rtnl:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.sock.close()
-
-    def request(self, msg_type: int, flags: int, body: bytes) -> bytes | None:
-        """Send one message; the reply's payload for a get, None for an acknowledged change."""
-        self.seq += 1
-        header = struct.pack("=IHHII", 16 + len(body), msg_type, _NLM_F_REQUEST | flags, self.seq, 0)
-        try:
-            self.sock.send(header + body)
-            while True:
-                data = self.sock.recv(_RECV_SIZE)
-                pos = 0
-                while pos + 16 <= len(data):
-                    length, kind, mflags, seq, _ = struct.unpack_from("=IHHII", data, pos)
-                    if length < 16:
-                        raise HostError("netlink: malformed reply")
-                    payload = data[pos + 16 : pos + length]
-                    pos += _align(length)
-                    if seq != self.seq:
-                        continue  # a late answer to an earlier request
-                    if kind != _NLMSG_ERROR:
-                        return payload
-                    code = -struct.unpack_from("=i", payload)[0]
-                    if code == 0:
-                        return None
-                    raise _NetlinkError(code, self._extack(payload, mflags))
-        except OSError as e:
-            if isinstance(e, _NetlinkError):
-                raise
-            raise HostError(f"netlink: {e.strerror}") from e
-
-    @staticmethod
-    def _extack(payload: bytes, flags: int) -> str:
-        if not flags & _NLM_F_ACK_TLVS:
-            return ""
-        # struct nlmsgerr with NETLINK_CAP_ACK: int error + the request's 16-byte header.
-        msg = _parse_attrs(payload[20:]).get(_NLMSGERR_ATTR_MSG, b"")
-        return msg.rstrip(b"\0").decode(errors="replace")
+    def __init__(self, conn: netlink.Rtnl) -> None:
+        self.conn = conn
 
     def change(self, msg_type: int, flags: int, body: bytes) -> None:
-        self.request(msg_type, _NLM_F_ACK | flags, body)
+        self.conn.request(msg_type, body, flags)
 
     # links
 
@@ -639,30 +539,29 @@ class _Rtnl:
             return None  # not a possible interface name, so certainly not an existing one
         body = (
             _ifinfomsg()
-            + _attr(_IFLA_IFNAME, name.encode() + b"\0")
-            + _attr(_IFLA_EXT_MASK, struct.pack("=I", _RTEXT_FILTER_SKIP_STATS))
+            + netlink.text(_IFLA_IFNAME, name)
+            + netlink.u32(_IFLA_EXT_MASK, _RTEXT_FILTER_SKIP_STATS)
         )
         try:
-            reply = self.request(_RTM_GETLINK, 0, body)
-        except _NetlinkError as e:
+            replies = self.conn.request(_RTM_GETLINK, body)
+        except netlink.NetlinkError as e:
             if e.errno == errno.ENODEV:
                 return None
             raise HostError(f"look up link {name}: {e}") from e
-        if reply is None or len(reply) < 16:
+        if not replies or len(replies[0]) < _IFINFOMSG.size:
             raise HostError(f"look up link {name}: empty reply")
-        _, _, index, ifflags, _ = struct.unpack_from("=BxHiII", reply)
-        info = _parse_attrs(_parse_attrs(reply[16:]).get(_IFLA_LINKINFO, b""))
-        kind = info.get(_IFLA_INFO_KIND)
-        return _Link(index, kind.rstrip(b"\0").decode() if kind else None, bool(ifflags & _IFF_UP))
+        _, _, index, ifflags, _ = _IFINFOMSG.unpack_from(replies[0])
+        linkinfo = netlink.attrs(replies[0], _IFINFOMSG.size).get(_IFLA_LINKINFO, b"")
+        kind = netlink.attrs(linkinfo).get(_IFLA_INFO_KIND)
+        return _Link(index, netlink.cstr(kind) if kind else None, bool(ifflags & _IFF_UP))
 
     def link_add(self, name: str, kind: str, up: bool) -> None:
-        flags = _IFF_UP if up else 0
         body = (
-            _ifinfomsg(flags=flags, change=_IFF_UP)
-            + _attr(_IFLA_IFNAME, name.encode() + b"\0")
-            + _nest(_IFLA_LINKINFO, _attr(_IFLA_INFO_KIND, kind.encode() + b"\0"))
+            _ifinfomsg(flags=_IFF_UP if up else 0, change=_IFF_UP)
+            + netlink.text(_IFLA_IFNAME, name)
+            + netlink.nest(_IFLA_LINKINFO, netlink.text(_IFLA_INFO_KIND, kind))
         )
-        self.change(_RTM_NEWLINK, _NLM_F_CREATE | _NLM_F_EXCL, body)
+        self.change(_RTM_NEWLINK, netlink.NLM_F_CREATE | netlink.NLM_F_EXCL, body)
 
     def link_set_up(self, index: int) -> None:
         self.change(_RTM_NEWLINK, 0, _ifinfomsg(index, _IFF_UP, _IFF_UP))
@@ -673,22 +572,22 @@ class _Rtnl:
     # qdiscs and filters
 
     def qdisc_add(self, index: int, parent: int, handle: int, kind: str, options: bytes) -> None:
-        self._qdisc(_NLM_F_CREATE | _NLM_F_EXCL, index, parent, handle, kind, options)
+        self._qdisc(netlink.NLM_F_CREATE | netlink.NLM_F_EXCL, index, parent, handle, kind, options)
 
     def qdisc_replace(self, index: int, parent: int, handle: int, kind: str, options: bytes) -> None:
-        self._qdisc(_NLM_F_CREATE | _NLM_F_REPLACE, index, parent, handle, kind, options)
+        self._qdisc(netlink.NLM_F_CREATE | netlink.NLM_F_REPLACE, index, parent, handle, kind, options)
 
     def _qdisc(self, flags: int, index: int, parent: int, handle: int, kind: str, options: bytes) -> None:
-        body = _tcmsg(index, handle, parent) + _attr(_TCA_KIND, kind.encode() + b"\0")
+        body = _tcmsg(index, handle, parent) + netlink.text(_TCA_KIND, kind)
         if options:
-            body += _nest(_TCA_OPTIONS, options)
+            body += netlink.nest(_TCA_OPTIONS, options)
         self.change(_RTM_NEWQDISC, flags, body)
 
     def qdisc_delete(self, index: int, parent: int) -> None:
         """Delete the root or ingress qdisc; having none (only the kernel's default) is fine."""
         try:
             self.change(_RTM_DELQDISC, 0, _tcmsg(index, 0, parent))
-        except _NetlinkError as e:
+        except netlink.NetlinkError as e:
             if e.errno != errno.ENOENT:  # "handle of zero" (default root) / no ingress qdisc
                 raise
 
@@ -696,55 +595,7 @@ class _Rtnl:
         info = (pref << 16) | socket.htons(_ETH_P_ALL)
         body = (
             _tcmsg(index, 0, _INGRESS_HANDLE, info)
-            + _attr(_TCA_KIND, kind.encode() + b"\0")
-            + _nest(_TCA_OPTIONS, options)
+            + netlink.text(_TCA_KIND, kind)
+            + netlink.nest(_TCA_OPTIONS, options)
         )
-        self.change(_RTM_NEWTFILTER, _NLM_F_CREATE | _NLM_F_EXCL, body)
-
-
-# --- namespaces ------------------------------------------------------------------------------------
-
-_CLONE_NEWNET = 0x40000000
-
-
-def _in_thread(fn: Callable[[], T], enter: Callable[[], None]) -> T:
-    """Run fn in a new thread after enter(); the caller's own thread never changes namespace."""
-    result: list[T] = []
-    error: list[BaseException] = []
-
-    def body() -> None:
-        try:
-            enter()
-            result.append(fn())
-        except BaseException as e:
-            error.append(e)
-
-    t = threading.Thread(target=body, name="pincus-tc-netns", daemon=True)
-    t.start()
-    t.join()
-    if error:
-        raise error[0]
-    return result[0]
-
-
-def _open_socket(netns: str | None) -> socket.socket:
-    if netns is None:
-        return _new_socket()
-
-    def enter() -> None:
-        try:
-            fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as e:
-            raise HostError(f"enter netns {netns}: {e.strerror}") from e
-        try:
-            if _libc.setns(fd, _CLONE_NEWNET) != 0:
-                raise HostError(f"enter netns {netns}: {os.strerror(ctypes.get_errno())}")
-        finally:
-            os.close(fd)
-
-    return _in_thread(_new_socket, enter)
-
-
-def _unshare_netns() -> None:
-    if _libc.unshare(_CLONE_NEWNET) != 0:
-        raise HostError(f"create probe netns: {os.strerror(ctypes.get_errno())}")
+        self.change(_RTM_NEWTFILTER, netlink.NLM_F_CREATE | netlink.NLM_F_EXCL, body)
