@@ -457,6 +457,22 @@ def test_empty_ipv4_list_blocks_ipv4_and_arp_entirely(lan: Lan, probe: FrameProb
     assert probe.arrived(frames) == {"ipv6"}
 
 
+def test_empty_ipv6_list_blocks_ipv6_entirely_even_link_local(lan: Lan, probe: FrameProbe) -> None:
+    """ipv6.address=none with IPv6 filtering: the family is blocked, the MAC's link-local too."""
+    t = tag()
+    lan.run(nft.set_nic_filter, t, lan.filter_a(ipv6=[]))
+    a = lan.mac_a
+    frames: dict[str, Callable[[bytes], bytes]] = {
+        "ipv4": lambda m: eth(a, 0x0800, ipv4_udp(lan.ip_a, lan.ip_b, 1, 2, m)),
+        "ipv6": lambda m: eth(a, 0x86DD, ipv6(lan.ip6_a, lan.ip6_b, 17, udp6(1, 2, m))),
+        "ipv6 from own link-local": lambda m: eth(a, 0x86DD, ipv6(lan.ll_a, lan.ip6_b, 17, udp6(1, 2, m))),
+    }
+    assert probe.arrived(frames) == {"ipv4"}
+    # With an address the link-local comes back, as neighbor discovery needs it.
+    lan.run(nft.set_nic_filter, t, lan.filter_a())
+    assert probe.arrived(frames) == set(frames)
+
+
 def test_spoofed_source_mac_is_not_learnt_by_the_bridge(lan: Lan, probe: FrameProbe) -> None:
     """Drops happen before FDB learning: prerouting for frames it forwards or delivers, input for
     the link-local frames (here 802.1X) the bridge keeps for itself. A filter on the forward hook
@@ -612,7 +628,7 @@ def test_a_new_process_replaces_and_removes_what_an_earlier_one_set(lan: Lan, pr
     after = elements_of_port(lan.host, table, lan.port_a)
     assert after["allowed_v4"] == [{"concat": [lan.port_a, "10.250.0.9"]}]
     assert "allowed_v4_nets" not in after and "allowed_v6_nets" not in after
-    assert len(after["allowed_v6"]) == 1  # the link-local only
+    assert "allowed_v6" not in after and "v6_blocked" in after  # an empty list blocks IPv6
     nft._known.clear()
     lan.run(nft.remove_nic_filter, t, lan.port_a)
     assert elements_of_port(lan.host, table, lan.port_a) == {}

@@ -414,6 +414,7 @@ _IP_FILTERED = "ip_filtered"  # IPv4 or IPv6 filtering: VLAN-tagged frames dropp
 _V4_FILTERED = "v4_filtered"  # IPv4 filtering with at least one allowed network
 _V4_BLOCKED = "v4_blocked"  # IPv4 filtering with none: no IPv4 or ARP at all
 _V6_FILTERED = "v6_filtered"
+_V6_BLOCKED = "v6_blocked"  # IPv6 filtering with none: no IPv6 at all, not even link-local
 # What each port may send: port . value. Single addresses and networks go to separate sets: a
 # hash set's elements are added and deleted in constant time, while deleting from an interval set
 # (nft_set_pipapo for concatenations) costs the kernel time in proportion to its size, ~5 ms per
@@ -430,6 +431,7 @@ _SET_SPECS = {
     _V4_FILTERED: "type ifname ;",
     _V4_BLOCKED: "type ifname ;",
     _V6_FILTERED: "type ifname ;",
+    _V6_BLOCKED: "type ifname ;",
     _ALLOWED_MAC: "type ifname . ether_addr ;",
     _ALLOWED_V4: "type ifname . ipv4_addr ;",
     _ALLOWED_V4_NETS: "type ifname . ipv4_addr ; flags interval ;",
@@ -472,6 +474,7 @@ _CHAIN_RULES: dict[str, list[str]] = {
         f"iifname . ether saddr != @{_ALLOWED_MAC} drop",
         f"{_ETHER_TYPE_ARP} iifname . arp saddr ether != @{_ALLOWED_MAC} drop",
         f"iifname @{_V4_BLOCKED} ether type {{ arp, ip }} drop",
+        f"iifname @{_V6_BLOCKED} {_ETHER_TYPE_IP6} drop",
         f"ether type {{ arp, ip }} iifname @{_V4_FILTERED} goto port_ipv4",
         f"{_ETHER_TYPE_IP6} iifname @{_V6_FILTERED} goto port_ipv6",
     ],
@@ -570,10 +573,13 @@ def _nic_elements(f: NicFilter) -> _Elements:
         elems |= {(_net_set(n), f"{port} . {_render_net(n)}") for n in v4}
     elif v4_on:
         elems.add((_V4_BLOCKED, port))
-    if v6_on:
+    if v6_on and v6:
         elems.add((_V6_FILTERED, port))
+        # The MAC's own link-local address too: neighbor discovery needs it.
         allowed = ipaddress.collapse_addresses([_link_local(mac), *v6])
         elems |= {(_net_set(n), f"{port} . {_render_raw128(n)}") for n in allowed}
+    elif v6_on:
+        elems.add((_V6_BLOCKED, port))
     return frozenset(elems)
 
 
