@@ -6,7 +6,8 @@
 # Output: $PINCUS_GUEST_CACHE (default <repo>/.cache/guest)/vmlinuz and /initrd.img; their paths
 # are also the last two lines printed. Beside them, modules/lib/modules/<version>/ keeps the
 # kernel's networking modules, indexed by depmod, for the guest that runs tests against a
-# kernel with the features the host lacks (tests/guestkernel/image.py). A second run is a no-op while this script is unchanged.
+# kernel with the features the host lacks (tests/guestkernel/image.py). A second run is a
+# no-op while this script is unchanged.
 # Needs root on Debian 12 with apt, busybox-static and cpio (scripts/setup.sh installs them).
 #
 # Markers the guest prints (one per line, on ttyS0):

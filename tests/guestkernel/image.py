@@ -180,8 +180,12 @@ def _base(kernel_release: str) -> Archive:
     site = Path(sysconfig.get_paths(vars={"base": str(venv), "platbase": str(venv)})["purelib"])
     a.add_dir(str(site))
     for entry in site.iterdir():
-        if not _skip(entry.name) and not entry.name.endswith("__mypyc.cpython-311-x86_64-linux-gnu.so"):
-            a.add_tree(str(entry), _skip) if entry.is_dir() else a.add_host_path(str(entry))
+        if _skip(entry.name) or "__mypyc" in entry.name:  # mypy's compiled core, 36 MB
+            continue
+        if entry.is_dir():
+            a.add_tree(str(entry), _skip)
+        else:
+            a.add_host_path(str(entry))
     for tool in TOOLS:
         found = shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin")
         if found is None:
@@ -253,6 +257,9 @@ def build(pytest_args: list[str], out_dir: Path) -> tuple[Path, Path]:
         tmp = base.with_suffix(f".{os.getpid()}.tmp")
         _base(release).write(tmp)
         tmp.replace(base)
+        for old in CACHE.glob("python-*.cpio"):  # 160 MB each; a reader keeps its open copy
+            if old != base:
+                old.unlink(missing_ok=True)
     code = Archive()
     for tree in ("src", "tests"):
         code.add_tree(str(REPO / tree))
