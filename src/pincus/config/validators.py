@@ -39,6 +39,9 @@ from collections.abc import Callable
 from fractions import Fraction
 from typing import TypeAlias
 
+# One rule for interface names: the host layer enforces it last, users get the messages here.
+from pincus.host.checks import IFNAME_FORBIDDEN, IFNAME_MAX_BYTES
+
 Validator: TypeAlias = Callable[[str], None]
 
 # ---------------------------------------------------------------------------------------------
@@ -255,12 +258,6 @@ def is_mac(value: str) -> None:
         raise ValueError(f"{_quote(value)} is the all-zero MAC address")
 
 
-IFNAME_MAX_BYTES = 15  # IFNAMSIZ - 1
-# The kernel forbids '/' and ':'; the rest would need quoting in nftables rules, dnsmasq config
-# lines or shells ('*' is a wildcard in both nft and dnsmasq interface names).
-_IFNAME_FORBIDDEN = frozenset("/:\"'\\`#;,=*?$&|<>(){}[]!")
-
-
 def is_interface_name(value: str) -> None:
     """A Linux interface name that is also safe in nftables rules and dnsmasq config.
 
@@ -271,7 +268,7 @@ def is_interface_name(value: str) -> None:
     if value == "":
         raise _empty("an interface name")
     for ch in value:
-        if ch.isspace() or not ch.isprintable() or ch in _IFNAME_FORBIDDEN:
+        if ch.isspace() or not ch.isprintable() or ch in IFNAME_FORBIDDEN:
             raise ValueError(
                 f"{_quote(value)} contains {_describe_char(ch)}, which is not allowed in an interface name"
             )

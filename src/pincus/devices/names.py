@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import secrets
 
+from pincus.host.checks import IFNAME_MAX_BYTES
+
 # Incus's prefix for generated MACs; unicast and locally administered bits as Incus sets them.
 MAC_PREFIX = "10:66:6a"
 
@@ -12,12 +14,11 @@ def random_mac() -> str:
     return MAC_PREFIX + "".join(f":{b:02x}" for b in secrets.token_bytes(3))
 
 
-IFNAME_MAX = 15  # IFNAMSIZ - 1
 RANDOM_HEX = 7  # 28 bits with the daemon's 4-hex tag: 500 NICs collide 1 time in 2000, and callers retry
 
 
 def _random_len(kind: str, tag: str) -> int:
-    return min(RANDOM_HEX, IFNAME_MAX - len(kind) - len(tag))
+    return min(RANDOM_HEX, IFNAME_MAX_BYTES - len(kind) - len(tag))
 
 
 def host_link_name(kind: str, tag: str) -> str:

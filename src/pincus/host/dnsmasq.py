@@ -54,6 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pincus.errors import HostError, InvalidError
+from pincus.host import checks
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,6 @@ class Lease:
 
 # --- validation ---------------------------------------------------------------------------
 
-_MAC = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")
 _NIC_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")
 _LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 # dnsmasq reads a bare "<digits>[smhdw]" in a dhcp-host line as a lease time, not a host name.
@@ -126,24 +126,10 @@ _DHCP_HOST_KEYWORDS = frozenset({"infinite", "ignore"})
 _EXPIRY = re.compile(r"[0-9]{1,10}[smhdw]?|infinite")
 _USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 _NETNS_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,254}")
-# '*' is a wildcard in dnsmasq interface names; ',' and '=' split option values.
-_IFNAME_FORBIDDEN = frozenset("/:\"'\\`#;,=*?$&|<>(){}[]!")
 
 
 def _fail(what: str, value: object) -> InvalidError:
     return InvalidError(f"Invalid {what} for dnsmasq: {value!r}")
-
-
-def _check_ifname(name: str) -> str:
-    if (
-        not name
-        or len(name.encode()) > 15
-        or name.startswith("-")
-        or name in (".", "..")
-        or any(ch.isspace() or not ch.isprintable() or ch in _IFNAME_FORBIDDEN for ch in name)
-    ):
-        raise _fail("interface name", name)
-    return name
 
 
 def _check_path(path: Path, what: str = "directory") -> str:
@@ -152,13 +138,6 @@ def _check_path(path: Path, what: str = "directory") -> str:
         # dnsmasq chdirs to / once it is a daemon, and splits some option values at commas.
         raise _fail(f"{what} (must be absolute, without commas, spaces or control characters)", text)
     return os.path.normpath(text)
-
-
-def _check_mac(mac: str) -> str:
-    low = mac.lower()
-    if not _MAC.fullmatch(low):
-        raise _fail("MAC address", mac)
-    return low
 
 
 def _check_nic_id(nic_id: str) -> str:
@@ -263,7 +242,7 @@ def _paths(dir: Path) -> tuple[Path, Path, Path]:
 
 def render_args(cfg: DnsmasqConfig) -> list[str]:
     """The full dnsmasq argv for cfg; raises InvalidError for any unsafe or inconsistent value."""
-    bridge = _check_ifname(cfg.bridge)
+    bridge = checks.interface_name(cfg.bridge)
     pid_file, lease_file, hosts_dir = _paths(cfg.dir)
     if not _USER.fullmatch(cfg.user):
         raise _fail("user", cfg.user)
@@ -644,7 +623,7 @@ def reload(dir: Path) -> None:
 
 def allocation_line(mac: str, ipv4: str | None, ipv6: str | None, hostname: str | None) -> str:
     """One dnsmasq dhcp-host line: "mac[,ipv4][,[ipv6]][,hostname]" (dnsmasq(8) --dhcp-host)."""
-    fields = [_check_mac(mac)]
+    fields = [checks.mac(mac)]
     if ipv4 is not None:
         fields.append(str(_ipv4(ipv4, "IPv4 address")))
     if ipv6 is not None:
@@ -720,7 +699,7 @@ def _parse_allocation(nic_id: str, text: str) -> StaticAllocation:
             ipv4 = str(ipaddress.IPv4Address(field))
         else:
             hostname = _check_hostname(field)
-    return StaticAllocation(nic_id, _check_mac(mac), ipv4, ipv6, hostname)
+    return StaticAllocation(nic_id, checks.mac(mac), ipv4, ipv6, hostname)
 
 
 def static_allocations(dir: Path) -> list[StaticAllocation]:

@@ -21,22 +21,10 @@ import subprocess
 from typing import Any
 
 from pincus.errors import HostError, InvalidError
+from pincus.host import checks
 
 _IP = "ip"
 _TIMEOUT = 10.0
-
-
-def _check_name(name: str) -> str:
-    raw = name.encode()
-    if (
-        not 0 < len(raw) <= 15
-        or name in (".", "..")
-        or name.startswith("-")
-        or any(c in name for c in "/:")
-        or any(c.isspace() or not c.isprintable() for c in name)
-    ):
-        raise InvalidError(f'Invalid interface name "{name}"')
-    return name
 
 
 def _run_ip(what: str, *args: str) -> str:
@@ -92,7 +80,7 @@ def set_sysctl(key: str, value: str) -> None:
 
 def set_accept_dad(name: str, enabled: bool) -> None:
     """Turn IPv6 duplicate address detection on `name` on or off (daemon's namespace)."""
-    set_sysctl(f"net/ipv6/conf/{_check_name(name)}/accept_dad", "1" if enabled else "0")
+    set_sysctl(f"net/ipv6/conf/{checks.interface_name(name)}/accept_dad", "1" if enabled else "0")
 
 
 def _route_dst(family: int, dst: object) -> str | None:

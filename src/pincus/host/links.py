@@ -15,14 +15,13 @@ import fcntl
 import ipaddress
 import logging
 import os
-import re
 import socket
 import struct
 import subprocess
 from dataclasses import dataclass
 
 from pincus.errors import HostError, InvalidError
-from pincus.host import ipconf, netlink
+from pincus.host import checks, ipconf, netlink
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +81,6 @@ _IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change
 _IFADDRMSG = struct.Struct("=BBBBi")  # family, prefixlen, flags, scope, index
 _RTMSG = struct.Struct("=BBBBBBBBI")  # family, dst_len, src_len, tos, table, protocol, scope, type, flags
 _STATS64 = struct.Struct("=8Q")  # the first 8 counters of rtnl_link_stats64
-_MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 
 @dataclass(frozen=True)
@@ -190,23 +188,6 @@ class _Addr:
 # --------------------------------------------------------------------------- helpers
 
 
-def _check_name(name: str) -> None:
-    raw = name.encode()
-    if (
-        not 0 < len(raw) <= 15
-        or name in (".", "..")
-        or any(c in name for c in "/:")
-        or any(c.isspace() for c in name)
-    ):
-        raise InvalidError(f'Invalid interface name "{name}"')
-
-
-def _check_mac(mac: str) -> bytes:
-    if not _MAC_RE.match(mac.lower()):
-        raise InvalidError(f'Invalid MAC address "{mac}"')
-    return _mac_bytes(mac)
-
-
 def _check_positive(what: str, value: int) -> None:
     if value <= 0:
         raise InvalidError(f"Invalid {what} {value}")
@@ -243,7 +224,7 @@ def _info_with_master(nl: netlink.Rtnl, link: _Link) -> LinkInfo:
 
 def _setlink(what: str, name: str, netns: str | None, *attrs: bytes) -> None:
     """Change attributes of the link called `name` (one request)."""
-    _check_name(name)
+    checks.interface_name(name)
     with netlink.rtnl(what, netns) as nl:
         nl.request(_RTM_NEWLINK, _ifinfo() + netlink.text(_IFLA_IFNAME, name) + b"".join(attrs))
 
@@ -253,7 +234,7 @@ def _setlink(what: str, name: str, netns: str | None, *attrs: bytes) -> None:
 
 def get_link(name: str, netns: str | None = None) -> LinkInfo | None:
     """The link called `name`, or None if there is none."""
-    _check_name(name)
+    checks.interface_name(name)
     with netlink.rtnl(f'Failed to get link "{name}"', netns) as nl:
         try:
             link = _getlink(nl, name)
@@ -289,7 +270,7 @@ def list_links(netns: str | None = None) -> list[LinkInfo]:
 
 def link_stats(name: str, netns: str | None = None) -> LinkStats:
     """The kernel's 64-bit traffic counters of `name`."""
-    _check_name(name)
+    checks.interface_name(name)
     what = f'Failed to read statistics of "{name}"'
     with netlink.rtnl(what, netns) as nl:
         raw = _getlink(nl, name, stats=True).attrs.get(_IFLA_STATS64, b"")
@@ -324,7 +305,7 @@ def all_addresses(netns: str | None = None) -> list[str]:
 
 def link_addresses(name: str, netns: str | None = None) -> list[str]:
     """Every address on `name` as "addr/prefixlen", IPv6 link-local ones included."""
-    _check_name(name)
+    checks.interface_name(name)
     with netlink.rtnl(f'Failed to list addresses of "{name}"', netns) as nl:
         return [a.text() for a in _addresses(nl, _index(nl, name))]
 
@@ -334,13 +315,13 @@ def link_addresses(name: str, netns: str | None = None) -> list[str]:
 
 def create_bridge(name: str, mtu: int | None = None, hwaddr: str | None = None) -> None:
     """A Linux bridge in the daemon's namespace, STP off and forward delay 0."""
-    _check_name(name)
+    checks.interface_name(name)
     body = _ifinfo() + netlink.text(_IFLA_IFNAME, name)
     if mtu is not None:
         _check_positive("MTU", mtu)
         body += netlink.u32(_IFLA_MTU, mtu)
     if hwaddr is not None:
-        body += netlink.attr(_IFLA_ADDRESS, _check_mac(hwaddr))
+        body += netlink.attr(_IFLA_ADDRESS, _mac_bytes(checks.mac(hwaddr)))
     data = netlink.nest(
         _IFLA_INFO_DATA, netlink.u32(_IFLA_BR_STP_STATE, 0), netlink.u32(_IFLA_BR_FORWARD_DELAY, 0)
     )
@@ -357,8 +338,8 @@ def _create_veth(
     mtu: int | None,
     txqlen: int | None,
 ) -> None:
-    _check_name(host_name)
-    _check_name(peer_name)
+    checks.interface_name(host_name)
+    checks.interface_name(peer_name)
     both = b""  # attributes set on both ends
     if mtu is not None:
         _check_positive("MTU", mtu)
@@ -368,7 +349,7 @@ def _create_veth(
         both += netlink.u32(_IFLA_TXQLEN, txqlen)
     peer = _ifinfo() + netlink.text(_IFLA_IFNAME, peer_name) + both + peer_extra
     if peer_mac is not None:
-        peer += netlink.attr(_IFLA_ADDRESS, _check_mac(peer_mac))
+        peer += netlink.attr(_IFLA_ADDRESS, _mac_bytes(checks.mac(peer_mac)))
     # The peer is a whole ifinfomsg (header and attributes) inside VETH_INFO_PEER.
     info = netlink.nest(_IFLA_INFO_DATA, netlink.attr(_VETH_INFO_PEER, peer))
     body = _ifinfo() + netlink.text(_IFLA_IFNAME, host_name) + both
@@ -389,7 +370,7 @@ def create_veth_into_netns(
 
     `mtu` and `txqlen` apply to both ends; the host end stays in the daemon's namespace.
     """
-    _check_name(host_name)
+    checks.interface_name(host_name)
     try:
         nsfd = netlink.open_netns(netns)
     except OSError as e:
@@ -418,7 +399,7 @@ def create_tap(name: str, mtu: int | None = None) -> None:
     Fails with "File exists" when any link of that name exists (a plain TUNSETIFF would
     silently attach to an existing TAP).
     """
-    _check_name(name)
+    checks.interface_name(name)
     if mtu is not None:
         _check_positive("MTU", mtu)
     what = f'Failed to create TAP "{name}"'
@@ -444,7 +425,7 @@ def create_tap(name: str, mtu: int | None = None) -> None:
 
 def delete_link(name: str, netns: str | None = None) -> None:
     """Delete `name`; a link (or namespace) that is already gone is not an error."""
-    _check_name(name)
+    checks.interface_name(name)
     if netns is not None and not os.path.exists(netns):
         return  # the namespace went away and took its links with it
     with netlink.rtnl(f'Failed to delete link "{name}"', netns) as nl:
@@ -460,8 +441,8 @@ def delete_link(name: str, netns: str | None = None) -> None:
 
 def set_master(name: str, bridge: str) -> None:
     """Enslave `name` to `bridge` (daemon's namespace)."""
-    _check_name(name)
-    _check_name(bridge)
+    checks.interface_name(name)
+    checks.interface_name(bridge)
     with netlink.rtnl(f'Failed to attach "{name}" to bridge "{bridge}"', None) as nl:
         body = _ifinfo() + netlink.text(_IFLA_IFNAME, name) + netlink.u32(_IFLA_MASTER, _index(nl, bridge))
         nl.request(_RTM_NEWLINK, body)
@@ -473,7 +454,7 @@ def set_nomaster(name: str) -> None:
 
 
 def _set_flags(what: str, name: str, netns: str | None, up: bool) -> None:
-    _check_name(name)
+    checks.interface_name(name)
     with netlink.rtnl(what, netns) as nl:
         body = _ifinfo(flags=_IFF_UP if up else 0, change=_IFF_UP) + netlink.text(_IFLA_IFNAME, name)
         nl.request(_RTM_NEWLINK, body)
@@ -493,7 +474,7 @@ def set_mtu(name: str, mtu: int, netns: str | None = None) -> None:
 
 
 def set_mac(name: str, mac: str, netns: str | None = None) -> None:
-    raw = _check_mac(mac)
+    raw = _mac_bytes(checks.mac(mac))
     _setlink(
         f'Failed to set MAC address {mac.lower()} on "{name}"', name, netns, netlink.attr(_IFLA_ADDRESS, raw)
     )
@@ -519,8 +500,8 @@ def set_carrier(name: str, on: bool) -> None:
 
 def rename_link(name: str, new_name: str, netns: str | None = None) -> None:
     """Rename a link (kernel 6.18 allows it while up; older ones answer "Device or resource busy")."""
-    _check_name(name)
-    _check_name(new_name)
+    checks.interface_name(name)
+    checks.interface_name(new_name)
     with netlink.rtnl(f'Failed to rename "{name}" to "{new_name}"', netns) as nl:
         nl.request(_RTM_NEWLINK, _ifinfo(_index(nl, name)) + netlink.text(_IFLA_IFNAME, new_name))
 
@@ -535,9 +516,9 @@ def move_link_to_netns(
     machine `/proc/1/ns/net` cannot be opened). One request; a link changing namespace
     is set down by the kernel.
     """
-    _check_name(name)
+    checks.interface_name(name)
     if new_name is not None:
-        _check_name(new_name)
+        checks.interface_name(new_name)
     what = f'Failed to move "{name}" from {netlink.ns_text(from_netns)} to {netlink.ns_text(netns)}'
     try:
         nsfd = netlink.open_netns(netns if netns is not None else "/proc/self/ns/net")
@@ -557,7 +538,7 @@ def move_link_to_netns(
 
 def set_ipv6_disabled(name: str, disabled: bool = True) -> None:
     """Write net.ipv6.conf.<name>.disable_ipv6 in the daemon's namespace."""
-    _check_name(name)
+    checks.interface_name(name)
     try:
         ipconf.set_sysctl(f"net/ipv6/conf/{name}/disable_ipv6", "1" if disabled else "0")
     except HostError as e:
@@ -573,7 +554,7 @@ def _family(version: int) -> int:
 
 def add_address(name: str, cidr: str, netns: str | None = None) -> None:
     """Add "addr/prefixlen" to `name`; an address already present is an error."""
-    _check_name(name)
+    checks.interface_name(name)
     try:
         iface = ipaddress.ip_interface(cidr)
     except ValueError as e:
@@ -590,7 +571,7 @@ def add_address(name: str, cidr: str, netns: str | None = None) -> None:
 
 def delete_address(name: str, cidr: str, netns: str | None = None) -> None:
     """Remove one "addr/prefixlen" from `name`; an address or link already gone is fine."""
-    _check_name(name)
+    checks.interface_name(name)
     try:
         iface = ipaddress.ip_interface(cidr)
     except ValueError as e:
@@ -607,7 +588,7 @@ def delete_address(name: str, cidr: str, netns: str | None = None) -> None:
 
 def flush_addresses(name: str, netns: str | None = None) -> None:
     """Remove every address of `name`, IPv6 link-local included."""
-    _check_name(name)
+    checks.interface_name(name)
     with netlink.rtnl(f'Failed to flush addresses of "{name}"', netns) as nl:
         index = _index(nl, name)
         for old in _addresses(nl, index):
@@ -647,7 +628,7 @@ def _route(
 
 def add_route(dst_cidr: str, dev: str, via: str | None = None, netns: str | None = None) -> None:
     """Route `dst_cidr` out of `dev` (through `via` if given) in the main table."""
-    _check_name(dev)
+    checks.interface_name(dev)
     with netlink.rtnl(f'Failed to add route {dst_cidr} dev "{dev}"', netns) as nl:
         scope = _RT_SCOPE_UNIVERSE if via is not None else _RT_SCOPE_LINK
         body = _route(nl, dst_cidr, dev, via, _RTPROT_BOOT, scope, _RTN_UNICAST)
@@ -656,7 +637,7 @@ def add_route(dst_cidr: str, dev: str, via: str | None = None, netns: str | None
 
 def delete_route(dst_cidr: str, dev: str, netns: str | None = None) -> None:
     """Remove the main-table route to `dst_cidr` out of `dev`; a missing one is not an error."""
-    _check_name(dev)
+    checks.interface_name(dev)
     with netlink.rtnl(f'Failed to delete route {dst_cidr} dev "{dev}"', netns) as nl:
         try:
             # Scope "nowhere", protocol and type 0 match a route of any scope, origin and type.
@@ -670,8 +651,8 @@ def delete_route(dst_cidr: str, dev: str, netns: str | None = None) -> None:
 
 def create_vlan(name: str, parent: str, vid: int, gvrp: bool = False) -> None:
     """An 802.1Q sub-interface of parent (GVRP registration when asked)."""
-    _check_name(name)
-    _check_name(parent)
+    checks.interface_name(name)
+    checks.interface_name(parent)
     if not 0 <= vid <= 4094:
         raise InvalidError(f"VLAN id {vid} is outside 0-4094")
     argv = ["ip", "link", "add", "link", parent, "name", name, "type", "vlan", "id", str(vid)]

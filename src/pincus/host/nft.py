@@ -45,14 +45,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from pincus.errors import HostError, InvalidError
+from pincus.host import checks
 
 TABLE_PREFIX = "pincus_"
-_IFNAME_MAX_BYTES = 15
-# '/' and ':' the kernel refuses; quotes and backslash would end or escape an nft string; '*' is a
-# wildcard in nft interface-name matches.
-_IFNAME_FORBIDDEN = frozenset("/:\"'\\`*")
 _TAG = re.compile(r"[0-9a-f]{1,8}")
-_MAC = re.compile(r"[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}")
 # Characters kept as they are in chain names; everything else is escaped as _XX (see _chain_part).
 _CHAIN_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
 
@@ -65,26 +61,6 @@ def _check_tag(tag: object) -> str:
     if not isinstance(tag, str) or not _TAG.fullmatch(tag):
         raise InvalidError(f"Invalid nftables tag {tag!r}: expected 1-8 lowercase hex digits")
     return tag
-
-
-def _check_ifname(name: object, what: str = "interface name") -> str:
-    if not isinstance(name, str) or name == "":
-        raise InvalidError(f"Invalid {what} {name!r}: must be a non-empty string")
-    for ch in name:
-        # isprintable() is False for control characters and lone surrogates too.
-        if ch.isspace() or not ch.isprintable() or ch in _IFNAME_FORBIDDEN:
-            raise InvalidError(f"Invalid {what} {name!r}: character {ch!r} is not allowed")
-    if len(name.encode("utf-8")) > _IFNAME_MAX_BYTES:
-        raise InvalidError(f"Invalid {what} {name!r}: longer than {_IFNAME_MAX_BYTES} bytes")
-    if name in (".", ".."):
-        raise InvalidError(f"Invalid {what} {name!r}")
-    return name
-
-
-def _check_mac(mac: object) -> str:
-    if not isinstance(mac, str) or not _MAC.fullmatch(mac):
-        raise InvalidError(f"Invalid MAC address {mac!r}")
-    return mac.lower()
 
 
 def _check_bool(value: object, what: str) -> bool:
@@ -556,8 +532,8 @@ def _net_set(net: _Net) -> str:
 
 def _nic_elements(f: NicFilter) -> _Elements:
     """The set elements that make up f; empty when every filter is off. Validates every field."""
-    port = _quoted(_check_ifname(f.port, "port name"))
-    mac = _check_mac(f.mac)
+    port = _quoted(checks.interface_name(f.port, "port name"))
+    mac = checks.mac(f.mac)
     mac_on = _check_bool(f.mac_filtering, "mac_filtering")
     v4_on = _check_bool(f.ipv4_filtering, "ipv4_filtering")
     v6_on = _check_bool(f.ipv6_filtering, "ipv6_filtering")
@@ -619,7 +595,7 @@ def _normalize(set_name: str, field: str) -> str:
     """A listed element's value rendered as _nic_elements renders it, so the two compare equal."""
     try:
         if set_name == _ALLOWED_MAC:
-            return _check_mac(field)
+            return checks.mac(field)
         if set_name in _V4_SETS:
             if "-" in field:
                 first, last = (ipaddress.IPv4Address(x) for x in field.split("-"))
@@ -738,7 +714,7 @@ def set_nic_filter(tag: str, f: NicFilter) -> None:
 def remove_nic_filter(tag: str, port: str) -> None:
     """Remove the filter of port (its set elements); a missing filter or table is fine."""
     table = _bridge_table(tag)
-    port = _check_ifname(port, "port name")
+    port = checks.interface_name(port, "port name")
     _apply_port(table, port, frozenset(), f"remove nftables filter for port {port}")
 
 
@@ -786,7 +762,7 @@ def _net_chains(bridge: str) -> dict[str, str]:
 
 
 def _network_rules(r: NetworkRules) -> dict[str, list[str]]:
-    br = _check_ifname(r.bridge, "bridge name")
+    br = checks.interface_name(r.bridge, "bridge name")
     v4 = None if r.ipv4_subnet is None else _parse_net(r.ipv4_subnet, 4, "IPv4 subnet")
     v6 = None if r.ipv6_subnet is None else _parse_net(r.ipv6_subnet, 6, "IPv6 subnet")
     nat4 = _check_bool(r.ipv4_nat, "ipv4_nat")
@@ -841,7 +817,7 @@ def set_network_rules(tag: str, r: NetworkRules) -> None:
 def remove_network_rules(tag: str, bridge: str) -> None:
     """Remove network bridge's chains; missing ones (or a missing table) are fine."""
     table = _inet_table(tag)
-    bridge = _check_ifname(bridge, "bridge name")
+    bridge = checks.interface_name(bridge, "bridge name")
     t = f"inet {table}"
     cmds = []
     for chain, spec in _net_chains(bridge).items():
