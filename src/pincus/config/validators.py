@@ -37,12 +37,13 @@ import ipaddress
 import re
 from collections.abc import Callable
 from fractions import Fraction
-from typing import TypeAlias
+from typing import TypeAlias, TypeVar
 
 # One rule for interface names: the host layer enforces it last, users get the messages here.
 from pincus.host.checks import IFNAME_FORBIDDEN, IFNAME_MAX_BYTES
 
 Validator: TypeAlias = Callable[[str], None]
+_Addr = TypeVar("_Addr", ipaddress.IPv4Address, ipaddress.IPv6Address)
 
 # ---------------------------------------------------------------------------------------------
 # Message helpers
@@ -466,26 +467,24 @@ def is_address_cidr6(value: str) -> None:
     parse_address_cidr6(value)
 
 
-def parse_ip_range4(value: str) -> tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]:
-    """One range "start-end" of IPv4 addresses, start <= end."""
+def _parse_range(value: str, parse: Callable[[str], _Addr], family: str, example: str) -> tuple[_Addr, _Addr]:
     start_text, dash, end_text = value.partition("-")
     if not dash:
-        raise ValueError(f"{_quote(value)} is not an IPv4 range (expected e.g. 10.250.1.10-10.250.1.50)")
-    start, end = parse_ipv4(start_text), parse_ipv4(end_text)
+        raise ValueError(f"{_quote(value)} is not an {family} range (expected e.g. {example})")
+    start, end = parse(start_text), parse(end_text)
     if start > end:
         raise ValueError(f"{_quote(value)} is a reversed range (start {start} is above end {end})")
     return start, end
+
+
+def parse_ip_range4(value: str) -> tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]:
+    """One range "start-end" of IPv4 addresses, start <= end."""
+    return _parse_range(value, parse_ipv4, "IPv4", "10.250.1.10-10.250.1.50")
 
 
 def parse_ip_range6(value: str) -> tuple[ipaddress.IPv6Address, ipaddress.IPv6Address]:
     """One range "start-end" of IPv6 addresses, start <= end."""
-    start_text, dash, end_text = value.partition("-")
-    if not dash:
-        raise ValueError(f"{_quote(value)} is not an IPv6 range (expected e.g. fd42:250::10-fd42:250::50)")
-    start, end = parse_ipv6(start_text), parse_ipv6(end_text)
-    if start > end:
-        raise ValueError(f"{_quote(value)} is a reversed range (start {start} is above end {end})")
-    return start, end
+    return _parse_range(value, parse_ipv6, "IPv6", "fd42:250::10-fd42:250::50")
 
 
 def is_ip_range4(value: str) -> None:

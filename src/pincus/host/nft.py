@@ -771,21 +771,19 @@ def _network_rules(r: NetworkRules) -> dict[str, list[str]]:
     fw6 = _check_bool(r.ipv6_firewall, "ipv6_firewall")
     fwd, inp, nat = _net_chains(br)
     rules: dict[str, list[str]] = {fwd: [], inp: [], nat: []}
-    if fw4:
-        rules[fwd] += [f'meta nfproto ipv4 iifname "{br}" accept', f'meta nfproto ipv4 oifname "{br}" accept']
-        rules[inp] += [
-            f'iifname "{br}" meta nfproto ipv4 udp dport 67 accept',
-            f'iifname "{br}" meta nfproto ipv4 udp dport 53 accept',
-            f'iifname "{br}" meta nfproto ipv4 tcp dport 53 accept',
-            f'iifname "{br}" meta l4proto icmp accept',
+    # Per family: forwarding through the bridge, and DHCP, DNS and ICMP from it to the host.
+    for on, proto, dhcp, icmp in ((fw4, "ipv4", 67, "icmp"), (fw6, "ipv6", 547, "ipv6-icmp")):
+        if not on:
+            continue
+        rules[fwd] += [
+            f'meta nfproto {proto} iifname "{br}" accept',
+            f'meta nfproto {proto} oifname "{br}" accept',
         ]
-    if fw6:
-        rules[fwd] += [f'meta nfproto ipv6 iifname "{br}" accept', f'meta nfproto ipv6 oifname "{br}" accept']
         rules[inp] += [
-            f'iifname "{br}" meta nfproto ipv6 udp dport 547 accept',
-            f'iifname "{br}" meta nfproto ipv6 udp dport 53 accept',
-            f'iifname "{br}" meta nfproto ipv6 tcp dport 53 accept',
-            f'iifname "{br}" meta l4proto ipv6-icmp accept',
+            f'iifname "{br}" meta nfproto {proto} udp dport {dhcp} accept',
+            f'iifname "{br}" meta nfproto {proto} udp dport 53 accept',
+            f'iifname "{br}" meta nfproto {proto} tcp dport 53 accept',
+            f'iifname "{br}" meta l4proto {icmp} accept',
         ]
     # NAT needs a subnet to match on; without one the flag has nothing to apply to.
     if nat4 and v4 is not None:

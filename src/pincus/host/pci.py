@@ -106,16 +106,6 @@ def _read_uevent(path: Path, what: str) -> dict[str, str]:
     return result
 
 
-def _link_name(path: Path) -> str | None:
-    """The last component of a sysfs symlink's target, None when the link is absent."""
-    try:
-        return os.path.basename(os.readlink(path))
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        raise HostError(f"Failed to read the link {path}: {e.strerror or e}") from e
-
-
 def _write_attr(path: Path, value: str, what: str) -> None:
     """One write() to an existing sysfs attribute: the kernel handles each write as a whole,
     and a missing attribute must fail rather than be created (as a plain open would)."""
@@ -136,11 +126,11 @@ def current_driver(slot: str) -> str | None:
     path = _device_dir(slot)
     if not path.exists():
         raise HostError(f'Failed to read the driver of PCI device "{slot}": no {path}')
-    return _link_name(path / "driver")
+    return sysfs.link_name(path / "driver")
 
 
 def _iommu_group(slot: str) -> int | None:
-    name = _link_name(_device_dir(slot) / "iommu_group")
+    name = sysfs.link_name(_device_dir(slot) / "iommu_group")
     if name is None:
         return None
     try:
@@ -222,9 +212,9 @@ def nic_device(nic: str) -> PciDevice | UsbDevice:
         return _usb_device(device, nic)
     if "PCI_SLOT_NAME" in uevent:
         return _pci_device(uevent, nic, path)
-    if _link_name(device / "subsystem") == "virtio":
+    if sysfs.link_name(device / "subsystem") == "virtio":
         parent = device.resolve().parent
-        if _link_name(parent / "subsystem") == "pci":
+        if sysfs.link_name(parent / "subsystem") == "pci":
             parent_path = parent / "uevent"
             parent_uevent = _read_uevent(parent_path, f'the PCI device of "{nic}"')
             if "PCI_SLOT_NAME" in parent_uevent:
@@ -264,7 +254,7 @@ def group_blockers(slot: str, group: int) -> list[tuple[str, str]]:
         if other == slot:
             continue
         entry = sysfs.root() / "kernel" / "iommu_groups" / str(group) / "devices" / other
-        driver = _link_name(entry / "driver")
+        driver = sysfs.link_name(entry / "driver")
         if driver is not None and driver not in GROUP_SAFE_DRIVERS:
             blockers.append((other, driver))
     return blockers

@@ -79,15 +79,19 @@ def is_bridge(name: str) -> bool:
     return (_net(name) / "bridge").is_dir()
 
 
-def bridge_master(name: str) -> str | None:
-    """The interface `name` is enslaved to (bridge or bond), from its `master` link."""
-    master = _net(name) / "master"
+def link_name(path: Path) -> str | None:
+    """The last component of a sysfs symlink's target, None when the link is absent."""
     try:
-        return os.path.basename(os.readlink(master))
+        return os.path.basename(os.readlink(path))
     except FileNotFoundError:
         return None
     except OSError as e:
-        raise HostError(f'Failed to read the master of "{name}": {master}: {e.strerror or e}') from e
+        raise HostError(f"Failed to read the link {path}: {e.strerror or e}") from e
+
+
+def bridge_master(name: str) -> str | None:
+    """The interface `name` is enslaved to (bridge or bond), from its `master` link."""
+    return link_name(_net(name) / "master")
 
 
 def is_bond_member(name: str) -> bool:
