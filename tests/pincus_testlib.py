@@ -152,20 +152,37 @@ class Daemon:
         return r.stderr[len("Error: ") :].strip()
 
     def api(self, method: str, path: str, body: Any = None) -> tuple[int, dict[str, Any]]:
+        status, _, doc = self.api_full(method, path, body)
+        return status, doc
+
+    def api_full(
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], dict[str, Any]]:
+        """(status, response headers with lower-case names, envelope) of one raw request."""
         data = b"" if body is None else json.dumps(body).encode()
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(60)
             s.connect(str(self.dir / "unix.socket"))
             s.sendall(
                 f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(data)}\r\n"
-                f"Connection: close\r\n\r\n".encode()
+                f"{extra}Connection: close\r\n\r\n".encode()
                 + data
             )
             raw = b""
             while chunk := s.recv(65536):
                 raw += chunk
         head, _, payload = raw.partition(b"\r\n\r\n")
-        return int(head.split()[1]), json.loads(payload)
+        lines = head.decode("latin-1").split("\r\n")
+        found = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+        return int(lines[0].split()[1]), found, json.loads(payload)
+
+    def wait_op(self, envelope: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
+        """The finished operation an async response started."""
+        assert envelope["type"] == "async", envelope
+        status, doc = self.api("GET", f"{envelope['operation']}/wait?timeout={timeout}")
+        assert status == 200, doc
+        return dict(doc["metadata"])
 
     def db_dump(self) -> list[str]:
         """Every row of the store, to prove a refused request changed nothing."""

@@ -31,3 +31,15 @@ class HostError(PincusError):
     """A kernel or program operation failed; the message names the object and operation."""
 
     status = 500
+
+
+class ForbiddenError(PincusError):
+    """The caller may not do this (a wrong websocket secret)."""
+
+    status = 403
+
+
+class PreconditionFailedError(PincusError):
+    """The object changed since the caller read it (a stale ETag in If-Match)."""
+
+    status = 412

@@ -172,3 +172,26 @@ def test_the_real_sysfs_agrees_with_ip(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not sysfs.is_bridge("lo")
     with pytest.raises(HostError, match=r"/sys/class/net/lo/device/uevent"):
         sysfs.read_uevent("lo")
+
+
+def test_bridge_state(fake: Path) -> None:
+    brv = fake / "devices" / "virtual" / "net" / "br-vlan" / "bridge"
+    for name, value in (("bridge_id", "8000.00163e000001"), ("stp_state", "1"), ("forward_delay", "1500"),
+                        ("default_pvid", "7")):  # fmt: skip
+        (brv / name).write_text(f"{value}\n")
+    assert sysfs.bridge_state("br-vlan") == sysfs.BridgeState(
+        id="8000.00163e000001",
+        stp=True,
+        forward_delay=1500,
+        vlan_default=7,
+        vlan_filtering=True,
+        upper_devices=(),
+    )
+    # br-lan: a kernel without VLAN filtering files gives 0 and off; no bridge_id is an error
+    with pytest.raises(HostError, match=r"class/net/br-lan/bridge/bridge_id"):
+        sysfs.bridge_state("br-lan")
+    (fake / "devices" / "virtual" / "net" / "br-lan" / "bridge" / "bridge_id").write_text("8000.1\n")
+    state = sysfs.bridge_state("br-lan")
+    assert state is not None and state.upper_devices == ("eth1", "veth9")
+    assert (state.stp, state.forward_delay, state.vlan_default, state.vlan_filtering) == (False, 0, 0, False)
+    assert sysfs.bridge_state("eth1") is None

@@ -133,7 +133,7 @@ def test_instance_bad_input(daemon: Daemon, prefix: str) -> None:
     before = daemon.db_dump()
     assert "already exists" in daemon.fails("init", "c1")
     assert "not running" in daemon.fails("exec", "c1", "--", "true")
-    assert "not running" in daemon.fails("stop", "c1")
+    assert "already stopped" in daemon.fails("stop", "c1")
     add = ("config", "device", "add", "c1", "eth0", "nic", "nictype=bridged", "parent=x")
     assert "unknown key" in daemon.fails(*add, "bogus=1")
     assert "4095" in daemon.fails(*add, "vlan=4095")

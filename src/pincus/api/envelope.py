@@ -27,3 +27,16 @@ def error(code: int, message: str) -> dict[str, Any]:
         "error": message,
         "metadata": None,
     }
+
+
+def async_(operation: dict[str, Any]) -> dict[str, Any]:
+    """202: the work runs in the background as OPERATION; the client follows `operation`."""
+    return {
+        "type": "async",
+        "status": "Operation created",
+        "status_code": 100,
+        "operation": f"/1.0/operations/{operation['id']}",
+        "error_code": 0,
+        "error": "",
+        "metadata": operation,
+    }

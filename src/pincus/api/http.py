@@ -6,11 +6,13 @@ A control-plane daemon answers a handful of requests a second; threads keep a sl
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
 import socket
 import socketserver
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
@@ -34,6 +36,10 @@ class Request:
     params: dict[str, str] = field(default_factory=dict)
 
     @property
+    def if_match(self) -> str | None:
+        return self.handler.headers.get("If-Match")
+
+    @property
     def connection(self) -> socket.socket:
         conn = self.handler.connection
         assert isinstance(conn, socket.socket)
@@ -45,6 +51,21 @@ class Stream:
     """A streaming response: each yielded dict is written as one JSON line until the generator ends."""
 
     lines: Iterator[dict[str, Any]]
+
+
+@dataclass
+class Tagged:
+    """A sync response that carries the object's ETag header (a client sends it back in If-Match)."""
+
+    metadata: Any
+    etag: str
+
+
+@dataclass
+class Async:
+    """A background operation was started: 202 with the operation as metadata."""
+
+    operation: dict[str, Any]
 
 
 @dataclass
@@ -82,10 +103,44 @@ class _HTTPStatus(Exception):
         self.code = code
 
 
+MAX_BODY = 16 * 1024 * 1024  # bytes: a request body past this is refused with 413
+REQUEST_TIMEOUT = 30.0  # seconds for a client to send a whole request (line, headers, body)
+MAX_CONNECTIONS = 512  # at once, event streams and websockets included
+MAX_JSON_DEPTH = 64
+
+
+def _json_depth(raw: bytes) -> int:
+    """How deeply arrays and objects nest (brackets inside strings do not count)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
+
+
 def make_handler(router: Router) -> type[BaseHTTPRequestHandler]:
     class _Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "pincusd"
+
+        def handle_one_request(self) -> None:
+            # A stalled client must not hold its thread for ever; once a request is in, the
+            # answer (an event stream, a websocket) may take as long as it needs.
+            self.connection.settimeout(REQUEST_TIMEOUT)
+            super().handle_one_request()
 
         def log_message(self, format: str, *args: Any) -> None:
             log.debug("api: " + format, *args)
@@ -115,22 +170,47 @@ def make_handler(router: Router) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
             elif isinstance(result, Stream):
                 self._send_stream(result)
+            elif isinstance(result, Async):
+                location = {"Location": f"/1.0/operations/{result.operation['id']}"}
+                self._send_json(202, envelope.async_(result.operation), location)
+            elif isinstance(result, Tagged):
+                self._send_json(200, envelope.sync(result.metadata), {"ETag": f'"{result.etag}"'})
             else:
                 self._send_json(200, envelope.sync(result))
 
         def _read_body(self) -> Any:
-            length = int(self.headers.get("Content-Length") or 0)
+            if self.headers.get("Transfer-Encoding", "").lower() not in ("", "identity"):
+                raise _HTTPStatus(411, "Chunked request bodies are not supported: send Content-Length")
+            text = self.headers.get("Content-Length") or "0"
+            if not text.isdigit():
+                raise _HTTPStatus(400, f'Invalid Content-Length "{text}"')
+            length = int(text)
+            if length > MAX_BODY:
+                raise _HTTPStatus(413, f"Request body too large ({length} bytes, at most {MAX_BODY})")
             if length == 0:
+                self.connection.settimeout(None)
                 return None
-            raw = self.rfile.read(length)
+            try:
+                raw = self.rfile.read(length)
+            except TimeoutError:
+                self.close_connection = True
+                raise _HTTPStatus(408, "Timed out reading the request body") from None
+            self.connection.settimeout(None)
+            if len(raw) < length:
+                self.close_connection = True
+                raise _HTTPStatus(400, "Request body shorter than its Content-Length")
+            if _json_depth(raw) > MAX_JSON_DEPTH:
+                raise _HTTPStatus(400, f"Request body nests deeper than {MAX_JSON_DEPTH} levels")
             try:
                 return json.loads(raw)
-            except ValueError:
-                raise _HTTPStatus(400, "Request body is not valid JSON") from None
+            except ValueError as e:
+                raise _HTTPStatus(400, f"Request body is not valid JSON: {e}") from None
 
-        def _send_json(self, code: int, doc: dict[str, Any]) -> None:
+        def _send_json(self, code: int, doc: dict[str, Any], headers: dict[str, str] | None = None) -> None:
             data = json.dumps(doc).encode()
             self.send_response(code)
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
@@ -162,6 +242,35 @@ def make_handler(router: Router) -> type[BaseHTTPRequestHandler]:
 class UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     allow_reuse_address = False
+
+    def __init__(self, path: str, handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(path, handler)
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            # Over the cap: a short answer on the accepting thread, no new thread.
+            body = json.dumps(envelope.error(503, "Too many connections to pincusd")).encode()
+            with contextlib.suppress(OSError):
+                # Read what the client already sent: closing on unread data resets the connection
+                # before the client can read our answer.
+                request.settimeout(0.1)
+                request.recv(65536)
+            with contextlib.suppress(OSError):
+                request.sendall(
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                    + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                    + body
+                )
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 def serve(path: Path, router: Router) -> UnixHTTPServer:

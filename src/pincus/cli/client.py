@@ -104,16 +104,55 @@ class Client:
             raise ClientError(doc.get("error") or f"request failed ({doc.get('error_code')})")
         return doc.get("metadata")
 
-    def request(self, method: str, path: str, body: Any = None) -> Any:
+    def request(self, method: str, path: str, body: Any = None, if_match: str | None = None) -> Any:
+        """The response's metadata; a background operation is waited for, and its failure raised."""
+        return self.request_with_headers(method, path, body, if_match)[0]
+
+    def request_with_headers(
+        self, method: str, path: str, body: Any = None, if_match: str | None = None
+    ) -> tuple[Any, dict[str, str]]:
+        """As `request`, with the response's headers (an ETag to send back in If-Match)."""
+        extra = "Connection: close\r\n" + (f"If-Match: {if_match}\r\n" if if_match else "")
+        sock = self.connect()
+        try:
+            self.send(sock, method, path, body, extra)
+            f = _reader(sock)
+            _, headers = self.read_head(f)
+            length = int(headers.get("content-length", "0"))
+            raw = f.read(length)
+        finally:
+            sock.close()
+        metadata = self.decode(raw)
+        if headers.get("location", "").startswith("/1.0/operations/") and isinstance(metadata, dict):
+            return self.wait(headers["location"]), headers
+        return metadata, headers
+
+    def wait(self, operation: str) -> Any:
+        """Wait for a background operation to end; its metadata, or its error raised."""
+        while True:
+            op = self.request("GET", f"{operation}/wait?timeout=60")
+            if not isinstance(op, dict):
+                raise ClientError("pincusd sent an operation that is not an object")
+            if op.get("status") == "Failure":
+                raise ClientError(op.get("err") or "the operation failed")
+            if op.get("status") != "Running":
+                return op.get("metadata") or {}
+
+    def raw_request(self, method: str, path: str, body: Any = None) -> tuple[int, dict[str, str], Any]:
+        """One request as it is: status, headers and the whole envelope; errors are not raised
+        and background operations not waited for (`pincus query` shows them)."""
         sock = self.connect()
         try:
             self.send(sock, method, path, body, "Connection: close\r\n")
             f = _reader(sock)
-            _, headers = self.read_head(f)
-            length = int(headers.get("content-length", "0"))
-            return self.decode(f.read(length))
+            code, headers = self.read_head(f)
+            raw = f.read(int(headers["content-length"])) if "content-length" in headers else f.read()
         finally:
             sock.close()
+        try:
+            return code, headers, json.loads(raw) if raw.strip() else {}
+        except ValueError:
+            raise ClientError("pincusd sent a response that is not JSON") from None
 
     def exec(
         self,

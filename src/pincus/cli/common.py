@@ -75,6 +75,48 @@ def read_stdin_yaml() -> dict[str, Any]:
     return doc
 
 
+def edit_yaml(current: dict[str, Any]) -> dict[str, Any]:
+    """The new document of an `edit` command: from $EDITOR (else $VISUAL, else vi) on a temporary
+    YAML file holding CURRENT when stdin is a terminal, as Incus does; read from stdin otherwise.
+
+    A file that is not a YAML map is reopened in the editor after Enter (Ctrl-C gives up).
+    """
+    if not sys.stdin.isatty():
+        return read_stdin_yaml()
+    import os
+    import shlex
+    import subprocess
+    import tempfile
+
+    from pincus.cli.output import dump_yaml, load_yaml
+
+    editor = shlex.split(os.environ.get("EDITOR") or os.environ.get("VISUAL") or "vi")
+    fd, name = tempfile.mkstemp(prefix="pincus_editor_", suffix=".yaml")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(dump_yaml(current))
+        while True:
+            if subprocess.run([*editor, name]).returncode != 0:
+                raise ClientError(f"The editor {editor[0]} failed; nothing was changed")
+            with open(name) as f:
+                text = f.read()
+            try:
+                doc = load_yaml(text)
+                if doc is None:
+                    doc = {}
+                if not isinstance(doc, dict):
+                    raise ValueError("the document must be a map")
+                return doc
+            except Exception as e:
+                print(f"Config parsing error: {e}", file=sys.stderr)
+                try:
+                    input("Press enter to open the editor again or ctrl+c to abort change")
+                except (EOFError, KeyboardInterrupt):
+                    raise ClientError("Edit aborted; nothing was changed") from None
+    finally:
+        os.unlink(name)
+
+
 def yaml_config(doc: dict[str, Any]) -> dict[str, str]:
     """YAML may give true/1 where the API wants strings."""
     config = doc.get("config") or {}

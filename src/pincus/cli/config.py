@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from pincus.cli.client import ClientError
-from pincus.cli.common import key_values, positionals, read_stdin_yaml, subcommands, yaml_config
+from pincus.cli.common import edit_yaml, key_values, positionals, subcommands, yaml_config
 from pincus.cli.instance import path
 from pincus.cli.output import dump_yaml
 
@@ -32,6 +32,8 @@ def _put(c: Client, inst: dict[str, Any], config: dict[str, str], devices: dict[
     """
     user_config = {k: v for k, v in config.items() if not k.startswith("volatile.")}
     body = {"config": user_config, "devices": devices, "description": inst.get("description", "")}
+    if "profiles" in inst:
+        body["profiles"] = inst["profiles"]
     c.request("PUT", path(inst["name"]), body)
 
 
@@ -66,15 +68,12 @@ def _config_set(args: argparse.Namespace, c: Client) -> None:
 
 
 def _config_unset(args: argparse.Namespace, c: Client) -> None:
-    inst = _get_instance(c, args.name)
-    config = dict(inst.get("config") or {})
+    path(args.name)
     if args.key.startswith("volatile."):
         # The daemon keeps a volatile key that a PUT leaves out; refuse rather than pretend.
         raise ClientError(f'Key "{args.key}" is managed by pincus and cannot be unset')
-    if args.key not in config:
-        raise ClientError(f'Key "{args.key}" is not set on instance "{args.name}"')
-    del config[args.key]
-    _put(c, inst, config, inst.get("devices") or {})
+    # An empty value unsets (the daemon drops it); an absent key is no error, as with Incus.
+    c.request("PATCH", path(args.name), {"config": {args.key: ""}})
 
 
 def _yaml_devices(doc: dict[str, Any]) -> dict[str, dict[str, str]]:
@@ -90,13 +89,19 @@ def _yaml_devices(doc: dict[str, Any]) -> dict[str, dict[str, str]]:
 
 
 def _edit(args: argparse.Namespace, c: Client) -> None:
-    path(args.name)
-    doc = read_stdin_yaml()
+    inst = _get_instance(c, args.name)
+    current = {
+        k: inst.get(k)
+        for k in ("architecture", "config", "devices", "ephemeral", "profiles", "stateful", "description")
+    }
+    doc = edit_yaml(current)
     body = {
         "config": yaml_config(doc),
         "devices": _yaml_devices(doc),
         "description": str(doc.get("description") or ""),
     }
+    if isinstance(doc.get("profiles"), list):
+        body["profiles"] = [str(p) for p in doc["profiles"]]
     c.request("PUT", path(args.name), body)
 
 
@@ -141,7 +146,7 @@ def _device_unset(args: argparse.Namespace, c: Client) -> None:
     inst = _get_instance(c, args.name)
     dev = _device_of(inst, args.device)
     if args.key not in dev:
-        raise ClientError(f'Key "{args.key}" is not set on device "{args.device}" of instance "{args.name}"')
+        return  # an absent key is no error, as with Incus
     del dev[args.key]
     _put(c, inst, dict(inst.get("config") or {}), {**(inst.get("devices") or {}), args.device: dev})
 
@@ -213,7 +218,7 @@ COMMANDS: tuple[Command, ...] = (
     ("get", (), "print one config key", positionals(_config_get, "name", "key")),
     ("set", (), "set config keys (KEY=VALUE... or KEY VALUE)", positionals(_config_set, "name", "config+")),
     ("unset", (), "remove a config key", positionals(_config_unset, "name", "key")),
-    ("edit", (), "replace config and devices from YAML on stdin", positionals(_edit, "name")),
+    ("edit", (), "edit config and devices as YAML ($EDITOR, or stdin)", positionals(_edit, "name")),
     ("device", (), "manage an instance's devices", _build_device),
 )
 

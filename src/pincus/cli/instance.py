@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from pincus.cli.client import ClientError, q
@@ -11,6 +12,7 @@ from pincus.cli.output import render
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from pincus.cli.client import Client
@@ -36,27 +38,90 @@ def _change_state(c: Client, name: str, action: str, timeout: float, force: bool
 # --- create --------------------------------------------------------------------------------------
 
 
-def _create(args: argparse.Namespace, c: Client) -> None:
-    name = args.name
+def _device_overrides(items: list[str]) -> dict[str, dict[str, str]]:
+    """-d DEVICE,KEY=VALUE[,KEY=VALUE...]; a piece without "=" continues the previous value
+    (as in ipv4.routes=10.250.1.0/24,10.250.2.0/24)."""
+    out: dict[str, dict[str, str]] = {}
+    for item in items:
+        device, _, rest = item.partition(",")
+        if not device or "=" not in rest:
+            raise ClientError(f'Bad device override syntax, expecting DEVICE,KEY=VALUE: "{item}"')
+        keys = out.setdefault(device, {})
+        last = ""
+        for piece in rest.split(","):
+            key, eq, value = piece.partition("=")
+            if eq and key:
+                keys[key] = value
+                last = key
+            else:
+                keys[last] += "," + piece
+    return out
+
+
+def _overridden_devices(
+    c: Client, profiles: list[str], local: dict[str, dict[str, str]], overrides: dict[str, dict[str, str]]
+) -> dict[str, dict[str, str]]:
+    """Each overridden device: its config from the profiles (the last one holding it wins) or
+    from -n, with the given keys changed; as the instance's own devices."""
+    from_profiles: dict[str, dict[str, str]] = {}
+    for profile in profiles if set(overrides) - set(local) else ():
+        for dev_name, dev in (c.request("GET", f"/1.0/profiles/{q(profile)}").get("devices") or {}).items():
+            from_profiles[dev_name] = dict(dev)
+    out: dict[str, dict[str, str]] = {}
+    for dev_name, keys in overrides.items():
+        base = local.get(dev_name) or from_profiles.get(dev_name)
+        if base is None:
+            raise ClientError(f'Device "{dev_name}" not found in profiles')
+        out[dev_name] = {**base, **keys}
+    return out
+
+
+def _create(args: argparse.Namespace, c: Client) -> str:
+    names: list[str] = args.names
+    if len(names) > 2:
+        raise ClientError("Too many arguments: pincus init [IMAGE] NAME")
+    image, name = (names[0], names[1]) if len(names) == 2 else (None, names[0])
     path(name)
+    if image is not None:
+        raise ClientError(
+            f'Images are not supported yet ("{image}"): use "pincus init {name}" (or --empty) '
+            "for an instance on the host's root"
+        )
+    if args.storage:
+        raise ClientError(
+            "Storage pools are not supported yet: leave out -s (instances run on the host's root)"
+        )
+    if args.profiles and args.no_profiles:
+        raise ClientError("--no-profiles cannot be combined with -p")
     devices: dict[str, dict[str, str]] = {}
     if args.network:
         devices["eth0"] = {"type": "nic", "network": args.network, "name": "eth0"}
-    body = {
+    overrides = _device_overrides(args.device)
+    if overrides:
+        profiles = [] if args.no_profiles else (args.profiles or ["default"])
+        devices.update(_overridden_devices(c, profiles, devices, overrides))
+    body: dict[str, Any] = {
         "name": name,
         "type": VM if args.vm else CONTAINER,
         "description": args.description or "",
         "config": key_values(args.config, allow_pair=False),
         "devices": devices,
     }
+    if args.profiles or args.no_profiles:
+        body["profiles"] = list(args.profiles)
     print(f"Creating {name}", flush=True)
     c.request("POST", "/1.0/instances", body)
+    return name
+
+
+def _init(args: argparse.Namespace, c: Client) -> None:
+    _create(args, c)
 
 
 def _launch(args: argparse.Namespace, c: Client) -> None:
-    _create(args, c)
-    print(f"Starting {args.name}", flush=True)
-    _change_state(c, args.name, "start", DEFAULT_TIMEOUT, False)
+    name = _create(args, c)
+    print(f"Starting {name}", flush=True)
+    _change_state(c, name, "start", DEFAULT_TIMEOUT, False)
 
 
 # --- state ---------------------------------------------------------------------------------------
@@ -115,29 +180,107 @@ def addresses(state: dict[str, Any]) -> tuple[list[str], list[str]]:
     return v4, v6
 
 
+def _when(stamp: Any) -> str:
+    """An API timestamp as Incus's list shows it ("2006/01/02 15:04 UTC"); "" for none."""
+    if not stamp or str(stamp).startswith("0001-"):
+        return ""
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).strftime("%Y/%m/%d %H:%M %Z")
+    except ValueError:
+        return str(stamp)
+
+
+def _type_cell(inst: dict[str, Any]) -> str:
+    kind = str(inst.get("type", "")).upper()
+    return f"{kind} (EPHEMERAL)" if inst.get("ephemeral") else kind
+
+
+# Incus's column letters: header, and the cell of an instance (with its state).
+COLUMNS: dict[str, tuple[str, Callable[[dict[str, Any], dict[str, Any]], str]]] = {
+    "n": ("NAME", lambda i, st: str(i["name"])),
+    "s": ("STATE", lambda i, st: str(i.get("status", "")).upper()),
+    "4": ("IPV4", lambda i, st: "\n".join(addresses(st)[0])),
+    "6": ("IPV6", lambda i, st: "\n".join(addresses(st)[1])),
+    "t": ("TYPE", lambda i, st: _type_cell(i)),
+    "S": ("SNAPSHOTS", lambda i, st: str(len(i.get("snapshots") or []))),
+    "P": ("PROFILES", lambda i, st: "\n".join(i.get("profiles") or [])),
+    "l": ("LAST USED AT", lambda i, st: _when(i.get("last_used_at"))),
+    "p": ("PID", lambda i, st: str(st["pid"]) if st.get("pid") else ""),
+    "a": ("ARCHITECTURE", lambda i, st: str(i.get("architecture", ""))),
+    "c": ("CREATED AT", lambda i, st: _when(i.get("created_at"))),
+    "d": ("DESCRIPTION", lambda i, st: str(i.get("description", ""))),
+}
+DEFAULT_COLUMNS = "ns46t"
+_NEEDS_STATE = set("46p")
+
+
+def _columns(spec: str) -> str:
+    letters = spec.replace(",", "")
+    for ch in letters:
+        if ch not in COLUMNS:
+            raise ClientError(f"Unknown column shorthand char '{ch}' in '{spec}' (one of {''.join(COLUMNS)})")
+    if not letters:
+        raise ClientError("No columns given")
+    return letters
+
+
+def _matches(pattern: str, value: str) -> bool:
+    """Incus's filter match: the whole value against PATTERN as a regex, else equality."""
+    import re
+
+    anchored = pattern if ("^" in pattern or "$" in pattern) else f"^{pattern}$"
+    try:
+        return re.search(anchored, value) is not None
+    except re.error:
+        return pattern == value
+
+
+def shown(inst: dict[str, Any], filters: list[str]) -> bool:
+    """Whether INST passes every filter: NAME (a regex on the whole name, or a prefix of it),
+    type=, status= (case-insensitive), or KEY=VALUE / config.KEY=VALUE on its config."""
+    for f in filters:
+        key, eq, value = f.partition("=")
+        if not eq:
+            name = str(inst["name"])
+            if not (_matches(f, name) or name.startswith(f)):
+                return False
+        elif key == "type":
+            kind = str(inst.get("type", "")).lower()
+            if value.lower() not in (kind, "vm" if kind == VM else kind):
+                return False
+        elif key in ("status", "state"):
+            if value.lower() != str(inst.get("status", "")).lower():
+                return False
+        else:
+            key = key.removeprefix("config.")
+            config = inst.get("expanded_config") or inst.get("config") or {}
+            if key not in config or not _matches(value, str(config[key])):
+                return False
+    return True
+
+
 def _list(args: argparse.Namespace, c: Client) -> None:
-    insts: list[dict[str, Any]] = c.request("GET", "/1.0/instances?recursion=1")
-    insts.sort(key=lambda i: str(i["name"]))
+    letters = _columns(args.columns)
+    need_state = args.format in ("json", "yaml") or bool(_NEEDS_STATE & set(letters))
+    # recursion=2 carries each instance's state; an older daemon leaves it out (asked below).
+    insts: list[dict[str, Any]] = c.request("GET", f"/1.0/instances?recursion={2 if need_state else 1}")
+    insts = sorted((i for i in insts if shown(i, args.filters)), key=lambda i: str(i["name"]))
     rows = []
     for inst in insts:
-        state: dict[str, Any] = {}
-        if inst.get("status") == "Running":
-            try:
-                state = c.request("GET", f"{path(inst['name'])}/state")
-            except ClientError:  # deleted or stopped since the listing: show it without addresses
-                state = {}
-        inst["state"] = state
-        v4, v6 = addresses(state)
-        rows.append(
-            [
-                inst["name"],
-                str(inst.get("status", "")).upper(),
-                "\n".join(v4),
-                "\n".join(v6),
-                str(inst.get("type", "")).upper(),
-            ]
-        )
-    render(args.format, ["NAME", "STATE", "IPV4", "IPV6", "TYPE"], rows, insts)
+        state = inst.get("state")
+        if not isinstance(state, dict):
+            state = {}
+            if need_state and inst.get("status") == "Running":
+                try:
+                    state = c.request("GET", f"{path(inst['name'])}/state")
+                except ClientError:  # deleted or stopped since the listing: show it without addresses
+                    state = {}
+        if need_state:
+            inst["state"] = state
+        rows.append([COLUMNS[ch][1](inst, state) for ch in letters])
+    render(args.format, [COLUMNS[ch][0] for ch in letters], rows, insts)
 
 
 # --- info ----------------------------------------------------------------------------------------
@@ -198,21 +341,27 @@ def info(args: argparse.Namespace, c: Client) -> None:
 # --- exec ----------------------------------------------------------------------------------------
 
 
-def split_exec_args(rest: list[str]) -> tuple[dict[str, str], str | None, list[str]]:
-    """--env/--cwd given after NAME, then the command.
+TERMINAL_FLAGS = {"-t": "t", "--force-interactive": "t", "-T": "T", "--force-noninteractive": "T"}
+
+
+def split_exec_args(rest: list[str]) -> tuple[dict[str, str], str | None, str, list[str]]:
+    """--env/--cwd/-t/-T given after NAME, then the command: (env, cwd, terminal mode, command).
 
     argparse cannot do this itself: it would take the command's own options for ours. As
     with Incus, the command starts at `--` or at the first word that is not one of our flags.
     """
     env: dict[str, str] = {}
     cwd: str | None = None
+    mode = ""
     i = 0
     while i < len(rest):
         word = rest[i]
         if word == "--":
-            return env, cwd, rest[i + 1 :]
+            return env, cwd, mode, rest[i + 1 :]
         flag, eq, value = word.partition("=")
-        if flag in ("--env", "--cwd"):
+        if word in TERMINAL_FLAGS:
+            mode = TERMINAL_FLAGS[word]
+        elif flag in ("--env", "--cwd"):
             if not eq:
                 if i + 1 >= len(rest):
                     raise ClientError(f"{flag} needs a value")
@@ -225,18 +374,22 @@ def split_exec_args(rest: list[str]) -> tuple[dict[str, str], str | None, list[s
         elif word.startswith("-"):
             raise ClientError(f'Unknown exec flag "{word}" (put the command after --)')
         else:
-            return env, cwd, rest[i:]
+            return env, cwd, mode, rest[i:]
         i += 1
-    return env, cwd, []
+    return env, cwd, mode, []
 
 
 def _exec(args: argparse.Namespace, c: Client) -> None:
     path(args.name)
     env = key_values(args.env, allow_pair=False)
-    more_env, cwd, command = split_exec_args(args.command)
+    more_env, cwd, mode, command = split_exec_args(args.command)
     env.update(more_env)
     if not command:
         raise ClientError("exec needs a command: pincus exec NAME -- COMMAND [ARGS...]")
+    # The command gets this process's own stdin, stdout and stderr (passed to the daemon), so it
+    # has a terminal exactly when we do: -T asks for nothing more, -t needs one to hand over.
+    if (mode or args.terminal) == "t" and not os.isatty(0):
+        raise ClientError("-t needs a terminal on standard input: pincus passes its own to the command")
     sys.stdout.flush()
     sys.exit(c.exec(args.name, command, env, cwd or args.cwd))
 
@@ -245,18 +398,48 @@ def _exec(args: argparse.Namespace, c: Client) -> None:
 
 
 def _create_flags(x: argparse.ArgumentParser) -> None:
-    x.add_argument("name")
+    x.usage = (
+        "%(prog)s [IMAGE] NAME [--vm] [--empty] [-p PROFILE]... [--no-profiles] [-c KEY=VALUE]... "
+        "[-n NETWORK] [-d DEVICE,KEY=VALUE]... [-s POOL] [--description TEXT]"
+    )
+    x.add_argument(
+        "names",
+        nargs="+",
+        metavar="NAME",
+        help="NAME, or IMAGE NAME; one argument is the instance's name (Incus would take it as an "
+        "image): pincus has no images yet, and an instance runs on the host's root",
+    )
     x.add_argument("--vm", action="store_true", help="a virtual machine instead of a container")
+    x.add_argument("--empty", action="store_true", help="no image (the only kind there is for now)")
     x.add_argument(
         "-c", "--config", action="append", default=[], metavar="KEY=VALUE", help="a config key (repeatable)"
     )
+    x.add_argument(
+        "-p",
+        "--profile",
+        dest="profiles",
+        action="append",
+        default=[],
+        metavar="PROFILE",
+        help="a profile (repeatable)",
+    )
+    x.add_argument("--no-profiles", action="store_true", help="no profiles, not even default")
     x.add_argument("-n", "--network", help="add NIC eth0 on this network")
+    x.add_argument(
+        "-d",
+        "--device",
+        action="append",
+        default=[],
+        metavar="DEVICE,KEY=VALUE",
+        help="override keys of a device from the profiles or -n (repeatable)",
+    )
+    x.add_argument("-s", "--storage", metavar="POOL", help="storage pool (not supported yet)")
     x.add_argument("--description", default="")
 
 
 def build_init(x: argparse.ArgumentParser, words: list[str]) -> None:
     _create_flags(x)
-    x.set_defaults(func=_create)
+    x.set_defaults(func=_init)
 
 
 def build_launch(x: argparse.ArgumentParser, words: list[str]) -> None:
@@ -292,6 +475,19 @@ def build_delete(x: argparse.ArgumentParser, words: list[str]) -> None:
 
 
 def build_list(x: argparse.ArgumentParser, words: list[str]) -> None:
+    x.add_argument(
+        "filters",
+        nargs="*",
+        metavar="FILTER",
+        help="NAME (regex or prefix), type=, status=, or KEY=VALUE on config keys; all must match",
+    )
+    x.add_argument(
+        "-c",
+        "--columns",
+        default=DEFAULT_COLUMNS,
+        help="columns, Incus's letters: n name, s state, 4 IPv4, 6 IPv6, t type, S snapshots, P profiles, "
+        "l last used, p PID, a architecture, c created, d description (default: ns46t)",
+    )
     add_format(x)
     x.set_defaults(func=_list)
 
@@ -300,5 +496,9 @@ def build_exec(x: argparse.ArgumentParser, words: list[str]) -> None:
     x.add_argument("name")
     x.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="environment variable")
     x.add_argument("--cwd", help="working directory inside the instance")
+    x.add_argument("-t", "--force-interactive", dest="terminal", action="store_const", const="t", default="",
+                   help="require a terminal (the command gets this one)")  # fmt: skip
+    x.add_argument("-T", "--force-noninteractive", dest="terminal", action="store_const", const="T",
+                   help="no terminal of its own (the command gets our stdio as it is)")  # fmt: skip
     x.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
     x.set_defaults(func=_exec)

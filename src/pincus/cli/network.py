@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from pincus.cli.client import ClientError, q
-from pincus.cli.common import add_format, key_values, positionals, read_stdin_yaml, subcommands, yaml_config
+from pincus.cli.common import add_format, edit_yaml, key_values, positionals, subcommands, yaml_config
 from pincus.cli.output import dump_yaml, render
 
 TYPE_CHECKING = False
@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from pincus.cli.client import Client
-    from pincus.cli.common import Command
+    from pincus.cli.common import Builder, Command
 
 
 def _list(args: argparse.Namespace, c: Client) -> None:
@@ -64,18 +64,14 @@ def _set(args: argparse.Namespace, c: Client) -> None:
 
 
 def _unset(args: argparse.Namespace, c: Client) -> None:
-    n = c.request("GET", f"/1.0/networks/{q(args.name)}")
-    config = dict(n.get("config", {}))
-    if args.key not in config:
-        raise ClientError(f'Key "{args.key}" is not set on network "{args.name}"')
-    del config[args.key]
-    c.request(
-        "PUT", f"/1.0/networks/{q(args.name)}", {"config": config, "description": n.get("description", "")}
-    )
+    # An empty value unsets (the daemon drops it); an absent key is no error, as with Incus.
+    c.request("PATCH", f"/1.0/networks/{q(args.name)}", {"config": {args.key: ""}})
 
 
 def _edit(args: argparse.Namespace, c: Client) -> None:
-    doc = read_stdin_yaml()
+    n = c.request("GET", f"/1.0/networks/{q(args.name)}")
+    current = {k: n.get(k) for k in ("name", "description", "type", "config")}
+    doc = edit_yaml(current)
     body = {"config": yaml_config(doc), "description": str(doc.get("description") or "")}
     if doc.get("type"):
         body["type"] = str(doc["type"])
@@ -101,6 +97,149 @@ def _leases(args: argparse.Namespace, c: Client) -> None:
     render(args.format, ["HOSTNAME", "MAC ADDRESS", "IP ADDRESS", "TYPE"], rows, leases)
 
 
+def info_text(name: str, st: dict[str, Any]) -> str:
+    """`network info`: what Incus prints of a network's state."""
+    lines = [
+        f"Name: {name}",
+        f"MAC address: {st.get('hwaddr', '')}",
+        f"MTU: {st.get('mtu', '')}",
+        f"State: {st.get('state', '')}",
+        f"Type: {st.get('type', '')}",
+        "",
+        "IP addresses:",
+    ]
+    for a in st.get("addresses") or []:
+        lines.append(
+            f"  {a.get('family', '')} {a.get('address', '')}/{a.get('netmask', '')} ({a.get('scope', '')})"
+        )
+    counters = st.get("counters") or {}
+    lines += ["", "Network usage:"]
+    for label, key in (
+        ("Bytes received", "bytes_received"),
+        ("Bytes sent", "bytes_sent"),
+        ("Packets received", "packets_received"),
+        ("Packets sent", "packets_sent"),
+    ):
+        lines.append(f"  {label}: {counters.get(key, 0)}")
+    bridge = st.get("bridge")
+    if bridge:
+        lines += [
+            "",
+            "Bridge:",
+            f"  ID: {bridge.get('id', '')}",
+            f"  STP: {str(bool(bridge.get('stp'))).lower()}",
+            f"  Forward delay: {bridge.get('forward_delay', '')}",
+            f"  Default VLAN ID: {bridge.get('vlan_default', '')}",
+            f"  VLAN filtering: {str(bool(bridge.get('vlan_filtering'))).lower()}",
+            f"  Upper devices: {', '.join(bridge.get('upper_devices') or [])}",
+        ]
+    return "\n".join(lines)
+
+
+def _info(args: argparse.Namespace, c: Client) -> None:
+    print(info_text(args.name, c.request("GET", f"/1.0/networks/{q(args.name)}/state")))
+
+
+def _allocations(args: argparse.Namespace, c: Client) -> None:
+    allocs: list[dict[str, Any]] = c.request("GET", "/1.0/network-allocations")
+    rows = sorted(
+        [
+            str(a.get("used_by", "")),
+            str(a.get("address", "")),
+            str(a.get("type", "")),
+            "true" if a.get("nat") else "false",
+            str(a.get("hwaddr", "")),
+        ]
+        for a in allocs
+    )
+    render(args.format, ["USED BY", "ADDRESS", "TYPE", "NAT", "HARDWARE ADDRESS"], rows, allocs)
+
+
+# --- attach and detach ---------------------------------------------------------------------------
+
+
+def _nic_for(c: Client, network: str, ifname: str | None) -> dict[str, str]:
+    """The NIC `attach` adds: on a managed network by name, on an unmanaged bridge as bridged."""
+    n = c.request("GET", f"/1.0/networks/{q(network)}")
+    if n.get("managed"):
+        dev = {"type": "nic", "network": network}
+    elif n.get("type") == "bridge":
+        dev = {"type": "nic", "nictype": "bridged", "parent": network}
+    else:
+        raise ClientError(
+            f'Network "{network}" is neither managed nor a bridge; create a network on it first'
+        )
+    if ifname:
+        dev["name"] = ifname
+    return dev
+
+
+def _matching_device(devices: dict[str, Any], network: str, device: str | None, owner: str) -> str:
+    """The one NIC of DEVICES on NETWORK (named DEVICE, when given), as Incus's detach finds it."""
+    found = [
+        n
+        for n, d in sorted(devices.items())
+        if d.get("type") == "nic" and network in (d.get("network"), d.get("parent")) and device in (None, n)
+    ]
+    if not found:
+        raise ClientError(f'No device found for network "{network}" on {owner}')
+    if len(found) > 1:
+        raise ClientError(f"More than one device matches on {owner}, specify the device name")
+    return found[0]
+
+
+def _instance_put(c: Client, inst: dict[str, Any], devices: dict[str, Any]) -> None:
+    """PUT the instance back with DEVICES; volatile keys stay with the daemon."""
+    config = {k: v for k, v in (inst.get("config") or {}).items() if not k.startswith("volatile.")}
+    body = {"config": config, "devices": devices, "description": inst.get("description", "")}
+    if "profiles" in inst:
+        body["profiles"] = inst["profiles"]
+    c.request("PUT", f"/1.0/instances/{q(inst['name'])}", body)
+
+
+def _profile_put(c: Client, profile: dict[str, Any], devices: dict[str, Any]) -> None:
+    body = {
+        "config": profile.get("config") or {},
+        "devices": devices,
+        "description": profile.get("description", ""),
+    }
+    c.request("PUT", f"/1.0/profiles/{q(profile['name'])}", body)
+
+
+def _attach(args: argparse.Namespace, c: Client) -> None:
+    dev = _nic_for(c, args.network, args.ifname)
+    inst = c.request("GET", f"/1.0/instances/{q(args.instance)}")
+    name = args.device or args.network
+    devices = dict(inst.get("devices") or {})
+    if name in devices:
+        raise ClientError(f'Device "{name}" already exists on instance "{args.instance}"')
+    _instance_put(c, inst, {**devices, name: dev})
+
+
+def _detach(args: argparse.Namespace, c: Client) -> None:
+    inst = c.request("GET", f"/1.0/instances/{q(args.instance)}")
+    devices = dict(inst.get("devices") or {})
+    del devices[_matching_device(devices, args.network, args.device, f'instance "{args.instance}"')]
+    _instance_put(c, inst, devices)
+
+
+def _attach_profile(args: argparse.Namespace, c: Client) -> None:
+    dev = _nic_for(c, args.network, args.ifname)
+    profile = c.request("GET", f"/1.0/profiles/{q(args.profile)}")
+    name = args.device or args.network
+    devices = dict(profile.get("devices") or {})
+    if name in devices:
+        raise ClientError(f'Device "{name}" already exists on profile "{args.profile}"')
+    _profile_put(c, profile, {**devices, name: dev})
+
+
+def _detach_profile(args: argparse.Namespace, c: Client) -> None:
+    profile = c.request("GET", f"/1.0/profiles/{q(args.profile)}")
+    devices = dict(profile.get("devices") or {})
+    del devices[_matching_device(devices, args.network, args.device, f'profile "{args.profile}"')]
+    _profile_put(c, profile, devices)
+
+
 # --- parsers -------------------------------------------------------------------------------------
 
 
@@ -123,6 +262,23 @@ def _build_leases(x: argparse.ArgumentParser, words: list[str]) -> None:
     x.set_defaults(func=_leases)
 
 
+def _build_allocations(x: argparse.ArgumentParser, words: list[str]) -> None:
+    add_format(x)
+    x.set_defaults(func=_allocations)
+
+
+def _build_attach(target: str, func: Any, ifname: bool) -> Builder:
+    def build(x: argparse.ArgumentParser, words: list[str]) -> None:
+        x.add_argument("network")
+        x.add_argument(target)
+        x.add_argument("device", nargs="?", help="device name (default: the network's name)")
+        if ifname:
+            x.add_argument("ifname", nargs="?", help="interface name inside the instance")
+        x.set_defaults(func=func, ifname=None)
+
+    return build
+
+
 COMMANDS: tuple[Command, ...] = (
     ("list", ("ls",), "list networks, managed and the host's own", _build_list),
     ("create", (), "create a managed network", _build_create),
@@ -130,10 +286,26 @@ COMMANDS: tuple[Command, ...] = (
     ("get", (), "print one config key", positionals(_get, "name", "key")),
     ("set", (), "set config keys (KEY=VALUE... or KEY VALUE)", positionals(_set, "name", "config+")),
     ("unset", (), "remove a config key", positionals(_unset, "name", "key")),
-    ("edit", (), "replace the config from YAML on stdin", positionals(_edit, "name")),
+    ("edit", (), "edit the config as YAML ($EDITOR, or stdin)", positionals(_edit, "name")),
     ("rename", (), "rename an unused network", positionals(_rename, "name", "new_name")),
     ("delete", ("rm",), "delete an unused network", positionals(_delete, "name")),
     ("list-leases", (), "DHCP leases and static allocations of a managed bridge", _build_leases),
+    ("info", (), "the network's state: addresses, counters, bridge", positionals(_info, "name")),
+    ("list-allocations", (), "addresses and MACs in use on managed networks", _build_allocations),
+    ("attach", (), "add a NIC on the network to an instance", _build_attach("instance", _attach, True)),
+    ("detach", (), "remove an instance's NIC on the network", _build_attach("instance", _detach, False)),
+    (
+        "attach-profile",
+        (),
+        "add a NIC on the network to a profile",
+        _build_attach("profile", _attach_profile, True),
+    ),
+    (
+        "detach-profile",
+        (),
+        "remove a profile's NIC on the network",
+        _build_attach("profile", _detach_profile, False),
+    ),
 )
 
 

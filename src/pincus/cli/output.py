@@ -1,4 +1,4 @@
-"""Tables (Incus's boxed style), csv, json and yaml output."""
+"""Tables (Incus's boxed, compact and markdown styles), csv, json and yaml output."""
 
 from __future__ import annotations
 
@@ -10,16 +10,13 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Any
 
-FORMATS = ("table", "csv", "json", "yaml")
+FORMATS = ("table", "compact", "csv", "json", "yaml", "markdown")
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     cells = [[str(c) for c in r] for r in rows]
     split = [[c.split("\n") for c in r] for r in cells]
-    widths = [len(h) for h in headers]
-    for r in split:
-        for i, lines in enumerate(r):
-            widths[i] = max(widths[i], *(len(x) for x in lines))
+    widths = _widths(headers, split)
     sep = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
     out = [sep, "|" + "|".join(f" {h.center(w)} " for h, w in zip(headers, widths, strict=True)) + "|", sep]
     for r in split:
@@ -28,6 +25,41 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
             parts = [lines[n] if n < len(lines) else "" for lines in r]
             out.append("|" + "|".join(f" {p.ljust(w)} " for p, w in zip(parts, widths, strict=True)) + "|")
         out.append(sep)
+    return "\n".join(out)
+
+
+def _widths(headers: Sequence[str], split: list[list[list[str]]]) -> list[int]:
+    widths = [len(h) for h in headers]
+    for r in split:
+        for i, lines in enumerate(r):
+            widths[i] = max(widths[i], *(len(x) for x in lines))
+    return widths
+
+
+def compact(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Incus's compact style: no borders, columns two spaces apart, a cell's lines one under another."""
+    split = [[str(c).split("\n") for c in r] for r in rows]
+    widths = _widths(headers, split)
+
+    def line(parts: Sequence[str]) -> str:
+        return "  ".join(p.ljust(w) for p, w in zip(parts, widths, strict=True)).rstrip()
+
+    out = [line(headers)]
+    for r in split:
+        for n in range(max((len(lines) for lines in r), default=1)):
+            out.append(line([lines[n] if n < len(lines) else "" for lines in r]))
+    return "\n".join(out)
+
+
+def markdown(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A markdown table; a cell's lines are joined by <br>."""
+    cells = [[str(c).replace("|", "\\|").replace("\n", "<br>") for c in r] for r in rows]
+    widths = _widths(headers, [[[c] for c in r] for r in cells])
+    out = [
+        "|" + "|".join(f" {h.center(w)} " for h, w in zip(headers, widths, strict=True)) + "|",
+        "|" + "|".join("-" * (w + 2) for w in widths) + "|",
+    ]
+    out += ["|" + "|".join(f" {c.ljust(w)} " for c, w in zip(r, widths, strict=True)) + "|" for r in cells]
     return "\n".join(out)
 
 
@@ -46,6 +78,10 @@ def load_yaml(text: str) -> Any:
 def render(fmt: str, headers: Sequence[str], rows: Sequence[Sequence[str]], objects: Any) -> None:
     if fmt == "table":
         print(table(headers, rows))
+    elif fmt == "compact":
+        print(compact(headers, rows))
+    elif fmt == "markdown":
+        print(markdown(headers, rows))
     elif fmt == "csv":
         import csv  # only --format=csv pays for it
 

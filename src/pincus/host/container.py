@@ -9,14 +9,16 @@ and start time (``ContainerProcess``), which is safe against pid reuse.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
 import select
 import signal
 import subprocess
 import sys
+import termios
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -330,11 +332,15 @@ def exec_in_container(
     stdin: int,
     stdout: int,
     stderr: int,
+    tty: bool = False,
+    started: Callable[[int], None] | None = None,
 ) -> int:
     """Run a host binary in all of proc's namespaces with the given stdio; its exit status.
 
     A signal death is reported as 128 + signal number, like a shell. The environment is
-    DEFAULT_ENV updated with env; cwd defaults to /.
+    DEFAULT_ENV updated with env; cwd defaults to /. With TTY, stdin is a terminal that
+    becomes the command's controlling terminal in a session of its own (job control, `tty`).
+    STARTED gets the pid to hand to `signal_exec`.
     """
     full_env = {**DEFAULT_ENV, **(env or {})}
     with _namespace_fds(proc) as fds:
@@ -345,10 +351,34 @@ def exec_in_container(
                 stdout=stdout,
                 stderr=stderr,
                 env=full_env,
+                preexec_fn=_take_terminal if tty else None,
             )
         except OSError as e:
             raise HostError(f"exec {argv[0]} in container pid {proc.pid}: {e.strerror}") from e
+        if started is not None:
+            started(child.pid)
         return _exit_status(child.wait())
+
+
+def _take_terminal() -> None:
+    """In the forked child: a new session whose controlling terminal is stdin."""
+    os.setsid()
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+def signal_exec(pid: int, sig: int) -> None:
+    """Deliver SIG to the command an exec started (nsenter forks it into the pid namespace).
+
+    nsenter does not pass signals on; its child does the work, and nsenter reports how the
+    child ended, so the signal goes to the child.
+    """
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return
+    for child in children:
+        with suppress(ProcessLookupError):
+            os.kill(int(child), sig)
 
 
 def exec_capture(

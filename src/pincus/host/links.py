@@ -170,11 +170,17 @@ class _Addr:
     prefixlen: int
     index: int
     attrs: dict[int, bytes]
+    scope: int = 0
 
     @classmethod
     def parse(cls, body: bytes) -> _Addr:
-        family, prefixlen, _flags, _scope, index = _IFADDRMSG.unpack_from(body)
-        return cls(family, prefixlen, index, netlink.attrs(body, _IFADDRMSG.size, len(body)))
+        family, prefixlen, _flags, scope, index = _IFADDRMSG.unpack_from(body)
+        return cls(family, prefixlen, index, netlink.attrs(body, _IFADDRMSG.size, len(body)), scope)
+
+    def info(self) -> AddressInfo:
+        address, _, prefix = self.text().partition("/")
+        family = "inet6" if self.family == socket.AF_INET6 else "inet"
+        return AddressInfo(family, address, int(prefix), _SCOPES.get(self.scope, str(self.scope)))
 
     def text(self) -> str:
         # For IPv4 IFA_LOCAL is the address (IFA_ADDRESS is the peer on point-to-point links).
@@ -301,6 +307,24 @@ def all_addresses(netns: str | None = None) -> list[str]:
     body = _IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
     with netlink.rtnl("Failed to list addresses", netns) as nl:
         return [_Addr.parse(b).text() for b in nl.request(_RTM_GETADDR, body, netlink.NLM_F_DUMP)]
+
+
+@dataclass(frozen=True)
+class AddressInfo:
+    family: str  # "inet" | "inet6"
+    address: str
+    prefixlen: int
+    scope: str  # "global" | "site" | "link" | "local", as Incus names the kernel's scopes
+
+
+_SCOPES = {0: "global", 200: "site", 253: "link", 254: "local"}
+
+
+def link_address_info(name: str, netns: str | None = None) -> list[AddressInfo]:
+    """Every address on `name` with its family and the kernel's scope."""
+    checks.interface_name(name)
+    with netlink.rtnl(f'Failed to list addresses of "{name}"', netns) as nl:
+        return [a.info() for a in _addresses(nl, _index(nl, name))]
 
 
 def link_addresses(name: str, netns: str | None = None) -> list[str]:

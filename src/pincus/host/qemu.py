@@ -8,12 +8,14 @@ is never mistaken for (or signalled as) the VM.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import select
 import shutil
 import signal
 import socket
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +49,20 @@ class QemuProcess:
     pid: int
     start_time: int  # field 22 of /proc/<pid>/stat, clock ticks since boot
     qmp_path: Path
+
+
+@functools.cache
+def version() -> str:
+    """QEMU's version ("7.2.15"), read once; "" when QEMU is missing or says nothing we know."""
+    binary = shutil.which(QEMU_BINARY)
+    if binary is None:
+        return ""
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    words = out.split()
+    return words[words.index("version") + 1] if "version" in words[:-1] else ""
 
 
 def device_id(nic_id: str) -> str:

@@ -9,6 +9,7 @@ daemon that is its own namespace.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from pincus.errors import HostError, InvalidError
@@ -144,3 +145,40 @@ def interface_mtu(name: str) -> int:
         return int(text)
     except ValueError as e:
         raise HostError(f'Failed to read the MTU of "{name}": {path}: "{text}" is not a number') from e
+
+
+@dataclass(frozen=True)
+class BridgeState:
+    """What Incus's network state shows of a bridge, as sysfs has it (forward_delay in the
+    kernel's centiseconds, the value `ip -d link` prints)."""
+
+    id: str
+    stp: bool
+    forward_delay: int
+    vlan_default: int  # 0 where the kernel has no VLAN filtering (no default_pvid file)
+    vlan_filtering: bool
+    upper_devices: tuple[str, ...]
+
+
+def _read_int(path: Path, default: int) -> int:
+    try:
+        return int(path.read_text().strip())
+    except FileNotFoundError:
+        return default
+    except (OSError, ValueError) as e:
+        raise HostError(f"Failed to read {path}: {e}") from e
+
+
+def bridge_state(name: str) -> BridgeState | None:
+    """The bridge attributes of `name`; None when it is not a bridge."""
+    d = _net(name) / "bridge"
+    if not d.is_dir():
+        return None
+    return BridgeState(
+        id=_read(d / "bridge_id", f'the bridge id of "{name}"').strip(),
+        stp=_read_int(d / "stp_state", 0) != 0,
+        forward_delay=_read_int(d / "forward_delay", 0),
+        vlan_default=_read_int(d / "default_pvid", 0),
+        vlan_filtering=_read_int(d / "vlan_filtering", 0) == 1,
+        upper_devices=tuple(bridge_members(name)),
+    )

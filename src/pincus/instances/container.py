@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -11,7 +12,7 @@ from pincus.devices.base import NicRun
 from pincus.errors import ConflictError
 from pincus.host import container as host_container
 from pincus.host import files, links, netns
-from pincus.instances.base import Instance
+from pincus.instances.base import Instance, link_address_objects
 
 
 class Container(Instance):
@@ -65,39 +66,58 @@ class Container(Instance):
 
     def nic_state(self) -> dict[str, dict[str, Any]]:
         handle = self.netns
-        out: dict[str, dict[str, Any]] = {}
         if handle is None:
-            return out
+            return {}
+        out = {"lo": self._link_state("lo", str(handle), "loopback")}
         for dev in self.devices():
             run_name = dev.config.get("name") or dev.name
-            link = links.get_link(run_name, netns=str(handle))
-            if link is None:
+            if links.get_link(run_name, netns=str(handle)) is None:
                 continue
-            stats = links.link_stats(run_name, netns=str(handle))
             out[run_name] = {
                 "device": dev.name,
                 "path": dev.describe(),
                 "host_name": self.volatile(dev.vkey("host_name")) or "",
-                "hwaddr": link.mac,
-                "mtu": link.mtu,
-                "state": "up" if link.up else "down",
-                "type": "broadcast",
-                "addresses": links.link_addresses(run_name, netns=str(handle)),
-                "counters": {
-                    "bytes_received": stats.rx_bytes,
-                    "bytes_sent": stats.tx_bytes,
-                    "packets_received": stats.rx_packets,
-                    "packets_sent": stats.tx_packets,
-                    "errors_received": stats.rx_errors,
-                    "errors_sent": stats.tx_errors,
-                    "packets_dropped_inbound": stats.rx_dropped,
-                    "packets_dropped_outbound": stats.tx_dropped,
-                },
+                **self._link_state(run_name, str(handle), "broadcast"),
             }
         return out
 
-    def exec(self, argv: list[str], env: dict[str, str], cwd: str | None, fds: tuple[int, int, int]) -> int:
+    @staticmethod
+    def _link_state(name: str, handle: str, kind: str) -> dict[str, Any]:
+        """One interface inside the container as Incus's instance state shows it."""
+        link = links.get_link(name, netns=handle)
+        stats = links.link_stats(name, netns=handle)
+        return {
+            "hwaddr": link.mac if link else "",
+            "host_name": "",
+            "mtu": link.mtu if link else 0,
+            "state": "up" if link and link.up else "down",
+            "type": kind,
+            "addresses": link_address_objects(links.link_address_info(name, netns=handle)),
+            "counters": {
+                "bytes_received": stats.rx_bytes,
+                "bytes_sent": stats.tx_bytes,
+                "packets_received": stats.rx_packets,
+                "packets_sent": stats.tx_packets,
+                "errors_received": stats.rx_errors,
+                "errors_sent": stats.tx_errors,
+                "packets_dropped_inbound": stats.rx_dropped,
+                "packets_dropped_outbound": stats.tx_dropped,
+            },
+        }
+
+    def exec(
+        self,
+        argv: list[str],
+        env: dict[str, str],
+        cwd: str | None,
+        fds: tuple[int, int, int],
+        tty: bool = False,
+        started: Callable[[int], None] | None = None,
+    ) -> int:
         proc = self._proc()
         if proc is None or not host_container.is_alive(proc):
             raise ConflictError(f'Instance "{self.name}" is not running')
-        return host_container.exec_in_container(proc, argv, env, cwd, *fds)
+        return host_container.exec_in_container(proc, argv, env, cwd, *fds, tty=tty, started=started)
+
+    def signal_exec(self, pid: int, sig: int) -> None:
+        host_container.signal_exec(pid, sig)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shlex
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from pincus.config.keys import VM
@@ -12,7 +13,7 @@ from pincus.db import instances as db_instances
 from pincus.devices.base import NicRun
 from pincus.errors import InvalidError
 from pincus.host import links, qemu
-from pincus.instances.base import Instance
+from pincus.instances.base import Instance, address_objects
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ class VirtualMachine(Instance):
                 "mtu": link.mtu,
                 "state": "up" if link.carrier else "down",
                 "type": "broadcast",
-                "addresses": dev.leased_addresses(),
+                "addresses": address_objects(dev.leased_addresses()),
                 "counters": {
                     "bytes_received": stats.tx_bytes,
                     "bytes_sent": stats.rx_bytes,
@@ -132,6 +133,14 @@ class VirtualMachine(Instance):
             "which pincus VMs do not have"
         )
 
-    def exec(self, argv: list[str], env: dict[str, str], cwd: str | None, fds: tuple[int, int, int]) -> int:
+    def exec(
+        self,
+        argv: list[str],
+        env: dict[str, str],
+        cwd: str | None,
+        fds: tuple[int, int, int],
+        tty: bool = False,
+        started: Callable[[int], None] | None = None,
+    ) -> int:
         self.check_exec()
         raise AssertionError("check_exec always refuses")

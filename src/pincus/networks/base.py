@@ -59,6 +59,10 @@ class NetworkDriver:
         """Supervision: restart a helper process of the network that died; its pid, or None."""
         return None
 
+    def host_interface(self) -> str:
+        """The host interface whose state `network info` shows."""
+        return self.name
+
     def leases(self) -> list[dict[str, str]]:
         raise InvalidError(f'Network "{self.name}" is of type "{self.type}", which has no leases')
 

@@ -92,6 +92,9 @@ class PhysicalNetwork(NetworkDriver):
         self._restore_mtu()
         files.remove_tree(self.state.networks_dir / self.name)
 
+    def host_interface(self) -> str:
+        return self.parent
+
     def info(self) -> dict[str, Any]:
         exists = sysfs.interface_exists(self.parent)
         return {"parent_is_bridge": exists and self.parent_is_bridge()}

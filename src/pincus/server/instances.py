@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -17,11 +17,12 @@ from pincus.db.instances import InstanceRecord
 from pincus.devices import names as dev_names
 from pincus.devices import nic_bridged
 from pincus.errors import ConflictError, InvalidError, NotFoundError
-from pincus.host import files, links
+from pincus.host import files, links, stdio
 from pincus.instances.base import Instance
 from pincus.instances.container import Container
 from pincus.instances.vm import VirtualMachine
 from pincus.reverter import Reverter
+from pincus.server import etag
 from pincus.state import State
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,8 @@ def _strings(doc: object, what: str) -> dict[str, str]:
             v = str(v)
         if not isinstance(k, str) or not isinstance(v, str):
             raise InvalidError(f'{what}: value of "{k}" must be a string')
+        if "\0" in k or "\0" in v:
+            raise InvalidError(f'{what}: key "{k!r}" or its value contains a NUL byte')
         out[k] = v
     return out
 
@@ -105,11 +108,23 @@ class Instances:
     def get(self, name: str) -> dict[str, Any]:
         return self.to_api(self._load(name))
 
+    def get_full(self, name: str) -> dict[str, Any]:
+        """`?recursion=1` on one instance (Incus's InstanceFull): its state, snapshots and backups too."""
+        return self.full_view(self._load(name))
+
+    def full_view(self, inst: Instance) -> dict[str, Any]:
+        return {**self.to_api(inst), "state": self._state(inst), "snapshots": [], "backups": []}
+
+    def list_full(self) -> list[dict[str, Any]]:
+        return [self.full_view(self._driver(r)) for r in db_instances.list_all(self.state.store)]
+
     def list_all(self) -> list[dict[str, Any]]:
         return [self.to_api(self._driver(r)) for r in db_instances.list_all(self.state.store)]
 
     def state_of(self, name: str) -> dict[str, Any]:
-        inst = self._load(name)
+        return self._state(self._load(name))
+
+    def _state(self, inst: Instance) -> dict[str, Any]:
         alive = inst.is_alive()
         status, code = RUNNING if alive else STOPPED
         return {
@@ -156,15 +171,34 @@ class Instances:
         log.info("Created instance %s", name, extra={"ctx": {"instance": name, "type": type_}})
         self.state.events.lifecycle("instance-created", f"/1.0/instances/{name}", type=type_)
 
-    def update(self, name: str, req: dict[str, Any], patch: bool) -> None:
+    def check_create(self, req: dict[str, Any]) -> None:
+        """What a create can refuse at once, before its background operation starts."""
+        name = req.get("name")
+        if not isinstance(name, str):
+            raise InvalidError("Instance name is required")
+        try:
+            is_instance_name(name)
+        except ValueError as e:
+            raise InvalidError(f"Invalid instance name: {e}") from None
+        if (req.get("type") or CONTAINER) not in DRIVERS:
+            raise InvalidError(f'Invalid instance type "{req.get("type")}" (container or virtual-machine)')
+        if db_instances.get(self.state.store, name) is not None:
+            raise ConflictError(f'Instance "{name}" already exists')
+
+    def names(self) -> list[str]:
+        return db_instances.names(self.state.store)
+
+    def update(self, name: str, req: dict[str, Any], patch: bool, if_match: str | None = None) -> None:
         with self.locked(name):
             inst = self._load(name)
+            etag.check_if_match(if_match, etag.instance_fields(self.to_api(inst)))
             old = inst.rec
             config = (
                 _strings(req.get("config"), "config") if "config" in req or not patch else dict(old.config)
             )
             if patch and "config" in req:
                 config = {**old.config, **config}
+            config = {k: v for k, v in config.items() if v != ""}  # as Incus: an empty value unsets
             for key, value in list(config.items()):
                 if key.startswith("volatile."):
                     if old.volatile.get(key) != value:
@@ -231,6 +265,25 @@ class Instances:
         inst.rec.devices[name] = config
         inst.attach_device(name)
 
+    def rename(self, name: str, new_name: str) -> None:
+        try:
+            is_instance_name(new_name)
+        except ValueError as e:
+            raise InvalidError(f"Invalid instance name: {e}") from None
+        with self.locked(name), self.locked(new_name):
+            inst = self._load(name)
+            if inst.is_alive() or inst.has_runtime():
+                raise ConflictError("Renaming of running instance not allowed")
+            if db_instances.get(self.state.store, new_name) is not None:
+                raise ConflictError(f'Instance "{new_name}" already exists')
+            with Reverter() as undo:
+                files.move_dir(inst.dir, self.state.instances_dir / new_name)
+                undo.add(files.move_dir, self.state.instances_dir / new_name, inst.dir)
+                db_instances.rename(self.state.store, name, new_name)
+                undo.success()
+        log.info("Renamed instance %s to %s", name, new_name, extra={"ctx": {"instance": new_name}})
+        self.state.events.lifecycle("instance-renamed", f"/1.0/instances/{new_name}", old_name=name)
+
     def delete(self, name: str) -> None:
         with self.locked(name):
             inst = self._load(name)
@@ -260,7 +313,7 @@ class Instances:
         with self.locked(name):
             inst = self._load(name)
             if inst.is_alive():
-                raise ConflictError(f'Instance "{name}" is already running')
+                raise ConflictError("The instance is already running")
             if inst.has_runtime():
                 inst.cleanup()  # died since we last looked
             inst.start()
@@ -274,19 +327,37 @@ class Instances:
                 if inst.has_runtime():
                     inst.cleanup()
                     return
-                raise ConflictError(f'Instance "{name}" is not running')
+                raise ConflictError("The instance is already stopped")
             inst.stop(timeout, force)
         self._release_shared_if_idle()
         log.info("Stopped instance %s", name, extra={"ctx": {"instance": name}})
         self.state.events.lifecycle("instance-stopped", f"/1.0/instances/{name}")
 
     def exec(
-        self, name: str, argv: list[str], env: dict[str, str], cwd: str | None, fds: tuple[int, int, int]
+        self,
+        name: str,
+        argv: list[str],
+        env: dict[str, str],
+        cwd: str | None,
+        fds: tuple[int, int, int],
+        tty: bool = False,
+        started: Callable[[int], None] | None = None,
     ) -> int:
         inst = self._load(name)
         if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
             raise InvalidError("exec needs a command (a list of strings)")
-        return inst.exec(argv, env, cwd, fds)
+        return inst.exec(argv, env, cwd, fds, tty=tty, started=started)
+
+    def exec_detached(self, name: str, argv: list[str], env: dict[str, str], cwd: str | None) -> int:
+        """exec with no stdio (Incus's exec without websockets); its exit status."""
+        null = stdio.open_null()
+        try:
+            return self.exec(name, argv, env, cwd, (null, null, null))
+        finally:
+            stdio.close(null)
+
+    def signal_exec(self, name: str, pid: int, sig: int) -> None:
+        self._load(name).signal_exec(pid, sig)
 
     def check_exec(self, name: str) -> Instance:
         """Refuse before the client hands over its stdio."""

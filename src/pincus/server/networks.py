@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import threading
 from typing import Any
@@ -11,10 +12,11 @@ from pincus.db import instances as db_instances
 from pincus.db import networks as db_networks
 from pincus.db.networks import NetworkRecord
 from pincus.errors import ConflictError, InvalidError, NotFoundError
-from pincus.host import sysfs
+from pincus.host import links, sysfs
 from pincus.networks.base import NetworkDriver
 from pincus.networks.registry import driver_class
 from pincus.reverter import Reverter
+from pincus.server import etag
 from pincus.state import State
 
 log = logging.getLogger(__name__)
@@ -45,8 +47,43 @@ def _check_config(config: object) -> dict[str, str]:
             v = str(v)
         if not isinstance(v, str):
             raise InvalidError(f'Invalid value for key "{k}": must be a string')
+        if "\0" in k or "\0" in v:
+            raise InvalidError(f"Invalid key {k!r}: the key or its value contains a NUL byte")
         out[k] = v
     return out
+
+
+def _state_address(cidr: str) -> dict[str, str]:
+    iface = ipaddress.ip_interface(cidr)
+    ip = iface.ip
+    scope = "local" if ip.is_loopback else "link" if ip.is_link_local else "global"
+    return {
+        "family": "inet" if ip.version == 4 else "inet6",
+        "address": str(ip),
+        "netmask": str(iface.network.prefixlen),
+        "scope": scope,
+    }
+
+
+def _interface(value: str | None) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface | None:
+    """An address key's value as an interface; None for absent, "none", "auto" or garbage."""
+    try:
+        return ipaddress.ip_interface(value) if value else None
+    except ValueError:
+        return None
+
+
+def _allocation(
+    address: str, used_by: str, type_: str, nat: bool, hwaddr: str, network: str
+) -> dict[str, Any]:
+    return {
+        "address": address,
+        "used_by": used_by,
+        "type": type_,
+        "nat": nat,
+        "hwaddr": hwaddr,
+        "network": network,
+    }
 
 
 class Networks:
@@ -113,6 +150,79 @@ class Networks:
         host = [self._unmanaged(i) for i in sysfs.list_interfaces() if i not in names]
         return sorted(managed + host, key=lambda n: str(n["name"]))
 
+    def state_of(self, name: str) -> dict[str, Any]:
+        """Incus's network state of a managed network's host interface, or of any host interface."""
+        rec = db_networks.get(self.state.store, name)
+        ifname = self.driver(rec).host_interface() if rec is not None else name
+        link = links.get_link(ifname) if ifname and sysfs.interface_exists(ifname) else None
+        if link is None:
+            if rec is None:
+                raise NotFoundError(f'Network "{name}" not found')
+            raise NotFoundError(f'Interface "{ifname}" of network "{name}" does not exist')
+        stats = links.link_stats(ifname)
+        bridge = sysfs.bridge_state(ifname)
+        return {
+            "addresses": [_state_address(a) for a in links.link_addresses(ifname)],
+            "counters": {
+                "bytes_received": stats.rx_bytes,
+                "bytes_sent": stats.tx_bytes,
+                "packets_received": stats.rx_packets,
+                "packets_sent": stats.tx_packets,
+                "errors_received": stats.rx_errors,
+                "errors_sent": stats.tx_errors,
+                "packets_dropped_inbound": stats.rx_dropped,
+                "packets_dropped_outbound": stats.tx_dropped,
+            },
+            "hwaddr": link.mac,
+            "mtu": link.mtu,
+            "state": "up" if link.up else "down",
+            "type": "loopback" if sysfs.interface_kind(ifname) == "loopback" else "broadcast",
+            "bond": None,
+            "bridge": None
+            if bridge is None
+            else {
+                "id": bridge.id,
+                "stp": bridge.stp,
+                "forward_delay": bridge.forward_delay,
+                "vlan_default": bridge.vlan_default,
+                "vlan_filtering": bridge.vlan_filtering,
+                "upper_devices": list(bridge.upper_devices),
+            },
+            "vlan": None,
+            "ovn": None,
+        }
+
+    def allocations(self, instances: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """What `network list-allocations` shows: each managed network's own addresses, then the
+        static addresses and MACs of the instance NICs on it (INSTANCES as the API shows them)."""
+        out: list[dict[str, Any]] = []
+        for rec in db_networks.list_all(self.state.store):
+            nat = {4: rec.config.get("ipv4.nat") == "true", 6: rec.config.get("ipv6.nat") == "true"}
+            for family in (4, 6):
+                iface = _interface(rec.config.get(f"ipv{family}.address"))
+                if iface is not None:
+                    out.append(
+                        _allocation(
+                            str(iface), f"/1.0/networks/{rec.name}", "network", nat[family], "", rec.name
+                        )
+                    )
+            for inst in instances:
+                config = inst.get("expanded_config") or inst.get("config") or {}
+                devices = inst.get("expanded_devices") or inst.get("devices") or {}
+                for dev_name, dev in sorted(devices.items()):
+                    if dev.get("type") != "nic" or dev.get("network") != rec.name:
+                        continue
+                    hwaddr = dev.get("hwaddr") or config.get(f"volatile.{dev_name}.hwaddr", "")
+                    used_by = f"/1.0/instances/{inst['name']}"
+                    for family in (4, 6):
+                        iface = _interface(dev.get(f"ipv{family}.address"))
+                        if iface is not None:
+                            address = f"{iface.ip}/{iface.max_prefixlen}"
+                            out.append(
+                                _allocation(address, used_by, "instance", nat[family], hwaddr, rec.name)
+                            )
+        return out
+
     # --- changing --------------------------------------------------------------------------------
 
     def create(self, req: dict[str, Any]) -> None:
@@ -138,12 +248,14 @@ class Networks:
         log.info("Created network %s", name, extra={"ctx": {"network": name, "type": type_}})
         self.state.events.lifecycle("network-created", f"/1.0/networks/{name}", type=type_)
 
-    def update(self, name: str, req: dict[str, Any], patch: bool) -> None:
+    def update(self, name: str, req: dict[str, Any], patch: bool, if_match: str | None = None) -> None:
         with self.lock:
             rec = self._load(name)
+            etag.check_if_match(if_match, etag.network_fields(self.to_api(rec)))
             new_config = _check_config(req.get("config"))
             if patch:
                 new_config = {**rec.config, **new_config}
+            new_config = {k: v for k, v in new_config.items() if v != ""}  # as Incus: an empty value unsets
             description = str(req.get("description", rec.description) or "")
             if "type" in req and req["type"] not in (None, "", rec.type):
                 raise InvalidError(f'Network "{name}" is of type "{rec.type}"; the type cannot be changed')

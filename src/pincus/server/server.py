@@ -8,17 +8,57 @@ import platform
 from typing import Any
 
 from pincus import __version__
-from pincus.host import nft
+from pincus.host import nft, qemu
 from pincus.server.instances import Instances
 from pincus.server.networks import Networks
+from pincus.server.operations import Operations
 from pincus.state import State
 
 log = logging.getLogger(__name__)
 
 
+# Incus API extensions pincus implements, by Incus's names; a client checks them before a call.
+API_EXTENSIONS = [
+    "etag",
+    "patch",
+    "network",
+    "profile_usedby",
+    "container_exec_signal_handling",
+    "operation_description",
+    "event_lifecycle",
+    "network_leases",
+    "network_state",
+    "container_full",
+    "kernel_features",
+    "event_location",
+    "event_project",
+    "instances",
+    "api_filtering",
+    "instance_nic_network",
+    "virtual-machines",
+    "vm_boot_priority",
+    "firewall_driver",
+    "container_nic_ipfilter",
+    "container_nic_routes",
+    "network_type_physical",
+    "network_vlan_physical",
+    "instance_nic_bridged_vlan",
+    "instance_nic_bridged_port_isolation",
+    "network_gvrp",
+    "network_counters_errors_dropped",
+    "instance_get_full",
+    "operation_wait",
+    "init_preseed",
+]
+
+
+OPERATIONS_GRACE = 10.0  # seconds a stopping daemon gives running operations
+
+
 class Server:
     def __init__(self, state: State) -> None:
         self.state = state
+        self.operations = Operations(state.events)
         self.networks = Networks(state)
         self.instances = Instances(state)
 
@@ -30,6 +70,8 @@ class Server:
 
     def stop(self) -> None:
         """SIGTERM: leave instances running for the next daemon to adopt."""
+        # Work in flight holds instance locks and half-made host state: let it end first.
+        self.operations.wait_all(OPERATIONS_GRACE)
         self.instances.stop_monitor()
         self.networks.stop_all()
 
@@ -42,10 +84,19 @@ class Server:
         return {
             "api_version": "1.0",
             "api_status": "stable",
-            "api_extensions": [],
+            "api_extensions": API_EXTENSIONS,
             "auth": "trusted",
+            "auth_methods": [],
             "public": False,
+            "config": {},
             "environment": {
+                "addresses": [],
+                "architectures": [uname.machine],
+                "certificate": "",
+                "driver": "pincus | qemu",
+                "driver_version": f"{__version__} | {qemu.version()}",
+                "project": "default",
+                "server_clustered": False,
                 "server": "pincus",
                 "server_name": uname.node,
                 "server_version": __version__,
@@ -54,7 +105,9 @@ class Server:
                 "kernel_version": uname.release,
                 "kernel_architecture": uname.machine,
                 "firewall": nft.firewall_driver(),
-                "kernel_features": dict(self.state.features),
-                "storage": "dir",
+                # Incus sends these as strings ("true"/"false"); typed clients refuse booleans.
+                "kernel_features": {k: str(v).lower() for k, v in self.state.features.items()},
+                "storage": "",
+                "storage_version": "",
             },
         }

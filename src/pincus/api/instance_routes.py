@@ -1,0 +1,213 @@
+"""/1.0/instances: reads answer at once; changes run as background operations, as in Incus."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from pincus.api import filters
+from pincus.api.exec_ws import ExecRequest, ExecSession, ExecSessions
+from pincus.api.http import Async, Request, Router, Tagged
+from pincus.errors import InvalidError
+from pincus.server import etag
+from pincus.server.server import Server
+
+
+def body_of(req: Request) -> dict[str, Any]:
+    if req.body is None:
+        return {}
+    if not isinstance(req.body, dict):
+        raise InvalidError("Request body must be a JSON object")
+    return req.body
+
+
+def background(server: Server, description: str, name: str, work: Callable[[], None]) -> Async:
+    resources = {"instances": [f"/1.0/instances/{name}"], "containers": [f"/1.0/containers/{name}"]}
+
+    def run(op: object) -> None:
+        work()
+
+    return Async(server.operations.start(description, resources, run).to_api())
+
+
+def _receive_stdio(req: Request) -> tuple[int, int, int]:
+    """pincus's own client passes its stdin, stdout and stderr over the socket (SCM_RIGHTS).
+
+    It sends them only after our interim 100 response, so no buffered read of the request can
+    have swallowed the byte that carries them.
+    """
+    req.handler.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    req.handler.wfile.flush()
+    req.connection.settimeout(30)
+    _, fds, _, _ = socket.recv_fds(req.connection, 1, 3)
+    req.connection.settimeout(None)
+    if len(fds) != 3:
+        for fd in fds:
+            os.close(fd)
+        raise InvalidError(
+            "exec: the client must pass exactly three file descriptors (stdin, stdout, stderr)"
+        )
+    return fds[0], fds[1], fds[2]
+
+
+def _int(body: dict[str, Any], key: str, default: int = 0) -> int:
+    value = body.get(key, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidError(f'"{key}" must be an integer')
+    return value
+
+
+def add(r: Router, server: Server, sessions: ExecSessions) -> None:
+    insts = server.instances
+
+    def list_instances(req: Request) -> Any:
+        recursion = req.query.get("recursion", "0")
+        if recursion == "0" and not req.query.get("filter"):
+            return [f"/1.0/instances/{n}" for n in insts.names()]
+        items = insts.list_full() if recursion == "2" else insts.list_all()
+        keep = filters.parse(req.query.get("filter", ""))
+        items = [i for i in items if keep(i)]
+        if recursion == "0":
+            return [f"/1.0/instances/{i['name']}" for i in items]
+        return items
+
+    def create(req: Request) -> Async:
+        body = body_of(req)
+        source = body.get("source") or {}
+        if not isinstance(source, dict):
+            raise InvalidError('"source" must be an object')
+        kind = source.get("type") or "none"
+        if kind != "none":
+            raise InvalidError(
+                f'Instance source "{kind}" is not supported: pincus has no images yet '
+                '(create with "source": {"type": "none"})'
+            )
+        name = str(body.get("name") or "")
+        insts.check_create(body)
+
+        def work() -> None:
+            insts.create(body)
+            if body.get("start") is True:
+                insts.start(name)
+
+        return background(server, "Creating instance", name, work)
+
+    def get(req: Request) -> Tagged:
+        name = req.params["name"]
+        doc = insts.get_full(name) if req.query.get("recursion", "0") != "0" else insts.get(name)
+        return Tagged(doc, etag.etag(etag.instance_fields(doc)))
+
+    def update(req: Request, patch: bool) -> Async:
+        name, body, if_match = req.params["name"], body_of(req), req.if_match
+        # 412 at once for a stale ETag; the operation checks again under the instance's lock.
+        etag.check_if_match(if_match, etag.instance_fields(insts.get(name)))
+
+        def work() -> None:
+            insts.update(name, body, patch=patch, if_match=if_match)
+
+        return background(server, "Updating instance", name, work)
+
+    def rename(req: Request) -> Async:
+        name, body = req.params["name"], body_of(req)
+        if body.get("migration") or body.get("live"):
+            raise InvalidError("Instance migration is not supported")
+        new_name = body.get("name")
+        if not isinstance(new_name, str) or not new_name:
+            raise InvalidError('Renaming needs a new "name"')
+        insts.get(name)  # 404 at once, not in the operation
+        return background(server, "Renaming instance", name, lambda: insts.rename(name, new_name))
+
+    def delete(req: Request) -> Async:
+        name = req.params["name"]
+        insts.get(name)
+        return background(server, "Deleting instance", name, lambda: insts.delete(name))
+
+    def change_state(req: Request) -> Async:
+        name, body = req.params["name"], body_of(req)
+        action = str(body.get("action", ""))
+        timeout = body.get("timeout", 30)
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < -1:
+            raise InvalidError('"timeout" must be a number of seconds')
+        if action not in ("start", "stop", "restart"):
+            raise InvalidError(f'Invalid action "{action}" (start, stop or restart)')
+        insts.get(name)
+        force = bool(body.get("force"))
+        descriptions = {"start": "Starting", "stop": "Stopping", "restart": "Restarting"}
+        return background(
+            server,
+            f"{descriptions[action]} instance",
+            name,
+            lambda: insts.change_state(name, action, float(timeout), force),
+        )
+
+    def exec_(req: Request) -> Any:
+        name, body = req.params["name"], body_of(req)
+        argv, env, cwd = body.get("command"), body.get("environment") or {}, body.get("cwd") or None
+        if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+            raise InvalidError('exec needs "command": a non-empty list of strings')
+        if not isinstance(env, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in env.items()
+        ):
+            raise InvalidError('"environment" must be a map of strings')
+        if cwd is not None and not isinstance(cwd, str):
+            raise InvalidError('"cwd" must be a string')
+        if _int(body, "user") != 0 or _int(body, "group") != 0:
+            raise InvalidError("exec as another user or group is not supported (user and group must be 0)")
+        insts.check_exec(name)
+        if req.handler.headers.get("X-Pincus-Stdio") == "fds":
+            fds = _receive_stdio(req)
+            try:
+                code = insts.exec(name, argv, env, cwd, fds)
+            finally:
+                for fd in fds:
+                    os.close(fd)
+            return {"return": code}
+        if body.get("record-output"):
+            raise InvalidError("exec record-output is not supported: use wait-for-websocket")
+        if not body.get("wait-for-websocket"):
+            return background_exec_detached(name, argv, env, cwd)
+        request = ExecRequest(bool(body.get("interactive")), _int(body, "width"), _int(body, "height"))
+
+        def run(fds: tuple[int, int, int], tty: bool, started: Callable[[int], None]) -> int:
+            return insts.exec(name, argv, env, cwd, fds, tty=tty, started=started)
+
+        session = ExecSession(request, run, lambda pid, sig: insts.signal_exec(name, pid, sig))
+
+        def prepare(op: Any) -> None:
+            session.open_stdio()
+            op.metadata["fds"] = {channel: op.new_secret(channel) for channel in session.channels}
+            sessions.add(op.id, session)
+
+        def work(op: Any) -> dict[str, Any]:
+            try:
+                return dict(session.run(op))
+            finally:
+                sessions.drop(op.id)
+
+        resources = {"instances": [f"/1.0/instances/{name}"], "containers": [f"/1.0/containers/{name}"]}
+        op = server.operations.start("Executing command", resources, work, "websocket", prepare)
+        return Async(op.to_api())
+
+    def background_exec_detached(name: str, argv: list[str], env: dict[str, str], cwd: str | None) -> Async:
+        """No websockets wanted: the command runs with no stdio, only its exit status is kept."""
+        resources = {"instances": [f"/1.0/instances/{name}"], "containers": [f"/1.0/containers/{name}"]}
+
+        def work(op: Any) -> dict[str, Any]:
+            return {"return": insts.exec_detached(name, argv, env, cwd)}
+
+        return Async(server.operations.start("Executing command", resources, work).to_api())
+
+    r.add("GET", "/1.0/instances", list_instances)
+    r.add("POST", "/1.0/instances", create)
+    r.add("GET", "/1.0/instances/{name}", get)
+    r.add("PUT", "/1.0/instances/{name}", lambda req: update(req, patch=False))
+    r.add("PATCH", "/1.0/instances/{name}", lambda req: update(req, patch=True))
+    r.add("POST", "/1.0/instances/{name}", rename)
+    r.add("DELETE", "/1.0/instances/{name}", delete)
+    r.add("GET", "/1.0/instances/{name}/state", lambda req: insts.state_of(req.params["name"]))
+    r.add("PUT", "/1.0/instances/{name}/state", change_state)
+    r.add("POST", "/1.0/instances/{name}/exec", exec_)
