@@ -6,8 +6,9 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 VENV="$ROOT/.venv"
 # netbase: /etc/protocols and /etc/services, which nftables needs to read "udp" or "tcp" in a rule.
+# lxd-client: LXD 5.0.2's Go client `lxc`, a real third-party client of the API (tests/clients).
 SYS_PACKAGES=(iproute2 nftables dnsmasq-base qemu-system-x86 busybox-static util-linux cpio
-              kmod procps netbase python3 python3-venv)
+              kmod procps netbase python3 python3-venv lxd-client)
 
 if [ "$(id -u)" != 0 ]; then
   echo "setup: run as root (pincus manages host networking)" >&2

@@ -137,7 +137,8 @@ class Daemon:
             env=self.env,
             text=True,
             capture_output=True,
-            input=stdin,
+            # No input given: an empty stdin, never the runner's own (a command may read it).
+            **({"input": stdin} if stdin is not None else {"stdin": subprocess.DEVNULL}),
             timeout=timeout,
         )
         if check and r.returncode != 0:

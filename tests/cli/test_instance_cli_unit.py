@@ -95,15 +95,23 @@ class FakeClient:
     def __init__(self, responses: dict[tuple[str, str], Any] | None = None) -> None:
         self.responses = responses or {}
         self.calls: list[tuple[str, str, Any]] = []
+        self.if_matches: list[str | None] = []  # the If-Match of each call, in order
         self.execs: list[tuple[str, list[str], dict[str, str], str | None]] = []
         self.exec_return = 0
 
-    def request(self, method: str, path: str, body: Any = None) -> Any:
+    def request(self, method: str, path: str, body: Any = None, if_match: str | None = None) -> Any:
         self.calls.append((method, path, copy.deepcopy(body)))
+        self.if_matches.append(if_match)
         r = self.responses.get((method, path), {})
         if isinstance(r, Exception):
             raise r
         return copy.deepcopy(r)
+
+    def request_with_headers(
+        self, method: str, path: str, body: Any = None, if_match: str | None = None
+    ) -> tuple[Any, dict[str, str]]:
+        """As the real client: a GET's ETag (here one per path) is for the PUT that follows."""
+        return self.request(method, path, body, if_match), {"etag": f'"tag of {path}"'}
 
     def exec(
         self, name: str, command: list[str], environment: dict[str, str] | None = None, cwd: str | None = None

@@ -58,6 +58,44 @@ def build(server: Server, shutdown: threading.Event) -> Router:
     r.add("GET", "/1.0/networks/{name}/state", lambda req: nets.state_of(req.params["name"]))
     r.add("GET", "/1.0/network-allocations", lambda req: nets.allocations(server.instances.list_all()))
 
+    profiles = server.profiles
+
+    def list_profiles(req: Request) -> Any:
+        if req.query.get("recursion", "0") != "0":
+            return profiles.list_all()
+        return [f"/1.0/profiles/{n}" for n in profiles.names()]
+
+    def create_profile(req: Request) -> Any:
+        profiles.create(_body(req))
+        return {}
+
+    def get_profile(req: Request) -> Tagged:
+        doc = profiles.get(req.params["name"])
+        return Tagged(doc, etag.etag(etag.profile_fields(doc)))
+
+    def update_profile(req: Request, patch: bool) -> Any:
+        profiles.update(req.params["name"], _body(req), patch=patch, if_match=req.if_match)
+        return {}
+
+    def rename_profile(req: Request) -> Any:
+        new_name = _body(req).get("name")
+        if not isinstance(new_name, str) or not new_name:
+            raise InvalidError("No name provided")
+        profiles.rename(req.params["name"], new_name)
+        return {}
+
+    def delete_profile(req: Request) -> Any:
+        profiles.delete(req.params["name"])
+        return {}
+
+    r.add("GET", "/1.0/profiles", list_profiles)
+    r.add("POST", "/1.0/profiles", create_profile)
+    r.add("GET", "/1.0/profiles/{name}", get_profile)
+    r.add("PUT", "/1.0/profiles/{name}", lambda req: update_profile(req, patch=False))
+    r.add("PATCH", "/1.0/profiles/{name}", lambda req: update_profile(req, patch=True))
+    r.add("POST", "/1.0/profiles/{name}", rename_profile)
+    r.add("DELETE", "/1.0/profiles/{name}", delete_profile)
+
     sessions = ExecSessions()
     instance_routes.add(r, server, sessions)
     operation_routes.add(r, server, sessions, shutdown)

@@ -64,7 +64,19 @@ def _build_shutdown(x: argparse.ArgumentParser, words: list[str]) -> None:
     x.set_defaults(func=_shutdown)
 
 
+def _init(args: argparse.Namespace, c: Client) -> None:
+    from pincus.cli.init import init
+
+    init(args, c)
+
+
+def _build_init(x: argparse.ArgumentParser, words: list[str]) -> None:
+    x.add_argument("--preseed", action="store_true", help="read Incus-style preseed YAML from stdin")
+    x.set_defaults(func=_init)
+
+
 COMMANDS: tuple[Command, ...] = (
+    ("init", (), "set up networks and the default profile (--preseed: YAML on stdin)", _build_init),
     ("waitready", (), "wait until the daemon answers", _build_waitready),
     ("shutdown", (), "stop every instance cleanly, then the daemon", _build_shutdown),
 )

@@ -23,20 +23,6 @@ def _get_instance(c: Client, name: str) -> dict[str, Any]:
     return inst
 
 
-def _put(c: Client, inst: dict[str, Any], config: dict[str, str], devices: dict[str, Any]) -> None:
-    """Replace config and devices whole.
-
-    PATCH merges device maps, so it can neither drop a device nor a device key; PUT can.
-    volatile.* keys are left out: the daemon keeps them, and sending them back would race with
-    a start or stop that changes them between our GET and PUT.
-    """
-    user_config = {k: v for k, v in config.items() if not k.startswith("volatile.")}
-    body = {"config": user_config, "devices": devices, "description": inst.get("description", "")}
-    if "profiles" in inst:
-        body["profiles"] = inst["profiles"]
-    c.request("PUT", path(inst["name"]), body)
-
-
 # --- config --------------------------------------------------------------------------------------
 
 
@@ -89,7 +75,7 @@ def _yaml_devices(doc: dict[str, Any]) -> dict[str, dict[str, str]]:
 
 
 def _edit(args: argparse.Namespace, c: Client) -> None:
-    inst = _get_instance(c, args.name)
+    inst, headers = c.request_with_headers("GET", path(args.name))
     current = {
         k: inst.get(k)
         for k in ("architecture", "config", "devices", "ephemeral", "profiles", "stateful", "description")
@@ -102,105 +88,10 @@ def _edit(args: argparse.Namespace, c: Client) -> None:
     }
     if isinstance(doc.get("profiles"), list):
         body["profiles"] = [str(p) for p in doc["profiles"]]
-    c.request("PUT", path(args.name), body)
-
-
-# --- config device -------------------------------------------------------------------------------
-
-
-def _device_of(inst: dict[str, Any], device: str) -> dict[str, str]:
-    if not device:
-        raise ClientError("Device name required")
-    devices = inst.get("devices") or {}
-    if device not in devices:
-        raise ClientError(f'Device "{device}" doesn\'t exist on instance "{inst["name"]}"')
-    return dict(devices[device])
-
-
-def _device_add(args: argparse.Namespace, c: Client) -> None:
-    if not args.device:
-        raise ClientError("Device name required")
-    inst = _get_instance(c, args.name)
-    devices = dict(inst.get("devices") or {})
-    if args.device in devices:
-        raise ClientError(f'Device "{args.device}" already exists on instance "{args.name}"')
-    config = key_values(args.config, allow_pair=False)
-    config.pop("type", None)  # the positional TYPE wins over a type= pair
-    devices[args.device] = {"type": args.type, **config}
-    _put(c, inst, dict(inst.get("config") or {}), devices)
-    print(f"Device {args.device} added to {args.name}")
-
-
-def _device_set(args: argparse.Namespace, c: Client) -> None:
-    inst = _get_instance(c, args.name)
-    dev = _device_of(inst, args.device)
-    for key, value in key_values(args.config).items():
-        if value == "":
-            dev.pop(key, None)
-        else:
-            dev[key] = value
-    _put(c, inst, dict(inst.get("config") or {}), {**(inst.get("devices") or {}), args.device: dev})
-
-
-def _device_unset(args: argparse.Namespace, c: Client) -> None:
-    inst = _get_instance(c, args.name)
-    dev = _device_of(inst, args.device)
-    if args.key not in dev:
-        return  # an absent key is no error, as with Incus
-    del dev[args.key]
-    _put(c, inst, dict(inst.get("config") or {}), {**(inst.get("devices") or {}), args.device: dev})
-
-
-def _device_get(args: argparse.Namespace, c: Client) -> None:
-    print(_device_of(_get_instance(c, args.name), args.device).get(args.key, ""))
-
-
-def _device_remove(args: argparse.Namespace, c: Client) -> None:
-    inst = _get_instance(c, args.name)
-    devices = dict(inst.get("devices") or {})
-    for device in args.devices:
-        _device_of(inst, device)  # all named devices must exist before anything changes
-        devices.pop(device)
-    _put(c, inst, dict(inst.get("config") or {}), devices)
-    for device in args.devices:
-        print(f"Device {device} removed from {args.name}")
-
-
-def _device_show(args: argparse.Namespace, c: Client) -> None:
-    sys.stdout.write(dump_yaml(_get_instance(c, args.name).get("devices") or {}))
-
-
-def _device_list(args: argparse.Namespace, c: Client) -> None:
-    for device in sorted(_get_instance(c, args.name).get("devices") or {}):
-        print(device)
+    c.request("PUT", path(args.name), body, if_match=headers.get("etag"))
 
 
 # --- parsers -------------------------------------------------------------------------------------
-
-
-def _build_device_add(x: argparse.ArgumentParser, words: list[str]) -> None:
-    x.add_argument("name")
-    x.add_argument("device")
-    x.add_argument("type", help="device type (nic)")
-    x.add_argument("config", nargs="*", metavar="KEY=VALUE")
-    x.set_defaults(func=_device_add)
-
-
-def _build_device_remove(x: argparse.ArgumentParser, words: list[str]) -> None:
-    x.add_argument("name")
-    x.add_argument("devices", nargs="+", metavar="DEVICE")
-    x.set_defaults(func=_device_remove)
-
-
-DEVICE_COMMANDS: tuple[Command, ...] = (
-    ("add", (), "add a device (hot-plugged when running)", _build_device_add),
-    ("set", (), "set device keys (KEY= unsets)", positionals(_device_set, "name", "device", "config+")),
-    ("unset", (), "remove a device key", positionals(_device_unset, "name", "device", "key")),
-    ("get", (), "print one device key", positionals(_device_get, "name", "device", "key")),
-    ("remove", ("rm",), "remove devices (hot-unplugged when running)", _build_device_remove),
-    ("show", (), "the devices as YAML", positionals(_device_show, "name")),
-    ("list", ("ls",), "device names", positionals(_device_list, "name")),
-)
 
 
 def _build_show(x: argparse.ArgumentParser, words: list[str]) -> None:
@@ -210,7 +101,9 @@ def _build_show(x: argparse.ArgumentParser, words: list[str]) -> None:
 
 
 def _build_device(p: argparse.ArgumentParser, words: list[str]) -> None:
-    subcommands(p, "device_command", DEVICE_COMMANDS, words)
+    from pincus.cli import devices
+
+    subcommands(p, "device_command", devices.commands(devices.INSTANCE), words)
 
 
 COMMANDS: tuple[Command, ...] = (

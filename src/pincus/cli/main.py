@@ -57,6 +57,7 @@ COMMANDS: tuple[Command, ...] = (
     ("exec", (), "run a command inside an instance", _in("instance", "build_exec")),
     ("config", (), "manage an instance's config and devices", _in("config", "build_config")),
     ("network", (), "manage networks", _in("network", "build_network")),
+    ("profile", (), "manage profiles", _in("profile", "build_profile")),
     ("monitor", (), "follow the daemon's events", _in("monitor", "build_monitor")),
     ("query", (), "send a raw API request", _in("query", "build_query")),
     ("admin", (), "daemon administration", _in("admin", "build_admin")),

@@ -18,6 +18,7 @@ class InstanceRecord:
     devices: dict[str, dict[str, str]] = field(default_factory=dict)  # name -> config incl. "type"
     volatile: dict[str, str] = field(default_factory=dict)  # full keys: "volatile.eth0.hwaddr"
     created_at: str = ""
+    profiles: list[str] = field(default_factory=list)  # applied in this order, then the instance's own
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,14 @@ def get(store: Store, name: str) -> InstanceRecord | None:
             for r in c.execute("SELECT key, value FROM devices_config WHERE device_id = ?", (d["id"],)):
                 dev[r["key"]] = r["value"]
             rec.devices[d["name"]] = dev
+        rec.profiles = [
+            r["name"]
+            for r in c.execute(
+                "SELECT p.name FROM instances_profiles ip JOIN profiles p ON p.id = ip.profile_id "
+                "WHERE ip.instance_id = ? ORDER BY ip.apply_order",
+                (iid,),
+            )
+        ]
         return rec
 
 
@@ -74,6 +83,16 @@ def create(store: Store, rec: InstanceRecord) -> None:
             [(iid, k, v) for k, v in rec.config.items()],
         )
         _insert_devices(c, iid, rec.devices)
+        _insert_profiles(c, iid, rec.profiles)
+
+
+def _insert_profiles(c: sqlite3.Connection, iid: int | None, profiles: list[str]) -> None:
+    for order, name in enumerate(profiles):
+        c.execute(
+            "INSERT INTO instances_profiles (instance_id, profile_id, apply_order) "
+            "SELECT ?, id, ? FROM profiles WHERE name = ?",
+            (iid, order, name),
+        )
 
 
 def _insert_devices(c: sqlite3.Connection, iid: int | None, devices: dict[str, dict[str, str]]) -> None:
@@ -88,11 +107,19 @@ def _insert_devices(c: sqlite3.Connection, iid: int | None, devices: dict[str, d
 
 
 def replace(
-    store: Store, name: str, description: str, config: dict[str, str], devices: dict[str, dict[str, str]]
+    store: Store,
+    name: str,
+    description: str,
+    config: dict[str, str],
+    devices: dict[str, dict[str, str]],
+    profiles: list[str] | None = None,
 ) -> None:
-    """Replace config and devices in one transaction (volatile keys are kept)."""
+    """Replace config, devices and (unless None) profiles in one transaction; volatile keys are kept."""
     iid = _id(store, name)
     with store.tx() as c:
+        if profiles is not None:
+            c.execute("DELETE FROM instances_profiles WHERE instance_id = ?", (iid,))
+            _insert_profiles(c, iid, profiles)
         c.execute("UPDATE instances SET description = ? WHERE id = ?", (description, iid))
         c.execute("DELETE FROM instances_config WHERE instance_id = ?", (iid,))
         c.executemany(

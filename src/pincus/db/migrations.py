@@ -60,4 +60,40 @@ MIGRATIONS: list[str] = [
     """
     CREATE INDEX devices_config_key_value ON devices_config (key, value);
     """,
+    # 4: profiles, and the ordered profiles of each instance (existing instances get "default")
+    """
+    CREATE TABLE profiles (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        description TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE profiles_config (
+        profile_id INTEGER NOT NULL REFERENCES profiles(id) ON DELETE CASCADE,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (profile_id, key)
+    );
+    CREATE TABLE profiles_devices (
+        id INTEGER PRIMARY KEY,
+        profile_id INTEGER NOT NULL REFERENCES profiles(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        type TEXT NOT NULL,
+        UNIQUE (profile_id, name)
+    );
+    CREATE TABLE profiles_devices_config (
+        device_id INTEGER NOT NULL REFERENCES profiles_devices(id) ON DELETE CASCADE,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (device_id, key)
+    );
+    CREATE TABLE instances_profiles (
+        instance_id INTEGER NOT NULL REFERENCES instances(id) ON DELETE CASCADE,
+        profile_id INTEGER NOT NULL REFERENCES profiles(id) ON DELETE RESTRICT,
+        apply_order INTEGER NOT NULL,
+        PRIMARY KEY (instance_id, profile_id)
+    );
+    INSERT INTO profiles (name, description) VALUES ('default', 'Default pincus profile');
+    INSERT INTO instances_profiles (instance_id, profile_id, apply_order)
+        SELECT id, (SELECT id FROM profiles WHERE name = 'default'), 0 FROM instances;
+    """,
 ]

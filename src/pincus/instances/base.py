@@ -43,9 +43,12 @@ def link_address_objects(infos: list[AddressInfo]) -> list[dict[str, str]]:
 class Instance:
     type: ClassVar[str]
 
-    def __init__(self, state: State, rec: InstanceRecord) -> None:
+    def __init__(self, state: State, rec: InstanceRecord, local: InstanceRecord | None = None) -> None:
         self.state = state
+        # What the drivers see: config and devices with the profiles expanded in.
         self.rec = rec
+        # The instance's own config and devices, as stored; the API shows and replaces these.
+        self.local = rec if local is None else local
 
     # --- what devices see (devices.base.InstanceView) --------------------------------------------
 

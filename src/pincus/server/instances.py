@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections import defaultdict
@@ -13,7 +14,9 @@ from pincus.config.device_keys import INSTANCE
 from pincus.config.keys import CONTAINER, VM, KeyTable, check_config, not_live
 from pincus.config.validators import is_instance_name
 from pincus.db import instances as db_instances
+from pincus.db import profiles as db_profiles
 from pincus.db.instances import InstanceRecord
+from pincus.db.profiles import ProfileRecord
 from pincus.devices import names as dev_names
 from pincus.devices import nic_bridged
 from pincus.errors import ConflictError, InvalidError, NotFoundError
@@ -22,16 +25,18 @@ from pincus.instances.base import Instance
 from pincus.instances.container import Container
 from pincus.instances.vm import VirtualMachine
 from pincus.reverter import Reverter
-from pincus.server import etag
+from pincus.server import etag, expansion
 from pincus.state import State
 
 log = logging.getLogger(__name__)
 
 DRIVERS: dict[str, type[Instance]] = {CONTAINER: Container, VM: VirtualMachine}
 RUNNING, STOPPED = ("Running", 103), ("Stopped", 102)
+DEFAULT_PROFILE = "default"
+Profiles = dict[str, ProfileRecord]
 
 
-def _strings(doc: object, what: str) -> dict[str, str]:
+def strings_of(doc: object, what: str) -> dict[str, str]:
     if doc is None:
         return {}
     if not isinstance(doc, dict):
@@ -50,12 +55,12 @@ def _strings(doc: object, what: str) -> dict[str, str]:
     return out
 
 
-def _devices(doc: object) -> dict[str, dict[str, str]]:
+def devices_of(doc: object) -> dict[str, dict[str, str]]:
     if doc is None:
         return {}
     if not isinstance(doc, dict):
         raise InvalidError("devices must be a map of device name to config")
-    return {str(name): _strings(cfg, f'device "{name}"') for name, cfg in doc.items()}
+    return {str(name): strings_of(cfg, f'device "{name}"') for name, cfg in doc.items()}
 
 
 class Instances:
@@ -76,16 +81,29 @@ class Instances:
         rec = db_instances.get(self.state.store, name)
         if rec is None:
             raise NotFoundError(f'Instance "{name}" not found')
-        return DRIVERS[rec.type](self.state, rec)
+        return self._driver(rec)
 
-    def _driver(self, rec: InstanceRecord) -> Instance:
-        return DRIVERS[rec.type](self.state, rec)
+    def _driver(self, rec: InstanceRecord, override: Profiles | None = None) -> Instance:
+        """The driver of stored record REC, seeing its profiles expanded (OVERRIDE: profiles by name
+        to use instead of the stored ones, for a profile change not yet made)."""
+        return DRIVERS[rec.type](self.state, self.expanded(rec, override), local=rec)
+
+    def expanded(self, rec: InstanceRecord, override: Profiles | None = None) -> InstanceRecord:
+        layers = []
+        for name in rec.profiles:
+            profile = (override or {}).get(name) or db_profiles.get(self.state.store, name)
+            if profile is None:
+                raise NotFoundError(f'Profile "{name}" not found')
+            layers.append((profile.config, profile.devices))
+        config, devices = expansion.expand(layers, rec.config, rec.devices)
+        return dataclasses.replace(rec, config=config, devices=devices)
 
     # --- reading ---------------------------------------------------------------------------------
 
     def to_api(self, inst: Instance) -> dict[str, Any]:
         status, code = RUNNING if inst.is_alive() else STOPPED
-        config = {**inst.rec.config, **inst.rec.volatile}
+        config = {**inst.local.config, **inst.rec.volatile}
+        expanded = {**inst.rec.config, **inst.rec.volatile}
         return {
             "name": inst.name,
             "type": inst.rec.type,
@@ -96,12 +114,12 @@ class Instances:
             "architecture": "x86_64",
             "ephemeral": False,
             "stateful": False,
-            "profiles": [],
+            "profiles": list(inst.local.profiles),
             "project": "default",
             "location": "none",
             "config": dict(sorted(config.items())),
-            "devices": inst.rec.devices,
-            "expanded_config": dict(sorted(config.items())),
+            "devices": inst.local.devices,
+            "expanded_config": dict(sorted(expanded.items())),
             "expanded_devices": inst.rec.devices,
         }
 
@@ -136,12 +154,24 @@ class Instances:
 
     # --- validation ------------------------------------------------------------------------------
 
-    def _validate(self, rec: InstanceRecord) -> None:
-        check_config(INSTANCE, rec.config, f'instance "{rec.name}"', rec.type)
+    def _validate(self, rec: InstanceRecord, override: Profiles | None = None) -> None:
+        """Stored record REC as it would run: its own keys, and everything once profiles expand."""
         for key in rec.config:
             if key.startswith("volatile."):
                 raise InvalidError(f'Key "{key}" is managed by pincus and cannot be set')
-        self._driver(rec).validate_devices()
+        inst = self._driver(rec, override)
+        check_config(INSTANCE, inst.rec.config, f'instance "{rec.name}"', rec.type)
+        inst.validate_devices()
+
+    def _profile_list(self, doc: object) -> list[str]:
+        if not isinstance(doc, list) or not all(isinstance(p, str) for p in doc):
+            raise InvalidError('"profiles" must be a list of profile names')
+        if len(set(doc)) != len(doc):
+            raise InvalidError('"profiles" names a profile twice')
+        for name in doc:
+            if db_profiles.get(self.state.store, name) is None:
+                raise NotFoundError(f'Profile "{name}" not found')
+        return list(doc)
 
     # --- create / update / delete ----------------------------------------------------------------
 
@@ -160,8 +190,9 @@ class Instances:
             name=name,
             type=type_,
             description=str(req.get("description") or ""),
-            config=_strings(req.get("config"), "config"),
-            devices=_devices(req.get("devices")),
+            config=strings_of(req.get("config"), "config"),
+            devices=devices_of(req.get("devices")),
+            profiles=self._profile_list(req.get("profiles", [DEFAULT_PROFILE])),
         )
         with self.locked(name):
             if db_instances.get(self.state.store, name) is not None:
@@ -192,9 +223,9 @@ class Instances:
         with self.locked(name):
             inst = self._load(name)
             etag.check_if_match(if_match, etag.instance_fields(self.to_api(inst)))
-            old = inst.rec
+            old = inst.local
             config = (
-                _strings(req.get("config"), "config") if "config" in req or not patch else dict(old.config)
+                strings_of(req.get("config"), "config") if "config" in req or not patch else dict(old.config)
             )
             if patch and "config" in req:
                 config = {**old.config, **config}
@@ -204,9 +235,11 @@ class Instances:
                     if old.volatile.get(key) != value:
                         raise InvalidError(f'Key "{key}" is managed by pincus and cannot be set')
                     del config[key]
-            devices = _devices(req.get("devices")) if "devices" in req or not patch else dict(old.devices)
+            devices = devices_of(req.get("devices")) if "devices" in req or not patch else dict(old.devices)
             if patch and "devices" in req:
                 devices = {**old.devices, **devices}
+            # As Incus: PATCH keeps the profiles it does not name, PUT replaces them.
+            profiles = self._profile_list(req["profiles"]) if "profiles" in req else []
             new = InstanceRecord(
                 old.name,
                 old.type,
@@ -215,16 +248,46 @@ class Instances:
                 devices,
                 dict(old.volatile),
                 old.created_at,
+                profiles if "profiles" in req or not patch else list(old.profiles),
             )
             self._validate(new)
-            if inst.is_alive():
-                self._apply_devices_live(inst, new)
-            else:
-                for dev_name in set(old.devices) - set(new.devices):
-                    inst.device(dev_name).remove()
-            db_instances.replace(self.state.store, name, new.description, new.config, new.devices)
+            self.apply_expansion(inst, self.expanded(new))
+            db_instances.replace(
+                self.state.store, name, new.description, new.config, new.devices, new.profiles
+            )
         log.info("Updated instance %s", name, extra={"ctx": {"instance": name}})
         self.state.events.lifecycle("instance-updated", f"/1.0/instances/{name}")
+
+    def apply_expansion(self, inst: Instance, new: InstanceRecord) -> None:
+        """Bring INST's devices to those of expanded record NEW: live when it runs, else forget the
+        ones that go (their host leftovers, such as a static allocation)."""
+        if inst.is_alive():
+            self._apply_devices_live(inst, new)
+        else:
+            for dev_name in sorted(set(inst.rec.devices) - set(new.devices)):
+                inst.device(dev_name).remove()
+
+    # --- profile changes (the caller holds the instance's lock) ---------------------------------
+
+    def validate_with(self, name: str, override: Profiles) -> None:
+        """Refuse a profile change that instance NAME could not run with."""
+        self._validate(self._load(name).local, override)
+
+    def reexpand(self, name: str, override: Profiles, undo: Reverter) -> None:
+        """Apply a profile change to instance NAME; UNDO learns how to take it back."""
+        inst = self._load(name)
+        before = dataclasses.replace(inst.rec, devices=dict(inst.rec.devices))
+        target = self.expanded(inst.local, override)
+        if inst.is_alive():
+            self._apply_devices_live(inst, target)
+            undo.add(self._take_back, inst.local, override, before)
+        # A stopped instance keeps its devices' leftovers until its next start or removal: nothing
+        # of the host changed, so there is nothing to take back.
+
+    def _take_back(self, local: InstanceRecord, override: Profiles, before: InstanceRecord) -> None:
+        fresh = db_instances.get(self.state.store, local.name) or local
+        now = dataclasses.replace(self.expanded(local, override), volatile=fresh.volatile)
+        self._apply_devices_live(DRIVERS[local.type](self.state, now, local=local), before)
 
     def _apply_devices_live(self, inst: Instance, new: InstanceRecord) -> None:
         """Hot-unplug removed devices, hot-plug added ones, update or re-plug changed ones; all or nothing."""

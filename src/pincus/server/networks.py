@@ -10,6 +10,7 @@ from typing import Any
 from pincus.config.validators import is_interface_name
 from pincus.db import instances as db_instances
 from pincus.db import networks as db_networks
+from pincus.db import profiles as db_profiles
 from pincus.db.networks import NetworkRecord
 from pincus.errors import ConflictError, InvalidError, NotFoundError
 from pincus.host import links, sysfs
@@ -105,8 +106,24 @@ class Networks:
     def driver(self, rec: NetworkRecord) -> NetworkDriver:
         return driver_class(rec.type)(self.state, rec.name, dict(rec.config))
 
+    def _profiles_using(self, name: str) -> list[str]:
+        return [
+            p.name
+            for p in db_profiles.list_all(self.state.store)
+            if any(dev.get("network") == name for dev in p.devices.values())
+        ]
+
+    def instance_users(self, name: str) -> list[str]:
+        """Instances with a device on this network, their own or from one of their profiles."""
+        users = set(db_instances.network_users(self.state.store, name))
+        for profile in self._profiles_using(name):
+            users.update(db_profiles.users(self.state.store, profile))
+        return sorted(users)
+
     def used_by(self, name: str) -> list[str]:
-        return [f"/1.0/instances/{n}" for n in db_instances.network_users(self.state.store, name)]
+        return [f"/1.0/instances/{n}" for n in self.instance_users(name)] + [
+            f"/1.0/profiles/{p}" for p in self._profiles_using(name)
+        ]
 
     def record(self, name: str) -> NetworkRecord:
         return self._load(name)
@@ -259,7 +276,7 @@ class Networks:
             description = str(req.get("description", rec.description) or "")
             if "type" in req and req["type"] not in (None, "", rec.type):
                 raise InvalidError(f'Network "{name}" is of type "{rec.type}"; the type cannot be changed')
-            users = db_instances.network_users(self.state.store, name)
+            users = self.instance_users(name)
             self._check_update_allowed(rec, new_config, users)
             others = [r for r in db_networks.list_all(self.state.store) if r.name != name]
             drv = driver_class(rec.type)(self.state, name, new_config)

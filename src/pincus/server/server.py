@@ -12,6 +12,7 @@ from pincus.host import nft, qemu
 from pincus.server.instances import Instances
 from pincus.server.networks import Networks
 from pincus.server.operations import Operations
+from pincus.server.profiles import Profiles
 from pincus.state import State
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ class Server:
         self.operations = Operations(state.events)
         self.networks = Networks(state)
         self.instances = Instances(state)
+        self.profiles = Profiles(state, self.instances)
 
     def start(self) -> None:
         self.networks.start_all()

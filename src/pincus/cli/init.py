@@ -1,0 +1,134 @@
+"""pincus admin init: set up networks and profiles from Incus-style preseed YAML, or from answers.
+
+A preseed creates what does not exist and replaces what does (networks, then profiles, as
+`incus admin init --preseed` does); if any step fails, the steps before it are undone in reverse.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from pincus.cli.client import ClientError, q
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable
+    from typing import Any
+
+    from pincus.cli.client import Client
+
+
+def _entries(doc: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    items = doc.get(key) or []
+    if not isinstance(items, list) or not all(isinstance(i, dict) and i.get("name") for i in items):
+        raise ClientError(f'Preseed "{key}" must be a list of maps, each with a "name"')
+    return items
+
+
+def _strings(doc: Any, what: str) -> dict[str, str]:
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise ClientError(f"Preseed {what} must be a map")
+    return {str(k): ("true" if v is True else "false" if v is False else "" if v is None else str(v))
+            for k, v in doc.items()}  # fmt: skip
+
+
+def _devices(doc: Any, what: str) -> dict[str, dict[str, str]]:
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise ClientError(f"Preseed {what} devices must be a map")
+    return {str(name): _strings(dev, f'{what} device "{name}"') for name, dev in doc.items()}
+
+
+def _existing(c: Client, path: str) -> dict[str, Any] | None:
+    try:
+        found: dict[str, Any] = c.request("GET", path)
+    except ClientError as e:
+        if "not found" in str(e):
+            return None
+        raise
+    return found
+
+
+def apply_preseed(c: Client, doc: dict[str, Any]) -> None:
+    unsupported = [k for k in ("storage_pools", "storage_volumes", "cluster", "certificates") if doc.get(k)]
+    if doc.get("config"):
+        unsupported.append("config")
+    if unsupported:
+        raise ClientError(
+            f"Preseed sections pincus does not support yet: {', '.join(unsupported)} (remove them)"
+        )
+    undo: list[Callable[[], None]] = []
+    try:
+        for net in _entries(doc, "networks"):
+            _network(c, net, undo)
+        for profile in _entries(doc, "profiles"):
+            _profile(c, profile, undo)
+    except ClientError:
+        for step in reversed(undo):
+            try:
+                step()
+            except ClientError as e:
+                print(f"Warning: could not undo a preseed step: {e}", file=sys.stderr)
+        raise
+
+
+def _network(c: Client, net: dict[str, Any], undo: list[Callable[[], None]]) -> None:
+    name = str(net["name"])
+    path = f"/1.0/networks/{q(name)}"
+    body = {"config": _strings(net.get("config"), f'network "{name}" config'),
+            "description": str(net.get("description") or "")}  # fmt: skip
+    old = _existing(c, path)
+    if old is None or not old.get("managed"):
+        c.request("POST", "/1.0/networks", {"name": name, "type": str(net.get("type") or "bridge"), **body})
+        undo.append(lambda: c.request("DELETE", path))
+    else:
+        c.request("PUT", path, body)
+        previous = {"config": old.get("config") or {}, "description": old.get("description", "")}
+        undo.append(lambda: c.request("PUT", path, previous))
+
+
+def _profile(c: Client, profile: dict[str, Any], undo: list[Callable[[], None]]) -> None:
+    name = str(profile["name"])
+    path = f"/1.0/profiles/{q(name)}"
+    body = {
+        "config": _strings(profile.get("config"), f'profile "{name}" config'),
+        "devices": _devices(profile.get("devices"), f'profile "{name}"'),
+        "description": str(profile.get("description") or ""),
+    }
+    old = _existing(c, path)
+    if old is None:
+        c.request("POST", "/1.0/profiles", {"name": name, **body})
+        undo.append(lambda: c.request("DELETE", path))
+    else:
+        c.request("PUT", path, body)
+        previous = {k: old.get(k) for k in ("config", "devices", "description")}
+        undo.append(lambda: c.request("PUT", path, previous))
+
+
+def _ask(c: Client) -> dict[str, Any]:
+    """Interactive set-up: a NIC for the default profile."""
+    print("Networks pincus manages:", ", ".join(
+        n["name"] for n in c.request("GET", "/1.0/networks?recursion=1") if n.get("managed")
+    ) or "none")  # fmt: skip
+    answer = input("Network for eth0 of the default profile (blank for none): ").strip()
+    if not answer:
+        return {}
+    default = c.request("GET", "/1.0/profiles/default")
+    devices = {**(default.get("devices") or {}), "eth0": {"type": "nic", "network": answer, "name": "eth0"}}
+    return {"profiles": [{"name": "default", "config": default.get("config") or {}, "devices": devices,
+                          "description": default.get("description", "")}]}  # fmt: skip
+
+
+def init(args: argparse.Namespace, c: Client) -> None:
+    if args.preseed:
+        from pincus.cli.common import read_stdin_yaml
+
+        apply_preseed(c, read_stdin_yaml())
+    elif sys.stdin.isatty():
+        apply_preseed(c, _ask(c))
+    else:
+        print("Nothing configured: give --preseed with YAML on stdin, or run on a terminal to be asked")
