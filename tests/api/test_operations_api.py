@@ -133,6 +133,14 @@ def test_recursion_and_filters(daemon: Daemon) -> None:
         assert {"family": "inet", "address": "127.0.0.1", "netmask": "8", "scope": "local"} in lo["addresses"]
         one = daemon.api("GET", "/1.0/instances/c1?recursion=1")[1]["metadata"]
         assert one["state"]["pid"] > 0 and one["snapshots"] == []
+        # Usage is counted over the container's own processes: one more while a command runs in it.
+        before = one["state"]
+        assert before["processes"] >= 1 and before["memory"]["usage"] > 0
+        _, op = daemon.api("POST", "/1.0/instances/c1/exec", {"command": ["sleep", "2"]})
+        time.sleep(0.5)
+        during = daemon.api("GET", "/1.0/instances/c1/state")[1]["metadata"]
+        assert during["processes"] == before["processes"] + 1
+        daemon.wait_op(op)
         by_filter = daemon.api("GET", "/1.0/instances?recursion=1&filter=status+eq+Running")[1]["metadata"]
         assert [i["name"] for i in by_filter] == ["c1"]
         q = "/1.0/instances?filter=" + "config.user.role%20eq%20web%20or%20name%20eq%20c2"

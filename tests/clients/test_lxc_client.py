@@ -9,13 +9,16 @@ from __future__ import annotations
 import json
 import os
 import pty
+import queue
+import re
 import select
 import shutil
 import subprocess
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 import yaml
@@ -63,9 +66,16 @@ class Lxc:
         )  # fmt: skip
 
 
+# A config of its own keeps lxc from greeting a first run ("If this is your first time...").
+_CONFIG = "default-remote: local\nremotes:\n  local:\n    addr: unix://\n    public: false\naliases: {}\n"
+
+
 @pytest.fixture
 def lxc(daemon: Daemon, tmp_path: Path) -> Lxc:
-    return Lxc(daemon, tmp_path / "lxd-conf")
+    conf = tmp_path / "lxd-conf"
+    conf.mkdir()
+    (conf / "config.yml").write_text(_CONFIG)
+    return Lxc(daemon, conf)
 
 
 @pytest.fixture
@@ -136,6 +146,12 @@ def test_lxc_physical_network_on_a_bridge_parent(lxc: Lxc, daemon: Daemon, prefi
     assert lxc.run("network", "get", name, "mtu").stdout.strip() == "1400"
     lxc.run("network", "unset", name, "mtu")
     assert lxc.yaml("network", "show", name)["config"] == {"parent": br}
+    # Its state is the parent's.
+    parent = daemon.ns.link(br)
+    assert parent is not None
+    info = lxc.run("network", "info", name).stdout
+    assert f"MAC address: {parent['address']}" in info
+    assert "Bridge:" in info
     lxc.run("network", "delete", name)
     assert name not in {n["name"] for n in lxc.json("network", "list") if n["managed"]}
     # The admin's bridge is left where it was.
@@ -195,6 +211,22 @@ def test_lxc_profile_nic_gives_the_instance_its_port_and_addresses(
     assert "10.250.60.5 (eth0)" in lxc.run("list", "c1", "--format", "csv", "-c", "4").stdout
 
 
+def test_lxc_info_names_each_nics_host_interface(lxc: Lxc, net: str) -> None:
+    _running(lxc, "c1", "-p", "default", "-n", net)
+    host = _host_name(lxc, "c1", "eth0")
+    [c1] = lxc.json("list", "c1")
+    assert c1["state"]["network"]["eth0"]["host_name"] == host
+    assert f"Host interface: {host}" in lxc.run("info", "c1").stdout
+
+
+def test_lxc_list_filters_by_status_as_typed(lxc: Lxc) -> None:
+    _running(lxc, "c1", "-p", "default")
+    lxc.run("init", "--empty", "c2", "-p", "default")
+    # lxc sends the value as typed (`?filter=status+eq+running`); the server compares without case.
+    assert [i["name"] for i in lxc.json("list", "status=running")] == ["c1"]
+    assert [i["name"] for i in lxc.json("list", "status=stopped")] == ["c2"]
+
+
 def test_lxc_hotplug_and_unplug_a_nic_on_a_running_instance(
     lxc: Lxc, daemon: Daemon, net: str, prefix: str
 ) -> None:
@@ -249,7 +281,7 @@ def test_lxc_exec_with_a_terminal_gets_a_pts(lxc: Lxc) -> None:
         proc.kill()
         proc.wait()
         os.close(master)
-    assert out.decode().strip().startswith("/dev/pts/"), out
+    assert re.fullmatch(r"/dev/pts/\d+\r\n", out.decode()), out
 
 
 def test_lxc_stop_and_delete_take_the_port_away(lxc: Lxc, daemon: Daemon, net: str) -> None:
@@ -271,31 +303,45 @@ def test_lxc_launch_empty_without_profiles_gets_default(lxc: Lxc) -> None:
     assert (c1["status"], c1["profiles"]) == ("Running", ["default"])
 
 
+def _lines(stream: IO[str]) -> queue.Queue[str]:
+    """Each line STREAM gives, read on a thread of its own; "" once it ends."""
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        for line in stream:
+            lines.put(line)
+        lines.put("")
+
+    threading.Thread(target=pump, daemon=True).start()
+    return lines
+
+
+def _until(lines: queue.Queue[str], found: Callable[[str], bool], timeout: float = 20) -> list[str]:
+    """The lines up to the first one FOUND accepts (that one included); fails at end or timeout."""
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        assert line, f"stream ended before the line looked for: {seen}"
+        seen.append(line)
+        if found(line):
+            return seen
+
+
 def test_lxc_monitor_sees_instance_started(lxc: Lxc) -> None:
     lxc.run("init", "--empty", "c1", "-p", "default")
     monitor = lxc.popen("--debug", "monitor", "--type=lifecycle", "--format=json")
     try:
         assert monitor.stderr is not None and monitor.stdout is not None
-        # --debug logs the websocket's connection: nothing is missed after it.
-        for line in monitor.stderr:
-            if "Connected to the websocket" in line:
-                break
+        events = _lines(monitor.stdout)
+        # --debug logs the websocket's connection: no event is missed after it.
+        _until(_lines(monitor.stderr), lambda line: "Connected to the websocket" in line)
         lxc.run("start", "c1")
-        seen = []
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and select.select([monitor.stdout], [], [], 1)[0]:
-            line = monitor.stdout.readline()
-            if not line:
-                break
-            if not line.strip():
-                continue
-            event = json.loads(line)
-            seen.append(event["metadata"]["action"])
-            if event["metadata"]["action"] == "instance-started":
-                assert event["type"] == "lifecycle"
-                assert event["metadata"]["source"] == "/1.0/instances/c1"
-                break
-        assert "instance-started" in seen, seen
+        seen = _until(events, lambda line: '"instance-started"' in line)
+        event = json.loads(seen[-1])
+        assert event["type"] == "lifecycle"
+        assert event["metadata"]["action"] == "instance-started"
+        assert event["metadata"]["source"] == "/1.0/instances/c1"
     finally:
         monitor.kill()
         monitor.wait()
@@ -321,4 +367,3 @@ def test_lxc_network_set_of_a_bad_key_names_it(lxc: Lxc, net: str) -> None:
     err = lxc.fails("network", "set", net, "bogus.key=1")
     assert '"bogus.key"' in err
     assert "bogus.key" not in lxc.yaml("network", "show", net)["config"]
-

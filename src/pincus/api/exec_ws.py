@@ -49,6 +49,8 @@ class ExecSession:
         self._run = run
         self._send_signal = send_signal
         self.channels = ["0", "control"] if request.interactive else ["0", "1", "2", "control"]
+        # Older clients (pylxd) never open "control" without a terminal: the command starts without it.
+        self.required = self.channels if request.interactive else ["0", "1", "2"]
         self._sockets: dict[str, WebSocket] = {}
         self._cond = threading.Condition()
         self.finished = threading.Event()
@@ -74,6 +76,9 @@ class ExecSession:
         """On the websocket's HTTP thread: register it, read from it until it closes, then stay
         until the session ends (the HTTP server closes the connection when this returns)."""
         with self._cond:
+            if self.finished.is_set():  # too late: the command has ended
+                ws.shutdown()
+                return
             self._sockets[channel] = ws
             self._cond.notify_all()
         try:
@@ -160,9 +165,9 @@ class ExecSession:
 
     def _wait_connected(self) -> None:
         with self._cond:
-            ok = self._cond.wait_for(lambda: len(self._sockets) == len(self.channels), CONNECT_TIMEOUT)
+            ok = self._cond.wait_for(lambda: set(self.required) <= set(self._sockets), CONNECT_TIMEOUT)
         if not ok:
-            missing = sorted(set(self.channels) - set(self._sockets))
+            missing = sorted(set(self.required) - set(self._sockets))
             raise InvalidError(f"exec: the client did not connect websockets {', '.join(missing)} in time")
 
     def open_stdio(self) -> None:
@@ -227,6 +232,7 @@ class ExecSession:
     def _close_all(self) -> None:
         self._close_input()
         with self._cond:
+            self.finished.set()  # under the lock: a channel connecting now sees it and leaves
             sockets = list(self._sockets.values())
         for ws in sockets:
             ws.shutdown()
@@ -234,7 +240,6 @@ class ExecSession:
             with self._input_lock:
                 os.close(self._master)
                 self._input = self._master = None
-        self.finished.set()
 
 
 def secrets_equal(a: str, b: str) -> bool:

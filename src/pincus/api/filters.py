@@ -42,7 +42,8 @@ def _term(words: list[str]) -> Predicate:
     field, op, want = words[0], words[1].lower(), words[2]
 
     def matches(obj: dict[str, Any]) -> bool:
-        equal = _text(_lookup(obj, field)) == want
+        # Case-insensitive, as Incus's filter.Match (strings.EqualFold): `lxc list status=running`.
+        equal = _text(_lookup(obj, field)).casefold() == want.casefold()
         return (equal if op == "eq" else not equal) != negate
 
     return matches

@@ -28,7 +28,8 @@ from pincus.host import netns
 from pincus.reverter import Reverter
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-DEFAULT_ENV = {"PATH": DEFAULT_PATH, "HOME": "/root"}
+# As Incus sets them for exec (root inside the container).
+DEFAULT_ENV = {"PATH": DEFAULT_PATH, "HOME": "/root", "USER": "root", "LANG": "C.UTF-8"}
 
 _CLONE_NEWPID = 0x20000000
 _INIT_SCRIPT = Path(__file__).with_name("container_init.py")

@@ -13,7 +13,7 @@ from pincus.db.instances import InstanceRecord
 from pincus.devices import registry
 from pincus.devices.base import Device, NicRun
 from pincus.errors import ConflictError
-from pincus.host import files
+from pincus.host import files, procstat
 from pincus.host.links import AddressInfo
 from pincus.reverter import Reverter
 from pincus.state import State
@@ -226,6 +226,14 @@ class Instance:
 
     def nic_state(self) -> dict[str, dict[str, Any]]:
         return {}
+
+    def usage(self) -> procstat.Usage:
+        """What the running instance uses: by default its one process (a VM's QEMU)."""
+        return procstat.process_usage(self.pid())
+
+    def process_count(self, usage: procstat.Usage) -> int:
+        """Processes inside, as Incus reports them (-1: not known from the host)."""
+        return usage.processes
 
     def check_exec(self) -> None:
         """Raise if exec cannot run in this instance now."""

@@ -11,7 +11,7 @@ from pincus.db import instances as db_instances
 from pincus.devices.base import NicRun
 from pincus.errors import ConflictError
 from pincus.host import container as host_container
-from pincus.host import files, links, netns
+from pincus.host import files, links, netns, procstat
 from pincus.instances.base import Instance, link_address_objects
 
 
@@ -74,10 +74,10 @@ class Container(Instance):
             if links.get_link(run_name, netns=str(handle)) is None:
                 continue
             out[run_name] = {
+                **self._link_state(run_name, str(handle), "broadcast"),
                 "device": dev.name,
                 "path": dev.describe(),
                 "host_name": self.volatile(dev.vkey("host_name")) or "",
-                **self._link_state(run_name, str(handle), "broadcast"),
             }
         return out
 
@@ -118,6 +118,9 @@ class Container(Instance):
         if proc is None or not host_container.is_alive(proc):
             raise ConflictError(f'Instance "{self.name}" is not running')
         return host_container.exec_in_container(proc, argv, env, cwd, *fds, tty=tty, started=started)
+
+    def usage(self) -> procstat.Usage:
+        return procstat.pid_namespace_usage(self.pid())
 
     def signal_exec(self, pid: int, sig: int) -> None:
         host_container.signal_exec(pid, sig)

@@ -12,7 +12,7 @@ from pincus.config.validators import parse_size
 from pincus.db import instances as db_instances
 from pincus.devices.base import NicRun
 from pincus.errors import InvalidError
-from pincus.host import links, qemu
+from pincus.host import links, procstat, qemu
 from pincus.instances.base import Instance, address_objects
 
 log = logging.getLogger(__name__)
@@ -126,6 +126,9 @@ class VirtualMachine(Instance):
                 },
             }
         return out
+
+    def process_count(self, usage: procstat.Usage) -> int:
+        return -1  # the guest's own processes are not visible without an agent
 
     def check_exec(self) -> None:
         raise InvalidError(

@@ -20,7 +20,7 @@ from pincus.db.profiles import ProfileRecord
 from pincus.devices import names as dev_names
 from pincus.devices import nic_bridged
 from pincus.errors import ConflictError, InvalidError, NotFoundError
-from pincus.host import files, links, stdio
+from pincus.host import files, links, procstat, stdio
 from pincus.instances.base import Instance
 from pincus.instances.container import Container
 from pincus.instances.vm import VirtualMachine
@@ -145,10 +145,15 @@ class Instances:
     def _state(self, inst: Instance) -> dict[str, Any]:
         alive = inst.is_alive()
         status, code = RUNNING if alive else STOPPED
+        usage = inst.usage() if alive else procstat.Usage(0, 0, 0)
         return {
             "status": status,
             "status_code": code,
             "pid": inst.pid() if alive else 0,
+            "processes": inst.process_count(usage) if alive else 0,
+            "memory": {"usage": usage.memory_bytes},
+            "cpu": {"usage": usage.cpu_ns},
+            "disk": {},
             "network": inst.nic_state() if alive else {},
         }
 
@@ -162,6 +167,11 @@ class Instances:
         inst = self._driver(rec, override)
         check_config(INSTANCE, inst.rec.config, f'instance "{rec.name}"', rec.type)
         inst.validate_devices()
+
+    def _requested_profiles(self, req: dict[str, Any]) -> list[str]:
+        """A create's profiles: none given (absent or null) means ["default"], as Incus; [] means none."""
+        wanted = req.get("profiles")
+        return self._profile_list([DEFAULT_PROFILE] if wanted is None else wanted)
 
     def _profile_list(self, doc: object) -> list[str]:
         if not isinstance(doc, list) or not all(isinstance(p, str) for p in doc):
@@ -192,7 +202,7 @@ class Instances:
             description=str(req.get("description") or ""),
             config=strings_of(req.get("config"), "config"),
             devices=devices_of(req.get("devices")),
-            profiles=self._profile_list(req.get("profiles", [DEFAULT_PROFILE])),
+            profiles=self._requested_profiles(req),
         )
         with self.locked(name):
             if db_instances.get(self.state.store, name) is not None:
@@ -215,6 +225,7 @@ class Instances:
             raise InvalidError(f'Invalid instance type "{req.get("type")}" (container or virtual-machine)')
         if db_instances.get(self.state.store, name) is not None:
             raise ConflictError(f'Instance "{name}" already exists')
+        self._requested_profiles(req)
 
     def names(self) -> list[str]:
         return db_instances.names(self.state.store)
@@ -239,7 +250,7 @@ class Instances:
             if patch and "devices" in req:
                 devices = {**old.devices, **devices}
             # As Incus: PATCH keeps the profiles it does not name, PUT replaces them.
-            profiles = self._profile_list(req["profiles"]) if "profiles" in req else []
+            profiles = self._profile_list(req.get("profiles") or [])
             new = InstanceRecord(
                 old.name,
                 old.type,
@@ -248,7 +259,7 @@ class Instances:
                 devices,
                 dict(old.volatile),
                 old.created_at,
-                profiles if "profiles" in req or not patch else list(old.profiles),
+                profiles if req.get("profiles") is not None or not patch else list(old.profiles),
             )
             self._validate(new)
             self.apply_expansion(inst, self.expanded(new))
