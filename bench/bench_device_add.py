@@ -117,7 +117,8 @@ class Pincus:
             s.connect(str(self.dir / "unix.socket"))
             s.sendall(
                 f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(data)}\r\n"
-                f"Connection: close\r\n\r\n".encode() + data
+                f"Connection: close\r\n\r\n".encode()
+                + data
             )
             raw = b""
             while chunk := s.recv(65536):
@@ -313,8 +314,11 @@ def kill_leftovers(ns: str, work: Path, init_pid: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("-n", type=int, default=20, help="add+remove pairs per layer (default 20)")
-    ap.add_argument("--profile", action="store_true",
-                    help="also run the daemon's add/remove in-process under cProfile and print the top")
+    ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="also run the daemon's add/remove in-process under cProfile and print the top",
+    )
     ap.add_argument("--floor", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--profile-inner", help=argparse.SUPPRESS)
     ap.add_argument("--bridge", help=argparse.SUPPRESS)

@@ -109,9 +109,22 @@ def main() -> None:
     try:
         for backend in ["library", "binary"] if args.backend == "both" else [args.backend]:
             out = subprocess.run(
-                ["ip", "netns", "exec", ns, sys.executable, __file__, "--inside",
-                 "--nics", str(args.nics), "--backend", backend],
-                check=True, capture_output=True, text=True,
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    ns,
+                    sys.executable,
+                    __file__,
+                    "--inside",
+                    "--nics",
+                    str(args.nics),
+                    "--backend",
+                    backend,
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
             ).stdout
             print(json.dumps(json.loads(out), indent=1))
     finally:

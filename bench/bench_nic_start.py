@@ -323,8 +323,10 @@ def inner(n: int, work: Path, tag: str) -> None:
             start_rows["pincus start cpu"][i] = time.thread_time() - c
             start_steps[i] = clock.take()
             nics[i] = nic
-        print(f"started {n} NICs + {n} floor veths in {time.perf_counter() - began:.1f} s "
-              f"(dnsmasq used {cpu_seconds(dnsmasq_pid) - dnsmasq_cpu:.2f} s of CPU meanwhile)")
+        print(
+            f"started {n} NICs + {n} floor veths in {time.perf_counter() - began:.1f} s "
+            f"(dnsmasq used {cpu_seconds(dnsmasq_pid) - dnsmasq_cpu:.2f} s of CPU meanwhile)"
+        )
         check_running(links, nft, bridge, nics, state_dir / "networks" / bridge / "dnsmasq", ns)
 
         began, dnsmasq_cpu = time.perf_counter(), cpu_seconds(dnsmasq_pid)
@@ -345,17 +347,21 @@ def inner(n: int, work: Path, tag: str) -> None:
             nic.remove()
             removes[i] = time.perf_counter() - t
             del nics[i]
-        print(f"stopped them in {time.perf_counter() - began:.1f} s "
-              f"(dnsmasq used {cpu_seconds(dnsmasq_pid) - dnsmasq_cpu:.2f} s of CPU meanwhile)")
+        print(
+            f"stopped them in {time.perf_counter() - began:.1f} s "
+            f"(dnsmasq used {cpu_seconds(dnsmasq_pid) - dnsmasq_cpu:.2f} s of CPU meanwhile)"
+        )
 
-        print_table("start: validate_environment()+start() vs create_veth_into_netns+set_master+set_up",
-                    start_rows, n)
+        print_table(
+            "start: validate_environment()+start() vs create_veth_into_netns+set_master+set_up", start_rows, n
+        )
         print_minima(start_rows, n)
-        print_table("stop: stop()+post_stop() vs delete_link (stopped in reverse, #n first)",
-                    stop_rows, n)
+        print_table("stop: stop()+post_stop() vs delete_link (stopped in reverse, #n first)", stop_rows, n)
         print_minima(stop_rows, n)
-        print("\nremove() after stop (drops the hosts file, SIGHUPs dnsmasq), median ms: " + ", ".join(
-            f"{w} {median_ms(removes, idx):.2f}" for w, idx in windows(n)))
+        print(
+            "\nremove() after stop (drops the hosts file, SIGHUPs dnsmasq), median ms: "
+            + ", ".join(f"{w} {median_ms(removes, idx):.2f}" for w, idx in windows(n))
+        )
         print_steps("start", start_steps, start_rows["pincus start"], n)
         print_steps("stop", stop_steps, stop_rows["pincus stop"], n)
     finally:

@@ -597,3 +597,13 @@ def test_exec_terminal_flags_before_the_command() -> None:
     assert split_exec_args(["-T", "--env", "A=1", "--", "sh", "-t"]) == ({"A": "1"}, None, "T", ["sh", "-t"])
     assert split_exec_args(["--force-interactive", "ls", "-l"]) == ({}, None, "t", ["ls", "-l"])
     assert split_exec_args(["--cwd=/tmp", "true"]) == ({}, "/tmp", "", ["true"])
+
+
+def test_yaml_keeps_the_text_of_values_yaml_1_1_would_retype() -> None:
+    from pincus.cli.output import load_yaml
+
+    doc = load_yaml("config:\n  a: yes\n  b: 0x10\n  c: 1400\n  d: on\n  e: 1:30\n  f: ~\nephemeral: true\n")
+    assert doc == {
+        "config": {"a": "yes", "b": "0x10", "c": "1400", "d": "on", "e": "1:30", "f": None},
+        "ephemeral": True,
+    }

@@ -461,7 +461,7 @@ def test_config_edit_replaces_config_devices_and_description(
                 "devices": {"eth0": {"type": "nic", "network": "br0", "mtu": "1400"}},
                 "description": "edited",
             },
-        )
+        ),
     ]
 
 

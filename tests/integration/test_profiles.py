@@ -4,12 +4,16 @@ ones with the kernel's view checked, refusals that change nothing, used_by, ETag
 from __future__ import annotations
 
 import json
+import os
+import pty
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 from tests.integration.helpers import config, in_container
-from tests.pincus_testlib import Daemon
+from tests.pincus_testlib import BIN, Daemon
 
 
 def ports(daemon: Daemon, bridge: str) -> set[str]:
@@ -169,3 +173,66 @@ profiles:
     finally:
         daemon.cli("stop", "-f", "c2")
     assert "storage_pools" in daemon.fails("admin", "init", "--preseed", stdin="storage_pools:\n- name: x\n")
+
+
+def test_profile_device_commands_and_instance_assignment(daemon: Daemon) -> None:
+    daemon.cli("profile", "create", "p1")
+    daemon.cli("profile", "device", "add", "p1", "eth0", "nic", "nictype=bridged", "parent=br0", "name=eth0")
+    daemon.cli("profile", "device", "set", "p1", "eth0", "mtu=1400", "name=")  # KEY= unsets
+    daemon.cli("profile", "device", "unset", "p1", "eth0", "hwaddr")  # absent: no error
+    assert daemon.cli("profile", "device", "get", "p1", "eth0", "mtu").stdout.strip() == "1400"
+    assert daemon.cli("profile", "device", "list", "p1").stdout.split() == ["eth0"]
+    assert yaml.safe_load(daemon.cli("profile", "device", "show", "p1").stdout) == {
+        "eth0": {"type": "nic", "nictype": "bridged", "parent": "br0", "mtu": "1400"}
+    }
+    assert "already exists" in daemon.fails(
+        "profile", "device", "add", "p1", "eth0", "nic", "nictype=bridged"
+    )
+    assert "doesn't exist" in daemon.fails("profile", "device", "set", "p1", "eth9", "mtu=1")
+    assert "mtu" in daemon.fails("profile", "device", "set", "p1", "eth0", "mtu=lots")
+    daemon.cli("profile", "device", "remove", "p1", "eth0")
+    assert profile(daemon, "p1")["devices"] == {}
+
+    daemon.cli("init", "c1", "--no-profiles")
+    daemon.cli("profile", "add", "c1", "p1")
+    daemon.cli("profile", "add", "c1", "default")
+    assert yaml.safe_load(daemon.cli("config", "show", "c1").stdout)["profiles"] == ["p1", "default"]
+    assert "already applied" in daemon.fails("profile", "add", "c1", "p1")
+    daemon.cli("profile", "remove", "c1", "p1")
+    assert "isn't currently applied" in daemon.fails("profile", "remove", "c1", "p1")
+    daemon.cli("profile", "assign", "c1", "p1,default")
+    assert yaml.safe_load(daemon.cli("config", "show", "c1").stdout)["profiles"] == ["p1", "default"]
+    daemon.cli("profile", "assign", "c1", "")
+    assert yaml.safe_load(daemon.cli("config", "show", "c1").stdout)["profiles"] == []
+    assert profile(daemon, "p1")["used_by"] == []
+
+
+def test_profile_edit_opens_the_editor_on_a_terminal(daemon: Daemon, tmp_path: Path) -> None:
+    daemon.cli("profile", "create", "p1")
+    daemon.cli("profile", "set", "p1", "user.before=1")
+    seen = tmp_path / "seen.yaml"
+    # The "editor" keeps what it was shown, then writes the new profile.
+    editor = f'sh -c \'cp "$1" {seen}; printf "config:\\n  user.edited: yes\\n" > "$1"\' sh'
+    main, sub = pty.openpty()
+    try:
+        r = subprocess.run(
+            [str(BIN / "pincus"), "profile", "edit", "p1"],
+            env={**daemon.env, "EDITOR": editor},
+            stdin=sub,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(sub)
+        os.close(main)
+    assert r.returncode == 0, r.stderr
+    assert yaml.safe_load(seen.read_text())["config"] == {"user.before": "1"}
+    assert profile(daemon, "p1")["config"] == {"user.edited": "yes"}
+
+
+def test_admin_init_without_a_terminal_or_preseed_configures_nothing(daemon: Daemon) -> None:
+    before = daemon.db_dump()
+    out = daemon.cli("admin", "init").stdout
+    assert "Nothing configured" in out
+    assert daemon.db_dump() == before

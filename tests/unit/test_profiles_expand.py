@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pincus.server.expansion import expand
+from pincus.expansion import expand
 
 Config = dict[str, str]
 Devices = dict[str, dict[str, str]]

@@ -133,6 +133,19 @@ def yaml_config(doc: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+def yaml_devices(doc: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """The devices of an edited document, each a string-valued map."""
+    devices = doc.get("devices") or {}
+    if not isinstance(devices, dict):
+        raise ClientError('"devices" must be a map of device name to config')
+    out: dict[str, dict[str, str]] = {}
+    for name, cfg in devices.items():
+        if cfg is not None and not isinstance(cfg, dict):
+            raise ClientError(f'Device "{name}" must be a map of keys')
+        out[str(name)] = yaml_config({"config": cfg})
+    return out
+
+
 def positionals(func: Any, *names: str, **defaults: Any) -> Builder:
     """A leaf command taking positional arguments by name ("config+" takes one or more KEY=VALUE)."""
 

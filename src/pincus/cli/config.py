@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from pincus.cli.client import ClientError
-from pincus.cli.common import edit_yaml, key_values, positionals, subcommands, yaml_config
+from pincus.cli.common import edit_yaml, key_values, positionals, subcommands, yaml_config, yaml_devices
 from pincus.cli.instance import path
 from pincus.cli.output import dump_yaml
 
@@ -62,18 +62,6 @@ def _config_unset(args: argparse.Namespace, c: Client) -> None:
     c.request("PATCH", path(args.name), {"config": {args.key: ""}})
 
 
-def _yaml_devices(doc: dict[str, Any]) -> dict[str, dict[str, str]]:
-    devices = doc.get("devices") or {}
-    if not isinstance(devices, dict):
-        raise ClientError('"devices" must be a map of device name to config')
-    out: dict[str, dict[str, str]] = {}
-    for name, cfg in devices.items():
-        if cfg is not None and not isinstance(cfg, dict):
-            raise ClientError(f'Device "{name}" must be a map of keys')
-        out[str(name)] = yaml_config({"config": cfg})
-    return out
-
-
 def _edit(args: argparse.Namespace, c: Client) -> None:
     inst, headers = c.request_with_headers("GET", path(args.name))
     current = {
@@ -83,7 +71,7 @@ def _edit(args: argparse.Namespace, c: Client) -> None:
     doc = edit_yaml(current)
     body = {
         "config": yaml_config(doc),
-        "devices": _yaml_devices(doc),
+        "devices": yaml_devices(doc),
         "description": str(doc.get("description") or ""),
     }
     if isinstance(doc.get("profiles"), list):

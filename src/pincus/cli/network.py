@@ -6,6 +6,7 @@ import sys
 
 from pincus.cli.client import ClientError, q
 from pincus.cli.common import add_format, edit_yaml, key_values, positionals, subcommands, yaml_config
+from pincus.cli.devices import INSTANCE, PROFILE, Owner
 from pincus.cli.output import dump_yaml, render
 
 TYPE_CHECKING = False
@@ -188,56 +189,23 @@ def _matching_device(devices: dict[str, Any], network: str, device: str | None, 
     return found[0]
 
 
-def _instance_put(c: Client, inst: dict[str, Any], devices: dict[str, Any]) -> None:
-    """PUT the instance back with DEVICES; volatile keys stay with the daemon."""
-    config = {k: v for k, v in (inst.get("config") or {}).items() if not k.startswith("volatile.")}
-    body = {"config": config, "devices": devices, "description": inst.get("description", "")}
-    if "profiles" in inst:
-        body["profiles"] = inst["profiles"]
-    c.request("PUT", f"/1.0/instances/{q(inst['name'])}", body)
-
-
-def _profile_put(c: Client, profile: dict[str, Any], devices: dict[str, Any]) -> None:
-    body = {
-        "config": profile.get("config") or {},
-        "devices": devices,
-        "description": profile.get("description", ""),
-    }
-    c.request("PUT", f"/1.0/profiles/{q(profile['name'])}", body)
-
-
-def _attach(args: argparse.Namespace, c: Client) -> None:
+def _attach(owner: Owner, args: argparse.Namespace, c: Client) -> None:
     dev = _nic_for(c, args.network, args.ifname)
-    inst = c.request("GET", f"/1.0/instances/{q(args.instance)}")
+    target = getattr(args, owner.kind)
+    doc, etag = owner.get(c, target)
     name = args.device or args.network
-    devices = dict(inst.get("devices") or {})
+    devices = dict(doc.get("devices") or {})
     if name in devices:
-        raise ClientError(f'Device "{name}" already exists on instance "{args.instance}"')
-    _instance_put(c, inst, {**devices, name: dev})
+        raise ClientError(f'Device "{name}" already exists on {owner.kind} "{target}"')
+    owner.put(c, target, doc, etag, {**devices, name: dev})
 
 
-def _detach(args: argparse.Namespace, c: Client) -> None:
-    inst = c.request("GET", f"/1.0/instances/{q(args.instance)}")
-    devices = dict(inst.get("devices") or {})
-    del devices[_matching_device(devices, args.network, args.device, f'instance "{args.instance}"')]
-    _instance_put(c, inst, devices)
-
-
-def _attach_profile(args: argparse.Namespace, c: Client) -> None:
-    dev = _nic_for(c, args.network, args.ifname)
-    profile = c.request("GET", f"/1.0/profiles/{q(args.profile)}")
-    name = args.device or args.network
-    devices = dict(profile.get("devices") or {})
-    if name in devices:
-        raise ClientError(f'Device "{name}" already exists on profile "{args.profile}"')
-    _profile_put(c, profile, {**devices, name: dev})
-
-
-def _detach_profile(args: argparse.Namespace, c: Client) -> None:
-    profile = c.request("GET", f"/1.0/profiles/{q(args.profile)}")
-    devices = dict(profile.get("devices") or {})
-    del devices[_matching_device(devices, args.network, args.device, f'profile "{args.profile}"')]
-    _profile_put(c, profile, devices)
+def _detach(owner: Owner, args: argparse.Namespace, c: Client) -> None:
+    target = getattr(args, owner.kind)
+    doc, etag = owner.get(c, target)
+    devices = dict(doc.get("devices") or {})
+    del devices[_matching_device(devices, args.network, args.device, f'{owner.kind} "{target}"')]
+    owner.put(c, target, doc, etag, devices)
 
 
 # --- parsers -------------------------------------------------------------------------------------
@@ -267,14 +235,15 @@ def _build_allocations(x: argparse.ArgumentParser, words: list[str]) -> None:
     x.set_defaults(func=_allocations)
 
 
-def _build_attach(target: str, func: Any, ifname: bool) -> Builder:
+def _build_attach(owner: Owner, attach: bool) -> Builder:
     def build(x: argparse.ArgumentParser, words: list[str]) -> None:
         x.add_argument("network")
-        x.add_argument(target)
+        x.add_argument(owner.kind)
         x.add_argument("device", nargs="?", help="device name (default: the network's name)")
-        if ifname:
+        if attach:
             x.add_argument("ifname", nargs="?", help="interface name inside the instance")
-        x.set_defaults(func=func, ifname=None)
+        func = _attach if attach else _detach
+        x.set_defaults(func=lambda args, c: func(owner, args, c), ifname=None)
 
     return build
 
@@ -292,19 +261,19 @@ COMMANDS: tuple[Command, ...] = (
     ("list-leases", (), "DHCP leases and static allocations of a managed bridge", _build_leases),
     ("info", (), "the network's state: addresses, counters, bridge", positionals(_info, "name")),
     ("list-allocations", (), "addresses and MACs in use on managed networks", _build_allocations),
-    ("attach", (), "add a NIC on the network to an instance", _build_attach("instance", _attach, True)),
-    ("detach", (), "remove an instance's NIC on the network", _build_attach("instance", _detach, False)),
+    ("attach", (), "add a NIC on the network to an instance", _build_attach(INSTANCE, attach=True)),
+    ("detach", (), "remove an instance's NIC on the network", _build_attach(INSTANCE, attach=False)),
     (
         "attach-profile",
         (),
         "add a NIC on the network to a profile",
-        _build_attach("profile", _attach_profile, True),
+        _build_attach(PROFILE, attach=True),
     ),
     (
         "detach-profile",
         (),
         "remove a profile's NIC on the network",
-        _build_attach("profile", _detach_profile, False),
+        _build_attach(PROFILE, attach=False),
     ),
 )
 

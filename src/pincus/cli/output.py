@@ -70,9 +70,24 @@ def dump_yaml(doc: Any) -> str:
 
 
 def load_yaml(text: str) -> Any:
+    """YAML as Incus's client reads it into string-valued maps: `yes`, `on`, `0x10` or `1_000` stay the
+    text that was written (YAML 1.1 would make them booleans and numbers); only true/false are
+    booleans, for fields such as `ephemeral`."""
+    import re
+
     import yaml
 
-    return yaml.safe_load(text)
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.yaml_implicit_resolvers = {
+        first: [(tag, rx) for tag, rx in resolvers if tag.rsplit(":", 1)[-1] not in ("bool", "int", "float")]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+    )
+    return yaml.load(text, Loader=Loader)
 
 
 def render(fmt: str, headers: Sequence[str], rows: Sequence[Sequence[str]], objects: Any) -> None:

@@ -5,7 +5,15 @@ from __future__ import annotations
 import sys
 
 from pincus.cli.client import ClientError
-from pincus.cli.common import add_format, edit_yaml, key_values, positionals, subcommands, yaml_config
+from pincus.cli.common import (
+    add_format,
+    edit_yaml,
+    key_values,
+    positionals,
+    subcommands,
+    yaml_config,
+    yaml_devices,
+)
 from pincus.cli.devices import INSTANCE, PROFILE, commands
 from pincus.cli.output import dump_yaml, render
 
@@ -16,18 +24,6 @@ if TYPE_CHECKING:
 
     from pincus.cli.client import Client
     from pincus.cli.common import Command
-
-
-def _yaml_devices(doc: dict[str, Any]) -> dict[str, dict[str, str]]:
-    devices = doc.get("devices") or {}
-    if not isinstance(devices, dict):
-        raise ClientError('"devices" must be a map of device name to config')
-    out: dict[str, dict[str, str]] = {}
-    for name, cfg in devices.items():
-        if cfg is not None and not isinstance(cfg, dict):
-            raise ClientError(f'Device "{name}" must be a map of keys')
-        out[str(name)] = yaml_config({"config": cfg})
-    return out
 
 
 def _list(args: argparse.Namespace, c: Client) -> None:
@@ -46,7 +42,7 @@ def _create(args: argparse.Namespace, c: Client) -> None:
         from pincus.cli.common import read_stdin_yaml
 
         doc = read_stdin_yaml()
-        body.update(config=yaml_config(doc), devices=_yaml_devices(doc))
+        body.update(config=yaml_config(doc), devices=yaml_devices(doc))
         body["description"] = str(doc.get("description") or body["description"])
     c.request("POST", "/1.0/profiles", body)
     print(f"Profile {args.name} created")
@@ -73,7 +69,7 @@ def _edit(args: argparse.Namespace, c: Client) -> None:
     doc = edit_yaml({k: p.get(k) for k in ("name", "description", "config", "devices")})
     body = {
         "config": yaml_config(doc),
-        "devices": _yaml_devices(doc),
+        "devices": yaml_devices(doc),
         "description": str(doc.get("description") or ""),
     }
     c.request("PUT", PROFILE.path(args.name), body, if_match=headers.get("etag"))

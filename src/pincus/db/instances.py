@@ -6,7 +6,9 @@ import sqlite3
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from pincus.db import profiles as db_profiles
 from pincus.db.store import Store
+from pincus.expansion import expand
 
 
 @dataclass
@@ -200,6 +202,25 @@ def devices_with(store: Store, key: str, value: str) -> list[tuple[str, str]]:
             (key, value),
         ).fetchall()
     return [(r["instance"], r["device"]) for r in rows]
+
+
+def expanded_devices_with(store: Store, key: str, value: str) -> list[tuple[str, str, dict[str, str]]]:
+    """(instance, device, config) of every device with key=value in its config once the instance's
+    profiles are expanded in: a profile's device counts for each instance using it, unless the
+    instance's own device of that name replaces it."""
+    with store.tx():
+        names = {instance for instance, _ in devices_with(store, key, value)}
+        for profile in db_profiles.devices_with(store, key, value):
+            names.update(db_profiles.users(store, profile))
+        out: list[tuple[str, str, dict[str, str]]] = []
+        for name in sorted(names):
+            rec = get(store, name)
+            if rec is None:
+                continue
+            layers = [(p.config, p.devices) for n in rec.profiles if (p := db_profiles.get(store, n))]
+            _, devices = expand(layers, rec.config, rec.devices)
+            out.extend((name, dev, cfg) for dev, cfg in devices.items() if cfg.get(key) == value)
+    return out
 
 
 def volatile_holders(store: Store, key_suffix: str, value: str) -> list[tuple[str, str]]:

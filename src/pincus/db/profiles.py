@@ -102,3 +102,15 @@ def users(store: Store, name: str) -> list[str]:
             (name,),
         ).fetchall()
     return [r["name"] for r in rows]
+
+
+def devices_with(store: Store, key: str, value: str) -> list[str]:
+    """Names of the profiles with a device whose config has key=value."""
+    with store.tx() as c:
+        rows = c.execute(
+            "SELECT DISTINCT p.name FROM profiles_devices_config dc "
+            "JOIN profiles_devices d ON d.id = dc.device_id JOIN profiles p ON p.id = d.profile_id "
+            "WHERE dc.key = ? AND dc.value = ? ORDER BY p.name",
+            (key, value),
+        ).fetchall()
+    return [r["name"] for r in rows]

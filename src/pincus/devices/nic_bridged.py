@@ -133,11 +133,10 @@ class BridgedNic(Device):
             self._refuse_duplicate(family, value)
 
     def _refuse_duplicate(self, family: str, value: str) -> None:
-        for instance, device in db_instances.devices_with(self.state.store, f"{family}.address", value):
+        found = db_instances.expanded_devices_with(self.state.store, f"{family}.address", value)
+        for instance, device, cfg in found:
             if (instance, device) == (self.instance.name, self.name):
                 continue
-            other = db_instances.get(self.state.store, instance)
-            cfg = other.devices.get(device, {}) if other else {}
             if self.parent in (cfg.get("parent"), cfg.get("network")):
                 raise ConflictError(
                     f'Device "{self.name}": {family}.address {value} is already used by device "{device}" '

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -14,30 +13,10 @@ from pincus.devices import registry
 from pincus.devices.base import Device, NicRun
 from pincus.errors import ConflictError
 from pincus.host import files, procstat
-from pincus.host.links import AddressInfo
 from pincus.reverter import Reverter
 from pincus.state import State
 
 log = logging.getLogger(__name__)
-
-
-def address_objects(addresses: list[str]) -> list[dict[str, str]]:
-    """"10.0.0.5/24" strings as Incus's {family, address, netmask, scope} (scope by address class)."""
-    out = []
-    for text in addresses:
-        address, _, prefix = text.partition("/")
-        ip = ipaddress.ip_address(address)
-        scope = "link" if ip.is_link_local else "local" if ip.is_loopback else "global"
-        family = "inet6" if ip.version == 6 else "inet"
-        out.append({"family": family, "address": address, "netmask": prefix, "scope": scope})
-    return out
-
-
-def link_address_objects(infos: list[AddressInfo]) -> list[dict[str, str]]:
-    return [
-        {"family": a.family, "address": a.address, "netmask": str(a.prefixlen), "scope": a.scope}
-        for a in infos
-    ]
 
 
 class Instance:

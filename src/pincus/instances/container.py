@@ -6,13 +6,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
+from pincus import netstate
 from pincus.config.keys import CONTAINER
 from pincus.db import instances as db_instances
 from pincus.devices.base import NicRun
 from pincus.errors import ConflictError
 from pincus.host import container as host_container
 from pincus.host import files, links, netns, procstat
-from pincus.instances.base import Instance, link_address_objects
+from pincus.instances.base import Instance
 
 
 class Container(Instance):
@@ -85,24 +86,14 @@ class Container(Instance):
     def _link_state(name: str, handle: str, kind: str) -> dict[str, Any]:
         """One interface inside the container as Incus's instance state shows it."""
         link = links.get_link(name, netns=handle)
-        stats = links.link_stats(name, netns=handle)
         return {
             "hwaddr": link.mac if link else "",
             "host_name": "",
             "mtu": link.mtu if link else 0,
             "state": "up" if link and link.up else "down",
             "type": kind,
-            "addresses": link_address_objects(links.link_address_info(name, netns=handle)),
-            "counters": {
-                "bytes_received": stats.rx_bytes,
-                "bytes_sent": stats.tx_bytes,
-                "packets_received": stats.rx_packets,
-                "packets_sent": stats.tx_packets,
-                "errors_received": stats.rx_errors,
-                "errors_sent": stats.tx_errors,
-                "packets_dropped_inbound": stats.rx_dropped,
-                "packets_dropped_outbound": stats.tx_dropped,
-            },
+            "addresses": netstate.info_objects(links.link_address_info(name, netns=handle)),
+            "counters": netstate.counters(links.link_stats(name, netns=handle)),
         }
 
     def exec(

@@ -7,13 +7,14 @@ import shlex
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+from pincus import netstate
 from pincus.config.keys import VM
 from pincus.config.validators import parse_size
 from pincus.db import instances as db_instances
 from pincus.devices.base import NicRun
 from pincus.errors import InvalidError
 from pincus.host import links, procstat, qemu
-from pincus.instances.base import Instance, address_objects
+from pincus.instances.base import Instance
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +108,6 @@ class VirtualMachine(Instance):
             link = links.get_link(host_name) if host_name else None
             if link is None or host_name is None:
                 continue
-            stats = links.link_stats(host_name)
-            # Seen from the host side: what the TAP receives, the guest sent.
             out[dev.name] = {
                 "device": dev.name,
                 "path": dev.describe(),
@@ -117,13 +116,8 @@ class VirtualMachine(Instance):
                 "mtu": link.mtu,
                 "state": "up" if link.carrier else "down",
                 "type": "broadcast",
-                "addresses": address_objects(dev.leased_addresses()),
-                "counters": {
-                    "bytes_received": stats.tx_bytes,
-                    "bytes_sent": stats.rx_bytes,
-                    "packets_received": stats.tx_packets,
-                    "packets_sent": stats.rx_packets,
-                },
+                "addresses": netstate.cidr_objects(dev.leased_addresses()),
+                "counters": netstate.counters(links.link_stats(host_name), peer_view=True),
             }
         return out
 

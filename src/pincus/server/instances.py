@@ -20,12 +20,13 @@ from pincus.db.profiles import ProfileRecord
 from pincus.devices import names as dev_names
 from pincus.devices import nic_bridged
 from pincus.errors import ConflictError, InvalidError, NotFoundError
+from pincus.expansion import expand
 from pincus.host import files, links, procstat, stdio
 from pincus.instances.base import Instance
 from pincus.instances.container import Container
 from pincus.instances.vm import VirtualMachine
 from pincus.reverter import Reverter
-from pincus.server import etag, expansion
+from pincus.server import etag
 from pincus.state import State
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,9 @@ class Instances:
         self.state = state
         self._locks: defaultdict[str, threading.RLock] = defaultdict(threading.RLock)
         self._locks_lock = threading.Lock()
+        # Held by a profile change, and by whatever changes which instances use which profiles
+        # (create, update, rename, delete); always taken before any instance's lock.
+        self.profiles_lock = threading.RLock()
         self._stop_monitor = threading.Event()
 
     @contextmanager
@@ -95,7 +99,7 @@ class Instances:
             if profile is None:
                 raise NotFoundError(f'Profile "{name}" not found')
             layers.append((profile.config, profile.devices))
-        config, devices = expansion.expand(layers, rec.config, rec.devices)
+        config, devices = expand(layers, rec.config, rec.devices)
         return dataclasses.replace(rec, config=config, devices=devices)
 
     # --- reading ---------------------------------------------------------------------------------
@@ -185,7 +189,8 @@ class Instances:
 
     # --- create / update / delete ----------------------------------------------------------------
 
-    def create(self, req: dict[str, Any]) -> None:
+    @staticmethod
+    def _name_and_type(req: dict[str, Any]) -> tuple[str, str]:
         name = req.get("name")
         if not isinstance(name, str):
             raise InvalidError("Instance name is required")
@@ -196,6 +201,10 @@ class Instances:
         type_ = req.get("type") or CONTAINER
         if type_ not in DRIVERS:
             raise InvalidError(f'Invalid instance type "{type_}" (container or virtual-machine)')
+        return name, str(type_)
+
+    def create(self, req: dict[str, Any]) -> None:
+        name, type_ = self._name_and_type(req)
         rec = InstanceRecord(
             name=name,
             type=type_,
@@ -204,7 +213,7 @@ class Instances:
             devices=devices_of(req.get("devices")),
             profiles=self._requested_profiles(req),
         )
-        with self.locked(name):
+        with self.profiles_lock, self.locked(name):
             if db_instances.get(self.state.store, name) is not None:
                 raise ConflictError(f'Instance "{name}" already exists')
             self._validate(rec)
@@ -214,15 +223,7 @@ class Instances:
 
     def check_create(self, req: dict[str, Any]) -> None:
         """What a create can refuse at once, before its background operation starts."""
-        name = req.get("name")
-        if not isinstance(name, str):
-            raise InvalidError("Instance name is required")
-        try:
-            is_instance_name(name)
-        except ValueError as e:
-            raise InvalidError(f"Invalid instance name: {e}") from None
-        if (req.get("type") or CONTAINER) not in DRIVERS:
-            raise InvalidError(f'Invalid instance type "{req.get("type")}" (container or virtual-machine)')
+        name, _ = self._name_and_type(req)
         if db_instances.get(self.state.store, name) is not None:
             raise ConflictError(f'Instance "{name}" already exists')
         self._requested_profiles(req)
@@ -231,7 +232,7 @@ class Instances:
         return db_instances.names(self.state.store)
 
     def update(self, name: str, req: dict[str, Any], patch: bool, if_match: str | None = None) -> None:
-        with self.locked(name):
+        with self.profiles_lock, self.locked(name):
             inst = self._load(name)
             etag.check_if_match(if_match, etag.instance_fields(self.to_api(inst)))
             old = inst.local
@@ -279,6 +280,25 @@ class Instances:
                 inst.device(dev_name).remove()
 
     # --- profile changes (the caller holds the instance's lock) ---------------------------------
+
+    def check_devices_alone(self, devices: dict[str, dict[str, str]]) -> None:
+        """A profile's devices on their own, as Incus checks them for any instance type: each must be
+        valid on a container or on a VM. Conflicts with other instances (a static address already
+        taken) depend on who uses the profile, so they are left to the check of each user."""
+        for dev_name, cfg in sorted(devices.items()):
+            errors: list[Exception] = []
+            for type_ in (CONTAINER, VM):
+                view = DRIVERS[type_](self.state, InstanceRecord("", type_, devices={dev_name: cfg}))
+                try:
+                    view.device(dev_name).validate_config()
+                except ConflictError:
+                    pass
+                except (InvalidError, NotFoundError) as e:
+                    errors.append(e)
+                    continue
+                break
+            else:
+                raise errors[0]
 
     def validate_with(self, name: str, override: Profiles) -> None:
         """Refuse a profile change that instance NAME could not run with."""
@@ -344,7 +364,7 @@ class Instances:
             is_instance_name(new_name)
         except ValueError as e:
             raise InvalidError(f"Invalid instance name: {e}") from None
-        with self.locked(name), self.locked(new_name):
+        with self.profiles_lock, self.locked(name), self.locked(new_name):
             inst = self._load(name)
             if inst.is_alive() or inst.has_runtime():
                 raise ConflictError("Renaming of running instance not allowed")
@@ -359,7 +379,7 @@ class Instances:
         self.state.events.lifecycle("instance-renamed", f"/1.0/instances/{new_name}", old_name=name)
 
     def delete(self, name: str) -> None:
-        with self.locked(name):
+        with self.profiles_lock, self.locked(name):
             inst = self._load(name)
             if inst.is_alive():
                 raise ConflictError(f'Instance "{name}" is running; stop it first (or delete -f)')

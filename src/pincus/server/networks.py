@@ -7,6 +7,7 @@ import logging
 import threading
 from typing import Any
 
+from pincus import netstate
 from pincus.config.validators import is_interface_name
 from pincus.db import instances as db_instances
 from pincus.db import networks as db_networks
@@ -52,18 +53,6 @@ def _check_config(config: object) -> dict[str, str]:
             raise InvalidError(f"Invalid key {k!r}: the key or its value contains a NUL byte")
         out[k] = v
     return out
-
-
-def _state_address(cidr: str) -> dict[str, str]:
-    iface = ipaddress.ip_interface(cidr)
-    ip = iface.ip
-    scope = "local" if ip.is_loopback else "link" if ip.is_link_local else "global"
-    return {
-        "family": "inet" if ip.version == 4 else "inet6",
-        "address": str(ip),
-        "netmask": str(iface.network.prefixlen),
-        "scope": scope,
-    }
 
 
 def _interface(value: str | None) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface | None:
@@ -176,20 +165,10 @@ class Networks:
             if rec is None:
                 raise NotFoundError(f'Network "{name}" not found')
             raise NotFoundError(f'Interface "{ifname}" of network "{name}" does not exist')
-        stats = links.link_stats(ifname)
         bridge = sysfs.bridge_state(ifname)
         return {
-            "addresses": [_state_address(a) for a in links.link_addresses(ifname)],
-            "counters": {
-                "bytes_received": stats.rx_bytes,
-                "bytes_sent": stats.tx_bytes,
-                "packets_received": stats.rx_packets,
-                "packets_sent": stats.tx_packets,
-                "errors_received": stats.rx_errors,
-                "errors_sent": stats.tx_errors,
-                "packets_dropped_inbound": stats.rx_dropped,
-                "packets_dropped_outbound": stats.tx_dropped,
-            },
+            "addresses": netstate.cidr_objects(links.link_addresses(ifname)),
+            "counters": netstate.counters(links.link_stats(ifname)),
             "hwaddr": link.mac,
             "mtu": link.mtu,
             "state": "up" if link.up else "down",

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 from typing import Any
 
 from pincus.config.device_keys import INSTANCE
@@ -42,7 +41,8 @@ class Profiles:
     def __init__(self, state: State, instances: Instances) -> None:
         self.state = state
         self.instances = instances
-        self.lock = threading.RLock()
+        # One lock with the instances' changes of membership, so a profile change sees every user.
+        self.lock = instances.profiles_lock
 
     # --- reading ---------------------------------------------------------------------------------
 
@@ -74,7 +74,7 @@ class Profiles:
     # --- changing --------------------------------------------------------------------------------
 
     def _validate_own(self, rec: ProfileRecord) -> None:
-        """What can be checked without an instance: keys exist, no volatile keys, devices have a type."""
+        """What can be checked without an instance: keys exist, no volatile keys, devices valid alone."""
         for key in rec.config:
             if key.startswith("volatile."):
                 raise InvalidError(f'Key "{key}" is managed by pincus and cannot be set in a profile')
@@ -82,6 +82,7 @@ class Profiles:
         for dev_name, dev in rec.devices.items():
             if not dev.get("type"):
                 raise InvalidError(f'Device "{dev_name}" of profile "{rec.name}" has no "type"')
+        self.instances.check_devices_alone(rec.devices)
 
     def create(self, req: dict[str, Any]) -> None:
         name = check_name(req.get("name"))
