@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, ParamSpec
+
+P = ParamSpec("P")
 
 log = logging.getLogger(__name__)
 
@@ -15,7 +17,7 @@ class Reverter:
         self._undo: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = []
         self._armed = True
 
-    def add(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    def add(self, fn: Callable[P, Any], /, *args: P.args, **kwargs: P.kwargs) -> None:
         self._undo.append((fn, args, kwargs))
 
     def success(self) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pincus.db.store import Store
 from pincus.events import EventHub
+from pincus.host.facade import Host
 
 
 @dataclass
@@ -17,6 +18,8 @@ class State:
     features: dict[str, bool] = field(default_factory=dict)
     # Short tag unique to this daemon's PINCUS_DIR: prefixes every kernel object it names.
     tag: str = ""
+    # Every host call of the drivers goes through here (tests hook it to fail or record calls).
+    host: Host = field(default_factory=Host)
 
     @property
     def networks_dir(self) -> Path:

@@ -219,14 +219,16 @@ def _init_script(kernel_release: str, pytest_args: list[str]) -> str:
     )  # fmt: skip
     args = " ".join(f"'{a}'" for a in pytest_args)
     bb = f"{BUSYBOX_DIR}/busybox"
+    # A checkout under /tmp (a CI clone) is in the initramfs there: a tmpfs on /tmp would hide it,
+    # and the initramfs is writable anyway.
+    tmp_mount = "" if REPO.is_relative_to("/tmp") else "mount -t tmpfs tmpfs /tmp\n"
     return f"""#!{bb} sh
 {bb} --install -s {BUSYBOX_DIR}
 export PATH={path} HOME=/root PYTHONDONTWRITEBYTECODE=1 PINCUS_IN_TEST_GUEST=1
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
-mount -t tmpfs tmpfs /tmp
-mount -t tmpfs tmpfs /run
+{tmp_mount}mount -t tmpfs tmpfs /run
 mkdir -p /run/netns /dev/net
 # busybox sh prefers its own applets over PATH: the kernel's module loader must be kmod's.
 echo {shutil.which("modprobe", path="/usr/sbin:/sbin") or "/sbin/modprobe"} >/proc/sys/kernel/modprobe

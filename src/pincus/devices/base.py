@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import ClassVar, Protocol
 
 from pincus.config.keys import KeyTable, check_config
+from pincus.host.facade import Host
 from pincus.state import State
 
 
@@ -56,6 +57,11 @@ class Device:
         self.instance = instance
         self.name = name
         self.config = config
+
+    @property
+    def host(self) -> Host:
+        """The door to the host (state.host): every host call goes through it."""
+        return self.state.host
 
     def key_table(self) -> KeyTable:
         """The keys this device accepts (a delegating device answers for the driver it chose)."""

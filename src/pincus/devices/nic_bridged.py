@@ -146,9 +146,9 @@ class BridgedNic(Device):
     def validate_environment(self) -> None:
         if not self.attached():
             return
-        if not sysfs.interface_exists(self.parent):
+        if not self.host(sysfs.interface_exists, self.parent):
             raise NotFoundError(f'Parent bridge "{self.parent}" of device "{self.name}" does not exist')
-        if not sysfs.is_bridge(self.parent):
+        if not self.host(sysfs.is_bridge, self.parent):
             raise InvalidError(f'Parent "{self.parent}" of device "{self.name}" is not a bridge')
         self._check_vlan_support(self.config)
 
@@ -160,7 +160,7 @@ class BridgedNic(Device):
                 f'Device "{self.name}": bridge VLAN filtering is not supported by this kernel '
                 '(needed for "vlan" and "vlan.tagged")'
             )
-        if not sysfs.bridge_vlan_filtering(self.parent):
+        if not self.host(sysfs.bridge_vlan_filtering, self.parent):
             raise InvalidError(
                 f'Device "{self.name}": bridge "{self.parent}" has VLAN filtering off (vlan_filtering=0); '
                 'turn it on to use "vlan" or "vlan.tagged"'
@@ -179,7 +179,7 @@ class BridgedNic(Device):
         kind = "veth" if self.instance.type == CONTAINER else "tap"
         for _ in range(8):  # a clash is rare (28 random bits); try another name rather than fail
             name = names.host_link_name(kind, self.state.tag)
-            if links.get_link(name) is None:
+            if self.host(links.get_link, name) is None:
                 return name
         raise ConflictError(f'Device "{self.name}": no free host interface name after 8 tries')
 
@@ -188,7 +188,7 @@ class BridgedNic(Device):
         return f"pif{self.state.tag}{hashlib.sha256(host_name.encode()).hexdigest()[:6]}"
 
     def mtu(self) -> int:
-        return int(self.config.get("mtu") or sysfs.interface_mtu(self.parent))
+        return int(self.config.get("mtu") or self.host(sysfs.interface_mtu, self.parent))
 
     # --- what the port should look like ----------------------------------------------------------
 
@@ -234,44 +234,50 @@ class BridgedNic(Device):
     def _apply_limits(self, host_name: str, s: PortSettings) -> None:
         ifb = self.ifb_name(host_name)
         if s.limits is None:
-            tc.clear_limits(host_name, ifb)
+            self.host(tc.clear_limits, host_name, ifb)
         else:
-            tc.apply_limits(host_name, s.limits, ifb, use_police=self.state.features.get("tc_police", False))
+            self.host(
+                tc.apply_limits,
+                host_name,
+                s.limits,
+                ifb,
+                use_police=self.state.features.get("tc_police", False),
+            )
 
     def _apply_filter(self, host_name: str, s: PortSettings) -> None:
         if s.filter is None:
-            nft.remove_nic_filter(self.state.tag, host_name)
+            self.host(nft.remove_nic_filter, self.state.tag, host_name)
         else:
-            nft.set_nic_filter(self.state.tag, s.filter)
+            self.host(nft.set_nic_filter, self.state.tag, s.filter)
 
     def _apply_isolation(self, host_name: str, s: PortSettings) -> None:
-        bridgeport.set_port_isolated(host_name, s.isolated)
+        self.host(bridgeport.set_port_isolated, host_name, s.isolated)
 
     def _apply_vlans(self, host_name: str, s: PortSettings) -> None:
         if s.vlan is not None or s.tagged:
-            bridgeport.set_port_vlans(host_name, s.vlan, list(s.tagged))
+            self.host(bridgeport.set_port_vlans, host_name, s.vlan, list(s.tagged))
 
     def _apply_link(self, host_name: str, s: PortSettings) -> None:
         if s.txqlen is not None:
-            links.set_txqlen(host_name, s.txqlen)
+            self.host(links.set_txqlen, host_name, s.txqlen)
             if self.instance.type == CONTAINER and self.instance.netns is not None:
-                links.set_txqlen(self.inside_name, s.txqlen, netns=str(self.instance.netns))
+                self.host(links.set_txqlen, self.inside_name, s.txqlen, netns=str(self.instance.netns))
         if s.connected:
-            links.set_up(host_name)
+            self.host(links.set_up, host_name)
         else:
-            links.set_down(host_name)
+            self.host(links.set_down, host_name)
 
     def _route_via(self, route: str, s: PortSettings) -> str | None:
         return s.via6 if ":" in route else s.via4
 
     def _add_routes(self, s: PortSettings, undo: Reverter) -> None:
         for route in s.routes:
-            links.add_route(route, self.parent, via=self._route_via(route, s))
-            undo.add(links.delete_route, route, self.parent)
+            self.host(links.add_route, route, self.parent, via=self._route_via(route, s))
+            undo.add(self.host, links.delete_route, route, self.parent)
 
     def _delete_routes(self, s: PortSettings) -> None:
         for route in s.routes:
-            links.delete_route(route, self.parent)
+            self.host(links.delete_route, route, self.parent)
 
     def _apply_static(self, s: PortSettings) -> None:
         net = self.network()
@@ -288,24 +294,25 @@ class BridgedNic(Device):
         if not self.attached():
             return RunConfig()
         hwaddr, host_name, mtu = self.hwaddr(), self.host_name(), self.mtu()
-        if links.get_link(host_name) is not None:
+        if self.host(links.get_link, host_name) is not None:
             raise ConflictError(f'Host interface "{host_name}" for device "{self.name}" already exists')
         s = self.settings(self.config, host_name, hwaddr)
         with Reverter() as undo:
             self._create_port(host_name, hwaddr, mtu, s.txqlen)
-            undo.add(links.delete_link, host_name)
-            links.set_ipv6_disabled(host_name)
-            links.set_master(host_name, self.parent)
+            undo.add(self.host, links.delete_link, host_name)
+            self.host(links.set_ipv6_disabled, host_name)
+            self.host(links.set_master, host_name, self.parent)
             self._apply_static(s)
             self._apply_vlans(host_name, s)
             self._apply_isolation(host_name, s)
             # A new port has no filter or limits yet: only a NIC that wants them pays for them.
+            # Each undo before its step: a step that fails half-way is undone too.
             if s.filter is not None:
+                undo.add(self.host, nft.remove_nic_filter, self.state.tag, host_name)
                 self._apply_filter(host_name, s)
-                undo.add(nft.remove_nic_filter, self.state.tag, host_name)
             if s.limits is not None:
+                undo.add(self.host, tc.clear_limits, host_name, self.ifb_name(host_name))
                 self._apply_limits(host_name, s)
-                undo.add(tc.clear_limits, host_name, self.ifb_name(host_name))
             self._apply_link(host_name, s)
             self._add_routes(s, undo)
             self.instance.set_volatile({self.vkey("hwaddr"): hwaddr, self.vkey("host_name"): host_name})
@@ -326,11 +333,17 @@ class BridgedNic(Device):
             netns = self.instance.netns
             assert netns is not None, "a container's network namespace exists before its NICs start"
             # The peer is born inside the container: one request, no move (~15 ms saved per NIC).
-            links.create_veth_into_netns(
-                host_name, self.inside_name, str(netns), peer_mac=hwaddr, mtu=mtu, txqlen=txqlen
+            self.host(
+                links.create_veth_into_netns,
+                host_name,
+                self.inside_name,
+                str(netns),
+                peer_mac=hwaddr,
+                mtu=mtu,
+                txqlen=txqlen,
             )
         else:
-            links.create_tap(host_name, mtu=mtu)
+            self.host(links.create_tap, host_name, mtu=mtu)
 
     def update(self, old_config: dict[str, str]) -> None:
         """Apply changed limits, filters, routes, isolation, VLANs, addresses live; restore on failure."""
@@ -374,11 +387,11 @@ class BridgedNic(Device):
         if host_name:
             s = self.settings(self.config, host_name, self.hwaddr())
             if s.filter is not None:
-                nft.remove_nic_filter(self.state.tag, host_name)
+                self.host(nft.remove_nic_filter, self.state.tag, host_name)
             if s.limits is not None:
-                tc.clear_limits(host_name, self.ifb_name(host_name))
+                self.host(tc.clear_limits, host_name, self.ifb_name(host_name))
             self._delete_routes(s)
-            links.delete_link(host_name)
+            self.host(links.delete_link, host_name)
         self.instance.set_volatile({self.vkey("host_name"): None})
 
     def remove(self) -> None:
@@ -406,4 +419,4 @@ class BridgedNic(Device):
 
 def release_shared(state: State) -> None:
     """Once no instance runs, the daemon's bridge filter table holds nothing: drop it."""
-    nft.delete_bridge_table(state.tag)
+    state.host(nft.delete_bridge_table, state.tag)

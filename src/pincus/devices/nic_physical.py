@@ -58,7 +58,7 @@ class PhysicalNic(Device):
         check_config(self.keys, self.config, what, self.instance.type)
         if not self.parent:
             raise InvalidError(f'Device "{self.name}": nictype=physical needs a "parent" interface')
-        if sysfs.interface_exists(self.parent) and sysfs.is_bridge(self.parent):
+        if self.host(sysfs.interface_exists, self.parent) and self.host(sysfs.is_bridge, self.parent):
             raise InvalidError(f'Parent device "{self.parent}" is a bridge, use nictype=bridged instead')
         if self.instance.type == CONTAINER and "name" not in self.config:
             raise InvalidError(f'Device "{self.name}": a physical NIC in a container needs "name"')
@@ -73,17 +73,17 @@ class PhysicalNic(Device):
 
     def validate_environment(self) -> None:
         parent = self.parent
-        if not sysfs.interface_exists(parent):
+        if not self.host(sysfs.interface_exists, parent):
             raise self.missing_parent_error("the device")
-        if sysfs.is_bridge(parent):
+        if self.host(sysfs.is_bridge, parent):
             raise InvalidError(f'Parent device "{parent}" is a bridge, use nictype=bridged instead')
-        master = sysfs.bridge_master(parent)
+        master = self.host(sysfs.bridge_master, parent)
         if master is not None:
             raise ConflictError(f'Interface "{parent}" is in use by the host (member of "{master}")')
-        if sysfs.is_bond_member(parent):
+        if self.host(sysfs.is_bond_member, parent):
             raise ConflictError(f'Interface "{parent}" is in use by the host (member of a bond)')
         if self.vlan is None:
-            addrs = links.global_addresses(parent)
+            addrs = self.host(links.global_addresses, parent)
             if addrs:
                 raise ConflictError(
                     f'Interface "{parent}" is in use by the host (it has addresses {", ".join(addrs)})'
@@ -104,12 +104,16 @@ class PhysicalNic(Device):
             if self.vlan is not None:
                 link_name = self.host_link()
                 vlan_state = self._parent_up_for_vlan(undo)
-                links.create_vlan(
-                    link_name, self.parent, self.vlan, parse_bool(self.config.get("gvrp", "false"))
+                self.host(
+                    links.create_vlan,
+                    link_name,
+                    self.parent,
+                    self.vlan,
+                    parse_bool(self.config.get("gvrp", "false")),
                 )
-                undo.add(links.delete_link, link_name)
+                undo.add(self.host, links.delete_link, link_name)
                 created = True
-            info = links.get_link(link_name)
+            info = self.host(links.get_link, link_name)
             if info is None:
                 raise NotFoundError(f'Interface "{link_name}" vanished before it could be moved')
             # Saved before anything changes: what stop, unplug and crash recovery restore.
@@ -136,7 +140,7 @@ class PhysicalNic(Device):
         return RunConfig(nics=[nic])
 
     def _start_passthrough(self) -> RunConfig:
-        dev = pci.nic_device(self.parent)
+        dev = self.host(pci.nic_device, self.parent)
         if isinstance(dev, pci.PciDevice):
             self.instance.set_volatile(
                 {
@@ -146,15 +150,15 @@ class PhysicalNic(Device):
                 }
             )
             try:
-                pci.bind_vfio(dev)
+                self.host(pci.bind_vfio, dev)
             except Exception:
                 self._forget_last_state()
                 raise
         else:
             self.instance.set_volatile({self.vkey("last_state.name"): self.parent})
-        args = pci.qemu_args(dev, f"dev-{self.name}")
+        args = self.host(pci.qemu_args, dev, f"dev-{self.name}")
         if isinstance(dev, pci.UsbDevice):
-            args = pci.usb_controller_args() + args
+            args = self.host(pci.usb_controller_args) + args
         nic = NicRun(device=self.name, hwaddr="", qemu_args=args, passthrough=True)
         return RunConfig(nics=[nic])
 
@@ -164,13 +168,13 @@ class PhysicalNic(Device):
         Returns the volatile keys that let the last VLAN user of this parent put it back down:
         every user remembers that it was down, so whichever stops last knows.
         """
-        parent = links.get_link(self.parent)
+        parent = self.host(links.get_link, self.parent)
         if parent is None:
             raise self.missing_parent_error("the device")
         was_down = not parent.up or any(self._remembers_parent_down(h) for h in self._other_vlan_users())
         if not parent.up:
-            links.set_up(self.parent)
-            undo.add(links.set_down, self.parent)
+            self.host(links.set_up, self.parent)
+            undo.add(self.host, links.set_down, self.parent)
         state = {self.vkey("last_state.vlan_parent"): self.parent}
         if was_down:
             state[self.vkey("last_state.parent_up")] = "false"
@@ -189,8 +193,8 @@ class PhysicalNic(Device):
 
     def _parent_down_if_last(self) -> None:
         last_user = self.last("parent_up") == "false" and not self._other_vlan_users()
-        if last_user and links.get_link(self.parent) is not None:
-            links.set_down(self.parent)
+        if last_user and self.host(links.get_link, self.parent) is not None:
+            self.host(links.set_down, self.parent)
 
     def stop(self) -> RunConfig:
         return RunConfig(
@@ -212,15 +216,15 @@ class PhysicalNic(Device):
         inside = self.config.get("name", "")
         netns = self.instance.netns
         here = None
-        if netns is not None and links.get_link(inside, netns=str(netns)) is not None:
-            links.set_down(inside, netns=str(netns))
-            links.move_link_to_netns(inside, None, new_name=original, from_netns=str(netns))
+        if netns is not None and self.host(links.get_link, inside, netns=str(netns)) is not None:
+            self.host(links.set_down, inside, netns=str(netns))
+            self.host(links.move_link_to_netns, inside, None, new_name=original, from_netns=str(netns))
             here = original
         else:
             here = self._find_on_host(original)
         if self.last("created") == "true":
             if here is not None:  # a VLAN interface in a netns that died went with it
-                links.delete_link(here)
+                self.host(links.delete_link, here)
             self._parent_down_if_last()
             return
         if here is None:
@@ -228,13 +232,16 @@ class PhysicalNic(Device):
                 f'Interface "{original}" of device "{self.name}" is neither in the instance nor on the host'
             )
         if here != original:
-            links.rename_link(here, original)
+            self.host(links.rename_link, here, original)
         if self.last("mtu"):
-            links.set_mtu(original, int(self.last("mtu") or 0))
-        if self.last("hwaddr") and self.last("hwaddr") != (links.get_link(original) or self._nolink()).mac:
-            links.set_mac(original, self.last("hwaddr") or "")
+            self.host(links.set_mtu, original, int(self.last("mtu") or 0))
+        if (
+            self.last("hwaddr")
+            and self.last("hwaddr") != (self.host(links.get_link, original) or self._nolink()).mac
+        ):
+            self.host(links.set_mac, original, self.last("hwaddr") or "")
         if self.last("up") == "true":
-            links.set_up(original)
+            self.host(links.set_up, original)
 
     def _nolink(self) -> links.LinkInfo:
         raise HostError(f'Interface of device "{self.name}" disappeared while being restored')
@@ -243,10 +250,10 @@ class PhysicalNic(Device):
         """After a crash the kernel returns a NIC to the host, possibly under its inside name."""
         candidates = [self.config.get("name", ""), original]
         for name in candidates:
-            if name and links.get_link(name) is not None:
+            if name and self.host(links.get_link, name) is not None:
                 return name
         want = {self.config.get("hwaddr"), self.last("hwaddr")} - {None, ""}
-        for link in links.list_links():
+        for link in self.host(links.list_links):
             if link.mac in want:
                 return link.name
         return None
@@ -254,7 +261,7 @@ class PhysicalNic(Device):
     def _restore_driver(self) -> None:
         slot, driver = self.last("pci.slot"), self.last("pci.driver")
         if slot:
-            pci.restore_driver(pci.PciDevice(slot=slot, driver=driver or None, iommu_group=None))
+            self.host(pci.restore_driver, pci.PciDevice(slot=slot, driver=driver or None, iommu_group=None))
 
     def _forget_last_state(self) -> None:
         self.instance.set_volatile({self.vkey(f"last_state.{k}"): None for k in LAST_STATE})

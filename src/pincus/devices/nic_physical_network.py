@@ -27,11 +27,11 @@ class PhysicalNetworkNic(Device):
         super().__init__(state, instance, name, config)
         self.network = network
         self.parent = network.config.get("parent", "")
-        present = sysfs.interface_exists(self.parent)
+        present = state.host(sysfs.interface_exists, self.parent)
         # A plain NIC this very device moved into its container is not on the host, yet not gone.
         held = instance.volatile(self.vkey("last_state.name")) is not None
         self.vanished = not present and not held
-        self.bridged = present and sysfs.is_bridge(self.parent)
+        self.bridged = present and state.host(sysfs.is_bridge, self.parent)
         self.inner: Device
         # The network decides these; the NIC may not set them (registry refuses it).
         if self.bridged:

@@ -13,6 +13,7 @@ from pincus.devices import registry
 from pincus.devices.base import Device, NicRun
 from pincus.errors import ConflictError
 from pincus.host import files, procstat
+from pincus.host.facade import Host
 from pincus.reverter import Reverter
 from pincus.state import State
 
@@ -28,6 +29,11 @@ class Instance:
         self.rec = rec
         # The instance's own config and devices, as stored; the API shows and replaces these.
         self.local = rec if local is None else local
+
+    @property
+    def host(self) -> Host:
+        """The door to the host (state.host): every host call goes through it."""
+        return self.state.host
 
     # --- what devices see (devices.base.InstanceView) --------------------------------------------
 
@@ -137,7 +143,7 @@ class Instance:
 
     def start(self) -> None:
         self.validate_devices()
-        files.ensure_dir(self.dir)
+        self.host(files.ensure_dir, self.dir)
         with Reverter() as undo:
             undo.add(self._restore_volatile, dict(self.rec.volatile))
             if self.nics_first():
@@ -191,6 +197,9 @@ class Instance:
         dev.validate_config()
         with Reverter() as undo:
             undo.add(self._restore_volatile, dict(self.rec.volatile))
+            # A device that fails to arrive leaves nothing it keeps while it exists (a static
+            # DHCP allocation): it does not exist.
+            undo.add(dev.remove)
             self._start_device(dev, undo, attach=True)
             undo.success()
 
@@ -208,7 +217,7 @@ class Instance:
 
     def usage(self) -> procstat.Usage:
         """What the running instance uses: by default its one process (a VM's QEMU)."""
-        return procstat.process_usage(self.pid())
+        return self.host(procstat.process_usage, self.pid())
 
     def process_count(self, usage: procstat.Usage) -> int:
         """Processes inside, as Incus reports them (-1: not known from the host)."""

@@ -25,45 +25,47 @@ class Container(Instance):
 
     @property
     def netns_handle(self) -> Path:
-        return host_container.netns_handle(self.dir)
+        return self.host(host_container.netns_handle, self.dir)
 
     @property
     def netns(self) -> Path | None:
-        return self.netns_handle if netns.netns_is_bound(self.netns_handle) else None
+        return self.netns_handle if self.host(netns.netns_is_bound, self.netns_handle) else None
 
     def is_alive(self) -> bool:
         proc = self._proc()
-        return proc is not None and host_container.is_alive(proc)
+        return proc is not None and self.host(host_container.is_alive, proc)
 
     def _spawn(self, nics: list[NicRun]) -> None:
-        proc = host_container.spawn_container(self.name, self.name, self.dir, self.dir / "console.log")
+        proc = self.host(
+            host_container.spawn_container, self.name, self.name, self.dir, self.dir / "console.log"
+        )
         db_instances.set_runtime(self.state.store, self.name, db_instances.Runtime(proc.pid, proc.start_time))
 
     def _kill(self, timeout: float, force: bool) -> None:
         proc = self._proc()
         if proc is not None:
             # The netns handle outlives init so devices can still be taken back from the netns.
-            host_container.stop_container(proc, timeout, force)
+            self.host(host_container.stop_container, proc, timeout, force)
 
     def _release(self) -> None:
-        netns.release_netns(self.netns_handle)
+        self.host(netns.release_netns, self.netns_handle)
 
     def _attach(self, nic: NicRun) -> None:
         handle = str(self.netns_handle)
         if nic.move_link:
-            links.move_link_to_netns(nic.move_link, handle, new_name=nic.name)
+            self.host(links.move_link_to_netns, nic.move_link, handle, new_name=nic.name)
             if nic.hwaddr:
-                links.set_mac(nic.name, nic.hwaddr, netns=handle)
+                self.host(links.set_mac, nic.name, nic.hwaddr, netns=handle)
             if nic.mtu:
-                links.set_mtu(nic.name, nic.mtu, netns=handle)
-        links.set_up(nic.name, netns=handle)
+                self.host(links.set_mtu, nic.name, nic.mtu, netns=handle)
+        self.host(links.set_up, nic.name, netns=handle)
 
     def adopt(self) -> None:
         """A daemon that lost its mount namespace re-binds the netns from the running init."""
         proc = self._proc()
-        if proc is not None and not netns.netns_is_bound(self.netns_handle):
-            files.ensure_dir(self.dir)
-            netns.bind_netns(proc.pid, self.netns_handle)
+        if proc is not None and not self.host(netns.netns_is_bound, self.netns_handle):
+            self.host(files.ensure_dir, self.dir)
+            self.host(netns.bind_netns, proc.pid, self.netns_handle)
 
     def nic_state(self) -> dict[str, dict[str, Any]]:
         handle = self.netns
@@ -72,7 +74,7 @@ class Container(Instance):
         out = {"lo": self._link_state("lo", str(handle), "loopback")}
         for dev in self.devices():
             run_name = dev.config.get("name") or dev.name
-            if links.get_link(run_name, netns=str(handle)) is None:
+            if self.host(links.get_link, run_name, netns=str(handle)) is None:
                 continue
             out[run_name] = {
                 **self._link_state(run_name, str(handle), "broadcast"),
@@ -82,18 +84,17 @@ class Container(Instance):
             }
         return out
 
-    @staticmethod
-    def _link_state(name: str, handle: str, kind: str) -> dict[str, Any]:
+    def _link_state(self, name: str, handle: str, kind: str) -> dict[str, Any]:
         """One interface inside the container as Incus's instance state shows it."""
-        link = links.get_link(name, netns=handle)
+        link = self.host(links.get_link, name, netns=handle)
         return {
             "hwaddr": link.mac if link else "",
             "host_name": "",
             "mtu": link.mtu if link else 0,
             "state": "up" if link and link.up else "down",
             "type": kind,
-            "addresses": netstate.info_objects(links.link_address_info(name, netns=handle)),
-            "counters": netstate.counters(links.link_stats(name, netns=handle)),
+            "addresses": netstate.info_objects(self.host(links.link_address_info, name, netns=handle)),
+            "counters": netstate.counters(self.host(links.link_stats, name, netns=handle)),
         }
 
     def exec(
@@ -106,12 +107,14 @@ class Container(Instance):
         started: Callable[[int], None] | None = None,
     ) -> int:
         proc = self._proc()
-        if proc is None or not host_container.is_alive(proc):
+        if proc is None or not self.host(host_container.is_alive, proc):
             raise ConflictError(f'Instance "{self.name}" is not running')
-        return host_container.exec_in_container(proc, argv, env, cwd, *fds, tty=tty, started=started)
+        return self.host(
+            host_container.exec_in_container, proc, argv, env, cwd, *fds, tty=tty, started=started
+        )
 
     def usage(self) -> procstat.Usage:
-        return procstat.pid_namespace_usage(self.pid())
+        return self.host(procstat.pid_namespace_usage, self.pid())
 
     def signal_exec(self, pid: int, sig: int) -> None:
-        host_container.signal_exec(pid, sig)
+        self.host(host_container.signal_exec, pid, sig)

@@ -49,7 +49,7 @@ class VirtualMachine(Instance):
 
     def is_alive(self) -> bool:
         proc = self._proc()
-        return proc is not None and qemu.is_alive(proc)
+        return proc is not None and self.host(qemu.is_alive, proc)
 
     def nics_first(self) -> bool:
         return True
@@ -72,13 +72,15 @@ class VirtualMachine(Instance):
             for i, n in enumerate(ordered)
         ]
         passthrough = _unique_pairs([arg for n in nics for arg in n.qemu_args])
-        proc = qemu.start_qemu(self.name, self.dir, taps, passthrough + raw, memory_mb=self._memory_mb())
+        proc = self.host(
+            qemu.start_qemu, self.name, self.dir, taps, passthrough + raw, memory_mb=self._memory_mb()
+        )
         db_instances.set_runtime(self.state.store, self.name, db_instances.Runtime(proc.pid, proc.start_time))
 
     def _kill(self, timeout: float, force: bool) -> None:
         proc = self._proc()
         if proc is not None:
-            qemu.stop_qemu(proc, timeout, force)
+            self.host(qemu.stop_qemu, proc, timeout, force)
 
     def _attach(self, nic: NicRun) -> None:
         if nic.passthrough or nic.qemu_args:
@@ -87,7 +89,7 @@ class VirtualMachine(Instance):
             )
         proc = self._proc()
         assert proc is not None
-        qemu.add_tap_nic(proc.qmp_path, tap_nic(nic))
+        self.host(qemu.add_tap_nic, proc.qmp_path, tap_nic(nic))
 
     def _detach(self, nic: NicRun) -> None:
         if nic.passthrough:
@@ -96,16 +98,16 @@ class VirtualMachine(Instance):
                 f'stop "{self.name}" first'
             )
         proc = self._proc()
-        if proc is None or not qemu.is_alive(proc):
+        if proc is None or not self.host(qemu.is_alive, proc):
             return
-        if not qemu.remove_nic(proc.qmp_path, nic.device, timeout=UNPLUG_TIMEOUT):
+        if not self.host(qemu.remove_nic, proc.qmp_path, nic.device, timeout=UNPLUG_TIMEOUT):
             log.warning("Guest of %s did not acknowledge the unplug of %s", self.name, nic.device)
 
     def nic_state(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
         for dev in self.devices():
             host_name = self.volatile(dev.vkey("host_name"))
-            link = links.get_link(host_name) if host_name else None
+            link = self.host(links.get_link, host_name) if host_name else None
             if link is None or host_name is None:
                 continue
             out[dev.name] = {
@@ -117,7 +119,7 @@ class VirtualMachine(Instance):
                 "state": "up" if link.carrier else "down",
                 "type": "broadcast",
                 "addresses": netstate.cidr_objects(dev.leased_addresses()),
-                "counters": netstate.counters(links.link_stats(host_name), peer_view=True),
+                "counters": netstate.counters(self.host(links.link_stats, host_name), peer_view=True),
             }
         return out
 

@@ -9,6 +9,7 @@ from pincus.config.keys import KeyTable, check_config
 from pincus.db.networks import NetworkRecord
 from pincus.errors import InvalidError
 from pincus.host import files
+from pincus.host.facade import Host
 from pincus.state import State
 
 
@@ -21,6 +22,11 @@ class NetworkDriver:
         self.state = state
         self.name = name
         self.config = config
+
+    @property
+    def host(self) -> Host:
+        """The door to the host (state.host): every host call goes through it."""
+        return self.state.host
 
     @property
     def dir(self) -> Path:
@@ -52,7 +58,7 @@ class NetworkDriver:
     def rename(self, new_name: str) -> NetworkDriver:
         """Carry the network's state over to new_name; the driver under its new name."""
         renamed = type(self)(self.state, new_name, dict(self.config))
-        files.move_dir(self.dir, renamed.dir)
+        self.host(files.move_dir, self.dir, renamed.dir)
         return renamed
 
     def ensure_running(self) -> int | None:

@@ -46,6 +46,7 @@ from pincus.db.networks import NetworkRecord
 from pincus.errors import ConflictError, HostError, InvalidError, NotFoundError
 from pincus.host import dnsmasq, files, ipconf, links, nft, sysfs
 from pincus.host.dnsmasq import DnsmasqConfig
+from pincus.host.facade import Host
 from pincus.networks.base import NetworkDriver
 from pincus.reverter import Reverter
 from pincus.state import State
@@ -120,9 +121,9 @@ def _pool(env: str, default: str, version: int) -> Network:
     return pool
 
 
-def _ipv6_enabled() -> bool:
+def _ipv6_enabled(host: Host) -> bool:
     try:
-        return ipconf.get_sysctl("net/ipv6/conf/default/disable_ipv6") == "0"
+        return host(ipconf.get_sysctl, "net/ipv6/conf/default/disable_ipv6") == "0"
     except HostError:
         return False  # no IPv6 in this kernel or namespace
 
@@ -267,7 +268,7 @@ class BridgeNetwork(NetworkDriver):
         check_config(self.keys, self.config, f'network "{self.name}"')
         if creating:
             self.config.setdefault("ipv4.address", "auto")
-            if _ipv6_enabled():  # as Incus: no IPv6 subnet by default on a host without IPv6
+            if _ipv6_enabled(self.host):  # as Incus: no IPv6 subnet by default on a host without IPv6
                 self.config.setdefault("ipv6.address", "auto")
         wanted = [v for v in (4, 6) if self.config.get(f"ipv{v}.address") == "auto"]
         if not wanted:
@@ -288,8 +289,8 @@ class BridgeNetwork(NetworkDriver):
             self.config[f"ipv{version}.address"] = f"{subnet.network_address + 1}/{subnet.prefixlen}"
 
     def _used_subnets(self, others: list[NetworkRecord]) -> list[Network]:
-        used: list[Network] = [ipaddress.ip_interface(a).network for a in links.all_addresses()]
-        used += [ipaddress.ip_network(r) for r in ipconf.list_routes()]
+        used: list[Network] = [ipaddress.ip_interface(a).network for a in self.host(links.all_addresses)]
+        used += [ipaddress.ip_network(r) for r in self.host(ipconf.list_routes)]
         for rec in others:
             if rec.type == self.type and rec.name != self.name:
                 used += [net for net, _ in _claims(rec.config)]
@@ -317,7 +318,7 @@ class BridgeNetwork(NetworkDriver):
         cfg = self.dnsmasq_config()
         if cfg is not None:
             try:
-                dnsmasq.render_args(cfg)  # what dnsmasq would refuse, refused now
+                self.host(dnsmasq.render_args, cfg)  # what dnsmasq would refuse, refused now
             except InvalidError as e:
                 raise InvalidError(f"Invalid config for {what}: {e}") from None
 
@@ -405,25 +406,27 @@ class BridgeNetwork(NetworkDriver):
         return rec is not None and rec.type == self.type
 
     def validate_environment(self) -> None:
-        if not self._is_stored() and sysfs.interface_exists(self.name):
+        if not self._is_stored() and self.host(sysfs.interface_exists, self.name):
             # Creation: the name is taken on the host by something that is not ours.
             raise ConflictError(f'Interface "{self.name}" already exists')
         for iface in self._external():
             self._check_external_interface(iface)
 
     def _check_external_interface(self, iface: str) -> None:
-        if not sysfs.interface_exists(iface):
+        if not self.host(sysfs.interface_exists, iface):
             raise NotFoundError(f'External interface "{iface}" of network "{self.name}" does not exist')
-        if sysfs.is_bridge(iface):
+        if self.host(sysfs.is_bridge, iface):
             raise InvalidError(
                 f'External interface "{iface}" is a bridge; only unconfigured interfaces can be added'
             )
-        master = sysfs.bridge_master(iface)
+        master = self.host(sysfs.bridge_master, iface)
         if master == self.name:
             return  # ours already
         if master is not None:
             raise ConflictError(f'Interface "{iface}" is in use by the host (member of "{master}")')
-        configured = [a for a in links.link_addresses(iface) if not ipaddress.ip_interface(a).is_link_local]
+        configured = [
+            a for a in self.host(links.link_addresses, iface) if not ipaddress.ip_interface(a).is_link_local
+        ]
         if configured:
             raise InvalidError(
                 f'External interface "{iface}" has addresses ({", ".join(configured)}); '
@@ -435,7 +438,7 @@ class BridgeNetwork(NetworkDriver):
     def _ensure_dirs(self) -> None:
         # dnsmasq drops root for "nobody", which must still reach its hosts directory.
         for path in (self.state.networks_dir, self.dir, self.dnsmasq_dir):
-            files.ensure_dir(path, 0o711)
+            self.host(files.ensure_dir, path, 0o711)
 
     def start(self) -> None:
         """Create the network's kernel objects, or adopt them if a previous daemon left them."""
@@ -443,37 +446,43 @@ class BridgeNetwork(NetworkDriver):
         self._start(clean_files=not self._is_stored())
 
     def _start(self, clean_files: bool) -> None:
-        existing = links.get_link(self.name)
+        existing = self.host(links.get_link, self.name)
         if existing is not None and existing.kind != "bridge":
             raise HostError(f'Failed to start network "{self.name}": interface "{self.name}" is not a bridge')
         adopting = existing is not None
         with Reverter() as undo:
             if clean_files:
-                undo.add(files.remove_tree, self.dir)
+                undo.add(self.host, files.remove_tree, self.dir)
             if existing is None:
-                links.create_bridge(self.name, self._mtu(), self._hwaddr())
-                undo.add(links.delete_link, self.name)
+                self.host(links.create_bridge, self.name, self._mtu(), self._hwaddr())
+                undo.add(self.host, links.delete_link, self.name)
             else:
                 self._set_link(existing.mtu, existing.mac, undo)
             self._ensure_dirs()
             self._set_sysctls()
-            present = {ipaddress.ip_interface(a) for a in links.link_addresses(self.name)}
+            present = {ipaddress.ip_interface(a) for a in self.host(links.link_addresses, self.name)}
             for address in self._addresses():
                 if address not in present:
                     self._add_address(address, undo)
+            if not adopting:
+                undo.add(self._release_shared)
             self._enable_forwarding()
             for iface in self._external():
                 self._attach(iface, undo)
-            links.set_up(self.name)
+            self.host(links.set_up, self.name)
             mtu = self._mtu()
-            if mtu is not None and (link := links.get_link(self.name)) is not None and link.mtu != mtu:
-                links.set_mtu(self.name, mtu)  # a new port may have pulled the bridge's MTU down
+            if (
+                mtu is not None
+                and (link := self.host(links.get_link, self.name)) is not None
+                and link.mtu != mtu
+            ):
+                self.host(links.set_mtu, self.name, mtu)  # a new port may have pulled the bridge's MTU down
             for route in self._routes():
                 if adopting:
-                    links.delete_route(route, self.name)  # put back as configured
-                links.add_route(route, dev=self.name)
-                undo.add(links.delete_route, route, self.name)
-            nft.set_network_rules(self.state.tag, self._rules())
+                    self.host(links.delete_route, route, self.name)  # put back as configured
+                self.host(links.add_route, route, dev=self.name)
+                undo.add(self.host, links.delete_route, route, self.name)
+            self.host(nft.set_network_rules, self.state.tag, self._rules())
             if not adopting:
                 undo.add(self._remove_rules)
             self._ensure_dnsmasq(undo)
@@ -484,9 +493,9 @@ class BridgeNetwork(NetworkDriver):
         """Before any address: the bridge is the router of its subnets. Without DAD an IPv6
         address is usable at once (dnsmasq skips a tentative one for good); the bridge takes no
         address or route from router advertisements, dnsmasq's own included."""
-        ipconf.set_accept_dad(self.name, False)
-        ipconf.set_sysctl(f"net/ipv6/conf/{self.name}/autoconf", "0")
-        ipconf.set_sysctl(f"net/ipv6/conf/{self.name}/accept_ra", "0")
+        self.host(ipconf.set_accept_dad, self.name, False)
+        self.host(ipconf.set_sysctl, f"net/ipv6/conf/{self.name}/autoconf", "0")
+        self.host(ipconf.set_sysctl, f"net/ipv6/conf/{self.name}/accept_ra", "0")
 
     @property
     def _saved_sysctls_file(self) -> Path:
@@ -495,34 +504,37 @@ class BridgeNetwork(NetworkDriver):
 
     def _set_host_sysctl(self, key: str, value: str) -> None:
         """Change a namespace-wide sysctl, remembering its first value so the last network gives it back."""
-        saved = files.read_json(self._saved_sysctls_file) or {}
+        saved = self.host(files.read_json, self._saved_sysctls_file) or {}
         if key not in saved:
-            saved[key] = ipconf.get_sysctl(key)
-            files.write_json(self._saved_sysctls_file, saved)
-        ipconf.set_sysctl(key, value)
+            saved[key] = self.host(ipconf.get_sysctl, key)
+            self.host(files.write_json, self._saved_sysctls_file, saved)
+        self.host(ipconf.set_sysctl, key, value)
 
     def _restore_host_sysctls(self) -> None:
-        saved = files.read_json(self._saved_sysctls_file) or {}
+        saved = self.host(files.read_json, self._saved_sysctls_file) or {}
         for key, value in saved.items():
             try:
-                ipconf.set_sysctl(key, value)
+                self.host(ipconf.set_sysctl, key, value)
             except (InvalidError, HostError):
                 log.warning("Could not restore sysctl %s to %s", key, value)  # its interface is gone
-        files.remove(self._saved_sysctls_file)
+        self.host(files.remove, self._saved_sysctls_file)
 
     def _enable_forwarding(self) -> None:
         """As Incus: a network with addresses routes (and NATs) for its instances, so the
         namespace must forward. Given back when the daemon's last bridge network goes."""
-        if self.ipv4_interface() is not None and ipconf.get_sysctl("net/ipv4/ip_forward") != "1":
+        if self.ipv4_interface() is not None and self.host(ipconf.get_sysctl, "net/ipv4/ip_forward") != "1":
             self._set_host_sysctl("net/ipv4/ip_forward", "1")
-        if self.ipv6_interface() is None or ipconf.get_sysctl("net/ipv6/conf/all/forwarding") == "1":
+        if (
+            self.ipv6_interface() is None
+            or self.host(ipconf.get_sysctl, "net/ipv6/conf/all/forwarding") == "1"
+        ):
             return
         # With forwarding on, the kernel ignores router advertisements on interfaces with
         # accept_ra=1; the host's own uplinks that take their addresses from RAs get 2.
-        for iface in sysfs.list_interfaces():
+        for iface in self.host(sysfs.list_interfaces):
             key = f"net/ipv6/conf/{iface}/accept_ra"
             try:
-                if iface != self.name and ipconf.get_sysctl(key) == "1":
+                if iface != self.name and self.host(ipconf.get_sysctl, key) == "1":
                     self._set_host_sysctl(key, "2")
             except (InvalidError, HostError):
                 continue  # a name no sysctl can have, or an interface without IPv6
@@ -532,82 +544,84 @@ class BridgeNetwork(NetworkDriver):
         """Bring MTU and MAC to the config; register the way back to (mtu, mac)."""
         want_mtu = self._mtu()
         if want_mtu is not None and want_mtu != mtu:
-            links.set_mtu(self.name, want_mtu)
-            undo.add(links.set_mtu, self.name, mtu)
+            self.host(links.set_mtu, self.name, want_mtu)
+            undo.add(self.host, links.set_mtu, self.name, mtu)
         want_mac = self._hwaddr()
         if want_mac is not None and want_mac != mac.lower():
-            links.set_mac(self.name, want_mac)
-            undo.add(links.set_mac, self.name, mac)
+            self.host(links.set_mac, self.name, want_mac)
+            undo.add(self.host, links.set_mac, self.name, mac)
 
     def _add_address(self, address: Interface, undo: Reverter) -> None:
-        links.add_address(self.name, str(address))
-        undo.add(links.delete_address, self.name, str(address))
+        self.host(links.add_address, self.name, str(address))
+        undo.add(self.host, links.delete_address, self.name, str(address))
 
     def _remove_address(self, address: Interface, undo: Reverter) -> None:
-        links.delete_address(self.name, str(address))
-        undo.add(links.add_address, self.name, str(address))
+        self.host(links.delete_address, self.name, str(address))
+        undo.add(self.host, links.add_address, self.name, str(address))
 
     def _external_state(self) -> dict[str, bool]:
-        data = files.read_json(self.dir / _EXTERNAL_STATE)
+        data = self.host(files.read_json, self.dir / _EXTERNAL_STATE)
         if not isinstance(data, dict):
             return {}
         return {str(k): bool(v) for k, v in data.items()}
 
-    def _save_external_state(self, state: dict[str, bool]) -> None:
-        if state:
-            files.write_json(self.dir / _EXTERNAL_STATE, state)
+    def _save_external_state(self, saved: dict[str, bool]) -> None:
+        if saved:
+            self.host(files.write_json, self.dir / _EXTERNAL_STATE, saved)
         else:
-            files.remove(self.dir / _EXTERNAL_STATE)
+            self.host(files.remove, self.dir / _EXTERNAL_STATE)
 
     def _attach(self, iface: str, undo: Reverter | None) -> None:
-        link = links.get_link(iface)
+        link = self.host(links.get_link, iface)
         if link is None:
             raise NotFoundError(f'External interface "{iface}" of network "{self.name}" does not exist')
         if link.master == self.name:
             if not link.up:
-                links.set_up(iface)
+                self.host(links.set_up, iface)
             return
         saved = self._external_state()
         saved[iface] = link.up
         self._save_external_state(saved)
-        links.set_master(iface, self.name)
+        self.host(links.set_master, iface, self.name)
         if undo is not None:
             undo.add(self._release, iface)
         if not link.up:
-            links.set_up(iface)
+            self.host(links.set_up, iface)
 
     def _release(self, iface: str) -> None:
         """Give an external interface back as we found it: no master, up or down as it was."""
         saved = self._external_state()
         was_up = saved.pop(iface, True)
-        link = links.get_link(iface)
+        link = self.host(links.get_link, iface)
         if link is not None and link.master == self.name:
-            links.set_nomaster(iface)
+            self.host(links.set_nomaster, iface)
             if not was_up:
-                links.set_down(iface)
+                self.host(links.set_down, iface)
         self._save_external_state(saved)
 
     def _ensure_dnsmasq(self, undo: Reverter) -> int | None:
         """Run dnsmasq as the config says; a running one whose argv matches is kept (a daemon
         restart adopts it). Returns the pid of a dnsmasq started here."""
         cfg = self.dnsmasq_config()
-        running = dnsmasq.find_running(self.dnsmasq_dir)
+        running = self.host(dnsmasq.find_running, self.dnsmasq_dir)
         if cfg is None:
             if running is not None:
-                dnsmasq.stop(self.dnsmasq_dir)
+                self.host(dnsmasq.stop, self.dnsmasq_dir)
             return None
         if running is not None:
-            if dnsmasq.running_config_digest(self.dnsmasq_dir) == dnsmasq.config_digest(cfg):
+            if self.host(dnsmasq.running_config_digest, self.dnsmasq_dir) == self.host(
+                dnsmasq.config_digest, cfg
+            ):
                 return None
-            dnsmasq.stop(self.dnsmasq_dir)
+            self.host(dnsmasq.stop, self.dnsmasq_dir)
         self._ensure_dirs()
-        pid = _start_dnsmasq(cfg, after_stop=running is not None)
-        undo.add(dnsmasq.stop, self.dnsmasq_dir)
+        pid = _start_dnsmasq(self.host, cfg, after_stop=running is not None)
+        undo.add(self.host, dnsmasq.stop, self.dnsmasq_dir)
         return pid
 
     def ensure_running(self) -> int | None:
         """Supervision: start dnsmasq if the config wants it and none runs; its pid if started."""
-        if self.dnsmasq_config() is None or dnsmasq.find_running(self.dnsmasq_dir) is not None:
+        if self.dnsmasq_config() is None or self.host(dnsmasq.find_running, self.dnsmasq_dir) is not None:
             return None
         with Reverter() as undo:
             pid = self._ensure_dnsmasq(undo)
@@ -618,7 +632,7 @@ class BridgeNetwork(NetworkDriver):
 
     def update(self, old_config: dict[str, str], users: list[str]) -> None:
         """Move the kernel from old_config's state to self.config's; on failure, back again."""
-        link = links.get_link(self.name)
+        link = self.host(links.get_link, self.name)
         if link is None:
             self.start()  # it never came up (or was deleted behind our back): bring it up whole
             return
@@ -626,8 +640,8 @@ class BridgeNetwork(NetworkDriver):
         with Reverter() as undo:
             self._set_link(link.mtu, link.mac, undo)
             if self._mtu() is None and old._mtu() is not None:
-                links.set_mtu(self.name, DEFAULT_MTU)
-                undo.add(links.set_mtu, self.name, link.mtu)
+                self.host(links.set_mtu, self.name, DEFAULT_MTU)
+                undo.add(self.host, links.set_mtu, self.name, link.mtu)
             new_addresses, old_addresses = set(self._addresses()), set(old._addresses())
             for address in old_addresses - new_addresses:
                 self._remove_address(address, undo)
@@ -639,8 +653,8 @@ class BridgeNetwork(NetworkDriver):
             self._update_external(old, undo)
             self._update_routes(old, undo)
             if self._rules() != old._rules():
-                nft.set_network_rules(self.state.tag, self._rules())
-                undo.add(nft.set_network_rules, self.state.tag, old._rules())
+                self.host(nft.set_network_rules, self.state.tag, self._rules())
+                undo.add(self.host, nft.set_network_rules, self.state.tag, old._rules())
             self._update_dnsmasq(old, new_addresses != old_addresses, undo)
             undo.success()
 
@@ -658,71 +672,76 @@ class BridgeNetwork(NetworkDriver):
         new, previous = self._routes(), old._routes()
         for route in previous:
             if route not in new:
-                links.delete_route(route, self.name)
-                undo.add(links.add_route, route, dev=self.name)
+                self.host(links.delete_route, route, self.name)
+                undo.add(self.host, links.add_route, route, dev=self.name)
         for route in new:
             if route not in previous:
-                links.add_route(route, dev=self.name)
-                undo.add(links.delete_route, route, self.name)
+                self.host(links.add_route, route, dev=self.name)
+                undo.add(self.host, links.delete_route, route, self.name)
 
     def _update_dnsmasq(self, old: BridgeNetwork, addresses_changed: bool, undo: Reverter) -> None:
         cfg, old_cfg = self.dnsmasq_config(), old.dnsmasq_config()
-        running = dnsmasq.find_running(self.dnsmasq_dir)
+        running = self.host(dnsmasq.find_running, self.dnsmasq_dir)
         if running is not None:
-            digest = dnsmasq.running_config_digest(self.dnsmasq_dir)
-            same = cfg is not None and digest == dnsmasq.config_digest(cfg)
+            digest = self.host(dnsmasq.running_config_digest, self.dnsmasq_dir)
+            same = cfg is not None and digest == self.host(dnsmasq.config_digest, cfg)
             # Its sockets are bound to the bridge's addresses: new addresses need a new dnsmasq.
             if same and not addresses_changed:
                 return
-            dnsmasq.stop(self.dnsmasq_dir)
+            self.host(dnsmasq.stop, self.dnsmasq_dir)
             if old_cfg is not None:
-                undo.add(_start_dnsmasq, old_cfg, True)
+                undo.add(_start_dnsmasq, self.host, old_cfg, True)
         if cfg is not None:
             self._ensure_dirs()
-            _start_dnsmasq(cfg, after_stop=running is not None)
-            undo.add(dnsmasq.stop, self.dnsmasq_dir)
+            _start_dnsmasq(self.host, cfg, after_stop=running is not None)
+            undo.add(self.host, dnsmasq.stop, self.dnsmasq_dir)
 
     # --- taking it down ----------------------------------------------------------------------
 
     def _teardown(self) -> None:
         """Every kernel object and process of the network; each step is a no-op when its object
         is already gone, so a failed removal can simply be tried again."""
-        dnsmasq.stop(self.dnsmasq_dir)
+        self.host(dnsmasq.stop, self.dnsmasq_dir)
         self._remove_rules()
-        link = links.get_link(self.name)
+        link = self.host(links.get_link, self.name)
         for route in self._routes():
-            links.delete_route(route, self.name)
+            self.host(links.delete_route, route, self.name)
         for iface in self._external():
             self._release(iface)
         for iface in list(self._external_state()):
             self._release(iface)  # left over from an earlier config
         if link is not None and link.kind == "bridge":
-            links.delete_link(self.name)
+            self.host(links.delete_link, self.name)
 
     def _remove_rules(self) -> None:
-        nft.remove_network_rules(self.state.tag, self.name)
+        self.host(nft.remove_network_rules, self.state.tag, self.name)
+        self._release_shared()
+
+    def _release_shared(self) -> None:
+        """What the daemon's managed bridges share (the inet table, the host's forwarding
+        sysctls) goes back once the last of them goes; a no-op when already given back."""
         others = [
             r for r in db_networks.list_all(self.state.store) if r.type == self.type and r.name != self.name
         ]
-        if not others:  # the daemon's last managed bridge: nothing left behind
-            nft.delete_inet_table(self.state.tag)
+        if not others:
+            self.host(nft.delete_inet_table, self.state.tag)
             self._restore_host_sysctls()
 
     def remove(self) -> None:
         self._teardown()
-        files.remove_tree(self.dir)
+        self.host(files.remove_tree, self.dir)
 
     def rename(self, new_name: str) -> BridgeNetwork:
         """Take the network down, move its files (leases), bring it up as new_name (as Incus
         does: the bridge is the network, so it takes the new name)."""
-        if sysfs.interface_exists(new_name):
+        if self.host(sysfs.interface_exists, new_name):
             raise ConflictError(f'Interface "{new_name}" already exists')
         new = BridgeNetwork(self.state, new_name, dict(self.config))
         with Reverter() as undo:
             self._teardown()
             undo.add(self._start, False)
-            files.move_dir(self.dir, new.dir)
-            undo.add(files.move_dir, new.dir, self.dir)
+            self.host(files.move_dir, self.dir, new.dir)
+            undo.add(self.host, files.move_dir, new.dir, self.dir)
             new._start(clean_files=False)
             undo.success()
         return new
@@ -734,14 +753,16 @@ class BridgeNetwork(NetworkDriver):
     ) -> None:
         """Give the NIC with `mac` its addresses (and DNS name) through dnsmasq."""
         self._ensure_dirs()
-        replaced = dnsmasq.write_static_allocation(self.dnsmasq_dir, nic_id, mac, ipv4, ipv6, hostname)
-        if replaced and dnsmasq.find_running(self.dnsmasq_dir) is not None:
-            dnsmasq.reload(self.dnsmasq_dir)  # dnsmasq keeps a replaced entry until SIGHUP
+        replaced = self.host(
+            dnsmasq.write_static_allocation, self.dnsmasq_dir, nic_id, mac, ipv4, ipv6, hostname
+        )
+        if replaced and self.host(dnsmasq.find_running, self.dnsmasq_dir) is not None:
+            self.host(dnsmasq.reload, self.dnsmasq_dir)  # dnsmasq keeps a replaced entry until SIGHUP
 
     def remove_static_allocation(self, nic_id: str) -> None:
-        removed = dnsmasq.remove_static_allocation(self.dnsmasq_dir, nic_id)
-        if removed and dnsmasq.find_running(self.dnsmasq_dir) is not None:
-            dnsmasq.reload(self.dnsmasq_dir)  # dnsmasq keeps a removed entry until SIGHUP
+        removed = self.host(dnsmasq.remove_static_allocation, self.dnsmasq_dir, nic_id)
+        if removed and self.host(dnsmasq.find_running, self.dnsmasq_dir) is not None:
+            self.host(dnsmasq.reload, self.dnsmasq_dir)  # dnsmasq keeps a removed entry until SIGHUP
 
     def leases(self) -> list[dict[str, str]]:
         """dnsmasq's leases and the static allocations.
@@ -749,11 +770,11 @@ class BridgeNetwork(NetworkDriver):
         A lease of a MAC that has a static allocation is "static", any other "dynamic"; an
         allocated address no lease holds yet is listed too, as "static".
         """
-        statics = dnsmasq.static_allocations(self.dnsmasq_dir)
+        statics = self.host(dnsmasq.static_allocations, self.dnsmasq_dir)
         by_mac = {s.mac: s for s in statics}
         out: list[dict[str, str]] = []
         leased: set[tuple[str, str]] = set()
-        for lease in dnsmasq.read_leases(self.dnsmasq_dir):
+        for lease in self.host(dnsmasq.read_leases, self.dnsmasq_dir):
             static = by_mac.get(lease.mac) if lease.mac else None
             hostname = lease.hostname or (static.hostname or "" if static is not None else "")
             out.append(_lease(hostname, lease.mac, lease.address, "static" if static else "dynamic"))
@@ -765,17 +786,17 @@ class BridgeNetwork(NetworkDriver):
         return out
 
 
-def _start_dnsmasq(cfg: DnsmasqConfig, after_stop: bool) -> int:
+def _start_dnsmasq(host: Host, cfg: DnsmasqConfig, after_stop: bool) -> int:
     """dnsmasq.start; right after a stop, retried for a moment. dnsmasq.stop sees the old
     process go when its command line vanishes, which the kernel does a little before it closes
     the process's sockets: a new dnsmasq can meet "Address already in use" in between."""
     for delay in _RESTART_RETRY_DELAYS if after_stop else ():
         try:
-            return dnsmasq.start(cfg)
+            return host(dnsmasq.start, cfg)
         except HostError as e:
             log.debug("dnsmasq on %s did not start yet, retrying: %s", cfg.bridge, e)
             time.sleep(delay)
-    return dnsmasq.start(cfg)
+    return host(dnsmasq.start, cfg)
 
 
 def _lease(hostname: str, mac: str, address: str, type_: str) -> dict[str, str]:

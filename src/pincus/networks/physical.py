@@ -22,7 +22,7 @@ class PhysicalNetwork(NetworkDriver):
         return self.config.get("parent", "")
 
     def parent_is_bridge(self) -> bool:
-        return sysfs.is_bridge(self.parent)
+        return self.host(sysfs.is_bridge, self.parent)
 
     def validate_config(self, others: list[NetworkRecord]) -> None:
         super().validate_config(others)
@@ -30,7 +30,7 @@ class PhysicalNetwork(NetworkDriver):
             raise InvalidError(
                 f'Network "{self.name}" needs a "parent" (an existing host interface or bridge)'
             )
-        if not sysfs.interface_exists(self.parent):
+        if not self.host(sysfs.interface_exists, self.parent):
             raise NotFoundError(f'Parent interface "{self.parent}" of network "{self.name}" does not exist')
         bridge = self.parent_is_bridge()
         if "vlan.tagged" in self.config and not bridge:
@@ -63,24 +63,28 @@ class PhysicalNetwork(NetworkDriver):
         return self.state.networks_dir / self.name / "parent-mtu.json"
 
     def start(self) -> None:
-        if not sysfs.interface_exists(self.parent):
+        if not self.host(sysfs.interface_exists, self.parent):
             raise NotFoundError(f'Parent interface "{self.parent}" of network "{self.name}" does not exist')
         self._apply_mtu(self.parent, self.config.get("mtu"))
 
     def _apply_mtu(self, parent: str, mtu: str | None) -> None:
         if mtu is None:
             return
-        if files.read_json(self._saved_mtu_file) is None:
-            files.write_json(self._saved_mtu_file, {"parent": parent, "mtu": sysfs.interface_mtu(parent)})
-        links.set_mtu(parent, int(mtu))
+        if self.host(files.read_json, self._saved_mtu_file) is None:
+            self.host(
+                files.write_json,
+                self._saved_mtu_file,
+                {"parent": parent, "mtu": self.host(sysfs.interface_mtu, parent)},
+            )
+        self.host(links.set_mtu, parent, int(mtu))
 
     def _restore_mtu(self) -> None:
-        saved = files.read_json(self._saved_mtu_file)
+        saved = self.host(files.read_json, self._saved_mtu_file)
         if saved is None:
             return
-        if sysfs.interface_exists(saved["parent"]):
-            links.set_mtu(saved["parent"], int(saved["mtu"]))
-        files.remove(self._saved_mtu_file)
+        if self.host(sysfs.interface_exists, saved["parent"]):
+            self.host(links.set_mtu, saved["parent"], int(saved["mtu"]))
+        self.host(files.remove, self._saved_mtu_file)
 
     def update(self, old_config: dict[str, str], users: list[str]) -> None:
         if (old_config.get("parent"), old_config.get("mtu")) == (self.parent, self.config.get("mtu")):
@@ -90,11 +94,11 @@ class PhysicalNetwork(NetworkDriver):
 
     def remove(self) -> None:
         self._restore_mtu()
-        files.remove_tree(self.state.networks_dir / self.name)
+        self.host(files.remove_tree, self.state.networks_dir / self.name)
 
     def host_interface(self) -> str:
         return self.parent
 
     def info(self) -> dict[str, Any]:
-        exists = sysfs.interface_exists(self.parent)
+        exists = self.host(sysfs.interface_exists, self.parent)
         return {"parent_is_bridge": exists and self.parent_is_bridge()}

@@ -22,6 +22,7 @@ from pincus.devices import nic_bridged
 from pincus.errors import ConflictError, InvalidError, NotFoundError
 from pincus.expansion import expand
 from pincus.host import files, links, procstat, stdio
+from pincus.host.facade import Host
 from pincus.instances.base import Instance
 from pincus.instances.container import Container
 from pincus.instances.vm import VirtualMachine
@@ -73,6 +74,11 @@ class Instances:
         # (create, update, rename, delete); always taken before any instance's lock.
         self.profiles_lock = threading.RLock()
         self._stop_monitor = threading.Event()
+
+    @property
+    def host(self) -> Host:
+        """The door to the host (state.host): every host call goes through it."""
+        return self.state.host
 
     @contextmanager
     def locked(self, name: str) -> Iterator[None]:
@@ -371,8 +377,8 @@ class Instances:
             if db_instances.get(self.state.store, new_name) is not None:
                 raise ConflictError(f'Instance "{new_name}" already exists')
             with Reverter() as undo:
-                files.move_dir(inst.dir, self.state.instances_dir / new_name)
-                undo.add(files.move_dir, self.state.instances_dir / new_name, inst.dir)
+                self.host(files.move_dir, inst.dir, self.state.instances_dir / new_name)
+                undo.add(self.host, files.move_dir, self.state.instances_dir / new_name, inst.dir)
                 db_instances.rename(self.state.store, name, new_name)
                 undo.success()
         log.info("Renamed instance %s to %s", name, new_name, extra={"ctx": {"instance": new_name}})
@@ -386,7 +392,7 @@ class Instances:
             for dev in inst.devices():
                 dev.remove()
             db_instances.delete(self.state.store, name)
-            files.remove_tree(inst.dir)
+            self.host(files.remove_tree, inst.dir)
         log.info("Deleted instance %s", name, extra={"ctx": {"instance": name}})
         self.state.events.lifecycle("instance-deleted", f"/1.0/instances/{name}")
 
@@ -410,7 +416,11 @@ class Instances:
                 raise ConflictError("The instance is already running")
             if inst.has_runtime():
                 inst.cleanup()  # died since we last looked
-            inst.start()
+            try:
+                inst.start()
+            except Exception:
+                self._release_shared_if_idle()  # a first start that failed leaves no shared table
+                raise
         log.info("Started instance %s", name, extra={"ctx": {"instance": name}})
         self.state.events.lifecycle("instance-started", f"/1.0/instances/{name}")
 
@@ -444,11 +454,11 @@ class Instances:
 
     def exec_detached(self, name: str, argv: list[str], env: dict[str, str], cwd: str | None) -> int:
         """exec with no stdio (Incus's exec without websockets); its exit status."""
-        null = stdio.open_null()
+        null = self.host(stdio.open_null)
         try:
             return self.exec(name, argv, env, cwd, (null, null, null))
         finally:
-            stdio.close(null)
+            self.host(stdio.close, null)
 
     def signal_exec(self, name: str, pid: int, sig: int) -> None:
         self._load(name).signal_exec(pid, sig)
@@ -477,10 +487,10 @@ class Instances:
                 except Exception:
                     log.exception("Failed to reconcile instance %s", rec.name)
             known.update(v for k, v in inst.rec.volatile.items() if k.endswith(".host_name"))
-        for link in links.list_links():
+        for link in self.host(links.list_links):
             if dev_names.owned_by(link.name, self.state.tag) and link.name not in known:
                 log.warning("Deleting leaked interface %s", link.name)
-                links.delete_link(link.name)
+                self.host(links.delete_link, link.name)
 
     def monitor(self, interval: float = 0.5) -> None:
         """Notice instances whose process died (guest poweroff, killed init) and clean up after them."""

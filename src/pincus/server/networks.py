@@ -15,6 +15,7 @@ from pincus.db import profiles as db_profiles
 from pincus.db.networks import NetworkRecord
 from pincus.errors import ConflictError, InvalidError, NotFoundError
 from pincus.host import links, sysfs
+from pincus.host.facade import Host
 from pincus.networks.base import NetworkDriver
 from pincus.networks.registry import driver_class
 from pincus.reverter import Reverter
@@ -84,6 +85,11 @@ class Networks:
         self._supervisor: threading.Thread | None = None
         self._supervise_errors: dict[str, str] = {}  # network -> last failure logged
 
+    @property
+    def host(self) -> Host:
+        """The door to the host (state.host): every host call goes through it."""
+        return self.state.host
+
     # --- reading ---------------------------------------------------------------------------------
 
     def _load(self, name: str) -> NetworkRecord:
@@ -134,7 +140,7 @@ class Networks:
     def get(self, name: str) -> dict[str, Any]:
         if (rec := db_networks.get(self.state.store, name)) is not None:
             return self.to_api(rec)
-        if sysfs.interface_exists(name):
+        if self.host(sysfs.interface_exists, name):
             return self._unmanaged(name)
         raise NotFoundError(f'Network "{name}" not found')
 
@@ -142,7 +148,7 @@ class Networks:
         return {
             "name": name,
             "description": "",
-            "type": sysfs.interface_kind(name),
+            "type": self.host(sysfs.interface_kind, name),
             "managed": False,
             "status": "",
             "config": {},
@@ -153,26 +159,30 @@ class Networks:
     def list_all(self) -> list[dict[str, Any]]:
         managed = [self.to_api(r) for r in db_networks.list_all(self.state.store)]
         names = {n["name"] for n in managed}
-        host = [self._unmanaged(i) for i in sysfs.list_interfaces() if i not in names]
+        host = [self._unmanaged(i) for i in self.host(sysfs.list_interfaces) if i not in names]
         return sorted(managed + host, key=lambda n: str(n["name"]))
 
     def state_of(self, name: str) -> dict[str, Any]:
         """Incus's network state of a managed network's host interface, or of any host interface."""
         rec = db_networks.get(self.state.store, name)
         ifname = self.driver(rec).host_interface() if rec is not None else name
-        link = links.get_link(ifname) if ifname and sysfs.interface_exists(ifname) else None
+        link = (
+            self.host(links.get_link, ifname)
+            if ifname and self.host(sysfs.interface_exists, ifname)
+            else None
+        )
         if link is None:
             if rec is None:
                 raise NotFoundError(f'Network "{name}" not found')
             raise NotFoundError(f'Interface "{ifname}" of network "{name}" does not exist')
-        bridge = sysfs.bridge_state(ifname)
+        bridge = self.host(sysfs.bridge_state, ifname)
         return {
-            "addresses": netstate.cidr_objects(links.link_addresses(ifname)),
-            "counters": netstate.counters(links.link_stats(ifname)),
+            "addresses": netstate.cidr_objects(self.host(links.link_addresses, ifname)),
+            "counters": netstate.counters(self.host(links.link_stats, ifname)),
             "hwaddr": link.mac,
             "mtu": link.mtu,
             "state": "up" if link.up else "down",
-            "type": "loopback" if sysfs.interface_kind(ifname) == "loopback" else "broadcast",
+            "type": "loopback" if self.host(sysfs.interface_kind, ifname) == "loopback" else "broadcast",
             "bond": None,
             "bridge": None
             if bridge is None

@@ -9,6 +9,7 @@ from typing import Any
 
 from pincus import __version__
 from pincus.host import nft, qemu
+from pincus.host.facade import Host
 from pincus.server.instances import Instances
 from pincus.server.networks import Networks
 from pincus.server.operations import Operations
@@ -64,6 +65,11 @@ class Server:
         self.instances = Instances(state)
         self.profiles = Profiles(state, self.instances)
 
+    @property
+    def host(self) -> Host:
+        """The door to the host (state.host): every host call goes through it."""
+        return self.state.host
+
     def start(self) -> None:
         self.networks.start_all()
         self.networks.start_supervisor()
@@ -96,7 +102,7 @@ class Server:
                 "architectures": [uname.machine],
                 "certificate": "",
                 "driver": "pincus | qemu",
-                "driver_version": f"{__version__} | {qemu.version()}",
+                "driver_version": f"{__version__} | {self.host(qemu.version)}",
                 "project": "default",
                 "server_clustered": False,
                 "server": "pincus",
@@ -106,7 +112,7 @@ class Server:
                 "kernel": uname.system,
                 "kernel_version": uname.release,
                 "kernel_architecture": uname.machine,
-                "firewall": nft.firewall_driver(),
+                "firewall": self.host(nft.firewall_driver),
                 # Incus sends these as strings ("true"/"false"); typed clients refuse booleans.
                 "kernel_features": {k: str(v).lower() for k, v in self.state.features.items()},
                 "storage": "",

@@ -1,0 +1,277 @@
+"""Fault injection, run inside a throw-away network namespace (tests/faults/test_fault_injection.py).
+
+`python -m tests.faults.run SCENARIO` starts pincus's server in this process on $PINCUS_DIR, sets
+up what the scenario needs, and counts the host calls of one successful run of its operation
+(then undoes it). Then for every N from 1 to that count it fails the Nth host call with a
+HostError, and checks that the operation either failed leaving the host and the database exactly
+as before, or succeeded (the failed call was one it may do without), in which case it is undone
+and the same is checked. One JSON line on stdout reports the calls seen and every difference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pincus.db.store import Store
+from pincus.errors import HostError
+from pincus.events import EventHub
+from pincus.host.features import probe_kernel_features
+from pincus.server.daemon import daemon_tag
+from pincus.server.server import Server
+from pincus.state import State
+
+# Fields the kernel changes on its own between two looks: timers, lifetimes, statistics.
+_VOLATILE_SUFFIXES = ("_timer", "_life_time", "stats", "stats64")
+_VOLATILE_KEYS = {"operstate", "linkmode"}
+
+
+# Carrier follows a peer that just left or joined, a moment after the change.
+_CARRIER_FLAGS = {"NO-CARRIER", "LOWER_UP", "linkdown"}
+
+
+def _clean(doc: Any) -> Any:
+    if isinstance(doc, dict) and isinstance(doc.get("flags"), list):
+        doc = {**doc, "flags": [f for f in doc["flags"] if f not in _CARRIER_FLAGS]}
+    if isinstance(doc, dict):
+        return {
+            k: _clean(v)
+            for k, v in doc.items()
+            if not k.endswith(_VOLATILE_SUFFIXES) and k not in _VOLATILE_KEYS
+        }
+    if isinstance(doc, list):
+        return [_clean(v) for v in doc]
+    return doc
+
+
+def _json_of(*argv: str) -> Any:
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    return _clean(json.loads(out)) if out.strip() else []
+
+
+def _processes(needle: str) -> list[str]:
+    """Command lines of this daemon's helpers (dnsmasq, container inits) other than this process."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if needle in cmdline:
+            out.append(cmdline.strip())
+    return sorted(out)
+
+
+# Files whose content their own process changes (dnsmasq's lease database): checked for presence.
+_OWN_CONTENT = {"dnsmasq.leases"}
+
+
+def _files(root: Path) -> dict[str, str]:
+    """The daemon's files but its database and logs, by path, with their content."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        rel = str(path.relative_to(root))
+        if path.is_dir() or rel.startswith(("pincus.db", "logs")) or path.name in _OWN_CONTENT:
+            continue
+        if path.name.endswith(".log") or not path.is_file():
+            out[rel] = "<present>"  # logs grow, a netns handle is a mount: that they exist is what counts
+            continue
+        try:
+            out[rel] = path.read_bytes().decode(errors="replace")
+        except OSError as e:
+            out[rel] = f"<{e.strerror}>"
+    return out
+
+
+def _sysctls() -> dict[str, str]:
+    """The forwarding and per-interface IPv6 sysctls pincus sets and gives back."""
+    paths = [Path("/proc/sys/net/ipv4/ip_forward")]
+    for conf in sorted(Path("/proc/sys/net/ipv6/conf").iterdir()):
+        paths += [conf / key for key in ("forwarding", "accept_ra", "autoconf", "accept_dad")]
+    out = {}
+    for path in paths:
+        try:
+            out[str(path)] = path.read_text().strip()
+        except OSError:
+            continue  # the interface left while we looked
+    return out
+
+
+def snapshot(state: State) -> dict[str, Any]:
+    """What pincus may touch on this host: the kernel's view, its processes and files, its database."""
+    with state.store.tx() as c:
+        db = [line for line in c.iterdump() if "operations" not in line]
+    return {
+        "link": _json_of("ip", "-d", "-j", "link", "show"),
+        "addr": _json_of("ip", "-j", "addr", "show"),
+        "route4": _json_of("ip", "-4", "-j", "route", "show", "table", "all"),
+        "route6": _json_of("ip", "-6", "-j", "route", "show", "table", "all"),
+        "bridge-link": _json_of("bridge", "-j", "link", "show"),
+        "bridge-vlan": _json_of("bridge", "-j", "vlan", "show"),
+        "qdisc": _json_of("tc", "-j", "qdisc", "show"),
+        "nft": _json_of("nft", "-j", "list", "ruleset"),
+        "sysctl": _sysctls(),
+        "processes": _processes(str(state.dir)),
+        "files": _files(state.dir),
+        "db": db,
+    }
+
+
+def diff(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """One line per part that changed, with the lines that differ."""
+    out = []
+    for key in before:
+        if before[key] == after[key]:
+            continue
+        old = json.dumps(before[key], indent=1, sort_keys=True).splitlines()
+        new = json.dumps(after[key], indent=1, sort_keys=True).splitlines()
+        changed = [line for line in difflib.unified_diff(old, new, lineterm="", n=1)][2:]
+        out.append(f"{key}: " + " | ".join(line.strip() for line in changed)[:1200])
+    return out
+
+
+@dataclass
+class Scenario:
+    setup: Callable[[Server], None]
+    do: Callable[[Server], None]
+    undo: Callable[[Server], None]
+
+
+NET = "fnet0"
+NET_CONFIG = {
+    "ipv4.address": "10.250.90.1/24",
+    "ipv6.address": "fd42:250:90::1/64",
+    "ipv4.nat": "true",
+    "ipv4.dhcp.ranges": "10.250.90.50-10.250.90.60",
+}
+NIC = {
+    "type": "nic",
+    "network": NET,
+    "name": "eth0",
+    "ipv4.address": "10.250.90.7",
+    "security.ipv4_filtering": "true",
+    "security.mac_filtering": "true",
+    "limits.ingress": "10Mbit",
+}
+
+
+def _make_network(server: Server) -> None:
+    server.networks.create({"name": NET, "config": dict(NET_CONFIG)})
+
+
+def _make_container(server: Server, devices: dict[str, dict[str, str]]) -> None:
+    _make_network(server)
+    server.instances.create({"name": "c1", "type": "container", "devices": devices, "profiles": []})
+
+
+def _hot_plug_setup(server: Server) -> None:
+    _make_container(server, {})
+    server.instances.start("c1")
+
+
+def _set_devices(devices: dict[str, dict[str, str]]) -> Callable[[Server], None]:
+    return lambda server: server.instances.update("c1", {"devices": devices}, patch=False)
+
+
+SCENARIOS = {
+    "network-create": Scenario(
+        setup=lambda server: None,
+        do=_make_network,
+        undo=lambda server: server.networks.delete(NET),
+    ),
+    "instance-start": Scenario(
+        setup=lambda server: _make_container(server, {"eth0": NIC}),
+        do=lambda server: server.instances.start("c1"),
+        undo=lambda server: server.instances.stop("c1", timeout=5, force=True),
+    ),
+    "hot-plug": Scenario(
+        setup=_hot_plug_setup,
+        do=_set_devices({"eth0": NIC}),
+        undo=_set_devices({}),
+    ),
+}
+
+
+def run(scenario: Scenario, state: State, server: Server, limit: int) -> dict[str, Any]:
+    scenario.setup(server)
+    names: list[str] = []
+
+    def record(name: str, call: Callable[[], Any]) -> Any:
+        names.append(name)
+        return call()
+
+    with state.host.hooked(record):
+        scenario.do(server)
+    scenario.undo(server)
+    problems: list[str] = []
+    tolerated: list[str] = []
+    for n in range(1, min(len(names), limit) + 1):
+        before = snapshot(state)
+        count = 0
+        failed_at = ""
+
+        def fail_nth(name: str, call: Callable[[], Any], n: int = n) -> Any:
+            nonlocal count, failed_at
+            count += 1
+            if count == n:
+                failed_at = name
+                raise HostError(f"injected failure of host call {n} ({name})")
+            return call()
+
+        try:
+            with state.host.hooked(fail_nth):
+                scenario.do(server)
+        except Exception as e:  # the injected failure, or what it became on its way up
+            if not failed_at:
+                problems.append(f"call {n}: failed without reaching its injected failure: {e!r}")
+        else:
+            failed_at = failed_at or "not reached: this run made fewer calls"
+            tolerated.append(f"{n}:{failed_at}")
+            try:
+                scenario.undo(server)
+            except Exception as e:
+                problems.append(f"call {n} ({failed_at}) was tolerated, but the undo failed: {e!r}")
+        problems += [f"call {n} ({failed_at}): {d}" for d in diff(before, snapshot(state))]
+        if len(problems) > 40:
+            break
+    return {"calls": names, "tried": min(len(names), limit), "tolerated": tolerated, "problems": problems}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("scenario", choices=sorted(SCENARIOS))
+    ap.add_argument("--limit", type=int, default=10_000, help="fail at most the first LIMIT calls")
+    args = ap.parse_args()
+    path = Path(os.environ["PINCUS_DIR"])
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o711)  # as pincusd makes it: dnsmasq, as nobody, reads its hosts files below
+    state = State(
+        dir=path,
+        store=Store(path / "pincus.db"),
+        events=EventHub(),
+        features=probe_kernel_features(),
+        tag=daemon_tag(path),
+    )
+    server = Server(state)
+    server.start()
+    try:
+        report = run(SCENARIOS[args.scenario], state, server, args.limit)
+    finally:
+        server.shutdown_instances(timeout=5)
+        server.stop()
+    json.dump(report, sys.stdout)
+    print()
+
+
+if __name__ == "__main__":
+    main()
