@@ -56,8 +56,8 @@ def test_spoofing_is_dropped_with_filtering_and_passes_without(daemon: Daemon, p
     in_container(daemon, "c2", "ip", "neigh", "flush", "all")
     assert not ping(daemon, "c1", "10.250.20.3")
     # Filtering off, live: everything passes, the chain is gone.
-    daemon.cli("config", "device", "set", "c1", "eth0", "security.ipv4_filtering=false",
-               "security.ipv6_filtering=false")  # fmt: skip
+    daemon.cli("config", "device", "set", "c1", "eth0", "security.ipv4_filtering=false", "ipv4.address=",
+               "security.ipv6_filtering=false", "ipv6.address=")  # fmt: skip
     assert host1 not in _filtered_ports(daemon)
     for name in ("c1", "c2"):  # forget the neighbour lookups that failed while spoofing
         in_container(daemon, name, "ip", "neigh", "flush", "all")
@@ -93,7 +93,7 @@ def test_limits_routes_queue_and_connected_update_live(daemon: Daemon, prefix: s
     daemon.ns.ip("addr", "add", "10.250.22.1/24", "dev", br)  # the host's side of the routes' next hop
     host = bridged_container(daemon, "c1", br, "10.250.22.2", None, "limits.ingress=10Mbit",
                              "limits.egress=20Mbit", "ipv4.address=10.250.22.2",
-                             "ipv4.routes=10.250.99.0/24")  # fmt: skip
+                             "security.ipv4_filtering=true", "ipv4.routes=10.250.99.0/24")  # fmt: skip
     assert _tc_rates(daemon, host) == [1_250_000]  # tc reports bytes per second
     ifbs = [link["ifname"] for link in daemon.ns.ipj("-d", "link", "show") if link.get("linkinfo", {}).get(
         "info_kind") == "ifb"]  # fmt: skip

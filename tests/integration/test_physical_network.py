@@ -53,7 +53,7 @@ def test_bridged_only_keys_on_physical_networks_even_before_start(daemon: Daemon
     daemon.cli("network", "create", "onbr", "--type=physical", f"parent={lan}")
     daemon.cli("network", "create", "onnic", "--type=physical", f"parent={nic}")
     daemon.cli("init", "c1")
-    bridged_keys = ("security.mac_filtering=true", "ipv4.address=10.250.31.5", "limits.ingress=10Mbit")
+    bridged_keys = ("security.ipv4_filtering=true", "ipv4.address=10.250.31.5", "limits.ingress=10Mbit")
     daemon.cli("config", "device", "add", "c1", "eth0", "nic", "network=onbr", *bridged_keys)
     before = daemon.db_dump()
     for key in bridged_keys:

@@ -180,34 +180,38 @@ def delete(store: Store, name: str) -> None:
         c.execute("DELETE FROM instances WHERE name = ?", (name,))
 
 
-def network_users(store: Store, network: str) -> list[str]:
-    """Names of instances with a device whose `network` key names this network."""
+def network_users(store: Store, network: str, keys: tuple[str, ...] = ("network",)) -> list[str]:
+    """Names of instances with a device whose KEYS (`network`, or also `parent` for a managed
+    bridge, which a bridged NIC may name directly) name this network."""
+    marks = ", ".join("?" for _ in keys)
     with store.tx() as c:
         rows = c.execute(
             "SELECT DISTINCT i.name FROM instances i JOIN devices d ON d.instance_id = i.id "
             "JOIN devices_config dc ON dc.device_id = d.id "
-            "WHERE dc.key = 'network' AND dc.value = ? ORDER BY i.name",
-            (network,),
+            f"WHERE dc.key IN ({marks}) AND dc.value = ? ORDER BY i.name",
+            (*keys, network),
         ).fetchall()
     return [r["name"] for r in rows]
 
 
-def devices_with(store: Store, key: str, value: str) -> list[tuple[str, str]]:
-    """(instance, device) pairs whose device config has key=value."""
+def devices_with(store: Store, key: str, value: str | None = None) -> list[tuple[str, str]]:
+    """(instance, device) pairs whose device config has key=value (any value: None)."""
     with store.tx() as c:
         rows = c.execute(
             "SELECT i.name AS instance, d.name AS device FROM devices_config dc "
             "JOIN devices d ON d.id = dc.device_id JOIN instances i ON i.id = d.instance_id "
-            "WHERE dc.key = ? AND dc.value = ?",
-            (key, value),
+            "WHERE dc.key = ? AND (? IS NULL OR dc.value = ?)",
+            (key, value, value),
         ).fetchall()
     return [(r["instance"], r["device"]) for r in rows]
 
 
-def expanded_devices_with(store: Store, key: str, value: str) -> list[tuple[str, str, dict[str, str]]]:
-    """(instance, device, config) of every device with key=value in its config once the instance's
-    profiles are expanded in: a profile's device counts for each instance using it, unless the
-    instance's own device of that name replaces it."""
+def expanded_devices_with(
+    store: Store, key: str, value: str | None = None
+) -> list[tuple[str, str, dict[str, str]]]:
+    """(instance, device, config) of every device with key=value (any value: None) in its config
+    once the instance's profiles are expanded in: a profile's device counts for each instance
+    using it, unless the instance's own device of that name replaces it."""
     with store.tx():
         names = {instance for instance, _ in devices_with(store, key, value)}
         for profile in db_profiles.devices_with(store, key, value):
@@ -219,7 +223,11 @@ def expanded_devices_with(store: Store, key: str, value: str) -> list[tuple[str,
                 continue
             layers = [(p.config, p.devices) for n in rec.profiles if (p := db_profiles.get(store, n))]
             _, devices = expand(layers, rec.config, rec.devices)
-            out.extend((name, dev, cfg) for dev, cfg in devices.items() if cfg.get(key) == value)
+            out.extend(
+                (name, dev, cfg)
+                for dev, cfg in devices.items()
+                if key in cfg and (value is None or cfg[key] == value)
+            )
     return out
 
 

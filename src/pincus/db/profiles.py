@@ -104,13 +104,13 @@ def users(store: Store, name: str) -> list[str]:
     return [r["name"] for r in rows]
 
 
-def devices_with(store: Store, key: str, value: str) -> list[str]:
-    """Names of the profiles with a device whose config has key=value."""
+def devices_with(store: Store, key: str, value: str | None = None) -> list[str]:
+    """Names of the profiles with a device whose config has key=value (any value: None)."""
     with store.tx() as c:
         rows = c.execute(
             "SELECT DISTINCT p.name FROM profiles_devices_config dc "
             "JOIN profiles_devices d ON d.id = dc.device_id JOIN profiles p ON p.id = d.profile_id "
-            "WHERE dc.key = ? AND dc.value = ? ORDER BY p.name",
-            (key, value),
+            "WHERE dc.key = ? AND (? IS NULL OR dc.value = ?) ORDER BY p.name",
+            (key, value, value),
         ).fetchall()
     return [r["name"] for r in rows]

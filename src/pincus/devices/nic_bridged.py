@@ -103,7 +103,20 @@ class BridgedNic(Device):
                 f'Device "{self.name}": "vlan.tagged" cannot be combined with IP filtering '
                 "(tagged frames would bypass the address checks, so the filter drops them)"
             )
+        self._validate_vlans()
+        if "hwaddr" in self.config:
+            self._refuse_duplicate("hwaddr", self.config["hwaddr"], str.lower)
         self._validate_addresses()
+
+    def _validate_vlans(self) -> None:
+        if "vlan" not in self.config or "vlan.tagged" not in self.config:
+            return
+        untagged = int(self.config["vlan"])
+        if untagged in parse_vlan_list(self.config["vlan.tagged"]):
+            raise InvalidError(
+                f'Device "{self.name}": VLAN {untagged} is the untagged "vlan" and cannot also be in '
+                '"vlan.tagged"'
+            )
 
     def _validate_addresses(self) -> None:
         net = self.network()
@@ -112,7 +125,15 @@ class BridgedNic(Device):
             if value is None:
                 continue
             if net is None:
-                continue  # an unmanaged bridge: the address only feeds filtering
+                # On an unmanaged bridge nothing allocates the address: it only means something
+                # to the filter, as with Incus.
+                if not self.flag(f"security.{family}_filtering"):
+                    raise InvalidError(
+                        f'Device "{self.name}": cannot use manually specified {family}.address when using '
+                        f'unmanaged parent bridge "{self.parent}" (nothing hands it out; with '
+                        f"security.{family}_filtering=true it is the one address the NIC may send from)"
+                    )
+                continue
             iface = net.ipv4_interface() if family == "ipv4" else net.ipv6_interface()
             if iface is None:
                 raise InvalidError(
@@ -130,16 +151,23 @@ class BridgedNic(Device):
                     f'Device "{self.name}": {family}.address {value} is the address of network '
                     f'"{net.name}" itself'
                 )
-            self._refuse_duplicate(family, value)
+            self._refuse_duplicate(f"{family}.address", value, ipaddress.ip_address)
 
-    def _refuse_duplicate(self, family: str, value: str) -> None:
-        found = db_instances.expanded_devices_with(self.state.store, f"{family}.address", value)
-        for instance, device, cfg in found:
+    def _refuse_duplicate(self, key: str, value: str, parse: Callable[[str], object]) -> None:
+        """Two NICs on one network may not share KEY's value, compared parsed (FD42::5 is fd42::5)."""
+        mine = parse(value)
+        for instance, device, cfg in db_instances.expanded_devices_with(self.state.store, key):
             if (instance, device) == (self.instance.name, self.name):
                 continue
-            if self.parent in (cfg.get("parent"), cfg.get("network")):
+            if self.parent not in (cfg.get("parent"), cfg.get("network")):
+                continue
+            try:
+                theirs = parse(cfg[key])
+            except ValueError:
+                continue  # "none", "auto" or a value refused when it was stored
+            if theirs == mine:
                 raise ConflictError(
-                    f'Device "{self.name}": {family}.address {value} is already used by device "{device}" '
+                    f'Device "{self.name}": {key} {value} is already used by device "{device}" '
                     f'of instance "{instance}"'
                 )
 
@@ -206,8 +234,13 @@ class BridgedNic(Device):
         v4, v6 = _address(config.get("ipv4.address")), _address(config.get("ipv6.address"))
         nic_filter = None
         if mac_on:
+            # As Incus: what the host routes to the NIC is the NIC's to send from.
+            routes4, routes6 = (
+                split_list(config[k]) if config.get(k) else [] for k in ("ipv4.routes", "ipv6.routes")
+            )
+            allowed4, allowed6 = ([v4] if v4 else []) + routes4, ([v6] if v6 else []) + routes6
             nic_filter = nft.NicFilter(
-                port=host_name, mac=hwaddr, ipv4=[v4] if v4 else [], ipv6=[v6] if v6 else [],
+                port=host_name, mac=hwaddr, ipv4=allowed4, ipv6=allowed6,
                 mac_filtering=True, ipv4_filtering=v4_on, ipv6_filtering=v6_on,
             )  # fmt: skip
         routes = tuple(

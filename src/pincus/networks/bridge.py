@@ -19,6 +19,7 @@ serving) and the next one adopts it. Only `remove` takes it down.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import logging
 import os
@@ -43,6 +44,7 @@ from pincus.config.validators import (
 )
 from pincus.db import networks as db_networks
 from pincus.db.networks import NetworkRecord
+from pincus.devices.names import MAC_PREFIX
 from pincus.errors import ConflictError, HostError, InvalidError, NotFoundError
 from pincus.host import dnsmasq, files, ipconf, links, nft, sysfs
 from pincus.host.dnsmasq import DnsmasqConfig
@@ -182,9 +184,15 @@ class BridgeNetwork(NetworkDriver):
         value = self.config.get("bridge.mtu")
         return int(value) if value else None
 
-    def _hwaddr(self) -> str | None:
+    def _hwaddr(self) -> str:
+        """bridge.hwaddr, else a MAC of its own derived from the daemon and the network's name:
+        a bridge left to the kernel takes its lowest port's MAC, and 00:00:00:00:00:00 once the
+        last port leaves, which upsets neighbours' caches every time an instance starts or stops."""
         value = self.config.get("bridge.hwaddr")
-        return value.lower() if value else None
+        if value:
+            return value.lower()
+        digest = hashlib.sha256(f"pincus bridge {self.state.tag} {self.name}".encode()).digest()
+        return MAC_PREFIX + "".join(f":{b:02x}" for b in digest[:3])
 
     def _external(self) -> list[str]:
         return _list(self.config.get("bridge.external_interfaces"))
@@ -547,7 +555,7 @@ class BridgeNetwork(NetworkDriver):
             self.host(links.set_mtu, self.name, want_mtu)
             undo.add(self.host, links.set_mtu, self.name, mtu)
         want_mac = self._hwaddr()
-        if want_mac is not None and want_mac != mac.lower():
+        if want_mac != mac.lower():
             self.host(links.set_mac, self.name, want_mac)
             undo.add(self.host, links.set_mac, self.name, mac)
 

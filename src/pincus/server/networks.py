@@ -101,16 +101,23 @@ class Networks:
     def driver(self, rec: NetworkRecord) -> NetworkDriver:
         return driver_class(rec.type)(self.state, rec.name, dict(rec.config))
 
+    def _naming_keys(self, name: str) -> tuple[str, ...]:
+        """The device keys that put a device on network NAME: `network`, and for a managed
+        bridge also `parent` (nictype=bridged on the bridge itself)."""
+        rec = db_networks.get(self.state.store, name)
+        return ("network", "parent") if rec is not None and rec.type == "bridge" else ("network",)
+
     def _profiles_using(self, name: str) -> list[str]:
+        keys = self._naming_keys(name)
         return [
             p.name
             for p in db_profiles.list_all(self.state.store)
-            if any(dev.get("network") == name for dev in p.devices.values())
+            if any(dev.get(k) == name for dev in p.devices.values() for k in keys)
         ]
 
     def instance_users(self, name: str) -> list[str]:
         """Instances with a device on this network, their own or from one of their profiles."""
-        users = set(db_instances.network_users(self.state.store, name))
+        users = set(db_instances.network_users(self.state.store, name, self._naming_keys(name)))
         for profile in self._profiles_using(name):
             users.update(db_profiles.users(self.state.store, profile))
         return sorted(users)
