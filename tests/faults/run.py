@@ -14,6 +14,7 @@ import argparse
 import difflib
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -31,7 +32,8 @@ from pincus.state import State
 
 # Fields the kernel changes on its own between two looks: timers, lifetimes, statistics.
 _VOLATILE_SUFFIXES = ("_timer", "_life_time", "stats", "stats64")
-_VOLATILE_KEYS = {"operstate", "linkmode"}
+# ... and the numbers the kernel and nft give a recreated object, which only say it was recreated.
+_VOLATILE_KEYS = {"operstate", "linkmode", "ifindex", "handle", "link_index"}
 
 
 # Carrier follows a peer that just left or joined, a moment after the change.
@@ -39,6 +41,8 @@ _CARRIER_FLAGS = {"NO-CARRIER", "LOWER_UP", "linkdown"}
 
 
 def _clean(doc: Any) -> Any:
+    if isinstance(doc, dict) and re.fullmatch(r"if\d+", str(doc.get("link", ""))):
+        doc = {k: v for k, v in doc.items() if k != "link"}  # a veth's peer by ifindex
     if isinstance(doc, dict) and isinstance(doc.get("flags"), list):
         doc = {**doc, "flags": [f for f in doc["flags"] if f not in _CARRIER_FLAGS]}
     if isinstance(doc, dict):
@@ -72,8 +76,8 @@ def _processes(needle: str) -> list[str]:
     return sorted(out)
 
 
-# Files whose content their own process changes (dnsmasq's lease database): checked for presence.
-_OWN_CONTENT = {"dnsmasq.leases"}
+# Files whose content their own process writes (dnsmasq's leases and pid): checked for presence.
+_OWN_CONTENT = {"dnsmasq.leases", "dnsmasq.pid"}
 
 
 def _files(root: Path) -> dict[str, str]:
@@ -81,9 +85,9 @@ def _files(root: Path) -> dict[str, str]:
     out = {}
     for path in sorted(root.rglob("*")):
         rel = str(path.relative_to(root))
-        if path.is_dir() or rel.startswith(("pincus.db", "logs")) or path.name in _OWN_CONTENT:
+        if path.is_dir() or rel.startswith(("pincus.db", "logs")):
             continue
-        if path.name.endswith(".log") or not path.is_file():
+        if path.name.endswith(".log") or path.name in _OWN_CONTENT or not path.is_file():
             out[rel] = "<present>"  # logs grow, a netns handle is a mount: that they exist is what counts
             continue
         try:
@@ -107,10 +111,41 @@ def _sysctls() -> dict[str, str]:
     return out
 
 
+def _generated_names(tag: str) -> list[str]:
+    """The host interfaces pincus names at random (veth, TAP and IFB of a NIC), in creation order."""
+    links = json.loads(subprocess.run(["ip", "-j", "link", "show"], capture_output=True, text=True).stdout)
+    prefixes = tuple(f"{kind}{tag}" for kind in ("veth", "tap", "pif"))
+    mine = [link for link in links if str(link.get("ifname", "")).startswith(prefixes)]
+    return [str(link["ifname"]) for link in sorted(mine, key=lambda link: int(link["ifindex"]))]
+
+
+_RUNTIME_ROW = re.compile(r'(INSERT INTO "instances_runtime" VALUES\(\d+),\d+,\d+\)')
+
+
+def _canonical(snap: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """A NIC stopped and started again is the same NIC under another random name and kernel MAC,
+    and an instance started again has another pid: name them by creation order instead."""
+    for key in ("link", "addr"):
+        snap[key] = [
+            {k: v for k, v in link.items() if k != "address"} if link.get("ifname") in names else link
+            for link in snap[key]
+        ]
+    snap["db"] = [_RUNTIME_ROW.sub(r"\1,PID,START)", line) for line in snap["db"]]
+    text = json.dumps(snap)
+    for i, name in enumerate(names):
+        text = text.replace(name, f"<{name[:3]}#{i}>")
+    return dict(json.loads(text))
+
+
 def snapshot(state: State) -> dict[str, Any]:
     """What pincus may touch on this host: the kernel's view, its processes and files, its database."""
     with state.store.tx() as c:
         db = [line for line in c.iterdump() if "operations" not in line]
+    names = _generated_names(state.tag)
+    return _canonical(_raw_snapshot(state, db), names)
+
+
+def _raw_snapshot(state: State, db: list[str]) -> dict[str, Any]:
     return {
         "link": _json_of("ip", "-d", "-j", "link", "show"),
         "addr": _json_of("ip", "-j", "addr", "show"),
@@ -145,6 +180,9 @@ class Scenario:
     setup: Callable[[Server], None]
     do: Callable[[Server], None]
     undo: Callable[[Server], None]
+    # "atomic": a failed DO leaves everything as before. "retry": a teardown goes on past a failed
+    # step, so a failed DO tried again must end exactly where a clean DO ends.
+    mode: str = "atomic"
 
 
 NET = "fnet0"
@@ -183,6 +221,25 @@ def _set_devices(devices: dict[str, dict[str, str]]) -> Callable[[Server], None]
     return lambda server: server.instances.update("c1", {"devices": devices}, patch=False)
 
 
+def _running_with(devices: dict[str, dict[str, str]]) -> Callable[[Server], None]:
+    def setup(server: Server) -> None:
+        _make_container(server, devices)
+        server.instances.start("c1")
+
+    return setup
+
+
+# A live update that touches every kind of host object a NIC has: tc, nft, routes, DHCP, isolation.
+NIC_CHANGED = {
+    **NIC,
+    "limits.ingress": "20Mbit",
+    "limits.egress": "5Mbit",
+    "ipv4.address": "10.250.90.8",
+    "ipv4.routes": "10.250.91.0/24",
+    "security.port_isolation": "true",
+}
+
+
 SCENARIOS = {
     "network-create": Scenario(
         setup=lambda server: None,
@@ -199,6 +256,28 @@ SCENARIOS = {
         do=_set_devices({"eth0": NIC}),
         undo=_set_devices({}),
     ),
+    "unplug": Scenario(
+        setup=_running_with({"eth0": NIC}),
+        do=_set_devices({}),
+        undo=_set_devices({"eth0": NIC}),
+    ),
+    "live-update": Scenario(
+        setup=_running_with({"eth0": NIC}),
+        do=_set_devices({"eth0": NIC_CHANGED}),
+        undo=_set_devices({"eth0": NIC}),
+    ),
+    "instance-stop": Scenario(
+        setup=_running_with({"eth0": NIC}),
+        do=lambda server: server.instances.stop("c1", timeout=5, force=True),
+        undo=lambda server: server.instances.start("c1"),
+        mode="retry",
+    ),
+    "network-delete": Scenario(
+        setup=_make_network,
+        do=lambda server: server.networks.delete(NET),
+        undo=_make_network,
+        mode="retry",
+    ),
 }
 
 
@@ -212,6 +291,7 @@ def run(scenario: Scenario, state: State, server: Server, limit: int) -> dict[st
 
     with state.host.hooked(record):
         scenario.do(server)
+    done = snapshot(state)
     scenario.undo(server)
     problems: list[str] = []
     tolerated: list[str] = []
@@ -234,6 +314,14 @@ def run(scenario: Scenario, state: State, server: Server, limit: int) -> dict[st
         except Exception as e:  # the injected failure, or what it became on its way up
             if not failed_at:
                 problems.append(f"call {n}: failed without reaching its injected failure: {e!r}")
+            if scenario.mode == "retry":
+                try:
+                    scenario.do(server)
+                except Exception as again:
+                    problems.append(f"call {n} ({failed_at}): trying again failed too: {again!r}")
+                    continue
+                problems += [f"call {n} ({failed_at}), tried again: {d}" for d in diff(done, snapshot(state))]
+                scenario.undo(server)
         else:
             failed_at = failed_at or "not reached: this run made fewer calls"
             tolerated.append(f"{n}:{failed_at}")

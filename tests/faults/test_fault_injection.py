@@ -40,7 +40,18 @@ def run_scenario(scenario: str, timeout: float = 900) -> dict[str, Any]:
         cleanup_dir(path)
 
 
-@pytest.mark.parametrize("scenario", ["network-create", "instance-start", "hot-plug"])
+@pytest.mark.parametrize(
+    "scenario",
+    [
+        "network-create",
+        "network-delete",
+        "instance-start",
+        "instance-stop",
+        "hot-plug",
+        "unplug",
+        "live-update",
+    ],
+)
 def test_every_failed_host_call_leaves_the_host_as_it_was(scenario: str) -> None:
     report = run_scenario(scenario)
     calls = report["calls"]

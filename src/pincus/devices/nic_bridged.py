@@ -416,15 +416,28 @@ class BridgedNic(Device):
         return RunConfig(nics=[NicRun(device=self.name, hwaddr="", host_name=host_name, tap=tap)])
 
     def post_stop(self) -> None:
+        """Take down every host object of the NIC. A step that fails does not stop the others;
+        the first failure is raised at the end, and the host name stays recorded until every step
+        has succeeded, so a stop tried again finds what is left (each step is a no-op on what is
+        already gone)."""
         host_name = self.instance.volatile(self.vkey("host_name"))
-        if host_name:
-            s = self.settings(self.config, host_name, self.hwaddr())
-            if s.filter is not None:
-                self.host(nft.remove_nic_filter, self.state.tag, host_name)
-            if s.limits is not None:
-                self.host(tc.clear_limits, host_name, self.ifb_name(host_name))
-            self._delete_routes(s)
-            self.host(links.delete_link, host_name)
+        if not host_name:
+            return
+        s = self.settings(self.config, host_name, self.hwaddr())
+        steps: list[Callable[[], object]] = []
+        if s.filter is not None:
+            steps.append(lambda: self.host(nft.remove_nic_filter, self.state.tag, host_name))
+        if s.limits is not None:
+            steps.append(lambda: self.host(tc.clear_limits, host_name, self.ifb_name(host_name)))
+        steps += [lambda: self._delete_routes(s), lambda: self.host(links.delete_link, host_name)]
+        errors: list[Exception] = []
+        for step in steps:
+            try:
+                step()
+            except Exception as e:
+                errors.append(e)
+        if errors:
+            raise errors[0]
         self.instance.set_volatile({self.vkey("host_name"): None})
 
     def remove(self) -> None:

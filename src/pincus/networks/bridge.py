@@ -519,13 +519,28 @@ class BridgeNetwork(NetworkDriver):
         self.host(ipconf.set_sysctl, key, value)
 
     def _restore_host_sysctls(self) -> None:
+        """Give back every saved sysctl. One that cannot be set stays on record (and the call
+        fails) so that trying again gives it back; one whose interface is gone is dropped."""
         saved = self.host(files.read_json, self._saved_sysctls_file) or {}
+        left: dict[str, str] = {}
         for key, value in saved.items():
             try:
                 self.host(ipconf.set_sysctl, key, value)
-            except (InvalidError, HostError):
-                log.warning("Could not restore sysctl %s to %s", key, value)  # its interface is gone
+            except (InvalidError, HostError) as e:
+                if self._sysctl_exists(key):
+                    left[key] = value
+                    log.warning("Could not restore sysctl %s to %s: %s", key, value, e)
+        if left:
+            self.host(files.write_json, self._saved_sysctls_file, left)
+            raise HostError(f"Could not give back the host's sysctls {', '.join(sorted(left))}; try again")
         self.host(files.remove, self._saved_sysctls_file)
+
+    def _sysctl_exists(self, key: str) -> bool:
+        try:
+            self.host(ipconf.get_sysctl, key)
+        except (InvalidError, HostError):
+            return False
+        return True
 
     def _enable_forwarding(self) -> None:
         """As Incus: a network with addresses routes (and NATs) for its instances, so the

@@ -19,7 +19,7 @@ from pincus.db.instances import InstanceRecord
 from pincus.db.profiles import ProfileRecord
 from pincus.devices import names as dev_names
 from pincus.devices import nic_bridged
-from pincus.errors import ConflictError, InvalidError, NotFoundError
+from pincus.errors import ConflictError, HostError, InvalidError, NotFoundError
 from pincus.expansion import expand
 from pincus.host import files, links, procstat, stdio
 from pincus.host.facade import Host
@@ -333,9 +333,11 @@ class Instances:
         added = sorted(set(new.devices) - set(old_devices))
         changed = sorted(n for n in set(old_devices) & set(new.devices) if old_devices[n] != new.devices[n])
         with Reverter() as undo:
+            # Each way back is registered before its step: a detach that fails half-way is
+            # finished and the device plugged back whole.
             for n in removed:
+                undo.add(self._plug_back, inst, n, old_devices[n])
                 inst.detach_device(n, old_devices[n])
-                undo.add(self._replug, inst, n, old_devices[n])
             for n in changed:
                 old_dev, new_dev = inst.device(n, old_devices[n]), inst.device(n, new.devices[n])
                 if self._live_only(old_dev.key_table(), old_devices[n], new.devices[n]) and type(
@@ -345,16 +347,16 @@ class Instances:
                     undo.add(old_dev.update, new.devices[n])
                     inst.event("device-updated", new_dev)
                 else:
+                    undo.add(self._plug_back, inst, n, old_devices[n])
                     inst.detach_device(n, old_devices[n])
-                    undo.add(self._replug, inst, n, old_devices[n])
                     self._replug(inst, n, new.devices[n])
                     undo.add(inst.detach_device, n, new.devices[n])
             for n in added:
                 self._replug(inst, n, new.devices[n])
                 undo.add(inst.detach_device, n, new.devices[n])
+            for n in removed:  # what a device keeps while it exists (a static allocation) goes last
+                inst.device(n, old_devices[n]).remove()
             undo.success()
-        for n in removed:
-            inst.device(n, old_devices[n]).remove()
 
     @staticmethod
     def _live_only(keys: KeyTable, old: dict[str, str], new: dict[str, str]) -> bool:
@@ -364,6 +366,18 @@ class Instances:
     def _replug(inst: Instance, name: str, config: dict[str, str]) -> None:
         inst.rec.devices[name] = config
         inst.attach_device(name)
+
+    @classmethod
+    def _plug_back(cls, inst: Instance, name: str, config: dict[str, str]) -> None:
+        """Undo of a detach: whatever a failed detach left of the device goes first (a no-op after
+        a whole detach), then the device is plugged back as it was."""
+        try:
+            inst.detach_device(name, config)
+        except Exception:
+            log.warning(
+                "Leftovers of device %s of %s stay after a failed detach", name, inst.name, exc_info=True
+            )
+        cls._replug(inst, name, config)
 
     def rename(self, name: str, new_name: str) -> None:
         try:
@@ -427,13 +441,15 @@ class Instances:
     def stop(self, name: str, timeout: float, force: bool) -> None:
         with self.locked(name):
             inst = self._load(name)
-            if not inst.is_alive():
-                if inst.has_runtime():
-                    inst.cleanup()
-                    return
-                raise ConflictError("The instance is already stopped")
-            inst.stop(timeout, force)
-        self._release_shared_if_idle()
+            try:
+                if not inst.is_alive():
+                    if inst.has_runtime():
+                        inst.cleanup()  # died, or an earlier stop failed half-way: finish it
+                        return
+                    raise ConflictError("The instance is already stopped")
+                inst.stop(timeout, force)
+            finally:
+                self._release_shared_if_idle()
         log.info("Stopped instance %s", name, extra={"ctx": {"instance": name}})
         self.state.events.lifecycle("instance-stopped", f"/1.0/instances/{name}")
 
@@ -521,8 +537,14 @@ class Instances:
             lock.release()
 
     def _release_shared_if_idle(self) -> None:
-        if not any(self._driver(r).has_runtime() for r in db_instances.list_all(self.state.store)):
+        """Housekeeping after a stop: the work asked for is done, so a failure here is logged and
+        left to the next stop (an empty bridge table filters nothing)."""
+        if any(self._driver(r).has_runtime() for r in db_instances.list_all(self.state.store)):
+            return
+        try:
             nic_bridged.release_shared(self.state)
+        except HostError as e:
+            log.warning("The shared bridge filter table stays until the next stop: %s", e)
 
     def start_monitor(self) -> None:
         threading.Thread(target=self.monitor, name="instance-monitor", daemon=True).start()
