@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import errno
 import json
 import os
+import random
 import re
 import subprocess
 import sys
@@ -33,7 +35,7 @@ from pincus.state import State
 # Fields the kernel changes on its own between two looks: timers, lifetimes, statistics.
 _VOLATILE_SUFFIXES = ("_timer", "_life_time", "stats", "stats64")
 # ... and the numbers the kernel and nft give a recreated object, which only say it was recreated.
-_VOLATILE_KEYS = {"operstate", "linkmode", "ifindex", "handle", "link_index"}
+_VOLATILE_KEYS = {"operstate", "linkmode", "ifindex", "handle", "link_index", "state"}  # STP port state
 
 
 # Carrier follows a peer that just left or joined, a moment after the change.
@@ -281,7 +283,18 @@ SCENARIOS = {
 }
 
 
-def run(scenario: Scenario, state: State, server: Server, limit: int) -> dict[str, Any]:
+def _failure(kind: str, n: int, name: str) -> Exception:
+    """What the Nth call raises: the host layer's own error, or a raw OS error escaping it."""
+    if kind == "oserror":
+        return OSError(errno.EBUSY, f"injected EBUSY at host call {n} ({name})")
+    return HostError(f"injected failure of host call {n} ({name})")
+
+
+def run(
+    scenario: Scenario, state: State, server: Server, limit: int, trials: int = 0, seed: int = 0
+) -> dict[str, Any]:
+    """Fail each of the first LIMIT calls in turn; with TRIALS, that many calls picked at random
+    (SEED), with a random kind of failure."""
     scenario.setup(server)
     names: list[str] = []
 
@@ -295,17 +308,22 @@ def run(scenario: Scenario, state: State, server: Server, limit: int) -> dict[st
     scenario.undo(server)
     problems: list[str] = []
     tolerated: list[str] = []
-    for n in range(1, min(len(names), limit) + 1):
+    rng = random.Random(seed)
+    if trials:
+        plan = [(rng.randint(1, len(names)), rng.choice(["host", "oserror"])) for _ in range(trials)]
+    else:
+        plan = [(n, "host") for n in range(1, min(len(names), limit) + 1)]
+    for n, kind in plan:
         before = snapshot(state)
         count = 0
         failed_at = ""
 
-        def fail_nth(name: str, call: Callable[[], Any], n: int = n) -> Any:
+        def fail_nth(name: str, call: Callable[[], Any], n: int = n, kind: str = kind) -> Any:
             nonlocal count, failed_at
             count += 1
             if count == n:
                 failed_at = name
-                raise HostError(f"injected failure of host call {n} ({name})")
+                raise _failure(kind, n, name)
             return call()
 
         try:
@@ -319,7 +337,7 @@ def run(scenario: Scenario, state: State, server: Server, limit: int) -> dict[st
                     scenario.do(server)
                 except Exception as again:
                     problems.append(f"call {n} ({failed_at}): trying again failed too: {again!r}")
-                    continue
+                    break  # what follows would start from a broken state
                 problems += [f"call {n} ({failed_at}), tried again: {d}" for d in diff(done, snapshot(state))]
                 scenario.undo(server)
         else:
@@ -332,13 +350,15 @@ def run(scenario: Scenario, state: State, server: Server, limit: int) -> dict[st
         problems += [f"call {n} ({failed_at}): {d}" for d in diff(before, snapshot(state))]
         if len(problems) > 40:
             break
-    return {"calls": names, "tried": min(len(names), limit), "tolerated": tolerated, "problems": problems}
+    return {"calls": names, "tried": len(plan), "tolerated": tolerated, "problems": problems}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("scenario", choices=sorted(SCENARIOS))
     ap.add_argument("--limit", type=int, default=10_000, help="fail at most the first LIMIT calls")
+    ap.add_argument("--random", type=int, default=0, metavar="N", help="N failures at random calls instead")
+    ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     path = Path(os.environ["PINCUS_DIR"])
     path.mkdir(parents=True, exist_ok=True)
@@ -353,7 +373,7 @@ def main() -> None:
     server = Server(state)
     server.start()
     try:
-        report = run(SCENARIOS[args.scenario], state, server, args.limit)
+        report = run(SCENARIOS[args.scenario], state, server, args.limit, args.random, args.seed)
     finally:
         server.shutdown_instances(timeout=5)
         server.stop()

@@ -8,6 +8,7 @@ nft ruleset, its processes, its files, its database)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -18,14 +19,17 @@ import pytest
 
 from tests.pincus_testlib import NSEXEC, Daemon, NetNS, cleanup_dir, kill_leftovers, unique_prefix
 
+SCENARIOS = ["network-create", "network-delete", "instance-start", "instance-stop"]
+SCENARIOS += ["hot-plug", "unplug", "live-update"]
 
-def run_scenario(scenario: str, timeout: float = 900) -> dict[str, Any]:
+
+def run_scenario(scenario: str, *extra: str, timeout: float = 900) -> dict[str, Any]:
     ns = NetNS(f"{unique_prefix()}fi")
     path = Path(tempfile.mkdtemp(prefix="pincus-faults-"))
     env = {**Daemon(ns, path).env}
     try:
         r = subprocess.run(
-            [*NSEXEC, ns.name, sys.executable, "-m", "tests.faults.run", scenario],
+            [*NSEXEC, ns.name, sys.executable, "-m", "tests.faults.run", scenario, *extra],
             env=env,
             capture_output=True,
             text=True,
@@ -40,21 +44,26 @@ def run_scenario(scenario: str, timeout: float = 900) -> dict[str, Any]:
         cleanup_dir(path)
 
 
-@pytest.mark.parametrize(
-    "scenario",
-    [
-        "network-create",
-        "network-delete",
-        "instance-start",
-        "instance-stop",
-        "hot-plug",
-        "unplug",
-        "live-update",
-    ],
-)
+@pytest.mark.parametrize("scenario", SCENARIOS)
 def test_every_failed_host_call_leaves_the_host_as_it_was(scenario: str) -> None:
     report = run_scenario(scenario)
     calls = report["calls"]
     assert len(calls) >= 5, report
     assert report["problems"] == [], "\n".join(report["problems"])
     print(f"{scenario}: {len(calls)} host calls, each failed in turn; tolerated: {report['tolerated']}")
+
+
+RANDOM_FAILURES = int(os.environ.get("PINCUS_FAULTS_RANDOM", "0"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not RANDOM_FAILURES, reason="set PINCUS_FAULTS_RANDOM=N for N random failures a scenario")
+@pytest.mark.timeout(3600)
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_random_failures_leave_the_host_as_it_was(scenario: str) -> None:
+    seed = int(os.environ.get("PINCUS_FAULTS_SEED", "1"))
+    report = run_scenario(scenario, "--random", str(RANDOM_FAILURES), "--seed", str(seed), timeout=3600)
+    assert report["problems"] == [], "\n".join(report["problems"])
+    print(
+        f"{scenario}: {report['tried']} random failures (seed {seed}), tolerated {len(report['tolerated'])}"
+    )

@@ -145,7 +145,7 @@ class Instance:
         self.validate_devices()
         self.host(files.ensure_dir, self.dir)
         with Reverter() as undo:
-            undo.add(self._restore_volatile, dict(self.rec.volatile))
+            undo.add(self.restore_volatile, dict(self.rec.volatile))
             if self.nics_first():
                 nics: list[NicRun] = []
                 for dev in self.devices():
@@ -161,7 +161,7 @@ class Instance:
                     self._start_device(dev, undo, attach=True)
             undo.success()
 
-    def _restore_volatile(self, snapshot: dict[str, str]) -> None:
+    def restore_volatile(self, snapshot: dict[str, str]) -> None:
         """A failed start leaves the volatile keys exactly as it found them."""
         changes: dict[str, str | None] = {k: None for k in self.rec.volatile if k not in snapshot}
         changes.update({k: v for k, v in snapshot.items() if self.rec.volatile.get(k) != v})
@@ -196,7 +196,7 @@ class Instance:
         dev = self.device(name)
         dev.validate_config()
         with Reverter() as undo:
-            undo.add(self._restore_volatile, dict(self.rec.volatile))
+            undo.add(self.restore_volatile, dict(self.rec.volatile))
             # A device that fails to arrive leaves nothing it keeps while it exists (a static
             # DHCP allocation): it does not exist.
             undo.add(dev.remove)

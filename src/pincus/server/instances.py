@@ -332,11 +332,13 @@ class Instances:
         removed = sorted(set(old_devices) - set(new.devices))
         added = sorted(set(new.devices) - set(old_devices))
         changed = sorted(n for n in set(old_devices) & set(new.devices) if old_devices[n] != new.devices[n])
+        volatile = dict(inst.rec.volatile)
         with Reverter() as undo:
             # Each way back is registered before its step: a detach that fails half-way is
-            # finished and the device plugged back whole.
+            # finished and the device plugged back whole, with its MAC (its volatile keys first).
             for n in removed:
                 undo.add(self._plug_back, inst, n, old_devices[n])
+                undo.add(inst.restore_volatile, volatile)
                 inst.detach_device(n, old_devices[n])
             for n in changed:
                 old_dev, new_dev = inst.device(n, old_devices[n]), inst.device(n, new.devices[n])
@@ -348,6 +350,7 @@ class Instances:
                     inst.event("device-updated", new_dev)
                 else:
                     undo.add(self._plug_back, inst, n, old_devices[n])
+                    undo.add(inst.restore_volatile, volatile)
                     inst.detach_device(n, old_devices[n])
                     self._replug(inst, n, new.devices[n])
                     undo.add(inst.detach_device, n, new.devices[n])
@@ -543,7 +546,7 @@ class Instances:
             return
         try:
             nic_bridged.release_shared(self.state)
-        except HostError as e:
+        except (HostError, OSError) as e:
             log.warning("The shared bridge filter table stays until the next stop: %s", e)
 
     def start_monitor(self) -> None:
