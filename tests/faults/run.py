@@ -74,12 +74,14 @@ def _processes(needle: str) -> list[str]:
         except OSError:
             continue
         if needle in cmdline:
-            out.append(cmdline.strip())
+            # The fd a container init reports ready on is whichever the daemon had free.
+            out.append(re.sub(r"--ready-fd \d+", "--ready-fd N", cmdline.strip()))
     return sorted(out)
 
 
-# Files whose content their own process writes (dnsmasq's leases and pid): checked for presence.
-_OWN_CONTENT = {"dnsmasq.leases", "dnsmasq.pid"}
+# Files whose content their own process writes (dnsmasq's leases and pid, pincusd's lock and
+# stderr): checked for presence.
+_OWN_CONTENT = {"dnsmasq.leases", "dnsmasq.pid", "pincusd.lock", "pincusd.stderr"}
 
 
 def _files(root: Path) -> dict[str, str]:
@@ -121,6 +123,7 @@ def _generated_names(tag: str) -> list[str]:
     return [str(link["ifname"]) for link in sorted(mine, key=lambda link: int(link["ifindex"]))]
 
 
+_VOLATILE_MAC = re.compile(r"'volatile\.([^.']+)\.hwaddr','([0-9a-f:]{17})'")
 _RUNTIME_ROW = re.compile(r'(INSERT INTO "instances_runtime" VALUES\(\d+),\d+,\d+\)')
 
 
@@ -133,7 +136,11 @@ def _canonical(snap: dict[str, Any], names: list[str]) -> dict[str, Any]:
             for link in snap[key]
         ]
     snap["db"] = [_RUNTIME_ROW.sub(r"\1,PID,START)", line) for line in snap["db"]]
+    # A NIC added anew gets a MAC of its own each time: named by its device instead.
+    macs = [m.groups() for line in snap["db"] if (m := _VOLATILE_MAC.search(line))]
     text = json.dumps(snap)
+    for device, mac in macs:
+        text = text.replace(mac, f"<mac of {device}>")
     for i, name in enumerate(names):
         text = text.replace(name, f"<{name[:3]}#{i}>")
     return dict(json.loads(text))
@@ -143,11 +150,15 @@ def snapshot(state: State) -> dict[str, Any]:
     """What pincus may touch on this host: the kernel's view, its processes and files, its database."""
     with state.store.tx() as c:
         db = [line for line in c.iterdump() if "operations" not in line]
-    names = _generated_names(state.tag)
-    return _canonical(_raw_snapshot(state, db), names)
+    return snapshot_of(state.dir, state.tag, db)
 
 
-def _raw_snapshot(state: State, db: list[str]) -> dict[str, Any]:
+def snapshot_of(root: Path, tag: str, db: list[str]) -> dict[str, Any]:
+    """The same for the daemon of tag TAG on ROOT, whose database dump is DB."""
+    return _canonical(_raw_snapshot(root, db), _generated_names(tag))
+
+
+def _raw_snapshot(root: Path, db: list[str]) -> dict[str, Any]:
     return {
         "link": _json_of("ip", "-d", "-j", "link", "show"),
         "addr": _json_of("ip", "-j", "addr", "show"),
@@ -158,8 +169,8 @@ def _raw_snapshot(state: State, db: list[str]) -> dict[str, Any]:
         "qdisc": _json_of("tc", "-j", "qdisc", "show"),
         "nft": _json_of("nft", "-j", "list", "ruleset"),
         "sysctl": _sysctls(),
-        "processes": _processes(str(state.dir)),
-        "files": _files(state.dir),
+        "processes": _processes(str(root)),
+        "files": _files(root),
         "db": db,
     }
 

@@ -120,6 +120,12 @@ class Client:
             _, headers = self.read_head(f)
             length = int(headers.get("content-length", "0"))
             raw = f.read(length)
+        except (ConnectionError, TimeoutError) as e:
+            # pincusd went away mid-request (killed, restarted): what it finished is its to report.
+            raise ClientError(
+                f"pincusd closed the connection during {method} {path} ({e.strerror or e}); "
+                "check the outcome with pincus list or pincus info"
+            ) from None
         finally:
             sock.close()
         metadata = self.decode(raw)

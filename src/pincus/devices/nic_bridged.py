@@ -330,6 +330,9 @@ class BridgedNic(Device):
         if self.host(links.get_link, host_name) is not None:
             raise ConflictError(f'Host interface "{host_name}" for device "{self.name}" already exists')
         s = self.settings(self.config, host_name, hwaddr)
+        # The names go on record before the port exists: a daemon killed from here on finds what to
+        # take down (the instance's start puts the volatile keys back when it fails).
+        self.instance.set_volatile({self.vkey("hwaddr"): hwaddr, self.vkey("host_name"): host_name})
         with Reverter() as undo:
             self._create_port(host_name, hwaddr, mtu, s.txqlen)
             undo.add(self.host, links.delete_link, host_name)
@@ -348,7 +351,6 @@ class BridgedNic(Device):
                 self._apply_limits(host_name, s)
             self._apply_link(host_name, s)
             self._add_routes(s, undo)
-            self.instance.set_volatile({self.vkey("hwaddr"): hwaddr, self.vkey("host_name"): host_name})
             undo.success()
         nic = NicRun(
             device=self.name,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -12,7 +13,7 @@ from pincus.db.instances import InstanceRecord
 from pincus.devices import registry
 from pincus.devices.base import Device, NicRun
 from pincus.errors import ConflictError
-from pincus.host import files, procstat
+from pincus.host import files, procstat, strays
 from pincus.host.facade import Host
 from pincus.reverter import Reverter
 from pincus.state import State
@@ -141,10 +142,18 @@ class Instance:
 
     # --- lifecycle -------------------------------------------------------------------------------
 
+    @property
+    def _start_marker(self) -> Path:
+        """Present from the first host step of a start to its last: a daemon that finds it after a
+        crash knows the start never finished (instances/base.py finish_interrupted_start)."""
+        return self.dir / "starting"
+
     def start(self) -> None:
         self.validate_devices()
         self.host(files.ensure_dir, self.dir)
+        self.host(files.write_json, self._start_marker, {"pid": os.getpid()})
         with Reverter() as undo:
+            undo.add(self.host, files.remove, self._start_marker)
             undo.add(self.restore_volatile, dict(self.rec.volatile))
             if self.nics_first():
                 nics: list[NicRun] = []
@@ -159,7 +168,22 @@ class Instance:
                 undo.add(self._kill_and_forget, 0.0, True)
                 for dev in self.devices():
                     self._start_device(dev, undo, attach=True)
+            self.host(files.remove, self._start_marker)  # the last step: failing it undoes the start
             undo.success()
+
+    def start_was_interrupted(self) -> bool:
+        return self.host(files.read_json, self._start_marker) is not None
+
+    def finish_interrupted_start(self) -> None:
+        """A daemon killed during a start: its instance is not adopted half-started, but stopped
+        with nothing left: the process it spawned (recorded or not), every device's host objects
+        known so far, the netns handle, the runtime record."""
+        killed = self.host(strays.kill_naming, self.dir)
+        self.cleanup()
+        self.host(files.remove, self._start_marker)
+        log.warning(
+            "Instance %s: a start was interrupted; stopped it (killed %s)", self.name, killed or "nothing"
+        )
 
     def restore_volatile(self, snapshot: dict[str, str]) -> None:
         """A failed start leaves the volatile keys exactly as it found them."""

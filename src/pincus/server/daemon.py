@@ -21,6 +21,7 @@ from pincus.errors import ConflictError
 from pincus.events import EventHub, EventLogHandler
 from pincus.host import files
 from pincus.host.features import probe_kernel_features
+from pincus.server import crashpoint
 from pincus.server.server import Server
 from pincus.state import State
 
@@ -87,6 +88,8 @@ def main(argv: list[str] | None = None) -> None:
     store = Store(path / "pincus.db")
     features = probe_kernel_features()
     state = State(dir=path, store=store, events=hub, features=features, tag=daemon_tag(path))
+    if crash_file := os.environ.get("PINCUS_TEST_CRASH_FILE"):
+        state.host.add_hook(crashpoint.hook(Path(crash_file)))
     server = Server(state)
     server.start()
 

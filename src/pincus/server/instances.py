@@ -32,6 +32,9 @@ from pincus.state import State
 
 log = logging.getLogger(__name__)
 
+# In a running instance's state dir while its devices change live (Instances._journal).
+_CHANGE_JOURNAL = "changing.json"
+
 DRIVERS: dict[str, type[Instance]] = {CONTAINER: Container, VM: VirtualMachine}
 RUNNING, STOPPED = ("Running", 103), ("Stopped", 102)
 DEFAULT_PROFILE = "default"
@@ -269,12 +272,55 @@ class Instances:
                 profiles if req.get("profiles") is not None or not patch else list(old.profiles),
             )
             self._validate(new)
-            self.apply_expansion(inst, self.expanded(new))
-            db_instances.replace(
-                self.state.store, name, new.description, new.config, new.devices, new.profiles
-            )
+            target = self.expanded(new)
+            with self._journal(inst, target):
+                self.apply_expansion(inst, target)
+                db_instances.replace(
+                    self.state.store, name, new.description, new.config, new.devices, new.profiles
+                )
         log.info("Updated instance %s", name, extra={"ctx": {"instance": name}})
         self.state.events.lifecycle("instance-updated", f"/1.0/instances/{name}")
+
+    # --- a device change interrupted by a crash ---------------------------------------------------
+
+    @contextmanager
+    def _journal(self, inst: Instance, target: InstanceRecord) -> Iterator[None]:
+        """While a running instance's devices change live, its state dir says from what to what:
+        a daemon killed half-way finds it and puts the host back as the database has it."""
+        path = inst.dir / _CHANGE_JOURNAL
+        live = inst.is_alive()
+        if live:
+            self.host(files.write_json, path, {"from": inst.rec.devices, "to": target.devices})
+        try:
+            yield
+        finally:
+            if live:
+                try:
+                    self.host(files.remove, path)
+                except (HostError, OSError) as e:
+                    # Harmless: a daemon that finds it compares it with the database, which is the truth.
+                    log.warning("Instance %s: the change journal stays: %s", inst.name, e)
+
+    def _finish_interrupted_change(self, inst: Instance) -> None:
+        journal = self.host(files.read_json, inst.dir / _CHANGE_JOURNAL)
+        if journal is None:
+            return
+        stored, new = inst.rec.devices, dict(journal["to"])
+        if stored != new and inst.is_alive():
+            log.warning("Instance %s: a device change was interrupted; putting its devices back", inst.name)
+            half = DRIVERS[inst.type](
+                self.state, dataclasses.replace(inst.rec, devices=new), local=inst.local
+            )
+            for n in sorted(n for n in new if stored.get(n) != new[n]):
+                try:
+                    half.detach_device(n, new[n])
+                    if n not in stored:  # nor what it keeps while it exists (its MAC, a static allocation)
+                        half.device(n, new[n]).remove()
+                except Exception:
+                    log.warning("Device %s of %s: leftovers of the change stay", n, inst.name, exc_info=True)
+            for n in sorted(n for n in stored if new.get(n) != stored[n]):
+                self._plug_back(inst, n, stored[n])
+        self.host(files.remove, inst.dir / _CHANGE_JOURNAL)
 
     def apply_expansion(self, inst: Instance, new: InstanceRecord) -> None:
         """Bring INST's devices to those of expanded record NEW: live when it runs, else forget the
@@ -497,8 +543,11 @@ class Instances:
             inst = self._driver(rec)
             with self.locked(rec.name):
                 try:
-                    if inst.is_alive():
+                    if inst.start_was_interrupted():
+                        inst.finish_interrupted_start()
+                    elif inst.is_alive():
                         inst.adopt()
+                        self._finish_interrupted_change(inst)
                         log.info("Adopted running instance %s", rec.name)
                     elif inst.has_runtime():
                         log.warning("Instance %s died while the daemon was away; cleaning up", rec.name)
@@ -510,6 +559,7 @@ class Instances:
             if dev_names.owned_by(link.name, self.state.tag) and link.name not in known:
                 log.warning("Deleting leaked interface %s", link.name)
                 self.host(links.delete_link, link.name)
+        self._release_shared_if_idle()  # a daemon killed mid-stop left the shared table behind
 
     def monitor(self, interval: float = 0.5) -> None:
         """Notice instances whose process died (guest poweroff, killed init) and clean up after them."""
