@@ -331,9 +331,12 @@ class BridgedNic(Device):
             raise ConflictError(f'Host interface "{host_name}" for device "{self.name}" already exists')
         s = self.settings(self.config, host_name, hwaddr)
         # The names go on record before the port exists: a daemon killed from here on finds what to
-        # take down (the instance's start puts the volatile keys back when it fails).
-        self.instance.set_volatile({self.vkey("hwaddr"): hwaddr, self.vkey("host_name"): host_name})
+        # take down; a start that fails puts them back as they were, after everything else is undone.
+        keys = (self.vkey("hwaddr"), self.vkey("host_name"))
+        before = {k: self.instance.volatile(k) for k in keys}
         with Reverter() as undo:
+            undo.add(self.instance.set_volatile, before)
+            self.instance.set_volatile(dict(zip(keys, (hwaddr, host_name), strict=True)))
             self._create_port(host_name, hwaddr, mtu, s.txqlen)
             undo.add(self.host, links.delete_link, host_name)
             self.host(links.set_ipv6_disabled, host_name)
