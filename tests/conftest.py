@@ -1,13 +1,22 @@
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.pincus_testlib import Daemon, NetNS, cleanup_dir, kill_leftovers, unique_prefix
+# The code under test is this checkout's src/, whichever venv runs pytest (git worktrees share one
+# venv whose editable install points at the main checkout); the daemons the tests spawn inherit it.
+_SRC = str(Path(__file__).resolve().parent.parent / "src")
+if sys.path[:1] != [_SRC]:
+    sys.path.insert(0, _SRC)
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_SRC, os.environ.get("PYTHONPATH")) if p)
+
+from tests.pincus_testlib import Daemon, NetNS, cleanup_dir, kill_leftovers, unique_prefix  # noqa: E402
 
 
 @pytest.fixture
