@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pincus.errors import HostError, InvalidError
-from pincus.host import netns
+from pincus.host import netns, process
 from pincus.reverter import Reverter
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -62,36 +62,9 @@ def netns_handle(state_dir: Path) -> Path:
     return state_dir / "netns"
 
 
-def _read_stat(pid: int) -> tuple[str, int, int] | None:
-    """(state, parent pid, start time) of pid, or None if there is no such process."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    except OSError as e:
-        raise HostError(f"read /proc/{pid}/stat: {e.strerror}") from e
-    # comm (field 2) may hold spaces and parentheses: split after its last ")".
-    fields = data.rsplit(b")", 1)[1].split()
-    return fields[0].decode(), int(fields[1]), int(fields[19])
-
-
 def is_alive(proc: ContainerProcess) -> bool:
     """Whether proc's pid runs the process that was started at proc.start_time."""
-    stat = _read_stat(proc.pid)
-    if stat is None or stat[2] != proc.start_time:
-        return False
-    state, ppid, _ = stat
-    if state in ("Z", "X"):
-        if ppid == os.getpid():  # ours but no waiter (e.g. after an exec of this process)
-            _reap(proc.pid)
-        return False
-    return True
-
-
-def _reap(pid: int) -> None:
-    with suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
+    return process.is_alive(proc.pid, proc.start_time)
 
 
 def _check_names(name: str, hostname: str) -> None:
@@ -219,40 +192,14 @@ def spawn_container(name: str, hostname: str, state_dir: Path, log_path: Path) -
             reason = report.removeprefix("error: ") or "init exited during setup"
             raise HostError(f"start container {name}: {reason} (log: {log_path})")
         # Our unreaped child: its pid cannot be reused before we read its start time.
-        stat = _read_stat(popen.pid)
-        if stat is None or stat[0] in ("Z", "X"):
+        started = process.start_time(popen.pid)
+        if started is None:
             raise HostError(f"start container {name}: init exited right after setup")
-        proc = ContainerProcess(popen.pid, stat[2])
+        proc = ContainerProcess(popen.pid, started)
         netns.bind_netns(proc.pid, handle)
         undo.success()
     _start_waiter(proc, popen)
     return proc
-
-
-def _open_pidfd(proc: ContainerProcess) -> int | None:
-    """A pidfd for proc, or None if it is gone; signals sent through it cannot hit a reused pid."""
-    try:
-        pidfd = os.pidfd_open(proc.pid)
-    except ProcessLookupError:
-        return None
-    except OSError as e:
-        raise HostError(f"open pidfd of pid {proc.pid}: {e.strerror}") from e
-    # Checked after opening: a matching start time now means the pidfd is the right process.
-    if not is_alive(proc):
-        os.close(pidfd)
-        return None
-    return pidfd
-
-
-def _signal_and_wait(pidfd: int, signo: int, timeout: float) -> bool:
-    """Send signo through pidfd; whether the process exited within timeout."""
-    try:
-        signal.pidfd_send_signal(pidfd, signo)
-    except ProcessLookupError:
-        return True
-    poller = select.poll()
-    poller.register(pidfd, select.POLLIN)  # readable once the process has exited
-    return bool(poller.poll(max(0.0, timeout) * 1000))
 
 
 def stop_container(
@@ -264,11 +211,11 @@ def stop_container(
     handle is released afterwards; without, it stays so NICs can be recovered from the
     netns (release it with netns.release_netns(netns_handle(state_dir))).
     """
-    pidfd = _open_pidfd(proc)
+    pidfd = process.open_pidfd(proc.pid, proc.start_time)
     if pidfd is not None:
         try:
-            exited = False if force else _signal_and_wait(pidfd, signal.SIGTERM, timeout)
-            if not exited and not _signal_and_wait(pidfd, signal.SIGKILL, _KILL_TIMEOUT):
+            exited = False if force else process.signal_and_wait(pidfd, signal.SIGTERM, timeout)
+            if not exited and not process.signal_and_wait(pidfd, signal.SIGKILL, _KILL_TIMEOUT):
                 raise HostError(
                     f"stop container pid {proc.pid}: still running {_KILL_TIMEOUT:g}s after SIGKILL"
                 )

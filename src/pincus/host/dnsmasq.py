@@ -54,7 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pincus.errors import HostError, InvalidError
-from pincus.host import checks
+from pincus.host import checks, process
 
 log = logging.getLogger(__name__)
 
@@ -344,17 +344,9 @@ def running_config_digest(dir: Path) -> str | None:
 # --- process ----------------------------------------------------------------------------------
 
 
-def _read_cmdline(pid: int) -> list[str]:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return []  # gone
-    return [part.decode(errors="replace") for part in raw.split(b"\0")[:-1]]
-
-
 def _is_ours(pid: int, pid_file: Path) -> list[str] | None:
     """The argv of pid if it is the dnsmasq that writes pid_file; a zombie has no argv."""
-    argv = _read_cmdline(pid)
+    argv = process.cmdline(pid)
     if argv and os.path.basename(argv[0]) == "dnsmasq" and f"--pid-file={pid_file}" in argv[1:]:
         return argv
     return None
@@ -561,22 +553,12 @@ def _kill_from_pid_file(pid_file: Path) -> None:
     pid_file.unlink(missing_ok=True)
 
 
-def _exited(pid: int) -> bool:
-    """Gone or a zombie: only then has the kernel closed its sockets (its cmdline empties earlier)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X")
-    except (FileNotFoundError, ProcessLookupError):
-        return True
-
-
 def _wait_gone(pid: int, pid_file: Path, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while True:
         # dnsmasq is normally init's child; reap it in case pincusd is its (sub)reaper.
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        if _is_ours(pid, pid_file) is None and _exited(pid):
+        process.reap(pid)
+        if _is_ours(pid, pid_file) is None and process.exited(pid):
             return True
         if time.monotonic() > deadline:
             return False

@@ -11,9 +11,7 @@ import contextlib
 import functools
 import json
 import os
-import select
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -23,6 +21,7 @@ from types import TracebackType
 from typing import Any
 
 from pincus.errors import HostError
+from pincus.host import process
 
 QEMU_BINARY = "qemu-system-x86_64"
 QMP_SOCKET = "qmp.sock"
@@ -102,78 +101,8 @@ def choose_accelerator() -> str:
 # --- process identity -------------------------------------------------------------------------
 
 
-def _read_stat(pid: int) -> tuple[str, int] | None:
-    """(state, start time) of a pid, or None when there is no such process."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    # comm (field 2) may contain spaces and parentheses; fields after the last ')' are plain.
-    fields = raw[raw.rindex(")") + 2 :].split()
-    return fields[0], int(fields[19])  # fields 3 and 22
-
-
-def _reap(pid: int) -> None:
-    """Collect the exit status if QEMU is our child, so it does not linger as a zombie."""
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
-
-
 def is_alive(proc: QemuProcess) -> bool:
-    stat = _read_stat(proc.pid)
-    if stat is None or stat[1] != proc.start_time:
-        return False
-    if stat[0] in ("Z", "X"):
-        _reap(proc.pid)
-        return False
-    return True
-
-
-def _pidfd(proc: QemuProcess) -> int | None:
-    """A pidfd for exactly this QEMU, exited or not, or None when the pid is gone or reused.
-
-    A zombie still counts: its leader turns Z before its other threads have exited, and only a
-    poll on the pidfd says when the whole process is gone and can be reaped.
-    """
-    try:
-        fd = os.pidfd_open(proc.pid)
-    except ProcessLookupError:
-        return None
-    stat = _read_stat(proc.pid)  # checked after opening, so no pid-reuse race
-    if stat is None or stat[1] != proc.start_time:
-        os.close(fd)
-        return None
-    return fd
-
-
-def _wait_gone(proc: QemuProcess, timeout: float) -> bool:
-    """Wait until the process has exited (and is reaped if ours); True when it is gone."""
-    fd = _pidfd(proc)
-    if fd is None:
-        return True
-    try:
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        gone = bool(poller.poll(max(0.0, timeout) * 1000))
-    finally:
-        os.close(fd)
-    if gone:
-        # Readable means every thread has exited, so waiting on our child returns at once.
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(proc.pid, 0)
-    return gone
-
-
-def _kill(proc: QemuProcess) -> None:
-    fd = _pidfd(proc)
-    if fd is None:
-        return
-    try:
-        signal.pidfd_send_signal(fd, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    finally:
-        os.close(fd)
+    return process.is_alive(proc.pid, proc.start_time)
 
 
 # --- QMP ------------------------------------------------------------------------------------
@@ -397,14 +326,14 @@ def start_qemu(
     finally:
         os.close(log_fd)
 
-    stat = _read_stat(pid)  # our unreaped child: the pid cannot have been reused yet
-    proc = QemuProcess(pid=pid, start_time=stat[1] if stat else 0, qmp_path=qmp_path)
+    stat = process.read_stat(pid)  # our unreaped child: the pid cannot have been reused yet
+    proc = QemuProcess(pid=pid, start_time=stat.start_time if stat else 0, qmp_path=qmp_path)
     error = _wait_ready(proc, ready_timeout)
     if error is None:
         return proc
 
-    _kill(proc)
-    _wait_gone(proc, _EXIT_GRACE)
+    process.kill(proc.pid, proc.start_time)
+    process.wait_gone(proc.pid, proc.start_time, _EXIT_GRACE)
     tail = _tail(state_dir / QEMU_LOG) or _tail(state_dir / CONSOLE_LOG)
     for path in created:
         path.unlink(missing_ok=True)
@@ -554,7 +483,8 @@ def stop_qemu(proc: QemuProcess, timeout: float, force: bool = False) -> None:
     A QMP error only moves on to the next step.
     """
     if not is_alive(proc):
-        _wait_gone(proc, _EXIT_GRACE)  # it may be exiting still: wait for the last thread
+        # It may be exiting still: wait for the last thread.
+        process.wait_gone(proc.pid, proc.start_time, _EXIT_GRACE)
         return
     if not force:
         with contextlib.suppress(HostError):
@@ -562,12 +492,12 @@ def stop_qemu(proc: QemuProcess, timeout: float, force: bool = False) -> None:
             # waiting for it.
             if _status(proc.qmp_path) == "running":
                 powerdown(proc.qmp_path)
-                if _wait_gone(proc, timeout):
+                if process.wait_gone(proc.pid, proc.start_time, timeout):
                     return
     with contextlib.suppress(HostError):
         quit(proc.qmp_path)
-        if _wait_gone(proc, _EXIT_GRACE):
+        if process.wait_gone(proc.pid, proc.start_time, _EXIT_GRACE):
             return
-    _kill(proc)
-    if not _wait_gone(proc, _EXIT_GRACE):
+    process.kill(proc.pid, proc.start_time)
+    if not process.wait_gone(proc.pid, proc.start_time, _EXIT_GRACE):
         raise HostError(f"stop QEMU pid {proc.pid}: still running after SIGKILL")

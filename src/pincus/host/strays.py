@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from pincus.errors import HostError
+from pincus.host import process
 
 _GONE_TIMEOUT = 5.0
 
@@ -45,19 +46,10 @@ def kill_naming(state_dir: Path) -> list[int]:
         except OSError as e:
             raise HostError(f"kill stray process {pid} of {state_dir}: {e.strerror}") from e
     deadline = time.monotonic() + _GONE_TIMEOUT
-    left = [p for p in pids if _alive(p)]
+    left = [p for p in pids if not process.exited(p)]
     while left and time.monotonic() < deadline:
         time.sleep(0.02)
-        left = [p for p in left if _alive(p)]
+        left = [p for p in left if not process.exited(p)]
     if left:
         raise HostError(f"stray processes {left} of {state_dir} outlived SIGKILL for {_GONE_TIMEOUT:.0f} s")
     return pids
-
-
-def _alive(pid: int) -> bool:
-    """Not yet reaped counts as gone: a zombie holds no namespace, device or socket."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rpartition(")")[2].split()[0] != "Z"
-    except OSError:
-        return False
