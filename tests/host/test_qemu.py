@@ -19,6 +19,7 @@ import pytest
 
 from pincus.errors import HostError
 from pincus.host import qemu
+from pincus.host.qmp import QMP
 
 
 def ip(*args: str) -> str:
@@ -113,7 +114,7 @@ def test_started_qemu_answers_qmp_and_holds_its_tap(
 ) -> None:
     assert qemu.is_alive(paused_vm)
     assert paused_vm.qmp_path == tmp_path / "vm" / "qmp.sock"
-    with qemu.QMP(paused_vm.qmp_path) as qmp:
+    with QMP(paused_vm.qmp_path) as qmp:
         assert qmp.execute("query-status")["status"] == "prelaunch"
         assert qmp.execute("query-name")["name"] == vm_name
     assert has_carrier(net.taps[0])
@@ -121,7 +122,7 @@ def test_started_qemu_answers_qmp_and_holds_its_tap(
 
 
 def test_qmp_error_is_a_host_error(paused_vm: qemu.QemuProcess) -> None:
-    with qemu.QMP(paused_vm.qmp_path) as qmp, pytest.raises(HostError, match="no-such-command"):
+    with QMP(paused_vm.qmp_path) as qmp, pytest.raises(HostError, match="no-such-command"):
         qmp.execute("no-such-command")
 
 
@@ -223,7 +224,7 @@ def test_start_refuses_a_state_dir_whose_qemu_still_runs(
 ) -> None:
     with pytest.raises(HostError, match="running QEMU"):
         qemu.start_qemu(f"{vm_name}2", tmp_path / "vm", [], ["-S"])
-    with qemu.QMP(paused_vm.qmp_path) as qmp:
+    with QMP(paused_vm.qmp_path) as qmp:
         assert qmp.execute("query-name")["name"] == vm_name
     assert pids_named(f"{vm_name}2") == []
 
@@ -234,7 +235,7 @@ def test_commas_in_name_and_state_dir_reach_qemu_intact(vm_name: str, tmp_path: 
     proc = qemu.start_qemu(name, state, [], ["-S"])
     try:
         assert proc.qmp_path == state / "qmp.sock"
-        with qemu.QMP(proc.qmp_path) as qmp:
+        with QMP(proc.qmp_path) as qmp:
             assert qmp.execute("query-name")["name"] == name
         assert (state / "console.log").exists()
     finally:
