@@ -39,14 +39,14 @@ def _timed(fn: Callable[[], object]) -> float:
 
 def _inside(nics: int, backend: str) -> dict[str, object]:
     sys.path.insert(0, str(REPO / "src"))
-    from pincus.host import nft
+    from pincus.host import nft_networks, nft_ports, nft_runner
 
-    name = nft._select_backend(backend)
+    name = nft_runner.select_backend(backend)
     tag = "be"
-    nft.ensure_bridge_table(tag)
+    nft_ports.ensure_bridge_table(tag)
 
-    def nic(i: int, variant: int = 0) -> nft.NicFilter:
-        return nft.NicFilter(
+    def nic(i: int, variant: int = 0) -> nft_ports.NicFilter:
+        return nft_ports.NicFilter(
             port=f"bn{i:05d}",
             mac=f"02:00:00:00:{i >> 8:02x}:{i & 255:02x}",
             ipv4=[f"10.{250 - variant}.{i >> 8}.{i & 255}"],
@@ -56,27 +56,31 @@ def _inside(nics: int, backend: str) -> dict[str, object]:
             ipv6_filtering=True,
         )
 
-    adds = [_timed(partial(nft.set_nic_filter, tag, nic(i))) for i in range(10)]
-    replace_first = [_timed(partial(nft.set_nic_filter, tag, nic(i, v))) for v in (1, 0) for i in range(10)]
-    adds += [_timed(partial(nft.set_nic_filter, tag, nic(i))) for i in range(10, nics)]
-    replace_last = [
-        _timed(partial(nft.set_nic_filter, tag, nic(i, v))) for v in (1, 0) for i in range(nics - 10, nics)
+    adds = [_timed(partial(nft_ports.set_nic_filter, tag, nic(i))) for i in range(10)]
+    replace_first = [
+        _timed(partial(nft_ports.set_nic_filter, tag, nic(i, v))) for v in (1, 0) for i in range(10)
     ]
-    nft._known.clear()  # as a new process: the first call reads the table back
-    cold = _timed(partial(nft.set_nic_filter, tag, nic(0, 1)))
-    nft.list_owned_tables()  # the first call imports pyroute2
-    list_tables = _timed(nft.list_owned_tables)
-    list_tables_nft = _timed(nft._list_tables_nft)
-    removes = [_timed(partial(nft.remove_nic_filter, tag, f"bn{i:05d}")) for i in range(nics)]
-    missing = [_timed(partial(nft.remove_nic_filter, tag, f"bn{i:05d}")) for i in range(10)]
+    adds += [_timed(partial(nft_ports.set_nic_filter, tag, nic(i))) for i in range(10, nics)]
+    replace_last = [
+        _timed(partial(nft_ports.set_nic_filter, tag, nic(i, v)))
+        for v in (1, 0)
+        for i in range(nics - 10, nics)
+    ]
+    nft_ports._known.clear()  # as a new process: the first call reads the table back
+    cold = _timed(partial(nft_ports.set_nic_filter, tag, nic(0, 1)))
+    nft_runner.list_owned_tables()  # the first call imports pyroute2
+    list_tables = _timed(nft_runner.list_owned_tables)
+    list_tables_nft = _timed(nft_runner._list_tables_nft)
+    removes = [_timed(partial(nft_ports.remove_nic_filter, tag, f"bn{i:05d}")) for i in range(nics)]
+    missing = [_timed(partial(nft_ports.remove_nic_filter, tag, f"bn{i:05d}")) for i in range(10)]
     nets = []
     for i in range(10):
         v4, v6 = f"10.250.{200 + i}.1/24", f"fd42:250:{i}::1/64"
-        rules = nft.NetworkRules(f"bb{i}", v4, v6, True, True, True, True)
-        nets.append(_timed(partial(nft.set_network_rules, tag, rules)))
-    net_removes = [_timed(partial(nft.remove_network_rules, tag, f"bb{i}")) for i in range(10)]
-    nft.delete_bridge_table(tag)
-    nft.delete_inet_table(tag)
+        rules = nft_networks.NetworkRules(f"bb{i}", v4, v6, True, True, True, True)
+        nets.append(_timed(partial(nft_networks.set_network_rules, tag, rules)))
+    net_removes = [_timed(partial(nft_networks.remove_network_rules, tag, f"bb{i}")) for i in range(10)]
+    nft_ports.delete_bridge_table(tag)
+    nft_networks.delete_inet_table(tag)
     return {
         "backend": name,
         "nics": nics,

@@ -214,7 +214,7 @@ def inner(n: int, work: Path, tag: str) -> None:
     from pincus.devices import nic_bridged
     from pincus.devices.nic_bridged import BridgedNic
     from pincus.events import EventHub
-    from pincus.host import bridgeport, dnsmasq, links, nft, sysfs, tc
+    from pincus.host import bridgeport, dnsmasq, links, nft_networks, nft_ports, nft_runner, sysfs, tc
     from pincus.host import container as host_container
     from pincus.host.features import probe_kernel_features
     from pincus.server.networks import Networks
@@ -250,7 +250,8 @@ def inner(n: int, work: Path, tag: str) -> None:
         dnsmasq_pid = dnsmasq.find_running(state_dir / "networks" / bridge / "dnsmasq")
         print(
             f"features: {', '.join(k for k, v in state.features.items() if v) or 'none'}; "
-            f"nft backend: {nft.backend_name()}; dnsmasq pid {dnsmasq_pid}; container init pid {proc.pid}"
+            f"nft backend: {nft_runner.backend_name()}; dnsmasq pid {dnsmasq_pid}; "
+            f"container init pid {proc.pid}"
         )
 
         def make_nic(i: int, name: str) -> BridgedNic:
@@ -283,8 +284,9 @@ def inner(n: int, work: Path, tag: str) -> None:
         time.sleep(SETTLE_S)
 
         clock = StepClock()
-        for module, group in ((links, "links"), (nft, "nft"), (tc, "tc"), (sysfs, "sysfs"),
-                              (bridgeport, "bridgeport"), (dnsmasq, "dnsmasq")):  # fmt: skip
+        for module, group in ((links, "links"), (nft_ports, "nft_ports"), (nft_networks, "nft_networks"),
+                              (tc, "tc"), (sysfs, "sysfs"), (bridgeport, "bridgeport"),
+                              (dnsmasq, "dnsmasq")):  # fmt: skip
             clock.wrap_module(module, group)
         # tc's netlink steps one by one: which kernel object gets dearer (tc.* is the rest of the call).
         tc_steps = ("get_link", "link_add", "link_delete", "link_set_up", "qdisc_replace", "qdisc_add",
@@ -327,7 +329,7 @@ def inner(n: int, work: Path, tag: str) -> None:
             f"started {n} NICs + {n} floor veths in {time.perf_counter() - began:.1f} s "
             f"(dnsmasq used {cpu_seconds(dnsmasq_pid) - dnsmasq_cpu:.2f} s of CPU meanwhile)"
         )
-        check_running(links, nft, bridge, nics, state_dir / "networks" / bridge / "dnsmasq", ns)
+        check_running(links, bridge, nics, state_dir / "networks" / bridge / "dnsmasq", ns)
 
         began, dnsmasq_cpu = time.perf_counter(), cpu_seconds(dnsmasq_pid)
         for i in range(n, 0, -1):
@@ -378,7 +380,7 @@ def cpu_seconds(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def check_running(links: Any, nft: Any, bridge: str, nics: dict[int, Any], hosts_dir: Path, ns: str) -> None:
+def check_running(links: Any, bridge: str, nics: dict[int, Any], hosts_dir: Path, ns: str) -> None:
     """Proof the NICs really are all there at once (the kernel's view, not pincus's)."""
     ports = [link for link in links.list_links() if link.master == bridge]
     ifbs = [link for link in links.list_links() if link.kind == "ifb"]

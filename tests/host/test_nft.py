@@ -1,4 +1,4 @@
-"""pincus.host.nft against the real kernel, always inside private network namespaces.
+"""host/nft_runner, nft_ports and nft_networks against the real kernel, inside private network namespaces.
 
 The nft calls run in a worker thread that has entered the test's "host" namespace (setns acts on
 one thread only), so the rest of the test process and the machine's own ruleset are untouched.
@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import pytest
 
 from pincus.errors import HostError, InvalidError
-from pincus.host import nft
+from pincus.host import nft_networks, nft_ports, nft_runner
 from tests.pincus_testlib import NetNS
 
 R = TypeVar("R")
@@ -137,9 +137,9 @@ class Lan:
 
     @property
     def ll_a(self) -> str:
-        return str(nft._link_local(self.mac_a).network_address)
+        return str(nft_ports._link_local(self.mac_a).network_address)
 
-    def filter_a(self, **kw: Any) -> nft.NicFilter:
+    def filter_a(self, **kw: Any) -> nft_ports.NicFilter:
         args: dict[str, Any] = {
             "port": self.port_a,
             "mac": self.mac_a,
@@ -150,7 +150,7 @@ class Lan:
             "ipv6_filtering": True,
         }
         args.update(kw)
-        return nft.NicFilter(**args)
+        return nft_ports.NicFilter(**args)
 
     def ping(self, dst: str, src: str | None = None) -> bool:
         for ns in (self.a, self.b):
@@ -312,8 +312,8 @@ def probe(lan: Lan) -> Iterator[FrameProbe]:
 def test_filtered_instance_reaches_peer_until_it_spoofs_and_again_after_removal(lan: Lan) -> None:
     t = tag()
     table = f"pincus_{t}"
-    lan.run(nft.ensure_bridge_table, t)
-    lan.run(nft.set_nic_filter, t, lan.filter_a())
+    lan.run(nft_ports.ensure_bridge_table, t)
+    lan.run(nft_ports.set_nic_filter, t, lan.filter_a())
     assert lan.ping(lan.ip_b)
     assert lan.ping(lan.ip6_b, src=lan.ip6_a)
     # A NIC is set elements only: the chains are the table's fixed ones.
@@ -340,19 +340,19 @@ def test_filtered_instance_reaches_peer_until_it_spoofs_and_again_after_removal(
     assert not lan.ping(lan.ip6_b, src="fd42:250::99"), "a spoofed IPv6 address must not get through"
     assert lan.ping(lan.ip6_b, src=lan.ip6_a)
 
-    lan.run(nft.remove_nic_filter, t, lan.port_a)
+    lan.run(nft_ports.remove_nic_filter, t, lan.port_a)
     assert lan.ping(lan.ip_b)
     assert lan.ping(lan.ip6_b, src="fd42:250::99")
     lan.a.ip("link", "set", "eth0", "address", "02:00:00:00:0a:99")
     assert lan.ping(lan.ip_b)
     assert elements_of_port(lan.host, table, lan.port_a) == {}
     assert chains(lan.host, "bridge", table) == _FIXED_CHAINS
-    lan.run(nft.remove_nic_filter, t, lan.port_a)  # again: missing is fine
+    lan.run(nft_ports.remove_nic_filter, t, lan.port_a)  # again: missing is fine
 
 
 def test_each_ipv4_rule_drops_what_it_should(lan: Lan, probe: FrameProbe) -> None:
     t = tag()
-    lan.run(nft.set_nic_filter, t, lan.filter_a(ipv6_filtering=False))
+    lan.run(nft_ports.set_nic_filter, t, lan.filter_a(ipv6_filtering=False))
     a, other = lan.mac_a, _OTHER_MAC
     frames: dict[str, Callable[[bytes], bytes]] = {
         "arp reply from own address": lambda m: eth(a, 0x0806, arp(a, lan.ip_a, m)),
@@ -378,13 +378,13 @@ def test_each_ipv4_rule_drops_what_it_should(lan: Lan, probe: FrameProbe) -> Non
         "dhcp discover",
         "ipv6 is not filtered",
     }
-    lan.run(nft.remove_nic_filter, t, lan.port_a)
+    lan.run(nft_ports.remove_nic_filter, t, lan.port_a)
     assert probe.arrived(frames) == set(frames), "without the filter everything passes"
 
 
 def test_each_ipv6_rule_drops_what_it_should(lan: Lan, probe: FrameProbe) -> None:
     t = tag()
-    lan.run(nft.set_nic_filter, t, lan.filter_a(ipv4_filtering=False))
+    lan.run(nft_ports.set_nic_filter, t, lan.filter_a(ipv4_filtering=False))
     a, ll, own, peer = lan.mac_a, lan.ll_a, lan.ip6_a, lan.ip6_b
     frag_na = struct.pack("!BBHI", 58, 0, 1, 0x1234) + nd(136, own, b"")  # first fragment, more follow
 
@@ -420,13 +420,13 @@ def test_each_ipv6_rule_drops_what_it_should(lan: Lan, probe: FrameProbe) -> Non
         "DHCPv6 client packet",
         "ipv4 is not filtered",
     }
-    lan.run(nft.remove_nic_filter, t, lan.port_a)
+    lan.run(nft_ports.remove_nic_filter, t, lan.port_a)
     assert probe.arrived(frames) == set(frames), "without the filter everything passes"
 
 
 def test_mac_only_filtering_leaves_ip_alone(lan: Lan, probe: FrameProbe) -> None:
     t = tag()
-    lan.run(nft.set_nic_filter, t, lan.filter_a(ipv4_filtering=False, ipv6_filtering=False))
+    lan.run(nft_ports.set_nic_filter, t, lan.filter_a(ipv4_filtering=False, ipv6_filtering=False))
     a = lan.mac_a
     frames: dict[str, Callable[[bytes], bytes]] = {
         "spoofed ipv4 from own MAC": lambda m: eth(a, 0x0800, ipv4_udp("10.250.0.9", lan.ip_b, 1, 2, m)),
@@ -446,7 +446,7 @@ def test_mac_only_filtering_leaves_ip_alone(lan: Lan, probe: FrameProbe) -> None
 
 def test_empty_ipv4_list_blocks_ipv4_and_arp_entirely(lan: Lan, probe: FrameProbe) -> None:
     t = tag()
-    lan.run(nft.set_nic_filter, t, lan.filter_a(ipv4=[], ipv6_filtering=False))
+    lan.run(nft_ports.set_nic_filter, t, lan.filter_a(ipv4=[], ipv6_filtering=False))
     a = lan.mac_a
     frames: dict[str, Callable[[bytes], bytes]] = {
         "arp probe": lambda m: eth(a, 0x0806, arp(a, "0.0.0.0", m, op=1)),
@@ -460,7 +460,7 @@ def test_empty_ipv4_list_blocks_ipv4_and_arp_entirely(lan: Lan, probe: FrameProb
 def test_empty_ipv6_list_blocks_ipv6_entirely_even_link_local(lan: Lan, probe: FrameProbe) -> None:
     """ipv6.address=none with IPv6 filtering: the family is blocked, the MAC's link-local too."""
     t = tag()
-    lan.run(nft.set_nic_filter, t, lan.filter_a(ipv6=[]))
+    lan.run(nft_ports.set_nic_filter, t, lan.filter_a(ipv6=[]))
     a = lan.mac_a
     frames: dict[str, Callable[[bytes], bytes]] = {
         "ipv4": lambda m: eth(a, 0x0800, ipv4_udp(lan.ip_a, lan.ip_b, 1, 2, m)),
@@ -469,7 +469,7 @@ def test_empty_ipv6_list_blocks_ipv6_entirely_even_link_local(lan: Lan, probe: F
     }
     assert probe.arrived(frames) == {"ipv4"}
     # With an address the link-local comes back, as neighbor discovery needs it.
-    lan.run(nft.set_nic_filter, t, lan.filter_a())
+    lan.run(nft_ports.set_nic_filter, t, lan.filter_a())
     assert probe.arrived(frames) == set(frames)
 
 
@@ -478,7 +478,7 @@ def test_spoofed_source_mac_is_not_learnt_by_the_bridge(lan: Lan, probe: FramePr
     the link-local frames (here 802.1X) the bridge keeps for itself. A filter on the forward hook
     would drop the frame only after the bridge had learnt B's MAC on A's port."""
     t = tag()
-    lan.run(nft.set_nic_filter, t, lan.filter_a())
+    lan.run(nft_ports.set_nic_filter, t, lan.filter_a())
 
     def port_of(mac: str) -> str | None:
         for entry in json.loads(lan.host.run("bridge", "-j", "fdb", "show").stdout):
@@ -510,7 +510,7 @@ def test_spoofed_source_mac_is_not_learnt_by_the_bridge(lan: Lan, probe: FramePr
         relearn_b()
         assert not lands_on_a(frame, lan.mac_b), f"{name}: B's MAC moved to A's port"
         assert not lands_on_a(spoofs(unused % i)[name], unused % i), f"{name}: new MAC learnt"
-    lan.run(nft.remove_nic_filter, t, lan.port_a)
+    lan.run(nft_ports.remove_nic_filter, t, lan.port_a)
 
     # The check must be able to see a poisoned FDB. B's own traffic can win the race against
     # one spoofed frame, so the control may take a few tries; the filtered case above may not.
@@ -528,8 +528,8 @@ def test_spoofed_source_mac_is_not_learnt_by_the_bridge(lan: Lan, probe: FramePr
 
 def test_replacing_a_filter_changes_it_in_one_step(lan: Lan, probe: FrameProbe) -> None:
     t = tag()
-    lan.run(nft.set_nic_filter, t, lan.filter_a())
-    lan.run(nft.set_nic_filter, t, lan.filter_a(ipv4=["10.250.0.9", "10.250.0.64/26"]))
+    lan.run(nft_ports.set_nic_filter, t, lan.filter_a())
+    lan.run(nft_ports.set_nic_filter, t, lan.filter_a(ipv4=["10.250.0.9", "10.250.0.64/26"]))
     a = lan.mac_a
     frames: dict[str, Callable[[bytes], bytes]] = {
         "old address": lambda m: eth(a, 0x0800, ipv4_udp(lan.ip_a, lan.ip_b, 1, 2, m)),
@@ -544,7 +544,7 @@ def test_replacing_a_filter_changes_it_in_one_step(lan: Lan, probe: FrameProbe) 
     assert mine["allowed_v4_nets"] == [{"concat": [lan.port_a, net]}]
     # All filters off means no element at all.
     off = lan.filter_a(mac_filtering=False, ipv4_filtering=False, ipv6_filtering=False)
-    lan.run(nft.set_nic_filter, t, off)
+    lan.run(nft_ports.set_nic_filter, t, off)
     assert elements_of_port(lan.host, table, lan.port_a) == {}
     assert probe.arrived(frames) == set(frames)
 
@@ -560,8 +560,8 @@ def test_adding_and_removing_200_nic_filters_costs_about_the_same_each_time(
         fn(*args)
         return time.perf_counter() - start
 
-    def nic(i: int) -> nft.NicFilter:
-        return nft.NicFilter(
+    def nic(i: int) -> nft_ports.NicFilter:
+        return nft_ports.NicFilter(
             port=f"tap{i:05d}",
             mac=f"02:00:00:00:{i >> 8:02x}:{i & 255:02x}",
             ipv4=[f"10.250.{i >> 8}.{i & 255}"],
@@ -571,14 +571,17 @@ def test_adding_and_removing_200_nic_filters_costs_about_the_same_each_time(
             ipv6_filtering=True,
         )
 
-    run(nft.ensure_bridge_table, t)
-    adds = [run(timed, nft.set_nic_filter, t, nic(i)) for i in range(200)]
+    run(nft_ports.ensure_bridge_table, t)
+    adds = [run(timed, nft_ports.set_nic_filter, t, nic(i)) for i in range(200)]
     assert len(filtered_ports(ns, f"pincus_{t}")) == 200
-    removes = [run(timed, nft.remove_nic_filter, t, f"tap{i:05d}") for i in range(200)]
+    removes = [run(timed, nft_ports.remove_nic_filter, t, f"tap{i:05d}") for i in range(200)]
     assert filtered_ports(ns, f"pincus_{t}") == set()
     for what, times in (("set_nic_filter", adds), ("remove_nic_filter (full table first)", removes)):
         first, last = statistics.median(times[:10]), statistics.median(times[-10:])
-        print(f"\n{what} ({nft.backend_name()}): first 10 {first * 1000:.2f}, last 10 {last * 1000:.2f} ms")
+        print(
+            f"\n{what} ({nft_runner.backend_name()}): "
+            f"first 10 {first * 1000:.2f}, last 10 {last * 1000:.2f} ms"
+        )
         # A NIC is a few set elements in fixed sets: nothing per NIC grows with the number of NICs.
         # (Generous: other tests load the machine meanwhile.)
         assert min(first, last) * 2 + 0.001 > max(first, last), what
@@ -590,13 +593,17 @@ def test_odd_port_names_get_their_own_elements(hostns: tuple[NetNS, InNetns]) ->
     table = f"pincus_{t}"
     names = ["a.b", "a_2eb", "x-y@z+1", "é~%^+@", "veth0"]
     for i, name in enumerate(names):
-        run(nft.set_nic_filter, t, nft.NicFilter(name, f"02:00:00:00:00:0{i}", [], [], True, False, False))
+        run(
+            nft_ports.set_nic_filter,
+            t,
+            nft_ports.NicFilter(name, f"02:00:00:00:00:0{i}", [], [], True, False, False),
+        )
     assert filtered_ports(ns, table) == set(names)
     macs = {e["concat"][0]: e["concat"][1] for e in set_elements(ns, table, "allowed_mac")}
     assert macs == {name: f"02:00:00:00:00:0{i}" for i, name in enumerate(names)}
-    nft._known.clear()  # as in a new process: what each port has is read back from the kernel
+    nft_ports._known.clear()  # as in a new process: what each port has is read back from the kernel
     for name in names:
-        run(nft.remove_nic_filter, t, name)
+        run(nft_ports.remove_nic_filter, t, name)
     assert ruleset_elements(ns, table) == []
     assert chains(ns, "bridge", table) == _FIXED_CHAINS
 
@@ -611,12 +618,16 @@ def test_a_new_process_replaces_and_removes_what_an_earlier_one_set(lan: Lan, pr
     t = tag()
     table = f"pincus_{t}"
     wide = lan.filter_a(ipv4=[lan.ip_a, "10.250.0.64/26"], ipv6=[lan.ip6_a, "fd42:250:9::/64"])
-    lan.run(nft.set_nic_filter, t, wide)
-    lan.run(nft.set_nic_filter, t, nft.NicFilter(lan.port_b, lan.mac_b, [lan.ip_b], [], True, True, False))
+    lan.run(nft_ports.set_nic_filter, t, wide)
+    lan.run(
+        nft_ports.set_nic_filter,
+        t,
+        nft_ports.NicFilter(lan.port_b, lan.mac_b, [lan.ip_b], [], True, True, False),
+    )
     before = elements_of_port(lan.host, table, lan.port_a)
     assert set(before) >= {"allowed_v4_nets", "allowed_v6_nets"}
-    nft._known.clear()
-    lan.run(nft.set_nic_filter, t, lan.filter_a(ipv4=["10.250.0.9"], ipv6=[]))
+    nft_ports._known.clear()
+    lan.run(nft_ports.set_nic_filter, t, lan.filter_a(ipv4=["10.250.0.9"], ipv6=[]))
     a = lan.mac_a
     frames: dict[str, Callable[[bytes], bytes]] = {
         "old address": lambda m: eth(a, 0x0800, ipv4_udp(lan.ip_a, lan.ip_b, 1, 2, m)),
@@ -629,8 +640,8 @@ def test_a_new_process_replaces_and_removes_what_an_earlier_one_set(lan: Lan, pr
     assert after["allowed_v4"] == [{"concat": [lan.port_a, "10.250.0.9"]}]
     assert "allowed_v4_nets" not in after and "allowed_v6_nets" not in after
     assert "allowed_v6" not in after and "v6_blocked" in after  # an empty list blocks IPv6
-    nft._known.clear()
-    lan.run(nft.remove_nic_filter, t, lan.port_a)
+    nft_ports._known.clear()
+    lan.run(nft_ports.remove_nic_filter, t, lan.port_a)
     assert elements_of_port(lan.host, table, lan.port_a) == {}
     assert filtered_ports(lan.host, table) == {lan.port_b}  # B's filter is untouched
     assert probe.arrived(frames) == set(frames)
@@ -640,13 +651,13 @@ def test_a_table_deleted_behind_our_back_is_made_again(hostns: tuple[NetNS, InNe
     ns, run = hostns
     t = tag()
     table = f"pincus_{t}"
-    run(nft.set_nic_filter, t, _GOOD)
+    run(nft_ports.set_nic_filter, t, _GOOD)
     ns.run("nft", "delete", "table", "bridge", table)
-    run(nft.remove_nic_filter, t, "veth0")  # what this process knew is stale: fine all the same
+    run(nft_ports.remove_nic_filter, t, "veth0")  # what this process knew is stale: fine all the same
     assert ruleset(ns) == []
-    run(nft.set_nic_filter, t, _GOOD)
+    run(nft_ports.set_nic_filter, t, _GOOD)
     ns.run("nft", "delete", "table", "bridge", table)
-    run(nft.set_nic_filter, t, _nic(port="veth1"))
+    run(nft_ports.set_nic_filter, t, _nic(port="veth1"))
     assert filtered_ports(ns, table) == {"veth1"}
     assert chains(ns, "bridge", table) == _FIXED_CHAINS
 
@@ -658,12 +669,16 @@ def test_filter_call_made_in_another_thread_acts_in_that_threads_namespace(
     other = NetNS(f"{prefix}o")
     try:
         t = tag()
-        f = nft.NicFilter("p0", "02:00:00:00:00:01", [], [], True, False, False)
-        run(nft.set_nic_filter, t, f)  # the worker's libnftables context is made in ns
+        f = nft_ports.NicFilter("p0", "02:00:00:00:00:01", [], [], True, False, False)
+        run(nft_ports.set_nic_filter, t, f)  # the worker's libnftables context is made in ns
         moved = InNetns(other)  # a second thread, in another namespace
         try:
-            assert moved(nft.list_owned_tables) == []
-            moved(nft.set_nic_filter, t, nft.NicFilter("q0", "02:00:00:00:00:02", [], [], True, False, False))
+            assert moved(nft_runner.list_owned_tables) == []
+            moved(
+                nft_ports.set_nic_filter,
+                t,
+                nft_ports.NicFilter("q0", "02:00:00:00:00:02", [], [], True, False, False),
+            )
         finally:
             moved.close()
         assert filtered_ports(ns, f"pincus_{t}") == {"p0"}
@@ -690,25 +705,25 @@ def test_network_rules_appear_replace_and_vanish(hostns: tuple[NetNS, InNetns]) 
     ns, run = hostns
     t = tag()
     table = f"pincus_{t}"
-    rules = nft.NetworkRules("br-x.1", "10.250.3.1/24", "fd42:250:3::1/64", True, True, True, True)
-    run(nft.set_network_rules, t, rules)
+    rules = nft_networks.NetworkRules("br-x.1", "10.250.3.1/24", "fd42:250:3::1/64", True, True, True, True)
+    run(nft_networks.set_network_rules, t, rules)
     got = _rules_of(ns, table)
     assert set(got) == {"fwd_br-x_2e1", "in_br-x_2e1", "nat_br-x_2e1"}
     nat = json.dumps(got["nat_br-x_2e1"])
     assert nat.count('"masquerade"') == 2 and "10.250.3.0" in nat and "fd42:250:3::" in nat
     assert '"br-x.1"' in json.dumps(got["fwd_br-x_2e1"])
 
-    nat_only = nft.NetworkRules("br-x.1", "10.250.3.1/24", None, True, False, False, False)
-    run(nft.set_network_rules, t, nat_only)
+    nat_only = nft_networks.NetworkRules("br-x.1", "10.250.3.1/24", None, True, False, False, False)
+    run(nft_networks.set_network_rules, t, nat_only)
     got = _rules_of(ns, table)
     assert set(got) == {"nat_br-x_2e1"}
     assert json.dumps(got["nat_br-x_2e1"]).count('"masquerade"') == 1
 
-    run(nft.remove_network_rules, t, "br-x.1")
+    run(nft_networks.remove_network_rules, t, "br-x.1")
     assert _rules_of(ns, table) == {}
-    run(nft.remove_network_rules, t, "br-x.1")  # missing is fine
-    run(nft.delete_inet_table, t)
-    assert ("inet", table) not in run(nft.list_owned_tables)
+    run(nft_networks.remove_network_rules, t, "br-x.1")  # missing is fine
+    run(nft_networks.delete_inet_table, t)
+    assert ("inet", table) not in run(nft_runner.list_owned_tables)
 
 
 def test_nat_masquerades_traffic_leaving_the_bridge(prefix: str, hostns: tuple[NetNS, InNetns]) -> None:
@@ -735,10 +750,10 @@ def test_nat_masquerades_traffic_leaving_the_bridge(prefix: str, hostns: tuple[N
 
         assert not ping()
         t = tag()
-        rules = nft.NetworkRules(f"{prefix}br", "10.250.1.0/24", None, True, False, True, False)
-        run(nft.set_network_rules, t, rules)
+        rules = nft_networks.NetworkRules(f"{prefix}br", "10.250.1.0/24", None, True, False, True, False)
+        run(nft_networks.set_network_rules, t, rules)
         assert ping()
-        run(nft.remove_network_rules, t, f"{prefix}br")
+        run(nft_networks.remove_network_rules, t, f"{prefix}br")
         assert not ping()
     finally:
         a.delete()
@@ -749,8 +764,8 @@ def test_nat_masquerades_traffic_leaving_the_bridge(prefix: str, hostns: tuple[N
 # Ownership, cleanup, errors
 
 
-_GOOD = nft.NicFilter("veth0", "02:00:00:00:00:01", ["10.250.0.2"], ["fd42:250::2"], True, True, True)
-_NET = nft.NetworkRules("br0", "10.250.0.0/24", "fd42:250::/64", True, True, True, True)
+_GOOD = nft_ports.NicFilter("veth0", "02:00:00:00:00:01", ["10.250.0.2"], ["fd42:250::2"], True, True, True)
+_NET = nft_networks.NetworkRules("br0", "10.250.0.0/24", "fd42:250::/64", True, True, True, True)
 
 
 def test_two_tags_and_the_admin_tables_do_not_touch_each_other(hostns: tuple[NetNS, InNetns]) -> None:
@@ -758,47 +773,47 @@ def test_two_tags_and_the_admin_tables_do_not_touch_each_other(hostns: tuple[Net
     ns.run("nft", "add table bridge filter; add chain bridge filter c; add table inet pincusx")
     t1, t2 = "a1", "a10"  # one tag a prefix of the other
     for t in (t1, t2):
-        run(nft.set_nic_filter, t, _GOOD)
-        run(nft.set_network_rules, t, _NET)
-    assert sorted(run(nft.list_owned_tables)) == sorted(
+        run(nft_ports.set_nic_filter, t, _GOOD)
+        run(nft_networks.set_network_rules, t, _NET)
+    assert sorted(run(nft_runner.list_owned_tables)) == sorted(
         [("bridge", "pincus_a1"), ("inet", "pincus_a1"), ("bridge", "pincus_a10"), ("inet", "pincus_a10")]
     )
     before = ruleset(ns)
-    run(nft.remove_nic_filter, t1, "veth0")
-    run(nft.remove_network_rules, t1, "br0")
-    run(nft.delete_bridge_table, t1)
-    run(nft.delete_inet_table, t1)
-    run(nft.delete_bridge_table, t1)  # again: missing is fine
+    run(nft_ports.remove_nic_filter, t1, "veth0")
+    run(nft_networks.remove_network_rules, t1, "br0")
+    run(nft_ports.delete_bridge_table, t1)
+    run(nft_networks.delete_inet_table, t1)
+    run(nft_ports.delete_bridge_table, t1)  # again: missing is fine
     after = ruleset(ns)
     assert after == [i for i in before if "pincus_a1" not in json.dumps(i).replace("pincus_a10", "")]
-    assert sorted(run(nft.list_owned_tables)) == [("bridge", "pincus_a10"), ("inet", "pincus_a10")]
+    assert sorted(run(nft_runner.list_owned_tables)) == [("bridge", "pincus_a10"), ("inet", "pincus_a10")]
 
 
 def test_removals_on_a_missing_table_are_fine(hostns: tuple[NetNS, InNetns]) -> None:
     ns, run = hostns
     t = tag()
-    run(nft.remove_nic_filter, t, "veth0")
-    run(nft.remove_network_rules, t, "br0")
-    run(nft.delete_bridge_table, t)
-    run(nft.delete_inet_table, t)
+    run(nft_ports.remove_nic_filter, t, "veth0")
+    run(nft_networks.remove_network_rules, t, "br0")
+    run(nft_ports.delete_bridge_table, t)
+    run(nft_networks.delete_inet_table, t)
     assert ruleset(ns) == []
 
 
-def _nic(**kw: Any) -> nft.NicFilter:
-    return nft.NicFilter(**{**_GOOD.__dict__, **kw})
+def _nic(**kw: Any) -> nft_ports.NicFilter:
+    return nft_ports.NicFilter(**{**_GOOD.__dict__, **kw})
 
 
-def _net(**kw: Any) -> nft.NetworkRules:
-    return nft.NetworkRules(**{**_NET.__dict__, **kw})
+def _net(**kw: Any) -> nft_networks.NetworkRules:
+    return nft_networks.NetworkRules(**{**_NET.__dict__, **kw})
 
 
 _BAD_CALLS: list[tuple[str, Callable[[], None]]] = [
     *[
-        (f"tag {bad!r}", lambda bad=bad: nft.set_nic_filter(bad, _GOOD))
+        (f"tag {bad!r}", lambda bad=bad: nft_ports.set_nic_filter(bad, _GOOD))
         for bad in ["", "A1", "123456789", "g1", "a b", "a1;", 12, None]
     ],
     *[
-        (f"port {bad!r}", lambda bad=bad: nft.set_nic_filter("a1", _nic(port=bad)))
+        (f"port {bad!r}", lambda bad=bad: nft_ports.set_nic_filter("a1", _nic(port=bad)))
         for bad in [
             "",
             "a b",
@@ -820,7 +835,7 @@ _BAD_CALLS: list[tuple[str, Callable[[], None]]] = [
         ]
     ],
     *[
-        (f"mac {bad!r}", lambda bad=bad: nft.set_nic_filter("a1", _nic(mac=bad)))
+        (f"mac {bad!r}", lambda bad=bad: nft_ports.set_nic_filter("a1", _nic(mac=bad)))
         for bad in [
             "",
             "02:00:00:00:00",
@@ -832,7 +847,7 @@ _BAD_CALLS: list[tuple[str, Callable[[], None]]] = [
         ]
     ],
     *[
-        (f"ipv4 {bad!r}", lambda bad=bad: nft.set_nic_filter("a1", _nic(ipv4=bad)))
+        (f"ipv4 {bad!r}", lambda bad=bad: nft_ports.set_nic_filter("a1", _nic(ipv4=bad)))
         for bad in [
             ["10.250.0.300"],
             ["fd42::1"],
@@ -845,15 +860,15 @@ _BAD_CALLS: list[tuple[str, Callable[[], None]]] = [
         ]
     ],
     *[
-        (f"ipv6 {bad!r}", lambda bad=bad: nft.set_nic_filter("a1", _nic(ipv6=bad)))
+        (f"ipv6 {bad!r}", lambda bad=bad: nft_ports.set_nic_filter("a1", _nic(ipv6=bad)))
         for bad in [["fe80::1%eth0"], ["10.0.0.1"], ["::g"], ["fd42::/129"], "fd42::1"]
     ],
-    ("mac_filtering 'yes'", lambda: nft.set_nic_filter("a1", _nic(mac_filtering="yes"))),
-    ("not a NicFilter", lambda: nft.set_nic_filter("a1", object())),  # type: ignore[arg-type]
-    ("remove bad port", lambda: nft.remove_nic_filter("a1", "a b")),
-    ("remove bad tag", lambda: nft.remove_nic_filter("zz", "veth0")),
+    ("mac_filtering 'yes'", lambda: nft_ports.set_nic_filter("a1", _nic(mac_filtering="yes"))),
+    ("not a NicFilter", lambda: nft_ports.set_nic_filter("a1", object())),  # type: ignore[arg-type]
+    ("remove bad port", lambda: nft_ports.remove_nic_filter("a1", "a b")),
+    ("remove bad tag", lambda: nft_ports.remove_nic_filter("zz", "veth0")),
     *[
-        (f"network {kw}", lambda kw=kw: nft.set_network_rules("a1", _net(**kw)))
+        (f"network {kw}", lambda kw=kw: nft_networks.set_network_rules("a1", _net(**kw)))
         for kw in [
             {"bridge": "br 0"},
             {"bridge": "b" * 16},
@@ -865,17 +880,17 @@ _BAD_CALLS: list[tuple[str, Callable[[], None]]] = [
             {"ipv6_firewall": 1},
         ]
     ],
-    ("not NetworkRules", lambda: nft.set_network_rules("a1", object())),  # type: ignore[arg-type]
-    ("remove bad bridge", lambda: nft.remove_network_rules("a1", 'br"0')),
-    ("delete bad bridge tag", lambda: nft.delete_bridge_table("a1 ")),
-    ("delete bad inet tag", lambda: nft.delete_inet_table("-1")),
+    ("not NetworkRules", lambda: nft_networks.set_network_rules("a1", object())),  # type: ignore[arg-type]
+    ("remove bad bridge", lambda: nft_networks.remove_network_rules("a1", 'br"0')),
+    ("delete bad bridge tag", lambda: nft_ports.delete_bridge_table("a1 ")),
+    ("delete bad inet tag", lambda: nft_networks.delete_inet_table("-1")),
 ]
 
 
 def test_bad_values_raise_invalid_error_and_change_nothing(hostns: tuple[NetNS, InNetns]) -> None:
     ns, run = hostns
-    run(nft.set_nic_filter, "a1", _GOOD)
-    run(nft.set_network_rules, "a1", _NET)
+    run(nft_ports.set_nic_filter, "a1", _GOOD)
+    run(nft_networks.set_network_rules, "a1", _NET)
     before = ruleset(ns)
     assert before
     for label, call in _BAD_CALLS:
@@ -889,11 +904,11 @@ def test_nft_binary_backend_builds_the_same_ruleset(hostns: tuple[NetNS, InNetns
     ns, run = hostns
 
     def build(t: str) -> None:
-        nft.set_nic_filter(t, _GOOD)
-        nft.set_nic_filter(t, _nic(port="veth1", ipv4=[]))
-        nft.remove_nic_filter(t, "veth1")
-        nft.remove_nic_filter(t, "veth9")
-        nft.set_network_rules(t, _NET)
+        nft_ports.set_nic_filter(t, _GOOD)
+        nft_ports.set_nic_filter(t, _nic(port="veth1", ipv4=[]))
+        nft_ports.remove_nic_filter(t, "veth1")
+        nft_ports.remove_nic_filter(t, "veth9")
+        nft_networks.set_network_rules(t, _NET)
 
     def listing(t: str) -> str:
         text = "\n".join(ns.run("nft", "list", "table", f, f"pincus_{t}").stdout for f in ("bridge", "inet"))
@@ -901,12 +916,12 @@ def test_nft_binary_backend_builds_the_same_ruleset(hostns: tuple[NetNS, InNetns
 
     # The backend is process-wide; tests within one process run one at a time.
     try:
-        assert run(nft._select_backend, "binary") == "nft program"
+        assert run(nft_runner.select_backend, "binary") == "nft program"
         run(build, "b1")
-        assert sorted(run(nft.list_owned_tables)) == [("bridge", "pincus_b1"), ("inet", "pincus_b1")]
-        assert sorted(run(nft._list_tables_nft)) == sorted(run(nft._list_tables))
+        assert sorted(run(nft_runner.list_owned_tables)) == [("bridge", "pincus_b1"), ("inet", "pincus_b1")]
+        assert sorted(run(nft_runner._list_tables_nft)) == sorted(run(nft_runner.list_tables))
     finally:
-        run(nft._select_backend, "library")
+        run(nft_runner.select_backend, "library")
     run(build, "b2")
     assert listing("b1") == listing("b2")
 
@@ -921,9 +936,9 @@ def test_a_failing_batch_is_reported_as_host_error(hostns: tuple[NetNS, InNetns]
         "{ type filter hook forward priority 0 ; }",
     )
     with pytest.raises(HostError, match="set nftables rules for network br0"):
-        run(nft.set_network_rules, "c1", _net())
+        run(nft_networks.set_network_rules, "c1", _net())
 
 
 def test_link_local_is_eui64_of_the_mac() -> None:
-    assert nft._link_local("02:00:00:00:0a:02") == ipaddress.IPv6Network("fe80::ff:fe00:a02/128")
-    assert nft._link_local("52:54:00:12:34:56") == ipaddress.IPv6Network("fe80::5054:ff:fe12:3456/128")
+    assert nft_ports._link_local("02:00:00:00:0a:02") == ipaddress.IPv6Network("fe80::ff:fe00:a02/128")
+    assert nft_ports._link_local("52:54:00:12:34:56") == ipaddress.IPv6Network("fe80::5054:ff:fe12:3456/128")

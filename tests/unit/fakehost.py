@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from pincus.host import bridgeport, links, nft, sysfs, tc
+from pincus.host import bridgeport, links, nft_ports, sysfs, tc
 
 
 @dataclass
@@ -43,7 +43,7 @@ def fakehost(monkeypatch: pytest.MonkeyPatch) -> FakeHost:
                 "set_up", "set_down", "set_txqlen", "add_route", "delete_route", "move_link_to_netns",
                 "set_mtu", "set_mac", "rename_link", "create_vlan"],
         tc: ["apply_limits", "clear_limits"],
-        nft: ["set_nic_filter", "remove_nic_filter"],
+        nft_ports: ["set_nic_filter", "remove_nic_filter"],
         bridgeport: ["set_port_isolated", "set_port_vlans"],
     }.items():  # fmt: skip
         for name in names:

@@ -74,7 +74,7 @@ def test_failed_start_undoes_in_reverse_order(state: State, fakehost: FakeHost) 
     done = names[: names.index("links.set_up") + 1]
     undone = names[len(done) :]
     assert done[0] == "links.create_veth_into_netns"
-    assert undone == ["tc.clear_limits", "nft.remove_nic_filter", "links.delete_link"]
+    assert undone == ["tc.clear_limits", "nft_ports.remove_nic_filter", "links.delete_link"]
     assert inst.vol == {}
 
 

@@ -22,7 +22,7 @@ from pincus.db import instances as db_instances
 from pincus.devices import names
 from pincus.devices.base import Device, NicRun, RunConfig
 from pincus.errors import ConflictError, InvalidError, NotFoundError, UnsupportedError
-from pincus.host import bridgeport, links, nft, sysfs, tc
+from pincus.host import bridgeport, links, nft_ports, sysfs, tc
 from pincus.networks.bridge import BridgeNetwork, load_bridge_network
 from pincus.reverter import Reverter
 from pincus.state import State
@@ -33,7 +33,7 @@ class PortSettings:
     """Everything about the host side of the NIC that can change while it runs."""
 
     limits: tc.Limits | None = None
-    filter: nft.NicFilter | None = None
+    filter: nft_ports.NicFilter | None = None
     isolated: bool = False
     vlan: int | None = None
     tagged: tuple[int, ...] = ()
@@ -239,7 +239,7 @@ class BridgedNic(Device):
                 split_list(config[k]) if config.get(k) else [] for k in ("ipv4.routes", "ipv6.routes")
             )
             allowed4, allowed6 = ([v4] if v4 else []) + routes4, ([v6] if v6 else []) + routes6
-            nic_filter = nft.NicFilter(
+            nic_filter = nft_ports.NicFilter(
                 port=host_name, mac=hwaddr, ipv4=allowed4, ipv6=allowed6,
                 mac_filtering=True, ipv4_filtering=v4_on, ipv6_filtering=v6_on,
             )  # fmt: skip
@@ -279,9 +279,9 @@ class BridgedNic(Device):
 
     def _apply_filter(self, host_name: str, s: PortSettings) -> None:
         if s.filter is None:
-            self.host(nft.remove_nic_filter, self.state.tag, host_name)
+            self.host(nft_ports.remove_nic_filter, self.state.tag, host_name)
         else:
-            self.host(nft.set_nic_filter, self.state.tag, s.filter)
+            self.host(nft_ports.set_nic_filter, self.state.tag, s.filter)
 
     def _apply_isolation(self, host_name: str, s: PortSettings) -> None:
         self.host(bridgeport.set_port_isolated, host_name, s.isolated)
@@ -347,7 +347,7 @@ class BridgedNic(Device):
             # A new port has no filter or limits yet: only a NIC that wants them pays for them.
             # Each undo before its step: a step that fails half-way is undone too.
             if s.filter is not None:
-                undo.add(self.host, nft.remove_nic_filter, self.state.tag, host_name)
+                undo.add(self.host, nft_ports.remove_nic_filter, self.state.tag, host_name)
                 self._apply_filter(host_name, s)
             if s.limits is not None:
                 undo.add(self.host, tc.clear_limits, host_name, self.ifb_name(host_name))
@@ -431,7 +431,7 @@ class BridgedNic(Device):
         s = self.settings(self.config, host_name, self.hwaddr())
         steps: list[Callable[[], object]] = []
         if s.filter is not None:
-            steps.append(lambda: self.host(nft.remove_nic_filter, self.state.tag, host_name))
+            steps.append(lambda: self.host(nft_ports.remove_nic_filter, self.state.tag, host_name))
         if s.limits is not None:
             steps.append(lambda: self.host(tc.clear_limits, host_name, self.ifb_name(host_name)))
         steps += [lambda: self._delete_routes(s), lambda: self.host(links.delete_link, host_name)]
@@ -470,4 +470,4 @@ class BridgedNic(Device):
 
 def release_shared(state: State) -> None:
     """Once no instance runs, the daemon's bridge filter table holds nothing: drop it."""
-    state.host(nft.delete_bridge_table, state.tag)
+    state.host(nft_ports.delete_bridge_table, state.tag)

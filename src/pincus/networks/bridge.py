@@ -46,7 +46,7 @@ from pincus.db import networks as db_networks
 from pincus.db.networks import NetworkRecord
 from pincus.devices.names import MAC_PREFIX
 from pincus.errors import ConflictError, HostError, InvalidError, NotFoundError
-from pincus.host import dnsmasq, files, ipconf, links, nft, sysfs
+from pincus.host import dnsmasq, files, ipconf, links, nft_networks, sysfs
 from pincus.host.dnsmasq import DnsmasqConfig
 from pincus.host.facade import Host
 from pincus.networks.base import NetworkDriver
@@ -253,9 +253,9 @@ class BridgeNetwork(NetworkDriver):
         """Whether dnsmasq serves this network (static allocations take effect)."""
         return self.dnsmasq_config() is not None
 
-    def _rules(self) -> nft.NetworkRules:
+    def _rules(self) -> nft_networks.NetworkRules:
         v4, v6 = self.ipv4_interface(), self.ipv6_interface()
-        return nft.NetworkRules(
+        return nft_networks.NetworkRules(
             bridge=self.name,
             ipv4_subnet=None if v4 is None else str(v4.network),
             ipv6_subnet=None if v6 is None else str(v6.network),
@@ -490,7 +490,7 @@ class BridgeNetwork(NetworkDriver):
                     self.host(links.delete_route, route, self.name)  # put back as configured
                 self.host(links.add_route, route, dev=self.name)
                 undo.add(self.host, links.delete_route, route, self.name)
-            self.host(nft.set_network_rules, self.state.tag, self._rules())
+            self.host(nft_networks.set_network_rules, self.state.tag, self._rules())
             if not adopting:
                 undo.add(self._remove_rules)
             self._ensure_dnsmasq(undo)
@@ -676,8 +676,8 @@ class BridgeNetwork(NetworkDriver):
             self._update_external(old, undo)
             self._update_routes(old, undo)
             if self._rules() != old._rules():
-                self.host(nft.set_network_rules, self.state.tag, self._rules())
-                undo.add(self.host, nft.set_network_rules, self.state.tag, old._rules())
+                self.host(nft_networks.set_network_rules, self.state.tag, self._rules())
+                undo.add(self.host, nft_networks.set_network_rules, self.state.tag, old._rules())
             self._update_dnsmasq(old, new_addresses != old_addresses, undo)
             undo.success()
 
@@ -737,7 +737,7 @@ class BridgeNetwork(NetworkDriver):
             self.host(links.delete_link, self.name)
 
     def _remove_rules(self) -> None:
-        self.host(nft.remove_network_rules, self.state.tag, self.name)
+        self.host(nft_networks.remove_network_rules, self.state.tag, self.name)
         self._release_shared()
 
     def _release_shared(self) -> None:
@@ -747,7 +747,7 @@ class BridgeNetwork(NetworkDriver):
             r for r in db_networks.list_all(self.state.store) if r.type == self.type and r.name != self.name
         ]
         if not others:
-            self.host(nft.delete_inet_table, self.state.tag)
+            self.host(nft_networks.delete_inet_table, self.state.tag)
             self._restore_host_sysctls()
 
     def remove(self) -> None:

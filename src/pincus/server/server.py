@@ -8,7 +8,7 @@ import platform
 from typing import Any
 
 from pincus import __version__
-from pincus.host import nft, qemu
+from pincus.host import nft_runner, qemu
 from pincus.host.facade import Host
 from pincus.server.instances import Instances
 from pincus.server.networks import Networks
@@ -112,7 +112,7 @@ class Server:
                 "kernel": uname.system,
                 "kernel_version": uname.release,
                 "kernel_architecture": uname.machine,
-                "firewall": self.host(nft.firewall_driver),
+                "firewall": self.host(nft_runner.firewall_driver),
                 # Incus sends these as strings ("true"/"false"); typed clients refuse booleans.
                 "kernel_features": {k: str(v).lower() for k, v in self.state.features.items()},
                 "storage": "",
