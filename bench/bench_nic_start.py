@@ -214,7 +214,17 @@ def inner(n: int, work: Path, tag: str) -> None:
     from pincus.devices import nic_bridged
     from pincus.devices.nic_bridged import BridgedNic
     from pincus.events import EventHub
-    from pincus.host import bridgeport, dnsmasq, links, nft_networks, nft_ports, nft_runner, sysfs, tc
+    from pincus.host import (
+        bridgeport,
+        dnsmasq_hosts,
+        dnsmasq_process,
+        links,
+        nft_networks,
+        nft_ports,
+        nft_runner,
+        sysfs,
+        tc,
+    )
     from pincus.host import container as host_container
     from pincus.host.features import probe_kernel_features
     from pincus.server.networks import Networks
@@ -247,7 +257,7 @@ def inner(n: int, work: Path, tag: str) -> None:
         handle = host_container.netns_handle(cont_dir)
         instance = BenchInstance("bench", handle)
         ns = str(handle)
-        dnsmasq_pid = dnsmasq.find_running(state_dir / "networks" / bridge / "dnsmasq")
+        dnsmasq_pid = dnsmasq_process.find_running(state_dir / "networks" / bridge / "dnsmasq")
         print(
             f"features: {', '.join(k for k, v in state.features.items() if v) or 'none'}; "
             f"nft backend: {nft_runner.backend_name()}; dnsmasq pid {dnsmasq_pid}; "
@@ -284,10 +294,8 @@ def inner(n: int, work: Path, tag: str) -> None:
         time.sleep(SETTLE_S)
 
         clock = StepClock()
-        for module, group in ((links, "links"), (nft_ports, "nft_ports"), (nft_networks, "nft_networks"),
-                              (tc, "tc"), (sysfs, "sysfs"), (bridgeport, "bridgeport"),
-                              (dnsmasq, "dnsmasq")):  # fmt: skip
-            clock.wrap_module(module, group)
+        for module in (links, nft_ports, nft_networks, tc, sysfs, bridgeport, dnsmasq_hosts, dnsmasq_process):
+            clock.wrap_module(module, module.__name__.rsplit(".", 1)[1])
         # tc's netlink steps one by one: which kernel object gets dearer (tc.* is the rest of the call).
         tc_steps = ("get_link", "link_add", "link_delete", "link_set_up", "qdisc_replace", "qdisc_add",
                     "qdisc_delete", "filter_add")  # fmt: skip

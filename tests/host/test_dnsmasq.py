@@ -24,8 +24,9 @@ from pathlib import Path
 import pytest
 
 from pincus.errors import HostError, InvalidError
-from pincus.host import dnsmasq
-from pincus.host.dnsmasq import DnsmasqConfig, Lease, StaticAllocation
+from pincus.host import dnsmasq_args, dnsmasq_hosts, dnsmasq_process
+from pincus.host.dnsmasq_args import DnsmasqConfig
+from pincus.host.dnsmasq_hosts import Lease, StaticAllocation
 from tests.pincus_testlib import NetNS, unique_prefix
 
 TIMINGS: dict[str, list[float]] = {}
@@ -141,7 +142,7 @@ class Lab:
 
     def start(self, cfg: DnsmasqConfig | None = None) -> int:
         t0 = time.perf_counter()
-        pid = dnsmasq.start(cfg or self.config(), netns=self.host.name)
+        pid = dnsmasq_process.start(cfg or self.config(), netns=self.host.name)
         timed("start", time.perf_counter() - t0)
         return pid
 
@@ -173,7 +174,7 @@ class Lab:
 
     def close(self) -> None:
         try:
-            dnsmasq.stop(self.dir)
+            dnsmasq_process.stop(self.dir)
         finally:
             for pid in dnsmasq_processes_for(self.dir):  # a failed test must not leak one
                 os.kill(pid, signal.SIGKILL)
@@ -204,7 +205,7 @@ def test_pool_lease_comes_from_the_range_and_shows_in_leases(lab: Lab) -> None:
     )
     assert got["router"] == f"10.250.{lab.x}.1"
     assert got["dns"] == ""  # dns_mode none: no DNS server, none advertised
-    leases = dnsmasq.read_leases(lab.dir)
+    leases = dnsmasq_hosts.read_leases(lab.dir)
     assert [(lease.mac, lease.address) for lease in leases] == [("0a:92:a7:00:00:01", str(addr))]
     assert leases[0].client_id == "01:0a:92:a7:00:00:01"
     assert leases[0].expiry > time.time() + 3000
@@ -214,59 +215,74 @@ def test_static_allocation_written_while_running_is_used_without_reload(lab: Lab
     lab.start()
     mac = "0a:92:a7:00:00:01"
     t0 = time.perf_counter()
-    assert dnsmasq.write_static_allocation(lab.dir, "c1.eth0", mac, f"10.250.{lab.x}.50", None, "c1") is False
+    assert (
+        dnsmasq_hosts.write_static_allocation(lab.dir, "c1.eth0", mac, f"10.250.{lab.x}.50", None, "c1")
+        is False
+    )
     timed("write allocation", time.perf_counter() - t0)
     got = lab.dhcp4()  # no reload: dnsmasq saw the new file by inotify
     assert got["ip"] == f"10.250.{lab.x}.50"
     assert got["hostname"] == "c1"
-    assert [(lease.mac, lease.address, lease.hostname) for lease in dnsmasq.read_leases(lab.dir)] == [
+    assert [(lease.mac, lease.address, lease.hostname) for lease in dnsmasq_hosts.read_leases(lab.dir)] == [
         (mac, f"10.250.{lab.x}.50", "c1")
     ]
 
 
 def test_removed_allocation_stays_reserved_until_reload(lab: Lab) -> None:
     reserved = f"10.250.{lab.x}.150"  # inside the pool: only the reservation keeps it from others
-    dnsmasq.write_static_allocation(lab.dir, "c1.eth0", "0a:92:a7:00:00:01", reserved, None, None)
+    dnsmasq_hosts.write_static_allocation(lab.dir, "c1.eth0", "0a:92:a7:00:00:01", reserved, None, None)
     lab.start()
     # Other NICs (each a fresh MAC, so no earlier lease of theirs gets in the way) ask for it.
     lab.set_client_mac("0a:92:a7:00:00:02")
     assert lab.dhcp4("-r", reserved)["ip"] != reserved
 
-    assert dnsmasq.remove_static_allocation(lab.dir, "c1.eth0") is True
+    assert dnsmasq_hosts.remove_static_allocation(lab.dir, "c1.eth0") is True
     lab.set_client_mac("0a:92:a7:00:00:03")
     assert lab.dhcp4("-r", reserved)["ip"] != reserved  # inotify does not drop entries
 
     t0 = time.perf_counter()
-    dnsmasq.reload(lab.dir)
+    dnsmasq_process.reload(lab.dir)
     timed("reload", time.perf_counter() - t0)
     lab.set_client_mac("0a:92:a7:00:00:04")
     assert lab.dhcp4("-r", reserved)["ip"] == reserved
-    assert dnsmasq.remove_static_allocation(lab.dir, "c1.eth0") is False  # missing = fine
+    assert dnsmasq_hosts.remove_static_allocation(lab.dir, "c1.eth0") is False  # missing = fine
 
 
 def test_changed_allocation_asks_for_reload_and_applies_after_it(lab: Lab) -> None:
     mac = "0a:92:a7:00:00:01"
     lab.start()
-    assert dnsmasq.write_static_allocation(lab.dir, "c1.eth0", mac, f"10.250.{lab.x}.50", None, "c1") is False
+    assert (
+        dnsmasq_hosts.write_static_allocation(lab.dir, "c1.eth0", mac, f"10.250.{lab.x}.50", None, "c1")
+        is False
+    )
     assert lab.dhcp4()["ip"] == f"10.250.{lab.x}.50"
     # identical content: nothing to do
-    assert dnsmasq.write_static_allocation(lab.dir, "c1.eth0", mac, f"10.250.{lab.x}.50", None, "c1") is False
-    assert dnsmasq.write_static_allocation(lab.dir, "c1.eth0", mac, f"10.250.{lab.x}.60", None, "c1") is True
-    dnsmasq.reload(lab.dir)
+    assert (
+        dnsmasq_hosts.write_static_allocation(lab.dir, "c1.eth0", mac, f"10.250.{lab.x}.50", None, "c1")
+        is False
+    )
+    assert (
+        dnsmasq_hosts.write_static_allocation(lab.dir, "c1.eth0", mac, f"10.250.{lab.x}.60", None, "c1")
+        is True
+    )
+    dnsmasq_process.reload(lab.dir)
     time.sleep(0.05)
     assert lab.dhcp4()["ip"] == f"10.250.{lab.x}.60"
     # Same address, new name: dnsmasq rejects the new entry as a duplicate until the reload.
-    assert dnsmasq.write_static_allocation(lab.dir, "c1.eth0", mac, f"10.250.{lab.x}.60", None, "c1b") is True
+    assert (
+        dnsmasq_hosts.write_static_allocation(lab.dir, "c1.eth0", mac, f"10.250.{lab.x}.60", None, "c1b")
+        is True
+    )
     time.sleep(0.05)
     assert lab.dhcp4()["hostname"] == "c1"
-    dnsmasq.reload(lab.dir)
+    dnsmasq_process.reload(lab.dir)
     time.sleep(0.05)
     assert lab.dhcp4()["hostname"] == "c1b"
 
 
 def test_dns_managed_serves_static_names_and_ignores_client_names(lab: Lab) -> None:
     lab.start(lab.config(dns_mode="managed", dns_domain="pincus.test"))
-    dnsmasq.write_static_allocation(lab.dir, "c1.eth0", "0a:92:a7:00:00:01", None, None, "c1")
+    dnsmasq_hosts.write_static_allocation(lab.dir, "c1.eth0", "0a:92:a7:00:00:01", None, None, "c1")
     got = lab.dhcp4("-x", "hostname:sneaky")
     assert got["dns"] == f"10.250.{lab.x}.1"
     assert got["domain"] == "pincus.test"
@@ -305,10 +321,10 @@ def test_dhcpv6_stateful_pool_and_static_allocation(lab: Lab) -> None:
         <= pool
         <= ipaddress.IPv6Address(f"fd42:250:{lab.x}::1fff")
     )
-    dnsmasq.write_static_allocation(lab.dir, "c2.eth0", mac2, None, f"fd42:250:{lab.x}::50", "c2")
+    dnsmasq_hosts.write_static_allocation(lab.dir, "c2.eth0", mac2, None, f"fd42:250:{lab.x}::50", "c2")
     lab.set_client_mac(mac2)
     assert lab.dhcp6(mac2) == f"fd42:250:{lab.x}::50"
-    v6 = {lease.address: lease for lease in dnsmasq.read_leases(lab.dir)}
+    v6 = {lease.address: lease for lease in dnsmasq_hosts.read_leases(lab.dir)}
     assert v6[str(pool)].mac == mac1 and v6[str(pool)].iaid == 1
     assert v6[f"fd42:250:{lab.x}::50"].mac == mac2
     assert v6[f"fd42:250:{lab.x}::50"].hostname == "c2"
@@ -338,42 +354,42 @@ def test_router_advertisements_give_the_client_slaac_and_a_default_route(lab: La
 def test_start_survives_its_caller_and_is_found_again(lab: Lab) -> None:
     cfg = lab.config()
     pid = lab.start(cfg)
-    assert dnsmasq.find_running(lab.dir) == pid
+    assert dnsmasq_process.find_running(lab.dir) == pid
     assert os.getsid(pid) != os.getsid(0)  # its own session: a daemon restart does not take it down
     stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     assert int(stat[1]) != os.getpid()  # not our child
-    assert dnsmasq.running_config_digest(lab.dir) == dnsmasq.config_digest(cfg)
-    assert dnsmasq.config_digest(lab.config(ipv4_expiry="2h")) != dnsmasq.config_digest(cfg)
+    assert dnsmasq_process.running_config_digest(lab.dir) == dnsmasq_args.config_digest(cfg)
+    assert dnsmasq_args.config_digest(lab.config(ipv4_expiry="2h")) != dnsmasq_args.config_digest(cfg)
     with pytest.raises(HostError, match="already running"):
-        dnsmasq.start(cfg, netns=lab.host.name)
+        dnsmasq_process.start(cfg, netns=lab.host.name)
     assert dnsmasq_processes_for(lab.dir) == [pid]
 
 
 def test_stop_leaves_no_process_and_no_pid_file(lab: Lab) -> None:
     pid = lab.start()
     t0 = time.perf_counter()
-    dnsmasq.stop(lab.dir)
+    dnsmasq_process.stop(lab.dir)
     timed("stop", time.perf_counter() - t0)
     assert dnsmasq_processes_for(lab.dir) == []
-    assert not (lab.dir / dnsmasq.PID_FILE).exists()
-    assert dnsmasq.find_running(lab.dir) is None
-    dnsmasq.stop(lab.dir)  # stopping nothing is fine
+    assert not (lab.dir / dnsmasq_args.PID_FILE).exists()
+    assert dnsmasq_process.find_running(lab.dir) is None
+    dnsmasq_process.stop(lab.dir)  # stopping nothing is fine
     with pytest.raises(HostError, match="not running"):
-        dnsmasq.reload(lab.dir)
+        dnsmasq_process.reload(lab.dir)
     assert not Path(f"/proc/{pid}/cmdline").exists() or Path(f"/proc/{pid}/cmdline").read_bytes() == b""
 
 
 def test_pid_file_of_another_process_is_not_ours(lab: Lab) -> None:
     lab.dir.mkdir(parents=True)
-    (lab.dir / dnsmasq.PID_FILE).write_text(f"{os.getpid()}\n")
-    assert dnsmasq.find_running(lab.dir) is None
-    dnsmasq.stop(lab.dir)  # must not signal us
-    assert not (lab.dir / dnsmasq.PID_FILE).exists()
+    (lab.dir / dnsmasq_args.PID_FILE).write_text(f"{os.getpid()}\n")
+    assert dnsmasq_process.find_running(lab.dir) is None
+    dnsmasq_process.stop(lab.dir)  # must not signal us
+    assert not (lab.dir / dnsmasq_args.PID_FILE).exists()
 
 
 def test_start_on_a_missing_bridge_fails_and_leaves_nothing(lab: Lab) -> None:
     with pytest.raises(HostError, match=r"start dnsmasq on nosuchbr0: .*unknown interface nosuchbr0"):
-        dnsmasq.start(lab.config(bridge="nosuchbr0"), netns=lab.host.name)
+        dnsmasq_process.start(lab.config(bridge="nosuchbr0"), netns=lab.host.name)
     assert dnsmasq_processes_for(lab.dir) == []
     assert not lab.dir.exists()  # the directories it had made are gone again
 
@@ -381,13 +397,13 @@ def test_start_on_a_missing_bridge_fails_and_leaves_nothing(lab: Lab) -> None:
 def test_start_refuses_a_dir_dnsmasq_could_not_read(lab: Lab) -> None:
     lab.dir.parent.chmod(0o700)
     with pytest.raises(HostError, match=f"directory {lab.dir.parent} .* not searchable by user nobody"):
-        dnsmasq.start(lab.config(), netns=lab.host.name)
+        dnsmasq_process.start(lab.config(), netns=lab.host.name)
     assert dnsmasq_processes_for(lab.dir) == []
 
 
 def test_start_in_an_unknown_netns_fails_cleanly(lab: Lab) -> None:
     with pytest.raises(HostError, match="no such file"):
-        dnsmasq.start(lab.config(), netns=f"{lab.prefix}nope")
+        dnsmasq_process.start(lab.config(), netns=f"{lab.prefix}nope")
     assert dnsmasq_processes_for(lab.dir) == []
 
 
@@ -402,7 +418,7 @@ def test_500th_allocation_costs_what_the_first_did(lab: Lab) -> None:
         ipv4 = f"10.250.{lab.x}.{2 + i}" if i < 250 else None
         ipv6 = f"fd42:250:{lab.x}::{0x2000 + i:x}"
         t0 = time.perf_counter()
-        dnsmasq.write_static_allocation(lab.dir, f"c{i}.eth0", mac, ipv4, ipv6, f"c{i}")
+        dnsmasq_hosts.write_static_allocation(lab.dir, f"c{i}.eth0", mac, ipv4, ipv6, f"c{i}")
         costs.append(time.perf_counter() - t0)
     first, last = statistics.median(costs[:50]), statistics.median(costs[-50:])
     timed("write allocation #1-50 (of 500)", first)
@@ -410,12 +426,12 @@ def test_500th_allocation_costs_what_the_first_did(lab: Lab) -> None:
     # Flat: one file per NIC. (Creating a file on this ext4 costs ~1 ms whatever the directory
     # holds.) Generous bound: the machine may be busy with parallel tests.
     assert last < 3 * first + 0.002, (first, last)
-    assert len(dnsmasq.static_allocations(lab.dir)) == 500
+    assert len(dnsmasq_hosts.static_allocations(lab.dir)) == 500
     # dnsmasq took all 500 by inotify: the last NIC gets its address without a reload.
     lab.set_client_mac("0a:92:a7:01:01:f3")
     assert lab.dhcp6("0a:92:a7:01:01:f3") == f"fd42:250:{lab.x}::21f3"
     t0 = time.perf_counter()
-    dnsmasq.reload(lab.dir)
+    dnsmasq_process.reload(lab.dir)
     lab.set_client_mac("0a:92:a7:01:00:05")
     assert lab.dhcp4()["ip"] == f"10.250.{lab.x}.7"
     timed("reload with 500 files + lease", time.perf_counter() - t0)
@@ -428,7 +444,7 @@ CFG = DnsmasqConfig(bridge="br0", dir=Path("/var/lib/pincus/networks/n1/dnsmasq"
 
 
 def test_render_args_for_a_dual_stack_network() -> None:
-    args = dnsmasq.render_args(
+    args = dnsmasq_args.render_args(
         replace(
             CFG,
             ipv4_address="10.250.1.1/24",
@@ -450,7 +466,7 @@ def test_render_args_for_a_dual_stack_network() -> None:
 
 
 def test_render_args_whole_subnet_skips_the_bridge_address() -> None:
-    args = dnsmasq.render_args(replace(CFG, ipv4_address="10.250.1.100/24", ipv4_gateway="10.250.1.254"))
+    args = dnsmasq_args.render_args(replace(CFG, ipv4_address="10.250.1.100/24", ipv4_gateway="10.250.1.254"))
     assert [a for a in args if a.startswith("--dhcp-range")] == [
         "--dhcp-range=10.250.1.1,10.250.1.99,1h",
         "--dhcp-range=10.250.1.101,10.250.1.254,1h",
@@ -461,13 +477,13 @@ def test_render_args_whole_subnet_skips_the_bridge_address() -> None:
 
 def test_render_args_ipv6_modes() -> None:
     v6 = replace(CFG, ipv6_address="fd42:250:1::1/64")
-    assert "--dhcp-range=fd42:250:1::,ra-stateless,64,1h" in dnsmasq.render_args(v6)
-    only_ra = dnsmasq.render_args(replace(v6, ipv6_dhcp=False))
+    assert "--dhcp-range=fd42:250:1::,ra-stateless,64,1h" in dnsmasq_args.render_args(v6)
+    only_ra = dnsmasq_args.render_args(replace(v6, ipv6_dhcp=False))
     assert "--dhcp-range=fd42:250:1::,ra-only,64,1h" in only_ra and "--enable-ra" in only_ra
-    nothing = dnsmasq.render_args(replace(v6, ipv6_dhcp=False, ipv6_ra=False))
+    nothing = dnsmasq_args.render_args(replace(v6, ipv6_dhcp=False, ipv6_ra=False))
     assert not [a for a in nothing if a.startswith("--dhcp-range") or a == "--enable-ra"]
     with pytest.raises(InvalidError, match="stateless DHCPv6 needs router advertisements"):
-        dnsmasq.render_args(replace(v6, ipv6_ra=False))
+        dnsmasq_args.render_args(replace(v6, ipv6_ra=False))
 
 
 @pytest.mark.parametrize(
@@ -503,7 +519,7 @@ def test_render_args_ipv6_modes() -> None:
 )
 def test_render_args_refuses_bad_values(change: dict[str, object]) -> None:
     with pytest.raises(InvalidError):
-        dnsmasq.render_args(replace(CFG, **change))  # type: ignore[arg-type]
+        dnsmasq_args.render_args(replace(CFG, **change))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -537,36 +553,38 @@ def test_write_static_allocation_refuses_bad_values(
     tmp_path: Path, args: tuple[str, str, str | None, str | None, str | None]
 ) -> None:
     with pytest.raises(InvalidError):
-        dnsmasq.write_static_allocation(tmp_path, *args)
-    assert not (tmp_path / dnsmasq.HOSTS_DIR).exists() or not os.listdir(tmp_path / dnsmasq.HOSTS_DIR)
+        dnsmasq_hosts.write_static_allocation(tmp_path, *args)
+    assert not (tmp_path / dnsmasq_args.HOSTS_DIR).exists() or not os.listdir(
+        tmp_path / dnsmasq_args.HOSTS_DIR
+    )
 
 
 def test_static_allocations_round_trip(tmp_path: Path) -> None:
     old_umask = os.umask(0o077)  # a daemon's tight umask must not hide the files from dnsmasq
     try:
-        dnsmasq.write_static_allocation(
+        dnsmasq_hosts.write_static_allocation(
             tmp_path, "c1.eth0", "0A:92:A7:00:00:01", "10.250.1.5", "fd42::5", "c1"
         )
     finally:
         os.umask(old_umask)
-    dnsmasq.write_static_allocation(tmp_path, "c2.eth1", "0a:92:a7:00:00:02", None, None, "c2")
-    dnsmasq.write_static_allocation(tmp_path, "c3.eth0", "0a:92:a7:00:00:03", None, "fd42::0:7", None)
-    hosts = tmp_path / dnsmasq.HOSTS_DIR
+    dnsmasq_hosts.write_static_allocation(tmp_path, "c2.eth1", "0a:92:a7:00:00:02", None, None, "c2")
+    dnsmasq_hosts.write_static_allocation(tmp_path, "c3.eth0", "0a:92:a7:00:00:03", None, "fd42::0:7", None)
+    hosts = tmp_path / dnsmasq_args.HOSTS_DIR
     assert (hosts / "c1.eth0").read_text() == "0a:92:a7:00:00:01,10.250.1.5,[fd42::5],c1\n"
     assert oct(hosts.stat().st_mode & 0o777) == "0o755"
     assert oct((hosts / "c1.eth0").stat().st_mode & 0o777) == "0o644"
     (hosts / ".c9.eth0.tmp").write_text("junk")  # an in-flight write: ignored
     (hosts / "broken").write_text("not a dhcp-host line\n")  # skipped with a warning
-    assert dnsmasq.static_allocations(tmp_path) == [
+    assert dnsmasq_hosts.static_allocations(tmp_path) == [
         StaticAllocation("c1.eth0", "0a:92:a7:00:00:01", "10.250.1.5", "fd42::5", "c1"),
         StaticAllocation("c2.eth1", "0a:92:a7:00:00:02", None, None, "c2"),
         StaticAllocation("c3.eth0", "0a:92:a7:00:00:03", None, "fd42::7", None),
     ]
-    assert dnsmasq.static_allocations(tmp_path / "missing") == []
+    assert dnsmasq_hosts.static_allocations(tmp_path / "missing") == []
 
 
 def test_read_leases_parses_ipv4_and_ipv6_lines(tmp_path: Path) -> None:
-    (tmp_path / dnsmasq.LEASE_FILE).write_text(
+    (tmp_path / dnsmasq_args.LEASE_FILE).write_text(
         "1795834596 0a:92:a7:0d:b7:d9 10.250.1.178 * 01:0a:92:a7:0d:b7:d9\n"
         "0 0a:92:a7:0d:b7:da 10.250.1.5 c1 *\n"
         "duid 00:01:00:01:2e:c4:3e:5f:22:80:24:6a:9c:8a\n"
@@ -575,7 +593,7 @@ def test_read_leases_parses_ipv4_and_ipv6_lines(tmp_path: Path) -> None:
         "1795834700 9 fd42:250:1::98 * 00:04:aa:bb:cc:dd:ee:ff:00:11:22:33:44:55:66:77:88:99\n"
         "garbage line\n"
     )
-    assert dnsmasq.read_leases(tmp_path) == [
+    assert dnsmasq_hosts.read_leases(tmp_path) == [
         Lease(1795834596, "0a:92:a7:0d:b7:d9", "10.250.1.178", "", "01:0a:92:a7:0d:b7:d9"),
         Lease(0, "0a:92:a7:0d:b7:da", "10.250.1.5", "c1", ""),
         Lease(1795834700, "0a:92:a7:00:00:02", "fd42:250:1::1234", "c2", "00:03:00:01:0a:92:a7:00:00:02", 1),
@@ -591,4 +609,4 @@ def test_read_leases_parses_ipv4_and_ipv6_lines(tmp_path: Path) -> None:
             1795834700, "", "fd42:250:1::98", "", "00:04:aa:bb:cc:dd:ee:ff:00:11:22:33:44:55:66:77:88:99", 9
         ),
     ]
-    assert dnsmasq.read_leases(tmp_path / "missing") == []
+    assert dnsmasq_hosts.read_leases(tmp_path / "missing") == []

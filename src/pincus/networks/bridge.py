@@ -46,8 +46,17 @@ from pincus.db import networks as db_networks
 from pincus.db.networks import NetworkRecord
 from pincus.devices.names import MAC_PREFIX
 from pincus.errors import ConflictError, HostError, InvalidError, NotFoundError
-from pincus.host import dnsmasq, files, ipconf, links, nft_networks, sysfs
-from pincus.host.dnsmasq import DnsmasqConfig
+from pincus.host import (
+    dnsmasq_args,
+    dnsmasq_hosts,
+    dnsmasq_process,
+    files,
+    ipconf,
+    links,
+    nft_networks,
+    sysfs,
+)
+from pincus.host.dnsmasq_args import DnsmasqConfig
 from pincus.host.facade import Host
 from pincus.networks.base import NetworkDriver
 from pincus.reverter import Reverter
@@ -326,7 +335,7 @@ class BridgeNetwork(NetworkDriver):
         cfg = self.dnsmasq_config()
         if cfg is not None:
             try:
-                self.host(dnsmasq.render_args, cfg)  # what dnsmasq would refuse, refused now
+                self.host(dnsmasq_args.render_args, cfg)  # what dnsmasq would refuse, refused now
             except InvalidError as e:
                 raise InvalidError(f"Invalid config for {what}: {e}") from None
 
@@ -626,25 +635,28 @@ class BridgeNetwork(NetworkDriver):
         """Run dnsmasq as the config says; a running one whose argv matches is kept (a daemon
         restart adopts it). Returns the pid of a dnsmasq started here."""
         cfg = self.dnsmasq_config()
-        running = self.host(dnsmasq.find_running, self.dnsmasq_dir)
+        running = self.host(dnsmasq_process.find_running, self.dnsmasq_dir)
         if cfg is None:
             if running is not None:
-                self.host(dnsmasq.stop, self.dnsmasq_dir)
+                self.host(dnsmasq_process.stop, self.dnsmasq_dir)
             return None
         if running is not None:
-            if self.host(dnsmasq.running_config_digest, self.dnsmasq_dir) == self.host(
-                dnsmasq.config_digest, cfg
+            if self.host(dnsmasq_process.running_config_digest, self.dnsmasq_dir) == self.host(
+                dnsmasq_args.config_digest, cfg
             ):
                 return None
-            self.host(dnsmasq.stop, self.dnsmasq_dir)
+            self.host(dnsmasq_process.stop, self.dnsmasq_dir)
         self._ensure_dirs()
         pid = _start_dnsmasq(self.host, cfg, after_stop=running is not None)
-        undo.add(self.host, dnsmasq.stop, self.dnsmasq_dir)
+        undo.add(self.host, dnsmasq_process.stop, self.dnsmasq_dir)
         return pid
 
     def ensure_running(self) -> int | None:
         """Supervision: start dnsmasq if the config wants it and none runs; its pid if started."""
-        if self.dnsmasq_config() is None or self.host(dnsmasq.find_running, self.dnsmasq_dir) is not None:
+        if (
+            self.dnsmasq_config() is None
+            or self.host(dnsmasq_process.find_running, self.dnsmasq_dir) is not None
+        ):
             return None
         with Reverter() as undo:
             pid = self._ensure_dnsmasq(undo)
@@ -704,27 +716,27 @@ class BridgeNetwork(NetworkDriver):
 
     def _update_dnsmasq(self, old: BridgeNetwork, addresses_changed: bool, undo: Reverter) -> None:
         cfg, old_cfg = self.dnsmasq_config(), old.dnsmasq_config()
-        running = self.host(dnsmasq.find_running, self.dnsmasq_dir)
+        running = self.host(dnsmasq_process.find_running, self.dnsmasq_dir)
         if running is not None:
-            digest = self.host(dnsmasq.running_config_digest, self.dnsmasq_dir)
-            same = cfg is not None and digest == self.host(dnsmasq.config_digest, cfg)
+            digest = self.host(dnsmasq_process.running_config_digest, self.dnsmasq_dir)
+            same = cfg is not None and digest == self.host(dnsmasq_args.config_digest, cfg)
             # Its sockets are bound to the bridge's addresses: new addresses need a new dnsmasq.
             if same and not addresses_changed:
                 return
-            self.host(dnsmasq.stop, self.dnsmasq_dir)
+            self.host(dnsmasq_process.stop, self.dnsmasq_dir)
             if old_cfg is not None:
                 undo.add(_start_dnsmasq, self.host, old_cfg, True)
         if cfg is not None:
             self._ensure_dirs()
             _start_dnsmasq(self.host, cfg, after_stop=running is not None)
-            undo.add(self.host, dnsmasq.stop, self.dnsmasq_dir)
+            undo.add(self.host, dnsmasq_process.stop, self.dnsmasq_dir)
 
     # --- taking it down ----------------------------------------------------------------------
 
     def _teardown(self) -> None:
         """Every kernel object and process of the network; each step is a no-op when its object
         is already gone, so a failed removal can simply be tried again."""
-        self.host(dnsmasq.stop, self.dnsmasq_dir)
+        self.host(dnsmasq_process.stop, self.dnsmasq_dir)
         self._remove_rules()
         link = self.host(links.get_link, self.name)
         for route in self._routes():
@@ -777,15 +789,15 @@ class BridgeNetwork(NetworkDriver):
         """Give the NIC with `mac` its addresses (and DNS name) through dnsmasq."""
         self._ensure_dirs()
         replaced = self.host(
-            dnsmasq.write_static_allocation, self.dnsmasq_dir, nic_id, mac, ipv4, ipv6, hostname
+            dnsmasq_hosts.write_static_allocation, self.dnsmasq_dir, nic_id, mac, ipv4, ipv6, hostname
         )
-        if replaced and self.host(dnsmasq.find_running, self.dnsmasq_dir) is not None:
-            self.host(dnsmasq.reload, self.dnsmasq_dir)  # dnsmasq keeps a replaced entry until SIGHUP
+        if replaced and self.host(dnsmasq_process.find_running, self.dnsmasq_dir) is not None:
+            self.host(dnsmasq_process.reload, self.dnsmasq_dir)  # dnsmasq keeps a replaced entry until SIGHUP
 
     def remove_static_allocation(self, nic_id: str) -> None:
-        removed = self.host(dnsmasq.remove_static_allocation, self.dnsmasq_dir, nic_id)
-        if removed and self.host(dnsmasq.find_running, self.dnsmasq_dir) is not None:
-            self.host(dnsmasq.reload, self.dnsmasq_dir)  # dnsmasq keeps a removed entry until SIGHUP
+        removed = self.host(dnsmasq_hosts.remove_static_allocation, self.dnsmasq_dir, nic_id)
+        if removed and self.host(dnsmasq_process.find_running, self.dnsmasq_dir) is not None:
+            self.host(dnsmasq_process.reload, self.dnsmasq_dir)  # dnsmasq keeps a removed entry until SIGHUP
 
     def leases(self) -> list[dict[str, str]]:
         """dnsmasq's leases and the static allocations.
@@ -793,11 +805,11 @@ class BridgeNetwork(NetworkDriver):
         A lease of a MAC that has a static allocation is "static", any other "dynamic"; an
         allocated address no lease holds yet is listed too, as "static".
         """
-        statics = self.host(dnsmasq.static_allocations, self.dnsmasq_dir)
+        statics = self.host(dnsmasq_hosts.static_allocations, self.dnsmasq_dir)
         by_mac = {s.mac: s for s in statics}
         out: list[dict[str, str]] = []
         leased: set[tuple[str, str]] = set()
-        for lease in self.host(dnsmasq.read_leases, self.dnsmasq_dir):
+        for lease in self.host(dnsmasq_hosts.read_leases, self.dnsmasq_dir):
             static = by_mac.get(lease.mac) if lease.mac else None
             hostname = lease.hostname or (static.hostname or "" if static is not None else "")
             out.append(_lease(hostname, lease.mac, lease.address, "static" if static else "dynamic"))
@@ -810,16 +822,16 @@ class BridgeNetwork(NetworkDriver):
 
 
 def _start_dnsmasq(host: Host, cfg: DnsmasqConfig, after_stop: bool) -> int:
-    """dnsmasq.start; right after a stop, retried for a moment. dnsmasq.stop sees the old
+    """dnsmasq_process.start; right after a stop, retried for a moment. dnsmasq_process.stop sees the old
     process go when its command line vanishes, which the kernel does a little before it closes
     the process's sockets: a new dnsmasq can meet "Address already in use" in between."""
     for delay in _RESTART_RETRY_DELAYS if after_stop else ():
         try:
-            return host(dnsmasq.start, cfg)
+            return host(dnsmasq_process.start, cfg)
         except HostError as e:
             log.debug("dnsmasq on %s did not start yet, retrying: %s", cfg.bridge, e)
             time.sleep(delay)
-    return host(dnsmasq.start, cfg)
+    return host(dnsmasq_process.start, cfg)
 
 
 def _lease(hostname: str, mac: str, address: str, type_: str) -> dict[str, str]:

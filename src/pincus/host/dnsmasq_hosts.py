@@ -1,0 +1,226 @@
+"""A managed bridge's DHCP data on disk: the static allocations dnsmasq reads (one hosts file per
+NIC) and the leases it writes.
+
+How dnsmasq (2.90, verified by tests/host/test_dnsmasq.py) treats the hosts directory:
+
+- A *new* file in ``dnsmasq.hosts`` is read by dnsmasq on its own (inotify, within milliseconds).
+  Files are written as a dotfile and renamed into place; dnsmasq ignores dotfiles, so it never sees
+  a half-written entry.
+- A *removed* file stays in force until SIGHUP (``dnsmasq_process.reload``).
+- A *changed* file is read again, but the old entry also stays in force until SIGHUP, and a new
+  entry whose IPv4 address an old one still holds is rejected as a duplicate ("duplicate dhcp-host
+  IP address" in dnsmasq's log): a changed host name with the same address, or a move back to an
+  earlier address, does not take effect. So after replacing an existing entry with different
+  content the caller must reload; ``write_static_allocation`` says when (it returns True).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from pincus.errors import HostError, InvalidError
+from pincus.host import checks
+from pincus.host.dnsmasq_args import HOSTS_DIR, check_hostname, check_nic_id, parse_ipv4, parse_ipv6, paths
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StaticAllocation:
+    nic_id: str
+    mac: str
+    ipv4: str | None
+    ipv6: str | None
+    hostname: str | None
+
+
+@dataclass(frozen=True)
+class Lease:
+    expiry: int  # unix time; 0 = infinite
+    mac: str  # "" for an IPv6 lease whose client DUID does not carry a MAC
+    address: str
+    hostname: str  # "" when the client sent none
+    client_id: str  # DHCPv4 client id or DHCPv6 client DUID, colon hex; "" when absent
+    iaid: int | None = None  # IPv6 leases only
+
+
+def make_dir(path: Path) -> bool:
+    """Make path (and its parents) searchable by dnsmasq's user whatever the umask; True if new."""
+    try:
+        path.mkdir(parents=True)
+        created = True
+    except FileExistsError:
+        created = False
+    except OSError as e:
+        raise HostError(f"create directory {path}: {e.strerror}") from e
+    try:
+        if created or path.name == HOSTS_DIR:  # the caller's own directories keep their mode
+            os.chmod(path, 0o755)
+    except OSError as e:
+        raise HostError(f"set mode of {path}: {e.strerror}") from e
+    return created
+
+
+# --- static allocations ------------------------------------------------------------------
+
+
+def allocation_line(mac: str, ipv4: str | None, ipv6: str | None, hostname: str | None) -> str:
+    """One dnsmasq dhcp-host line: "mac[,ipv4][,[ipv6]][,hostname]" (dnsmasq(8) --dhcp-host)."""
+    fields = [checks.mac(mac)]
+    if ipv4 is not None:
+        fields.append(str(parse_ipv4(ipv4, "IPv4 address")))
+    if ipv6 is not None:
+        fields.append(f"[{parse_ipv6(ipv6, 'IPv6 address')}]")
+    if hostname is not None:
+        fields.append(check_hostname(hostname))
+    return ",".join(fields) + "\n"
+
+
+def _allocation_file(dir: Path, nic_id: str) -> Path:
+    return paths(dir)[2] / check_nic_id(nic_id)
+
+
+def write_static_allocation(
+    dir: Path, nic_id: str, mac: str, ipv4: str | None, ipv6: str | None, hostname: str | None
+) -> bool:
+    """Write the hosts file of one NIC atomically.
+
+    Returns True when it replaced an existing, different entry: dnsmasq then still holds the
+    old one, and the caller must reload(). A new file is picked up by dnsmasq on its own, and
+    rewriting identical content does nothing.
+    """
+    path = _allocation_file(dir, nic_id)
+    line = allocation_line(mac, ipv4, ipv6, hostname)
+    try:
+        old: str | None = path.read_text()
+    except FileNotFoundError:
+        old = None
+    except OSError as e:
+        raise HostError(f"read static allocation {path}: {e.strerror}") from e
+    if old == line:
+        return False
+    # Dotfiles are invisible to dnsmasq; the unique suffix lets writers of one NIC race safely.
+    tmp = path.with_name(f".{nic_id}.{secrets.token_hex(4)}.tmp")
+    make_dir(path.parent)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            os.fchmod(fd, 0o644)  # the daemon's umask must not hide the file from dnsmasq
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise HostError(f"write static allocation {path}: {e.strerror}") from e
+    return old is not None
+
+
+def remove_static_allocation(dir: Path, nic_id: str) -> bool:
+    """Remove the hosts file of one NIC; True if there was one (then the caller must reload())."""
+    path = _allocation_file(dir, nic_id)
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    except OSError as e:
+        raise HostError(f"remove static allocation {path}: {e.strerror}") from e
+    return True
+
+
+def _parse_allocation(nic_id: str, text: str) -> StaticAllocation:
+    lines = text.splitlines()
+    if len(lines) != 1:
+        raise ValueError("expected one line")
+    mac, *rest = lines[0].split(",")
+    ipv4 = ipv6 = hostname = None
+    for field in rest:
+        if field.startswith("[") and field.endswith("]"):
+            ipv6 = str(ipaddress.IPv6Address(field[1:-1]))
+        elif "." in field:
+            ipv4 = str(ipaddress.IPv4Address(field))
+        else:
+            hostname = check_hostname(field)
+    return StaticAllocation(nic_id, checks.mac(mac), ipv4, ipv6, hostname)
+
+
+def static_allocations(dir: Path) -> list[StaticAllocation]:
+    """Every NIC's entry in the hosts dir, sorted by nic_id; files that do not parse are
+    skipped with a warning (dnsmasq would reject them too)."""
+    hosts_dir = paths(dir)[2]
+    try:
+        names = sorted(os.listdir(hosts_dir))
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        raise HostError(f"list static allocations in {hosts_dir}: {e.strerror}") from e
+    out: list[StaticAllocation] = []
+    for name in names:
+        if name.startswith("."):
+            continue  # in-flight temporary files
+        try:
+            out.append(_parse_allocation(name, (hosts_dir / name).read_text()))
+        except FileNotFoundError:
+            continue  # removed meanwhile
+        except (OSError, ValueError, UnicodeDecodeError, InvalidError) as e:
+            log.warning("skipping unreadable static allocation %s: %s", hosts_dir / name, e)
+    return out
+
+
+# --- leases -----------------------------------------------------------------------------------
+
+
+def _mac_from_duid(duid: str) -> str:
+    """The MAC inside a DUID-LLT (type 1) or DUID-LL (type 3) of an Ethernet client, else ""."""
+    parts = duid.split(":")
+    if len(parts) == 14 and parts[:4] == ["00", "01", "00", "01"]:
+        return ":".join(parts[8:])
+    if len(parts) == 10 and parts[:4] == ["00", "03", "00", "01"]:
+        return ":".join(parts[4:])
+    return ""
+
+
+def _parse_lease(line: str) -> Lease | None:
+    fields = line.split()
+    if len(fields) != 5 or not fields[0].isdigit():
+        return None
+    expiry, second, address, hostname, client = fields
+    hostname = "" if hostname == "*" else hostname
+    client = "" if client == "*" else client.lower()
+    try:
+        addr = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    if addr.version == 4:
+        return Lease(int(expiry), second.lower(), str(addr), hostname, client)
+    # IPv6 lines carry the IAID (prefixed "T" for a temporary address) where IPv4 has the MAC.
+    iaid = second.removeprefix("T")
+    if not iaid.isdigit():
+        return None
+    return Lease(int(expiry), _mac_from_duid(client), str(addr), hostname, client, int(iaid))
+
+
+def read_leases(dir: Path) -> list[Lease]:
+    """dnsmasq's leases for dir, IPv4 and IPv6 (the "duid" line is the server's own DUID)."""
+    path = paths(dir)[1]
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        raise HostError(f"read dnsmasq leases {path}: {e.strerror}") from e
+    leases = []
+    for line in text.splitlines():
+        if line.startswith("duid "):
+            continue
+        lease = _parse_lease(line)
+        if lease is not None:
+            leases.append(lease)
+    return leases
