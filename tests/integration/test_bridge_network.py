@@ -26,7 +26,8 @@ import yaml
 
 from pincus.db.store import Store
 from pincus.events import EventHub
-from pincus.networks.bridge import BridgeNetwork, load_bridge_network, pick_subnet
+from pincus.networks.bridge import BridgeNetwork, load_bridge_network
+from pincus.networks.subnets import pick_subnet
 from pincus.state import State
 from tests.integration.helpers import wait_for
 from tests.pincus_testlib import Daemon, NetNS

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import logging
-import os
 import random
 import time
 from collections.abc import Sequence
@@ -58,26 +57,19 @@ from pincus.host import (
 )
 from pincus.host.dnsmasq_args import DnsmasqConfig
 from pincus.host.facade import Host
+from pincus.networks import subnets
 from pincus.networks.base import NetworkDriver
+from pincus.networks.forwarding import HostForwarding
 from pincus.reverter import Reverter
 from pincus.state import State
 
 log = logging.getLogger(__name__)
 
-IPV4_POOL_ENV = "PINCUS_AUTO_IPV4_POOL"
-IPV6_POOL_ENV = "PINCUS_AUTO_IPV6_POOL"
-DEFAULT_IPV4_POOL = "10.0.0.0/8"
-DEFAULT_IPV6_POOL = "fd42::/16"
-AUTO_PREFIX = {4: 24, 6: 64}
 DEFAULT_MTU = 1500
 DEFAULT_DNS_MODE = "managed"
 DEFAULT_DNS_DOMAIN = "incus"
 DEFAULT_EXPIRY = "1h"
 
-# Pools of up to this many subnets are searched exhaustively (in random order); bigger ones
-# by random draws, which in a sparsely used pool find a free subnet at the first try.
-_SCAN_MAX = 4096
-_RANDOM_TRIES = 1000
 _RESTART_RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4)
 _EXTERNAL_STATE = "external.json"  # interface -> was it up before we enslaved it
 
@@ -119,48 +111,11 @@ def _list(value: str | None) -> list[str]:
         return []
 
 
-def _pool(env: str, default: str, version: int) -> Network:
-    text = os.environ.get(env) or default
-    try:
-        pool = ipaddress.ip_network(text)
-    except ValueError as e:
-        raise InvalidError(f'Invalid {env} "{text}": {e}') from None
-    if pool.version != version or pool.prefixlen > AUTO_PREFIX[version]:
-        raise InvalidError(
-            f'Invalid {env} "{text}": expected an IPv{version} network of /{AUTO_PREFIX[version]} or larger'
-        )
-    return pool
-
-
 def _ipv6_enabled(host: Host) -> bool:
     try:
         return host(ipconf.get_sysctl, "net/ipv6/conf/default/disable_ipv6") == "0"
     except HostError:
         return False  # no IPv6 in this kernel or namespace
-
-
-def pick_subnet(pool: Network, prefix: int, used: Sequence[Network], rng: random.Random) -> Network | None:
-    """A random /prefix inside pool that overlaps none of used, or None if there is none."""
-    bits = pool.max_prefixlen
-    count = 1 << (prefix - pool.prefixlen)
-    base, step = int(pool.network_address), 1 << (bits - prefix)
-    same = [u for u in used if u.version == pool.version and u.prefixlen > 0]
-
-    def make(i: int) -> Network:
-        return ipaddress.ip_network((base + i * step, prefix))
-
-    def free(n: Network) -> bool:
-        return not any(n.overlaps(u) for u in same)
-
-    if count <= _SCAN_MAX:
-        order = list(range(count))
-        rng.shuffle(order)
-        return next((n for n in map(make, order) if free(n)), None)
-    for _ in range(_RANDOM_TRIES):
-        n = make(rng.randrange(count))
-        if free(n):
-            return n
-    return None
 
 
 class BridgeNetwork(NetworkDriver):
@@ -293,17 +248,7 @@ class BridgeNetwork(NetworkDriver):
         used = self._used_subnets(others)
         rng = random.Random()
         for version in wanted:
-            env, default = (
-                (IPV4_POOL_ENV, DEFAULT_IPV4_POOL) if version == 4 else (IPV6_POOL_ENV, DEFAULT_IPV6_POOL)
-            )
-            pool = _pool(env, default, version)
-            subnet = pick_subnet(pool, AUTO_PREFIX[version], used, rng)
-            if subnet is None:
-                raise ConflictError(
-                    f'No free /{AUTO_PREFIX[version]} subnet left in {pool} ({env}) for network "{self.name}"'
-                )
-            used.append(subnet)
-            self.config[f"ipv{version}.address"] = f"{subnet.network_address + 1}/{subnet.prefixlen}"
+            self.config[f"ipv{version}.address"] = subnets.auto_address(version, used, rng, self.name)
 
     def _used_subnets(self, others: list[NetworkRecord]) -> list[Network]:
         used: list[Network] = [ipaddress.ip_interface(a).network for a in self.host(links.all_addresses)]
@@ -483,7 +428,9 @@ class BridgeNetwork(NetworkDriver):
                     self._add_address(address, undo)
             if not adopting:
                 undo.add(self._release_shared)
-            self._enable_forwarding()
+            self._forwarding.enable(
+                self.name, self.ipv4_interface() is not None, self.ipv6_interface() is not None
+            )
             for iface in self._external():
                 self._attach(iface, undo)
             self.host(links.set_up, self.name)
@@ -515,62 +462,8 @@ class BridgeNetwork(NetworkDriver):
         self.host(ipconf.set_sysctl, f"net/ipv6/conf/{self.name}/accept_ra", "0")
 
     @property
-    def _saved_sysctls_file(self) -> Path:
-        """Shared by every bridge network of this daemon: what forwarding looked like before us."""
-        return self.state.networks_dir / "host-sysctls.json"
-
-    def _set_host_sysctl(self, key: str, value: str) -> None:
-        """Change a namespace-wide sysctl, remembering its first value so the last network gives it back."""
-        saved = self.host(files.read_json, self._saved_sysctls_file) or {}
-        if key not in saved:
-            saved[key] = self.host(ipconf.get_sysctl, key)
-            self.host(files.write_json, self._saved_sysctls_file, saved)
-        self.host(ipconf.set_sysctl, key, value)
-
-    def _restore_host_sysctls(self) -> None:
-        """Give back every saved sysctl. One that cannot be set stays on record (and the call
-        fails) so that trying again gives it back; one whose interface is gone is dropped."""
-        saved = self.host(files.read_json, self._saved_sysctls_file) or {}
-        left: dict[str, str] = {}
-        for key, value in saved.items():
-            try:
-                self.host(ipconf.set_sysctl, key, value)
-            except (InvalidError, HostError) as e:
-                if self._sysctl_exists(key):
-                    left[key] = value
-                    log.warning("Could not restore sysctl %s to %s: %s", key, value, e)
-        if left:
-            self.host(files.write_json, self._saved_sysctls_file, left)
-            raise HostError(f"Could not give back the host's sysctls {', '.join(sorted(left))}; try again")
-        self.host(files.remove, self._saved_sysctls_file)
-
-    def _sysctl_exists(self, key: str) -> bool:
-        try:
-            self.host(ipconf.get_sysctl, key)
-        except (InvalidError, HostError):
-            return False
-        return True
-
-    def _enable_forwarding(self) -> None:
-        """As Incus: a network with addresses routes (and NATs) for its instances, so the
-        namespace must forward. Given back when the daemon's last bridge network goes."""
-        if self.ipv4_interface() is not None and self.host(ipconf.get_sysctl, "net/ipv4/ip_forward") != "1":
-            self._set_host_sysctl("net/ipv4/ip_forward", "1")
-        if (
-            self.ipv6_interface() is None
-            or self.host(ipconf.get_sysctl, "net/ipv6/conf/all/forwarding") == "1"
-        ):
-            return
-        # With forwarding on, the kernel ignores router advertisements on interfaces with
-        # accept_ra=1; the host's own uplinks that take their addresses from RAs get 2.
-        for iface in self.host(sysfs.list_interfaces):
-            key = f"net/ipv6/conf/{iface}/accept_ra"
-            try:
-                if iface != self.name and self.host(ipconf.get_sysctl, key) == "1":
-                    self._set_host_sysctl(key, "2")
-            except (InvalidError, HostError):
-                continue  # a name no sysctl can have, or an interface without IPv6
-        self._set_host_sysctl("net/ipv6/conf/all/forwarding", "1")
+    def _forwarding(self) -> HostForwarding:
+        return HostForwarding(self.host, self.state.networks_dir)
 
     def _set_link(self, mtu: int, mac: str, undo: Reverter) -> None:
         """Bring MTU and MAC to the config; register the way back to (mtu, mac)."""
@@ -684,7 +577,9 @@ class BridgeNetwork(NetworkDriver):
                 self._set_sysctls()
             for address in new_addresses - old_addresses:
                 self._add_address(address, undo)
-            self._enable_forwarding()
+            self._forwarding.enable(
+                self.name, self.ipv4_interface() is not None, self.ipv6_interface() is not None
+            )
             self._update_external(old, undo)
             self._update_routes(old, undo)
             if self._rules() != old._rules():
@@ -760,7 +655,7 @@ class BridgeNetwork(NetworkDriver):
         ]
         if not others:
             self.host(nft_networks.delete_inet_table, self.state.tag)
-            self._restore_host_sysctls()
+            self._forwarding.give_back()
 
     def remove(self) -> None:
         self._teardown()
