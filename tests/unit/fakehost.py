@@ -1,15 +1,30 @@
-"""A fake host layer for unit tests of device drivers: records every call instead of touching the kernel."""
+"""A fake host for unit tests of device drivers: a hook on the State's host facade that answers
+the host calls it knows (recording the ones that change something) and fails the test on any
+other, so a new host call in a driver never reaches the real kernel from a unit test."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pincus.host import bridgeport, links, nft_ports, sysfs, tc
+from pincus.host.links import LinkInfo
+from pincus.state import State
+
+# Host calls that change something: recorded, answered with None.
+CHANGES = frozenset({
+    "links.create_veth_into_netns", "links.create_tap", "links.delete_link", "links.set_ipv6_disabled",
+    "links.set_master", "links.set_up", "links.set_down", "links.set_txqlen", "links.add_route",
+    "links.delete_route", "links.move_link_to_netns", "links.set_mtu", "links.set_mac", "links.rename_link",
+    "links.create_vlan",
+    "tc.apply_limits", "tc.clear_limits",
+    "nft_ports.set_nic_filter", "nft_ports.remove_nic_filter",
+    "bridgeport.set_port_isolated", "bridgeport.set_port_vlans",
+})  # fmt: skip
 
 
 @dataclass
@@ -17,16 +32,36 @@ class FakeHost:
     calls: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
     bridges: dict[str, bool] = field(default_factory=dict)  # bridge name -> vlan_filtering
     nics: set[str] = field(default_factory=set)
+    links: dict[str, LinkInfo] = field(default_factory=dict)  # what links.get_link finds
     fail: dict[str, Exception] = field(default_factory=dict)  # call name -> exception to raise once
+    unknown: list[str] = field(default_factory=list)  # host calls nobody taught this fake
 
-    def recorder(self, name: str, result: Any = None) -> Callable[..., Any]:
-        def record(*args: Any, **kwargs: Any) -> Any:
+    def _queries(self) -> dict[str, Callable[..., Any]]:
+        """Host calls that only look: answered from the fake's state, not recorded."""
+        return {
+            "links.get_link": lambda name, netns=None: self.links.get(name),
+            "links.global_addresses": lambda name, netns=None: [],
+            "sysfs.interface_exists": lambda n: n in self.bridges or n in self.nics,
+            "sysfs.is_bridge": lambda n: n in self.bridges,
+            "sysfs.bridge_vlan_filtering": lambda n: self.bridges.get(n, False),
+            "sysfs.interface_mtu": lambda n: 1500,
+            "sysfs.bridge_master": lambda n: None,
+            "sysfs.is_bond_member": lambda n: False,
+        }
+
+    def __call__(self, name: str, call: Callable[[], Any]) -> Any:
+        assert isinstance(call, functools.partial), "FakeHost must be the innermost host hook"
+        args, kwargs = call.args, call.keywords
+        if name in CHANGES:
             self.calls.append((name, args + tuple(kwargs.values())))
             if name in self.fail:
                 raise self.fail.pop(name)
-            return result
-
-        return record
+            return None
+        query = self._queries().get(name)
+        if query is not None:
+            return query(*args, **kwargs)
+        self.unknown.append(name)
+        pytest.fail(f"unit test reached the real host: {name}{args} (teach tests/unit/fakehost.py)")
 
     def names(self) -> list[str]:
         return [c[0] for c in self.calls]
@@ -36,24 +71,13 @@ class FakeHost:
 
 
 @pytest.fixture
-def fakehost(monkeypatch: pytest.MonkeyPatch) -> FakeHost:
+def fakehost(state: State) -> Iterator[FakeHost]:
+    """Every host call of STATE's drivers answered by a FakeHost (the test module gives `state`)."""
     host = FakeHost()
-    for mod, names in {
-        links: ["create_veth_into_netns", "create_tap", "delete_link", "set_ipv6_disabled", "set_master",
-                "set_up", "set_down", "set_txqlen", "add_route", "delete_route", "move_link_to_netns",
-                "set_mtu", "set_mac", "rename_link", "create_vlan"],
-        tc: ["apply_limits", "clear_limits"],
-        nft_ports: ["set_nic_filter", "remove_nic_filter"],
-        bridgeport: ["set_port_isolated", "set_port_vlans"],
-    }.items():  # fmt: skip
-        for name in names:
-            monkeypatch.setattr(mod, name, host.recorder(f"{mod.__name__.rsplit('.', 1)[1]}.{name}"))
-    monkeypatch.setattr(links, "get_link", lambda name, netns=None: None)
-    monkeypatch.setattr(sysfs, "interface_exists", lambda n: n in host.bridges or n in host.nics)
-    monkeypatch.setattr(sysfs, "is_bridge", lambda n: n in host.bridges)
-    monkeypatch.setattr(sysfs, "bridge_vlan_filtering", lambda n: host.bridges.get(n, False))
-    monkeypatch.setattr(sysfs, "interface_mtu", lambda n: 1500)
-    return host
+    with state.host.hooked(host):
+        yield host
+    # A driver that swallowed the failure still fails the test.
+    assert not host.unknown, f"unit test reached the real host: {host.unknown}"
 
 
 class FakeInstance:

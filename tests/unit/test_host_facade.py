@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from pincus.errors import HostError
-from pincus.host import facade, sysfs
+from pincus.host import facade, links, sysfs
 from pincus.host.facade import Host
+from tests.unit.fakehost import FakeHost
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "pincus"
 # Layers above host/ that must go through the door. server/daemon.py's bootstrap (state dir,
@@ -146,3 +147,20 @@ def test_a_hook_fails_the_nth_call_and_the_call_never_runs() -> None:
 
 def test_call_name_is_module_and_function() -> None:
     assert facade.call_name(sysfs.interface_exists) == "sysfs.interface_exists"
+
+
+def test_the_unit_tests_fake_host_fails_a_host_call_it_does_not_know() -> None:
+    ran: list[str] = []
+
+    def create_bridge(name: str) -> None:  # stands in for a host function nobody taught the fake
+        ran.append(name)
+
+    create_bridge.__module__, create_bridge.__qualname__ = "pincus.host.links", "create_bridge"
+    host, fake = Host(), FakeHost()
+    with host.hooked(fake), pytest.raises(pytest.fail.Exception, match=r"links\.create_bridge"):
+        host(create_bridge, "hsbr0")
+    assert (ran, fake.unknown, fake.calls) == ([], ["links.create_bridge"], [])
+    with host.hooked(fake):
+        assert host(links.get_link, "hs0") is None  # a query it knows: answered, not run
+        host(links.set_up, "hs0")  # a change it knows: recorded, not run
+    assert fake.calls == [("links.set_up", ("hs0",))]

@@ -29,11 +29,8 @@ def _no_host_use(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(links, "global_addresses", lambda n, netns=None: [])
 
 
-def test_vlan_sub_interface_is_created_moved_in_and_deleted_on_stop(
-    state: State, fakehost: FakeHost, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_vlan_sub_interface_is_created_moved_in_and_deleted_on_stop(state: State, fakehost: FakeHost) -> None:
     fakehost.nics.add("eth7")
-    _no_host_use(monkeypatch)
     info = links.LinkInfo(
         index=42, name="eth7.10", kind="vlan", mac="02:00:00:00:00:07", mtu=1500, up=False,
         operstate="down", carrier=False, master=None, txqlen=1000,
@@ -42,8 +39,8 @@ def test_vlan_sub_interface_is_created_moved_in_and_deleted_on_stop(
         index=7, name="eth7", kind=None, mac="02:00:00:00:00:70", mtu=1500, up=False,
         operstate="down", carrier=False, master=None, txqlen=1000,
     )  # fmt: skip
-    known = {"eth7.10": info, "eth7": parent}
-    monkeypatch.setattr(links, "get_link", lambda name, netns=None: known.get(name))
+    known = fakehost.links
+    known.update({"eth7.10": info, "eth7": parent})
     inst = FakeInstance()
     config = {"type": "nic", "nictype": "physical", "parent": "eth7", "vlan": "10", "gvrp": "true"}
     config["name"] = "eth0"
@@ -67,12 +64,9 @@ def test_vlan_sub_interface_is_created_moved_in_and_deleted_on_stop(
     assert not [k for k in inst.vol if "last_state" in k]
 
 
-def test_vlan_without_8021q_names_the_feature(
-    state: State, fakehost: FakeHost, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_vlan_without_8021q_names_the_feature(state: State, fakehost: FakeHost) -> None:
     state.features["vlan_8021q"] = False
     fakehost.nics.add("eth7")
-    _no_host_use(monkeypatch)
     config = {"type": "nic", "nictype": "physical", "parent": "eth7", "vlan": "10", "name": "eth0"}
     dev = PhysicalNic(state, FakeInstance(), "eth0", config)
     with pytest.raises(UnsupportedError, match=r"802\.1Q VLAN interfaces are not supported by this kernel"):

@@ -20,7 +20,11 @@ T = TypeVar("T")
 
 
 class Hook(Protocol):
-    """Wraps one host call: run CALL (or not), return what it returns (or raise)."""
+    """Wraps one host call: run CALL (or not), return what it returns (or raise).
+
+    The innermost hook's CALL is a functools.partial of the host function, so a hook that answers
+    calls itself (a unit test's fake host) finds the arguments in its .args and .keywords.
+    """
 
     def __call__(self, name: str, call: Callable[[], Any]) -> Any: ...
 
