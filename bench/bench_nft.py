@@ -68,8 +68,8 @@ def _inside(nics: int, backend: str) -> dict[str, object]:
     ]
     nft_ports._known.clear()  # as a new process: the first call reads the table back
     cold = _timed(partial(nft_ports.set_nic_filter, tag, nic(0, 1)))
-    nft_runner.list_owned_tables()  # the first call imports pyroute2
-    list_tables = _timed(nft_runner.list_owned_tables)
+    nft_runner.list_tables()  # the first call imports pyroute2
+    list_tables = _timed(nft_runner.list_tables)
     list_tables_nft = _timed(nft_runner._list_tables_nft)
     removes = [_timed(partial(nft_ports.remove_nic_filter, tag, f"bn{i:05d}")) for i in range(nics)]
     missing = [_timed(partial(nft_ports.remove_nic_filter, tag, f"bn{i:05d}")) for i in range(10)]

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pincus.host.qmp import QMP, QMP_TIMEOUT
+
 BIN = Path(sys.executable).parent
 # The test guest runs under TCG, several times slower than the host when the host is busy.
 DAEMON_START_TIMEOUT = 60.0 if os.environ.get("PINCUS_IN_TEST_GUEST") == "1" else 20.0
@@ -213,3 +215,15 @@ def kill_leftovers(path: Path) -> None:
 
 def cleanup_dir(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+def qemu_nic_macs(qmp_path: Path, timeout: float = QMP_TIMEOUT) -> dict[str, str]:
+    """QEMU device id -> MAC of every virtio-net device, as QEMU itself reports it."""
+    macs: dict[str, str] = {}
+    with QMP(qmp_path, timeout) as qmp:
+        for child in qmp.execute("qom-list", path="/machine/peripheral"):
+            if child.get("type") != "child<virtio-net-pci>":
+                continue
+            name = child["name"]
+            macs[name] = qmp.execute("qom-get", path=f"/machine/peripheral/{name}", property="mac")
+    return macs

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -55,8 +56,39 @@ def state_of(tmp_path: Path, proc: ContainerProcess) -> Path:
     raise AssertionError("no state dir for container")
 
 
+def exec_capture(
+    proc: ContainerProcess, argv: list[str], timeout: float = 30.0
+) -> subprocess.CompletedProcess[str]:
+    """Run argv in the container with no stdin; capture stdout and stderr as text (as pincus exec
+    does, without a client)."""
+    with ct._namespace_fds(proc) as fds:
+        try:
+            # Own process group: a timeout kills the command inside too, not just nsenter.
+            child = subprocess.Popen(
+                ct._nsenter_argv(fds, argv, None),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=dict(ct.DEFAULT_ENV),
+                process_group=0,
+            )
+        except OSError as e:
+            raise HostError(f"exec {argv[0]} in container pid {proc.pid}: {e.strerror}") from e
+        try:
+            out, err = child.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired as e:
+            with suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)
+            child.communicate()
+            raise HostError(
+                f"exec {argv[0]} in container pid {proc.pid}: timed out after {timeout:g}s"
+            ) from e
+    return subprocess.CompletedProcess(argv, ct._exit_status(child.returncode), out, err)
+
+
 def run(proc: ContainerProcess, *argv: str) -> str:
-    r = ct.exec_capture(proc, list(argv), timeout=10)
+    r = exec_capture(proc, list(argv), timeout=10)
     assert r.returncode == 0, f"{argv}: {r.returncode} {r.stderr}"
     return r.stdout
 
@@ -151,8 +183,8 @@ def test_exec_passes_stdio_through_and_returns_exit_status(spawn: Spawn, tmp_pat
 
 def test_exec_reports_death_by_signal_like_a_shell(spawn: Spawn) -> None:
     proc = spawn()
-    assert ct.exec_capture(proc, ["sh", "-c", "kill -9 $$"]).returncode == 128 + 9
-    assert ct.exec_capture(proc, ["sh", "-c", "kill -TERM $$"]).returncode == 128 + 15
+    assert exec_capture(proc, ["sh", "-c", "kill -9 $$"]).returncode == 128 + 9
+    assert exec_capture(proc, ["sh", "-c", "kill -TERM $$"]).returncode == 128 + 15
 
 
 def test_exec_environment_and_working_directory(spawn: Spawn) -> None:
@@ -182,14 +214,14 @@ def test_exec_environment_and_working_directory(spawn: Spawn) -> None:
 
 def test_exec_of_a_missing_program_fails_like_a_shell(spawn: Spawn) -> None:
     proc = spawn()
-    assert ct.exec_capture(proc, ["tq-no-such-program"]).returncode == 127
+    assert exec_capture(proc, ["tq-no-such-program"]).returncode == 127
 
 
 def test_exec_capture_timeout_kills_the_command_inside(spawn: Spawn) -> None:
     proc = spawn()
     pid_ns = ns_inode(proc.pid, "pid")
     with pytest.raises(HostError, match="timed out"):
-        ct.exec_capture(proc, ["sh", "-c", "sleep 30; true"], timeout=0.3)
+        exec_capture(proc, ["sh", "-c", "sleep 30; true"], timeout=0.3)
     deadline = time.monotonic() + 5
     while processes_in_pid_ns(pid_ns) != [proc.pid] and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -380,7 +412,8 @@ SUCCESSOR = textwrap.dedent(
     proc = ct.ContainerProcess(*json.loads(creator.stdout))
     report = {"alive": ct.is_alive(proc),
               "parent": int(open(f"/proc/{proc.pid}/stat").read().rsplit(")", 1)[1].split()[1]),
-              "hostname": ct.exec_capture(proc, ["hostname"]).stdout.strip()}
+              "hostname": subprocess.run(["nsenter", f"--uts=/proc/{proc.pid}/ns/uts", "hostname"],
+                                         capture_output=True, text=True).stdout.strip()}
     ct.stop_container(proc, timeout=5, force=False, state_dir=state)
     report["after_stop"] = ct.is_alive(proc)
     report["pid_exists"] = os.path.exists(f"/proc/{proc.pid}")

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from pincus.host import qemu
+from tests.pincus_testlib import qemu_nic_macs
 
 REPO = Path(__file__).resolve().parents[2]
 BOOT_TIMEOUT = 120.0
@@ -202,14 +203,14 @@ def test_live_guest_takes_a_hot_plugged_nic_acks_its_unplug_and_powers_off_grace
         qemu.add_tap_nic(proc.qmp_path, second)
         hotplug = time.monotonic() - started
         wait_for(console, ["MAC", "eth1", second.mac], proc, 30)
-        assert qemu.nic_macs(proc.qmp_path)[qemu.device_id("n1")] == second.mac
+        assert qemu_nic_macs(proc.qmp_path)[qemu.device_id("n1")] == second.mac
         lease = wait_for(console, ["LEASE", "eth1"], proc, 30)
         assert guest_net.pool[0] <= ipaddress.IPv4Address(lease[2]) <= guest_net.pool[1]
 
         started = time.monotonic()
         assert qemu.remove_nic(proc.qmp_path, "n1", timeout=20) is True  # the guest acked
         unplug = time.monotonic() - started
-        assert qemu.device_id("n1") not in qemu.nic_macs(proc.qmp_path)
+        assert qemu.device_id("n1") not in qemu_nic_macs(proc.qmp_path)
         wait_for(console, ["GONE", "eth1"], proc, 10)
 
         started = time.monotonic()

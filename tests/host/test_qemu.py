@@ -20,6 +20,7 @@ import pytest
 from pincus.errors import HostError
 from pincus.host import qemu
 from pincus.host.qmp import QMP
+from tests.pincus_testlib import qemu_nic_macs
 
 
 def ip(*args: str) -> str:
@@ -127,14 +128,14 @@ def test_qmp_error_is_a_host_error(paused_vm: qemu.QemuProcess) -> None:
 
 
 def test_nic_macs_reports_the_mac_given_to_qemu(paused_vm: qemu.QemuProcess) -> None:
-    assert qemu.nic_macs(paused_vm.qmp_path) == {qemu.device_id("n0"): MAC0}
+    assert qemu_nic_macs(paused_vm.qmp_path) == {qemu.device_id("n0"): MAC0}
 
 
 def test_hot_plugged_nic_appears_with_its_mac_and_takes_the_tap(
     paused_vm: qemu.QemuProcess, net: Net
 ) -> None:
     qemu.add_tap_nic(paused_vm.qmp_path, qemu.TapNic("n1", net.taps[1], MAC1, bootindex=2))
-    assert qemu.nic_macs(paused_vm.qmp_path) == {
+    assert qemu_nic_macs(paused_vm.qmp_path) == {
         qemu.device_id("n0"): MAC0,
         qemu.device_id("n1"): MAC1,
     }
@@ -154,7 +155,7 @@ def test_failed_device_add_rolls_back_the_netdev(paused_vm: qemu.QemuProcess, ne
     assert not has_carrier(net.taps[1])
     # The netdev id is free again: the same NIC with a valid MAC goes in.
     qemu.add_tap_nic(paused_vm.qmp_path, qemu.TapNic("n1", net.taps[1], MAC1))
-    assert qemu.nic_macs(paused_vm.qmp_path)[qemu.device_id("n1")] == MAC1
+    assert qemu_nic_macs(paused_vm.qmp_path)[qemu.device_id("n1")] == MAC1
 
 
 def test_forced_stop_leaves_no_process_and_frees_the_tap(

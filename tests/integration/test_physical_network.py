@@ -9,7 +9,7 @@ import pytest
 
 from pincus.host import qemu
 from tests.integration.helpers import config, in_container, ping, wait_for
-from tests.pincus_testlib import Daemon
+from tests.pincus_testlib import Daemon, qemu_nic_macs
 
 
 def _link(daemon: Daemon, name: str) -> dict[str, object]:
@@ -75,7 +75,7 @@ def test_vm_on_bridge_parent_physical_network(daemon: Daemon, prefix: str) -> No
     cfg = config(daemon, "v1")
     tap, mac = cfg["volatile.eth0.host_name"], cfg["volatile.eth0.hwaddr"]
     assert _link(daemon, tap)["master"] == lan
-    assert qemu.nic_macs(daemon.dir / "instances" / "v1" / "qmp.sock") == {qemu.device_id("eth0"): mac}
+    assert qemu_nic_macs(daemon.dir / "instances" / "v1" / "qmp.sock") == {qemu.device_id("eth0"): mac}
     daemon.cli("stop", "v1", "-f")
     assert daemon.ns.link(tap) is None
 

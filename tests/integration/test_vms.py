@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pincus.host import qemu
 from tests.integration.helpers import config, wait_for
-from tests.pincus_testlib import Daemon
+from tests.pincus_testlib import Daemon, qemu_nic_macs
 
 
 def _qmp(daemon: Daemon, name: str) -> Path:
@@ -26,13 +26,13 @@ def test_vm_tap_on_bridge_with_volatile_mac(daemon: Daemon, prefix: str) -> None
     link = daemon.ns.link(tap)
     assert link is not None and link["master"] == br
     assert "UP" in link["flags"] and "NO-CARRIER" not in link["flags"]
-    assert qemu.nic_macs(_qmp(daemon, "v1")) == {qemu.device_id("eth0"): mac}
+    assert qemu_nic_macs(_qmp(daemon, "v1")) == {qemu.device_id("eth0"): mac}
 
     # Hot-plug a second NIC through QMP, then take it away again.
     daemon.cli("config", "device", "add", "v1", "eth1", "nic", "nictype=bridged", f"parent={br}")
     cfg = config(daemon, "v1")
     tap1, mac1 = cfg["volatile.eth1.host_name"], cfg["volatile.eth1.hwaddr"]
-    assert qemu.nic_macs(_qmp(daemon, "v1"))[qemu.device_id("eth1")] == mac1
+    assert qemu_nic_macs(_qmp(daemon, "v1"))[qemu.device_id("eth1")] == mac1
     wait_for(
         lambda: "NO-CARRIER" not in (daemon.ns.link(tap1) or {"flags": ["NO-CARRIER"]})["flags"], 5, "carrier"
     )
@@ -46,7 +46,7 @@ def test_vm_tap_on_bridge_with_volatile_mac(daemon: Daemon, prefix: str) -> None
     assert daemon.ns.link(tap) is None
     # The MAC survives a restart.
     daemon.cli("start", "v1")
-    assert qemu.nic_macs(_qmp(daemon, "v1")) == {qemu.device_id("eth0"): mac}
+    assert qemu_nic_macs(_qmp(daemon, "v1")) == {qemu.device_id("eth0"): mac}
     daemon.cli("stop", "v1", "-f")
 
 

@@ -327,33 +327,3 @@ def signal_exec(pid: int, sig: int) -> None:
     for child in children:
         with suppress(ProcessLookupError):
             os.kill(int(child), sig)
-
-
-def exec_capture(
-    proc: ContainerProcess, argv: list[str], timeout: float = 30.0
-) -> subprocess.CompletedProcess[str]:
-    """Run argv in the container with no stdin; capture stdout and stderr as text."""
-    with _namespace_fds(proc) as fds:
-        try:
-            # Own process group: a timeout kills the command inside too, not just nsenter.
-            child = subprocess.Popen(
-                _nsenter_argv(fds, argv, None),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                env=dict(DEFAULT_ENV),
-                process_group=0,
-            )
-        except OSError as e:
-            raise HostError(f"exec {argv[0]} in container pid {proc.pid}: {e.strerror}") from e
-        try:
-            out, err = child.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired as e:
-            with suppress(ProcessLookupError):
-                os.killpg(child.pid, signal.SIGKILL)
-            child.communicate()
-            raise HostError(
-                f"exec {argv[0]} in container pid {proc.pid}: timed out after {timeout:g}s"
-            ) from e
-    return subprocess.CompletedProcess(argv, _exit_status(child.returncode), out, err)

@@ -327,8 +327,3 @@ def _list_tables_nft() -> list[tuple[str, str]]:
         if isinstance(t, dict) and isinstance(t.get("family"), str) and isinstance(t.get("name"), str):
             tables.append((t["family"], t["name"]))
     return tables
-
-
-def list_owned_tables() -> list[tuple[str, str]]:
-    """(family, name) of every pincus_* table in this network namespace, of any daemon."""
-    return [(fam, name) for fam, name in list_tables() if name.startswith(TABLE_PREFIX)]

@@ -329,18 +329,6 @@ def remove_nic(qmp_path: Path, nic_id: str, timeout: float = 10.0) -> bool:
         return released
 
 
-def nic_macs(qmp_path: Path, timeout: float = QMP_TIMEOUT) -> dict[str, str]:
-    """QEMU device id -> MAC of every virtio-net device, as QEMU itself reports it."""
-    macs: dict[str, str] = {}
-    with QMP(qmp_path, timeout) as qmp:
-        for child in qmp.execute("qom-list", path="/machine/peripheral"):
-            if child.get("type") != "child<virtio-net-pci>":
-                continue
-            name = child["name"]
-            macs[name] = qmp.execute("qom-get", path=f"/machine/peripheral/{name}", property="mac")
-    return macs
-
-
 # --- stop -----------------------------------------------------------------------------------
 
 
