@@ -1,4 +1,7 @@
-"""pincus init/launch/start/stop/restart/delete/list/info/exec"""
+"""pincus init/launch/start/stop/restart/delete/list/info/exec
+
+Over 500 lines and whole: the CLI keeps one module per command group, and this is the instance group.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
 """Validators for config values: pure functions, no OS access.
 
+Over 500 lines and whole: one table of short validators bound by the shared rules below.
+
 Every validator takes the raw string value of one key and returns None when it is valid, or
 raises ``ValueError`` whose message says what is wrong with the *value* (quoting it, with
 control characters escaped) so a user can act on it. The caller adds the key:

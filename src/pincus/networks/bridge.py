@@ -1,5 +1,8 @@
 """Managed bridge networks (type=bridge): the bridge, its addresses, dnsmasq, NAT and routes.
 
+Over 500 lines and whole: one driver's config and lifecycle over one set of kernel objects; what
+stands alone is elsewhere (subnets.py, forwarding.py, host/dnsmasq_*, host/nft_networks.py).
+
 Kernel objects of network "br0" (all in the daemon's network namespace):
 - the Linux bridge "br0" (STP off, forward delay 0), its addresses, `bridge.external_interfaces`
   enslaved to it, routes `ipv4.routes`/`ipv6.routes` out of it;

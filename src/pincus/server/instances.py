@@ -1,4 +1,8 @@
-"""Instance orchestration: load -> validate -> lock -> drivers -> persist -> event."""
+"""Instance orchestration: load -> validate -> lock -> drivers -> persist -> event.
+
+Over 500 lines and whole: every operation shares the per-instance locks, profile expansion and
+undo of the one Instances object; the work itself is in the instance and device drivers.
+"""
 
 from __future__ import annotations
 
