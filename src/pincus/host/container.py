@@ -214,8 +214,10 @@ def stop_container(
     pidfd = process.open_pidfd(proc.pid, proc.start_time)
     if pidfd is not None:
         try:
-            exited = False if force else process.signal_and_wait(pidfd, signal.SIGTERM, timeout)
-            if not exited and not process.signal_and_wait(pidfd, signal.SIGKILL, _KILL_TIMEOUT):
+            steps = [(signal.SIGKILL, _KILL_TIMEOUT)]
+            if not force:
+                steps.insert(0, (signal.SIGTERM, timeout))
+            if not process.stop_and_wait(pidfd, steps):
                 raise HostError(
                     f"stop container pid {proc.pid}: still running {_KILL_TIMEOUT:g}s after SIGKILL"
                 )

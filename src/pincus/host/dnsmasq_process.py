@@ -35,7 +35,6 @@ _START_TIMEOUT = 10.0
 # DAD takes one probe interval (1 s) plus a random delay of up to 1 s; allow a margin.
 _DAD_TIMEOUT = 5.0
 _KILL_GRACE = 2.0
-_POLL = 0.01
 _STDERR_TAIL = 2000
 
 _IFA_F_DADFAILED = 0x08
@@ -236,41 +235,39 @@ def _launch(argv: list[str], bridge: str, pid_file: Path, timeout: float) -> Non
         raise HostError(f"start dnsmasq on {bridge}: {reason}")
 
 
+def _open_if_ours(pid: int, pid_file: Path) -> int | None:
+    return process.open_pidfd_if(pid, lambda p: _is_ours(p, pid_file) is not None)
+
+
+def _stop_pid(pid: int, pid_file: Path, steps: list[tuple[int, float]]) -> bool:
+    """Signal the dnsmasq of pid_file through a pidfd until it has exited; False if it outlived STEPS."""
+    fd = _open_if_ours(pid, pid_file)
+    if fd is None:
+        return True
+    try:
+        gone = process.stop_and_wait(fd, steps)
+    finally:
+        os.close(fd)
+    # dnsmasq is normally init's child; reap it in case pincusd is its (sub)reaper.
+    process.reap(pid)
+    return gone
+
+
 def _kill_from_pid_file(pid_file: Path) -> None:
     pid = _read_pid(pid_file)
-    if pid is not None and _is_ours(pid, pid_file):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        _wait_gone(pid, pid_file, _KILL_GRACE)
+    if pid is not None:
+        _stop_pid(pid, pid_file, [(signal.SIGKILL, _KILL_GRACE)])
     pid_file.unlink(missing_ok=True)
-
-
-def _wait_gone(pid: int, pid_file: Path, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        # dnsmasq is normally init's child; reap it in case pincusd is its (sub)reaper.
-        process.reap(pid)
-        if _is_ours(pid, pid_file) is None and process.exited(pid):
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(_POLL)
 
 
 def stop(dir: Path, timeout: float = 5) -> None:
     """SIGTERM the dnsmasq of dir, SIGKILL it after timeout; remove the pid file. None running = fine."""
     pid_file = paths(dir)[0]
     pid = find_running(dir)
-    if pid is not None:
-        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, _KILL_GRACE)):
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                break
-            if _wait_gone(pid, pid_file, wait):
-                break
-        else:
-            raise HostError(f"stop dnsmasq {pid} of {dir}: still running after SIGKILL")
+    if pid is not None and not _stop_pid(
+        pid, pid_file, [(signal.SIGTERM, timeout), (signal.SIGKILL, _KILL_GRACE)]
+    ):
+        raise HostError(f"stop dnsmasq {pid} of {dir}: still running after SIGKILL")
     # dnsmasq, no longer root, cannot remove its pid file itself.
     try:
         pid_file.unlink(missing_ok=True)
@@ -283,10 +280,14 @@ def reload(dir: Path) -> None:
 
     Returns once the signal is sent; dnsmasq handles it within milliseconds.
     """
-    pid = find_running(dir)
-    if pid is None:
+    pid_file = paths(dir)[0]
+    pid = _read_pid(pid_file)
+    fd = None if pid is None else _open_if_ours(pid, pid_file)
+    if fd is None:
         raise HostError(f"reload dnsmasq of {dir}: not running")
     try:
-        os.kill(pid, signal.SIGHUP)
+        signal.pidfd_send_signal(fd, signal.SIGHUP)
     except ProcessLookupError:
         raise HostError(f"reload dnsmasq of {dir}: pid {pid} exited") from None
+    finally:
+        os.close(fd)

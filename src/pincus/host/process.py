@@ -11,6 +11,7 @@ import contextlib
 import os
 import select
 import signal
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pincus.errors import HostError
@@ -79,12 +80,11 @@ def is_alive(pid: int, started: int) -> bool:
     return True
 
 
-def open_pidfd(pid: int, started: int) -> int | None:
-    """A pidfd for exactly the process started at STARTED, exited or not; None when the pid is gone
-    or reused. Signals sent through it cannot hit a reused pid.
+def open_pidfd_if(pid: int, ours: Callable[[int], bool]) -> int | None:
+    """A pidfd for pid if OURS(pid) holds once it is open, else None (also when pid is gone).
 
-    A zombie still counts: a multi-threaded leader (QEMU) turns Z before its other threads have
-    exited, and only a poll on the pidfd says when the whole process is gone and can be reaped.
+    Checked after opening, so the check is of the process the pidfd names, and signals sent
+    through it cannot hit a process that took over a recycled pid.
     """
     try:
         fd = os.pidfd_open(pid)
@@ -92,11 +92,25 @@ def open_pidfd(pid: int, started: int) -> int | None:
         return None
     except OSError as e:
         raise HostError(f"open pidfd of pid {pid}: {e.strerror}") from e
-    stat = read_stat(pid)  # checked after opening, so no pid-reuse race
-    if stat is None or stat.start_time != started:
+    if not ours(pid):
         os.close(fd)
         return None
     return fd
+
+
+def open_pidfd(pid: int, started: int) -> int | None:
+    """A pidfd for exactly the process started at STARTED, exited or not; None when the pid is gone
+    or reused.
+
+    A zombie still counts: a multi-threaded leader (QEMU) turns Z before its other threads have
+    exited, and only a poll on the pidfd says when the whole process is gone and can be reaped.
+    """
+
+    def same(p: int) -> bool:
+        stat = read_stat(p)
+        return stat is not None and stat.start_time == started
+
+    return open_pidfd_if(pid, same)
 
 
 def wait_pidfd(fd: int, timeout: float) -> bool:
@@ -113,6 +127,12 @@ def signal_and_wait(fd: int, signo: int, timeout: float) -> bool:
     except ProcessLookupError:
         return True
     return wait_pidfd(fd, timeout)
+
+
+def stop_and_wait(fd: int, steps: Sequence[tuple[int, float]]) -> bool:
+    """Send each (signal, seconds to wait) of STEPS in turn through pidfd FD until the process has
+    exited; whether it did."""
+    return any(signal_and_wait(fd, signo, timeout) for signo, timeout in steps)
 
 
 def wait_gone(pid: int, started: int, timeout: float) -> bool:
