@@ -58,7 +58,7 @@ def cmdline(pid: int) -> list[str]:
             raw = f.read()
     except OSError:
         return []
-    return [part.decode(errors="replace") for part in raw.split(b"\0")[:-1]]
+    return [os.fsdecode(part) for part in raw.split(b"\0")[:-1]]
 
 
 def reap(pid: int) -> None:
