@@ -832,3 +832,51 @@ def delete_inet_table(tag: str) -> None:
 def list_owned_tables() -> list[tuple[str, str]]:
     """(family, name) of every pincus_* table in this network namespace, of any daemon."""
     return [(fam, name) for fam, name in _list_tables() if name.startswith(TABLE_PREFIX)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading back what the functions above made (drift check). Always a fresh listing, never _known.
+
+
+def nic_filter_elements(f: NicFilter) -> list[str]:
+    """The set elements set_nic_filter(f) puts in the bridge table, as "set { element }"."""
+    return sorted(f"{name} {{ {text} }}" for name, text in _nic_elements(f))
+
+
+def port_filter_elements(tag: str, port: str) -> list[str] | None:
+    """The set elements the bridge table holds for port, as nic_filter_elements renders them;
+    None if the table does not exist."""
+    port = checks.interface_name(port, "port name")
+    ports = _read_table(_bridge_table(tag))
+    if ports is None:
+        return None
+    return sorted(f"{name} {{ {text} }}" for name, text in ports.get(port, frozenset()))
+
+
+def network_rule_counts(r: NetworkRules) -> dict[str, int]:
+    """Chain -> number of rules that set_network_rules(r) leaves (chains it removes are absent)."""
+    return {chain: len(body) for chain, body in _network_rules(r).items() if body}
+
+
+def listed_network_rule_counts(tag: str, bridge: str) -> dict[str, int]:
+    """Chain -> number of rules, for the chains of network bridge the inet table holds now."""
+    table = _inet_table(tag)
+    chains = set(_net_chains(checks.interface_name(bridge, "bridge name")))
+    if ("inet", table) not in _list_tables():
+        return {}
+    try:
+        out = _get_runner().list_json(f"list table inet {table}")
+        items = json.loads(out).get("nftables", [])
+    except _NftError as e:
+        raise HostError(f"list nftables table inet {table}: {e}") from None
+    except (ValueError, AttributeError) as e:
+        raise HostError(f"list nftables table inet {table}: unreadable JSON output: {e}") from None
+    counts: dict[str, int] = {}
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        if isinstance(c := item.get("chain"), dict) and c.get("name") in chains:
+            counts.setdefault(str(c["name"]), 0)
+        elif isinstance(r := item.get("rule"), dict) and r.get("chain") in chains:
+            counts[str(r["chain"])] = counts.get(str(r["chain"]), 0) + 1
+    return counts
