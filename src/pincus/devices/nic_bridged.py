@@ -19,10 +19,10 @@ from pincus.config.validators import (
     split_list,
 )
 from pincus.db import instances as db_instances
-from pincus.devices import names
+from pincus.devices import names, nic_bridged_drift
 from pincus.devices.base import Device, NicRun, RunConfig
 from pincus.errors import ConflictError, InvalidError, NotFoundError, UnsupportedError
-from pincus.host import bridgeport, dnsmasq, ipconf, links, nft, sysfs, tc
+from pincus.host import bridgeport, links, nft, sysfs, tc
 from pincus.networks.bridge import BridgeNetwork, load_bridge_network
 from pincus.ownership import Difference, Owned
 from pincus.reverter import Reverter
@@ -455,185 +455,14 @@ class BridgedNic(Device):
     def describe(self) -> str:
         return f"bridged: veth/TAP on bridge {self.parent}"
 
-    # --- drift: the port's objects against the kernel's ----------------------------------------
-
-    def _running_port(self) -> tuple[str, PortSettings] | None:
-        host_name = self.instance.volatile(self.vkey("host_name"))
-        if not host_name or not self.attached():
-            return None
-        return host_name, self.settings(self.config, host_name, self.hwaddr())
-
-    def _uses_ifb(self, s: PortSettings) -> bool:
-        return (
-            s.limits is not None
-            and s.limits.egress_bps is not None
-            and not self.state.features.get("tc_police", False)
-        )
-
     def owned(self) -> list[Owned]:
-        port = self._running_port()
-        if port is None:
-            return []
-        host_name, s = port
-        out = [Owned("veth" if self.instance.type == CONTAINER else "tap", host_name)]
-        if s.filter is not None:
-            table = f"bridge {nft.TABLE_PREFIX}{self.state.tag}"
-            out += [
-                Owned("nft element", f"{table} {e}") for e in self.host(nft.nic_filter_elements, s.filter)
-            ]
-        if s.limits is not None:
-            out += [Owned("tc qdisc", f"{where} {kind} on {host_name}") for where, kind in self._qdiscs(s)]
-            if self._uses_ifb(s):
-                out.append(Owned("ifb", self.ifb_name(host_name)))
-        if s.isolated:
-            out.append(Owned("port isolation", host_name))
-        out += [Owned("route", f"{r} dev {self.parent}") for r in s.routes]
-        net = self.network()
-        if net is not None and s.static != (None, None):
-            path = self.host(dnsmasq.static_allocation_file, net.dnsmasq_dir, self.nic_id)
-            out.append(Owned("hosts file", str(path)))
-        return out
-
-    def _qdiscs(self, s: PortSettings) -> list[tuple[str, str]]:
-        """(root or ingress, kind) of the qdiscs s's limits put on the port."""
-        if s.limits is None:
-            return []
-        out = [("root", "tbf")] if s.limits.ingress_bps is not None else []
-        if s.limits.egress_bps is not None or s.limits.priority is not None:
-            out.append(("ingress", "ingress"))
-        return out
+        return nic_bridged_drift.owned(self)
 
     def check(self) -> list[Difference]:
-        port = self._running_port()
-        if port is None:
-            return []
-        host_name, s = port
-        out: list[Difference] = []
-
-        def differs(kind: str, name: str, expected: str, found: str, repairable: bool = True) -> None:
-            out.append(Difference(self.owner, kind, name, expected, found, repairable))
-
-        parent_there = self.host(sysfs.interface_exists, self.parent)
-        if not parent_there and self.network() is None:
-            # The admin's bridge: reported, never made (a managed one is its network's to report).
-            differs("bridge", self.parent, "present (not pincus's: never re-made)", "missing", False)
-        link = self.host(links.get_link, host_name)
-        if link is None:
-            container = self.instance.type == CONTAINER
-            # A running QEMU holds the TAP's file: a new TAP would reach no guest.
-            differs(
-                "veth" if container else "tap",
-                host_name,
-                f"a port of {self.parent}",
-                "missing" if container else "missing (restart the instance to re-make it)",
-                container and (parent_there or self.network() is not None),
-            )
-            return out  # what sat on it went with it; its repair re-applies all of it
-        if parent_there and link.master != self.parent:
-            differs("bridge port", host_name, f"a port of {self.parent}", f"master {link.master or 'none'}")
-        if link.up != s.connected:
-            differs(
-                "interface state", host_name, "up" if s.connected else "down", "up" if link.up else "down"
-            )
-        if "mtu" in self.config and link.mtu != int(self.config["mtu"]):
-            differs("mtu", host_name, self.config["mtu"], str(link.mtu))
-        self._check_filter(host_name, s, differs)
-        self._check_limits(host_name, s, differs)
-        if link.master == self.parent and self.host(bridgeport.port_isolated, host_name) != s.isolated:
-            differs("port isolation", host_name, "on" if s.isolated else "off", "off" if s.isolated else "on")
-        if s.routes and parent_there:
-            present = set(self.host(ipconf.routes_of, self.parent))
-            for route in s.routes:
-                if str(ipaddress.ip_network(route, strict=False)) not in present:
-                    differs("route", route, f"out of {self.parent}", "missing")
-        self._check_static(s, differs)
-        return out
-
-    def _check_filter(self, host_name: str, s: PortSettings, differs: Callable[..., None]) -> None:
-        want = self.host(nft.nic_filter_elements, s.filter) if s.filter is not None else []
-        have = self.host(nft.port_filter_elements, self.state.tag, host_name) or []
-        table = f"bridge {nft.TABLE_PREFIX}{self.state.tag}"
-        for element in sorted(set(want) - set(have)):
-            differs("nft element", f"{table} {element}", "present", "missing")
-        for element in sorted(set(have) - set(want)):
-            differs("nft element", f"{table} {element}", "absent", "present")
-
-    def _check_limits(self, host_name: str, s: PortSettings, differs: Callable[..., None]) -> None:
-        if s.limits is None:
-            return
-        found = self.host(tc.qdiscs, host_name)
-        for where, kind in self._qdiscs(s):
-            if found.get(where) != kind:
-                differs("tc qdisc", f"{where} on {host_name}", kind, found.get(where) or "none")
-        if self._uses_ifb(s):
-            ifb = self.ifb_name(host_name)
-            link = self.host(links.get_link, ifb)
-            if link is None or link.kind != "ifb":
-                differs("ifb", ifb, "an IFB", "missing" if link is None else f"a {link.kind} interface")
-            elif (root := self.host(tc.qdiscs, ifb).get("root")) != "tbf":
-                differs("tc qdisc", f"root on {ifb}", "tbf", root or "none")
-
-    def _check_static(self, s: PortSettings, differs: Callable[..., None]) -> None:
-        net = self.network()
-        if net is None or s.static == (None, None):
-            return
-        path = self.host(dnsmasq.static_allocation_file, net.dnsmasq_dir, self.nic_id)
-        mine = [a for a in self.host(dnsmasq.static_allocations, net.dnsmasq_dir) if a.nic_id == self.nic_id]
-        want = (s.hwaddr.lower(), s.static[0], s.static[1])
-        if not mine:
-            differs("hosts file", str(path), " ".join(x for x in want if x), "missing")
-        elif (mine[0].mac, mine[0].ipv4, mine[0].ipv6) != want:
-            got = (mine[0].mac, mine[0].ipv4, mine[0].ipv6)
-            differs("hosts file", str(path), " ".join(x for x in want if x), " ".join(x for x in got if x))
+        return nic_bridged_drift.check(self)
 
     def repair(self, found: list[Difference]) -> list[NicRun]:
-        port = self._running_port()
-        kinds = {d.kind for d in found if d.repairable}
-        if port is None or not kinds:
-            return []
-        host_name, s = port
-        if kinds & {"veth", "tap"}:
-            return self._remake_port(host_name, s)
-        if "bridge port" in kinds:
-            self.host(links.set_master, host_name, self.parent)
-            self._apply_vlans(host_name, s)  # a new port starts with the bridge's defaults
-            self._apply_isolation(host_name, s)
-        elif "port isolation" in kinds:
-            self._apply_isolation(host_name, s)
-        if "mtu" in kinds:
-            self.host(links.set_mtu, host_name, int(self.config["mtu"]))
-        if "interface state" in kinds:
-            self._apply_link(host_name, s)
-        if "nft element" in kinds:
-            self._apply_filter(host_name, s)
-        if kinds & {"tc qdisc", "ifb"}:
-            self._apply_limits(host_name, s)
-        missing = {d.name for d in found if d.kind == "route"}
-        for route in s.routes:
-            if route in missing:
-                self.host(links.add_route, route, self.parent, via=self._route_via(route, s))
-        if "hosts file" in kinds:
-            self._apply_static(s)
-        return []
-
-    def _remake_port(self, host_name: str, s: PortSettings) -> list[NicRun]:
-        """The port as start makes it (the peer born inside the container again), with all it carries."""
-        hwaddr, mtu = s.hwaddr, self.mtu()
-        with Reverter() as undo:
-            self._create_port(host_name, hwaddr, mtu, s.txqlen)
-            undo.add(self.host, links.delete_link, host_name)
-            self.host(links.set_ipv6_disabled, host_name)
-            self.host(links.set_master, host_name, self.parent)
-            self._apply_static(s)
-            self._apply_vlans(host_name, s)
-            self._apply_isolation(host_name, s)
-            if s.filter is not None:
-                self._apply_filter(host_name, s)
-            if s.limits is not None:
-                self._apply_limits(host_name, s)
-            self._apply_link(host_name, s)
-            undo.success()
-        return [NicRun(device=self.name, hwaddr=hwaddr, host_name=host_name, name=self.inside_name, mtu=mtu)]
+        return nic_bridged_drift.repair(self, found)
 
     def leased_addresses(self) -> list[str]:
         """What the managed bridge's dnsmasq handed to this NIC (how a VM's addresses are known)."""
