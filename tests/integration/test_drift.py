@@ -170,9 +170,24 @@ def test_vanished_admin_bridge_is_reported_never_made(daemon: Daemon, prefix: st
     host = config(daemon, "c1")["volatile.eth0.host_name"]
     assert check(daemon) == (0, ["No drift found"])
     daemon.ns.ip("link", "del", admin)
-    only_difference(daemon, f"interface {admin}", "missing", "not repaired")
+    only_difference(daemon, 'network "phys"', f"interface {admin}", "missing", "not repaired")
     status, lines = check(daemon, "--repair")
     assert status == 1 and len(lines) == 1 and lines[0].startswith("Remaining: "), lines
     assert admin not in daemon.ns.link_names()
     link = daemon.ns.link(host)
     assert link is not None and "master" not in link  # the orphaned port is left as it is
+
+
+def test_flushed_shared_filter_chain_gets_its_rules_back(daemon: Daemon, prefix: str) -> None:
+    filtered_limited_container(daemon, prefix)
+    table = bridge_table(daemon)
+
+    def rules() -> int:
+        return sum("rule" in i for i in nft_json(daemon, "list", "chain", "bridge", table, "port_filter"))
+
+    before = rules()
+    assert before > 0
+    daemon.ns.run("nft", "flush", "chain", "bridge", table, "port_filter")
+    only_difference(daemon, "daemon: nft chain", f"{table} port_filter", f"expected {before} rules, found 0")
+    repaired(daemon)
+    assert rules() == before

@@ -12,6 +12,7 @@ from pincus.devices.base import NicRun
 from pincus.host import bridgeport, dnsmasq, ipconf, links, nft, sysfs, tc
 from pincus.ownership import Difference, Owned
 from pincus.reverter import Reverter
+from pincus.state import State
 
 if TYPE_CHECKING:
     from pincus.devices.nic_bridged import BridgedNic, PortSettings
@@ -199,3 +200,32 @@ def _remake_port(nic: BridgedNic, host_name: str, s: PortSettings) -> list[NicRu
         nic._apply_link(host_name, s)
         undo.success()
     return [NicRun(device=nic.name, hwaddr=hwaddr, host_name=host_name, name=nic.inside_name, mtu=mtu)]
+
+
+SHARED_OWNER = "daemon"
+
+
+def check_shared(state: State) -> list[Difference]:
+    """The daemon's bridge table, while it exists, holds its fixed chains and rules (a missing
+    table is seen as the filtered NICs' missing elements, whose repair makes it again)."""
+    have = state.host(nft.listed_bridge_table_rule_counts, state.tag)
+    if have is None:
+        return []
+    want = state.host(nft.bridge_table_rule_counts)
+    table = f"bridge {nft.TABLE_PREFIX}{state.tag}"
+    return [
+        Difference(
+            SHARED_OWNER,
+            "nft chain",
+            f"{table} {chain}",
+            f"{want[chain]} rules",
+            f"{have[chain]} rules" if chain in have else "missing",
+        )
+        for chain in sorted(want)
+        if have.get(chain) != want[chain]
+    ]
+
+
+def repair_shared(state: State, found: list[Difference]) -> None:
+    if found:
+        state.host(nft.ensure_bridge_table, state.tag)  # flushes and re-adds the fixed chains' rules

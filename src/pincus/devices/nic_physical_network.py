@@ -94,18 +94,7 @@ class PhysicalNetworkNic(Device):
         return [] if self.vanished else self.inner.owned()
 
     def check(self) -> list[Difference]:
-        if self.vanished and self.instance.volatile(self.vkey("host_name")):
-            # The network's parent is the admin's: reported, never made.
-            return [
-                Difference(
-                    self.owner,
-                    "interface",
-                    self.parent,
-                    f'present (parent of physical network "{self.network.name}", not pincus\'s)',
-                    "missing",
-                    repairable=False,
-                )
-            ]
+        # A vanished parent is the network's to report (it is the admin's, and never made).
         return [] if self.vanished else self.inner.check()
 
     def repair(self, found: list[Difference]) -> list[NicRun]:

@@ -860,17 +860,29 @@ def network_rule_counts(r: NetworkRules) -> dict[str, int]:
 
 def listed_network_rule_counts(tag: str, bridge: str) -> dict[str, int]:
     """Chain -> number of rules, for the chains of network bridge the inet table holds now."""
-    table = _inet_table(tag)
     chains = set(_net_chains(checks.interface_name(bridge, "bridge name")))
-    if ("inet", table) not in _list_tables():
-        return {}
+    return _rule_counts("inet", _inet_table(tag), chains) or {}
+
+
+def bridge_table_rule_counts() -> dict[str, int]:
+    """Chain -> number of rules of the bridge table's fixed chains, as set_nic_filter makes them."""
+    return {chain: len(rules) for chain, rules in _CHAIN_RULES.items()}
+
+
+def listed_bridge_table_rule_counts(tag: str) -> dict[str, int] | None:
+    """Chain -> number of rules of the bridge table's fixed chains now; None if there is no table."""
+    return _rule_counts("bridge", _bridge_table(tag), set(_CHAIN_RULES))
+
+
+def _rule_counts(family: str, table: str, chains: set[str]) -> dict[str, int] | None:
+    if (family, table) not in _list_tables():
+        return None
     try:
-        out = _get_runner().list_json(f"list table inet {table}")
-        items = json.loads(out).get("nftables", [])
+        items = json.loads(_get_runner().list_json(f"list table {family} {table}")).get("nftables", [])
     except _NftError as e:
-        raise HostError(f"list nftables table inet {table}: {e}") from None
+        raise HostError(f"list nftables table {family} {table}: {e}") from None
     except (ValueError, AttributeError) as e:
-        raise HostError(f"list nftables table inet {table}: unreadable JSON output: {e}") from None
+        raise HostError(f"list nftables table {family} {table}: unreadable JSON output: {e}") from None
     counts: dict[str, int] = {}
     for item in items:
         if not isinstance(item, dict):

@@ -16,6 +16,7 @@ from typing import Any
 
 from pincus.db import instances as db_instances
 from pincus.db import networks as db_networks
+from pincus.devices import nic_bridged_drift
 from pincus.errors import NotFoundError
 from pincus.ownership import Difference
 from pincus.server.instances import Instances
@@ -40,9 +41,13 @@ class Drift:
             found = [
                 d for rec in db_networks.list_all(self.state.store) for d in self.networks.driver(rec).check()
             ]
+        found += self._shared()
         for name in db_instances.names(self.state.store):
             found += self._instance(name, repair=False)
         return found
+
+    def _shared(self) -> list[Difference]:
+        return nic_bridged_drift.check_shared(self.state)
 
     def repair(self) -> dict[str, Any]:
         """Repair what can be, then check again: {"found", "repaired", "remaining"}."""
@@ -54,6 +59,12 @@ class Drift:
                 found += mine
                 if any(d.repairable for d in mine):
                     self._repairing(mine, functools.partial(drv.repair, mine))
+        # No lock of its own: re-making the shared table's chains is one atomic, idempotent batch,
+        # and at worst leaves an empty table after the last instance stopped (which filters nothing).
+        shared = self._shared()
+        found += shared
+        if shared:
+            self._repairing(shared, functools.partial(nic_bridged_drift.repair_shared, self.state, shared))
         for name in db_instances.names(self.state.store):
             found += self._instance(name, repair=True)
         remaining = self.check()
