@@ -191,3 +191,17 @@ def test_flushed_shared_filter_chain_gets_its_rules_back(daemon: Daemon, prefix:
     only_difference(daemon, "daemon: nft chain", f"{table} port_filter", f"expected {before} rules, found 0")
     repaired(daemon)
     assert rules() == before
+
+
+def test_deleted_managed_bridge_is_remade_with_its_ports(daemon: Daemon, prefix: str) -> None:
+    net, host = filtered_limited_container(daemon, prefix)
+    daemon.ns.ip("link", "del", net)
+    status, lines = check(daemon)
+    assert status == 1, lines
+    assert f'network "{net}": interface {net}: expected a bridge, found missing' in lines, lines
+    repaired(daemon)
+    addresses = daemon.ns.ipj("addr", "show", net)[0]["addr_info"]
+    assert f"{NET_V4}.1" in [a["local"] for a in addresses]
+    port = daemon.ns.link(host)
+    assert port is not None and port["master"] == net
+    assert dnsmasq_pid(daemon, net) is not None
