@@ -106,6 +106,8 @@ def test_info_lists_what_each_nic_owns(daemon: Daemon, prefix: str) -> None:
     assert "ifb pif" in owns  # this kernel has no tc police: egress is shaped on an IFB
     assert f'nft element bridge {bridge_table(daemon)} allowed_v4 {{ "{host}" . {NET_V4}.50 }}' in owns
     assert f"hosts file {dnsmasq_dir(daemon, net)}/dnsmasq.hosts/c1.eth0" in owns
+    net_info = daemon.cli("network", "info", net).stdout
+    assert f"  interface {net}\n  address {NET_V4}.1/24\n" in net_info[net_info.index("Owns:") :]
 
 
 def test_deleted_veth_is_remade_with_its_peer_inside(daemon: Daemon, prefix: str) -> None:
@@ -125,6 +127,14 @@ def test_bridge_taken_down_is_brought_up(daemon: Daemon, prefix: str) -> None:
     net, _ = filtered_limited_container(daemon, prefix)
     daemon.ns.ip("link", "set", net, "down")
     only_difference(daemon, f"interface state {net}", "expected up, found down")
+    r = daemon.cli("admin", "check", "--format=json", check=False)
+    assert r.returncode == 1
+    assert json.loads(r.stdout)["differences"] == [
+        {"owner": f'network "{net}"', "kind": "interface state", "name": net, "expected": "up",
+         "found": "down", "repairable": True}
+    ]  # fmt: skip
+    status, doc = daemon.api("POST", "/internal/pincus/check", {"repair": "yes"})
+    assert status == 400 and '"repair"' in doc["error"], doc
     repaired(daemon)
     link = daemon.ns.link(net)
     assert link is not None and "UP" in link["flags"]
@@ -205,3 +215,11 @@ def test_deleted_managed_bridge_is_remade_with_its_ports(daemon: Daemon, prefix:
     port = daemon.ns.link(host)
     assert port is not None and port["master"] == net
     assert dnsmasq_pid(daemon, net) is not None
+
+
+def test_a_foreign_interface_with_a_pincus_name_is_left_alone(daemon: Daemon, prefix: str) -> None:
+    _, host = filtered_limited_container(daemon, prefix)
+    foreign = host[:-2] + ("00" if host[-2:] != "00" else "01")  # this daemon's prefix, not its NIC
+    daemon.ns.ip("link", "add", foreign, "type", "veth", "peer", "name", f"{prefix}peer")
+    assert check(daemon, "--repair") == (0, ["No drift found"])
+    assert foreign in daemon.ns.link_names()

@@ -12,7 +12,7 @@ from pincus.db.networks import NetworkRecord
 from pincus.errors import ConflictError, InvalidError, NotFoundError
 from pincus.host import files, links, sysfs
 from pincus.networks.base import NetworkDriver
-from pincus.ownership import Difference
+from pincus.ownership import Difference, Owned
 
 
 class PhysicalNetwork(NetworkDriver):
@@ -100,6 +100,11 @@ class PhysicalNetwork(NetworkDriver):
 
     def host_interface(self) -> str:
         return self.parent
+
+    def owned(self) -> list[Owned]:
+        """The parent is the admin's; the network owns only the MTU it sets on it."""
+        mtu = self.config.get("mtu")
+        return [Owned("mtu", f"{mtu} on {self.parent}")] if mtu is not None else []
 
     def check(self) -> list[Difference]:
         """The parent is the admin's: a missing one is reported (unless a NIC of ours holds it inside

@@ -206,6 +206,8 @@ class Networks:
             },
             "vlan": None,
             "ovn": None,
+            # pincus's own: what the network made on the host (`network info`'s "Owns:").
+            "owns": [str(o) for o in self.driver(rec).owned()] if rec is not None else [],
         }
 
     def allocations(self, instances: list[dict[str, Any]]) -> list[dict[str, Any]]:
