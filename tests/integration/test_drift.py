@@ -223,3 +223,21 @@ def test_a_foreign_interface_with_a_pincus_name_is_left_alone(daemon: Daemon, pr
     daemon.ns.ip("link", "add", foreign, "type", "veth", "peer", "name", f"{prefix}peer")
     assert check(daemon, "--repair") == (0, ["No drift found"])
     assert foreign in daemon.ns.link_names()
+
+
+def test_a_physical_nic_gone_from_its_container_is_reported_not_made(daemon: Daemon, prefix: str) -> None:
+    nic = f"{prefix}nic"
+    daemon.ns.add_standin_nic(nic)
+    daemon.cli("init", "c1")
+    daemon.cli(
+        "config", "device", "add", "c1", "eth1", "nic", "nictype=physical", f"parent={nic}", "name=eth1"
+    )
+    daemon.cli("start", "c1")
+    owns = daemon.cli("info", "c1").stdout
+    assert f"interface {nic} (inside the instance as eth1)" in owns
+    assert check(daemon) == (0, ["No drift found"])
+    in_container(daemon, "c1", "ip", "link", "del", "eth1")  # a veth end: its peer on the host goes too
+    only_difference(daemon, 'instance "c1" device "eth1"', "interface eth1", "missing", "not repaired")
+    status, lines = check(daemon, "--repair")
+    assert status == 1 and [line.startswith("Remaining: ") for line in lines] == [True], lines
+    assert nic not in daemon.ns.link_names()  # nothing made in its place
