@@ -43,7 +43,7 @@ def owned(nic: BridgedNic) -> list[Owned]:
         table = f"bridge {nft.TABLE_PREFIX}{nic.state.tag}"
         out += [Owned("nft element", f"{table} {e}") for e in nic.host(nft.nic_filter_elements, s.filter)]
     if s.limits is not None:
-        out += [Owned("tc qdisc", f"{where} {kind} on {host_name}") for where, kind in _qdiscs(nic, s)]
+        out += [Owned("tc qdisc", f"{where} {kind} on {host_name}") for where, kind in _qdiscs(s)]
         if _uses_ifb(nic, s):
             out.append(Owned("ifb", nic.ifb_name(host_name)))
     if s.isolated:
@@ -56,7 +56,7 @@ def owned(nic: BridgedNic) -> list[Owned]:
     return out
 
 
-def _qdiscs(nic: BridgedNic, s: PortSettings) -> list[tuple[str, str]]:
+def _qdiscs(s: PortSettings) -> list[tuple[str, str]]:
     """(root or ingress, kind) of the qdiscs s's limits put on the port."""
     if s.limits is None:
         return []
@@ -125,14 +125,17 @@ def _check_limits(nic: BridgedNic, host_name: str, s: PortSettings, differs: Cal
     if s.limits is None:
         return
     found = nic.host(tc.qdiscs, host_name)
-    for where, kind in _qdiscs(nic, s):
+    for where, kind in _qdiscs(s):
         if found.get(where) != kind:
             differs("tc qdisc", f"{where} on {host_name}", kind, found.get(where) or "none")
     if _uses_ifb(nic, s):
         ifb = nic.ifb_name(host_name)
         link = nic.host(links.get_link, ifb)
-        if link is None or link.kind != "ifb":
-            differs("ifb", ifb, "an IFB", "missing" if link is None else f"a {link.kind} interface")
+        if link is None:
+            differs("ifb", ifb, "an IFB", "missing")
+        elif link.kind != "ifb":
+            # Someone else's device under our IFB's name: reported, never replaced.
+            differs("ifb", ifb, "an IFB", f"a {link.kind or 'hardware'} interface", False)
         elif (root := nic.host(tc.qdiscs, ifb).get("root")) != "tbf":
             differs("tc qdisc", f"root on {ifb}", "tbf", root or "none")
 

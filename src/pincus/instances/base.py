@@ -240,13 +240,22 @@ class Instance:
         return [d for dev in self.devices() for d in dev.check()]
 
     def drift_repair(self, found: list[Difference]) -> None:
-        """Each device puts back its own objects among FOUND; a re-made NIC is attached again."""
+        """Each device puts back its own objects among FOUND; a re-made NIC is attached again. One
+        device failing does not stop the others; the first failure is raised at the end."""
+        errors: list[Exception] = []
         for dev in self.devices():
             mine = [d for d in found if d.owner == dev.owner]
-            if mine:
+            if not mine:
+                continue
+            try:
                 for nic in dev.repair(mine):
                     self._attach(nic)
-                self.event("device-repaired", dev)
+            except Exception as e:
+                errors.append(e)
+                continue
+            self.event("device-repaired", dev)
+        if errors:
+            raise errors[0]
 
     def pid(self) -> int:
         rt = db_instances.get_runtime(self.state.store, self.name)

@@ -68,7 +68,8 @@ class Drift:
         for name in db_instances.names(self.state.store):
             found += self._instance(name, repair=True)
         remaining = self.check()
-        repaired = [d for d in found if d.repairable and d not in set(remaining)]
+        left = set(remaining)
+        repaired = [d for d in found if d.repairable and d not in left]
         for d in repaired:
             log.warning("Repaired drift: %s", d)
             self.state.events.lifecycle("drift-repaired", CHECK_PATH, **d.to_api())
