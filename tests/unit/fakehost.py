@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from pincus.host import nft_runner
 from pincus.host.links import LinkInfo
 from pincus.state import State
 
@@ -35,6 +36,7 @@ class FakeHost:
     links: dict[str, LinkInfo] = field(default_factory=dict)  # what links.get_link finds
     fail: dict[str, Exception] = field(default_factory=dict)  # call name -> exception to raise once
     unknown: list[str] = field(default_factory=list)  # host calls nobody taught this fake
+    answers: dict[str, Callable[..., Any]] = field(default_factory=dict)  # a test's own queries, first
 
     def _queries(self) -> dict[str, Callable[..., Any]]:
         """Host calls that only look: answered from the fake's state, not recorded."""
@@ -47,6 +49,7 @@ class FakeHost:
             "sysfs.interface_mtu": lambda n: 1500,
             "sysfs.bridge_master": lambda n: None,
             "sysfs.is_bond_member": lambda n: False,
+            "nft_runner.table_name": nft_runner.table_name,
         }
 
     def __call__(self, name: str, call: Callable[[], Any]) -> Any:
@@ -57,7 +60,7 @@ class FakeHost:
             if name in self.fail:
                 raise self.fail.pop(name)
             return None
-        query = self._queries().get(name)
+        query = self.answers.get(name) or self._queries().get(name)
         if query is not None:
             return query(*args, **kwargs)
         self.unknown.append(name)

@@ -10,7 +10,7 @@ from pincus.api.exec_ws import ExecSessions
 from pincus.api.http import Request, Router, Tagged
 from pincus.api.instance_routes import body_of as _body
 from pincus.errors import InvalidError
-from pincus.server import etag
+from pincus.server import drift, etag
 from pincus.server.server import Server
 
 
@@ -107,4 +107,19 @@ def build(server: Server, shutdown: threading.Event) -> Router:
         return {}
 
     r.add("PUT", "/internal/shutdown", do_shutdown)
+
+    def check(req: Request) -> Any:
+        return {"differences": [d.to_api() for d in server.drift.check()]}
+
+    def check_or_repair(req: Request) -> Any:
+        repair = _body(req).get("repair", False)
+        if not isinstance(repair, bool):
+            raise InvalidError('"repair" must be true or false')
+        if repair:
+            return server.drift.repair()
+        found = [d.to_api() for d in server.drift.check()]
+        return {"found": found, "repaired": [], "remaining": found}
+
+    r.add("GET", drift.CHECK_PATH, check)
+    r.add("POST", drift.CHECK_PATH, check_or_repair)
     return r

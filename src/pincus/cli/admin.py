@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
+from typing import Any
 
 from pincus import __version__
 from pincus.cli.client import ClientError
@@ -38,6 +40,32 @@ def _shutdown(args: argparse.Namespace, c: Client) -> None:
         time.sleep(0.05)
 
 
+def _line(d: dict[str, Any]) -> str:
+    line = f"{d['owner']}: {d['kind']} {d['name']}: expected {d['expected']}, found {d['found']}"
+    return line if d.get("repairable", True) else f"{line} (not repaired: not pincus's to re-make)"
+
+
+def _check(args: argparse.Namespace, c: Client) -> None:
+    """Exit 0 when the host has what the database says (after --repair: when all was put back)."""
+    if args.repair:
+        doc = c.request("POST", "/internal/pincus/check", {"repair": True})
+        remaining = doc.get("remaining") or []
+        lines = [f"Repaired: {_line(d)}" for d in doc.get("repaired") or []]
+        lines += [f"Remaining: {_line(d)}" for d in remaining]
+    else:
+        doc = c.request("GET", "/internal/pincus/check")
+        remaining = doc.get("differences") or []
+        lines = [_line(d) for d in remaining]
+    if args.format == "json":
+        print(json.dumps(doc))
+    elif args.format == "yaml":
+        sys.stdout.write(dump_yaml(doc))
+    else:
+        print("\n".join(lines) if lines else "No drift found")
+    if remaining:
+        sys.exit(1)
+
+
 def server_info(c: Client) -> None:
     sys.stdout.write(dump_yaml(c.request("GET", "/1.0")))
 
@@ -64,6 +92,12 @@ def _build_shutdown(x: argparse.ArgumentParser, words: list[str]) -> None:
     x.set_defaults(func=_shutdown)
 
 
+def _build_check(x: argparse.ArgumentParser, words: list[str]) -> None:
+    x.add_argument("--repair", action="store_true", help="put back what pincus owns and found changed")
+    x.add_argument("--format", "-f", default="table", choices=["table", "json", "yaml"], help="output format")
+    x.set_defaults(func=_check)
+
+
 def _init(args: argparse.Namespace, c: Client) -> None:
     from pincus.cli.init import init
 
@@ -79,6 +113,7 @@ COMMANDS: tuple[Command, ...] = (
     ("init", (), "set up networks and the default profile (--preseed: YAML on stdin)", _build_init),
     ("waitready", (), "wait until the daemon answers", _build_waitready),
     ("shutdown", (), "stop every instance cleanly, then the daemon", _build_shutdown),
+    ("check", (), "compare what pincus owns with the kernel (--repair: put it back)", _build_check),
 )
 
 

@@ -331,6 +331,9 @@ def _nic_lines(ifname: str, nic: dict[str, Any]) -> list[str]:
         out.append(f"{pad}  {_family(addr)} {addr}")
     if nic.get("path"):
         out.append(f"{pad}Path: {nic['path']}")
+    if nic.get("owns"):
+        out.append(f"{pad}Owns:")
+        out += [f"{pad}  {item}" for item in nic["owns"]]
     return out
 
 

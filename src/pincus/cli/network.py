@@ -134,6 +134,8 @@ def info_text(name: str, st: dict[str, Any]) -> str:
             f"  VLAN filtering: {str(bool(bridge.get('vlan_filtering'))).lower()}",
             f"  Upper devices: {', '.join(bridge.get('upper_devices') or [])}",
         ]
+    if st.get("owns"):
+        lines += ["", "Owns:", *(f"  {item}" for item in st["owns"])]
     return "\n".join(lines)
 
 

@@ -9,6 +9,7 @@ from typing import ClassVar, Protocol
 
 from pincus.config.keys import KeyTable, check_config
 from pincus.host.facade import Host
+from pincus.ownership import Difference, Owned
 from pincus.state import State
 
 
@@ -107,3 +108,23 @@ class Device:
     def describe(self) -> str:
         """One line for `pincus info`: which path this device took."""
         return ""
+
+    # --- drift: what the device owns against what the kernel has ---------------------------------
+
+    @property
+    def owner(self) -> str:
+        """Who a difference belongs to, as `admin check` prints it."""
+        return f'instance "{self.instance.name}" device "{self.name}"'
+
+    def owned(self) -> list[Owned]:
+        """The host objects this device made for its running instance (`pincus info`'s "Owns:")."""
+        return []
+
+    def check(self) -> list[Difference]:
+        """How the kernel differs from what the running device should own. Changes nothing."""
+        return []
+
+    def repair(self, found: list[Difference]) -> list[NicRun]:
+        """Put back the device's own objects among FOUND (its repairable differences); the NICs
+        the instance driver must attach again (a re-made veth's inside end comes up)."""
+        return []

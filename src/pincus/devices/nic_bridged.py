@@ -19,11 +19,12 @@ from pincus.config.validators import (
     split_list,
 )
 from pincus.db import instances as db_instances
-from pincus.devices import names
+from pincus.devices import names, nic_bridged_drift
 from pincus.devices.base import Device, NicRun, RunConfig
 from pincus.errors import ConflictError, InvalidError, NotFoundError, UnsupportedError
 from pincus.host import bridgeport, links, nft_ports, sysfs, tc
 from pincus.networks.bridge import BridgeNetwork, load_bridge_network
+from pincus.ownership import Difference, Owned
 from pincus.reverter import Reverter
 from pincus.state import State
 
@@ -453,6 +454,15 @@ class BridgedNic(Device):
 
     def describe(self) -> str:
         return f"bridged: veth/TAP on bridge {self.parent}"
+
+    def owned(self) -> list[Owned]:
+        return nic_bridged_drift.owned(self)
+
+    def check(self) -> list[Difference]:
+        return nic_bridged_drift.check(self)
+
+    def repair(self, found: list[Difference]) -> list[NicRun]:
+        return nic_bridged_drift.repair(self, found)
 
     def leased_addresses(self) -> list[str]:
         """What the managed bridge's dnsmasq handed to this NIC (how a VM's addresses are known)."""

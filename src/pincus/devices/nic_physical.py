@@ -16,6 +16,7 @@ from pincus.devices import names
 from pincus.devices.base import Device, NicRun, RunConfig
 from pincus.errors import ConflictError, HostError, InvalidError, NotFoundError, UnsupportedError
 from pincus.host import links, pci, sysfs
+from pincus.ownership import Difference, Owned
 from pincus.reverter import Reverter
 
 # What is saved before anything changes, so stop, unplug and crash recovery can put it back.
@@ -200,6 +201,28 @@ class PhysicalNic(Device):
         return RunConfig(
             nics=[NicRun(device=self.name, hwaddr="", passthrough=self.instance.type != CONTAINER)]
         )
+
+    def owned(self) -> list[Owned]:
+        moved = self.last("name")
+        if moved is None:
+            return []
+        if self.instance.type != CONTAINER:
+            return [Owned("pci device" if self.last("pci.slot") else "interface", moved)]
+        return [Owned("interface", f"{moved} (inside the instance as {self.config.get('name', '')})")]
+
+    def check(self) -> list[Difference]:
+        """A NIC moved into a container must be inside its netns; it cannot be put back from here."""
+        moved, netns = self.last("name"), self.instance.netns
+        if moved is None or self.instance.type != CONTAINER or netns is None:
+            return []
+        inside = self.config.get("name", "")
+        if self.host(links.get_link, inside, netns=str(netns)) is not None:
+            return []
+        return [
+            Difference(
+                self.owner, "interface", inside, f"inside the instance (host NIC {moved})", "missing", False
+            )
+        ]
 
     def post_stop(self) -> None:
         if self.last("name") is None:

@@ -11,10 +11,11 @@ from typing import ClassVar
 from pincus.config.device_keys import NIC_BRIDGED
 from pincus.config.keys import KeyTable
 from pincus.db.networks import NetworkRecord
-from pincus.devices.base import Device, InstanceView, RunConfig
+from pincus.devices.base import Device, InstanceView, NicRun, RunConfig
 from pincus.devices.nic_bridged import BridgedNic
 from pincus.devices.nic_physical import PhysicalNic
 from pincus.host import sysfs
+from pincus.ownership import Difference, Owned
 from pincus.state import State
 
 
@@ -88,3 +89,13 @@ class PhysicalNetworkNic(Device):
         if self.bridged:
             return f"bridged via physical network {self.network.name}: parent {self.parent} is a bridge"
         return f"{self.inner.describe()} (physical network {self.network.name})"
+
+    def owned(self) -> list[Owned]:
+        return [] if self.vanished else self.inner.owned()
+
+    def check(self) -> list[Difference]:
+        # A vanished parent is the network's to report (it is the admin's, and never made).
+        return [] if self.vanished else self.inner.check()
+
+    def repair(self, found: list[Difference]) -> list[NicRun]:
+        return [] if self.vanished else self.inner.repair(found)

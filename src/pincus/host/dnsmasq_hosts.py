@@ -224,3 +224,8 @@ def read_leases(dir: Path) -> list[Lease]:
         if lease is not None:
             leases.append(lease)
     return leases
+
+
+def static_allocation_file(dir: Path, nic_id: str) -> Path:
+    """Where write_static_allocation keeps the hosts file of one NIC (what it owns there)."""
+    return _allocation_file(dir, nic_id)

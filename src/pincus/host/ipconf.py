@@ -106,3 +106,16 @@ def list_routes() -> list[str]:
             if dst is not None:
                 out.append(dst)
     return out
+
+
+def routes_of(dev: str) -> list[str]:
+    """The destination (CIDR) of every main-table route out of dev, both families."""
+    checks.interface_name(dev)
+    what = f'Failed to list routes of "{dev}"'
+    out: list[str] = []
+    for family in (4, 6):
+        for route in _json(what, _run_ip(what, "-j", f"-{family}", "route", "show", "dev", dev)):
+            dst = _route_dst(family, route.get("dst") if isinstance(route, dict) else None)
+            if dst is not None:
+                out.append(dst)
+    return out

@@ -10,7 +10,15 @@ from dataclasses import dataclass
 
 from pincus.errors import InvalidError
 from pincus.host import checks
-from pincus.host.nft_runner import check_bool, parse_net, render_net, run, run_removal, table_name
+from pincus.host.nft_runner import (
+    check_bool,
+    parse_net,
+    render_net,
+    rule_counts,
+    run,
+    run_removal,
+    table_name,
+)
 
 _CHAIN_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
 
@@ -115,3 +123,17 @@ def delete_inet_table(tag: str) -> None:
     """Delete the inet table and everything in it; a missing table is fine."""
     table = table_name(tag)
     run(f"delete nftables table inet {table}", [f"add table inet {table}", f"delete table inet {table}"])
+
+
+# Reading back what set_network_rules made (drift check).
+
+
+def network_rule_counts(r: NetworkRules) -> dict[str, int]:
+    """Chain -> number of rules that set_network_rules(r) leaves (chains it removes are absent)."""
+    return {chain: len(body) for chain, body in _network_rules(r).items() if body}
+
+
+def listed_network_rule_counts(tag: str, bridge: str) -> dict[str, int]:
+    """Chain -> number of rules, for the chains of network bridge the inet table holds now."""
+    chains = set(_net_chains(checks.interface_name(bridge, "bridge name")))
+    return rule_counts("inet", table_name(tag), chains) or {}

@@ -35,6 +35,7 @@ from pincus.host.nft_runner import (
     list_tables,
     parse_net,
     render_net,
+    rule_counts,
     run,
     run_batch,
     table_name,
@@ -414,3 +415,32 @@ def delete_bridge_table(tag: str) -> None:
             _known.pop(key, None)
             raise
         _known[key] = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading back what the functions above made (drift check). Always a fresh listing, never _known.
+
+
+def nic_filter_elements(f: NicFilter) -> list[str]:
+    """The set elements set_nic_filter(f) puts in the bridge table, as "set { element }"."""
+    return sorted(f"{name} {{ {text} }}" for name, text in _nic_elements(f))
+
+
+def port_filter_elements(tag: str, port: str) -> list[str] | None:
+    """The set elements the bridge table holds for port, as nic_filter_elements renders them;
+    None if the table does not exist."""
+    port = checks.interface_name(port, "port name")
+    ports = _read_table(table_name(tag))
+    if ports is None:
+        return None
+    return sorted(f"{name} {{ {text} }}" for name, text in ports.get(port, frozenset()))
+
+
+def bridge_table_rule_counts() -> dict[str, int]:
+    """Chain -> number of rules of the bridge table's fixed chains, as set_nic_filter makes them."""
+    return {chain: len(rules) for chain, rules in _CHAIN_RULES.items()}
+
+
+def listed_bridge_table_rule_counts(tag: str) -> dict[str, int] | None:
+    """Chain -> number of rules of the bridge table's fixed chains now; None if there is no table."""
+    return rule_counts("bridge", table_name(tag), set(_CHAIN_RULES))

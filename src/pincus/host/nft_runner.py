@@ -327,3 +327,25 @@ def _list_tables_nft() -> list[tuple[str, str]]:
         if isinstance(t, dict) and isinstance(t.get("family"), str) and isinstance(t.get("name"), str):
             tables.append((t["family"], t["name"]))
     return tables
+
+
+def rule_counts(family: str, table: str, chains: set[str]) -> dict[str, int] | None:
+    """Chain -> number of rules, for those of CHAINS the table holds now (a fresh listing, never a
+    cache); None if there is no such table."""
+    if (family, table) not in list_tables():
+        return None
+    try:
+        items = json.loads(list_json(f"list table {family} {table}")).get("nftables", [])
+    except NftError as e:
+        raise HostError(f"list nftables table {family} {table}: {e}") from None
+    except (ValueError, AttributeError) as e:
+        raise HostError(f"list nftables table {family} {table}: unreadable JSON output: {e}") from None
+    counts: dict[str, int] = {}
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        if isinstance(c := item.get("chain"), dict) and c.get("name") in chains:
+            counts.setdefault(str(c["name"]), 0)
+        elif isinstance(r := item.get("rule"), dict) and r.get("chain") in chains:
+            counts[str(r["chain"])] = counts.get(str(r["chain"]), 0) + 1
+    return counts

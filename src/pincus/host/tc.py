@@ -599,3 +599,26 @@ class _Tc:
             + netlink.nest(_TCA_OPTIONS, options)
         )
         self.change(_RTM_NEWTFILTER, netlink.NLM_F_CREATE | netlink.NLM_F_EXCL, body)
+
+
+_RTM_GETQDISC = 38
+
+
+def qdiscs(dev: str, netns: str | None = None) -> dict[str, str]:
+    """ "root" and "ingress" -> the kind of that qdisc on dev (what apply_limits put there, or the
+    kernel's default); {} if dev does not exist. Read back for the drift check."""
+    with netlink.rtnl(f"list qdiscs of {dev}", netns) as conn:
+        link = _Tc(conn).get_link(dev)
+        if link is None:
+            return {}
+        replies = conn.request(_RTM_GETQDISC, _tcmsg(0, 0, 0), netlink.NLM_F_DUMP)
+    out: dict[str, str] = {}
+    where = {_TC_H_ROOT: "root", _TC_H_INGRESS: "ingress"}
+    for body in replies:
+        if len(body) < _TCMSG.size:
+            continue
+        _, index, _, parent, _ = _TCMSG.unpack_from(body)
+        kind = netlink.attrs(body, _TCMSG.size).get(_TCA_KIND)
+        if index == link.index and parent in where and kind:
+            out[where[parent]] = netlink.cstr(kind)
+    return out

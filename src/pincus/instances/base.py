@@ -15,6 +15,7 @@ from pincus.devices.base import Device, NicRun
 from pincus.errors import ConflictError
 from pincus.host import files, procstat, strays
 from pincus.host.facade import Host
+from pincus.ownership import Difference
 from pincus.reverter import Reverter
 from pincus.state import State
 
@@ -231,6 +232,30 @@ class Instance:
         self._stop_device(self.device(name, config), detach=True)
 
     # --- reporting -------------------------------------------------------------------------------
+
+    def drift_check(self) -> list[Difference]:
+        """Every device's differences from the kernel; a stopped instance owns nothing."""
+        if not self.is_alive():
+            return []
+        return [d for dev in self.devices() for d in dev.check()]
+
+    def drift_repair(self, found: list[Difference]) -> None:
+        """Each device puts back its own objects among FOUND; a re-made NIC is attached again. One
+        device failing does not stop the others; the first failure is raised at the end."""
+        errors: list[Exception] = []
+        for dev in self.devices():
+            mine = [d for d in found if d.owner == dev.owner]
+            if not mine:
+                continue
+            try:
+                for nic in dev.repair(mine):
+                    self._attach(nic)
+            except Exception as e:
+                errors.append(e)
+                continue
+            self.event("device-repaired", dev)
+        if errors:
+            raise errors[0]
 
     def pid(self) -> int:
         rt = db_instances.get_runtime(self.state.store, self.name)

@@ -80,6 +80,7 @@ class Container(Instance):
                 **self._link_state(run_name, str(handle), "broadcast"),
                 "device": dev.name,
                 "path": dev.describe(),
+                "owns": [str(o) for o in dev.owned()],
                 "host_name": self.volatile(dev.vkey("host_name")) or "",
             }
         return out

@@ -113,6 +113,7 @@ class VirtualMachine(Instance):
             out[dev.name] = {
                 "device": dev.name,
                 "path": dev.describe(),
+                "owns": [str(o) for o in dev.owned()],
                 "host_name": host_name,
                 "hwaddr": self.volatile(dev.vkey("hwaddr")) or "",
                 "mtu": link.mtu,

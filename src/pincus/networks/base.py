@@ -10,6 +10,7 @@ from pincus.db.networks import NetworkRecord
 from pincus.errors import InvalidError
 from pincus.host import files
 from pincus.host.facade import Host
+from pincus.ownership import Difference, Owned
 from pincus.state import State
 
 
@@ -71,6 +72,22 @@ class NetworkDriver:
 
     def leases(self) -> list[dict[str, str]]:
         raise InvalidError(f'Network "{self.name}" is of type "{self.type}", which has no leases')
+
+    @property
+    def owner(self) -> str:
+        """Who a difference belongs to, as `admin check` prints it."""
+        return f'network "{self.name}"'
+
+    def owned(self) -> list[Owned]:
+        """The host objects this network made and answers for."""
+        return []
+
+    def check(self) -> list[Difference]:
+        """How the kernel differs from what the config says the network owns. Changes nothing."""
+        return []
+
+    def repair(self, found: list[Difference]) -> None:
+        """Put back the network's own objects among FOUND (the repairable ones of check())."""
 
     def info(self) -> dict[str, Any]:
         """Extra fields for `network show`."""

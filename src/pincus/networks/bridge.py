@@ -27,7 +27,7 @@ import ipaddress
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -56,6 +56,7 @@ from pincus.host import (
     ipconf,
     links,
     nft_networks,
+    nft_runner,
     sysfs,
 )
 from pincus.host.dnsmasq_args import DnsmasqConfig
@@ -63,6 +64,7 @@ from pincus.host.facade import Host
 from pincus.networks import subnets
 from pincus.networks.base import NetworkDriver
 from pincus.networks.forwarding import HostForwarding
+from pincus.ownership import Difference, Owned
 from pincus.reverter import Reverter
 from pincus.state import State
 
@@ -678,6 +680,94 @@ class BridgeNetwork(NetworkDriver):
             new._start(clean_files=False)
             undo.success()
         return new
+
+    # --- drift: what the network owns against what the kernel has --------------------------------
+
+    def owned(self) -> list[Owned]:
+        out = [Owned("interface", self.name)]
+        out += [Owned("address", str(a)) for a in self._addresses()]
+        out += [Owned("route", r) for r in self._routes()]
+        out += [Owned("nft chain", f"inet {self.host(nft_runner.table_name, self.state.tag)} {chain}")
+                for chain in self.host(nft_networks.network_rule_counts, self._rules())]  # fmt: skip
+        if self.dnsmasq_config() is not None:
+            out.append(Owned("process", f"dnsmasq ({self.dnsmasq_dir})"))
+        return out
+
+    def check(self) -> list[Difference]:
+        out: list[Difference] = []
+
+        def differs(kind: str, name: str, expected: str, found: str, repairable: bool = True) -> None:
+            out.append(Difference(self.owner, kind, name, expected, found, repairable))
+
+        link = self.host(links.get_link, self.name)
+        if link is None:
+            # Its addresses and routes went with it: one difference, not one per object.
+            differs("interface", self.name, "a bridge", "missing")
+        elif link.kind != "bridge":
+            differs("interface", self.name, "a bridge", f"a {link.kind or 'device'} interface", False)
+            return out  # not ours to touch at all
+        else:
+            self._check_link(link, differs)
+        want = self.host(nft_networks.network_rule_counts, self._rules())
+        have = self.host(nft_networks.listed_network_rule_counts, self.state.tag, self.name)
+        for chain in sorted(set(want) | set(have)):
+            if want.get(chain) != have.get(chain):
+                differs(
+                    "nft chain",
+                    f"inet {self.host(nft_runner.table_name, self.state.tag)} {chain}",
+                    f"{want[chain]} rules" if chain in want else "absent",
+                    f"{have[chain]} rules" if chain in have else "missing",
+                )
+        self._check_dnsmasq(differs)
+        return out
+
+    def _check_link(self, link: links.LinkInfo, differs: Callable[..., None]) -> None:
+        if not link.up:
+            differs("interface state", self.name, "up", "down")
+        mtu = self._mtu()
+        if mtu is not None and link.mtu != mtu:
+            differs("mtu", self.name, str(mtu), str(link.mtu))
+        if link.mac.lower() != self._hwaddr():
+            differs("mac address", self.name, self._hwaddr(), link.mac.lower())
+        present = {ipaddress.ip_interface(a) for a in self.host(links.link_addresses, self.name)}
+        for address in self._addresses():
+            if address not in present:
+                differs("address", str(address), f"on {self.name}", "missing")
+        routes = set(self.host(ipconf.routes_of, self.name))
+        for route in self._routes():
+            if route not in routes:
+                differs("route", route, f"out of {self.name}", "missing")
+        for iface in self._external():
+            ext = self.host(links.get_link, iface)
+            if ext is None:
+                # The admin's interface: reported, never made up.
+                differs("external interface", iface, f"a port of {self.name}", "missing", False)
+            elif ext.master != self.name:
+                differs(
+                    "external interface", iface, f"a port of {self.name}", f"master {ext.master or 'none'}"
+                )
+
+    def _check_dnsmasq(self, differs: Callable[..., None]) -> None:
+        cfg = self.dnsmasq_config()
+        pid = self.host(dnsmasq_process.find_running, self.dnsmasq_dir)
+        if cfg is None:
+            if pid is not None:
+                differs("process", f"dnsmasq (pid {pid})", "not running", "running")
+        elif pid is None:
+            differs("process", "dnsmasq", "running", "not running")
+        elif self.host(dnsmasq_process.running_config_digest, self.dnsmasq_dir) != self.host(
+            dnsmasq_args.config_digest, cfg
+        ):
+            differs("process", f"dnsmasq (pid {pid})", "the network's config", "another config")
+
+    def repair(self, found: list[Difference]) -> None:
+        """The driver's own start, which adopts what is there and makes what is not."""
+        if not any(d.repairable for d in found):
+            return
+        if any(d.kind == "interface" and d.found == "missing" for d in found):
+            # dnsmasq's sockets were bound to the bridge that went: the new one needs a new dnsmasq.
+            self.host(dnsmasq_process.stop, self.dnsmasq_dir)
+        self._start(clean_files=False)
 
     # --- NICs and leases ---------------------------------------------------------------------
 

@@ -7,10 +7,12 @@ from typing import Any, ClassVar
 
 from pincus.config.keys import KeyTable
 from pincus.config.network_keys import PHYSICAL
+from pincus.db import instances as db_instances
 from pincus.db.networks import NetworkRecord
 from pincus.errors import ConflictError, InvalidError, NotFoundError
 from pincus.host import files, links, sysfs
 from pincus.networks.base import NetworkDriver
+from pincus.ownership import Difference, Owned
 
 
 class PhysicalNetwork(NetworkDriver):
@@ -98,6 +100,28 @@ class PhysicalNetwork(NetworkDriver):
 
     def host_interface(self) -> str:
         return self.parent
+
+    def owned(self) -> list[Owned]:
+        """The parent is the admin's; the network owns only the MTU it sets on it."""
+        mtu = self.config.get("mtu")
+        return [Owned("mtu", f"{mtu} on {self.parent}")] if mtu is not None else []
+
+    def check(self) -> list[Difference]:
+        """The parent is the admin's: a missing one is reported (unless a NIC of ours holds it inside
+        its container), never made; its MTU is the network's while the network exists."""
+        if not self.host(sysfs.interface_exists, self.parent):
+            if db_instances.volatile_holders(self.state.store, ".last_state.name", self.parent):
+                return []
+            expected = "present (the admin's: never made by pincus)"
+            return [Difference(self.owner, "interface", self.parent, expected, "missing", repairable=False)]
+        mtu = self.config.get("mtu")
+        if mtu is not None and (found := self.host(sysfs.interface_mtu, self.parent)) != int(mtu):
+            return [Difference(self.owner, "mtu", self.parent, mtu, str(found))]
+        return []
+
+    def repair(self, found: list[Difference]) -> None:
+        if any(d.kind == "mtu" for d in found):
+            self.host(links.set_mtu, self.parent, int(self.config["mtu"]))
 
     def info(self) -> dict[str, Any]:
         exists = self.host(sysfs.interface_exists, self.parent)

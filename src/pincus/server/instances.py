@@ -100,6 +100,10 @@ class Instances:
             raise NotFoundError(f'Instance "{name}" not found')
         return self._driver(rec)
 
+    def load(self, name: str) -> Instance:
+        """The driver of stored instance NAME (NotFoundError if there is none)."""
+        return self._load(name)
+
     def _driver(self, rec: InstanceRecord, override: Profiles | None = None) -> Instance:
         """The driver of stored record REC, seeing its profiles expanded (OVERRIDE: profiles by name
         to use instead of the stored ones, for a profile change not yet made)."""

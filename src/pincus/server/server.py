@@ -10,6 +10,7 @@ from typing import Any
 from pincus import __version__
 from pincus.host import nft_runner, qemu
 from pincus.host.facade import Host
+from pincus.server.drift import Drift
 from pincus.server.instances import Instances
 from pincus.server.networks import Networks
 from pincus.server.operations import Operations
@@ -64,6 +65,7 @@ class Server:
         self.networks = Networks(state)
         self.instances = Instances(state)
         self.profiles = Profiles(state, self.instances)
+        self.drift = Drift(state, self.networks, self.instances)
 
     @property
     def host(self) -> Host:
