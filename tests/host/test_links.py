@@ -288,6 +288,37 @@ def test_routes_added_and_deleted(pair: NetNS) -> None:
     assert not left & {"10.250.3.0/24", "10.250.4.0/24", "fd42:250:3::/64"}
 
 
+def _cidr(dst: str, version: int) -> str:
+    if dst == "default":
+        return "0.0.0.0/0" if version == 4 else "::/0"
+    return dst if "/" in dst else f"{dst}/{32 if version == 4 else 128}"
+
+
+def test_route_list_has_every_table_of_both_families_as_the_kernel_shows_it(pair: NetNS) -> None:
+    links.set_up("va", pair.path)
+    links.add_address("va", "10.250.5.1/24", pair.path)
+    pair.ip("route", "add", "default", "via", "10.250.5.9")
+    pair.ip("route", "add", "10.250.6.0/24", "dev", "va", "table", "100")
+    pair.ip("-6", "route", "add", "fd42:250:6::/64", "dev", "va", "table", "100")
+    kernel = sorted(
+        _cidr(r["dst"], version)
+        for version in (4, 6)
+        for r in ipj(f"-{version}", "route", "show", "table", "all", ns=pair)
+    )
+    assert sorted(links.list_routes(pair.path)) == kernel
+    assert {"0.0.0.0/0", "10.250.5.0/24", "10.250.6.0/24", "fd42:250:6::/64"} <= set(kernel)
+
+
+def test_vlan_interface_on_a_kernel_without_8021q_fails_naming_it(host: str) -> None:
+    # The guest kernel creates them for real (tests/guestkernel/test_vlans.py).
+    links.create_veth(f"{host}a", f"{host}b")
+    with pytest.raises(HostError, match=rf'Failed to create VLAN 10 interface "{host}v" on "{host}a": '):
+        links.create_vlan(f"{host}v", f"{host}a", 10, gvrp=True)
+    with pytest.raises(InvalidError, match="outside 0-4094"):
+        links.create_vlan(f"{host}v", f"{host}a", 4095)
+    assert link(f"{host}v") is None
+
+
 def test_get_link_matches_the_kernel_view(pair: NetNS) -> None:
     pair.ip("link", "add", "br0", "type", "bridge")
     pair.ip("link", "set", "va", "master", "br0", "mtu", "1400", "txqlen", "55", "up")

@@ -17,7 +17,6 @@ import logging
 import os
 import socket
 import struct
-import subprocess
 from dataclasses import dataclass
 
 from pincus.errors import HostError, InvalidError
@@ -28,18 +27,17 @@ log = logging.getLogger(__name__)
 # --------------------------------------------------------------------------- kernel ABI
 # linux/rtnetlink.h, linux/if_link.h, linux/veth.h, linux/if_tun.h
 
-_RTM_NEWLINK = 16
-_RTM_DELLINK = 17
-_RTM_GETLINK = 18
 _RTM_NEWADDR = 20
 _RTM_DELADDR = 21
 _RTM_GETADDR = 22
 _RTM_NEWROUTE = 24
 _RTM_DELROUTE = 25
+_RTM_GETROUTE = 26
 
 _IFLA_ADDRESS = 1
 _IFLA_IFNAME = 3
 _IFLA_MTU = 4
+_IFLA_LINK = 5
 _IFLA_MASTER = 10
 _IFLA_TXQLEN = 13
 _IFLA_OPERSTATE = 16
@@ -51,6 +49,9 @@ _IFLA_CARRIER = 33
 _IFLA_INFO_KIND = 1
 _IFLA_INFO_DATA = 2
 _VETH_INFO_PEER = 1
+_IFLA_VLAN_ID = 1
+_IFLA_VLAN_FLAGS = 2
+_VLAN_FLAG_GVRP = 0x2
 _IFLA_BR_FORWARD_DELAY = 1
 _IFLA_BR_STP_STATE = 5
 _RTEXT_FILTER_SKIP_STATS = 1 << 3
@@ -78,6 +79,7 @@ _IFF_VNET_HDR = 0x4000
 _IFF_TUN_EXCL = 0x8000
 
 _IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change
+IFINFOMSG_SIZE = _IFINFOMSG.size  # where a link message's attributes start
 _IFADDRMSG = struct.Struct("=BBBBi")  # family, prefixlen, flags, scope, index
 _RTMSG = struct.Struct("=BBBBBBBBI")  # family, dst_len, src_len, tos, table, protocol, scope, type, flags
 _STATS64 = struct.Struct("=8Q")  # the first 8 counters of rtnl_link_stats64
@@ -112,8 +114,14 @@ class LinkStats:
 # --------------------------------------------------------------------------- wire format
 
 
-def _ifinfo(index: int = 0, flags: int = 0, change: int = 0) -> bytes:
-    return _IFINFOMSG.pack(0, 0, index, flags, change)
+def ifinfo(index: int = 0, flags: int = 0, change: int = 0, family: int = socket.AF_UNSPEC) -> bytes:
+    """The struct ifinfomsg every link request starts with."""
+    return _IFINFOMSG.pack(family, 0, index, flags, change)
+
+
+def ifinfo_index(body: bytes) -> int:
+    """The ifindex of a link message from the kernel."""
+    return int(_IFINFOMSG.unpack_from(body)[2])
 
 
 def _mac_bytes(mac: str) -> bytes:
@@ -201,18 +209,19 @@ def _check_positive(what: str, value: int) -> None:
 
 def _getlink(nl: netlink.Rtnl, name: str | None = None, index: int = 0, stats: bool = False) -> _Link:
     """The kernel's view of one link; raises netlink.NetlinkError(ENODEV) if there is none."""
-    body = _ifinfo(index)
+    body = ifinfo(index)
     if name is not None:
         body += netlink.text(_IFLA_IFNAME, name)
     if not stats:
         body += netlink.u32(_IFLA_EXT_MASK, _RTEXT_FILTER_SKIP_STATS)
-    replies = nl.request(_RTM_GETLINK, body)
+    replies = nl.request(netlink.RTM_GETLINK, body)
     if not replies:
         raise netlink.NetlinkError(errno.ENODEV, "")
     return _Link.parse(replies[0])
 
 
-def _index(nl: netlink.Rtnl, name: str) -> int:
+def index_of(nl: netlink.Rtnl, name: str) -> int:
+    """The ifindex of `name`; raises netlink.NetlinkError(ENODEV) if there is no such link."""
     return _getlink(nl, name).index
 
 
@@ -232,7 +241,42 @@ def _setlink(what: str, name: str, netns: str | None, *attrs: bytes) -> None:
     """Change attributes of the link called `name` (one request)."""
     checks.interface_name(name)
     with netlink.rtnl(what, netns) as nl:
-        nl.request(_RTM_NEWLINK, _ifinfo() + netlink.text(_IFLA_IFNAME, name) + b"".join(attrs))
+        nl.request(netlink.RTM_NEWLINK, ifinfo() + netlink.text(_IFLA_IFNAME, name) + b"".join(attrs))
+
+
+# --------------------------------------------------------------------------- on an open socket
+# For host modules that make several requests in one go on one socket (tc.py, bridgeport.py):
+# these raise netlink.NetlinkError, whose errno the caller may act on, and name nothing.
+
+
+def lookup_link(nl: netlink.Rtnl, name: str) -> LinkInfo | None:
+    """The link called `name`, or None if there is none (or no link could have that name)."""
+    try:
+        checks.interface_name(name)
+    except InvalidError:
+        return None
+    try:
+        link = _getlink(nl, name)
+    except netlink.NetlinkError as e:
+        if e.errno == errno.ENODEV:
+            return None
+        raise
+    return _info_with_master(nl, link)
+
+
+def add_link(nl: netlink.Rtnl, name: str, kind: str, up: bool = False) -> None:
+    """A new link of a kind that needs no settings (an IFB); EEXIST if the name is taken."""
+    body = ifinfo(flags=_IFF_UP if up else 0, change=_IFF_UP) + netlink.text(_IFLA_IFNAME, name)
+    body += netlink.nest(_IFLA_LINKINFO, netlink.text(_IFLA_INFO_KIND, kind))
+    nl.request(netlink.RTM_NEWLINK, body, netlink.NLM_F_CREATE | netlink.NLM_F_EXCL)
+
+
+def set_up_by_index(nl: netlink.Rtnl, index: int) -> None:
+    nl.request(netlink.RTM_NEWLINK, ifinfo(index, _IFF_UP, _IFF_UP))
+
+
+def delete_by_index(nl: netlink.Rtnl, index: int) -> None:
+    nl.request(netlink.RTM_DELLINK, ifinfo(index))
 
 
 # --------------------------------------------------------------------------- queries
@@ -267,8 +311,8 @@ def get_link_by_index(index: int, netns: str | None = None) -> LinkInfo | None:
 def list_links(netns: str | None = None) -> list[LinkInfo]:
     """Every link of the namespace, in ifindex order."""
     with netlink.rtnl("Failed to list links", netns) as nl:
-        body = _ifinfo() + netlink.u32(_IFLA_EXT_MASK, _RTEXT_FILTER_SKIP_STATS)
-        found = [_Link.parse(b) for b in nl.request(_RTM_GETLINK, body, netlink.NLM_F_DUMP)]
+        body = ifinfo() + netlink.u32(_IFLA_EXT_MASK, _RTEXT_FILTER_SKIP_STATS)
+        found = [_Link.parse(b) for b in nl.request(netlink.RTM_GETLINK, body, netlink.NLM_F_DUMP)]
     names = {link.index: link.name for link in found}
     infos = [link.info(names.get(link.u32(_IFLA_MASTER))) for link in found]
     return sorted(infos, key=lambda info: info.index)
@@ -324,14 +368,14 @@ def link_address_info(name: str, netns: str | None = None) -> list[AddressInfo]:
     """Every address on `name` with its family and the kernel's scope."""
     checks.interface_name(name)
     with netlink.rtnl(f'Failed to list addresses of "{name}"', netns) as nl:
-        return [a.info() for a in _addresses(nl, _index(nl, name))]
+        return [a.info() for a in _addresses(nl, index_of(nl, name))]
 
 
 def link_addresses(name: str, netns: str | None = None) -> list[str]:
     """Every address on `name` as "addr/prefixlen", IPv6 link-local ones included."""
     checks.interface_name(name)
     with netlink.rtnl(f'Failed to list addresses of "{name}"', netns) as nl:
-        return [a.text() for a in _addresses(nl, _index(nl, name))]
+        return [a.text() for a in _addresses(nl, index_of(nl, name))]
 
 
 # --------------------------------------------------------------------------- creation
@@ -340,7 +384,7 @@ def link_addresses(name: str, netns: str | None = None) -> list[str]:
 def create_bridge(name: str, mtu: int | None = None, hwaddr: str | None = None) -> None:
     """A Linux bridge in the daemon's namespace, STP off and forward delay 0."""
     checks.interface_name(name)
-    body = _ifinfo() + netlink.text(_IFLA_IFNAME, name)
+    body = ifinfo() + netlink.text(_IFLA_IFNAME, name)
     if mtu is not None:
         _check_positive("MTU", mtu)
         body += netlink.u32(_IFLA_MTU, mtu)
@@ -351,7 +395,7 @@ def create_bridge(name: str, mtu: int | None = None, hwaddr: str | None = None) 
     )
     body += netlink.nest(_IFLA_LINKINFO, netlink.text(_IFLA_INFO_KIND, "bridge"), data)
     with netlink.rtnl(f'Failed to create bridge "{name}"', None) as nl:
-        nl.request(_RTM_NEWLINK, body, netlink.NLM_F_CREATE | netlink.NLM_F_EXCL)
+        nl.request(netlink.RTM_NEWLINK, body, netlink.NLM_F_CREATE | netlink.NLM_F_EXCL)
 
 
 def _create_veth(
@@ -371,15 +415,15 @@ def _create_veth(
     if txqlen is not None:
         _check_positive("TX queue length", txqlen)
         both += netlink.u32(_IFLA_TXQLEN, txqlen)
-    peer = _ifinfo() + netlink.text(_IFLA_IFNAME, peer_name) + both + peer_extra
+    peer = ifinfo() + netlink.text(_IFLA_IFNAME, peer_name) + both + peer_extra
     if peer_mac is not None:
         peer += netlink.attr(_IFLA_ADDRESS, _mac_bytes(checks.mac(peer_mac)))
     # The peer is a whole ifinfomsg (header and attributes) inside VETH_INFO_PEER.
     info = netlink.nest(_IFLA_INFO_DATA, netlink.attr(_VETH_INFO_PEER, peer))
-    body = _ifinfo() + netlink.text(_IFLA_IFNAME, host_name) + both
+    body = ifinfo() + netlink.text(_IFLA_IFNAME, host_name) + both
     body += netlink.nest(_IFLA_LINKINFO, netlink.text(_IFLA_INFO_KIND, "veth"), info)
     with netlink.rtnl(f'Failed to create veth "{host_name}"', None) as nl:
-        nl.request(_RTM_NEWLINK, body, netlink.NLM_F_CREATE | netlink.NLM_F_EXCL)
+        nl.request(netlink.RTM_NEWLINK, body, netlink.NLM_F_CREATE | netlink.NLM_F_EXCL)
 
 
 def create_veth_into_netns(
@@ -454,7 +498,7 @@ def delete_link(name: str, netns: str | None = None) -> None:
         return  # the namespace went away and took its links with it
     with netlink.rtnl(f'Failed to delete link "{name}"', netns) as nl:
         try:
-            nl.request(_RTM_DELLINK, _ifinfo() + netlink.text(_IFLA_IFNAME, name))
+            nl.request(netlink.RTM_DELLINK, ifinfo() + netlink.text(_IFLA_IFNAME, name))
         except netlink.NetlinkError as e:
             if e.errno != errno.ENODEV:
                 raise
@@ -468,8 +512,8 @@ def set_master(name: str, bridge: str) -> None:
     checks.interface_name(name)
     checks.interface_name(bridge)
     with netlink.rtnl(f'Failed to attach "{name}" to bridge "{bridge}"', None) as nl:
-        body = _ifinfo() + netlink.text(_IFLA_IFNAME, name) + netlink.u32(_IFLA_MASTER, _index(nl, bridge))
-        nl.request(_RTM_NEWLINK, body)
+        body = ifinfo() + netlink.text(_IFLA_IFNAME, name) + netlink.u32(_IFLA_MASTER, index_of(nl, bridge))
+        nl.request(netlink.RTM_NEWLINK, body)
 
 
 def set_nomaster(name: str) -> None:
@@ -480,8 +524,8 @@ def set_nomaster(name: str) -> None:
 def _set_flags(what: str, name: str, netns: str | None, up: bool) -> None:
     checks.interface_name(name)
     with netlink.rtnl(what, netns) as nl:
-        body = _ifinfo(flags=_IFF_UP if up else 0, change=_IFF_UP) + netlink.text(_IFLA_IFNAME, name)
-        nl.request(_RTM_NEWLINK, body)
+        body = ifinfo(flags=_IFF_UP if up else 0, change=_IFF_UP) + netlink.text(_IFLA_IFNAME, name)
+        nl.request(netlink.RTM_NEWLINK, body)
 
 
 def set_up(name: str, netns: str | None = None) -> None:
@@ -527,7 +571,7 @@ def rename_link(name: str, new_name: str, netns: str | None = None) -> None:
     checks.interface_name(name)
     checks.interface_name(new_name)
     with netlink.rtnl(f'Failed to rename "{name}" to "{new_name}"', netns) as nl:
-        nl.request(_RTM_NEWLINK, _ifinfo(_index(nl, name)) + netlink.text(_IFLA_IFNAME, new_name))
+        nl.request(netlink.RTM_NEWLINK, ifinfo(index_of(nl, name)) + netlink.text(_IFLA_IFNAME, new_name))
 
 
 def move_link_to_netns(
@@ -551,11 +595,11 @@ def move_link_to_netns(
     try:
         with netlink.rtnl(what, from_netns, say_where=False) as nl:
             if new_name is None:
-                body = _ifinfo() + netlink.text(_IFLA_IFNAME, name)
+                body = ifinfo() + netlink.text(_IFLA_IFNAME, name)
             else:
                 # Addressed by index, IFLA_IFNAME is the name the link takes in its new home.
-                body = _ifinfo(_index(nl, name)) + netlink.text(_IFLA_IFNAME, new_name)
-            nl.request(_RTM_NEWLINK, body + netlink.u32(_IFLA_NET_NS_FD, nsfd))
+                body = ifinfo(index_of(nl, name)) + netlink.text(_IFLA_IFNAME, new_name)
+            nl.request(netlink.RTM_NEWLINK, body + netlink.u32(_IFLA_NET_NS_FD, nsfd))
     finally:
         os.close(nsfd)
 
@@ -584,7 +628,7 @@ def add_address(name: str, cidr: str, netns: str | None = None) -> None:
     except ValueError as e:
         raise InvalidError(f'Invalid address "{cidr}"') from e
     with netlink.rtnl(f'Failed to add address {cidr} to "{name}"', netns) as nl:
-        head = _IFADDRMSG.pack(_family(iface.version), iface.network.prefixlen, 0, 0, _index(nl, name))
+        head = _IFADDRMSG.pack(_family(iface.version), iface.network.prefixlen, 0, 0, index_of(nl, name))
         raw = iface.ip.packed
         nl.request(
             _RTM_NEWADDR,
@@ -602,7 +646,7 @@ def delete_address(name: str, cidr: str, netns: str | None = None) -> None:
         raise InvalidError(f'Invalid address "{cidr}"') from e
     with netlink.rtnl(f'Failed to remove address {cidr} from "{name}"', netns) as nl:
         try:
-            head = _IFADDRMSG.pack(_family(iface.version), iface.network.prefixlen, 0, 0, _index(nl, name))
+            head = _IFADDRMSG.pack(_family(iface.version), iface.network.prefixlen, 0, 0, index_of(nl, name))
             raw = iface.ip.packed
             nl.request(_RTM_DELADDR, head + netlink.attr(_IFA_LOCAL, raw) + netlink.attr(_IFA_ADDRESS, raw))
         except netlink.NetlinkError as e:
@@ -614,7 +658,7 @@ def flush_addresses(name: str, netns: str | None = None) -> None:
     """Remove every address of `name`, IPv6 link-local included."""
     checks.interface_name(name)
     with netlink.rtnl(f'Failed to flush addresses of "{name}"', netns) as nl:
-        index = _index(nl, name)
+        index = index_of(nl, name)
         for old in _addresses(nl, index):
             body = _IFADDRMSG.pack(old.family, old.prefixlen, 0, 0, index)
             for atype in (_IFA_LOCAL, _IFA_ADDRESS):
@@ -644,7 +688,7 @@ def _route(
     body = _RTMSG.pack(_family(dst.version), dst.prefixlen, 0, 0, _RT_TABLE_MAIN, proto, scope, rtype, 0)
     if dst.prefixlen:
         body += netlink.attr(_RTA_DST, dst.network_address.packed)
-    body += netlink.u32(_RTA_OIF, _index(nl, dev))
+    body += netlink.u32(_RTA_OIF, index_of(nl, dev))
     if gateway is not None:
         body += netlink.attr(_RTA_GATEWAY, gateway.packed)
     return body
@@ -673,18 +717,39 @@ def delete_route(dst_cidr: str, dev: str, netns: str | None = None) -> None:
                 raise
 
 
+def list_routes(netns: str | None = None) -> list[str]:
+    """The destination (CIDR) of every route in every table, both families; a default is /0."""
+    out: list[str] = []
+    with netlink.rtnl("Failed to list routes", netns) as nl:
+        for family in (socket.AF_INET, socket.AF_INET6):
+            # Table 0 and no RTM_F_CLONED: every table, without the IPv6 route cache.
+            head = _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
+            for body in nl.request(_RTM_GETROUTE, head, netlink.NLM_F_DUMP):
+                rfamily, dst_len = body[0], body[1]
+                if rfamily != family:
+                    continue
+                raw = netlink.attrs(body, _RTMSG.size).get(_RTA_DST)
+                zero = ipaddress.ip_address(0) if family == socket.AF_INET else ipaddress.IPv6Address(0)
+                address = ipaddress.ip_address(raw) if raw else zero
+                out.append(str(ipaddress.ip_network((address, dst_len), strict=False)))
+    return out
+
+
 def create_vlan(name: str, parent: str, vid: int, gvrp: bool = False) -> None:
     """An 802.1Q sub-interface of parent (GVRP registration when asked)."""
     checks.interface_name(name)
     checks.interface_name(parent)
     if not 0 <= vid <= 4094:
         raise InvalidError(f"VLAN id {vid} is outside 0-4094")
-    argv = ["ip", "link", "add", "link", parent, "name", name, "type", "vlan", "id", str(vid)]
+    data = netlink.attr(_IFLA_VLAN_ID, struct.pack("=H", vid))
     if gvrp:
-        argv += ["gvrp", "on"]
-    r = subprocess.run(argv, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise HostError(f'Failed to create VLAN {vid} interface "{name}" on "{parent}": {r.stderr.strip()}')
+        data += netlink.attr(_IFLA_VLAN_FLAGS, struct.pack("=II", _VLAN_FLAG_GVRP, _VLAN_FLAG_GVRP))
+    with netlink.rtnl(f'Failed to create VLAN {vid} interface "{name}" on "{parent}"', None) as nl:
+        body = ifinfo() + netlink.text(_IFLA_IFNAME, name) + netlink.u32(_IFLA_LINK, index_of(nl, parent))
+        body += netlink.nest(
+            _IFLA_LINKINFO, netlink.text(_IFLA_INFO_KIND, "vlan"), netlink.nest(_IFLA_INFO_DATA, data)
+        )
+        nl.request(netlink.RTM_NEWLINK, body, netlink.NLM_F_CREATE | netlink.NLM_F_EXCL)
 
 
 def global_addresses(name: str, netns: str | None = None) -> list[str]:

@@ -298,7 +298,7 @@ class BridgeNetwork(NetworkDriver):
 
     def _used_subnets(self, others: list[NetworkRecord]) -> list[Network]:
         used: list[Network] = [ipaddress.ip_interface(a).network for a in self.host(links.all_addresses)]
-        used += [ipaddress.ip_network(r) for r in self.host(ipconf.list_routes)]
+        used += [ipaddress.ip_network(r) for r in self.host(links.list_routes)]
         for rec in others:
             if rec.type == self.type and rec.name != self.name:
                 used += [net for net, _ in _claims(rec.config)]
