@@ -287,9 +287,9 @@ def inner(n: int, work: Path, tag: str) -> None:
                               (bridgeport, "bridgeport"), (dnsmasq, "dnsmasq")):  # fmt: skip
             clock.wrap_module(module, group)
         # tc's netlink steps one by one: which kernel object gets dearer (tc.* is the rest of the call).
-        tc_steps = ("get_link", "link_add", "link_delete", "link_set_up", "qdisc_replace", "qdisc_add",
+        tc_steps = ("qdisc_replace", "qdisc_add",
                     "qdisc_delete", "filter_add")  # fmt: skip
-        clock.wrap_methods(tc._Rtnl, "tc netlink", tc_steps)
+        clock.wrap_methods(tc._Tc, "tc netlink", tc_steps)
         lookup = nic_bridged.load_bridge_network  # type: ignore[attr-defined]
         setattr(nic_bridged, "load_bridge_network", clock.wrap("db: load_bridge_network", lookup))  # noqa: B010
 
