@@ -214,7 +214,7 @@ def inner(n: int, work: Path, tag: str) -> None:
     from pincus.devices import nic_bridged
     from pincus.devices.nic_bridged import BridgedNic
     from pincus.events import EventHub
-    from pincus.host import bridgeport, dnsmasq, links, nft, sysfs, tc
+    from pincus.host import bridgeport, dnsmasq, links, nft, routes, sysctl, sysfs, taps, tc
     from pincus.host import container as host_container
     from pincus.host.features import probe_kernel_features
     from pincus.server.networks import Networks
@@ -284,7 +284,8 @@ def inner(n: int, work: Path, tag: str) -> None:
 
         clock = StepClock()
         for module, group in ((links, "links"), (nft, "nft"), (tc, "tc"), (sysfs, "sysfs"),
-                              (bridgeport, "bridgeport"), (dnsmasq, "dnsmasq")):  # fmt: skip
+                              (bridgeport, "bridgeport"), (dnsmasq, "dnsmasq"), (sysctl, "sysctl"),
+                              (routes, "routes"), (taps, "taps")):  # fmt: skip
             clock.wrap_module(module, group)
         # tc's netlink steps one by one: which kernel object gets dearer (tc.* is the rest of the call).
         tc_steps = ("qdisc_replace", "qdisc_add",
@@ -313,7 +314,7 @@ def inner(n: int, work: Path, tag: str) -> None:
             start_rows["floor start cpu"][i] = time.thread_time() - c
             # Untimed: like pincus's host ends, the floor's carry no IPv6, which would otherwise
             # make every later IPv6 change in the namespace dearer (the kernel walks the IPv6 FIB).
-            links.set_ipv6_disabled(f"{tag}f{i}")
+            sysctl.set_ipv6_disabled(f"{tag}f{i}")
             nic = make_nic(i, f"e{i}")
             clock.take()
             t, c = time.perf_counter(), time.thread_time()

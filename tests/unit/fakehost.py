@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from pincus.host import bridgeport, links, nft, sysfs, tc
+from pincus.host import bridgeport, links, nft, routes, sysctl, sysfs, taps, tc
 
 
 @dataclass
@@ -39,9 +39,11 @@ class FakeHost:
 def fakehost(monkeypatch: pytest.MonkeyPatch) -> FakeHost:
     host = FakeHost()
     for mod, names in {
-        links: ["create_veth_into_netns", "create_tap", "delete_link", "set_ipv6_disabled", "set_master",
-                "set_up", "set_down", "set_txqlen", "add_route", "delete_route", "move_link_to_netns",
-                "set_mtu", "set_mac", "rename_link", "create_vlan"],
+        links: ["create_veth_into_netns", "delete_link", "set_master", "set_up", "set_down", "set_txqlen",
+                "move_link_to_netns", "set_mtu", "set_mac", "rename_link", "create_vlan"],
+        taps: ["create_tap"],
+        routes: ["add_route", "delete_route"],
+        sysctl: ["set_ipv6_disabled"],
         tc: ["apply_limits", "clear_limits"],
         nft: ["set_nic_filter", "remove_nic_filter"],
         bridgeport: ["set_port_isolated", "set_port_vlans"],

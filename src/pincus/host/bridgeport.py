@@ -17,12 +17,9 @@ from pincus.errors import HostError, InvalidError
 from pincus.host import checks, links, netlink
 
 # linux/if_link.h, linux/if_bridge.h, linux/rtnetlink.h
-_IFLA_LINKINFO = 18
 _IFLA_PROTINFO = 12
 _IFLA_AF_SPEC = 26
 _IFLA_EXT_MASK = 29
-_IFLA_INFO_SLAVE_KIND = 4
-_IFLA_INFO_SLAVE_DATA = 5
 _IFLA_BRPORT_ISOLATED = 33
 _IFLA_BRIDGE_VLAN_INFO = 2
 _BRIDGE_VLAN_INFO_PVID = 1 << 1
@@ -52,26 +49,6 @@ def set_port_isolated(port: str, isolated: bool) -> None:
             if e.errno == errno.EOPNOTSUPP:  # the kernel's answer for a link on no bridge
                 raise HostError(f"{what}: it is not a bridge port") from e
             raise
-
-
-def port_isolated(port: str) -> bool:
-    checks.interface_name(port)
-    what = f'Failed to read isolation of bridge port "{port}"'
-    with netlink.rtnl(what, None) as nl:
-        reply = nl.request(netlink.RTM_GETLINK, links.ifinfo(links.index_of(nl, port)))
-    linkinfo = netlink.attrs(reply[0], links.IFINFOMSG_SIZE).get(_IFLA_LINKINFO, b"") if reply else b""
-    info = netlink.attrs(linkinfo)
-    if netlink.cstr(info.get(_IFLA_INFO_SLAVE_KIND, b"")) != "bridge":
-        raise HostError(f"{what}: it is not a bridge port")
-    flag = netlink.attrs(info.get(_IFLA_INFO_SLAVE_DATA, b"")).get(_IFLA_BRPORT_ISOLATED)
-    return bool(flag and flag[0])
-
-
-def port_vlans(port: str) -> list[PortVlan]:
-    """The VLANs `port` is a member of, in the kernel's order; [] for a bridge without filtering."""
-    checks.interface_name(port)
-    with netlink.rtnl(f'Failed to read VLANs of bridge port "{port}"', None) as nl:
-        return _port_vlans(nl, links.index_of(nl, port))
 
 
 def _port_vlans(nl: netlink.Rtnl, index: int) -> list[PortVlan]:

@@ -1,38 +1,28 @@
-"""Network links, addresses and routes through rtnetlink.
+"""Network links through rtnetlink: query, create (bridge, veth, VLAN), delete, change, move.
 
 A network namespace is named by a file path (`/run/netns/<name>`, a bind mount of
 `/proc/<pid>/ns/net`, ...); `netns=None` means the daemon's own namespace.
 
 The messages are built here on host/netlink.py's client (its docstring says how sockets,
 namespaces and the pool work, and why not pyroute2). A veth peer is born in its namespace
-(`IFLA_NET_NS_FD` inside the peer): one request, nothing to move.
+(`IFLA_NET_NS_FD` inside the peer): one request, nothing to move. Addresses, routes and TAPs
+are in addresses.py, routes.py and taps.py, which find links by name through `index_of`.
 """
 
 from __future__ import annotations
 
 import errno
-import fcntl
-import ipaddress
-import logging
 import os
 import socket
 import struct
 from dataclasses import dataclass
 
 from pincus.errors import HostError, InvalidError
-from pincus.host import checks, ipconf, netlink
-
-log = logging.getLogger(__name__)
+from pincus.host import checks, netlink
 
 # --------------------------------------------------------------------------- kernel ABI
-# linux/rtnetlink.h, linux/if_link.h, linux/veth.h, linux/if_tun.h
+# linux/rtnetlink.h, linux/if_link.h, linux/veth.h, linux/if_vlan.h
 
-_RTM_NEWADDR = 20
-_RTM_DELADDR = 21
-_RTM_GETADDR = 22
-_RTM_NEWROUTE = 24
-_RTM_DELROUTE = 25
-_RTM_GETROUTE = 26
 
 _IFLA_ADDRESS = 1
 _IFLA_IFNAME = 3
@@ -58,30 +48,9 @@ _RTEXT_FILTER_SKIP_STATS = 1 << 3
 _IFF_UP = 0x1
 _OPERSTATES = ("UNKNOWN", "NOTPRESENT", "DOWN", "LOWERLAYERDOWN", "TESTING", "DORMANT", "UP")
 
-_IFA_ADDRESS = 1
-_IFA_LOCAL = 2
-
-_RTA_DST = 1
-_RTA_OIF = 4
-_RTA_GATEWAY = 5
-_RT_TABLE_MAIN = 254
-_RTPROT_BOOT = 3
-_RT_SCOPE_UNIVERSE = 0
-_RT_SCOPE_LINK = 253
-_RT_SCOPE_NOWHERE = 255
-_RTN_UNICAST = 1
-
-_TUNSETIFF = 0x400454CA
-_TUNSETPERSIST = 0x400454CB
-_IFF_TAP = 0x0002
-_IFF_NO_PI = 0x1000
-_IFF_VNET_HDR = 0x4000
-_IFF_TUN_EXCL = 0x8000
 
 _IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change
 IFINFOMSG_SIZE = _IFINFOMSG.size  # where a link message's attributes start
-_IFADDRMSG = struct.Struct("=BBBBi")  # family, prefixlen, flags, scope, index
-_RTMSG = struct.Struct("=BBBBBBBBI")  # family, dst_len, src_len, tos, table, protocol, scope, type, flags
 _STATS64 = struct.Struct("=8Q")  # the first 8 counters of rtnl_link_stats64
 
 
@@ -168,35 +137,6 @@ class _Link:
             master=master,
             txqlen=self.u32(_IFLA_TXQLEN),
         )
-
-
-@dataclass(frozen=True)
-class _Addr:
-    """A parsed RTM_NEWADDR message."""
-
-    family: int
-    prefixlen: int
-    index: int
-    attrs: dict[int, bytes]
-    scope: int = 0
-
-    @classmethod
-    def parse(cls, body: bytes) -> _Addr:
-        family, prefixlen, _flags, scope, index = _IFADDRMSG.unpack_from(body)
-        return cls(family, prefixlen, index, netlink.attrs(body, _IFADDRMSG.size, len(body)), scope)
-
-    def info(self) -> AddressInfo:
-        address, _, prefix = self.text().partition("/")
-        family = "inet6" if self.family == socket.AF_INET6 else "inet"
-        return AddressInfo(family, address, int(prefix), _SCOPES.get(self.scope, str(self.scope)))
-
-    def text(self) -> str:
-        # For IPv4 IFA_LOCAL is the address (IFA_ADDRESS is the peer on point-to-point links).
-        raw = self.attrs.get(_IFA_LOCAL) or self.attrs.get(_IFA_ADDRESS, b"")
-        return f"{socket.inet_ntop(self.family, raw)}/{self.prefixlen}"
-
-
-# --------------------------------------------------------------------------- sockets
 
 
 # --------------------------------------------------------------------------- helpers
@@ -295,19 +235,6 @@ def get_link(name: str, netns: str | None = None) -> LinkInfo | None:
         return _info_with_master(nl, link)
 
 
-def get_link_by_index(index: int, netns: str | None = None) -> LinkInfo | None:
-    """The link with ifindex `index`, or None if there is none."""
-    _check_positive("interface index", index)
-    with netlink.rtnl(f"Failed to get link with index {index}", netns) as nl:
-        try:
-            link = _getlink(nl, index=index)
-        except netlink.NetlinkError as e:
-            if e.errno == errno.ENODEV:
-                return None
-            raise
-        return _info_with_master(nl, link)
-
-
 def list_links(netns: str | None = None) -> list[LinkInfo]:
     """Every link of the namespace, in ifindex order."""
     with netlink.rtnl("Failed to list links", netns) as nl:
@@ -337,45 +264,6 @@ def link_stats(name: str, netns: str | None = None) -> LinkStats:
         rx_dropped=rx_d,
         tx_dropped=tx_d,
     )
-
-
-def _addresses(nl: netlink.Rtnl, index: int) -> list[_Addr]:
-    # With strict checking the kernel sends the addresses of this link only.
-    body = _IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, index)
-    found = [_Addr.parse(b) for b in nl.request(_RTM_GETADDR, body, netlink.NLM_F_DUMP)]
-    return [a for a in found if a.index == index]
-
-
-def all_addresses(netns: str | None = None) -> list[str]:
-    """Every address of every link as "addr/prefixlen", both families (one dump)."""
-    body = _IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
-    with netlink.rtnl("Failed to list addresses", netns) as nl:
-        return [_Addr.parse(b).text() for b in nl.request(_RTM_GETADDR, body, netlink.NLM_F_DUMP)]
-
-
-@dataclass(frozen=True)
-class AddressInfo:
-    family: str  # "inet" | "inet6"
-    address: str
-    prefixlen: int
-    scope: str  # "global" | "site" | "link" | "local", as Incus names the kernel's scopes
-
-
-_SCOPES = {0: "global", 200: "site", 253: "link", 254: "local"}
-
-
-def link_address_info(name: str, netns: str | None = None) -> list[AddressInfo]:
-    """Every address on `name` with its family and the kernel's scope."""
-    checks.interface_name(name)
-    with netlink.rtnl(f'Failed to list addresses of "{name}"', netns) as nl:
-        return [a.info() for a in _addresses(nl, index_of(nl, name))]
-
-
-def link_addresses(name: str, netns: str | None = None) -> list[str]:
-    """Every address on `name` as "addr/prefixlen", IPv6 link-local ones included."""
-    checks.interface_name(name)
-    with netlink.rtnl(f'Failed to list addresses of "{name}"', netns) as nl:
-        return [a.text() for a in _addresses(nl, index_of(nl, name))]
 
 
 # --------------------------------------------------------------------------- creation
@@ -461,36 +349,6 @@ def create_veth(
     _create_veth(host_name, peer_name, b"", peer_mac, mtu, txqlen)
 
 
-def create_tap(name: str, mtu: int | None = None) -> None:
-    """A persistent TAP device for QEMU's `-netdev tap,ifname=`: single queue, vnet_hdr.
-
-    Fails with "File exists" when any link of that name exists (a plain TUNSETIFF would
-    silently attach to an existing TAP).
-    """
-    checks.interface_name(name)
-    if mtu is not None:
-        _check_positive("MTU", mtu)
-    what = f'Failed to create TAP "{name}"'
-    ifr = struct.pack("16sH22x", name.encode(), _IFF_TAP | _IFF_NO_PI | _IFF_VNET_HDR | _IFF_TUN_EXCL)
-    try:
-        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
-        try:
-            fcntl.ioctl(fd, _TUNSETIFF, ifr)
-            fcntl.ioctl(fd, _TUNSETPERSIST, 1)
-        finally:
-            os.close(fd)
-    except OSError as e:
-        if e.errno == errno.EBUSY:  # IFF_TUN_EXCL's way of saying the name is taken
-            e = OSError(errno.EEXIST, os.strerror(errno.EEXIST))
-        raise HostError(f"{what}: {netlink.reason(e)}") from e
-    if mtu is not None:
-        try:
-            _setlink(what, name, None, netlink.u32(_IFLA_MTU, mtu))
-        except HostError:
-            delete_link(name)  # leave nothing half-made behind
-            raise
-
-
 def delete_link(name: str, netns: str | None = None) -> None:
     """Delete `name`; a link (or namespace) that is already gone is not an error."""
     checks.interface_name(name)
@@ -555,17 +413,6 @@ def set_txqlen(name: str, qlen: int, netns: str | None = None) -> None:
     )
 
 
-def set_carrier(name: str, on: bool) -> None:
-    """Force carrier on/off (IFLA_CARRIER, daemon's namespace).
-
-    Only drivers with ndo_change_carrier allow it: TAP does (carrier on needs a reader,
-    such as QEMU, attached), veth does not (the kernel answers "Operation not
-    supported"); a veth end loses carrier when its peer is set down instead.
-    """
-    what = f'Failed to set carrier {"on" if on else "off"} on "{name}"'
-    _setlink(what, name, None, netlink.u8(_IFLA_CARRIER, 1 if on else 0))
-
-
 def rename_link(name: str, new_name: str, netns: str | None = None) -> None:
     """Rename a link (kernel 6.18 allows it while up; older ones answer "Device or resource busy")."""
     checks.interface_name(name)
@@ -604,137 +451,6 @@ def move_link_to_netns(
         os.close(nsfd)
 
 
-def set_ipv6_disabled(name: str, disabled: bool = True) -> None:
-    """Write net.ipv6.conf.<name>.disable_ipv6 in the daemon's namespace."""
-    checks.interface_name(name)
-    try:
-        ipconf.set_sysctl(f"net/ipv6/conf/{name}/disable_ipv6", "1" if disabled else "0")
-    except HostError as e:
-        raise HostError(f'Failed to {"disable" if disabled else "enable"} IPv6 on "{name}": {e}') from e
-
-
-# --------------------------------------------------------------------------- addresses
-
-
-def _family(version: int) -> int:
-    return socket.AF_INET if version == 4 else socket.AF_INET6
-
-
-def add_address(name: str, cidr: str, netns: str | None = None) -> None:
-    """Add "addr/prefixlen" to `name`; an address already present is an error."""
-    checks.interface_name(name)
-    try:
-        iface = ipaddress.ip_interface(cidr)
-    except ValueError as e:
-        raise InvalidError(f'Invalid address "{cidr}"') from e
-    with netlink.rtnl(f'Failed to add address {cidr} to "{name}"', netns) as nl:
-        head = _IFADDRMSG.pack(_family(iface.version), iface.network.prefixlen, 0, 0, index_of(nl, name))
-        raw = iface.ip.packed
-        nl.request(
-            _RTM_NEWADDR,
-            head + netlink.attr(_IFA_LOCAL, raw) + netlink.attr(_IFA_ADDRESS, raw),
-            netlink.NLM_F_CREATE | netlink.NLM_F_EXCL,
-        )
-
-
-def delete_address(name: str, cidr: str, netns: str | None = None) -> None:
-    """Remove one "addr/prefixlen" from `name`; an address or link already gone is fine."""
-    checks.interface_name(name)
-    try:
-        iface = ipaddress.ip_interface(cidr)
-    except ValueError as e:
-        raise InvalidError(f'Invalid address "{cidr}"') from e
-    with netlink.rtnl(f'Failed to remove address {cidr} from "{name}"', netns) as nl:
-        try:
-            head = _IFADDRMSG.pack(_family(iface.version), iface.network.prefixlen, 0, 0, index_of(nl, name))
-            raw = iface.ip.packed
-            nl.request(_RTM_DELADDR, head + netlink.attr(_IFA_LOCAL, raw) + netlink.attr(_IFA_ADDRESS, raw))
-        except netlink.NetlinkError as e:
-            if e.errno not in (errno.ENODEV, errno.EADDRNOTAVAIL):
-                raise
-
-
-def flush_addresses(name: str, netns: str | None = None) -> None:
-    """Remove every address of `name`, IPv6 link-local included."""
-    checks.interface_name(name)
-    with netlink.rtnl(f'Failed to flush addresses of "{name}"', netns) as nl:
-        index = index_of(nl, name)
-        for old in _addresses(nl, index):
-            body = _IFADDRMSG.pack(old.family, old.prefixlen, 0, 0, index)
-            for atype in (_IFA_LOCAL, _IFA_ADDRESS):
-                if atype in old.attrs:
-                    body += netlink.attr(atype, old.attrs[atype])
-            try:
-                nl.request(_RTM_DELADDR, body)
-            except netlink.NetlinkError as e:
-                # Deleting a primary IPv4 address takes its secondaries with it.
-                if e.errno != errno.EADDRNOTAVAIL:
-                    raise
-
-
-# --------------------------------------------------------------------------- routes
-
-
-def _route(
-    nl: netlink.Rtnl, dst_cidr: str, dev: str, via: str | None, proto: int, scope: int, rtype: int
-) -> bytes:
-    try:
-        dst = ipaddress.ip_network(dst_cidr)
-        gateway = ipaddress.ip_address(via) if via is not None else None
-    except ValueError as e:
-        raise InvalidError(f'Invalid route "{dst_cidr}" via "{via}": {e}') from e
-    if gateway is not None and gateway.version != dst.version:
-        raise InvalidError(f'Invalid route "{dst_cidr}": gateway {via} is of another family')
-    body = _RTMSG.pack(_family(dst.version), dst.prefixlen, 0, 0, _RT_TABLE_MAIN, proto, scope, rtype, 0)
-    if dst.prefixlen:
-        body += netlink.attr(_RTA_DST, dst.network_address.packed)
-    body += netlink.u32(_RTA_OIF, index_of(nl, dev))
-    if gateway is not None:
-        body += netlink.attr(_RTA_GATEWAY, gateway.packed)
-    return body
-
-
-def add_route(dst_cidr: str, dev: str, via: str | None = None, netns: str | None = None) -> None:
-    """Route `dst_cidr` out of `dev` (through `via` if given) in the main table."""
-    checks.interface_name(dev)
-    with netlink.rtnl(f'Failed to add route {dst_cidr} dev "{dev}"', netns) as nl:
-        scope = _RT_SCOPE_UNIVERSE if via is not None else _RT_SCOPE_LINK
-        body = _route(nl, dst_cidr, dev, via, _RTPROT_BOOT, scope, _RTN_UNICAST)
-        nl.request(_RTM_NEWROUTE, body, netlink.NLM_F_CREATE | netlink.NLM_F_EXCL)
-
-
-def delete_route(dst_cidr: str, dev: str, netns: str | None = None) -> None:
-    """Remove the main-table route to `dst_cidr` out of `dev`; a missing one is not an error."""
-    checks.interface_name(dev)
-    with netlink.rtnl(f'Failed to delete route {dst_cidr} dev "{dev}"', netns) as nl:
-        try:
-            # Scope "nowhere", protocol and type 0 match a route of any scope, origin and type.
-            body = _route(nl, dst_cidr, dev, None, 0, _RT_SCOPE_NOWHERE, 0)
-            nl.request(_RTM_DELROUTE, body)
-        except netlink.NetlinkError as e:
-            # No such route, or no such device (its routes went with it).
-            if e.errno not in (errno.ESRCH, errno.ENODEV):
-                raise
-
-
-def list_routes(netns: str | None = None) -> list[str]:
-    """The destination (CIDR) of every route in every table, both families; a default is /0."""
-    out: list[str] = []
-    with netlink.rtnl("Failed to list routes", netns) as nl:
-        for family in (socket.AF_INET, socket.AF_INET6):
-            # Table 0 and no RTM_F_CLONED: every table, without the IPv6 route cache.
-            head = _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
-            for body in nl.request(_RTM_GETROUTE, head, netlink.NLM_F_DUMP):
-                rfamily, dst_len = body[0], body[1]
-                if rfamily != family:
-                    continue
-                raw = netlink.attrs(body, _RTMSG.size).get(_RTA_DST)
-                zero = ipaddress.ip_address(0) if family == socket.AF_INET else ipaddress.IPv6Address(0)
-                address = ipaddress.ip_address(raw) if raw else zero
-                out.append(str(ipaddress.ip_network((address, dst_len), strict=False)))
-    return out
-
-
 def create_vlan(name: str, parent: str, vid: int, gvrp: bool = False) -> None:
     """An 802.1Q sub-interface of parent (GVRP registration when asked)."""
     checks.interface_name(name)
@@ -750,13 +466,3 @@ def create_vlan(name: str, parent: str, vid: int, gvrp: bool = False) -> None:
             _IFLA_LINKINFO, netlink.text(_IFLA_INFO_KIND, "vlan"), netlink.nest(_IFLA_INFO_DATA, data)
         )
         nl.request(netlink.RTM_NEWLINK, body, netlink.NLM_F_CREATE | netlink.NLM_F_EXCL)
-
-
-def global_addresses(name: str, netns: str | None = None) -> list[str]:
-    """The addresses of a link that are neither link-local nor loopback."""
-    out = []
-    for cidr in link_addresses(name, netns):
-        ip = ipaddress.ip_interface(cidr).ip
-        if not (ip.is_link_local or ip.is_loopback):
-            out.append(cidr)
-    return out

@@ -54,7 +54,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pincus.errors import HostError, InvalidError, UnsupportedError
-from pincus.host import bpf, links, netlink
+from pincus.host import bpf, links, netlink, sysctl
 from pincus.reverter import Reverter
 
 log = logging.getLogger(__name__)
@@ -303,7 +303,7 @@ def _ensure_ifb(nl: _Tc, op: str, ifb: str, own_netns: bool = False) -> int:
 
 def _disable_ipv6(name: str) -> None:
     if os.path.isdir("/proc/sys/net/ipv6"):  # else no IPv6 in this kernel, nothing to turn off
-        links.set_ipv6_disabled(name)
+        sysctl.set_ipv6_disabled(name)
 
 
 def _delete_ifb(nl: _Tc, op: str, ifb: str) -> None:

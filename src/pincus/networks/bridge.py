@@ -46,7 +46,7 @@ from pincus.db import networks as db_networks
 from pincus.db.networks import NetworkRecord
 from pincus.devices.names import MAC_PREFIX
 from pincus.errors import ConflictError, HostError, InvalidError, NotFoundError
-from pincus.host import dnsmasq, files, ipconf, links, nft, sysfs
+from pincus.host import addresses, dnsmasq, files, links, nft, routes, sysctl, sysfs
 from pincus.host.dnsmasq import DnsmasqConfig
 from pincus.host.facade import Host
 from pincus.networks.base import NetworkDriver
@@ -125,7 +125,7 @@ def _pool(env: str, default: str, version: int) -> Network:
 
 def _ipv6_enabled(host: Host) -> bool:
     try:
-        return host(ipconf.get_sysctl, "net/ipv6/conf/default/disable_ipv6") == "0"
+        return host(sysctl.get_sysctl, "net/ipv6/conf/default/disable_ipv6") == "0"
     except HostError:
         return False  # no IPv6 in this kernel or namespace
 
@@ -297,8 +297,8 @@ class BridgeNetwork(NetworkDriver):
             self.config[f"ipv{version}.address"] = f"{subnet.network_address + 1}/{subnet.prefixlen}"
 
     def _used_subnets(self, others: list[NetworkRecord]) -> list[Network]:
-        used: list[Network] = [ipaddress.ip_interface(a).network for a in self.host(links.all_addresses)]
-        used += [ipaddress.ip_network(r) for r in self.host(links.list_routes)]
+        used: list[Network] = [ipaddress.ip_interface(a).network for a in self.host(addresses.all_addresses)]
+        used += [ipaddress.ip_network(r) for r in self.host(routes.list_routes)]
         for rec in others:
             if rec.type == self.type and rec.name != self.name:
                 used += [net for net, _ in _claims(rec.config)]
@@ -433,7 +433,9 @@ class BridgeNetwork(NetworkDriver):
         if master is not None:
             raise ConflictError(f'Interface "{iface}" is in use by the host (member of "{master}")')
         configured = [
-            a for a in self.host(links.link_addresses, iface) if not ipaddress.ip_interface(a).is_link_local
+            a
+            for a in self.host(addresses.link_addresses, iface)
+            if not ipaddress.ip_interface(a).is_link_local
         ]
         if configured:
             raise InvalidError(
@@ -468,7 +470,7 @@ class BridgeNetwork(NetworkDriver):
                 self._set_link(existing.mtu, existing.mac, undo)
             self._ensure_dirs()
             self._set_sysctls()
-            present = {ipaddress.ip_interface(a) for a in self.host(links.link_addresses, self.name)}
+            present = {ipaddress.ip_interface(a) for a in self.host(addresses.link_addresses, self.name)}
             for address in self._addresses():
                 if address not in present:
                     self._add_address(address, undo)
@@ -487,9 +489,9 @@ class BridgeNetwork(NetworkDriver):
                 self.host(links.set_mtu, self.name, mtu)  # a new port may have pulled the bridge's MTU down
             for route in self._routes():
                 if adopting:
-                    self.host(links.delete_route, route, self.name)  # put back as configured
-                self.host(links.add_route, route, dev=self.name)
-                undo.add(self.host, links.delete_route, route, self.name)
+                    self.host(routes.delete_route, route, self.name)  # put back as configured
+                self.host(routes.add_route, route, dev=self.name)
+                undo.add(self.host, routes.delete_route, route, self.name)
             self.host(nft.set_network_rules, self.state.tag, self._rules())
             if not adopting:
                 undo.add(self._remove_rules)
@@ -501,9 +503,9 @@ class BridgeNetwork(NetworkDriver):
         """Before any address: the bridge is the router of its subnets. Without DAD an IPv6
         address is usable at once (dnsmasq skips a tentative one for good); the bridge takes no
         address or route from router advertisements, dnsmasq's own included."""
-        self.host(ipconf.set_accept_dad, self.name, False)
-        self.host(ipconf.set_sysctl, f"net/ipv6/conf/{self.name}/autoconf", "0")
-        self.host(ipconf.set_sysctl, f"net/ipv6/conf/{self.name}/accept_ra", "0")
+        self.host(sysctl.set_accept_dad, self.name, False)
+        self.host(sysctl.set_sysctl, f"net/ipv6/conf/{self.name}/autoconf", "0")
+        self.host(sysctl.set_sysctl, f"net/ipv6/conf/{self.name}/accept_ra", "0")
 
     @property
     def _saved_sysctls_file(self) -> Path:
@@ -514,9 +516,9 @@ class BridgeNetwork(NetworkDriver):
         """Change a namespace-wide sysctl, remembering its first value so the last network gives it back."""
         saved = self.host(files.read_json, self._saved_sysctls_file) or {}
         if key not in saved:
-            saved[key] = self.host(ipconf.get_sysctl, key)
+            saved[key] = self.host(sysctl.get_sysctl, key)
             self.host(files.write_json, self._saved_sysctls_file, saved)
-        self.host(ipconf.set_sysctl, key, value)
+        self.host(sysctl.set_sysctl, key, value)
 
     def _restore_host_sysctls(self) -> None:
         """Give back every saved sysctl. One that cannot be set stays on record (and the call
@@ -525,7 +527,7 @@ class BridgeNetwork(NetworkDriver):
         left: dict[str, str] = {}
         for key, value in saved.items():
             try:
-                self.host(ipconf.set_sysctl, key, value)
+                self.host(sysctl.set_sysctl, key, value)
             except (InvalidError, HostError) as e:
                 if self._sysctl_exists(key):
                     left[key] = value
@@ -537,7 +539,7 @@ class BridgeNetwork(NetworkDriver):
 
     def _sysctl_exists(self, key: str) -> bool:
         try:
-            self.host(ipconf.get_sysctl, key)
+            self.host(sysctl.get_sysctl, key)
         except (InvalidError, HostError):
             return False
         return True
@@ -545,11 +547,11 @@ class BridgeNetwork(NetworkDriver):
     def _enable_forwarding(self) -> None:
         """As Incus: a network with addresses routes (and NATs) for its instances, so the
         namespace must forward. Given back when the daemon's last bridge network goes."""
-        if self.ipv4_interface() is not None and self.host(ipconf.get_sysctl, "net/ipv4/ip_forward") != "1":
+        if self.ipv4_interface() is not None and self.host(sysctl.get_sysctl, "net/ipv4/ip_forward") != "1":
             self._set_host_sysctl("net/ipv4/ip_forward", "1")
         if (
             self.ipv6_interface() is None
-            or self.host(ipconf.get_sysctl, "net/ipv6/conf/all/forwarding") == "1"
+            or self.host(sysctl.get_sysctl, "net/ipv6/conf/all/forwarding") == "1"
         ):
             return
         # With forwarding on, the kernel ignores router advertisements on interfaces with
@@ -557,7 +559,7 @@ class BridgeNetwork(NetworkDriver):
         for iface in self.host(sysfs.list_interfaces):
             key = f"net/ipv6/conf/{iface}/accept_ra"
             try:
-                if iface != self.name and self.host(ipconf.get_sysctl, key) == "1":
+                if iface != self.name and self.host(sysctl.get_sysctl, key) == "1":
                     self._set_host_sysctl(key, "2")
             except (InvalidError, HostError):
                 continue  # a name no sysctl can have, or an interface without IPv6
@@ -575,12 +577,12 @@ class BridgeNetwork(NetworkDriver):
             undo.add(self.host, links.set_mac, self.name, mac)
 
     def _add_address(self, address: Interface, undo: Reverter) -> None:
-        self.host(links.add_address, self.name, str(address))
-        undo.add(self.host, links.delete_address, self.name, str(address))
+        self.host(addresses.add_address, self.name, str(address))
+        undo.add(self.host, addresses.delete_address, self.name, str(address))
 
     def _remove_address(self, address: Interface, undo: Reverter) -> None:
-        self.host(links.delete_address, self.name, str(address))
-        undo.add(self.host, links.add_address, self.name, str(address))
+        self.host(addresses.delete_address, self.name, str(address))
+        undo.add(self.host, addresses.add_address, self.name, str(address))
 
     def _external_state(self) -> dict[str, bool]:
         data = self.host(files.read_json, self.dir / _EXTERNAL_STATE)
@@ -695,12 +697,12 @@ class BridgeNetwork(NetworkDriver):
         new, previous = self._routes(), old._routes()
         for route in previous:
             if route not in new:
-                self.host(links.delete_route, route, self.name)
-                undo.add(self.host, links.add_route, route, dev=self.name)
+                self.host(routes.delete_route, route, self.name)
+                undo.add(self.host, routes.add_route, route, dev=self.name)
         for route in new:
             if route not in previous:
-                self.host(links.add_route, route, dev=self.name)
-                undo.add(self.host, links.delete_route, route, self.name)
+                self.host(routes.add_route, route, dev=self.name)
+                undo.add(self.host, routes.delete_route, route, self.name)
 
     def _update_dnsmasq(self, old: BridgeNetwork, addresses_changed: bool, undo: Reverter) -> None:
         cfg, old_cfg = self.dnsmasq_config(), old.dnsmasq_config()
@@ -728,7 +730,7 @@ class BridgeNetwork(NetworkDriver):
         self._remove_rules()
         link = self.host(links.get_link, self.name)
         for route in self._routes():
-            self.host(links.delete_route, route, self.name)
+            self.host(routes.delete_route, route, self.name)
         for iface in self._external():
             self._release(iface)
         for iface in list(self._external_state()):

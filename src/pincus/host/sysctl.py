@@ -43,6 +43,15 @@ def set_sysctl(key: str, value: str) -> None:
         raise HostError(f"Failed to write {value} to {path}: {e.strerror or e}") from e
 
 
+def set_ipv6_disabled(name: str, disabled: bool = True) -> None:
+    """Write net.ipv6.conf.<name>.disable_ipv6 in the daemon's namespace."""
+    checks.interface_name(name)
+    try:
+        set_sysctl(f"net/ipv6/conf/{name}/disable_ipv6", "1" if disabled else "0")
+    except HostError as e:
+        raise HostError(f'Failed to {"disable" if disabled else "enable"} IPv6 on "{name}": {e}') from e
+
+
 def set_accept_dad(name: str, enabled: bool) -> None:
     """Turn IPv6 duplicate address detection on `name` on or off (daemon's namespace)."""
     set_sysctl(f"net/ipv6/conf/{checks.interface_name(name)}/accept_dad", "1" if enabled else "0")
