@@ -204,11 +204,22 @@ def lookup_link(nl: netlink.Rtnl, name: str) -> LinkInfo | None:
     return _info_with_master(nl, link)
 
 
-def add_link(nl: netlink.Rtnl, name: str, kind: str, up: bool = False) -> None:
-    """A new link of a kind that needs no settings (an IFB); EEXIST if the name is taken."""
+def add_link(
+    nl: netlink.Rtnl, name: str, kind: str, up: bool = False, data: bytes = b"", parent: int = 0
+) -> None:
+    """A new link of `kind` (IFLA_INFO_DATA `data`, on link index `parent` if not 0); EEXIST if
+    the name is taken, EOPNOTSUPP if the kernel has no such kind."""
     body = ifinfo(flags=_IFF_UP if up else 0, change=_IFF_UP) + netlink.text(_IFLA_IFNAME, name)
-    body += netlink.nest(_IFLA_LINKINFO, netlink.text(_IFLA_INFO_KIND, kind))
-    nl.request(netlink.RTM_NEWLINK, body, netlink.NLM_F_CREATE | netlink.NLM_F_EXCL)
+    if parent:
+        body += netlink.u32(_IFLA_LINK, parent)
+    info = netlink.text(_IFLA_INFO_KIND, kind)
+    if data:
+        info += netlink.nest(_IFLA_INFO_DATA, data)
+    nl.request(
+        netlink.RTM_NEWLINK,
+        body + netlink.nest(_IFLA_LINKINFO, info),
+        netlink.NLM_F_CREATE | netlink.NLM_F_EXCL,
+    )
 
 
 def set_up_by_index(nl: netlink.Rtnl, index: int) -> None:
