@@ -360,6 +360,19 @@ def create_veth(
     _create_veth(host_name, peer_name, b"", peer_mac, mtu, txqlen)
 
 
+def create_vlan(name: str, parent: str, vid: int, gvrp: bool = False) -> None:
+    """An 802.1Q sub-interface of parent (GVRP registration when asked)."""
+    checks.interface_name(name)
+    checks.interface_name(parent)
+    if not 0 <= vid <= 4094:
+        raise InvalidError(f"VLAN id {vid} is outside 0-4094")
+    data = netlink.attr(_IFLA_VLAN_ID, struct.pack("=H", vid))
+    if gvrp:
+        data += netlink.attr(_IFLA_VLAN_FLAGS, struct.pack("=II", _VLAN_FLAG_GVRP, _VLAN_FLAG_GVRP))
+    with netlink.rtnl(f'Failed to create VLAN {vid} interface "{name}" on "{parent}"', None) as nl:
+        add_link(nl, name, "vlan", data=data, parent=index_of(nl, parent))
+
+
 def delete_link(name: str, netns: str | None = None) -> None:
     """Delete `name`; a link (or namespace) that is already gone is not an error."""
     checks.interface_name(name)
@@ -460,20 +473,3 @@ def move_link_to_netns(
             nl.request(netlink.RTM_NEWLINK, body + netlink.u32(_IFLA_NET_NS_FD, nsfd))
     finally:
         os.close(nsfd)
-
-
-def create_vlan(name: str, parent: str, vid: int, gvrp: bool = False) -> None:
-    """An 802.1Q sub-interface of parent (GVRP registration when asked)."""
-    checks.interface_name(name)
-    checks.interface_name(parent)
-    if not 0 <= vid <= 4094:
-        raise InvalidError(f"VLAN id {vid} is outside 0-4094")
-    data = netlink.attr(_IFLA_VLAN_ID, struct.pack("=H", vid))
-    if gvrp:
-        data += netlink.attr(_IFLA_VLAN_FLAGS, struct.pack("=II", _VLAN_FLAG_GVRP, _VLAN_FLAG_GVRP))
-    with netlink.rtnl(f'Failed to create VLAN {vid} interface "{name}" on "{parent}"', None) as nl:
-        body = ifinfo() + netlink.text(_IFLA_IFNAME, name) + netlink.u32(_IFLA_LINK, index_of(nl, parent))
-        body += netlink.nest(
-            _IFLA_LINKINFO, netlink.text(_IFLA_INFO_KIND, "vlan"), netlink.nest(_IFLA_INFO_DATA, data)
-        )
-        nl.request(netlink.RTM_NEWLINK, body, netlink.NLM_F_CREATE | netlink.NLM_F_EXCL)

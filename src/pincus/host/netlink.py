@@ -1,4 +1,4 @@
-"""The rtnetlink client that host/links.py and host/tc.py build their messages on.
+"""The rtnetlink client that links.py, addresses.py, routes.py, bridgeport.py and tc.py build on.
 
 A network namespace is named by a file path (`/run/netns/<name>`, a bind mount of
 `/proc/<pid>/ns/net`, ...); `netns=None` means the daemon's own namespace.
