@@ -37,7 +37,7 @@ def timed(label: str, n: int, op: Callable[[int], object]) -> None:
 
 
 def inner(n: int, container: str) -> None:
-    from pincus.host import links, netlink
+    from pincus.host import addresses, links, netlink
 
     ns = f"/run/netns/{container}"
     timed(
@@ -53,7 +53,7 @@ def inner(n: int, container: str) -> None:
     timed(
         "add_address (container netns)",
         n,
-        lambda i: links.add_address(f"e{i}", f"10.250.{i // 250}.{i % 250 + 1}/16", ns),
+        lambda i: addresses.add_address(f"e{i}", f"10.250.{i // 250}.{i % 250 + 1}/16", ns),
     )
     start = time.perf_counter()
     count = len(links.list_links(ns))

@@ -222,7 +222,10 @@ def inner(n: int, work: Path, tag: str) -> None:
         nft_networks,
         nft_ports,
         nft_runner,
+        routes,
+        sysctl,
         sysfs,
+        taps,
         tc,
     )
     from pincus.host import container as host_container
@@ -294,12 +297,13 @@ def inner(n: int, work: Path, tag: str) -> None:
         time.sleep(SETTLE_S)
 
         clock = StepClock()
-        for module in (links, nft_ports, nft_networks, tc, sysfs, bridgeport, dnsmasq_hosts, dnsmasq_process):
+        for module in (links, nft_ports, nft_networks, tc, sysfs, bridgeport, dnsmasq_hosts, dnsmasq_process,
+                       sysctl, routes, taps):  # fmt: skip
             clock.wrap_module(module, module.__name__.rsplit(".", 1)[1])
         # tc's netlink steps one by one: which kernel object gets dearer (tc.* is the rest of the call).
-        tc_steps = ("get_link", "link_add", "link_delete", "link_set_up", "qdisc_replace", "qdisc_add",
+        tc_steps = ("qdisc_replace", "qdisc_add",
                     "qdisc_delete", "filter_add")  # fmt: skip
-        clock.wrap_methods(tc._Rtnl, "tc netlink", tc_steps)
+        clock.wrap_methods(tc._Tc, "tc netlink", tc_steps)
         lookup = nic_bridged.load_bridge_network  # type: ignore[attr-defined]
         setattr(nic_bridged, "load_bridge_network", clock.wrap("db: load_bridge_network", lookup))  # noqa: B010
 
@@ -323,7 +327,7 @@ def inner(n: int, work: Path, tag: str) -> None:
             start_rows["floor start cpu"][i] = time.thread_time() - c
             # Untimed: like pincus's host ends, the floor's carry no IPv6, which would otherwise
             # make every later IPv6 change in the namespace dearer (the kernel walks the IPv6 FIB).
-            links.set_ipv6_disabled(f"{tag}f{i}")
+            sysctl.set_ipv6_disabled(f"{tag}f{i}")
             nic = make_nic(i, f"e{i}")
             clock.take()
             t, c = time.perf_counter(), time.thread_time()

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import ipaddress
 
-from pincus.host.links import AddressInfo, LinkStats
+from pincus.host.addresses import AddressInfo
+from pincus.host.links import LinkStats
 
 
 def cidr_objects(cidrs: list[str]) -> list[dict[str, str]]:

@@ -8,10 +8,8 @@ fixture deletes every such link afterwards.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import struct
 import subprocess
 import threading
 import time
@@ -22,7 +20,7 @@ from typing import Any
 import pytest
 
 from pincus.errors import HostError, InvalidError
-from pincus.host import links
+from pincus.host import addresses, links, routes, sysctl, taps
 from tests.pincus_testlib import NetNS
 
 
@@ -104,7 +102,7 @@ def test_bridge_has_stp_off_forward_delay_0_and_the_asked_mtu_and_mac(host: str)
 
 
 def test_tap_is_persistent_single_queue_and_refuses_a_taken_name(host: str) -> None:
-    links.create_tap(f"{host}t", mtu=1400)
+    taps.create_tap(f"{host}t", mtu=1400)
     found = link(f"{host}t", details=True)
     assert found is not None
     assert found["mtu"] == 1400
@@ -112,12 +110,12 @@ def test_tap_is_persistent_single_queue_and_refuses_a_taken_name(host: str) -> N
     assert found["linkinfo"]["info_kind"] == "tun"
     assert (data["type"], data["persist"], data["multi_queue"], data["pi"]) == ("tap", True, False, False)
     with pytest.raises(HostError, match=rf'Failed to create TAP "{host}t": File exists'):
-        links.create_tap(f"{host}t")
+        taps.create_tap(f"{host}t")
 
 
 def test_tap_with_a_bad_mtu_leaves_nothing_behind(host: str) -> None:
     with pytest.raises(HostError, match=rf'Failed to create TAP "{host}t"'):
-        links.create_tap(f"{host}t", mtu=20)
+        taps.create_tap(f"{host}t", mtu=20)
     assert link(f"{host}t") is None
 
 
@@ -136,41 +134,13 @@ def test_set_master_and_nomaster(host: str) -> None:
 
 def test_ipv6_can_be_disabled_and_enabled(host: str) -> None:
     links.create_veth(f"{host}a", f"{host}b")
-    sysctl = Path(f"/proc/sys/net/ipv6/conf/{host}a/disable_ipv6")
-    links.set_ipv6_disabled(f"{host}a")
-    assert sysctl.read_text().strip() == "1"
-    links.set_ipv6_disabled(f"{host}a", False)
-    assert sysctl.read_text().strip() == "0"
+    proc = Path(f"/proc/sys/net/ipv6/conf/{host}a/disable_ipv6")
+    sysctl.set_ipv6_disabled(f"{host}a")
+    assert proc.read_text().strip() == "1"
+    sysctl.set_ipv6_disabled(f"{host}a", False)
+    assert proc.read_text().strip() == "0"
     with pytest.raises(HostError, match=rf'Failed to disable IPv6 on "{host}zz"'):
-        links.set_ipv6_disabled(f"{host}zz")
-
-
-def _attach_queue(name: str) -> int:
-    """Open the TAP as QEMU would: with a reader attached it has carrier."""
-    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
-    fcntl.ioctl(fd, 0x400454CA, struct.pack("16sH22x", name.encode(), 0x0002 | 0x1000))
-    return fd
-
-
-def test_carrier_can_be_forced_off_and_on_on_a_tap(host: str) -> None:
-    links.create_tap(f"{host}t")
-    links.set_up(f"{host}t")
-    fd = _attach_queue(f"{host}t")
-    try:
-        assert sys_net(f"{host}t", "carrier") == "1"
-        links.set_carrier(f"{host}t", False)
-        assert "NO-CARRIER" in link(f"{host}t")["flags"]  # type: ignore[index]
-        links.set_carrier(f"{host}t", True)
-        assert sys_net(f"{host}t", "carrier") == "1"
-    finally:
-        os.close(fd)
-
-
-def test_veth_refuses_forced_carrier_with_a_clear_error(host: str) -> None:
-    # The veth driver has no ndo_change_carrier: callers set the host end down instead.
-    links.create_veth(f"{host}a", f"{host}b")
-    with pytest.raises(HostError, match=rf'Failed to set carrier off on "{host}a": Operation not supported'):
-        links.set_carrier(f"{host}a", False)
+        sysctl.set_ipv6_disabled(f"{host}zz")
 
 
 # --------------------------------------------------------------------------- inside a namespace
@@ -231,61 +201,91 @@ def test_delete_link_and_deleting_a_missing_one_is_fine(pair: NetNS) -> None:
 
 def test_addresses_added_listed_and_flushed(pair: NetNS) -> None:
     links.set_up("va", pair.path)
-    links.add_address("va", "10.250.1.5/24", pair.path)
-    links.add_address("va", "10.250.1.6/24", pair.path)
-    links.add_address("va", "fd42:250::5/64", pair.path)
+    addresses.add_address("va", "10.250.1.5/24", pair.path)
+    addresses.add_address("va", "10.250.1.6/24", pair.path)
+    addresses.add_address("va", "fd42:250::5/64", pair.path)
     kernel = {
         f"{a['local']}/{a['prefixlen']}"
         for entry in ipj("addr", "show", "dev", "va", ns=pair)
         for a in entry["addr_info"]
     }
     assert {"10.250.1.5/24", "10.250.1.6/24", "fd42:250::5/64"} <= kernel
-    assert set(links.link_addresses("va", pair.path)) == kernel
+    assert set(addresses.link_addresses("va", pair.path)) == kernel
     with pytest.raises(HostError, match=r'Failed to add address 10.250.1.5/24 to "va".*File exists'):
-        links.add_address("va", "10.250.1.5/24", pair.path)
-    links.flush_addresses("va", pair.path)
-    assert ipj("addr", "show", "dev", "va", ns=pair)[0]["addr_info"] == []
-    assert links.link_addresses("va", pair.path) == []
+        addresses.add_address("va", "10.250.1.5/24", pair.path)
+    pair.ip("addr", "flush", "dev", "va")
+    assert addresses.link_addresses("va", pair.path) == []
 
 
 def test_one_address_deleted_and_all_listed(pair: NetNS) -> None:
     links.set_up("va", pair.path)
-    links.add_address("va", "10.250.1.5/24", pair.path)
-    links.add_address("va", "fd42:250::5/64", pair.path)
+    addresses.add_address("va", "10.250.1.5/24", pair.path)
+    addresses.add_address("va", "fd42:250::5/64", pair.path)
     kernel = {
         f"{a['local']}/{a['prefixlen']}" for entry in ipj("addr", "show", ns=pair) for a in entry["addr_info"]
     }
-    assert set(links.all_addresses(pair.path)) == kernel
+    assert set(addresses.all_addresses(pair.path)) == kernel
     assert {"10.250.1.5/24", "fd42:250::5/64", "127.0.0.1/8"} <= kernel
-    links.delete_address("va", "10.250.1.5/24", pair.path)
+    addresses.delete_address("va", "10.250.1.5/24", pair.path)
     left = {
         f"{a['local']}/{a['prefixlen']}" for a in ipj("addr", "show", "dev", "va", ns=pair)[0]["addr_info"]
     }
     assert "10.250.1.5/24" not in left and "fd42:250::5/64" in left
     # Already gone, or no such link: nothing to do.
-    links.delete_address("va", "10.250.1.5/24", pair.path)
-    links.delete_address("nosuch", "10.250.1.5/24", pair.path)
+    addresses.delete_address("va", "10.250.1.5/24", pair.path)
+    addresses.delete_address("nosuch", "10.250.1.5/24", pair.path)
     with pytest.raises(InvalidError):
-        links.delete_address("va", "10.250.1.5/33", pair.path)
+        addresses.delete_address("va", "10.250.1.5/33", pair.path)
 
 
 def test_routes_added_and_deleted(pair: NetNS) -> None:
     links.set_up("va", pair.path)
-    links.add_address("va", "10.250.2.1/24", pair.path)
-    links.add_route("10.250.3.0/24", "va", netns=pair.path)
-    links.add_route("10.250.4.0/24", "va", via="10.250.2.9", netns=pair.path)
-    links.add_route("fd42:250:3::/64", "va", netns=pair.path)
+    addresses.add_address("va", "10.250.2.1/24", pair.path)
+    routes.add_route("10.250.3.0/24", "va", netns=pair.path)
+    routes.add_route("10.250.4.0/24", "va", via="10.250.2.9", netns=pair.path)
+    routes.add_route("fd42:250:3::/64", "va", netns=pair.path)
     v4 = {r["dst"]: r for r in ipj("route", "show", ns=pair)}
     assert v4["10.250.3.0/24"]["dev"] == "va" and v4["10.250.3.0/24"]["scope"] == "link"
     assert v4["10.250.4.0/24"]["gateway"] == "10.250.2.9"
     assert "fd42:250:3::/64" in {r["dst"] for r in ipj("-6", "route", "show", ns=pair)}
     with pytest.raises(HostError, match=r'Failed to add route 10.250.3.0/24 dev "va".*File exists'):
-        links.add_route("10.250.3.0/24", "va", netns=pair.path)
+        routes.add_route("10.250.3.0/24", "va", netns=pair.path)
     for dst in ("10.250.3.0/24", "10.250.4.0/24", "fd42:250:3::/64"):
-        links.delete_route(dst, "va", pair.path)
-    links.delete_route("10.250.3.0/24", "va", pair.path)  # gone already: fine
+        routes.delete_route(dst, "va", pair.path)
+    routes.delete_route("10.250.3.0/24", "va", pair.path)  # gone already: fine
     left = {r["dst"] for r in ipj("route", "show", ns=pair) + ipj("-6", "route", "show", ns=pair)}
     assert not left & {"10.250.3.0/24", "10.250.4.0/24", "fd42:250:3::/64"}
+
+
+def _cidr(dst: str, version: int) -> str:
+    if dst == "default":
+        return "0.0.0.0/0" if version == 4 else "::/0"
+    return dst if "/" in dst else f"{dst}/{32 if version == 4 else 128}"
+
+
+def test_route_list_has_every_table_of_both_families_as_the_kernel_shows_it(pair: NetNS) -> None:
+    links.set_up("va", pair.path)
+    addresses.add_address("va", "10.250.5.1/24", pair.path)
+    pair.ip("route", "add", "default", "via", "10.250.5.9")
+    pair.ip("route", "add", "10.250.6.0/24", "dev", "va", "table", "100")
+    pair.ip("-6", "route", "add", "fd42:250:6::/64", "dev", "va", "table", "100")
+    kernel = sorted(
+        _cidr(r["dst"], version)
+        for version in (4, 6)
+        for r in ipj(f"-{version}", "route", "show", "table", "all", ns=pair)
+    )
+    assert sorted(routes.list_routes(pair.path)) == kernel
+    assert {"0.0.0.0/0", "10.250.5.0/24", "10.250.6.0/24", "fd42:250:6::/64"} <= set(kernel)
+
+
+def test_vlan_interface_on_a_kernel_without_8021q_fails_naming_it(host: str) -> None:
+    # The guest kernel creates them for real (tests/guestkernel/test_vlans.py).
+    links.create_veth(f"{host}a", f"{host}b")
+    with pytest.raises(HostError, match=rf'Failed to create VLAN 10 interface "{host}v" on "{host}a": '):
+        links.create_vlan(f"{host}v", f"{host}a", 10, gvrp=True)
+    with pytest.raises(InvalidError, match="outside 0-4094"):
+        links.create_vlan(f"{host}v", f"{host}a", 4095)
+    assert link(f"{host}v") is None
 
 
 def test_get_link_matches_the_kernel_view(pair: NetNS) -> None:
@@ -301,9 +301,7 @@ def test_get_link_matches_the_kernel_view(pair: NetNS) -> None:
     assert info.up is True
     assert info.operstate == kernel["operstate"]
     assert info.carrier == ("NO-CARRIER" not in kernel["flags"])
-    assert links.get_link_by_index(info.index, pair.path) == info
     assert links.get_link("nosuch", pair.path) is None
-    assert links.get_link_by_index(999999, pair.path) is None
     lo = links.get_link("lo", pair.path)
     assert lo is not None and lo.kind is None
 
@@ -352,8 +350,8 @@ def test_bad_input_is_an_invalid_error() -> None:
         lambda: links.get_link("a/b"),
         lambda: links.get_link("x" * 16),
         lambda: links.set_mac("nosuchlink", "zz:00:00:00:00:00"),
-        lambda: links.add_address("nosuchlink", "10.250.0.1/99"),
-        lambda: links.add_route("10.250.0.0/16", "nosuchlink", via="fd42:250::1"),
+        lambda: addresses.add_address("nosuchlink", "10.250.0.1/99"),
+        lambda: routes.add_route("10.250.0.0/16", "nosuchlink", via="fd42:250::1"),
     ]
     for call in calls:
         with pytest.raises(InvalidError):

@@ -18,10 +18,10 @@ from pincus.state import State
 
 # Host calls that change something: recorded, answered with None.
 CHANGES = frozenset({
-    "links.create_veth_into_netns", "links.create_tap", "links.delete_link", "links.set_ipv6_disabled",
-    "links.set_master", "links.set_up", "links.set_down", "links.set_txqlen", "links.add_route",
-    "links.delete_route", "links.move_link_to_netns", "links.set_mtu", "links.set_mac", "links.rename_link",
-    "links.create_vlan",
+    "links.create_veth_into_netns", "links.delete_link", "links.set_master", "links.set_up", "links.set_down",
+    "links.set_txqlen", "links.move_link_to_netns", "links.set_mtu", "links.set_mac", "links.rename_link",
+    "links.create_vlan", "taps.create_tap", "sysctl.set_ipv6_disabled",
+    "routes.add_route", "routes.delete_route",
     "tc.apply_limits", "tc.clear_limits",
     "nft_ports.set_nic_filter", "nft_ports.remove_nic_filter",
     "bridgeport.set_port_isolated", "bridgeport.set_port_vlans",

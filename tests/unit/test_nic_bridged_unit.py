@@ -114,5 +114,5 @@ def test_vm_gets_a_tap_and_boot_priority(state: State, fakehost: FakeHost) -> No
     fakehost.bridges["br0"] = False
     dev = nic(state, FakeInstance(type_="virtual-machine", netns=None), **{"boot.priority": "5"})
     run = dev.start()
-    assert fakehost.names()[0] == "links.create_tap"
+    assert fakehost.names()[0] == "taps.create_tap"
     assert run.nics[0].tap and run.nics[0].boot_priority == 5 and run.nics[0].host_name.startswith("tapab12")

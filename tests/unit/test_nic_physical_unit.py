@@ -11,7 +11,7 @@ from pincus.db.store import Store
 from pincus.devices.nic_physical import PhysicalNic
 from pincus.errors import UnsupportedError
 from pincus.events import EventHub
-from pincus.host import links, pci, sysfs
+from pincus.host import addresses, links, pci, sysfs
 from pincus.state import State
 from tests.host.test_pci import SLOT, FakeSysfs
 from tests.unit.fakehost import FakeHost, FakeInstance
@@ -26,7 +26,7 @@ def state(tmp_path: Path) -> State:
 def _no_host_use(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sysfs, "bridge_master", lambda n: None)
     monkeypatch.setattr(sysfs, "is_bond_member", lambda n: False)
-    monkeypatch.setattr(links, "global_addresses", lambda n, netns=None: [])
+    monkeypatch.setattr(addresses, "global_addresses", lambda n, netns=None: [])
 
 
 def test_vlan_sub_interface_is_created_moved_in_and_deleted_on_stop(state: State, fakehost: FakeHost) -> None:

@@ -22,7 +22,7 @@ from pincus.db import instances as db_instances
 from pincus.devices import names, nic_bridged_drift
 from pincus.devices.base import Device, NicRun, RunConfig
 from pincus.errors import ConflictError, InvalidError, NotFoundError, UnsupportedError
-from pincus.host import bridgeport, links, nft_ports, sysfs, tc
+from pincus.host import bridgeport, links, nft_ports, routes, sysctl, sysfs, taps, tc
 from pincus.networks.bridge import BridgeNetwork, load_bridge_network
 from pincus.ownership import Difference, Owned
 from pincus.reverter import Reverter
@@ -306,12 +306,12 @@ class BridgedNic(Device):
 
     def _add_routes(self, s: PortSettings, undo: Reverter) -> None:
         for route in s.routes:
-            self.host(links.add_route, route, self.parent, via=self._route_via(route, s))
-            undo.add(self.host, links.delete_route, route, self.parent)
+            self.host(routes.add_route, route, self.parent, via=self._route_via(route, s))
+            undo.add(self.host, routes.delete_route, route, self.parent)
 
     def _delete_routes(self, s: PortSettings) -> None:
         for route in s.routes:
-            self.host(links.delete_route, route, self.parent)
+            self.host(routes.delete_route, route, self.parent)
 
     def _apply_static(self, s: PortSettings) -> None:
         net = self.network()
@@ -340,7 +340,7 @@ class BridgedNic(Device):
             self.instance.set_volatile(dict(zip(keys, (hwaddr, host_name), strict=True)))
             self._create_port(host_name, hwaddr, mtu, s.txqlen)
             undo.add(self.host, links.delete_link, host_name)
-            self.host(links.set_ipv6_disabled, host_name)
+            self.host(sysctl.set_ipv6_disabled, host_name)
             self.host(links.set_master, host_name, self.parent)
             self._apply_static(s)
             self._apply_vlans(host_name, s)
@@ -382,7 +382,7 @@ class BridgedNic(Device):
                 txqlen=txqlen,
             )
         else:
-            self.host(links.create_tap, host_name, mtu=mtu)
+            self.host(taps.create_tap, host_name, mtu=mtu)
 
     def update(self, old_config: dict[str, str]) -> None:
         """Apply changed limits, filters, routes, isolation, VLANs, addresses live; restore on failure."""

@@ -9,7 +9,17 @@ from typing import TYPE_CHECKING
 
 from pincus.config.keys import CONTAINER
 from pincus.devices.base import NicRun
-from pincus.host import bridgeport, dnsmasq_hosts, ipconf, links, nft_ports, nft_runner, sysfs, tc
+from pincus.host import (
+    bridgeport,
+    dnsmasq_hosts,
+    links,
+    nft_ports,
+    nft_runner,
+    routes,
+    sysctl,
+    sysfs,
+    tc,
+)
 from pincus.ownership import Difference, Owned
 from pincus.reverter import Reverter
 from pincus.state import State
@@ -104,7 +114,7 @@ def check(nic: BridgedNic) -> list[Difference]:
     if link.master == nic.parent and nic.host(bridgeport.port_isolated, host_name) != s.isolated:
         differs("port isolation", host_name, "on" if s.isolated else "off", "off" if s.isolated else "on")
     if s.routes and parent_there:
-        present = set(nic.host(ipconf.routes_of, nic.parent))
+        present = set(nic.host(routes.routes_of, nic.parent))
         for route in s.routes:
             if str(ipaddress.ip_network(route, strict=False)) not in present:
                 differs("route", route, f"out of {nic.parent}", "missing")
@@ -180,7 +190,7 @@ def repair(nic: BridgedNic, found: list[Difference]) -> list[NicRun]:
     missing = {d.name for d in found if d.kind == "route"}
     for route in s.routes:
         if route in missing:
-            nic.host(links.add_route, route, nic.parent, via=nic._route_via(route, s))
+            nic.host(routes.add_route, route, nic.parent, via=nic._route_via(route, s))
     if "hosts file" in kinds:
         nic._apply_static(s)
     return []
@@ -192,7 +202,7 @@ def _remake_port(nic: BridgedNic, host_name: str, s: PortSettings) -> list[NicRu
     with Reverter() as undo:
         nic._create_port(host_name, hwaddr, mtu, s.txqlen)
         undo.add(nic.host, links.delete_link, host_name)
-        nic.host(links.set_ipv6_disabled, host_name)
+        nic.host(sysctl.set_ipv6_disabled, host_name)
         nic.host(links.set_master, host_name, nic.parent)
         nic._apply_static(s)
         nic._apply_vlans(host_name, s)

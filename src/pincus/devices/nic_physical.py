@@ -15,7 +15,7 @@ from pincus.db import instances as db_instances
 from pincus.devices import names
 from pincus.devices.base import Device, NicRun, RunConfig
 from pincus.errors import ConflictError, HostError, InvalidError, NotFoundError, UnsupportedError
-from pincus.host import links, pci, sysfs
+from pincus.host import addresses, links, pci, sysfs
 from pincus.ownership import Difference, Owned
 from pincus.reverter import Reverter
 
@@ -84,7 +84,7 @@ class PhysicalNic(Device):
         if self.host(sysfs.is_bond_member, parent):
             raise ConflictError(f'Interface "{parent}" is in use by the host (member of a bond)')
         if self.vlan is None:
-            addrs = self.host(links.global_addresses, parent)
+            addrs = self.host(addresses.global_addresses, parent)
             if addrs:
                 raise ConflictError(
                     f'Interface "{parent}" is in use by the host (it has addresses {", ".join(addrs)})'

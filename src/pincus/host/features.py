@@ -1,9 +1,10 @@
 """What this kernel can do, found by trying each thing where nothing can leak.
 
-The network probes run in one `unshare --net sh -c ...`: a namespace that exists only
-while that shell lives, so whatever the probes create vanishes with it, even if the
-daemon dies mid-probe. Each probe prints `name=1` or `name=0`; a missing tool counts
-as a missing feature. Measured here: ~25 ms median (a handful of ip/tc/nft processes).
+The link probes are rtnetlink requests on a socket opened in a new, empty network namespace
+(netlink.socket_in_new_netns): the namespace lives only as long as that socket, so whatever
+the probes create vanishes with it, even if the daemon dies mid-probe. tc's police action is
+probed the same way (tc.has_police); nftables' bridge family by nft(8) under `unshare --net`.
+A request the kernel refuses, or a missing nft, counts as a missing feature.
 
 One effect outlives the namespace, by the kernel's design: a probe may autoload a module
 (8021q, act_police, nft_chain_filter...), and the `dummy` module, when first loaded,
@@ -13,12 +14,15 @@ creates its own `dummy0` in the host's initial namespace. This kernel has no dum
 from __future__ import annotations
 
 import os
-import re
 import shutil
+import struct
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from pincus.host import sysfs
+from pincus.errors import HostError
+from pincus.host import links, netlink, sysfs, tc
 
 FEATURES = (
     "bridge_vlan_filtering",
@@ -31,45 +35,75 @@ FEATURES = (
 
 _PROBE_TIMEOUT = 10.0
 
-_SCRIPT = r"""
-try() { name=$1; shift; if "$@" >/dev/null 2>&1; then echo "$name=1"; else echo "$name=0"; fi; }
-ip link add pfveth0 type veth peer name pfveth1 >/dev/null 2>&1
-ip link add pfbr0 type bridge >/dev/null 2>&1
-try bridge_vlan_filtering sh -c \
-  'ip link set pfbr0 type bridge vlan_filtering 1 && ip -d link show pfbr0 | grep -q "vlan_filtering 1 "'
-try vlan_8021q ip link add link pfveth0 name pfveth0.10 type vlan id 10
-try tc_police sh -c 'tc qdisc add dev pfveth0 ingress && tc filter add dev pfveth0 parent ffff: \
-  protocol all u32 match u32 0 0 action police rate 1mbit burst 10k drop'
-try dummy ip link add pfdummy0 type dummy
-try nftables_bridge sh -c 'echo "table bridge pfprobe { chain pfchain { \
-  type filter hook forward priority 0; policy accept; }; }" | nft -f -'
-"""
-
-_LINE = re.compile(r"^([a-z_0-9]+)=([01])$")
+# linux/if_link.h: the few attributes the probes set
+_IFLA_IFNAME = 3
+_VETH_INFO_PEER = 1
+_IFLA_VLAN_ID = 1
+_IFLA_BR_VLAN_FILTERING = 7
+_NFT_SCRIPT = (
+    "table bridge pfprobe { chain pfchain { type filter hook forward priority 0; policy accept; }; }"
+)
 
 
 def _network_probes() -> dict[str, bool]:
-    env = {**os.environ, "PATH": os.environ.get("PATH", "") + ":/usr/sbin:/sbin:/usr/bin:/bin"}
-    unshare = shutil.which("unshare", path=env["PATH"])
-    if unshare is None:
+    try:
+        conn = netlink.Rtnl(netlink.socket_in_new_netns())
+    except OSError:
         return {}
     try:
-        out = subprocess.run(
-            [unshare, "--net", "sh", "-c", _SCRIPT],
+        found = _link_probes(conn)
+    finally:
+        conn.close()  # the namespace, and all the probes made in it, go with the socket
+    try:
+        found["tc_police"] = tc.has_police()
+    except HostError:
+        found["tc_police"] = False
+    found["nftables_bridge"] = _nft_bridge()
+    return found
+
+
+def _link_probes(nl: netlink.Rtnl) -> dict[str, bool]:
+    peer = links.ifinfo() + netlink.text(_IFLA_IFNAME, "pfveth1")
+    if not _works(links.add_link, nl, "pfveth0", "veth", data=netlink.attr(_VETH_INFO_PEER, peer)):
+        return {}
+    vlan10 = netlink.attr(_IFLA_VLAN_ID, struct.pack("=H", 10))
+    parent = links.index_of(nl, "pfveth0")
+    return {
+        # A kernel without the option refuses to turn filtering on (the stub answers EOPNOTSUPP).
+        "bridge_vlan_filtering": _works(
+            links.add_link, nl, "pfbr0", "bridge", data=netlink.u8(_IFLA_BR_VLAN_FILTERING, 1)
+        ),
+        "vlan_8021q": _works(links.add_link, nl, "pfveth0.10", "vlan", data=vlan10, parent=parent),
+        "dummy": _works(links.add_link, nl, "pfdummy0", "dummy"),
+    }
+
+
+def _works(fn: Callable[..., object], *args: Any, **kwargs: Any) -> bool:
+    try:
+        fn(*args, **kwargs)
+    except (OSError, HostError):
+        return False
+    return True
+
+
+def _nft_bridge() -> bool:
+    """Whether nftables' bridge family takes a base chain, tried by nft(8) in a namespace of its own."""
+    env = {**os.environ, "PATH": os.environ.get("PATH", "") + ":/usr/sbin:/sbin:/usr/bin:/bin"}
+    unshare, nft = shutil.which("unshare", path=env["PATH"]), shutil.which("nft", path=env["PATH"])
+    if unshare is None or nft is None:
+        return False
+    try:
+        proc = subprocess.run(
+            [unshare, "--net", nft, "-f", "-"],
+            input=_NFT_SCRIPT,
             capture_output=True,
             text=True,
             timeout=_PROBE_TIMEOUT,
             env=env,
-            stdin=subprocess.DEVNULL,
-        ).stdout
+        )
     except (OSError, subprocess.TimeoutExpired):
-        return {}  # killed on timeout: its namespace dies with it
-    found: dict[str, bool] = {}
-    for line in out.splitlines():
-        m = _LINE.match(line.strip())
-        if m:
-            found[m.group(1)] = m.group(2) == "1"
-    return found
+        return False  # killed on timeout: its namespace dies with it
+    return proc.returncode == 0
 
 
 def _has_kvm() -> bool:

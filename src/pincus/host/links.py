@@ -1,45 +1,33 @@
-"""Network links, addresses and routes through rtnetlink.
+"""Network links through rtnetlink: query, create (bridge, veth, VLAN), delete, change, move.
 
 A network namespace is named by a file path (`/run/netns/<name>`, a bind mount of
 `/proc/<pid>/ns/net`, ...); `netns=None` means the daemon's own namespace.
 
 The messages are built here on host/netlink.py's client (its docstring says how sockets,
 namespaces and the pool work, and why not pyroute2). A veth peer is born in its namespace
-(`IFLA_NET_NS_FD` inside the peer): one request, nothing to move.
+(`IFLA_NET_NS_FD` inside the peer): one request, nothing to move. Addresses, routes and TAPs
+are in addresses.py, routes.py and taps.py, which find links by name through `index_of`.
 """
 
 from __future__ import annotations
 
 import errno
-import fcntl
-import ipaddress
-import logging
 import os
 import socket
 import struct
-import subprocess
 from dataclasses import dataclass
 
 from pincus.errors import HostError, InvalidError
-from pincus.host import checks, ipconf, netlink
-
-log = logging.getLogger(__name__)
+from pincus.host import checks, netlink
 
 # --------------------------------------------------------------------------- kernel ABI
-# linux/rtnetlink.h, linux/if_link.h, linux/veth.h, linux/if_tun.h
+# linux/rtnetlink.h, linux/if_link.h, linux/veth.h, linux/if_vlan.h
 
-_RTM_NEWLINK = 16
-_RTM_DELLINK = 17
-_RTM_GETLINK = 18
-_RTM_NEWADDR = 20
-_RTM_DELADDR = 21
-_RTM_GETADDR = 22
-_RTM_NEWROUTE = 24
-_RTM_DELROUTE = 25
 
 _IFLA_ADDRESS = 1
 _IFLA_IFNAME = 3
 _IFLA_MTU = 4
+_IFLA_LINK = 5
 _IFLA_MASTER = 10
 _IFLA_TXQLEN = 13
 _IFLA_OPERSTATE = 16
@@ -51,35 +39,18 @@ _IFLA_CARRIER = 33
 _IFLA_INFO_KIND = 1
 _IFLA_INFO_DATA = 2
 _VETH_INFO_PEER = 1
+_IFLA_VLAN_ID = 1
+_IFLA_VLAN_FLAGS = 2
+_VLAN_FLAG_GVRP = 0x2
 _IFLA_BR_FORWARD_DELAY = 1
 _IFLA_BR_STP_STATE = 5
 _RTEXT_FILTER_SKIP_STATS = 1 << 3
 _IFF_UP = 0x1
 _OPERSTATES = ("UNKNOWN", "NOTPRESENT", "DOWN", "LOWERLAYERDOWN", "TESTING", "DORMANT", "UP")
 
-_IFA_ADDRESS = 1
-_IFA_LOCAL = 2
-
-_RTA_DST = 1
-_RTA_OIF = 4
-_RTA_GATEWAY = 5
-_RT_TABLE_MAIN = 254
-_RTPROT_BOOT = 3
-_RT_SCOPE_UNIVERSE = 0
-_RT_SCOPE_LINK = 253
-_RT_SCOPE_NOWHERE = 255
-_RTN_UNICAST = 1
-
-_TUNSETIFF = 0x400454CA
-_TUNSETPERSIST = 0x400454CB
-_IFF_TAP = 0x0002
-_IFF_NO_PI = 0x1000
-_IFF_VNET_HDR = 0x4000
-_IFF_TUN_EXCL = 0x8000
 
 _IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change
-_IFADDRMSG = struct.Struct("=BBBBi")  # family, prefixlen, flags, scope, index
-_RTMSG = struct.Struct("=BBBBBBBBI")  # family, dst_len, src_len, tos, table, protocol, scope, type, flags
+IFINFOMSG_SIZE = _IFINFOMSG.size  # where a link message's attributes start
 _STATS64 = struct.Struct("=8Q")  # the first 8 counters of rtnl_link_stats64
 
 
@@ -112,8 +83,14 @@ class LinkStats:
 # --------------------------------------------------------------------------- wire format
 
 
-def _ifinfo(index: int = 0, flags: int = 0, change: int = 0) -> bytes:
-    return _IFINFOMSG.pack(0, 0, index, flags, change)
+def ifinfo(index: int = 0, flags: int = 0, change: int = 0, family: int = socket.AF_UNSPEC) -> bytes:
+    """The struct ifinfomsg every link request starts with."""
+    return _IFINFOMSG.pack(family, 0, index, flags, change)
+
+
+def ifinfo_index(body: bytes) -> int:
+    """The ifindex of a link message from the kernel."""
+    return int(_IFINFOMSG.unpack_from(body)[2])
 
 
 def _mac_bytes(mac: str) -> bytes:
@@ -162,35 +139,6 @@ class _Link:
         )
 
 
-@dataclass(frozen=True)
-class _Addr:
-    """A parsed RTM_NEWADDR message."""
-
-    family: int
-    prefixlen: int
-    index: int
-    attrs: dict[int, bytes]
-    scope: int = 0
-
-    @classmethod
-    def parse(cls, body: bytes) -> _Addr:
-        family, prefixlen, _flags, scope, index = _IFADDRMSG.unpack_from(body)
-        return cls(family, prefixlen, index, netlink.attrs(body, _IFADDRMSG.size, len(body)), scope)
-
-    def info(self) -> AddressInfo:
-        address, _, prefix = self.text().partition("/")
-        family = "inet6" if self.family == socket.AF_INET6 else "inet"
-        return AddressInfo(family, address, int(prefix), _SCOPES.get(self.scope, str(self.scope)))
-
-    def text(self) -> str:
-        # For IPv4 IFA_LOCAL is the address (IFA_ADDRESS is the peer on point-to-point links).
-        raw = self.attrs.get(_IFA_LOCAL) or self.attrs.get(_IFA_ADDRESS, b"")
-        return f"{socket.inet_ntop(self.family, raw)}/{self.prefixlen}"
-
-
-# --------------------------------------------------------------------------- sockets
-
-
 # --------------------------------------------------------------------------- helpers
 
 
@@ -201,18 +149,19 @@ def _check_positive(what: str, value: int) -> None:
 
 def _getlink(nl: netlink.Rtnl, name: str | None = None, index: int = 0, stats: bool = False) -> _Link:
     """The kernel's view of one link; raises netlink.NetlinkError(ENODEV) if there is none."""
-    body = _ifinfo(index)
+    body = ifinfo(index)
     if name is not None:
         body += netlink.text(_IFLA_IFNAME, name)
     if not stats:
         body += netlink.u32(_IFLA_EXT_MASK, _RTEXT_FILTER_SKIP_STATS)
-    replies = nl.request(_RTM_GETLINK, body)
+    replies = nl.request(netlink.RTM_GETLINK, body)
     if not replies:
         raise netlink.NetlinkError(errno.ENODEV, "")
     return _Link.parse(replies[0])
 
 
-def _index(nl: netlink.Rtnl, name: str) -> int:
+def index_of(nl: netlink.Rtnl, name: str) -> int:
+    """The ifindex of `name`; raises netlink.NetlinkError(ENODEV) if there is no such link."""
     return _getlink(nl, name).index
 
 
@@ -232,7 +181,53 @@ def _setlink(what: str, name: str, netns: str | None, *attrs: bytes) -> None:
     """Change attributes of the link called `name` (one request)."""
     checks.interface_name(name)
     with netlink.rtnl(what, netns) as nl:
-        nl.request(_RTM_NEWLINK, _ifinfo() + netlink.text(_IFLA_IFNAME, name) + b"".join(attrs))
+        nl.request(netlink.RTM_NEWLINK, ifinfo() + netlink.text(_IFLA_IFNAME, name) + b"".join(attrs))
+
+
+# --------------------------------------------------------------------------- on an open socket
+# For host modules that make several requests in one go on one socket (tc.py, bridgeport.py):
+# these raise netlink.NetlinkError, whose errno the caller may act on, and name nothing.
+
+
+def lookup_link(nl: netlink.Rtnl, name: str) -> LinkInfo | None:
+    """The link called `name`, or None if there is none (or no link could have that name)."""
+    try:
+        checks.interface_name(name)
+    except InvalidError:
+        return None
+    try:
+        link = _getlink(nl, name)
+    except netlink.NetlinkError as e:
+        if e.errno == errno.ENODEV:
+            return None
+        raise
+    return _info_with_master(nl, link)
+
+
+def add_link(
+    nl: netlink.Rtnl, name: str, kind: str, up: bool = False, data: bytes = b"", parent: int = 0
+) -> None:
+    """A new link of `kind` (IFLA_INFO_DATA `data`, on link index `parent` if not 0); EEXIST if
+    the name is taken, EOPNOTSUPP if the kernel has no such kind."""
+    body = ifinfo(flags=_IFF_UP if up else 0, change=_IFF_UP) + netlink.text(_IFLA_IFNAME, name)
+    if parent:
+        body += netlink.u32(_IFLA_LINK, parent)
+    info = netlink.text(_IFLA_INFO_KIND, kind)
+    if data:
+        info += netlink.nest(_IFLA_INFO_DATA, data)
+    nl.request(
+        netlink.RTM_NEWLINK,
+        body + netlink.nest(_IFLA_LINKINFO, info),
+        netlink.NLM_F_CREATE | netlink.NLM_F_EXCL,
+    )
+
+
+def set_up_by_index(nl: netlink.Rtnl, index: int) -> None:
+    nl.request(netlink.RTM_NEWLINK, ifinfo(index, _IFF_UP, _IFF_UP))
+
+
+def delete_by_index(nl: netlink.Rtnl, index: int) -> None:
+    nl.request(netlink.RTM_DELLINK, ifinfo(index))
 
 
 # --------------------------------------------------------------------------- queries
@@ -251,24 +246,11 @@ def get_link(name: str, netns: str | None = None) -> LinkInfo | None:
         return _info_with_master(nl, link)
 
 
-def get_link_by_index(index: int, netns: str | None = None) -> LinkInfo | None:
-    """The link with ifindex `index`, or None if there is none."""
-    _check_positive("interface index", index)
-    with netlink.rtnl(f"Failed to get link with index {index}", netns) as nl:
-        try:
-            link = _getlink(nl, index=index)
-        except netlink.NetlinkError as e:
-            if e.errno == errno.ENODEV:
-                return None
-            raise
-        return _info_with_master(nl, link)
-
-
 def list_links(netns: str | None = None) -> list[LinkInfo]:
     """Every link of the namespace, in ifindex order."""
     with netlink.rtnl("Failed to list links", netns) as nl:
-        body = _ifinfo() + netlink.u32(_IFLA_EXT_MASK, _RTEXT_FILTER_SKIP_STATS)
-        found = [_Link.parse(b) for b in nl.request(_RTM_GETLINK, body, netlink.NLM_F_DUMP)]
+        body = ifinfo() + netlink.u32(_IFLA_EXT_MASK, _RTEXT_FILTER_SKIP_STATS)
+        found = [_Link.parse(b) for b in nl.request(netlink.RTM_GETLINK, body, netlink.NLM_F_DUMP)]
     names = {link.index: link.name for link in found}
     infos = [link.info(names.get(link.u32(_IFLA_MASTER))) for link in found]
     return sorted(infos, key=lambda info: info.index)
@@ -295,52 +277,13 @@ def link_stats(name: str, netns: str | None = None) -> LinkStats:
     )
 
 
-def _addresses(nl: netlink.Rtnl, index: int) -> list[_Addr]:
-    # With strict checking the kernel sends the addresses of this link only.
-    body = _IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, index)
-    found = [_Addr.parse(b) for b in nl.request(_RTM_GETADDR, body, netlink.NLM_F_DUMP)]
-    return [a for a in found if a.index == index]
-
-
-def all_addresses(netns: str | None = None) -> list[str]:
-    """Every address of every link as "addr/prefixlen", both families (one dump)."""
-    body = _IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
-    with netlink.rtnl("Failed to list addresses", netns) as nl:
-        return [_Addr.parse(b).text() for b in nl.request(_RTM_GETADDR, body, netlink.NLM_F_DUMP)]
-
-
-@dataclass(frozen=True)
-class AddressInfo:
-    family: str  # "inet" | "inet6"
-    address: str
-    prefixlen: int
-    scope: str  # "global" | "site" | "link" | "local", as Incus names the kernel's scopes
-
-
-_SCOPES = {0: "global", 200: "site", 253: "link", 254: "local"}
-
-
-def link_address_info(name: str, netns: str | None = None) -> list[AddressInfo]:
-    """Every address on `name` with its family and the kernel's scope."""
-    checks.interface_name(name)
-    with netlink.rtnl(f'Failed to list addresses of "{name}"', netns) as nl:
-        return [a.info() for a in _addresses(nl, _index(nl, name))]
-
-
-def link_addresses(name: str, netns: str | None = None) -> list[str]:
-    """Every address on `name` as "addr/prefixlen", IPv6 link-local ones included."""
-    checks.interface_name(name)
-    with netlink.rtnl(f'Failed to list addresses of "{name}"', netns) as nl:
-        return [a.text() for a in _addresses(nl, _index(nl, name))]
-
-
 # --------------------------------------------------------------------------- creation
 
 
 def create_bridge(name: str, mtu: int | None = None, hwaddr: str | None = None) -> None:
     """A Linux bridge in the daemon's namespace, STP off and forward delay 0."""
     checks.interface_name(name)
-    body = _ifinfo() + netlink.text(_IFLA_IFNAME, name)
+    body = ifinfo() + netlink.text(_IFLA_IFNAME, name)
     if mtu is not None:
         _check_positive("MTU", mtu)
         body += netlink.u32(_IFLA_MTU, mtu)
@@ -351,7 +294,7 @@ def create_bridge(name: str, mtu: int | None = None, hwaddr: str | None = None) 
     )
     body += netlink.nest(_IFLA_LINKINFO, netlink.text(_IFLA_INFO_KIND, "bridge"), data)
     with netlink.rtnl(f'Failed to create bridge "{name}"', None) as nl:
-        nl.request(_RTM_NEWLINK, body, netlink.NLM_F_CREATE | netlink.NLM_F_EXCL)
+        nl.request(netlink.RTM_NEWLINK, body, netlink.NLM_F_CREATE | netlink.NLM_F_EXCL)
 
 
 def _create_veth(
@@ -371,15 +314,15 @@ def _create_veth(
     if txqlen is not None:
         _check_positive("TX queue length", txqlen)
         both += netlink.u32(_IFLA_TXQLEN, txqlen)
-    peer = _ifinfo() + netlink.text(_IFLA_IFNAME, peer_name) + both + peer_extra
+    peer = ifinfo() + netlink.text(_IFLA_IFNAME, peer_name) + both + peer_extra
     if peer_mac is not None:
         peer += netlink.attr(_IFLA_ADDRESS, _mac_bytes(checks.mac(peer_mac)))
     # The peer is a whole ifinfomsg (header and attributes) inside VETH_INFO_PEER.
     info = netlink.nest(_IFLA_INFO_DATA, netlink.attr(_VETH_INFO_PEER, peer))
-    body = _ifinfo() + netlink.text(_IFLA_IFNAME, host_name) + both
+    body = ifinfo() + netlink.text(_IFLA_IFNAME, host_name) + both
     body += netlink.nest(_IFLA_LINKINFO, netlink.text(_IFLA_INFO_KIND, "veth"), info)
     with netlink.rtnl(f'Failed to create veth "{host_name}"', None) as nl:
-        nl.request(_RTM_NEWLINK, body, netlink.NLM_F_CREATE | netlink.NLM_F_EXCL)
+        nl.request(netlink.RTM_NEWLINK, body, netlink.NLM_F_CREATE | netlink.NLM_F_EXCL)
 
 
 def create_veth_into_netns(
@@ -417,34 +360,17 @@ def create_veth(
     _create_veth(host_name, peer_name, b"", peer_mac, mtu, txqlen)
 
 
-def create_tap(name: str, mtu: int | None = None) -> None:
-    """A persistent TAP device for QEMU's `-netdev tap,ifname=`: single queue, vnet_hdr.
-
-    Fails with "File exists" when any link of that name exists (a plain TUNSETIFF would
-    silently attach to an existing TAP).
-    """
+def create_vlan(name: str, parent: str, vid: int, gvrp: bool = False) -> None:
+    """An 802.1Q sub-interface of parent (GVRP registration when asked)."""
     checks.interface_name(name)
-    if mtu is not None:
-        _check_positive("MTU", mtu)
-    what = f'Failed to create TAP "{name}"'
-    ifr = struct.pack("16sH22x", name.encode(), _IFF_TAP | _IFF_NO_PI | _IFF_VNET_HDR | _IFF_TUN_EXCL)
-    try:
-        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
-        try:
-            fcntl.ioctl(fd, _TUNSETIFF, ifr)
-            fcntl.ioctl(fd, _TUNSETPERSIST, 1)
-        finally:
-            os.close(fd)
-    except OSError as e:
-        if e.errno == errno.EBUSY:  # IFF_TUN_EXCL's way of saying the name is taken
-            e = OSError(errno.EEXIST, os.strerror(errno.EEXIST))
-        raise HostError(f"{what}: {netlink.reason(e)}") from e
-    if mtu is not None:
-        try:
-            _setlink(what, name, None, netlink.u32(_IFLA_MTU, mtu))
-        except HostError:
-            delete_link(name)  # leave nothing half-made behind
-            raise
+    checks.interface_name(parent)
+    if not 0 <= vid <= 4094:
+        raise InvalidError(f"VLAN id {vid} is outside 0-4094")
+    data = netlink.attr(_IFLA_VLAN_ID, struct.pack("=H", vid))
+    if gvrp:
+        data += netlink.attr(_IFLA_VLAN_FLAGS, struct.pack("=II", _VLAN_FLAG_GVRP, _VLAN_FLAG_GVRP))
+    with netlink.rtnl(f'Failed to create VLAN {vid} interface "{name}" on "{parent}"', None) as nl:
+        add_link(nl, name, "vlan", data=data, parent=index_of(nl, parent))
 
 
 def delete_link(name: str, netns: str | None = None) -> None:
@@ -454,7 +380,7 @@ def delete_link(name: str, netns: str | None = None) -> None:
         return  # the namespace went away and took its links with it
     with netlink.rtnl(f'Failed to delete link "{name}"', netns) as nl:
         try:
-            nl.request(_RTM_DELLINK, _ifinfo() + netlink.text(_IFLA_IFNAME, name))
+            nl.request(netlink.RTM_DELLINK, ifinfo() + netlink.text(_IFLA_IFNAME, name))
         except netlink.NetlinkError as e:
             if e.errno != errno.ENODEV:
                 raise
@@ -468,8 +394,8 @@ def set_master(name: str, bridge: str) -> None:
     checks.interface_name(name)
     checks.interface_name(bridge)
     with netlink.rtnl(f'Failed to attach "{name}" to bridge "{bridge}"', None) as nl:
-        body = _ifinfo() + netlink.text(_IFLA_IFNAME, name) + netlink.u32(_IFLA_MASTER, _index(nl, bridge))
-        nl.request(_RTM_NEWLINK, body)
+        body = ifinfo() + netlink.text(_IFLA_IFNAME, name) + netlink.u32(_IFLA_MASTER, index_of(nl, bridge))
+        nl.request(netlink.RTM_NEWLINK, body)
 
 
 def set_nomaster(name: str) -> None:
@@ -480,8 +406,8 @@ def set_nomaster(name: str) -> None:
 def _set_flags(what: str, name: str, netns: str | None, up: bool) -> None:
     checks.interface_name(name)
     with netlink.rtnl(what, netns) as nl:
-        body = _ifinfo(flags=_IFF_UP if up else 0, change=_IFF_UP) + netlink.text(_IFLA_IFNAME, name)
-        nl.request(_RTM_NEWLINK, body)
+        body = ifinfo(flags=_IFF_UP if up else 0, change=_IFF_UP) + netlink.text(_IFLA_IFNAME, name)
+        nl.request(netlink.RTM_NEWLINK, body)
 
 
 def set_up(name: str, netns: str | None = None) -> None:
@@ -511,23 +437,12 @@ def set_txqlen(name: str, qlen: int, netns: str | None = None) -> None:
     )
 
 
-def set_carrier(name: str, on: bool) -> None:
-    """Force carrier on/off (IFLA_CARRIER, daemon's namespace).
-
-    Only drivers with ndo_change_carrier allow it: TAP does (carrier on needs a reader,
-    such as QEMU, attached), veth does not (the kernel answers "Operation not
-    supported"); a veth end loses carrier when its peer is set down instead.
-    """
-    what = f'Failed to set carrier {"on" if on else "off"} on "{name}"'
-    _setlink(what, name, None, netlink.u8(_IFLA_CARRIER, 1 if on else 0))
-
-
 def rename_link(name: str, new_name: str, netns: str | None = None) -> None:
     """Rename a link (kernel 6.18 allows it while up; older ones answer "Device or resource busy")."""
     checks.interface_name(name)
     checks.interface_name(new_name)
     with netlink.rtnl(f'Failed to rename "{name}" to "{new_name}"', netns) as nl:
-        nl.request(_RTM_NEWLINK, _ifinfo(_index(nl, name)) + netlink.text(_IFLA_IFNAME, new_name))
+        nl.request(netlink.RTM_NEWLINK, ifinfo(index_of(nl, name)) + netlink.text(_IFLA_IFNAME, new_name))
 
 
 def move_link_to_netns(
@@ -551,147 +466,10 @@ def move_link_to_netns(
     try:
         with netlink.rtnl(what, from_netns, say_where=False) as nl:
             if new_name is None:
-                body = _ifinfo() + netlink.text(_IFLA_IFNAME, name)
+                body = ifinfo() + netlink.text(_IFLA_IFNAME, name)
             else:
                 # Addressed by index, IFLA_IFNAME is the name the link takes in its new home.
-                body = _ifinfo(_index(nl, name)) + netlink.text(_IFLA_IFNAME, new_name)
-            nl.request(_RTM_NEWLINK, body + netlink.u32(_IFLA_NET_NS_FD, nsfd))
+                body = ifinfo(index_of(nl, name)) + netlink.text(_IFLA_IFNAME, new_name)
+            nl.request(netlink.RTM_NEWLINK, body + netlink.u32(_IFLA_NET_NS_FD, nsfd))
     finally:
         os.close(nsfd)
-
-
-def set_ipv6_disabled(name: str, disabled: bool = True) -> None:
-    """Write net.ipv6.conf.<name>.disable_ipv6 in the daemon's namespace."""
-    checks.interface_name(name)
-    try:
-        ipconf.set_sysctl(f"net/ipv6/conf/{name}/disable_ipv6", "1" if disabled else "0")
-    except HostError as e:
-        raise HostError(f'Failed to {"disable" if disabled else "enable"} IPv6 on "{name}": {e}') from e
-
-
-# --------------------------------------------------------------------------- addresses
-
-
-def _family(version: int) -> int:
-    return socket.AF_INET if version == 4 else socket.AF_INET6
-
-
-def add_address(name: str, cidr: str, netns: str | None = None) -> None:
-    """Add "addr/prefixlen" to `name`; an address already present is an error."""
-    checks.interface_name(name)
-    try:
-        iface = ipaddress.ip_interface(cidr)
-    except ValueError as e:
-        raise InvalidError(f'Invalid address "{cidr}"') from e
-    with netlink.rtnl(f'Failed to add address {cidr} to "{name}"', netns) as nl:
-        head = _IFADDRMSG.pack(_family(iface.version), iface.network.prefixlen, 0, 0, _index(nl, name))
-        raw = iface.ip.packed
-        nl.request(
-            _RTM_NEWADDR,
-            head + netlink.attr(_IFA_LOCAL, raw) + netlink.attr(_IFA_ADDRESS, raw),
-            netlink.NLM_F_CREATE | netlink.NLM_F_EXCL,
-        )
-
-
-def delete_address(name: str, cidr: str, netns: str | None = None) -> None:
-    """Remove one "addr/prefixlen" from `name`; an address or link already gone is fine."""
-    checks.interface_name(name)
-    try:
-        iface = ipaddress.ip_interface(cidr)
-    except ValueError as e:
-        raise InvalidError(f'Invalid address "{cidr}"') from e
-    with netlink.rtnl(f'Failed to remove address {cidr} from "{name}"', netns) as nl:
-        try:
-            head = _IFADDRMSG.pack(_family(iface.version), iface.network.prefixlen, 0, 0, _index(nl, name))
-            raw = iface.ip.packed
-            nl.request(_RTM_DELADDR, head + netlink.attr(_IFA_LOCAL, raw) + netlink.attr(_IFA_ADDRESS, raw))
-        except netlink.NetlinkError as e:
-            if e.errno not in (errno.ENODEV, errno.EADDRNOTAVAIL):
-                raise
-
-
-def flush_addresses(name: str, netns: str | None = None) -> None:
-    """Remove every address of `name`, IPv6 link-local included."""
-    checks.interface_name(name)
-    with netlink.rtnl(f'Failed to flush addresses of "{name}"', netns) as nl:
-        index = _index(nl, name)
-        for old in _addresses(nl, index):
-            body = _IFADDRMSG.pack(old.family, old.prefixlen, 0, 0, index)
-            for atype in (_IFA_LOCAL, _IFA_ADDRESS):
-                if atype in old.attrs:
-                    body += netlink.attr(atype, old.attrs[atype])
-            try:
-                nl.request(_RTM_DELADDR, body)
-            except netlink.NetlinkError as e:
-                # Deleting a primary IPv4 address takes its secondaries with it.
-                if e.errno != errno.EADDRNOTAVAIL:
-                    raise
-
-
-# --------------------------------------------------------------------------- routes
-
-
-def _route(
-    nl: netlink.Rtnl, dst_cidr: str, dev: str, via: str | None, proto: int, scope: int, rtype: int
-) -> bytes:
-    try:
-        dst = ipaddress.ip_network(dst_cidr)
-        gateway = ipaddress.ip_address(via) if via is not None else None
-    except ValueError as e:
-        raise InvalidError(f'Invalid route "{dst_cidr}" via "{via}": {e}') from e
-    if gateway is not None and gateway.version != dst.version:
-        raise InvalidError(f'Invalid route "{dst_cidr}": gateway {via} is of another family')
-    body = _RTMSG.pack(_family(dst.version), dst.prefixlen, 0, 0, _RT_TABLE_MAIN, proto, scope, rtype, 0)
-    if dst.prefixlen:
-        body += netlink.attr(_RTA_DST, dst.network_address.packed)
-    body += netlink.u32(_RTA_OIF, _index(nl, dev))
-    if gateway is not None:
-        body += netlink.attr(_RTA_GATEWAY, gateway.packed)
-    return body
-
-
-def add_route(dst_cidr: str, dev: str, via: str | None = None, netns: str | None = None) -> None:
-    """Route `dst_cidr` out of `dev` (through `via` if given) in the main table."""
-    checks.interface_name(dev)
-    with netlink.rtnl(f'Failed to add route {dst_cidr} dev "{dev}"', netns) as nl:
-        scope = _RT_SCOPE_UNIVERSE if via is not None else _RT_SCOPE_LINK
-        body = _route(nl, dst_cidr, dev, via, _RTPROT_BOOT, scope, _RTN_UNICAST)
-        nl.request(_RTM_NEWROUTE, body, netlink.NLM_F_CREATE | netlink.NLM_F_EXCL)
-
-
-def delete_route(dst_cidr: str, dev: str, netns: str | None = None) -> None:
-    """Remove the main-table route to `dst_cidr` out of `dev`; a missing one is not an error."""
-    checks.interface_name(dev)
-    with netlink.rtnl(f'Failed to delete route {dst_cidr} dev "{dev}"', netns) as nl:
-        try:
-            # Scope "nowhere", protocol and type 0 match a route of any scope, origin and type.
-            body = _route(nl, dst_cidr, dev, None, 0, _RT_SCOPE_NOWHERE, 0)
-            nl.request(_RTM_DELROUTE, body)
-        except netlink.NetlinkError as e:
-            # No such route, or no such device (its routes went with it).
-            if e.errno not in (errno.ESRCH, errno.ENODEV):
-                raise
-
-
-def create_vlan(name: str, parent: str, vid: int, gvrp: bool = False) -> None:
-    """An 802.1Q sub-interface of parent (GVRP registration when asked)."""
-    checks.interface_name(name)
-    checks.interface_name(parent)
-    if not 0 <= vid <= 4094:
-        raise InvalidError(f"VLAN id {vid} is outside 0-4094")
-    argv = ["ip", "link", "add", "link", parent, "name", name, "type", "vlan", "id", str(vid)]
-    if gvrp:
-        argv += ["gvrp", "on"]
-    r = subprocess.run(argv, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise HostError(f'Failed to create VLAN {vid} interface "{name}" on "{parent}": {r.stderr.strip()}')
-
-
-def global_addresses(name: str, netns: str | None = None) -> list[str]:
-    """The addresses of a link that are neither link-local nor loopback."""
-    out = []
-    for cidr in link_addresses(name, netns):
-        ip = ipaddress.ip_interface(cidr).ip
-        if not (ip.is_link_local or ip.is_loopback):
-            out.append(cidr)
-    return out

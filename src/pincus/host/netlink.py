@@ -1,4 +1,4 @@
-"""The rtnetlink client that host/links.py and host/tc.py build their messages on.
+"""The rtnetlink client that links.py, addresses.py, routes.py, bridgeport.py and tc.py build on.
 
 A network namespace is named by a file path (`/run/netns/<name>`, a bind mount of
 `/proc/<pid>/ns/net`, ...); `netns=None` means the daemon's own namespace.
@@ -54,6 +54,10 @@ NLM_F_REPLACE = 0x100
 NLM_F_EXCL = 0x200
 NLM_F_CREATE = 0x400
 NLM_F_DUMP = 0x300
+RTM_NEWLINK = 16
+RTM_DELLINK = 17
+RTM_GETLINK = 18
+RTM_SETLINK = 19
 _NLM_F_CAPPED = 0x100
 _NLM_F_ACK_TLVS = 0x200
 _NLM_F_DUMP_INTR = 0x10
@@ -101,13 +105,21 @@ def nest(atype: int, *attrs: bytes) -> bytes:
 
 def attrs(data: bytes, start: int = 0, end: int | None = None) -> dict[int, bytes]:
     """Attribute type -> payload (first occurrence) of the attributes in data[start:end]."""
-    end = len(data) if end is None else end
     found: dict[int, bytes] = {}
+    for atype, payload in attr_list(data, start, end):
+        found.setdefault(atype, payload)
+    return found
+
+
+def attr_list(data: bytes, start: int = 0, end: int | None = None) -> list[tuple[int, bytes]]:
+    """Every (type, payload) in data[start:end], repeated types included, in order."""
+    end = len(data) if end is None else end
+    found: list[tuple[int, bytes]] = []
     while start + _NLA.size <= end:
         n, atype = _NLA.unpack_from(data, start)
         if n < _NLA.size or start + n > end:
             break
-        found.setdefault(atype & _NLA_TYPE_MASK, data[start + _NLA.size : start + n])
+        found.append((atype & _NLA_TYPE_MASK, data[start + _NLA.size : start + n]))
         start += align(n)
     return found
 

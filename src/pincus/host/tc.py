@@ -9,12 +9,10 @@ Directions follow Incus, seen from the instance; on the host-side interface they
   (this project's kernel has no CONFIG_NET_ACT_POLICE) the same filter redirects the host end's
   ingress with ``mirred`` to an IFB device of the caller's name, and a ``tbf`` on the IFB shapes
   it; the IFB hands the packets back to the host end's receive path afterwards.
-- ``priority`` sets ``skb->priority`` of packets from the instance with a four-instruction BPF
-  program in a ``cls_bpf`` filter (preference 1) on the host end's ingress. The program answers
-  "no match", so the redirect/police filter (preference 2) still sees every packet: the two
-  chain without knowing of each other. BPF rather than ``action skbedit`` because the kernel
-  this project runs on has neither skbedit nor matchall, while cls_bpf and bpf(2) are in every
-  distribution kernel: one code path, tested for real.
+- ``priority`` sets ``skb->priority`` of packets from the instance with host/bpf.py's program in
+  a ``cls_bpf`` filter (preference 1) on the host end's ingress. The program answers "no match",
+  so the redirect/police filter (preference 2) still sees every packet: the two chain without
+  knowing of each other.
 - ``limits.max`` is the caller's business: it passes the same rate in both fields.
 
 Every call replaces whatever pincus set on the host end before (the host end is pincus's own
@@ -46,11 +44,9 @@ is given (any namespace handle path, not only ``ip netns`` names; the caller's t
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import logging
 import os
-import platform
 import socket
 import struct
 import threading
@@ -58,7 +54,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pincus.errors import HostError, InvalidError, UnsupportedError
-from pincus.host import links, netlink
+from pincus.host import bpf, links, netlink, sysctl
 from pincus.reverter import Reverter
 
 log = logging.getLogger(__name__)
@@ -171,12 +167,12 @@ def _check_ifb_name(ifb_name: str) -> None:
 
 def _apply(nl: _Tc, dev: str, limits: Limits, ifb: str, use_police: bool, own_netns: bool = False) -> None:
     op = f"apply limits on {dev}"
-    link = nl.get_link(dev)
+    link = links.lookup_link(nl.conn, dev)
     if link is None:
         raise HostError(f"{op}: no such device")
     index = link.index
     # Loaded before anything changes: a kernel without BPF fails here with nothing to undo.
-    prog_fd = _load_priority_prog(limits.priority) if limits.priority is not None else None
+    prog_fd = bpf.load_priority_program(limits.priority) if limits.priority is not None else None
     try:
         with Reverter() as undo:
             undo.add(_clear, nl, dev, ifb)
@@ -259,7 +255,7 @@ def _apply(nl: _Tc, dev: str, limits: Limits, ifb: str, use_police: bool, own_ne
 
 def _clear(nl: _Tc, dev: str, ifb: str) -> None:
     op = f"clear limits on {dev}"
-    link = nl.get_link(dev)
+    link = links.lookup_link(nl.conn, dev)
     if link is not None:
         for step, parent in (("delete root qdisc", _TC_H_ROOT), ("delete ingress qdisc", _TC_H_INGRESS)):
             try:
@@ -284,7 +280,7 @@ def _ensure_ifb(nl: _Tc, op: str, ifb: str, own_netns: bool = False) -> int:
     each later IPv6 change in the namespace dearer, so NIC #500 would pay for #1-#499.
     """
     try:
-        nl.link_add(ifb, "ifb", up=not own_netns)
+        links.add_link(nl.conn, ifb, "ifb", up=not own_netns)
         if own_netns:
             _disable_ipv6(ifb)
     except netlink.NetlinkError as e:
@@ -292,7 +288,7 @@ def _ensure_ifb(nl: _Tc, op: str, ifb: str, own_netns: bool = False) -> int:
             raise UnsupportedError("IFB devices are not supported by this kernel") from e
         if e.errno != errno.EEXIST:
             raise HostError(f"{op}: add IFB {ifb}: {e}") from e
-    link = nl.get_link(ifb)
+    link = links.lookup_link(nl.conn, ifb)
     if link is None:
         raise HostError(f"{op}: add IFB {ifb}: it vanished right after creation")
     if link.kind != "ifb":
@@ -301,17 +297,17 @@ def _ensure_ifb(nl: _Tc, op: str, ifb: str, own_netns: bool = False) -> int:
             f"(kind {link.kind or 'none'})"
         )
     if not link.up:
-        _step(op, f"set IFB {ifb} up", nl.link_set_up, link.index)
+        _step(op, f"set IFB {ifb} up", links.set_up_by_index, nl.conn, link.index)
     return link.index
 
 
 def _disable_ipv6(name: str) -> None:
     if os.path.isdir("/proc/sys/net/ipv6"):  # else no IPv6 in this kernel, nothing to turn off
-        links.set_ipv6_disabled(name)
+        sysctl.set_ipv6_disabled(name)
 
 
 def _delete_ifb(nl: _Tc, op: str, ifb: str) -> None:
-    link = nl.get_link(ifb)
+    link = links.lookup_link(nl.conn, ifb)
     if link is None:
         return
     if link.kind != "ifb":
@@ -319,7 +315,7 @@ def _delete_ifb(nl: _Tc, op: str, ifb: str) -> None:
         log.warning("%s: not deleting %s: it is a %s device, not an IFB", op, ifb, link.kind)
         return
     try:
-        nl.link_delete(link.index)
+        links.delete_by_index(nl.conn, link.index)
     except netlink.NetlinkError as e:
         if e.errno != errno.ENODEV:
             raise HostError(f"{op}: delete IFB {ifb}: {e}") from e
@@ -428,95 +424,11 @@ def _add_priority_filter(nl: _Tc, op: str, index: int, prog_fd: int, priority: i
         raise HostError(f"{op}: add priority filter: {e}") from e
 
 
-# --- skb priority: the BPF program ----------------------------------------------------------------
-
-_BPF_PROG_LOAD = 5
-_BPF_PROG_TYPE_SCHED_CLS = 3
-_BPF_SYSCALL = {"x86_64": 321, "aarch64": 280, "riscv64": 280}
-_SKB_PRIORITY_OFFSET = 32  # offsetof(struct __sk_buff, priority), part of the stable BPF ABI
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
-
-
-def _insn(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> bytes:
-    return struct.pack("<BBhi", code, (src << 4) | dst, off, imm)
-
-
-def _priority_program(priority: int) -> bytes:
-    """r2 = priority; skb->priority = r2; return 0 ("no match": the next filter runs)."""
-    imm = priority - 2**32 if priority >= 2**31 else priority  # the u32 as the s32 immediate
-    return b"".join(
-        (
-            _insn(0xB4, dst=2, imm=imm),  # BPF_ALU | BPF_MOV | BPF_K (32 bit)
-            # BPF_STX | BPF_MEM | BPF_W: a register store, as older kernels refuse BPF_ST to the context
-            _insn(0x63, dst=1, src=2, off=_SKB_PRIORITY_OFFSET),
-            _insn(0xB7, dst=0, imm=0),  # BPF_ALU64 | BPF_MOV | BPF_K
-            _insn(0x95),  # BPF_JMP | BPF_EXIT
-        )
-    )
-
-
-def _load_priority_prog(priority: int) -> int:
-    """Load the priority program with bpf(2); returns its fd."""
-    nr = _BPF_SYSCALL.get(platform.machine())
-    if nr is None:
-        raise UnsupportedError(
-            f"setting packet priority with BPF on {platform.machine()} is not supported by pincus"
-        )
-    code = _priority_program(priority)
-    insns = ctypes.create_string_buffer(code, len(code))
-    license_ = ctypes.create_string_buffer(b"GPL")
-    # union bpf_attr, BPF_PROG_LOAD part up to expected_attach_type; the kernel zero-fills the rest
-    attr = struct.pack(
-        "<IIQQIIQII16sII",
-        _BPF_PROG_TYPE_SCHED_CLS,
-        len(code) // 8,
-        ctypes.addressof(insns),
-        ctypes.addressof(license_),
-        0,
-        0,
-        0,
-        0,
-        0,
-        b"pincus_prio",
-        0,
-        0,
-    )
-    buf = ctypes.create_string_buffer(attr, len(attr))
-    fd = int(_libc.syscall(nr, _BPF_PROG_LOAD, buf, len(attr)))
-    if fd < 0:
-        err = ctypes.get_errno()
-        if err in (errno.ENOSYS, errno.EINVAL):
-            raise UnsupportedError(
-                "BPF tc classifier programs (for packet priority) are not supported by this kernel"
-            )
-        raise HostError(f"load BPF priority program: {os.strerror(err)}")
-    return fd
-
-
 # --- tc requests over host/netlink.py ------------------------------------------------------------
 
-_RTM_NEWLINK, _RTM_DELLINK, _RTM_GETLINK = 16, 17, 18
 _RTM_NEWQDISC, _RTM_DELQDISC = 36, 37
 _RTM_NEWTFILTER = 44
-_IFLA_IFNAME, _IFLA_LINKINFO, _IFLA_EXT_MASK = 3, 18, 29
-_IFLA_INFO_KIND = 1
-_RTEXT_FILTER_SKIP_STATS = 1 << 3
-_IFF_UP = 0x1
-_IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change
 _TCMSG = struct.Struct("=BxxxiIII")  # family, index, handle, parent, info
-
-
-@dataclass(frozen=True)
-class _Link:
-    index: int
-    kind: str | None
-    up: bool
-
-
-def _ifinfomsg(index: int = 0, flags: int = 0, change: int = 0) -> bytes:
-    return _IFINFOMSG.pack(socket.AF_UNSPEC, 0, index, flags, change)
 
 
 def _tcmsg(index: int, handle: int, parent: int, info: int = 0) -> bytes:
@@ -524,50 +436,13 @@ def _tcmsg(index: int, handle: int, parent: int, info: int = 0) -> bytes:
 
 
 class _Tc:
-    """The links, qdiscs and filters this module changes, one request each, on one socket."""
+    """The qdiscs and filters this module changes, one request each, on one socket."""
 
     def __init__(self, conn: netlink.Rtnl) -> None:
         self.conn = conn
 
     def change(self, msg_type: int, flags: int, body: bytes) -> None:
         self.conn.request(msg_type, body, flags)
-
-    # links
-
-    def get_link(self, name: str) -> _Link | None:
-        if not name or len(name.encode()) > 15 or "/" in name:
-            return None  # not a possible interface name, so certainly not an existing one
-        body = (
-            _ifinfomsg()
-            + netlink.text(_IFLA_IFNAME, name)
-            + netlink.u32(_IFLA_EXT_MASK, _RTEXT_FILTER_SKIP_STATS)
-        )
-        try:
-            replies = self.conn.request(_RTM_GETLINK, body)
-        except netlink.NetlinkError as e:
-            if e.errno == errno.ENODEV:
-                return None
-            raise HostError(f"look up link {name}: {e}") from e
-        if not replies or len(replies[0]) < _IFINFOMSG.size:
-            raise HostError(f"look up link {name}: empty reply")
-        _, _, index, ifflags, _ = _IFINFOMSG.unpack_from(replies[0])
-        linkinfo = netlink.attrs(replies[0], _IFINFOMSG.size).get(_IFLA_LINKINFO, b"")
-        kind = netlink.attrs(linkinfo).get(_IFLA_INFO_KIND)
-        return _Link(index, netlink.cstr(kind) if kind else None, bool(ifflags & _IFF_UP))
-
-    def link_add(self, name: str, kind: str, up: bool) -> None:
-        body = (
-            _ifinfomsg(flags=_IFF_UP if up else 0, change=_IFF_UP)
-            + netlink.text(_IFLA_IFNAME, name)
-            + netlink.nest(_IFLA_LINKINFO, netlink.text(_IFLA_INFO_KIND, kind))
-        )
-        self.change(_RTM_NEWLINK, netlink.NLM_F_CREATE | netlink.NLM_F_EXCL, body)
-
-    def link_set_up(self, index: int) -> None:
-        self.change(_RTM_NEWLINK, 0, _ifinfomsg(index, _IFF_UP, _IFF_UP))
-
-    def link_delete(self, index: int) -> None:
-        self.change(_RTM_DELLINK, 0, _ifinfomsg(index))
 
     # qdiscs and filters
 
@@ -608,7 +483,7 @@ def qdiscs(dev: str, netns: str | None = None) -> dict[str, str]:
     """ "root" and "ingress" -> the kind of that qdisc on dev (what apply_limits put there, or the
     kernel's default); {} if dev does not exist. Read back for the drift check."""
     with netlink.rtnl(f"list qdiscs of {dev}", netns) as conn:
-        link = _Tc(conn).get_link(dev)
+        link = links.lookup_link(conn, dev)
         if link is None:
             return {}
         replies = conn.request(_RTM_GETQDISC, _tcmsg(0, 0, 0), netlink.NLM_F_DUMP)

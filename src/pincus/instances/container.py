@@ -11,8 +11,8 @@ from pincus.config.keys import CONTAINER
 from pincus.db import instances as db_instances
 from pincus.devices.base import NicRun
 from pincus.errors import ConflictError
+from pincus.host import addresses, files, links, netns, procstat
 from pincus.host import container as host_container
-from pincus.host import files, links, netns, procstat
 from pincus.instances.base import Instance
 
 
@@ -94,7 +94,7 @@ class Container(Instance):
             "mtu": link.mtu if link else 0,
             "state": "up" if link and link.up else "down",
             "type": kind,
-            "addresses": netstate.info_objects(self.host(links.link_address_info, name, netns=handle)),
+            "addresses": netstate.info_objects(self.host(addresses.link_address_info, name, netns=handle)),
             "counters": netstate.counters(self.host(links.link_stats, name, netns=handle)),
         }
 

@@ -49,14 +49,16 @@ from pincus.db.networks import NetworkRecord
 from pincus.devices.names import MAC_PREFIX
 from pincus.errors import ConflictError, HostError, InvalidError, NotFoundError
 from pincus.host import (
+    addresses,
     dnsmasq_args,
     dnsmasq_hosts,
     dnsmasq_process,
     files,
-    ipconf,
     links,
     nft_networks,
     nft_runner,
+    routes,
+    sysctl,
     sysfs,
 )
 from pincus.host.dnsmasq_args import DnsmasqConfig
@@ -118,7 +120,7 @@ def _list(value: str | None) -> list[str]:
 
 def _ipv6_enabled(host: Host) -> bool:
     try:
-        return host(ipconf.get_sysctl, "net/ipv6/conf/default/disable_ipv6") == "0"
+        return host(sysctl.get_sysctl, "net/ipv6/conf/default/disable_ipv6") == "0"
     except HostError:
         return False  # no IPv6 in this kernel or namespace
 
@@ -256,8 +258,8 @@ class BridgeNetwork(NetworkDriver):
             self.config[f"ipv{version}.address"] = subnets.auto_address(version, used, rng, self.name)
 
     def _used_subnets(self, others: list[NetworkRecord]) -> list[Network]:
-        used: list[Network] = [ipaddress.ip_interface(a).network for a in self.host(links.all_addresses)]
-        used += [ipaddress.ip_network(r) for r in self.host(ipconf.list_routes)]
+        used: list[Network] = [ipaddress.ip_interface(a).network for a in self.host(addresses.all_addresses)]
+        used += [ipaddress.ip_network(r) for r in self.host(routes.list_routes)]
         for rec in others:
             if rec.type == self.type and rec.name != self.name:
                 used += [net for net, _ in _claims(rec.config)]
@@ -392,7 +394,9 @@ class BridgeNetwork(NetworkDriver):
         if master is not None:
             raise ConflictError(f'Interface "{iface}" is in use by the host (member of "{master}")')
         configured = [
-            a for a in self.host(links.link_addresses, iface) if not ipaddress.ip_interface(a).is_link_local
+            a
+            for a in self.host(addresses.link_addresses, iface)
+            if not ipaddress.ip_interface(a).is_link_local
         ]
         if configured:
             raise InvalidError(
@@ -427,7 +431,7 @@ class BridgeNetwork(NetworkDriver):
                 self._set_link(existing.mtu, existing.mac, undo)
             self._ensure_dirs()
             self._set_sysctls()
-            present = {ipaddress.ip_interface(a) for a in self.host(links.link_addresses, self.name)}
+            present = {ipaddress.ip_interface(a) for a in self.host(addresses.link_addresses, self.name)}
             for address in self._addresses():
                 if address not in present:
                     self._add_address(address, undo)
@@ -448,9 +452,9 @@ class BridgeNetwork(NetworkDriver):
                 self.host(links.set_mtu, self.name, mtu)  # a new port may have pulled the bridge's MTU down
             for route in self._routes():
                 if adopting:
-                    self.host(links.delete_route, route, self.name)  # put back as configured
-                self.host(links.add_route, route, dev=self.name)
-                undo.add(self.host, links.delete_route, route, self.name)
+                    self.host(routes.delete_route, route, self.name)  # put back as configured
+                self.host(routes.add_route, route, dev=self.name)
+                undo.add(self.host, routes.delete_route, route, self.name)
             self.host(nft_networks.set_network_rules, self.state.tag, self._rules())
             if not adopting:
                 undo.add(self._remove_rules)
@@ -462,9 +466,9 @@ class BridgeNetwork(NetworkDriver):
         """Before any address: the bridge is the router of its subnets. Without DAD an IPv6
         address is usable at once (dnsmasq skips a tentative one for good); the bridge takes no
         address or route from router advertisements, dnsmasq's own included."""
-        self.host(ipconf.set_accept_dad, self.name, False)
-        self.host(ipconf.set_sysctl, f"net/ipv6/conf/{self.name}/autoconf", "0")
-        self.host(ipconf.set_sysctl, f"net/ipv6/conf/{self.name}/accept_ra", "0")
+        self.host(sysctl.set_accept_dad, self.name, False)
+        self.host(sysctl.set_sysctl, f"net/ipv6/conf/{self.name}/autoconf", "0")
+        self.host(sysctl.set_sysctl, f"net/ipv6/conf/{self.name}/accept_ra", "0")
 
     @property
     def _forwarding(self) -> HostForwarding:
@@ -482,12 +486,12 @@ class BridgeNetwork(NetworkDriver):
             undo.add(self.host, links.set_mac, self.name, mac)
 
     def _add_address(self, address: Interface, undo: Reverter) -> None:
-        self.host(links.add_address, self.name, str(address))
-        undo.add(self.host, links.delete_address, self.name, str(address))
+        self.host(addresses.add_address, self.name, str(address))
+        undo.add(self.host, addresses.delete_address, self.name, str(address))
 
     def _remove_address(self, address: Interface, undo: Reverter) -> None:
-        self.host(links.delete_address, self.name, str(address))
-        undo.add(self.host, links.add_address, self.name, str(address))
+        self.host(addresses.delete_address, self.name, str(address))
+        undo.add(self.host, addresses.add_address, self.name, str(address))
 
     def _external_state(self) -> dict[str, bool]:
         data = self.host(files.read_json, self.dir / _EXTERNAL_STATE)
@@ -607,12 +611,12 @@ class BridgeNetwork(NetworkDriver):
         new, previous = self._routes(), old._routes()
         for route in previous:
             if route not in new:
-                self.host(links.delete_route, route, self.name)
-                undo.add(self.host, links.add_route, route, dev=self.name)
+                self.host(routes.delete_route, route, self.name)
+                undo.add(self.host, routes.add_route, route, dev=self.name)
         for route in new:
             if route not in previous:
-                self.host(links.add_route, route, dev=self.name)
-                undo.add(self.host, links.delete_route, route, self.name)
+                self.host(routes.add_route, route, dev=self.name)
+                undo.add(self.host, routes.delete_route, route, self.name)
 
     def _update_dnsmasq(self, old: BridgeNetwork, addresses_changed: bool, undo: Reverter) -> None:
         cfg, old_cfg = self.dnsmasq_config(), old.dnsmasq_config()
@@ -640,7 +644,7 @@ class BridgeNetwork(NetworkDriver):
         self._remove_rules()
         link = self.host(links.get_link, self.name)
         for route in self._routes():
-            self.host(links.delete_route, route, self.name)
+            self.host(routes.delete_route, route, self.name)
         for iface in self._external():
             self._release(iface)
         for iface in list(self._external_state()):
@@ -729,13 +733,13 @@ class BridgeNetwork(NetworkDriver):
             differs("mtu", self.name, str(mtu), str(link.mtu))
         if link.mac.lower() != self._hwaddr():
             differs("mac address", self.name, self._hwaddr(), link.mac.lower())
-        present = {ipaddress.ip_interface(a) for a in self.host(links.link_addresses, self.name)}
+        present = {ipaddress.ip_interface(a) for a in self.host(addresses.link_addresses, self.name)}
         for address in self._addresses():
             if address not in present:
                 differs("address", str(address), f"on {self.name}", "missing")
-        routes = set(self.host(ipconf.routes_of, self.name))
+        present_routes = set(self.host(routes.routes_of, self.name))
         for route in self._routes():
-            if route not in routes:
+            if route not in present_routes:
                 differs("route", route, f"out of {self.name}", "missing")
         for iface in self._external():
             ext = self.host(links.get_link, iface)

@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 
 from pincus.errors import HostError, InvalidError
-from pincus.host import files, ipconf, sysfs
+from pincus.host import files, sysctl, sysfs
 from pincus.host.facade import Host
 
 log = logging.getLogger(__name__)
@@ -25,16 +25,16 @@ class HostForwarding:
     def enable(self, bridge: str, ipv4: bool, ipv6: bool) -> None:
         """As Incus: a network with addresses routes (and NATs) for its instances, so the
         namespace must forward (for each family BRIDGE has an address of)."""
-        if ipv4 and self.host(ipconf.get_sysctl, "net/ipv4/ip_forward") != "1":
+        if ipv4 and self.host(sysctl.get_sysctl, "net/ipv4/ip_forward") != "1":
             self._set("net/ipv4/ip_forward", "1")
-        if not ipv6 or self.host(ipconf.get_sysctl, "net/ipv6/conf/all/forwarding") == "1":
+        if not ipv6 or self.host(sysctl.get_sysctl, "net/ipv6/conf/all/forwarding") == "1":
             return
         # With forwarding on, the kernel ignores router advertisements on interfaces with
         # accept_ra=1; the host's own uplinks that take their addresses from RAs get 2.
         for iface in self.host(sysfs.list_interfaces):
             key = f"net/ipv6/conf/{iface}/accept_ra"
             try:
-                if iface != bridge and self.host(ipconf.get_sysctl, key) == "1":
+                if iface != bridge and self.host(sysctl.get_sysctl, key) == "1":
                     self._set(key, "2")
             except (InvalidError, HostError):
                 continue  # a name no sysctl can have, or an interface without IPv6
@@ -44,9 +44,9 @@ class HostForwarding:
         """Change a namespace-wide sysctl, remembering its first value so the last network gives it back."""
         saved = self.host(files.read_json, self.saved_file) or {}
         if key not in saved:
-            saved[key] = self.host(ipconf.get_sysctl, key)
+            saved[key] = self.host(sysctl.get_sysctl, key)
             self.host(files.write_json, self.saved_file, saved)
-        self.host(ipconf.set_sysctl, key, value)
+        self.host(sysctl.set_sysctl, key, value)
 
     def give_back(self) -> None:
         """Give back every saved sysctl. One that cannot be set stays on record (and the call
@@ -55,7 +55,7 @@ class HostForwarding:
         left: dict[str, str] = {}
         for key, value in saved.items():
             try:
-                self.host(ipconf.set_sysctl, key, value)
+                self.host(sysctl.set_sysctl, key, value)
             except (InvalidError, HostError) as e:
                 if self._exists(key):
                     left[key] = value
@@ -67,7 +67,7 @@ class HostForwarding:
 
     def _exists(self, key: str) -> bool:
         try:
-            self.host(ipconf.get_sysctl, key)
+            self.host(sysctl.get_sysctl, key)
         except (InvalidError, HostError):
             return False
         return True

@@ -15,7 +15,7 @@ from pincus.db import networks as db_networks
 from pincus.db import profiles as db_profiles
 from pincus.db.networks import NetworkRecord
 from pincus.errors import ConflictError, InvalidError, NotFoundError
-from pincus.host import links, sysfs
+from pincus.host import addresses, links, sysfs
 from pincus.host.facade import Host
 from pincus.networks.base import NetworkDriver
 from pincus.networks.registry import driver_class
@@ -187,7 +187,7 @@ class Networks:
             raise NotFoundError(f'Interface "{ifname}" of network "{name}" does not exist')
         bridge = self.host(sysfs.bridge_state, ifname)
         return {
-            "addresses": netstate.cidr_objects(self.host(links.link_addresses, ifname)),
+            "addresses": netstate.cidr_objects(self.host(addresses.link_addresses, ifname)),
             "counters": netstate.counters(self.host(links.link_stats, ifname)),
             "hwaddr": link.mac,
             "mtu": link.mtu,
