@@ -197,6 +197,30 @@ def test_nic_parent_comes_back_after_daemon_sigkill_restart_and_stop(daemon: Dae
     assert _nic_state(daemon, nic) == original
 
 
+def test_a_restart_with_the_parent_inside_a_container_is_no_network_failure(
+    daemon: Daemon, prefix: str
+) -> None:
+    # The parent is in use by the instance, not missing: no "Failed to start network" error, and the
+    # network works again once the NIC is back.
+    nic, original = _nic_network(daemon, prefix)
+    daemon.cli("network", "set", "lan", "mtu=1450")
+    daemon.cli("launch", "c1", "-n", "lan")
+    assert daemon.ns.link(nic) is None
+    log = daemon.dir / "pincusd.stderr"
+    start = log.stat().st_size
+    daemon.stop()
+    daemon.start()
+    daemon.cli("admin", "waitready")
+    restarted = log.read_bytes()[start:].decode()
+    assert "Failed to start network" not in restarted and "Traceback" not in restarted, restarted
+    assert f'parent "{nic}" is in instance "c1"' in restarted
+    assert "c1,RUNNING" in daemon.cli("list", "--format=csv").stdout
+    daemon.cli("stop", "c1")
+    assert _link(daemon, nic)["mtu"] == 1450
+    daemon.cli("network", "unset", "lan", "mtu")
+    assert _nic_state(daemon, nic) == original
+
+
 def test_physical_network_mtu_is_applied_and_restored(daemon: Daemon, prefix: str) -> None:
     nic = f"{prefix}nic"
     daemon.ns.add_standin_nic(nic)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, ClassVar
 
 from pincus.config.keys import KeyTable
 from pincus.config.network_keys import PHYSICAL
+from pincus.db import instances as db_instances
 from pincus.db.networks import NetworkRecord
 from pincus.errors import ConflictError, InvalidError, NotFoundError
 from pincus.host import files, links, sysfs
 from pincus.networks.base import NetworkDriver
+
+log = logging.getLogger(__name__)
 
 
 class PhysicalNetwork(NetworkDriver):
@@ -64,6 +68,14 @@ class PhysicalNetwork(NetworkDriver):
 
     def start(self) -> None:
         if not self.host(sysfs.interface_exists, self.parent):
+            holders = db_instances.volatile_holders(self.state.store, ".last_state.name", self.parent)
+            if holders:
+                # Moved into an instance (a daemon restarted meanwhile): in use, not failed. It
+                # comes back with the MTU it had when it left, which was this network's.
+                log.info(
+                    'Network "%s": parent "%s" is in instance "%s"', self.name, self.parent, holders[0][0]
+                )
+                return
             raise NotFoundError(f'Parent interface "{self.parent}" of network "{self.name}" does not exist')
         self._apply_mtu(self.parent, self.config.get("mtu"))
 
