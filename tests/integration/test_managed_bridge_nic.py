@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.integration.helpers import config, in_container, ping
+from tests.integration.helpers import config, in_container, ping, wait_for
 from tests.pincus_testlib import Daemon
 
 UDHCPC_SCRIPT = """#!/bin/sh
@@ -114,3 +114,31 @@ def test_deleting_everything_leaves_nothing_of_pincus(daemon: Daemon, prefix: st
     assert daemon.ns.ipj("route", "show", "10.250.45.0/24") == []
     for sub in ("networks", "instances"):
         assert not (daemon.dir / sub).exists() or list((daemon.dir / sub).iterdir()) == []
+
+
+def test_removing_a_nic_or_deleting_its_instance_releases_its_leases(daemon: Daemon, prefix: str) -> None:
+    # As Incus: a NIC that leaves gives its leases back to dnsmasq, dynamic ones included, so its
+    # addresses are free at once and no stale lease names a NIC that is gone.
+    net = f"{prefix}br"
+    daemon.cli("network", "create", net, "ipv4.address=10.250.46.1/24", "ipv6.address=none",
+               "ipv4.dhcp.ranges=10.250.46.100-10.250.46.150")  # fmt: skip
+    daemon.cli("launch", "c1", "-n", net)
+    daemon.cli("init", "c2", "-n", net)
+    daemon.cli("config", "device", "set", "c2", "eth0", "ipv4.address=10.250.46.20")
+    daemon.cli("start", "c2")
+    daemon.cli("launch", "c3", "-n", net)
+    dynamic, static, kept = dhcp(daemon, "c1"), dhcp(daemon, "c2"), dhcp(daemon, "c3")
+    assert static == "10.250.46.20"
+    lease_file = daemon.dir / "networks" / net / "dnsmasq" / "dnsmasq.leases"
+
+    def leased() -> set[str]:
+        # dnsmasq's own record, which it rewrites when it drops a lease.
+        lines = lease_file.read_text().splitlines()
+        return {line.split()[2] for line in lines if not line.startswith("duid")}
+
+    assert leased() == {dynamic, static, kept}
+    daemon.cli("config", "device", "remove", "c1", "eth0")
+    wait_for(lambda: leased() == {static, kept}, 5, "the dynamic lease to be released")
+    daemon.cli("delete", "-f", "c2")
+    wait_for(lambda: leased() == {kept}, 5, "the static lease to be released")
+    assert [r[2] for r in leases(daemon, net)] == [kept]

@@ -46,7 +46,9 @@ import pwd
 import re
 import secrets
 import signal
+import socket
 import stat
+import struct
 import subprocess
 import time
 from collections.abc import Sequence
@@ -775,3 +777,33 @@ def read_leases(dir: Path) -> list[Lease]:
         if lease is not None:
             leases.append(lease)
     return leases
+
+
+# --- giving a lease back --------------------------------------------------------------------
+
+_DHCP_SERVER_PORT = 67
+
+
+def release_ipv4_lease(bridge: str, server: str, mac: str, address: str) -> None:
+    """Ask the dnsmasq serving `bridge` at `server` to drop the lease of `mac` on `address`.
+
+    A DHCPRELEASE as the client would send it (RFC 2131 4.4.6), sent from a socket bound to the
+    bridge: the kernel then reports the bridge as the arrival interface, which dnsmasq requires
+    (dnsmasq's own dhcp_release does the same). dnsmasq answers nothing; it rewrites its leases
+    file. An unknown lease is ignored by dnsmasq.
+    """
+    hw = bytes.fromhex(checks.mac(mac).replace(":", ""))
+    ciaddr = _ipv4(address, "lease address").packed
+    server_id = _ipv4(server, "server address").packed
+    bootp = struct.pack(
+        "!BBBBIHH4s4s4s4s16s64s128s",
+        1, 1, 6, 0, secrets.randbits(32), 0, 0,  # BOOTREQUEST, Ethernet, 6-byte address
+        ciaddr, bytes(4), bytes(4), bytes(4), hw, b"", b"",
+    )  # fmt: skip
+    options = b"\x63\x82\x53\x63" + bytes([53, 1, 7, 54, 4]) + server_id + b"\xff"  # RELEASE
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, checks.interface_name(bridge).encode())
+            s.sendto(bootp + options, (str(ipaddress.IPv4Address(server_id)), _DHCP_SERVER_PORT))
+    except OSError as e:
+        raise HostError(f"release DHCP lease {address} of {mac} on {bridge}: {e.strerror}") from e
