@@ -86,3 +86,11 @@ def test_hot_plugged_nics_take_their_boot_priority_as_cold_plugged_ones(daemon: 
     cold = {k.removeprefix("dev-"): v for k, v in qemu.nic_bootindexes(_qmp(daemon, "v1")).items()}
     assert cold["eth2"] == -1 and 0 <= cold["eth4"] < min(cold[d] for d in ("eth0", "eth1", "eth3"))
     daemon.cli("stop", "v1", "-f")
+
+
+def test_limits_cpu_gives_the_vm_that_many_vcpus(daemon: Daemon) -> None:
+    daemon.cli("init", "v1", "--vm", "-c", "raw.qemu=-S", "-c", "limits.cpu=3", "--no-profiles")
+    daemon.cli("start", "v1")
+    with qemu.QMP(_qmp(daemon, "v1"), 10) as qmp:
+        assert len(qmp.execute("query-cpus-fast")) == 3
+    daemon.cli("stop", "v1", "-f")

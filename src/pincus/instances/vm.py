@@ -88,8 +88,9 @@ class VirtualMachine(Instance):
         used: set[int] = set()
         taps = [tap_nic(n, used) for n in nics if n.tap]
         passthrough = _unique_pairs([arg for n in nics for arg in n.qemu_args])
+        cpus = ["-smp", self.rec.config["limits.cpu"]] if "limits.cpu" in self.rec.config else []
         proc = self.host(
-            qemu.start_qemu, self.name, self.dir, taps, passthrough + raw, memory_mb=self._memory_mb()
+            qemu.start_qemu, self.name, self.dir, taps, cpus + passthrough + raw, memory_mb=self._memory_mb()
         )
         db_instances.set_runtime(self.state.store, self.name, db_instances.Runtime(proc.pid, proc.start_time))
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from pincus.config.device_keys import INSTANCE
 from pincus.config.keys import CONTAINER, VM, KeyTable, check_config, not_live
-from pincus.config.validators import is_instance_name
+from pincus.config.validators import is_instance_name, parse_bool
 from pincus.db import instances as db_instances
 from pincus.db import profiles as db_profiles
 from pincus.db.instances import InstanceRecord
@@ -563,6 +563,18 @@ class Instances:
                 log.warning("Deleting leaked interface %s", link.name)
                 self.host(links.delete_link, link.name)
         self._release_shared_if_idle()  # a daemon killed mid-stop left the shared table behind
+        self._autostart()
+
+    def _autostart(self) -> None:
+        """Start the stopped instances whose boot.autostart is true, as Incus does at daemon start."""
+        for rec in db_instances.list_all(self.state.store):
+            inst = self._driver(rec)
+            if not parse_bool(inst.rec.config.get("boot.autostart", "false")) or inst.is_alive():
+                continue
+            try:
+                self.start(rec.name)
+            except Exception:
+                log.exception("Failed to autostart instance %s", rec.name)
 
     def monitor(self, interval: float = 0.5) -> None:
         """Notice instances whose process died (guest poweroff, killed init) and clean up after them."""
