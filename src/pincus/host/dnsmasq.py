@@ -807,3 +807,58 @@ def release_ipv4_lease(bridge: str, server: str, mac: str, address: str) -> None
             s.sendto(bootp + options, (str(ipaddress.IPv4Address(server_id)), _DHCP_SERVER_PORT))
     except OSError as e:
         raise HostError(f"release DHCP lease {address} of {mac} on {bridge}: {e.strerror}") from e
+
+
+_DHCP6_SERVER_PORT = 547
+_ALL_DHCP6_SERVERS = "ff02::1:2"
+
+
+def _dhcp6_option(code: int, data: bytes) -> bytes:
+    return struct.pack("!HH", code, len(data)) + data
+
+
+def _duid(text: str, what: str) -> bytes:
+    try:
+        raw = bytes.fromhex(text.replace(":", ""))
+    except ValueError:
+        raise _fail(what, text) from None
+    if not 2 < len(raw) <= 130:  # RFC 8415 11.1: at most 128 octets after the type
+        raise _fail(what, text)
+    return raw
+
+
+def server_duid(dir: Path) -> str | None:
+    """dnsmasq's own DHCPv6 DUID (colon hex) from its leases file; None before it wrote one."""
+    path = _paths(dir)[1]
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise HostError(f"read dnsmasq leases {path}: {e.strerror}") from e
+    fields = [line.split() for line in lines if line.startswith("duid ")]
+    return next((f[1] for f in fields if len(f) == 2), None)
+
+
+def release_ipv6_lease(bridge: str, server_duid: str, client_duid: str, iaid: int, address: str) -> None:
+    """Ask the dnsmasq serving `bridge` to drop a DHCPv6 lease: a Release as the client would
+    send it (RFC 8415 18.2.7) to All_DHCP_Relay_Agents_and_Servers on the bridge. The multicast
+    copy looped back to this host arrives on the bridge, where dnsmasq listens (dnsmasq's own
+    dhcp_release6 does the same)."""
+    addr = _ipv6(address, "lease address").packed
+    iaaddr = _dhcp6_option(5, addr + struct.pack("!II", 0, 0))
+    message = (
+        struct.pack("!I", (8 << 24) | secrets.randbits(24))  # RELEASE, transaction id
+        + _dhcp6_option(1, _duid(client_duid, "client DUID"))
+        + _dhcp6_option(2, _duid(server_duid, "server DUID"))
+        + _dhcp6_option(3, struct.pack("!III", iaid, 0, 0) + iaaddr)  # IA_NA
+    )
+    name = checks.interface_name(bridge)
+    try:
+        index = socket.if_nametoindex(name)
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, name.encode())
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
+            s.sendto(message, (_ALL_DHCP6_SERVERS, _DHCP6_SERVER_PORT, 0, index))
+    except OSError as e:
+        raise HostError(f"release DHCPv6 lease {address} on {bridge}: {e.strerror}") from e

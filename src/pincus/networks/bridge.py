@@ -788,19 +788,27 @@ class BridgeNetwork(NetworkDriver):
             self.host(dnsmasq.reload, self.dnsmasq_dir)  # dnsmasq keeps a removed entry until SIGHUP
 
     def release_leases(self, mac: str) -> None:
-        """Give back every IPv4 lease dnsmasq holds for MAC (a NIC that leaves), as Incus does: its
+        """Give back every lease dnsmasq holds for MAC (a NIC that leaves), as Incus does: its
         addresses are free at once, and no lease outlives its NIC. A failure is logged, not raised:
         the lease then just expires."""
-        v4 = self.ipv4_interface()
-        if v4 is None or self.host(dnsmasq.find_running, self.dnsmasq_dir) is None:
+        if self.host(dnsmasq.find_running, self.dnsmasq_dir) is None:
             return
+        v4 = self.ipv4_interface()
+        duid = self.host(dnsmasq.server_duid, self.dnsmasq_dir)
         for lease in self.host(dnsmasq.read_leases, self.dnsmasq_dir):
-            if lease.mac == mac.lower() and lease.iaid is None:
-                try:
+            if lease.mac != mac.lower():
+                continue
+            try:
+                if lease.iaid is None and v4 is not None:
                     self.host(dnsmasq.release_ipv4_lease, self.name, str(v4.ip), mac, lease.address)
-                except HostError as e:
-                    log.warning("Network %s: lease %s of %s stays until it expires: %s",
-                                self.name, lease.address, mac, e)  # fmt: skip
+                elif lease.iaid is not None and duid is not None and lease.client_id:
+                    self.host(
+                        dnsmasq.release_ipv6_lease,
+                        self.name, duid, lease.client_id, lease.iaid, lease.address,
+                    )  # fmt: skip
+            except HostError as e:
+                log.warning("Network %s: lease %s of %s stays until it expires: %s",
+                            self.name, lease.address, mac, e)  # fmt: skip
 
     def leases(self) -> list[dict[str, str]]:
         """dnsmasq's leases and the static allocations.
