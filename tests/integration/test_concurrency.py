@@ -92,7 +92,10 @@ def test_fifty_instances_launched_at_once_get_distinct_macs_names_ports_and_addr
         eth0 = {"type": "nic", "network": net, "name": "eth0"}
         if i % 2 == 0:  # half static, half dynamic: both kinds of dnsmasq entry race
             eth0["ipv4.address"] = f"10.250.60.{10 + i}"
-        return {"eth0": eth0, "eth1": {"type": "nic", "network": "phys", "name": "eth1"}}
+        eth1 = {"type": "nic", "network": "phys", "name": "eth1"}
+        if i % 5 == 0:  # a filtered static address on the unmanaged bridge: nft under concurrency too
+            eth1 |= {"ipv4.address": f"10.250.62.{10 + i}", "security.ipv4_filtering": "true"}
+        return {"eth0": eth0, "eth1": eth1}
 
     def launch(i: int) -> tuple[str, str]:
         name = names[i]
@@ -126,6 +129,14 @@ def test_fifty_instances_launched_at_once_get_distinct_macs_names_ports_and_addr
     assert not [m for m, c in Counter(macs).items() if c > 1]
     # Every host end is a port of one of the two bridges, none elsewhere.
     assert {n for n, b in ports.items() if b in (lan, net)} >= set(host_names)
+
+    # Each filtered NIC's port is in the kernel's filter sets with its own address, and only those.
+    ruleset = json.loads(daemon.ns.run("nft", "-j", "list", "ruleset").stdout)["nftables"]
+    sets = {x["set"]["name"]: x["set"].get("elem", []) for x in ruleset if "set" in x}
+    allowed = {tuple(e["concat"]) for e in sets["allowed_v4"]}
+    filtered = {instance(daemon, names[i])["config"]["volatile.eth1.host_name"]: i for i in range(0, 50, 5)}
+    assert set(sets["v4_filtered"]) == set(filtered), sets["v4_filtered"]
+    assert allowed == {(host, f"10.250.62.{10 + i}") for host, i in filtered.items()}, allowed
 
     lines = hosts_files(daemon, net)
     assert len(lines) == 25, lines  # one static allocation for each even instance
