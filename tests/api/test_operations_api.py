@@ -259,3 +259,25 @@ def test_exec_output_is_not_lost_with_many_writers(running: Daemon) -> None:
     assert running.wait_op(doc)["metadata"]["return"] == 0
     lines = results["1"].decode().split()
     assert lines == [f"line{i}" for i in range(2000)]
+
+
+def test_a_put_echoing_stale_volatile_values_keeps_pincus_own(daemon: Daemon, prefix: str) -> None:
+    # A read-modify-write client sends back the volatile keys it read; a hot-plug since may have
+    # changed them (they are outside the ETag), so the PUT must not fail on them nor change them.
+    daemon.ns.add_bridge(f"{prefix}br")
+    nic = {"type": "nic", "nictype": "bridged", "parent": f"{prefix}br"}
+    create(daemon, "c1", profiles=[], devices={"eth0": nic})
+    daemon.cli("start", "c1")
+    meta = daemon.api("GET", "/1.0/instances/c1")[1]["metadata"]
+    real = meta["config"]["volatile.eth0.host_name"]
+    stale = {**meta["config"], "volatile.eth0.host_name": "vethstale0", "user.a": "1"}
+    put = {"config": stale, "devices": meta["devices"], "profiles": []}
+    code, doc = daemon.api("PUT", "/1.0/instances/c1", put)
+    assert code == 202 and daemon.wait_op(doc)["err"] == ""
+    config = daemon.api("GET", "/1.0/instances/c1")[1]["metadata"]["config"]
+    assert config["volatile.eth0.host_name"] == real and config["user.a"] == "1"
+    assert daemon.ns.link(real) is not None and daemon.ns.link("vethstale0") is None
+    # A PATCH names what it means to change: a volatile key there is refused.
+    code, doc = daemon.api("PATCH", "/1.0/instances/c1", {"config": {"volatile.eth0.host_name": "x"}})
+    assert code == 202 and "managed by pincus" in daemon.wait_op(doc)["err"]
+    daemon.cli("stop", "-f", "c1")

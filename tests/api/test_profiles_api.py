@@ -185,8 +185,8 @@ def test_profile_config_invalid_for_a_user_is_refused(daemon: Daemon) -> None:
     daemon.api("POST", "/1.0/profiles", {"name": "p1"})
     create_instance(daemon, "v1", type="virtual-machine", profiles=["p1"])
     before = daemon.db_dump()
-    # A physical NIC without "name" is fine on its own (a VM needs none) ...
-    nic = {"type": "nic", "nictype": "physical", "parent": "nosuchnic0"}
+    # A NIC with a boot priority is fine on its own (a VM has a boot order) ...
+    nic = {"type": "nic", "nictype": "bridged", "parent": "nosuchbr0", "boot.priority": "1"}
     code, doc = daemon.api("PATCH", "/1.0/profiles/p1", {"devices": {"eth0": nic}})
     assert code == 200, doc
     # ... but not on a container using the profile.
@@ -195,7 +195,7 @@ def test_profile_config_invalid_for_a_user_is_refused(daemon: Daemon) -> None:
     code, doc = daemon.api("PATCH", "/1.0/instances/c1", {"profiles": ["p1"]})
     assert code == 202
     op = daemon.wait_op(doc)
-    assert op["status"] == "Failure" and "name" in op["err"], op
+    assert op["status"] == "Failure" and "boot.priority" in op["err"], op
     assert daemon.db_dump() == before
 
 

@@ -147,3 +147,21 @@ def test_instance_bad_input(daemon: Daemon, prefix: str) -> None:
     assert "running" in daemon.fails("delete", "c1")
     daemon.cli("delete", "c1", "-f")
     assert "not found" in daemon.fails("info", "c1")
+
+
+def test_boot_autostart_starts_the_instance_with_the_daemon(daemon: Daemon) -> None:
+    daemon.cli("init", "auto", "--no-profiles", "-c", "boot.autostart=true")
+    daemon.cli("init", "manual", "--no-profiles")
+    daemon.cli("init", "off", "--no-profiles", "-c", "boot.autostart=false")
+    daemon.cli("start", "manual")
+    # As after a host reboot: every instance stopped with the daemon, then the daemon starts.
+    daemon.cli("admin", "shutdown", "--timeout", "5")
+    daemon.stop()
+    daemon.start()
+    states = dict(
+        line.split(",")[:2] for line in daemon.cli("list", "--format=csv", "-c", "ns").stdout.split()
+    )
+    assert states == {"auto": "RUNNING", "manual": "STOPPED", "off": "STOPPED"}, states
+    pid = daemon.api("GET", "/1.0/instances/auto/state")[1]["metadata"]["pid"]
+    assert pid > 0 and os.path.exists(f"/proc/{pid}")
+    daemon.cli("stop", "-f", "auto")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.integration.helpers import config, in_container, ping
+from tests.integration.helpers import config, in_container, ping, wait_for
 from tests.pincus_testlib import Daemon
 
 UDHCPC_SCRIPT = """#!/bin/sh
@@ -114,3 +114,82 @@ def test_deleting_everything_leaves_nothing_of_pincus(daemon: Daemon, prefix: st
     assert daemon.ns.ipj("route", "show", "10.250.45.0/24") == []
     for sub in ("networks", "instances"):
         assert not (daemon.dir / sub).exists() or list((daemon.dir / sub).iterdir()) == []
+
+
+def test_removing_a_nic_or_deleting_its_instance_releases_its_leases(daemon: Daemon, prefix: str) -> None:
+    # As Incus: a NIC that leaves gives its leases back to dnsmasq, dynamic ones included, so its
+    # addresses are free at once and no stale lease names a NIC that is gone.
+    net = f"{prefix}br"
+    daemon.cli("network", "create", net, "ipv4.address=10.250.46.1/24", "ipv6.address=none",
+               "ipv4.dhcp.ranges=10.250.46.100-10.250.46.150")  # fmt: skip
+    daemon.cli("launch", "c1", "-n", net)
+    daemon.cli("init", "c2", "-n", net)
+    daemon.cli("config", "device", "set", "c2", "eth0", "ipv4.address=10.250.46.20")
+    daemon.cli("start", "c2")
+    daemon.cli("launch", "c3", "-n", net)
+    dynamic, static, kept = dhcp(daemon, "c1"), dhcp(daemon, "c2"), dhcp(daemon, "c3")
+    assert static == "10.250.46.20"
+    lease_file = daemon.dir / "networks" / net / "dnsmasq" / "dnsmasq.leases"
+
+    def leased() -> set[str]:
+        # dnsmasq's own record, which it rewrites when it drops a lease.
+        lines = lease_file.read_text().splitlines()
+        return {line.split()[2] for line in lines if not line.startswith("duid")}
+
+    assert leased() == {dynamic, static, kept}
+    daemon.cli("config", "device", "remove", "c1", "eth0")
+    wait_for(lambda: leased() == {static, kept}, 5, "the dynamic lease to be released")
+    daemon.cli("delete", "-f", "c2")
+    wait_for(lambda: leased() == {kept}, 5, "the static lease to be released")
+    assert [r[2] for r in leases(daemon, net)] == [kept]
+
+
+# A DHCPv6 client with rapid commit (busybox here has no udhcpc6): Solicit, then the Reply binds the
+# lease. argv: interface, MAC.
+_DHCP6_CLIENT = """
+import socket, struct, sys, time
+ifname, mac = sys.argv[1], bytes.fromhex(sys.argv[2].replace(":", ""))
+def opt(code, data):
+    return struct.pack("!HH", code, len(data)) + data
+duid = struct.pack("!HH", 3, 1) + mac
+ia_na = opt(3, struct.pack("!III", 7, 0, 0))
+msg = b"\\x01\\x00\\x00\\x2a" + opt(1, duid) + ia_na + opt(14, b"") + opt(8, b"\\0\\0")
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
+s.bind(("::", 546))
+s.settimeout(1)
+idx = socket.if_nametoindex(ifname)
+for _ in range(20):
+    try:
+        s.sendto(msg, ("ff02::1:2", 547, 0, idx))
+        reply = s.recv(2048)
+    except OSError:
+        time.sleep(0.5)
+        continue
+    if reply[0] == 7:
+        print("bound")
+        break
+"""
+
+
+def test_removing_a_nic_releases_its_dhcpv6_lease(daemon: Daemon, prefix: str) -> None:
+    net = f"{prefix}br"
+    daemon.cli("network", "create", net, "ipv4.address=none", "ipv6.address=fd42:250:47::1/64",
+               "ipv6.dhcp.stateful=true", "ipv6.dhcp.ranges=fd42:250:47::100-fd42:250:47::150")  # fmt: skip
+    daemon.cli("launch", "c1", "-n", net)
+    daemon.cli("launch", "c2", "-n", net)
+    lease_file = daemon.dir / "networks" / net / "dnsmasq" / "dnsmasq.leases"
+
+    def leased() -> set[str]:
+        lines = lease_file.read_text().splitlines() if lease_file.exists() else []
+        return {line.split()[2] for line in lines if not line.startswith("duid")}
+
+    for name in ("c1", "c2"):
+        mac = config(daemon, name)["volatile.eth0.hwaddr"]
+        out = daemon.cli("exec", name, "--", "python3", "-c", _DHCP6_CLIENT, "eth0", mac, timeout=60).stdout
+        assert out.strip() == "bound", out
+    assert len(leased()) == 2, leased()
+    kept = leased()
+    daemon.cli("config", "device", "remove", "c1", "eth0")
+    wait_for(lambda: len(leased()) == 1, 5, "the DHCPv6 lease to be released")
+    assert leased() < kept

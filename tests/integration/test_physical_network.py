@@ -119,7 +119,6 @@ def test_a_physical_nic_never_takes_a_bridge_member_or_an_addressed_interface(
     msg = daemon.fails(*add, f"parent={addressed}", "name=eth1")
     assert f'Interface "{addressed}" is in use by the host' in msg and "10.250.33.1/24" in msg
     assert daemon.ns.link_names() == links_before
-    assert 'needs "name"' in daemon.fails(*add, f"parent={addressed}")
 
 
 # --- NIC parent: moved in, given back -------------------------------------------------------------
@@ -193,6 +192,55 @@ def test_nic_parent_comes_back_after_daemon_sigkill_restart_and_stop(daemon: Dae
     daemon.stop(signal.SIGKILL)
     daemon.start()
     assert "c1,RUNNING" in daemon.cli("list", "--format=csv").stdout
+    daemon.cli("stop", "c1")
+    assert _nic_state(daemon, nic) == original
+
+
+def test_a_restart_with_the_parent_inside_a_container_is_no_network_failure(
+    daemon: Daemon, prefix: str
+) -> None:
+    # The parent is in use by the instance, not missing: no "Failed to start network" error, and the
+    # network works again once the NIC is back.
+    nic, original = _nic_network(daemon, prefix)
+    daemon.cli("network", "set", "lan", "mtu=1450")
+    daemon.cli("launch", "c1", "-n", "lan")
+    assert daemon.ns.link(nic) is None
+    log = daemon.dir / "pincusd.stderr"
+    start = log.stat().st_size
+    daemon.stop()
+    daemon.start()
+    daemon.cli("admin", "waitready")
+    restarted = log.read_bytes()[start:].decode()
+    assert "Failed to start network" not in restarted and "Traceback" not in restarted, restarted
+    assert f'parent "{nic}" is in instance "c1"' in restarted
+    assert "c1,RUNNING" in daemon.cli("list", "--format=csv").stdout
+    daemon.cli("stop", "c1")
+    assert _link(daemon, nic)["mtu"] == 1450
+    daemon.cli("network", "unset", "lan", "mtu")
+    assert _nic_state(daemon, nic) == original
+
+
+def test_a_physical_nic_without_name_takes_the_next_free_eth(daemon: Daemon, prefix: str) -> None:
+    # As Incus: eth0 is the bridged NIC's (its device name), so the moved NIC becomes eth1 at a
+    # cold start; hot-plugged next to them, another takes eth2. Each comes home under its own name.
+    nic, original = _nic_network(daemon, prefix)
+    other = f"{prefix}nic2"
+    daemon.ns.add_standin_nic(other)
+    before2 = _nic_state(daemon, other)
+    daemon.ns.add_bridge(f"{prefix}br")
+    daemon.cli("init", "c1", "--no-profiles")
+    daemon.cli("config", "device", "add", "c1", "eth0", "nic", "nictype=bridged", f"parent={prefix}br")
+    daemon.cli("config", "device", "add", "c1", "lan", "nic", "network=lan")
+    daemon.cli("start", "c1")
+    inside = set(in_container(daemon, "c1", "ls", "/sys/class/net").split())
+    assert inside == {"lo", "eth0", "eth1"}, inside
+    assert _inside(daemon, "c1", "eth1")[0] == original[2]  # the moved NIC, by its MAC
+    daemon.cli("config", "device", "add", "c1", "more", "nic", "nictype=physical", f"parent={other}")
+    inside = set(in_container(daemon, "c1", "ls", "/sys/class/net").split())
+    assert inside == {"lo", "eth0", "eth1", "eth2"}, inside
+    assert _inside(daemon, "c1", "eth2")[0] == before2[2]
+    daemon.cli("config", "device", "remove", "c1", "more")
+    assert _nic_state(daemon, other) == before2
     daemon.cli("stop", "c1")
     assert _nic_state(daemon, nic) == original
 

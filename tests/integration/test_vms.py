@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pincus.host import qemu
+from pincus.host import qemu, qmp
 from tests.integration.helpers import config, wait_for
 from tests.pincus_testlib import Daemon, qemu_nic_macs
 
@@ -60,3 +60,37 @@ def test_vm_start_failure_leaves_nothing(daemon: Daemon, prefix: str) -> None:
     assert "no-such-qemu-option" in msg or "QEMU" in msg or "qemu" in msg
     assert sorted(link["ifname"] for link in daemon.ns.ipj("link", "show")) == before
     assert not any(k.startswith("volatile.") for k in config(daemon, "v1"))
+
+
+def test_hot_plugged_nics_take_their_boot_priority_as_cold_plugged_ones(daemon: Daemon, prefix: str) -> None:
+    br = f"{prefix}br"
+    daemon.ns.add_bridge(br)
+    daemon.cli("init", "v1", "--vm", "-c", "raw.qemu=-S", "--no-profiles")
+    nic = ("nic", "nictype=bridged", f"parent={br}")
+    daemon.cli("config", "device", "add", "v1", "eth0", *nic, "boot.priority=1")
+    daemon.cli("config", "device", "add", "v1", "eth1", *nic, "boot.priority=1")
+    daemon.cli("config", "device", "add", "v1", "eth2", *nic)
+    daemon.cli("start", "v1")
+    # Hot-plugged: one more of the same priority (QEMU refuses a bootindex already in use) and
+    # one of a higher priority, which must come first.
+    daemon.cli("config", "device", "add", "v1", "eth3", *nic, "boot.priority=1")
+    daemon.cli("config", "device", "add", "v1", "eth4", *nic, "boot.priority=9")
+    idx = {k.removeprefix("dev-"): v for k, v in qemu.nic_bootindexes(_qmp(daemon, "v1")).items()}
+    assert idx["eth2"] == -1  # no priority: not in the boot order
+    ones = [idx[d] for d in ("eth0", "eth1", "eth3")]
+    assert len(set(ones)) == 3 and min(ones) >= 0, idx
+    assert 0 <= idx["eth4"] < min(ones), idx
+    daemon.cli("stop", "v1", "-f")
+    # The same order after a cold start.
+    daemon.cli("start", "v1")
+    cold = {k.removeprefix("dev-"): v for k, v in qemu.nic_bootindexes(_qmp(daemon, "v1")).items()}
+    assert cold["eth2"] == -1 and 0 <= cold["eth4"] < min(cold[d] for d in ("eth0", "eth1", "eth3"))
+    daemon.cli("stop", "v1", "-f")
+
+
+def test_limits_cpu_gives_the_vm_that_many_vcpus(daemon: Daemon) -> None:
+    daemon.cli("init", "v1", "--vm", "-c", "raw.qemu=-S", "-c", "limits.cpu=3", "--no-profiles")
+    daemon.cli("start", "v1")
+    with qmp.QMP(_qmp(daemon, "v1"), 10) as monitor:
+        assert len(monitor.execute("query-cpus-fast")) == 3
+    daemon.cli("stop", "v1", "-f")

@@ -96,6 +96,9 @@ class FakeInstance:
     def volatile(self, key: str) -> str | None:
         return self.vol.get(key)
 
+    def names_inside(self, exclude: str) -> set[str]:
+        return set()
+
     def set_volatile(self, values: dict[str, str | None]) -> None:
         for k, v in values.items():
             if v is None:

@@ -60,3 +60,20 @@ def test_connection_cap_answers_503_and_frees_slots(server: Path) -> None:
         s.close()
     time.sleep(0.8)  # their threads time out or see the close
     assert request(server, PING).startswith(b"HTTP/1.1 200")
+
+
+def test_a_burst_of_clients_is_queued_not_refused(tmp_path: Path) -> None:
+    # Clients that connect with a timeout (or non-blocking, as Go's do) get EAGAIN from a full listen
+    # queue instead of waiting: 50 clients at once must all get in while no one is accepting yet.
+    srv = http.serve(tmp_path / "s.sock", http.Router())
+    clients = []
+    try:
+        for _ in range(64):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            clients.append(s)
+            s.settimeout(5)
+            s.connect(str(tmp_path / "s.sock"))
+    finally:
+        for s in clients:
+            s.close()
+        srv.server_close()

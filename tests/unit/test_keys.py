@@ -50,3 +50,14 @@ def test_instance_type_restriction_and_live_flag() -> None:
     with pytest.raises(InvalidError, match="not supported for containers"):
         check_value(table, "b", "true", "dev", CONTAINER)
     assert not_live(table, {"a": "1", "b": "1"}, {"a": "0", "b": "0"}) == ["b"]
+
+
+@pytest.mark.parametrize(
+    "key,value",
+    [("ipv4.gateway", "10.250.0.1/24"), ("ipv6.gateway", "fd42:250::1/64"), ("ipv4.routes", "10.250.9.0/24"),
+     ("ipv6.routes", "fd42:250:9::/64"), ("dns.nameservers", "10.250.0.53")],
+)  # fmt: skip
+def test_uplink_keys_without_effect_are_refused_not_ignored(key: str, value: str) -> None:
+    # Incus gives them to OVN networks using the physical network as uplink; pincus has none.
+    with pytest.raises(InvalidError, match=f'Key "{key}" of network "x" is not supported yet: only OVN'):
+        check_config(PHYSICAL, {"parent": "eth9", key: value}, 'network "x"')

@@ -242,6 +242,9 @@ def make_handler(router: Router) -> type[BaseHTTPRequestHandler]:
 class UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     allow_reuse_address = False
+    # socketserver's default queue of 5 refuses a burst of clients: one that connects with a timeout
+    # or non-blocking (Go's client) gets EAGAIN instead of waiting for the accepting thread.
+    request_queue_size = socket.SOMAXCONN
 
     def __init__(self, path: str, handler: type[BaseHTTPRequestHandler]) -> None:
         super().__init__(path, handler)

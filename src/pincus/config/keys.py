@@ -23,6 +23,8 @@ class Key:
     description: str
     instance_types: frozenset[str] = BOTH
     live: bool = True  # can change on a running instance without a restart
+    # Known (an Incus key) but without effect in pincus yet: refused with this reason, never ignored.
+    unsupported: str | None = None
 
 
 KeyTable = Mapping[str, Key]
@@ -44,6 +46,8 @@ def check_value(table: KeyTable, key: str, value: str, what: str, instance_type:
     if instance_type is not None and instance_type not in spec.instance_types:
         kind = "containers" if instance_type == CONTAINER else "virtual machines"
         raise InvalidError(f'Invalid key "{key}" for {what}: not supported for {kind}')
+    if spec.unsupported is not None:
+        raise InvalidError(f'Key "{key}" of {what} is not supported yet: {spec.unsupported}')
     try:
         spec.validator(value)
     except ValueError as e:

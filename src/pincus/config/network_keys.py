@@ -7,6 +7,7 @@ from pincus.config.keys import Key, KeyTable
 
 _ADDR4 = v.is_address_or_keyword(("auto", "none"), v.is_address_cidr4)
 _ADDR6 = v.is_address_or_keyword(("auto", "none"), v.is_address_cidr6)
+_OVN_ONLY = "only OVN networks use it (from their uplink), and pincus has none"
 
 BRIDGE: KeyTable = {
     "bridge.mtu": Key(v.is_mtu, "MTU of the bridge"),
@@ -41,11 +42,16 @@ PHYSICAL: KeyTable = {
     "vlan": Key(v.is_vlan_id, "VLAN ID to attach to"),
     "vlan.tagged": Key(v.is_vlan_list, "Tagged VLAN IDs (bridge parents only)"),
     "gvrp": Key(v.is_bool, "Register the VLAN with GVRP"),
-    "ipv4.gateway": Key(v.is_address_cidr4, "IPv4 gateway of the uplink (CIDR)"),
-    "ipv6.gateway": Key(v.is_address_cidr6, "IPv6 gateway of the uplink (CIDR)"),
-    "ipv4.routes": Key(v.is_list_of(v.is_cidr4), "IPv4 routes reachable through the uplink"),
-    "ipv6.routes": Key(v.is_list_of(v.is_cidr6), "IPv6 routes reachable through the uplink"),
-    "dns.nameservers": Key(v.is_list_of(v.is_ip_any), "DNS servers of the uplink"),
+    # What an OVN network learns of its uplink: without OVN networks, nothing would use them.
+    "ipv4.gateway": Key(v.is_address_cidr4, "IPv4 gateway of the uplink (CIDR)", unsupported=_OVN_ONLY),
+    "ipv6.gateway": Key(v.is_address_cidr6, "IPv6 gateway of the uplink (CIDR)", unsupported=_OVN_ONLY),
+    "ipv4.routes": Key(
+        v.is_list_of(v.is_cidr4), "IPv4 routes reachable through the uplink", unsupported=_OVN_ONLY
+    ),
+    "ipv6.routes": Key(
+        v.is_list_of(v.is_cidr6), "IPv6 routes reachable through the uplink", unsupported=_OVN_ONLY
+    ),
+    "dns.nameservers": Key(v.is_list_of(v.is_ip_any), "DNS servers of the uplink", unsupported=_OVN_ONLY),
 }
 
 BY_TYPE: dict[str, KeyTable] = {"bridge": BRIDGE, "physical": PHYSICAL}

@@ -450,6 +450,9 @@ class BridgedNic(Device):
         net = self.network()
         if net is not None:
             net.remove_static_allocation(self.nic_id)
+            mac = self.instance.volatile(self.vkey("hwaddr")) or self.config.get("hwaddr")
+            if mac:
+                net.release_leases(mac)
         self.instance.set_volatile({self.vkey("hwaddr"): None, self.vkey("host_name"): None})
 
     def describe(self) -> str:

@@ -61,8 +61,6 @@ class PhysicalNic(Device):
             raise InvalidError(f'Device "{self.name}": nictype=physical needs a "parent" interface')
         if self.host(sysfs.interface_exists, self.parent) and self.host(sysfs.is_bridge, self.parent):
             raise InvalidError(f'Parent device "{self.parent}" is a bridge, use nictype=bridged instead')
-        if self.instance.type == CONTAINER and "name" not in self.config:
-            raise InvalidError(f'Device "{self.name}": a physical NIC in a container needs "name"')
 
     def missing_parent_error(self, what: str) -> Exception:
         """Why the parent is not on the host: another instance holds it, or it is gone."""
@@ -117,9 +115,11 @@ class PhysicalNic(Device):
             info = self.host(links.get_link, link_name)
             if info is None:
                 raise NotFoundError(f'Interface "{link_name}" vanished before it could be moved')
+            inside = self.inside_name or self._free_inside_name()
             # Saved before anything changes: what stop, unplug and crash recovery restore.
             self.instance.set_volatile(
                 {
+                    **({} if "name" in self.config else {self.vkey("name"): inside}),
                     self.vkey("last_state.name"): link_name,
                     self.vkey("last_state.mtu"): str(info.mtu),
                     self.vkey("last_state.hwaddr"): info.mac,
@@ -134,7 +134,7 @@ class PhysicalNic(Device):
         nic = NicRun(
             device=self.name,
             hwaddr=self.config.get("hwaddr", ""),
-            name=self.config["name"],
+            name=inside,
             move_link=link_name,
             mtu=int(self.config["mtu"]) if "mtu" in self.config else None,
         )
@@ -236,7 +236,7 @@ class PhysicalNic(Device):
     def _give_back(self) -> None:
         """Move the interface home under its old name with its old MTU, MAC and up state."""
         original = self.last("name") or self.parent
-        inside = self.config.get("name", "")
+        inside = self.inside_name
         netns = self.instance.netns
         here = None
         if netns is not None and self.host(links.get_link, inside, netns=str(netns)) is not None:
@@ -271,7 +271,7 @@ class PhysicalNic(Device):
 
     def _find_on_host(self, original: str) -> str | None:
         """After a crash the kernel returns a NIC to the host, possibly under its inside name."""
-        candidates = [self.config.get("name", ""), original]
+        candidates = [self.inside_name, original]
         for name in candidates:
             if name and self.host(links.get_link, name) is not None:
                 return name
@@ -287,7 +287,18 @@ class PhysicalNic(Device):
             self.host(pci.restore_driver, pci.PciDevice(slot=slot, driver=driver or None, iommu_group=None))
 
     def _forget_last_state(self) -> None:
-        self.instance.set_volatile({self.vkey(f"last_state.{k}"): None for k in LAST_STATE})
+        forget: dict[str, str | None] = {self.vkey(f"last_state.{k}"): None for k in LAST_STATE}
+        self.instance.set_volatile({**forget, self.vkey("name"): None})
+
+    @property
+    def inside_name(self) -> str:
+        """Its name in the container: "name", else the ethN it was given at start (volatile)."""
+        return self.config.get("name") or self.instance.volatile(self.vkey("name")) or ""
+
+    def _free_inside_name(self) -> str:
+        """As Incus: without "name", the first ethN no other NIC of the instance takes."""
+        taken = self.instance.names_inside(self.name)
+        return next(f"eth{n}" for n in range(len(taken) + 1) if f"eth{n}" not in taken)
 
     def remove(self) -> None:
         self._forget_last_state()

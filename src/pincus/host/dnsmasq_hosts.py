@@ -229,3 +229,16 @@ def read_leases(dir: Path) -> list[Lease]:
 def static_allocation_file(dir: Path, nic_id: str) -> Path:
     """Where write_static_allocation keeps the hosts file of one NIC (what it owns there)."""
     return _allocation_file(dir, nic_id)
+
+
+def server_duid(dir: Path) -> str | None:
+    """dnsmasq's own DHCPv6 DUID (colon hex) from its leases file; None before it wrote one."""
+    path = paths(dir)[1]
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise HostError(f"read dnsmasq leases {path}: {e.strerror}") from e
+    fields = [line.split() for line in lines if line.startswith("duid ")]
+    return next((f[1] for f in fields if len(f) == 2), None)

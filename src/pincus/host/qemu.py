@@ -329,6 +329,17 @@ def remove_nic(qmp_path: Path, nic_id: str, timeout: float = 10.0) -> bool:
         return released
 
 
+def nic_bootindexes(qmp_path: Path, timeout: float = QMP_TIMEOUT) -> dict[str, int]:
+    """QEMU device id -> bootindex of every virtio-net device (-1: not in the boot order)."""
+    out: dict[str, int] = {}
+    with QMP(qmp_path, timeout) as qmp:
+        for child in qmp.execute("qom-list", path="/machine/peripheral"):
+            if child.get("type") == "child<virtio-net-pci>":
+                path = f"/machine/peripheral/{child['name']}"
+                out[child["name"]] = int(qmp.execute("qom-get", path=path, property="bootindex"))
+    return out
+
+
 # --- stop -----------------------------------------------------------------------------------
 
 

@@ -13,7 +13,7 @@ from pincus.db.instances import InstanceRecord
 from pincus.devices import registry
 from pincus.devices.base import Device, NicRun
 from pincus.errors import ConflictError
-from pincus.host import files, procstat, strays
+from pincus.host import files, links, procstat, strays
 from pincus.host.facade import Host
 from pincus.ownership import Difference
 from pincus.reverter import Reverter
@@ -57,6 +57,19 @@ class Instance:
 
     def volatile(self, key: str) -> str | None:
         return self.rec.volatile.get(key)
+
+    def names_inside(self, exclude: str) -> set[str]:
+        """The interface names the NICs other than `exclude` take inside, or would once started,
+        and, while it runs, the interfaces there now."""
+        names = {
+            cfg.get("name") or self.volatile(f"volatile.{dev}.name") or dev
+            for dev, cfg in self.rec.devices.items()
+            if dev != exclude and cfg.get("type") == "nic"
+        }
+        handle = self.netns
+        if handle is not None:
+            names |= {link.name for link in self.host(links.list_links, str(handle))}
+        return names
 
     def set_volatile(self, values: dict[str, str | None]) -> None:
         db_instances.set_volatile(self.state.store, self.rec.name, values)

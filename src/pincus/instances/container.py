@@ -73,7 +73,7 @@ class Container(Instance):
             return {}
         out = {"lo": self._link_state("lo", str(handle), "loopback")}
         for dev in self.devices():
-            run_name = dev.config.get("name") or dev.name
+            run_name = dev.config.get("name") or self.volatile(dev.vkey("name")) or dev.name
             if self.host(links.get_link, run_name, netns=str(handle)) is None:
                 continue
             out[run_name] = {

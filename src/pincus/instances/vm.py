@@ -34,8 +34,30 @@ def _unique_pairs(args: list[str]) -> list[str]:
     return out
 
 
-def tap_nic(nic: NicRun) -> qemu.TapNic:
-    return qemu.TapNic(id=nic.device, ifname=nic.host_name, mac=nic.hwaddr, bootindex=nic.boot_priority)
+# Slots per boot.priority value: QEMU refuses a bootindex twice, and NICs may share a priority.
+_BOOT_SLOTS = 64
+
+
+def boot_index(priority: int | None, used: set[int]) -> int | None:
+    """QEMU's bootindex (lowest boots first) for a NIC of this boot.priority (highest first).
+
+    A function of the priority, not of a position among the NICs, so a hot-plugged NIC takes its
+    place among running ones without renumbering them; `used` holds the indexes already taken.
+    """
+    if not priority:
+        return None
+    base = (65535 - priority) * _BOOT_SLOTS
+    for index in range(base, base + _BOOT_SLOTS):
+        if index not in used:
+            used.add(index)
+            return index
+    raise InvalidError(f"At most {_BOOT_SLOTS} NICs may share boot.priority {priority}")
+
+
+def tap_nic(nic: NicRun, used: set[int]) -> qemu.TapNic:
+    return qemu.TapNic(
+        id=nic.device, ifname=nic.host_name, mac=nic.hwaddr, bootindex=boot_index(nic.boot_priority, used)
+    )
 
 
 class VirtualMachine(Instance):
@@ -63,17 +85,12 @@ class VirtualMachine(Instance):
             raw = shlex.split(self.rec.config.get("raw.qemu", ""))
         except ValueError as e:
             raise InvalidError(f'Invalid value for key "raw.qemu": {e}') from None
-        # Boot priority: higher boots first, QEMU's bootindex counts up from 0.
-        ordered = sorted((n for n in nics if n.tap), key=lambda n: -(n.boot_priority or 0))
-        taps = [
-            qemu.TapNic(
-                id=n.device, ifname=n.host_name, mac=n.hwaddr, bootindex=i if n.boot_priority else None
-            )
-            for i, n in enumerate(ordered)
-        ]
+        used: set[int] = set()
+        taps = [tap_nic(n, used) for n in nics if n.tap]
         passthrough = _unique_pairs([arg for n in nics for arg in n.qemu_args])
+        cpus = ["-smp", self.rec.config["limits.cpu"]] if "limits.cpu" in self.rec.config else []
         proc = self.host(
-            qemu.start_qemu, self.name, self.dir, taps, passthrough + raw, memory_mb=self._memory_mb()
+            qemu.start_qemu, self.name, self.dir, taps, cpus + passthrough + raw, memory_mb=self._memory_mb()
         )
         db_instances.set_runtime(self.state.store, self.name, db_instances.Runtime(proc.pid, proc.start_time))
 
@@ -89,7 +106,8 @@ class VirtualMachine(Instance):
             )
         proc = self._proc()
         assert proc is not None
-        self.host(qemu.add_tap_nic, proc.qmp_path, tap_nic(nic))
+        used = set(self.host(qemu.nic_bootindexes, proc.qmp_path).values())
+        self.host(qemu.add_tap_nic, proc.qmp_path, tap_nic(nic, used))
 
     def _detach(self, nic: NicRun) -> None:
         if nic.passthrough:

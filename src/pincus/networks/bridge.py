@@ -50,6 +50,7 @@ from pincus.devices.names import MAC_PREFIX
 from pincus.errors import ConflictError, HostError, InvalidError, NotFoundError
 from pincus.host import (
     addresses,
+    dhcp_release,
     dnsmasq_args,
     dnsmasq_hosts,
     dnsmasq_process,
@@ -790,6 +791,29 @@ class BridgeNetwork(NetworkDriver):
         removed = self.host(dnsmasq_hosts.remove_static_allocation, self.dnsmasq_dir, nic_id)
         if removed and self.host(dnsmasq_process.find_running, self.dnsmasq_dir) is not None:
             self.host(dnsmasq_process.reload, self.dnsmasq_dir)  # dnsmasq keeps a removed entry until SIGHUP
+
+    def release_leases(self, mac: str) -> None:
+        """Give back every lease dnsmasq holds for MAC (a NIC that leaves), as Incus does: its
+        addresses are free at once, and no lease outlives its NIC. A failure is logged, not raised:
+        the lease then just expires."""
+        if self.host(dnsmasq_process.find_running, self.dnsmasq_dir) is None:
+            return
+        v4 = self.ipv4_interface()
+        duid = self.host(dnsmasq_hosts.server_duid, self.dnsmasq_dir)
+        for lease in self.host(dnsmasq_hosts.read_leases, self.dnsmasq_dir):
+            if lease.mac != mac.lower():
+                continue
+            try:
+                if lease.iaid is None and v4 is not None:
+                    self.host(dhcp_release.release_ipv4_lease, self.name, str(v4.ip), mac, lease.address)
+                elif lease.iaid is not None and duid is not None and lease.client_id:
+                    self.host(
+                        dhcp_release.release_ipv6_lease,
+                        self.name, duid, lease.client_id, lease.iaid, lease.address,
+                    )  # fmt: skip
+            except HostError as e:
+                log.warning("Network %s: lease %s of %s stays until it expires: %s",
+                            self.name, lease.address, mac, e)  # fmt: skip
 
     def leases(self) -> list[dict[str, str]]:
         """dnsmasq's leases and the static allocations.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -13,6 +14,8 @@ from pincus.errors import ConflictError, InvalidError, NotFoundError
 from pincus.host import files, links, sysfs
 from pincus.networks.base import NetworkDriver
 from pincus.ownership import Difference, Owned
+
+log = logging.getLogger(__name__)
 
 
 class PhysicalNetwork(NetworkDriver):
@@ -66,6 +69,14 @@ class PhysicalNetwork(NetworkDriver):
 
     def start(self) -> None:
         if not self.host(sysfs.interface_exists, self.parent):
+            holders = db_instances.volatile_holders(self.state.store, ".last_state.name", self.parent)
+            if holders:
+                # Moved into an instance (a daemon restarted meanwhile): in use, not failed. It
+                # comes back with the MTU it had when it left, which was this network's.
+                log.info(
+                    'Network "%s": parent "%s" is in instance "%s"', self.name, self.parent, holders[0][0]
+                )
+                return
             raise NotFoundError(f'Parent interface "{self.parent}" of network "{self.name}" does not exist')
         self._apply_mtu(self.parent, self.config.get("mtu"))
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from pincus.config.device_keys import INSTANCE
 from pincus.config.keys import CONTAINER, VM, KeyTable, check_config, not_live
-from pincus.config.validators import is_instance_name
+from pincus.config.validators import is_instance_name, parse_bool
 from pincus.db import instances as db_instances
 from pincus.db import profiles as db_profiles
 from pincus.db.instances import InstanceRecord
@@ -261,7 +261,10 @@ class Instances:
             config = {k: v for k, v in config.items() if v != ""}  # as Incus: an empty value unsets
             for key, value in list(config.items()):
                 if key.startswith("volatile."):
-                    if old.volatile.get(key) != value:
+                    # A PUT echoes a whole read, whose volatile values may predate a hot-plug that ran
+                    # since (the ETag leaves them out for that reason): pincus's, so not the client's to
+                    # change. A PATCH names only what it means to change.
+                    if patch and old.volatile.get(key) != value:
                         raise InvalidError(f'Key "{key}" is managed by pincus and cannot be set')
                     del config[key]
             devices = devices_of(req.get("devices")) if "devices" in req or not patch else dict(old.devices)
@@ -568,6 +571,18 @@ class Instances:
                 log.warning("Deleting leaked interface %s", link.name)
                 self.host(links.delete_link, link.name)
         self._release_shared_if_idle()  # a daemon killed mid-stop left the shared table behind
+        self._autostart()
+
+    def _autostart(self) -> None:
+        """Start the stopped instances whose boot.autostart is true, as Incus does at daemon start."""
+        for rec in db_instances.list_all(self.state.store):
+            inst = self._driver(rec)
+            if not parse_bool(inst.rec.config.get("boot.autostart", "false")) or inst.is_alive():
+                continue
+            try:
+                self.start(rec.name)
+            except Exception:
+                log.exception("Failed to autostart instance %s", rec.name)
 
     def monitor(self, interval: float = 0.5) -> None:
         """Notice instances whose process died (guest poweroff, killed init) and clean up after them."""
