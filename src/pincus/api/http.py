@@ -79,10 +79,16 @@ Handler = Callable[[Request], Any]
 class Router:
     def __init__(self) -> None:
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
+        self._patterns: list[tuple[str, str]] = []
 
     def add(self, method: str, pattern: str, handler: Handler) -> None:
         regex = "^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern) + "$"
         self._routes.append((method, re.compile(regex), handler))
+        self._patterns.append((method, pattern))
+
+    def routes(self) -> list[tuple[str, str]]:
+        """(method, pattern) of every route, as added: what the OpenAPI document must describe."""
+        return list(self._patterns)
 
     def resolve(self, method: str, path: str) -> tuple[Handler, dict[str, str]]:
         allowed = False
