@@ -208,7 +208,7 @@ class Instances:
         except ValueError as e:
             raise InvalidError(f"Invalid instance name: {e}") from None
         type_ = req.get("type") or CONTAINER
-        if type_ not in DRIVERS:
+        if not isinstance(type_, str) or type_ not in DRIVERS:
             raise InvalidError(f'Invalid instance type "{type_}" (container or virtual-machine)')
         return name, str(type_)
 
@@ -436,7 +436,7 @@ class Instances:
         with self.profiles_lock, self.locked(name), self.locked(new_name):
             inst = self._load(name)
             if inst.is_alive() or inst.has_runtime():
-                raise ConflictError("Renaming of running instance not allowed")
+                raise ConflictError(f'Renaming of running instance "{name}" not allowed')
             if db_instances.get(self.state.store, new_name) is not None:
                 raise ConflictError(f'Instance "{new_name}" already exists')
             with Reverter() as undo:
@@ -476,7 +476,7 @@ class Instances:
         with self.locked(name):
             inst = self._load(name)
             if inst.is_alive():
-                raise ConflictError("The instance is already running")
+                raise ConflictError(f'Instance "{name}" is already running')
             if inst.has_runtime():
                 inst.cleanup()  # died since we last looked
             try:
@@ -495,7 +495,7 @@ class Instances:
                     if inst.has_runtime():
                         inst.cleanup()  # died, or an earlier stop failed half-way: finish it
                         return
-                    raise ConflictError("The instance is already stopped")
+                    raise ConflictError(f'Instance "{name}" is already stopped')
                 inst.stop(timeout, force)
             finally:
                 self._release_shared_if_idle()
