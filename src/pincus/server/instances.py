@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import threading
 from collections import defaultdict
@@ -12,7 +13,7 @@ from typing import Any
 
 from pincus.config.device_keys import INSTANCE
 from pincus.config.keys import CONTAINER, VM, KeyTable, check_config, not_live
-from pincus.config.validators import is_instance_name
+from pincus.config.validators import is_device_name, is_instance_name
 from pincus.db import instances as db_instances
 from pincus.db import profiles as db_profiles
 from pincus.db.instances import InstanceRecord
@@ -55,9 +56,23 @@ def strings_of(doc: object, what: str) -> dict[str, str]:
         if not isinstance(k, str) or not isinstance(v, str):
             raise InvalidError(f'{what}: value of "{k}" must be a string')
         if "\0" in k or "\0" in v:
-            raise InvalidError(f'{what}: key "{k!r}" or its value contains a NUL byte')
+            raise InvalidError(
+                f"Invalid value for {what} key {json.dumps(k)}: keys and values may not contain NUL"
+            )
         out[k] = v
     return out
+
+
+def description_of(req: dict[str, Any], default: str = "") -> str:
+    """A request's "description": text without NUL (absent or null keeps DEFAULT)."""
+    value = req.get("description")
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise InvalidError('"description" must be a string')
+    if "\0" in value:
+        raise InvalidError('Invalid "description": it contains a NUL byte')
+    return value
 
 
 def devices_of(doc: object) -> dict[str, dict[str, str]]:
@@ -65,7 +80,12 @@ def devices_of(doc: object) -> dict[str, dict[str, str]]:
         return {}
     if not isinstance(doc, dict):
         raise InvalidError("devices must be a map of device name to config")
-    return {str(name): strings_of(cfg, f'device "{name}"') for name, cfg in doc.items()}
+    for name in doc:
+        try:
+            is_device_name(name)
+        except ValueError as e:
+            raise InvalidError(f"Invalid device name: {e}") from None
+    return {name: strings_of(cfg, f'device "{name}"') for name, cfg in doc.items()}
 
 
 class Instances:
@@ -217,7 +237,7 @@ class Instances:
         rec = InstanceRecord(
             name=name,
             type=type_,
-            description=str(req.get("description") or ""),
+            description=description_of(req),
             config=strings_of(req.get("config"), "config"),
             devices=devices_of(req.get("devices")),
             profiles=self._requested_profiles(req),
@@ -264,7 +284,7 @@ class Instances:
             new = InstanceRecord(
                 old.name,
                 old.type,
-                str(req.get("description", old.description) or ""),
+                description_of(req, old.description),
                 config,
                 devices,
                 dict(old.volatile),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import threading
 from typing import Any
@@ -20,6 +21,7 @@ from pincus.networks.base import NetworkDriver
 from pincus.networks.registry import driver_class
 from pincus.reverter import Reverter
 from pincus.server import etag
+from pincus.server.instances import description_of
 from pincus.state import State
 
 log = logging.getLogger(__name__)
@@ -51,7 +53,7 @@ def _check_config(config: object) -> dict[str, str]:
         if not isinstance(v, str):
             raise InvalidError(f'Invalid value for key "{k}": must be a string')
         if "\0" in k or "\0" in v:
-            raise InvalidError(f"Invalid key {k!r}: the key or its value contains a NUL byte")
+            raise InvalidError(f"Invalid value for key {json.dumps(k)}: keys and values may not contain NUL")
         out[k] = v
     return out
 
@@ -244,7 +246,7 @@ class Networks:
         if not isinstance(type_, str):
             raise InvalidError("Network type must be a string")
         config = _check_config(req.get("config"))
-        description = str(req.get("description") or "")
+        description = description_of(req)
         with self.lock:
             if db_networks.get(self.state.store, name) is not None:
                 raise ConflictError(f'Network "{name}" already exists')
@@ -269,7 +271,7 @@ class Networks:
             if patch:
                 new_config = {**rec.config, **new_config}
             new_config = {k: v for k, v in new_config.items() if v != ""}  # as Incus: an empty value unsets
-            description = str(req.get("description", rec.description) or "")
+            description = description_of(req, rec.description)
             if "type" in req and req["type"] not in (None, "", rec.type):
                 raise InvalidError(f'Network "{name}" is of type "{rec.type}"; the type cannot be changed')
             users = self.instance_users(name)
