@@ -141,13 +141,17 @@ def tokens_of(value: Any) -> set[str]:
         out.add("true" if value else "false")
     elif value is not None:
         out.add(str(value))
-    return {t for t in out if t}
+    return out
 
 
 def names_one_of(message: str, tokens: set[str]) -> bool:
     """MESSAGE names one of TOKENS, quoted as the daemon quotes (plain, repr or JSON-escaped)."""
     low = message.casefold()
     for token in tokens:
+        if token == "":
+            if '""' in message:  # an empty name or key, shown quoted
+                return True
+            continue
         forms = {token, unquote(token), repr(token)[1:-1], json.dumps(token)[1:-1]}
         if any(form.casefold() in low for form in forms if form):
             return True

@@ -163,11 +163,14 @@ def test_fuzzed_requests_never_fail_the_server_and_refusals_change_nothing(
     baseline = fuzzlib.host_view(daemon)
     default_profile = daemon.api("GET", "/1.0/profiles/default")[1]["metadata"]
     net, prof, inst = f"{prefix}br", f"{prefix}p", f"{prefix}c"
-    assert daemon.api(
-        "POST",
-        "/1.0/networks",
-        {"name": net, "config": {"ipv4.address": "10.250.77.1/24", "ipv6.address": "none"}},
-    )[0] == 200
+    assert (
+        daemon.api(
+            "POST",
+            "/1.0/networks",
+            {"name": net, "config": {"ipv4.address": "10.250.77.1/24", "ipv6.address": "none"}},
+        )[0]
+        == 200
+    )
     assert daemon.api("POST", "/1.0/profiles", {"name": prof})[0] == 200
     status, doc = daemon.api("POST", "/1.0/instances", {"name": inst, "source": {"type": "none"}})
     assert status == 202 and daemon.wait_op(doc)["status"] == "Success"
