@@ -149,7 +149,7 @@ def _cleanup(daemon: Daemon, session: requests.Session, default_profile: dict[st
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(max(600, EXAMPLES * 30))  # about 15 s an example here, twice that for a busy CI
 def test_fuzzed_requests_never_fail_the_server_and_refusals_change_nothing(
     daemon: Daemon, prefix: str
 ) -> None:
