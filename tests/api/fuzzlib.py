@@ -103,7 +103,9 @@ def host_view(daemon: Daemon) -> dict[str, Any]:
         rel = path.relative_to(daemon.dir)
         if rel.parts[0].startswith(_OWN_FILES) or path.name in _OWN_FILES or path.name.endswith(".log"):
             continue
-        files[str(rel)] = path.read_bytes() if path.is_file() else b"<dir or special>"
+        if path.is_dir():
+            continue  # an empty directory the daemon keeps (networks/) holds nothing of anyone's
+        files[str(rel)] = path.read_bytes() if path.is_file() else b"<special>"
     return {"link": _steady(link), "addr": _steady(addr), "nft": _steady(nft), "files": files}
 
 

@@ -26,6 +26,12 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.core.result import Ok
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from tests.api import fuzzlib
 from tests.api.test_openapi import document
@@ -40,6 +46,13 @@ NOT_ON_REAL_OBJECTS = {"exec_instance"}
 # Deleting or renaming a real object ends the runs that need it: those go last.
 LAST = ("rename_", "delete_")
 
+# The answer is one the document describes: its status, content type, headers and envelope.
+CONFORMANCE = [
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
 # Fields a refusal may name without the request holding them (a missing field, the ETag's header).
 IMPLIED = {"name", "etag", "if-match", "body", "json", "action", "command", "type"}
 
@@ -70,6 +83,10 @@ class Fuzz:
         except ValueError:
             self.problems.append(f"{label}: {status} with a body that is not JSON: {response.text[:200]}")
             return
+        try:
+            case.validate_response(response, checks=CONFORMANCE)
+        except (AssertionError, BaseExceptionGroup) as e:  # the answer is not what the document says
+            self.problems.append(f"{label}: {status} does not conform to openapi.yaml: {str(e)[:400]}")
         message = ""
         if status >= 500:
             self.problems.append(f"{label}: {status} {doc.get('error')}")

@@ -62,3 +62,19 @@ def test_refusals_name_the_instance_or_operation(daemon: Daemon) -> None:
     assert status == 404 and '"no-such-op"' in doc["error"]
     status, doc = daemon.api("POST", "/1.0/instances/c1", {"name": "c2", "migration": True})
     assert status == 400 and '"migration"' in doc["error"]
+
+
+def test_a_network_name_the_kernel_takes_but_sysctl_paths_do_not_is_refused_before_any_change(
+    daemon: Daemon, prefix: str
+) -> None:
+    """A rename to "uÜ" tore the bridge down, failed on its /proc/sys path, and brought it back as a
+    new link (another ifindex): refused up front now, with the bridge untouched."""
+    br = f"{prefix}br"
+    config = {"ipv4.address": "10.250.77.1/24", "ipv6.address": "none"}
+    assert daemon.api("POST", "/1.0/networks", {"name": br, "config": config})[0] == 200
+    before = daemon.ns.link(br)
+    status, doc = daemon.api("POST", f"/1.0/networks/{br}", {"name": "u\u00dc"})
+    assert status == 400 and "network name" in doc["error"], doc
+    assert daemon.ns.link(br) == before
+    status, doc = daemon.api("POST", "/1.0/networks", {"name": "br\u00fc", "config": config})
+    assert status == 400 and "network name" in doc["error"], doc

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import re
 import threading
 from typing import Any
 
@@ -29,6 +30,9 @@ log = logging.getLogger(__name__)
 SUPERVISE_INTERVAL = 1.0  # seconds between two checks that every dnsmasq still runs
 
 
+_SYSCTL_SAFE = re.compile(r"[A-Za-z0-9_.-]+")
+
+
 def _check_name(name: object) -> str:
     if not isinstance(name, str) or not name:
         raise InvalidError("Network name is required")
@@ -36,6 +40,11 @@ def _check_name(name: object) -> str:
         is_interface_name(name)
     except ValueError as e:
         raise InvalidError(f"Invalid network name: {e}") from None
+    if not _SYSCTL_SAFE.fullmatch(name):
+        # The bridge's name is a path under /proc/sys/net: refused here, before anything is torn down.
+        raise InvalidError(
+            f'Invalid network name "{name}": only ASCII letters, digits, "_", "-" and "." are allowed'
+        )
     return name
 
 
