@@ -70,9 +70,16 @@ def session_for(daemon: Daemon) -> requests.Session:
 _MOVING = ("stats", "stats64", "_timer", "_life_time", "valid_life_time", "preferred_life_time")
 
 
+# ... and what follows a peer's carrier or STP a moment after a change an accepted request made.
+_FOLLOWING = {"operstate", "state"}
+_CARRIER_FLAGS = {"NO-CARRIER", "LOWER_UP", "linkdown"}
+
+
 def _steady(doc: Any) -> Any:
+    if isinstance(doc, dict) and isinstance(doc.get("flags"), list):
+        doc = {**doc, "flags": [f for f in doc["flags"] if f not in _CARRIER_FLAGS]}
     if isinstance(doc, dict):
-        return {k: _steady(v) for k, v in doc.items() if not k.endswith(_MOVING) and k != "operstate"}
+        return {k: _steady(v) for k, v in doc.items() if not k.endswith(_MOVING) and k not in _FOLLOWING}
     if isinstance(doc, list):
         return [_steady(v) for v in doc]
     return doc
