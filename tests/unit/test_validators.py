@@ -42,8 +42,10 @@ ALL: dict[str, Validator] = {
     "is_dns_domain": v.is_dns_domain,
     "is_hostname": v.is_hostname,
     "is_instance_name": v.is_instance_name,
+    "is_device_name": v.is_device_name,
     "is_one_of": v.is_one_of("none", "managed", "dynamic"),
     "is_any": v.is_any,
+    "is_argv": v.is_argv,
     "is_address_or_keyword": ADDR4,
     "is_duration": v.is_duration,
     "optional(is_mac)": v.optional(v.is_mac),
@@ -64,6 +66,7 @@ def refusal(validator: Validator, value: str) -> str:
 # ---------------------------------------------------------------------------------------------
 
 VALID = [
+    (v.is_device_name, ["eth0", "uplink.1", "_x", "a-b_c", "a" * 64]),
     (v.is_bool, ["true", "FALSE", "1", "0", "yes", "No", "on", "OFF"]),
     (v.is_int_range(0, 10), ["0", "10", "007"]),
     (v.is_int_range(-5, 5), ["-5", "-0", "5"]),
@@ -127,6 +130,12 @@ INVALID = [
     (v.is_mac, "0a:92:a7:0d:b7", "not a MAC address"),
     (v.is_mac, "0a:92:a7:0d:b7:d9\n", "not a MAC address"),
     (v.is_interface_name, "eth\n0", "contains a newline"),
+    (v.is_argv, "-name 'x", "does not split into arguments"),
+    (v.is_device_name, "../x", 'contains "/"'),
+    (v.is_device_name, "-x", 'starts with "-"'),
+    (v.is_device_name, ".x", 'starts with "."'),
+    (v.is_device_name, "a;b", 'contains ";"'),
+    (v.is_device_name, "a" * 65, "at most 64"),
     (v.is_interface_name, "eth 0", "contains a space"),
     (v.is_interface_name, "eth/0", 'contains "/"'),
     (v.is_interface_name, "eth:0", 'contains ":"'),
@@ -338,7 +347,7 @@ def test_any_text_is_accepted_or_refused_with_a_clean_message(value: str) -> Non
     for name, validator in ALL.items():
         message = outcome(validator, value)
         if message is None:
-            if name != "is_any":
+            if name not in ("is_any", "is_argv"):  # free-form by design
                 assert not (set(value) & UNSAFE), (name, value)
             continue
         assert message

@@ -79,10 +79,16 @@ Handler = Callable[[Request], Any]
 class Router:
     def __init__(self) -> None:
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
+        self._patterns: list[tuple[str, str]] = []
 
     def add(self, method: str, pattern: str, handler: Handler) -> None:
         regex = "^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern) + "$"
         self._routes.append((method, re.compile(regex), handler))
+        self._patterns.append((method, pattern))
+
+    def routes(self) -> list[tuple[str, str]]:
+        """(method, pattern) of every route, as added: what the OpenAPI document must describe."""
+        return list(self._patterns)
 
     def resolve(self, method: str, path: str) -> tuple[Handler, dict[str, str]]:
         allowed = False
@@ -94,7 +100,7 @@ class Router:
                 allowed = True
         if allowed:
             raise _HTTPStatus(405, f"Method {method} not allowed on {path}")
-        raise _HTTPStatus(404, "not found")
+        raise _HTTPStatus(404, f'"{path or "/"}" not found')
 
 
 class _HTTPStatus(Exception):
@@ -131,6 +137,11 @@ def _json_depth(raw: bytes) -> int:
     return deepest
 
 
+def _no_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON (Python's parser takes them); a timeout of NaN waits oddly."""
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def make_handler(router: Router) -> type[BaseHTTPRequestHandler]:
     class _Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -153,7 +164,8 @@ def make_handler(router: Router) -> type[BaseHTTPRequestHandler]:
             query = {k: v[-1] for k, v in parse_qs(url.query).items()}
             try:
                 body = self._read_body()
-                handler, params = router.resolve(self.command, url.path.rstrip("/") or "/")
+                # "/" and "/1.0/" are the routes "" and "/1.0".
+                handler, params = router.resolve(self.command, url.path.rstrip("/"))
                 req = Request(self.command, url.path, query, body, self, params)
                 result = handler(req)
             except _HTTPStatus as e:
@@ -202,7 +214,7 @@ def make_handler(router: Router) -> type[BaseHTTPRequestHandler]:
             if _json_depth(raw) > MAX_JSON_DEPTH:
                 raise _HTTPStatus(400, f"Request body nests deeper than {MAX_JSON_DEPTH} levels")
             try:
-                return json.loads(raw)
+                return json.loads(raw, parse_constant=_no_constant)
             except ValueError as e:
                 raise _HTTPStatus(400, f"Request body is not valid JSON: {e}") from None
 

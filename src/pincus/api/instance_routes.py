@@ -7,7 +7,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from pincus.api import filters
+from pincus.api import filters, operation_routes
 from pincus.api.exec_ws import ExecRequest, ExecSession, ExecSessions
 from pincus.api.http import Async, Request, Router, Tagged
 from pincus.errors import InvalidError
@@ -114,7 +114,7 @@ def add(r: Router, server: Server, sessions: ExecSessions) -> None:
     def rename(req: Request) -> Async:
         name, body = req.params["name"], body_of(req)
         if body.get("migration") or body.get("live"):
-            raise InvalidError("Instance migration is not supported")
+            raise InvalidError('Instance migration ("migration", "live") is not supported')
         new_name = body.get("name")
         if not isinstance(new_name, str) or not new_name:
             raise InvalidError('Renaming needs a new "name"')
@@ -129,9 +129,7 @@ def add(r: Router, server: Server, sessions: ExecSessions) -> None:
     def change_state(req: Request) -> Async:
         name, body = req.params["name"], body_of(req)
         action = str(body.get("action", ""))
-        timeout = body.get("timeout", 30)
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < -1:
-            raise InvalidError('"timeout" must be a number of seconds')
+        timeout = operation_routes.stop_wait(body.get("timeout", 30), "the request body")
         if action not in ("start", "stop", "restart"):
             raise InvalidError(f'Invalid action "{action}" (start, stop or restart)')
         insts.get(name)
@@ -141,7 +139,7 @@ def add(r: Router, server: Server, sessions: ExecSessions) -> None:
             server,
             f"{descriptions[action]} instance",
             name,
-            lambda: insts.change_state(name, action, float(timeout), force),
+            lambda: insts.change_state(name, action, timeout, force),
         )
 
     def exec_(req: Request) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import queue
 import select
 import socket
@@ -20,12 +21,35 @@ from pincus.server.server import Server
 EVENT_TYPES = ("logging", "operation", "lifecycle")
 
 
-def _timeout(req: Request) -> float:
-    raw = req.query.get("timeout", "-1")
+FOREVER = 10.0**9  # seconds: a longer wait is a wait for ever (an Event cannot wait past time_t)
+MAX_STOP_WAIT = 86400  # seconds an instance stop may wait for its guest (poll() takes an int of ms)
+
+
+def _number(raw: str) -> float:
     try:
         return float(raw)
     except ValueError:
-        raise InvalidError(f'Invalid "timeout" {raw!r}: a number of seconds (-1 waits for ever)') from None
+        return math.nan
+
+
+def _timeout(req: Request) -> float:
+    """A wait's "timeout": seconds, negative (or huge) for no limit."""
+    raw = req.query.get("timeout", "-1")
+    value = _number(raw)
+    if math.isnan(value):
+        raise InvalidError(f'Invalid "timeout" {raw!r}: a number of seconds (-1 waits for ever)')
+    return -1.0 if value >= FOREVER else value
+
+
+def stop_wait(value: object, where: str, text: bool = False) -> float:
+    """How long an instance stop waits for its guest: -1 to MAX_STOP_WAIT seconds (TEXT: as a query
+    gives it; a JSON body gives a number)."""
+    number = _number(value) if text and isinstance(value, str) else value
+    if isinstance(number, bool) or not isinstance(number, int | float) or not -1 <= number <= MAX_STOP_WAIT:
+        raise InvalidError(
+            f'Invalid "timeout" {value!r} in {where}: a number of seconds from -1 to {MAX_STOP_WAIT}'
+        )
+    return float(number)
 
 
 def add(r: Router, server: Server, sessions: ExecSessions, shutdown: threading.Event) -> None:

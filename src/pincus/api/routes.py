@@ -101,7 +101,7 @@ def build(server: Server, shutdown: threading.Event) -> Router:
     operation_routes.add(r, server, sessions, shutdown)
 
     def do_shutdown(req: Request) -> Any:
-        timeout = float(req.query.get("timeout", "60"))
+        timeout = operation_routes.stop_wait(req.query.get("timeout", "60"), "the query", text=True)
         server.shutdown_instances(timeout)
         shutdown.set()
         return {}

@@ -52,7 +52,7 @@ NIC_PHYSICAL: KeyTable = {
 }
 
 INSTANCE: KeyTable = {
-    "raw.qemu": Key(v.is_any, "Extra QEMU command-line arguments", _VM_ONLY, live=False),
+    "raw.qemu": Key(v.is_argv, "Extra QEMU command-line arguments", _VM_ONLY, live=False),
     "limits.memory": Key(v.is_size, "Memory of a VM", _VM_ONLY, live=False),
     "limits.cpu": Key(v.is_int_range(1, 64), "vCPUs of a VM", _VM_ONLY, live=False),
     "boot.autostart": Key(v.is_bool, "Start with the daemon"),

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import shlex
 from collections.abc import Callable
 from fractions import Fraction
 from typing import TypeAlias, TypeVar
@@ -114,6 +115,15 @@ def is_any(value: str) -> None:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise ValueError(f"{_quote(value)} is not valid Unicode text") from None
+
+
+def is_argv(value: str) -> None:
+    """Words as a POSIX shell splits them (raw.qemu): no NUL, quotes closed; never run by a shell."""
+    is_any(value)
+    try:
+        shlex.split(value)
+    except ValueError as e:
+        raise ValueError(f"{_quote(value)} does not split into arguments: {e}") from None
 
 
 def is_one_of(*choices: str) -> Validator:
@@ -284,6 +294,27 @@ def is_interface_name(value: str) -> None:
         raise ValueError(
             f"{_quote(value)} is {size} bytes long, interface names are at most {IFNAME_MAX_BYTES} bytes"
         )
+
+
+DEVICE_NAME_MAX = 64
+_DEVICE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
+
+
+def is_device_name(value: str) -> None:
+    """A device name ("eth0", "uplink.1"): it names files in dnsmasq's hosts directory, QEMU ids and
+    `volatile.<device>.*` keys, so letters, digits, "_", "-" and "." only, not starting with "."
+    or "-", at most 64 characters."""
+    if value == "":
+        raise _empty("a device name")
+    if not _DEVICE_NAME.fullmatch(value):
+        bad = next((ch for ch in value if not _DEVICE_NAME.fullmatch("a" + ch)), None)
+        where = f"contains {_describe_char(bad)}" if bad else f"starts with {_describe_char(value[0])}"
+        raise ValueError(
+            f'{_quote(value)} {where}; device names may only contain letters, digits, "_", "-" and ".", '
+            'and start with a letter, digit or "_"'
+        )
+    if len(value) > DEVICE_NAME_MAX:
+        raise ValueError(f"{_quote(value)} is {len(value)} characters long (at most {DEVICE_NAME_MAX})")
 
 
 VLAN_MAX = 4094

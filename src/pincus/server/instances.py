@@ -7,6 +7,7 @@ undo of the one Instances object; the work itself is in the instance and device 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import threading
 from collections import defaultdict
@@ -16,7 +17,7 @@ from typing import Any
 
 from pincus.config.device_keys import INSTANCE
 from pincus.config.keys import CONTAINER, VM, KeyTable, check_config, not_live
-from pincus.config.validators import is_instance_name, parse_bool
+from pincus.config.validators import is_device_name, is_instance_name, parse_bool
 from pincus.db import instances as db_instances
 from pincus.db import profiles as db_profiles
 from pincus.db.instances import InstanceRecord
@@ -59,9 +60,23 @@ def strings_of(doc: object, what: str) -> dict[str, str]:
         if not isinstance(k, str) or not isinstance(v, str):
             raise InvalidError(f'{what}: value of "{k}" must be a string')
         if "\0" in k or "\0" in v:
-            raise InvalidError(f'{what}: key "{k!r}" or its value contains a NUL byte')
+            raise InvalidError(
+                f"Invalid value for {what} key {json.dumps(k)}: keys and values may not contain NUL"
+            )
         out[k] = v
     return out
+
+
+def description_of(req: dict[str, Any], default: str = "") -> str:
+    """A request's "description": text without NUL (absent or null keeps DEFAULT)."""
+    value = req.get("description")
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise InvalidError('"description" must be a string')
+    if "\0" in value:
+        raise InvalidError('Invalid "description": it contains a NUL byte')
+    return value
 
 
 def devices_of(doc: object) -> dict[str, dict[str, str]]:
@@ -69,7 +84,12 @@ def devices_of(doc: object) -> dict[str, dict[str, str]]:
         return {}
     if not isinstance(doc, dict):
         raise InvalidError("devices must be a map of device name to config")
-    return {str(name): strings_of(cfg, f'device "{name}"') for name, cfg in doc.items()}
+    for name in doc:
+        try:
+            is_device_name(name)
+        except ValueError as e:
+            raise InvalidError(f"Invalid device name: {e}") from None
+    return {name: strings_of(cfg, f'device "{name}"') for name, cfg in doc.items()}
 
 
 class Instances:
@@ -216,7 +236,7 @@ class Instances:
         except ValueError as e:
             raise InvalidError(f"Invalid instance name: {e}") from None
         type_ = req.get("type") or CONTAINER
-        if type_ not in DRIVERS:
+        if not isinstance(type_, str) or type_ not in DRIVERS:
             raise InvalidError(f'Invalid instance type "{type_}" (container or virtual-machine)')
         return name, str(type_)
 
@@ -225,7 +245,7 @@ class Instances:
         rec = InstanceRecord(
             name=name,
             type=type_,
-            description=str(req.get("description") or ""),
+            description=description_of(req),
             config=strings_of(req.get("config"), "config"),
             devices=devices_of(req.get("devices")),
             profiles=self._requested_profiles(req),
@@ -275,7 +295,7 @@ class Instances:
             new = InstanceRecord(
                 old.name,
                 old.type,
-                str(req.get("description", old.description) or ""),
+                description_of(req, old.description),
                 config,
                 devices,
                 dict(old.volatile),
@@ -447,7 +467,7 @@ class Instances:
         with self.profiles_lock, self.locked(name), self.locked(new_name):
             inst = self._load(name)
             if inst.is_alive() or inst.has_runtime():
-                raise ConflictError("Renaming of running instance not allowed")
+                raise ConflictError(f'Renaming of running instance "{name}" not allowed')
             if db_instances.get(self.state.store, new_name) is not None:
                 raise ConflictError(f'Instance "{new_name}" already exists')
             with Reverter() as undo:
@@ -487,7 +507,7 @@ class Instances:
         with self.locked(name):
             inst = self._load(name)
             if inst.is_alive():
-                raise ConflictError("The instance is already running")
+                raise ConflictError(f'Instance "{name}" is already running')
             if inst.has_runtime():
                 inst.cleanup()  # died since we last looked
             try:
@@ -506,7 +526,7 @@ class Instances:
                     if inst.has_runtime():
                         inst.cleanup()  # died, or an earlier stop failed half-way: finish it
                         return
-                    raise ConflictError("The instance is already stopped")
+                    raise ConflictError(f'Instance "{name}" is already stopped')
                 inst.stop(timeout, force)
             finally:
                 self._release_shared_if_idle()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import os
+import re
 import threading
 from typing import Any
 
@@ -21,6 +23,7 @@ from pincus.networks.base import NetworkDriver
 from pincus.networks.registry import driver_class
 from pincus.reverter import Reverter
 from pincus.server import etag
+from pincus.server.instances import description_of
 from pincus.state import State
 
 log = logging.getLogger(__name__)
@@ -30,6 +33,9 @@ log = logging.getLogger(__name__)
 SUPERVISE_INTERVAL = float(os.environ.get("PINCUS_SUPERVISE_INTERVAL") or 1.0)
 
 
+_SYSCTL_SAFE = re.compile(r"[A-Za-z0-9_.-]+")
+
+
 def _check_name(name: object) -> str:
     if not isinstance(name, str) or not name:
         raise InvalidError("Network name is required")
@@ -37,6 +43,11 @@ def _check_name(name: object) -> str:
         is_interface_name(name)
     except ValueError as e:
         raise InvalidError(f"Invalid network name: {e}") from None
+    if not _SYSCTL_SAFE.fullmatch(name):
+        # The bridge's name is a path under /proc/sys/net: refused here, before anything is torn down.
+        raise InvalidError(
+            f'Invalid network name "{name}": only ASCII letters, digits, "_", "-" and "." are allowed'
+        )
     return name
 
 
@@ -54,7 +65,7 @@ def _check_config(config: object) -> dict[str, str]:
         if not isinstance(v, str):
             raise InvalidError(f'Invalid value for key "{k}": must be a string')
         if "\0" in k or "\0" in v:
-            raise InvalidError(f"Invalid key {k!r}: the key or its value contains a NUL byte")
+            raise InvalidError(f"Invalid value for key {json.dumps(k)}: keys and values may not contain NUL")
         out[k] = v
     return out
 
@@ -249,7 +260,7 @@ class Networks:
         if not isinstance(type_, str):
             raise InvalidError("Network type must be a string")
         config = _check_config(req.get("config"))
-        description = str(req.get("description") or "")
+        description = description_of(req)
         with self.lock:
             if db_networks.get(self.state.store, name) is not None:
                 raise ConflictError(f'Network "{name}" already exists')
@@ -274,7 +285,7 @@ class Networks:
             if patch:
                 new_config = {**rec.config, **new_config}
             new_config = {k: v for k, v in new_config.items() if v != ""}  # as Incus: an empty value unsets
-            description = str(req.get("description", rec.description) or "")
+            description = description_of(req, rec.description)
             if "type" in req and req["type"] not in (None, "", rec.type):
                 raise InvalidError(f'Network "{name}" is of type "{rec.type}"; the type cannot be changed')
             users = self.instance_users(name)

@@ -144,7 +144,7 @@ class Operations:
             self._prune()
             op = self._ops.get(op_id)
         if op is None:
-            raise NotFoundError("Operation not found")
+            raise NotFoundError(f'Operation "{op_id}" not found')
         return op
 
     def list_all(self) -> list[Operation]:

@@ -14,7 +14,7 @@ from pincus.db.profiles import ProfileRecord
 from pincus.errors import ConflictError, ForbiddenError, InvalidError, NotFoundError
 from pincus.reverter import Reverter
 from pincus.server import etag
-from pincus.server.instances import DEFAULT_PROFILE, Instances, devices_of, strings_of
+from pincus.server.instances import DEFAULT_PROFILE, Instances, description_of, devices_of, strings_of
 from pincus.state import State
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ class Profiles:
         name = check_name(req.get("name"))
         rec = ProfileRecord(
             name,
-            str(req.get("description") or ""),
+            description_of(req),
             strings_of(req.get("config"), "config"),
             devices_of(req.get("devices")),
         )
@@ -111,7 +111,7 @@ class Profiles:
                 devices = {**old.devices, **devices} if "devices" in req else dict(old.devices)
             new = ProfileRecord(
                 name,
-                str(req.get("description", old.description) or ""),
+                description_of(req, old.description),
                 {k: v for k, v in config.items() if v != ""},  # as Incus: an empty value unsets
                 devices,
             )
