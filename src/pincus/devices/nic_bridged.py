@@ -338,22 +338,7 @@ class BridgedNic(Device):
         with Reverter() as undo:
             undo.add(self.instance.set_volatile, before)
             self.instance.set_volatile(dict(zip(keys, (hwaddr, host_name), strict=True)))
-            self._create_port(host_name, hwaddr, mtu, s.txqlen)
-            undo.add(self.host, links.delete_link, host_name)
-            self.host(sysctl.set_ipv6_disabled, host_name)
-            self.host(links.set_master, host_name, self.parent)
-            self._apply_static(s)
-            self._apply_vlans(host_name, s)
-            self._apply_isolation(host_name, s)
-            # A new port has no filter or limits yet: only a NIC that wants them pays for them.
-            # Each undo before its step: a step that fails half-way is undone too.
-            if s.filter is not None:
-                undo.add(self.host, nft_ports.remove_nic_filter, self.state.tag, host_name)
-                self._apply_filter(host_name, s)
-            if s.limits is not None:
-                undo.add(self.host, tc.clear_limits, host_name, self.ifb_name(host_name))
-                self._apply_limits(host_name, s)
-            self._apply_link(host_name, s)
+            self.make_port(host_name, mtu, s, undo)
             self._add_routes(s, undo)
             undo.success()
         nic = NicRun(
@@ -366,6 +351,26 @@ class BridgedNic(Device):
             boot_priority=int(self.config["boot.priority"]) if "boot.priority" in self.config else None,
         )
         return RunConfig(nics=[nic])
+
+    def make_port(self, host_name: str, mtu: int, s: PortSettings, undo: Reverter) -> None:
+        """The port with everything it carries but its routes, each step's undo in UNDO (start,
+        and the drift repair of a port deleted from outside)."""
+        self._create_port(host_name, s.hwaddr, mtu, s.txqlen)
+        undo.add(self.host, links.delete_link, host_name)
+        self.host(sysctl.set_ipv6_disabled, host_name)
+        self.host(links.set_master, host_name, self.parent)
+        self._apply_static(s)
+        self._apply_vlans(host_name, s)
+        self._apply_isolation(host_name, s)
+        # A new port has no filter or limits yet: only a NIC that wants them pays for them.
+        # Each undo before its step: a step that fails half-way is undone too.
+        if s.filter is not None:
+            undo.add(self.host, nft_ports.remove_nic_filter, self.state.tag, host_name)
+            self._apply_filter(host_name, s)
+        if s.limits is not None:
+            undo.add(self.host, tc.clear_limits, host_name, self.ifb_name(host_name))
+            self._apply_limits(host_name, s)
+        self._apply_link(host_name, s)
 
     def _create_port(self, host_name: str, hwaddr: str, mtu: int, txqlen: int | None) -> None:
         if self.instance.type == CONTAINER:

@@ -16,7 +16,6 @@ from pincus.host import (
     nft_ports,
     nft_runner,
     routes,
-    sysctl,
     sysfs,
     tc,
 )
@@ -200,18 +199,7 @@ def _remake_port(nic: BridgedNic, host_name: str, s: PortSettings) -> list[NicRu
     """The port as start makes it (the peer born inside the container again), with all it carries."""
     hwaddr, mtu = s.hwaddr, nic.mtu()
     with Reverter() as undo:
-        nic._create_port(host_name, hwaddr, mtu, s.txqlen)
-        undo.add(nic.host, links.delete_link, host_name)
-        nic.host(sysctl.set_ipv6_disabled, host_name)
-        nic.host(links.set_master, host_name, nic.parent)
-        nic._apply_static(s)
-        nic._apply_vlans(host_name, s)
-        nic._apply_isolation(host_name, s)
-        if s.filter is not None:
-            nic._apply_filter(host_name, s)
-        if s.limits is not None:
-            nic._apply_limits(host_name, s)
-        nic._apply_link(host_name, s)
+        nic.make_port(host_name, mtu, s, undo)
         undo.success()
     return [NicRun(device=nic.name, hwaddr=hwaddr, host_name=host_name, name=nic.inside_name, mtu=mtu)]
 

@@ -237,13 +237,7 @@ def get_link(name: str, netns: str | None = None) -> LinkInfo | None:
     """The link called `name`, or None if there is none."""
     checks.interface_name(name)
     with netlink.rtnl(f'Failed to get link "{name}"', netns) as nl:
-        try:
-            link = _getlink(nl, name)
-        except netlink.NetlinkError as e:
-            if e.errno == errno.ENODEV:
-                return None
-            raise
-        return _info_with_master(nl, link)
+        return lookup_link(nl, name)
 
 
 def list_links(netns: str | None = None) -> list[LinkInfo]:
