@@ -8,8 +8,9 @@ import pytest
 
 from pincus.db.store import Store
 from pincus.devices.nic_bridged import BridgedNic
-from pincus.errors import HostError, InvalidError, UnsupportedError
+from pincus.errors import ConflictError, HostError, InvalidError, UnsupportedError
 from pincus.events import EventHub
+from pincus.host.links import LinkInfo
 from pincus.state import State
 from tests.unit.fakehost import FakeHost, FakeInstance
 
@@ -116,3 +117,33 @@ def test_vm_gets_a_tap_and_boot_priority(state: State, fakehost: FakeHost) -> No
     run = dev.start()
     assert fakehost.names()[0] == "taps.create_tap"
     assert run.nics[0].tap and run.nics[0].boot_priority == 5 and run.nics[0].host_name.startswith("tapab12")
+
+
+def port(name: str) -> LinkInfo:
+    return LinkInfo(9, name, "veth", "10:66:6a:00:00:09", 1500, True, "UP", True, "br0", 0)
+
+
+def test_a_start_finishes_a_stop_that_left_its_port_behind(state: State, fakehost: FakeHost) -> None:
+    fakehost.bridges["br0"] = False
+    inst = FakeInstance()
+    dev = nic(state, inst, **{"security.mac_filtering": "true"})
+    host_name = dev.start().nics[0].host_name
+    fakehost.fail["links.delete_link"] = HostError("busy")
+    with pytest.raises(HostError):
+        dev.post_stop()
+    assert inst.vol["volatile.eth0.host_name"] == host_name  # kept: the stop is not finished
+    fakehost.links[host_name] = port(host_name)
+    fakehost.calls.clear()
+    dev.start()
+    names = fakehost.names()
+    assert names.index("links.delete_link") < names.index("links.create_veth_into_netns")
+    assert fakehost.of("links.delete_link")[0] == (host_name,)
+
+
+def test_a_port_name_the_nic_does_not_hold_is_a_conflict(state: State, fakehost: FakeHost) -> None:
+    fakehost.bridges["br0"] = False
+    dev = nic(state, FakeInstance(), host_name="vethtaken0")
+    fakehost.links["vethtaken0"] = port("vethtaken0")
+    with pytest.raises(ConflictError, match="already exists"):
+        dev.start()
+    assert fakehost.calls == []

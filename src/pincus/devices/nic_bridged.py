@@ -329,7 +329,11 @@ class BridgedNic(Device):
             return RunConfig()
         hwaddr, host_name, mtu = self.hwaddr(), self.host_name(), self.mtu()
         if self.host(links.get_link, host_name) is not None:
-            raise ConflictError(f'Host interface "{host_name}" for device "{self.name}" already exists')
+            if "host_name" in self.config or self.instance.volatile(self.vkey("host_name")) != host_name:
+                raise ConflictError(f'Host interface "{host_name}" for device "{self.name}" already exists')
+            # A stop that could not finish left our port behind (its name stays recorded for that,
+            # and a dying namespace may not have taken it yet): finish that stop first.
+            self.post_stop()
         s = self.settings(self.config, host_name, hwaddr)
         # The names go on record before the port exists: a daemon killed from here on finds what to
         # take down; a start that fails puts them back as they were, after everything else is undone.
