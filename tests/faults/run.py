@@ -34,8 +34,10 @@ from pincus.state import State
 
 # Fields the kernel changes on its own between two looks: timers, lifetimes, statistics.
 _VOLATILE_SUFFIXES = ("_timer", "_life_time", "stats", "stats64")
-# ... and the numbers the kernel and nft give a recreated object, which only say it was recreated.
-_VOLATILE_KEYS = {"operstate", "linkmode", "ifindex", "handle", "link_index", "state"}  # STP port state
+# ... and the numbers the kernel and nft give a recreated object, which only say it was recreated
+# ("state": STP port state; "link_netnsid": the id of a veth peer's namespace, which a new
+# container's namespace may get while the old one's id is not yet given back).
+_VOLATILE_KEYS = {"operstate", "linkmode", "ifindex", "handle", "link_index", "state", "link_netnsid"}
 
 
 # Carrier follows a peer that just left or joined, a moment after the change.
