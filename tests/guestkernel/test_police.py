@@ -36,8 +36,16 @@ def test_egress_is_policed_without_an_ifb_and_updates_live(daemon: Daemon, prefi
     bridged_container(daemon, "c2", br, "10.250.44.2")
     assert _police_rates(daemon, host) == ["10Mbit"]
     assert _ifbs(daemon) == []
-    rate = tcp_rate(daemon, "c1", "c2", "10.250.44.2", seconds=3)
-    assert 8_000_000 <= rate <= 12_000_000, rate
+    # The policer caps the stream, so no sample may pass 12 Mbit; the guest is emulated (TCG) and
+    # shares the host's two cores with the rest of the suite, so a sample that a starved CPU kept
+    # under 8 Mbit is taken again (a bucket too small, the bug this guards, stays under every time).
+    rates = []
+    for _ in range(3):
+        rates.append(tcp_rate(daemon, "c1", "c2", "10.250.44.2", seconds=3))
+        assert rates[-1] <= 12_000_000, rates
+        if rates[-1] >= 8_000_000:
+            break
+    assert rates[-1] >= 8_000_000, rates
 
     daemon.cli("config", "device", "set", "c1", "eth0", "limits.egress=20Mbit")
     assert _police_rates(daemon, host) == ["20Mbit"]
