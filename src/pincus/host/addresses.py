@@ -1,4 +1,4 @@
-"""IP addresses of links through rtnetlink: list, add, remove, flush.
+"""IP addresses of links through rtnetlink: list, add, remove.
 
 A network namespace is named by a file path; `netns=None` means the daemon's own namespace
 (links.py says more).
@@ -99,41 +99,36 @@ def global_addresses(name: str, netns: str | None = None) -> list[str]:
     return out
 
 
-def _family(version: int) -> int:
-    return socket.AF_INET if version == 4 else socket.AF_INET6
+def _interface(cidr: str) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
+    try:
+        return ipaddress.ip_interface(cidr)
+    except ValueError as e:
+        raise InvalidError(f'Invalid address "{cidr}"') from e
+
+
+def _message(index: int, iface: ipaddress.IPv4Interface | ipaddress.IPv6Interface) -> bytes:
+    """An RTM_NEWADDR/RTM_DELADDR body for IFACE on link INDEX."""
+    head = _IFADDRMSG.pack(netlink.address_family(iface.version), iface.network.prefixlen, 0, 0, index)
+    raw = iface.ip.packed
+    return head + netlink.attr(_IFA_LOCAL, raw) + netlink.attr(_IFA_ADDRESS, raw)
 
 
 def add_address(name: str, cidr: str, netns: str | None = None) -> None:
     """Add "addr/prefixlen" to `name`; an address already present is an error."""
     checks.interface_name(name)
-    try:
-        iface = ipaddress.ip_interface(cidr)
-    except ValueError as e:
-        raise InvalidError(f'Invalid address "{cidr}"') from e
+    iface = _interface(cidr)
     with netlink.rtnl(f'Failed to add address {cidr} to "{name}"', netns) as nl:
-        index = links.index_of(nl, name)
-        head = _IFADDRMSG.pack(_family(iface.version), iface.network.prefixlen, 0, 0, index)
-        raw = iface.ip.packed
-        nl.request(
-            _RTM_NEWADDR,
-            head + netlink.attr(_IFA_LOCAL, raw) + netlink.attr(_IFA_ADDRESS, raw),
-            netlink.NLM_F_CREATE | netlink.NLM_F_EXCL,
-        )
+        body = _message(links.index_of(nl, name), iface)
+        nl.request(_RTM_NEWADDR, body, netlink.NLM_F_CREATE | netlink.NLM_F_EXCL)
 
 
 def delete_address(name: str, cidr: str, netns: str | None = None) -> None:
     """Remove one "addr/prefixlen" from `name`; an address or link already gone is fine."""
     checks.interface_name(name)
-    try:
-        iface = ipaddress.ip_interface(cidr)
-    except ValueError as e:
-        raise InvalidError(f'Invalid address "{cidr}"') from e
+    iface = _interface(cidr)
     with netlink.rtnl(f'Failed to remove address {cidr} from "{name}"', netns) as nl:
         try:
-            index = links.index_of(nl, name)
-            head = _IFADDRMSG.pack(_family(iface.version), iface.network.prefixlen, 0, 0, index)
-            raw = iface.ip.packed
-            nl.request(_RTM_DELADDR, head + netlink.attr(_IFA_LOCAL, raw) + netlink.attr(_IFA_ADDRESS, raw))
+            nl.request(_RTM_DELADDR, _message(links.index_of(nl, name), iface))
         except netlink.NetlinkError as e:
             if e.errno not in (errno.ENODEV, errno.EADDRNOTAVAIL):
                 raise

@@ -103,6 +103,11 @@ def nest(atype: int, *attrs: bytes) -> bytes:
     return attr(atype | NLA_F_NESTED, b"".join(attrs))
 
 
+def address_family(version: int) -> int:
+    """AF_INET or AF_INET6 for an IP version (4 or 6)."""
+    return socket.AF_INET if version == 4 else socket.AF_INET6
+
+
 def attrs(data: bytes, start: int = 0, end: int | None = None) -> dict[int, bytes]:
     """Attribute type -> payload (first occurrence) of the attributes in data[start:end]."""
     found: dict[int, bytes] = {}

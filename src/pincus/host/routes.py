@@ -31,10 +31,6 @@ _RTN_UNICAST = 1
 _RTMSG = struct.Struct("=BBBBBBBBI")  # family, dst_len, src_len, tos, table, protocol, scope, type, flags
 
 
-def _family(version: int) -> int:
-    return socket.AF_INET if version == 4 else socket.AF_INET6
-
-
 def _route(
     nl: netlink.Rtnl, dst_cidr: str, dev: str, via: str | None, proto: int, scope: int, rtype: int
 ) -> bytes:
@@ -45,7 +41,8 @@ def _route(
         raise InvalidError(f'Invalid route "{dst_cidr}" via "{via}": {e}') from e
     if gateway is not None and gateway.version != dst.version:
         raise InvalidError(f'Invalid route "{dst_cidr}": gateway {via} is of another family')
-    body = _RTMSG.pack(_family(dst.version), dst.prefixlen, 0, 0, _RT_TABLE_MAIN, proto, scope, rtype, 0)
+    family = netlink.address_family(dst.version)
+    body = _RTMSG.pack(family, dst.prefixlen, 0, 0, _RT_TABLE_MAIN, proto, scope, rtype, 0)
     if dst.prefixlen:
         body += netlink.attr(_RTA_DST, dst.network_address.packed)
     body += netlink.u32(_RTA_OIF, links.index_of(nl, dev))
