@@ -77,15 +77,6 @@ def add(r: Router, server: Server, sessions: ExecSessions) -> None:
 
     def create(req: Request) -> Async:
         body = body_of(req)
-        source = body.get("source") or {}
-        if not isinstance(source, dict):
-            raise InvalidError('"source" must be an object')
-        kind = source.get("type") or "none"
-        if kind != "none":
-            raise InvalidError(
-                f'Instance source "{kind}" is not supported: pincus has no images yet '
-                '(create with "source": {"type": "none"})'
-            )
         name = str(body.get("name") or "")
         insts.check_create(body)
 

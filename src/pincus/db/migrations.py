@@ -96,4 +96,36 @@ MIGRATIONS: list[str] = [
     INSERT INTO instances_profiles (instance_id, profile_id, apply_order)
         SELECT id, (SELECT id FROM profiles WHERE name = 'default'), 0 FROM instances;
     """,
+    # 5: stand-in until the images branch merges (its images tables are number 5)
+    "SELECT 1;",
+    # 6: storage pools with their config, and their volumes (instance roots, unpacked images)
+    """
+    CREATE TABLE storage_pools (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        driver TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE storage_pools_config (
+        storage_pool_id INTEGER NOT NULL REFERENCES storage_pools(id) ON DELETE CASCADE,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (storage_pool_id, key)
+    );
+    CREATE TABLE storage_volumes (
+        id INTEGER PRIMARY KEY,
+        storage_pool_id INTEGER NOT NULL REFERENCES storage_pools(id) ON DELETE RESTRICT,
+        name TEXT NOT NULL,
+        type TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        created_at TEXT NOT NULL,
+        UNIQUE (storage_pool_id, name, type)
+    );
+    CREATE TABLE storage_volumes_config (
+        storage_volume_id INTEGER NOT NULL REFERENCES storage_volumes(id) ON DELETE CASCADE,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (storage_volume_id, key)
+    );
+    """,
 ]

@@ -24,6 +24,7 @@ from pincus.db.instances import InstanceRecord
 from pincus.db.profiles import ProfileRecord
 from pincus.devices import names as dev_names
 from pincus.devices import nic_bridged
+from pincus.devices.disk import LIVE_CHANGE_REFUSED
 from pincus.errors import ConflictError, HostError, InvalidError, NotFoundError
 from pincus.expansion import expand
 from pincus.host import files, links, procstat, stdio
@@ -33,6 +34,8 @@ from pincus.instances.container import Container
 from pincus.instances.vm import VirtualMachine
 from pincus.reverter import Reverter
 from pincus.server import etag
+from pincus.server.image_seam import ImageLike, ImagesLike
+from pincus.server.storage import DEFAULT_POOL, Storage, root_disk
 from pincus.state import State
 
 log = logging.getLogger(__name__)
@@ -92,9 +95,34 @@ def devices_of(doc: object) -> dict[str, dict[str, str]]:
     return {name: strings_of(cfg, f'device "{name}"') for name, cfg in doc.items()}
 
 
+def source_of(req: dict[str, Any]) -> dict[str, Any]:
+    """A create's "source", as Incus: {"type": "image", "alias"|"fingerprint": ...} or
+    {"type": "none"}; absent or null is "none"."""
+    source = req.get("source")
+    if source is None:
+        return {"type": "none"}
+    if not isinstance(source, dict):
+        raise InvalidError('"source" must be an object')
+    kind = source.get("type") or "none"
+    if kind not in ("image", "none"):
+        raise InvalidError(f'Instance source "{kind}" is not supported (image or none)')
+    if kind == "image":
+        for key in ("alias", "fingerprint"):
+            if source.get(key) is not None and not isinstance(source[key], str):
+                raise InvalidError(f'"source" "{key}" must be a string')
+        if not source.get("alias") and not source.get("fingerprint"):
+            raise InvalidError('An image source needs an "alias" or a "fingerprint"')
+    return {**source, "type": kind}
+
+
+_ARCHITECTURES = ("x86_64", "amd64")  # the names Incus's images give this host's architecture
+
+
 class Instances:
-    def __init__(self, state: State) -> None:
+    def __init__(self, state: State, storage: Storage, images: ImagesLike) -> None:
         self.state = state
+        self.storage = storage
+        self.images = images
         self._locks: defaultdict[str, threading.RLock] = defaultdict(threading.RLock)
         self._locks_lock = threading.Lock()
         # Held by a profile change, and by whatever changes which instances use which profiles
@@ -207,6 +235,11 @@ class Instances:
                 raise InvalidError(f'Key "{key}" is managed by pincus and cannot be set')
         inst = self._driver(rec, override)
         check_config(INSTANCE, inst.rec.config, f'instance "{rec.name}"', rec.type)
+        roots = sorted(
+            n for n, d in inst.rec.devices.items() if d.get("type") == "disk" and d.get("path") == "/"
+        )
+        if len(roots) > 1:
+            raise InvalidError(f'Instance "{rec.name}" has more than one root disk ({", ".join(roots)})')
         inst.validate_devices()
 
     def _requested_profiles(self, req: dict[str, Any]) -> list[str]:
@@ -241,7 +274,10 @@ class Instances:
         return name, str(type_)
 
     def create(self, req: dict[str, Any]) -> None:
+        """A new instance with its root volume: cloned from an image's volume on the root disk's
+        pool (unpacked there once), or empty. The record and the volume exist together or not at all."""
         name, type_ = self._name_and_type(req)
+        source = source_of(req)
         rec = InstanceRecord(
             name=name,
             type=type_,
@@ -250,20 +286,77 @@ class Instances:
             devices=devices_of(req.get("devices")),
             profiles=self._requested_profiles(req),
         )
-        with self.profiles_lock, self.locked(name):
+        with self.profiles_lock, self.locked(name), Reverter() as undo:
             if db_instances.get(self.state.store, name) is not None:
                 raise ConflictError(f'Instance "{name}" already exists')
+            image = self._image_for(source, type_)
+            if type_ == CONTAINER and root_disk(self.expanded(rec).devices) is None:
+                rec = self._with_default_root(rec, undo)
             self._validate(rec)
-            db_instances.create(self.state.store, rec)
+            root = root_disk(self.expanded(rec).devices)
+            if type_ == VM:
+                if image is not None:
+                    raise InvalidError(
+                        "Virtual machines from images are not supported yet: create it without one"
+                    )
+                db_instances.create(self.state.store, rec)
+            else:
+                assert root is not None
+                pool, size = root[1]["pool"], root[1].get("size") or None
+                self.storage.check_root_disk(pool, size)
+                fp = None
+                if image is not None:
+                    fp = image.fingerprint
+                    self._unpack_once(pool, fp, rec)
+                with self.state.store.tx():
+                    self.storage.create_instance_volume(pool, name, fp, size, undo)
+                    db_instances.create(self.state.store, rec)
+            undo.success()
         log.info("Created instance %s", name, extra={"ctx": {"instance": name, "type": type_}})
         self.state.events.lifecycle("instance-created", f"/1.0/instances/{name}", type=type_)
 
+    def _image_for(self, source: dict[str, Any], type_: str) -> ImageLike | None:
+        """The image a create names (None for an empty root), refused if it cannot run here."""
+        if source["type"] != "image":
+            return None
+        image = self.images.resolve(source)
+        if image.type != type_:
+            raise InvalidError(
+                f'Requested image\'s type "{image.type}" doesn\'t match instance\'s type "{type_}"'
+            )
+        if image.architecture not in _ARCHITECTURES:
+            raise InvalidError(
+                f'Image "{image.fingerprint[:12]}" is for architecture "{image.architecture}"; '
+                f"this host runs {_ARCHITECTURES[0]}"
+            )
+        return image
+
+    def _with_default_root(self, rec: InstanceRecord, undo: Reverter) -> InstanceRecord:
+        """REC with a root disk on the default pool, made (dir) if there is none: no profile gave one."""
+        if "root" in self.expanded(rec).devices:
+            raise InvalidError(
+                'No root disk device: device "root" is not one (give it "path": "/" and a "pool")'
+            )
+        if not self.storage.exists(DEFAULT_POOL):
+            self.storage.ensure_default()
+            undo.add(self.storage.delete, DEFAULT_POOL)
+        devices = {**rec.devices, "root": {"type": "disk", "path": "/", "pool": DEFAULT_POOL}}
+        return dataclasses.replace(rec, devices=devices)
+
+    def _unpack_once(self, pool: str, fp: str, rec: InstanceRecord) -> None:
+        """The image's volume on POOL, unpacked now unless an earlier create did it."""
+        privileged = parse_bool(self.expanded(rec).config.get("security.privileged", "false"))
+        self.storage.ensure_image_volume(
+            pool, fp, lambda target: self.images.unpack(fp, target, skip_devices=not privileged)
+        )
+
     def check_create(self, req: dict[str, Any]) -> None:
         """What a create can refuse at once, before its background operation starts."""
-        name, _ = self._name_and_type(req)
+        name, type_ = self._name_and_type(req)
         if db_instances.get(self.state.store, name) is not None:
             raise ConflictError(f'Instance "{name}" already exists')
         self._requested_profiles(req)
+        self._image_for(source_of(req), type_)
 
     def names(self) -> list[str]:
         return db_instances.names(self.state.store)
@@ -409,6 +502,9 @@ class Instances:
         removed = sorted(set(old_devices) - set(new.devices))
         added = sorted(set(new.devices) - set(old_devices))
         changed = sorted(n for n in set(old_devices) & set(new.devices) if old_devices[n] != new.devices[n])
+        for n in (*removed, *added, *changed):
+            if "disk" in (old_devices.get(n, {}).get("type"), new.devices.get(n, {}).get("type")):
+                raise InvalidError(f'Device "{n}": {LIVE_CHANGE_REFUSED}')
         volatile = dict(inst.rec.volatile)
         with Reverter() as undo:
             # Each way back is registered before its step: a detach that fails half-way is
@@ -473,7 +569,9 @@ class Instances:
             with Reverter() as undo:
                 self.host(files.move_dir, inst.dir, self.state.instances_dir / new_name)
                 undo.add(self.host, files.move_dir, self.state.instances_dir / new_name, inst.dir)
-                db_instances.rename(self.state.store, name, new_name)
+                with self.state.store.tx():
+                    self.storage.rename_instance_volume(name, new_name, undo)
+                    db_instances.rename(self.state.store, name, new_name)
                 undo.success()
         log.info("Renamed instance %s to %s", name, new_name, extra={"ctx": {"instance": new_name}})
         self.state.events.lifecycle("instance-renamed", f"/1.0/instances/{new_name}", old_name=name)
@@ -485,8 +583,18 @@ class Instances:
                 raise ConflictError(f'Instance "{name}" is running; stop it first (or delete -f)')
             for dev in inst.devices():
                 dev.remove()
-            db_instances.delete(self.state.store, name)
+            with Reverter() as undo:
+                with self.state.store.tx():
+                    destroy = self.storage.delete_instance_volume(name, undo)
+                    db_instances.delete(self.state.store, name)
+                undo.success()
             self.host(files.remove_tree, inst.dir)
+            if destroy is not None:
+                try:
+                    destroy()
+                except Exception:
+                    # The records are gone; what stays is a set-aside directory, never a name in use.
+                    log.exception("The volume of deleted instance %s stays on its pool", name)
         log.info("Deleted instance %s", name, extra={"ctx": {"instance": name}})
         self.state.events.lifecycle("instance-deleted", f"/1.0/instances/{name}")
 

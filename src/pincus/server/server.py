@@ -11,10 +11,12 @@ from pincus import __version__
 from pincus.host import nft_runner, qemu
 from pincus.host.facade import Host
 from pincus.server.drift import Drift
+from pincus.server.images_standin import StandInImages
 from pincus.server.instances import Instances
 from pincus.server.networks import Networks
 from pincus.server.operations import Operations
 from pincus.server.profiles import Profiles
+from pincus.server.storage import Storage
 from pincus.state import State
 
 log = logging.getLogger(__name__)
@@ -63,7 +65,9 @@ class Server:
         self.state = state
         self.operations = Operations(state.events)
         self.networks = Networks(state)
-        self.instances = Instances(state)
+        self.storage = Storage(state)
+        self.images = StandInImages(state)  # stand-in until the images branch merges
+        self.instances = Instances(state, self.storage, self.images)
         self.profiles = Profiles(state, self.instances)
         self.drift = Drift(state, self.networks, self.instances)
 
@@ -73,6 +77,7 @@ class Server:
         return self.state.host
 
     def start(self) -> None:
+        self.storage.start()
         self.networks.start_all()
         self.networks.start_supervisor()
         self.instances.reconcile()

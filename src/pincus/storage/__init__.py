@@ -1,0 +1,1 @@
+"""Storage pools and their volumes: one driver interface (base.py), the dir and btrfs drivers."""
