@@ -180,11 +180,10 @@ def test_empty_value_unsets_and_unset_of_an_absent_key_succeeds(daemon: Daemon, 
     assert daemon.db_dump() == before
 
 
-def test_an_image_or_a_pool_is_refused_and_nothing_is_created(daemon: Daemon) -> None:
+def test_an_unknown_image_or_pool_is_refused_and_nothing_is_created(daemon: Daemon) -> None:
     before = daemon.db_dump()
-    assert "Images are not supported yet" in daemon.fails("launch", "debian/12", "c1")
-    assert "Images are not supported yet" in daemon.fails("init", "images:debian/12", "c1", "--vm")
-    assert "Storage pools are not supported yet" in daemon.fails("init", "c1", "-s", "default")
+    assert 'Image "debian/12" not found' in daemon.fails("launch", "debian/12", "c1")
+    assert 'storage pool "nopool" not found' in daemon.fails("init", "c1", "-s", "nopool")
     assert daemon.db_dump() == before
     assert daemon.fails("config", "show", "c1")
 

@@ -86,27 +86,49 @@ def posted(fake: Fake) -> dict[str, Any]:
 # --- init / launch -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("command", ["init", "launch"])
-def test_an_image_is_refused_before_anything_is_created(run: Run, fake: Fake, command: str) -> None:
-    code, out, err = run(command, "debian/12", "c1", "-n", "lan")
-    assert code == 1 and out == ""
-    assert err.startswith(
-        'Error: Images are not supported yet ("debian/12"): use "pincus init c1" (or --empty)'
-    )
-    assert fake.calls == []
+def test_an_image_known_by_alias_is_sent_as_an_alias_source(run: Run, fake: Fake) -> None:
+    fake.responses[("GET", "/1.0/images/aliases/debian/12")] = {"name": "debian/12", "target": "ab" * 32}
+    assert run("init", "debian/12", "c1")[0] == 0
+    assert posted(fake)["source"] == {"type": "image", "alias": "debian/12"}
 
 
-def test_a_storage_pool_is_refused_before_anything_is_created(run: Run, fake: Fake) -> None:
-    code, _, err = run("init", "c1", "-s", "default")
-    assert code == 1 and err.startswith("Error: Storage pools are not supported yet")
-    assert fake.calls == []
+def test_an_image_without_such_alias_is_sent_as_a_fingerprint(run: Run, fake: Fake) -> None:
+    fake.responses[("GET", "/1.0/images/aliases/abc123")] = ClientError('Image alias "abc123" not found')
+    assert run("init", "abc123", "c1")[0] == 0
+    assert posted(fake)["source"] == {"type": "image", "fingerprint": "abc123"}
+
+
+def test_empty_is_a_none_source_and_refused_with_an_image(run: Run, fake: Fake) -> None:
+    assert run("init", "c1", "--empty")[0] == 0
+    assert posted(fake)["source"] == {"type": "none"}
+    code, _, err = run("init", "debian/12", "c2", "--empty")
+    assert code == 1 and err.startswith("Error: --empty cannot be combined with an image")
+
+
+def test_a_storage_pool_replaces_the_pool_of_the_profiles_root_disk(run: Run, fake: Fake) -> None:
+    fake.responses[("GET", "/1.0/profiles/default")] = {
+        **PROFILE,
+        "devices": {
+            **PROFILE["devices"],
+            "rootfs": {"type": "disk", "path": "/", "pool": "default", "size": "1GiB"},
+        },
+    }
+    assert run("init", "c1", "-s", "fast")[0] == 0
+    assert posted(fake)["devices"] == {
+        "rootfs": {"type": "disk", "path": "/", "pool": "fast", "size": "1GiB"}
+    }
+
+
+def test_a_storage_pool_without_a_root_disk_in_the_profiles_adds_root(run: Run, fake: Fake) -> None:
+    assert run("init", "c1", "-s", "fast")[0] == 0
+    assert posted(fake)["devices"] == {"root": {"type": "disk", "path": "/", "pool": "fast"}}
 
 
 def test_one_positional_is_the_name_and_help_says_so(run: Run, fake: Fake) -> None:
     assert run("init", "c1", "--empty")[0] == 0
     assert posted(fake)["name"] == "c1" and "profiles" not in posted(fake)
     help_text = " ".join(run("init", "--help")[1].split())
-    assert "one argument is the instance's name" in help_text
+    assert "NAME alone for an empty root" in help_text
 
 
 @pytest.mark.parametrize(

@@ -106,11 +106,17 @@ def _init(args: argparse.Namespace, c: Client) -> None:
 
 def _build_init(x: argparse.ArgumentParser, words: list[str]) -> None:
     x.add_argument("--preseed", action="store_true", help="read Incus-style preseed YAML from stdin")
+    x.add_argument(
+        "--auto", action="store_true", help="a default storage pool and the default profile's root disk"
+    )
+    x.add_argument(
+        "--storage-backend", default="dir", choices=["dir", "btrfs"], help="driver of the --auto pool"
+    )
     x.set_defaults(func=_init)
 
 
 COMMANDS: tuple[Command, ...] = (
-    ("init", (), "set up networks and the default profile (--preseed: YAML on stdin)", _build_init),
+    ("init", (), "set up pools, networks and the default profile (--preseed: YAML on stdin)", _build_init),
     ("waitready", (), "wait until the daemon answers", _build_waitready),
     ("shutdown", (), "stop every instance cleanly, then the daemon", _build_shutdown),
     ("check", (), "compare what pincus owns with the kernel (--repair: put it back)", _build_check),

@@ -1,6 +1,7 @@
-"""pincus admin init: set up networks and profiles from Incus-style preseed YAML, or from answers.
+"""pincus admin init: set up storage pools, networks and profiles from Incus-style preseed YAML,
+from answers, or (--auto) a default pool with the default profile's root disk on it.
 
-A preseed creates what does not exist and replaces what does (networks, then profiles, as
+A preseed creates what does not exist and replaces what does (pools, networks, then profiles, as
 `incus admin init --preseed` does); if any step fails, the steps before it are undone in reverse.
 """
 
@@ -54,7 +55,7 @@ def _existing(c: Client, path: str) -> dict[str, Any] | None:
 
 
 def apply_preseed(c: Client, doc: dict[str, Any]) -> None:
-    unsupported = [k for k in ("storage_pools", "storage_volumes", "cluster", "certificates") if doc.get(k)]
+    unsupported = [k for k in ("storage_volumes", "cluster", "certificates") if doc.get(k)]
     if doc.get("config"):
         unsupported.append("config")
     if unsupported:
@@ -63,6 +64,8 @@ def apply_preseed(c: Client, doc: dict[str, Any]) -> None:
         )
     undo: list[Callable[[], None]] = []
     try:
+        for pool in _entries(doc, "storage_pools"):
+            _pool(c, pool, undo)
         for net in _entries(doc, "networks"):
             _network(c, net, undo)
         for profile in _entries(doc, "profiles"):
@@ -91,6 +94,38 @@ def _network(c: Client, net: dict[str, Any], undo: list[Callable[[], None]]) -> 
         undo.append(lambda: c.request("PUT", path, previous))
 
 
+def _pool(c: Client, pool: dict[str, Any], undo: list[Callable[[], None]]) -> None:
+    """As Incus: a new pool is created; an existing one gets the preseed's description (its
+    config was fixed at creation, so a different value is the daemon's error to give)."""
+    name = str(pool["name"])
+    path = f"/1.0/storage-pools/{q(name)}"
+    config = _strings(pool.get("config"), f'storage pool "{name}" config')
+    description = str(pool.get("description") or "")
+    old = _existing(c, path)
+    if old is None:
+        body = {"name": name, "driver": str(pool.get("driver") or "dir"), "description": description}
+        c.request("POST", "/1.0/storage-pools", {**body, "config": config})
+        undo.append(lambda: c.request("DELETE", path))
+    else:
+        if pool.get("driver") and pool["driver"] != old.get("driver"):
+            raise ClientError(f'Storage pool "{name}" exists with driver "{old.get("driver")}"')
+        c.request("PATCH", path, {"config": config, "description": description})
+        previous = {"description": old.get("description", "")}
+        undo.append(lambda: c.request("PATCH", path, previous))
+
+
+def auto(c: Client, driver: str) -> dict[str, Any]:
+    """`admin init --auto`, as Incus's: a "default" pool and a root disk on it in the default profile."""
+    default = c.request("GET", "/1.0/profiles/default")
+    devices = dict(default.get("devices") or {})
+    if not any(d.get("type") == "disk" and d.get("path") == "/" for d in devices.values()):
+        devices["root"] = {"type": "disk", "path": "/", "pool": "default"}
+    profile = {"name": "default", "config": default.get("config") or {}, "devices": devices,
+               "description": default.get("description", "")}  # fmt: skip
+    pools = [] if _existing(c, "/1.0/storage-pools/default") else [{"name": "default", "driver": driver}]
+    return {"storage_pools": pools, "profiles": [profile]}
+
+
 def _profile(c: Client, profile: dict[str, Any], undo: list[Callable[[], None]]) -> None:
     name = str(profile["name"])
     path = f"/1.0/profiles/{q(name)}"
@@ -110,7 +145,10 @@ def _profile(c: Client, profile: dict[str, Any], undo: list[Callable[[], None]])
 
 
 def _ask(c: Client) -> dict[str, Any]:
-    """Interactive set-up: a NIC for the default profile."""
+    """Interactive set-up: the default pool with a root disk, and a NIC for the default profile."""
+    driver = input("Storage driver of the default pool (dir or btrfs, blank for dir): ").strip() or "dir"
+    storage = auto(c, driver)
+    apply_preseed(c, storage)
     print("Networks pincus manages:", ", ".join(
         n["name"] for n in c.request("GET", "/1.0/networks?recursion=1") if n.get("managed")
     ) or "none")  # fmt: skip
@@ -128,6 +166,8 @@ def init(args: argparse.Namespace, c: Client) -> None:
         from pincus.cli.common import read_stdin_yaml
 
         apply_preseed(c, read_stdin_yaml())
+    elif args.auto:
+        apply_preseed(c, auto(c, args.storage_backend))
     elif sys.stdin.isatty():
         apply_preseed(c, _ask(c))
     else:

@@ -79,29 +79,45 @@ def _overridden_devices(
     return out
 
 
+def _image_source(c: Client, image: str) -> dict[str, str]:
+    """As Incus's client: IMAGE is an alias if the server knows one by that name, else a fingerprint."""
+    try:
+        c.request("GET", f"/1.0/images/aliases/{q(image)}")
+    except ClientError as e:
+        if "not found" not in str(e):
+            raise
+        return {"type": "image", "fingerprint": image}
+    return {"type": "image", "alias": image}
+
+
+def _root_on(c: Client, profiles: list[str], pool: str) -> dict[str, dict[str, str]]:
+    """-s POOL: the profiles' root disk (or a new "root") with its pool replaced, as Incus's client."""
+    name, root = "root", {"type": "disk", "path": "/"}
+    for profile in profiles:
+        for dev_name, cfg in (c.request("GET", f"/1.0/profiles/{q(profile)}").get("devices") or {}).items():
+            if cfg.get("type") == "disk" and cfg.get("path") == "/":
+                name, root = dev_name, dict(cfg)
+    return {name: {**root, "pool": pool}}
+
+
 def _create(args: argparse.Namespace, c: Client) -> str:
     names: list[str] = args.names
     if len(names) > 2:
         raise ClientError("Too many arguments: pincus init [IMAGE] NAME")
     image, name = (names[0], names[1]) if len(names) == 2 else (None, names[0])
     path(name)
-    if image is not None:
-        raise ClientError(
-            f'Images are not supported yet ("{image}"): use "pincus init {name}" (or --empty) '
-            "for an instance on the host's root"
-        )
-    if args.storage:
-        raise ClientError(
-            "Storage pools are not supported yet: leave out -s (instances run on the host's root)"
-        )
+    if image is not None and args.empty:
+        raise ClientError("--empty cannot be combined with an image")
     if args.profiles and args.no_profiles:
         raise ClientError("--no-profiles cannot be combined with -p")
+    profiles = [] if args.no_profiles else (args.profiles or ["default"])
     devices: dict[str, dict[str, str]] = {}
     if args.network:
         devices["eth0"] = {"type": "nic", "network": args.network, "name": "eth0"}
+    if args.storage:
+        devices.update(_root_on(c, profiles, args.storage))
     overrides = _device_overrides(args.device)
     if overrides:
-        profiles = [] if args.no_profiles else (args.profiles or ["default"])
         devices.update(_overridden_devices(c, profiles, devices, overrides))
     body: dict[str, Any] = {
         "name": name,
@@ -112,6 +128,7 @@ def _create(args: argparse.Namespace, c: Client) -> str:
     }
     if args.profiles or args.no_profiles:
         body["profiles"] = list(args.profiles)
+    body["source"] = _image_source(c, image) if image is not None else {"type": "none"}
     print(f"Creating {name}", flush=True)
     c.request("POST", "/1.0/instances", body)
     return name
@@ -412,11 +429,10 @@ def _create_flags(x: argparse.ArgumentParser) -> None:
         "names",
         nargs="+",
         metavar="NAME",
-        help="NAME, or IMAGE NAME; one argument is the instance's name (Incus would take it as an "
-        "image): pincus has no images yet, and an instance runs on the host's root",
+        help="IMAGE NAME (an image alias or fingerprint), or NAME alone for an empty root",
     )
     x.add_argument("--vm", action="store_true", help="a virtual machine instead of a container")
-    x.add_argument("--empty", action="store_true", help="no image (the only kind there is for now)")
+    x.add_argument("--empty", action="store_true", help="no image: an empty root volume")
     x.add_argument(
         "-c", "--config", action="append", default=[], metavar="KEY=VALUE", help="a config key (repeatable)"
     )
@@ -439,7 +455,7 @@ def _create_flags(x: argparse.ArgumentParser) -> None:
         metavar="DEVICE,KEY=VALUE",
         help="override keys of a device from the profiles or -n (repeatable)",
     )
-    x.add_argument("-s", "--storage", metavar="POOL", help="storage pool (not supported yet)")
+    x.add_argument("-s", "--storage", metavar="POOL", help="storage pool of the root disk")
     x.add_argument("--description", default="")
 
 

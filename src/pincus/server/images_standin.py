@@ -46,10 +46,10 @@ class StandInImages:
 
     def resolve(self, source: dict[str, Any]) -> StandInImage:
         alias, fp = source.get("alias"), source.get("fingerprint")
+        wanted = alias or fp
         for image in self._all():
-            if (alias and alias in image.aliases) or (
-                isinstance(fp, str) and fp and image.fingerprint.startswith(fp)
-            ):
+            # Either name matches either way: this branch has no alias route for the client to ask.
+            if isinstance(wanted, str) and (wanted in image.aliases or image.fingerprint.startswith(wanted)):
                 return image
         if not alias and not fp:
             raise InvalidError('An image source needs an "alias" or a "fingerprint"')

@@ -235,12 +235,12 @@ class Instances:
                 raise InvalidError(f'Key "{key}" is managed by pincus and cannot be set')
         inst = self._driver(rec, override)
         check_config(INSTANCE, inst.rec.config, f'instance "{rec.name}"', rec.type)
+        inst.validate_devices()
         roots = sorted(
             n for n, d in inst.rec.devices.items() if d.get("type") == "disk" and d.get("path") == "/"
         )
         if len(roots) > 1:
             raise InvalidError(f'Instance "{rec.name}" has more than one root disk ({", ".join(roots)})')
-        inst.validate_devices()
 
     def _requested_profiles(self, req: dict[str, Any]) -> list[str]:
         """A create's profiles: none given (absent or null) means ["default"], as Incus; [] means none."""
