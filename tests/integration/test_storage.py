@@ -149,8 +149,7 @@ def test_create_rename_delete_move_the_instance_volume_on_the_default_pool(daemo
     daemon.cli("init", "c1", "--empty")  # no pool yet: the default one is made on first need
     [pool] = _pools(daemon)
     assert pool["name"] == "default" and pool["driver"] == "dir"
-    conf = yaml.safe_load(daemon.cli("config", "show", "c1").stdout)
-    assert conf["devices"]["root"] == {"type": "disk", "path": "/", "pool": "default"}
+    assert yaml.safe_load(daemon.cli("config", "show", "c1").stdout)["devices"] == {}
     containers = _pool_dir(daemon, "default") / "containers"
     assert (containers / "c1" / "rootfs").is_dir()
     daemon.cli("query", "-X", "POST", "-d", '{"name": "c2"}', "--wait", "/1.0/instances/c1")
@@ -205,6 +204,10 @@ def test_disk_devices_are_validated_and_not_changed_while_running(daemon: Daemon
         err = daemon.fails("config", "device", "add", "c1", "d1", "disk", *bad.split())
         assert message in err, (bad, err)
         daemon.cli("delete", "c1")
+    daemon.cli("init", "c1", "--empty")  # on the default pool
+    err = daemon.fails("config", "device", "add", "c1", "root", "disk", "path=/", "pool=p1")
+    assert 'its root volume is on storage pool "default"; moving it to pool "p1" is not supported' in err
+    daemon.cli("delete", "c1")
     assert "cannot limit a volume's size" in daemon.fails(
         "init", "c1", "--empty", "-d", "root,size=1GiB", "-s", "p1"
     )

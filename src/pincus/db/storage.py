@@ -132,6 +132,13 @@ def pools_with_volume(store: Store, type_: str, name: str) -> list[str]:
         return [r["name"] for r in rows]
 
 
+def instance_pool(store: Store, name: str) -> str | None:
+    """The pool holding instance NAME's root volume (None: it has none, as a VM or an instance made
+    before storage existed). Where its rootfs is: storage.paths.instance_volume(dir, pool, name)."""
+    pools = pools_with_volume(store, CONTAINER, name)
+    return pools[0] if pools else None
+
+
 def create_volume(store: Store, rec: VolumeRecord) -> None:
     created = rec.created_at or datetime.now(UTC).isoformat()
     with store.tx() as c:

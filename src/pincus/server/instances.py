@@ -241,6 +241,13 @@ class Instances:
         )
         if len(roots) > 1:
             raise InvalidError(f'Instance "{rec.name}" has more than one root disk ({", ".join(roots)})')
+        on = self.storage.instance_pool(rec.name)
+        wanted = inst.rec.devices[roots[0]].get("pool") if roots else None
+        if on is not None and wanted is not None and wanted != on:
+            raise InvalidError(
+                f'Instance "{rec.name}": its root volume is on storage pool "{on}"; '
+                f'moving it to pool "{wanted}" is not supported'
+            )
 
     def _requested_profiles(self, req: dict[str, Any]) -> list[str]:
         """A create's profiles: none given (absent or null) means ["default"], as Incus; [] means none."""
@@ -290,10 +297,7 @@ class Instances:
             if db_instances.get(self.state.store, name) is not None:
                 raise ConflictError(f'Instance "{name}" already exists')
             image = self._image_for(source, type_)
-            if type_ == CONTAINER and root_disk(self.expanded(rec).devices) is None:
-                rec = self._with_default_root(rec, undo)
             self._validate(rec)
-            root = root_disk(self.expanded(rec).devices)
             if type_ == VM:
                 if image is not None:
                     raise InvalidError(
@@ -301,8 +305,7 @@ class Instances:
                     )
                 db_instances.create(self.state.store, rec)
             else:
-                assert root is not None
-                pool, size = root[1]["pool"], root[1].get("size") or None
+                pool, size = self._root_pool(rec, undo)
                 self.storage.check_root_disk(pool, size)
                 fp = None
                 if image is not None:
@@ -331,17 +334,17 @@ class Instances:
             )
         return image
 
-    def _with_default_root(self, rec: InstanceRecord, undo: Reverter) -> InstanceRecord:
-        """REC with a root disk on the default pool, made (dir) if there is none: no profile gave one."""
-        if "root" in self.expanded(rec).devices:
-            raise InvalidError(
-                'No root disk device: device "root" is not one (give it "path": "/" and a "pool")'
-            )
+    def _root_pool(self, rec: InstanceRecord, undo: Reverter) -> tuple[str, str | None]:
+        """The pool and size of REC's root volume: its root disk's, else the default pool (made, as a
+        dir pool, on first need). The instance's devices stay as given: its volume's record says
+        which pool holds it (db.storage.instance_pool)."""
+        root = root_disk(self.expanded(rec).devices)
+        if root is not None:
+            return root[1]["pool"], root[1].get("size") or None
         if not self.storage.exists(DEFAULT_POOL):
             self.storage.ensure_default()
             undo.add(self.storage.delete, DEFAULT_POOL)
-        devices = {**rec.devices, "root": {"type": "disk", "path": "/", "pool": DEFAULT_POOL}}
-        return dataclasses.replace(rec, devices=devices)
+        return DEFAULT_POOL, None
 
     def _unpack_once(self, pool: str, fp: str, rec: InstanceRecord) -> None:
         """The image's volume on POOL, unpacked now unless an earlier create did it."""
@@ -503,8 +506,14 @@ class Instances:
         added = sorted(set(new.devices) - set(old_devices))
         changed = sorted(n for n in set(old_devices) & set(new.devices) if old_devices[n] != new.devices[n])
         for n in (*removed, *added, *changed):
-            if "disk" in (old_devices.get(n, {}).get("type"), new.devices.get(n, {}).get("type")):
+            configs = (old_devices.get(n, {}), new.devices.get(n, {}))
+            if any(d.get("type") == "disk" and d.get("path") != "/" for d in configs):
                 raise InvalidError(f'Device "{n}": {LIVE_CHANGE_REFUSED}')
+        # A root disk names the pool its volume is on, which cannot change (_validate): nothing to
+        # do for it on a running instance.
+        removed = [n for n in removed if old_devices[n].get("type") != "disk"]
+        added = [n for n in added if new.devices[n].get("type") != "disk"]
+        changed = [n for n in changed if new.devices[n].get("type") != "disk"]
         volatile = dict(inst.rec.volatile)
         with Reverter() as undo:
             # Each way back is registered before its step: a detach that fails half-way is

@@ -230,8 +230,7 @@ class Storage:
 
     def instance_pool(self, name: str) -> str | None:
         """The pool holding instance NAME's root volume, if it has one."""
-        pools = db.pools_with_volume(self.state.store, db.CONTAINER, name)
-        return pools[0] if pools else None
+        return db.instance_pool(self.state.store, name)
 
     @contextmanager
     def _image_lock(self, pool: str, fp: str) -> Iterator[None]:
