@@ -93,6 +93,9 @@ def _files(root: Path) -> dict[str, str]:
         rel = str(path.relative_to(root))
         if path.is_dir() or rel.startswith(("pincus.db", "logs")):
             continue
+        if rel.startswith("disks/"):  # a pool's loop file: its file system is snapshotted as files
+            out[rel] = "<present>"
+            continue
         if path.name.endswith(".log") or path.name in _OWN_CONTENT or not path.is_file():
             out[rel] = "<present>"  # logs grow, a netns handle is a mount: that they exist is what counts
             continue
@@ -101,6 +104,31 @@ def _files(root: Path) -> dict[str, str]:
         except OSError as e:
             out[rel] = f"<{e.strerror}>"
     return out
+
+
+def _storage(root: Path) -> dict[str, list[str]]:
+    """What storage pools own beyond files: directories (a volume may be an empty one), the mounts
+    under ROOT in this mount namespace, and the loop devices over files under it."""
+    mounts = [
+        line.split()[4]
+        for line in Path("/proc/self/mountinfo").read_text().splitlines()
+        if line.split()[4].startswith(f"{root}/")
+    ]
+    loops = []
+    for entry in sorted(Path("/sys/block").glob("loop*")):
+        try:
+            backing = (entry / "loop" / "backing_file").read_text().strip()
+        except OSError:
+            continue
+        if backing.startswith(f"{root}/"):
+            loops.append(backing)
+    dirs = [
+        str(p.relative_to(root))
+        for top in ("storage-pools", "disks")
+        for p in sorted((root / top).rglob("*"))
+        if p.is_dir() or p.is_symlink()
+    ]
+    return {"mounts": sorted(mounts), "loops": loops, "dirs": dirs}
 
 
 def _sysctls() -> dict[str, str]:
@@ -148,10 +176,15 @@ def _canonical(snap: dict[str, Any], names: list[str]) -> dict[str, Any]:
     return dict(json.loads(text))
 
 
+_ISO_TIME = re.compile(r"'\d{4}-\d\d-\d\dT[0-9:.]+\+00:00'")
+
+
 def snapshot(state: State) -> dict[str, Any]:
     """What pincus may touch on this host: the kernel's view, its processes and files, its database."""
     with state.store.tx() as c:
-        db = [line for line in c.iterdump() if "operations" not in line]
+        # A recreated instance or volume (the undo of a delete) has a new creation time, as a
+        # recreated link has a new ifindex: the time is not what is compared.
+        db = [_ISO_TIME.sub("'<time>'", line) for line in c.iterdump() if "operations" not in line]
     return snapshot_of(state.dir, state.tag, db)
 
 
@@ -173,6 +206,7 @@ def _raw_snapshot(root: Path, db: list[str]) -> dict[str, Any]:
         "sysctl": _sysctls(),
         "processes": _processes(str(root)),
         "files": _files(root),
+        "storage": _storage(root),
         "db": db,
     }
 
@@ -255,11 +289,62 @@ NIC_CHANGED = {
 }
 
 
+POOL = "fpool"
+IMAGE_FP = "c3" * 32
+ROOT_ON_POOL = {"root": {"type": "disk", "path": "/", "pool": POOL}}
+
+
+def _make_pool(server: Server) -> None:
+    server.storage.create({"name": POOL, "driver": "btrfs", "config": {"size": "150MiB"}})
+
+
+def _make_image_and_pool(server: Server) -> None:
+    """A stand-in image (stand-in until the images branch merges: then a real imported image)."""
+    images = server.state.dir / "images"
+    (images / IMAGE_FP / "rootfs" / "etc").mkdir(parents=True)
+    (images / IMAGE_FP / "rootfs" / "etc" / "marker").write_text("image\n")
+    (images / IMAGE_FP / "metadata.yaml").write_text("architecture: x86_64\n")
+    (images / f"{IMAGE_FP}.json").write_text(json.dumps({"type": "container", "aliases": ["tiny"]}))
+    _make_pool(server)
+
+
+def _create_from_image(server: Server) -> None:
+    server.instances.create(
+        {"name": "c1", "source": {"type": "image", "alias": "tiny"}, "devices": ROOT_ON_POOL, "profiles": []}
+    )
+
+
+def _delete_with_image(server: Server) -> None:
+    """Undo of a create from an image: the image's volume too, so the next try unpacks again."""
+    server.instances.delete("c1")
+    server.storage.delete_image_volumes(IMAGE_FP)
+
+
+def _image_instance_setup(server: Server) -> None:
+    _make_image_and_pool(server)
+    _create_from_image(server)
+
+
 SCENARIOS = {
-    "network-create": Scenario(
+    "pool-create": Scenario(
         setup=lambda server: None,
-        do=_make_network,
-        undo=lambda server: server.networks.delete(NET),
+        do=_make_pool,
+        undo=lambda server: server.storage.delete(POOL),
+    ),
+    "instance-create-image": Scenario(
+        setup=_make_image_and_pool,
+        do=_create_from_image,
+        undo=_delete_with_image,
+    ),
+    "instance-rename": Scenario(
+        setup=_image_instance_setup,
+        do=lambda server: server.instances.rename("c1", "c2"),
+        undo=lambda server: server.instances.rename("c2", "c1"),
+    ),
+    "instance-delete": Scenario(
+        setup=_image_instance_setup,
+        do=lambda server: server.instances.delete("c1"),
+        undo=_create_from_image,
     ),
     "instance-start": Scenario(
         setup=lambda server: _make_container(server, {"eth0": NIC}),

@@ -21,6 +21,9 @@ from tests.pincus_testlib import NSEXEC, Daemon, NetNS, cleanup_dir, kill_leftov
 
 SCENARIOS = ["network-create", "network-delete", "instance-start", "instance-stop"]
 SCENARIOS += ["hot-plug", "unplug", "live-update"]
+SCENARIOS += ["pool-create", "instance-create-image", "instance-rename", "instance-delete"]
+# A rename moves two directories (the instance's state and its volume): each failed in turn.
+MIN_CALLS = {"instance-rename": 2}
 
 
 def run_scenario(scenario: str, *extra: str, timeout: float = 900) -> dict[str, Any]:
@@ -48,7 +51,7 @@ def run_scenario(scenario: str, *extra: str, timeout: float = 900) -> dict[str, 
 def test_every_failed_host_call_leaves_the_host_as_it_was(scenario: str) -> None:
     report = run_scenario(scenario)
     calls = report["calls"]
-    assert len(calls) >= 5, report
+    assert len(calls) >= MIN_CALLS.get(scenario, 5), report
     assert report["problems"] == [], "\n".join(report["problems"])
     print(f"{scenario}: {len(calls)} host calls, each failed in turn; tolerated: {report['tolerated']}")
 

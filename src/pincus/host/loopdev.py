@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from pincus.errors import HostError
+from pincus.host import mounts
 
 _LOOP_CTL_GET_FREE = 0x4C82
 _LOOP_CONFIGURE = 0x4C0A
@@ -34,11 +35,8 @@ def _config(fd: int, backing: Path) -> bytes:
 
 
 def attach(backing: Path) -> tuple[str, int]:
-    """A free loop device bound to file BACKING: its path and an open descriptor of it.
-
-    The caller mounts the device and then closes the descriptor (os.close); from then on the
-    mount alone holds the device, and unmounting it detaches it.
-    """
+    """A free loop device bound to file BACKING: its path and an open descriptor of it, whose
+    close detaches it unless something else (a mount) holds it by then."""
     try:
         file_fd = os.open(backing, os.O_RDWR | os.O_CLOEXEC)
     except OSError as e:
@@ -67,9 +65,18 @@ def attach(backing: Path) -> tuple[str, int]:
         os.close(file_fd)
 
 
-def release(fd: int) -> None:
-    """Close our descriptor of a loop device (an unused device then detaches)."""
-    os.close(fd)
+def mount_file(backing: Path, target: Path, fstype: str) -> str:
+    """Mount the file system in file BACKING at TARGET through a free loop device (its path).
+
+    One step, so nothing is left half-way: once mounted, the mount alone holds the device and
+    unmounting detaches it; a failed mount detaches it at once.
+    """
+    device, fd = attach(backing)
+    try:
+        mounts.mount(device, target, fstype)
+    finally:
+        os.close(fd)
+    return device
 
 
 def devices_of(backing: Path) -> list[str]:

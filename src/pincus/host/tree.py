@@ -123,3 +123,13 @@ def symlink(target: Path, path: Path) -> None:
         os.symlink(target, path)
     except OSError as e:
         raise HostError(f"symlink {path} to {target}: {e.strerror or e}") from e
+
+
+def entries(path: Path) -> list[Path]:
+    """What directory PATH holds (nothing if it is missing)."""
+    try:
+        return sorted(path / name for name in os.listdir(path))
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        raise HostError(f"list {path}: {e.strerror or e}") from e

@@ -310,10 +310,9 @@ class Instances:
                 fp = None
                 if image is not None:
                     fp = image.fingerprint
-                    self._unpack_once(pool, fp, rec)
-                with self.state.store.tx():
-                    self.storage.create_instance_volume(pool, name, fp, size, undo)
-                    db_instances.create(self.state.store, rec)
+                    self._unpack_once(pool, fp, rec, undo)
+                self.storage.create_instance_volume(pool, name, fp, size, undo)
+                db_instances.create(self.state.store, rec)
             undo.success()
         log.info("Created instance %s", name, extra={"ctx": {"instance": name, "type": type_}})
         self.state.events.lifecycle("instance-created", f"/1.0/instances/{name}", type=type_)
@@ -346,11 +345,11 @@ class Instances:
             undo.add(self.storage.delete, DEFAULT_POOL)
         return DEFAULT_POOL, None
 
-    def _unpack_once(self, pool: str, fp: str, rec: InstanceRecord) -> None:
+    def _unpack_once(self, pool: str, fp: str, rec: InstanceRecord, undo: Reverter) -> None:
         """The image's volume on POOL, unpacked now unless an earlier create did it."""
         privileged = parse_bool(self.expanded(rec).config.get("security.privileged", "false"))
         self.storage.ensure_image_volume(
-            pool, fp, lambda target: self.images.unpack(fp, target, skip_devices=not privileged)
+            pool, fp, lambda target: self.images.unpack(fp, target, skip_devices=not privileged), undo
         )
 
     def check_create(self, req: dict[str, Any]) -> None:
@@ -597,13 +596,14 @@ class Instances:
                     destroy = self.storage.delete_instance_volume(name, undo)
                     db_instances.delete(self.state.store, name)
                 undo.success()
-            self.host(files.remove_tree, inst.dir)
-            if destroy is not None:
-                try:
+            # The records are gone: what a failure below leaves holds no name in use, and a set-aside
+            # volume goes at the pool's next sweep.
+            try:
+                self.host(files.remove_tree, inst.dir)
+                if destroy is not None:
                     destroy()
-                except Exception:
-                    # The records are gone; what stays is a set-aside directory, never a name in use.
-                    log.exception("The volume of deleted instance %s stays on its pool", name)
+            except Exception:
+                log.exception("Leftovers of deleted instance %s stay on the host", name)
         log.info("Deleted instance %s", name, extra={"ctx": {"instance": name}})
         self.state.events.lifecycle("instance-deleted", f"/1.0/instances/{name}")
 

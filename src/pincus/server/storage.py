@@ -187,12 +187,23 @@ class Storage:
         self.state.events.lifecycle("storage-pool-deleted", f"/1.0/storage-pools/{name}")
 
     def start(self) -> None:
-        """Daemon start: mount the pools that need it (btrfs on its loop file)."""
+        """Daemon start: mount the pools that need it (btrfs on its loop file), sweep leftovers."""
         for rec in db.list_pools(self.state.store):
+            pool = registry.load(self.state, rec.name, rec.driver, rec.config)
             try:
-                registry.load(self.state, rec.name, rec.driver, rec.config).mount()
+                pool.mount()
             except Exception:
                 log.exception("Failed to mount storage pool %s", rec.name)
+                continue
+            self._sweep(pool)
+
+    @staticmethod
+    def _sweep(pool: Pool) -> None:
+        """Leftovers of failed deletes go at the next chance; they hold no name, so they block nothing."""
+        try:
+            pool.sweep()
+        except Exception:
+            log.warning("Leftovers on storage pool %s stay until the next try", pool.name, exc_info=True)
 
     # --- volumes -------------------------------------------------------------------------------
 
@@ -239,31 +250,55 @@ class Storage:
         with lock:
             yield
 
-    def ensure_image_volume(self, pool_name: str, fp: str, fill: Callable[[Path], None]) -> None:
-        """The image volume of FP on the pool, unpacked by FILL unless it is there already."""
+    def ensure_image_volume(
+        self, pool_name: str, fp: str, fill: Callable[[Path], None], undo: Reverter
+    ) -> None:
+        """The image volume of FP on the pool, unpacked by FILL unless it is there already. When
+        this call made it, UNDO learns to remove it: a create that fails leaves no trace, not even
+        a cache it filled (clones hold the same lock, so none is reading it then)."""
         with self._image_lock(pool_name, fp):
             if db.get_volume(self.state.store, pool_name, db.IMAGE, fp) is not None:
                 return
             pool = self.pool(pool_name)
-            with Reverter() as undo:
+            with Reverter() as own:
                 pool.create_image_volume(fp, fill)
-                undo.add(pool.delete_image_volume, fp)
+                own.add(pool.delete_image_volume, fp)
                 db.create_volume(self.state.store, VolumeRecord(pool_name, fp, db.IMAGE))
-                undo.success()
+                own.success()
+        undo.add(self._delete_image_volume, pool_name, fp)
         log.info("Unpacked image %s on storage pool %s", fp, pool_name)
+
+    def _delete_image_volume(self, pool_name: str, fp: str) -> None:
+        with self._image_lock(pool_name, fp):
+            if db.get_volume(self.state.store, pool_name, db.IMAGE, fp) is None:
+                return
+            self.pool(pool_name).delete_image_volume(fp)
+            db.delete_volume(self.state.store, pool_name, db.IMAGE, fp)
+
+    def delete_image_volumes(self, fp: str) -> None:
+        """Remove image FP's volume from every pool (for `image delete`); instance volumes made from
+        it stay whole (a btrfs snapshot does not depend on its origin)."""
+        for pool_name in db.pools_with_volume(self.state.store, db.IMAGE, fp):
+            self._delete_image_volume(pool_name, fp)
 
     def create_instance_volume(
         self, pool_name: str, name: str, image_fp: str | None, size: str | None, undo: Reverter
     ) -> None:
-        """Instance NAME's root volume on the pool (a clone of the image volume, or empty); the
-        record goes in with the instance's own (the caller's transaction). UNDO learns the way back."""
+        """Instance NAME's root volume on the pool (a clone of the image volume, or empty), and its
+        record. UNDO learns the way back."""
         pool = self.pool(pool_name)
+        self._sweep(pool)
         if db.get_volume(self.state.store, pool_name, db.CONTAINER, name) is not None:
             raise ConflictError(f'Storage volume of instance "{name}" already exists on pool "{pool_name}"')
-        pool.create_instance_volume(name, image_fp, size)
+        if image_fp is None:
+            pool.create_instance_volume(name, None, size)
+        else:
+            with self._image_lock(pool_name, image_fp):  # the image volume stays while it is read
+                pool.create_instance_volume(name, image_fp, size)
         undo.add(pool.delete_instance_volume, name)
         config = {"size": size} if size else {}
         db.create_volume(self.state.store, VolumeRecord(pool_name, name, db.CONTAINER, config=config))
+        undo.add(db.delete_volume, self.state.store, pool_name, db.CONTAINER, name)
 
     def check_root_disk(self, pool_name: str, size: str | None) -> None:
         """What a create can refuse before it changes anything."""
@@ -279,7 +314,12 @@ class Storage:
         aside = pool.set_aside(name)
         undo.add(pool.put_back, aside, name)
         db.delete_volume(self.state.store, pool_name, db.CONTAINER, name)
-        return lambda: pool.destroy_aside(aside)
+
+        def destroy() -> None:
+            pool.destroy_aside(aside)
+            self._sweep(pool)
+
+        return destroy
 
     def rename_instance_volume(self, name: str, new_name: str, undo: Reverter) -> None:
         pool_name = self.instance_pool(name)

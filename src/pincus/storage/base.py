@@ -163,6 +163,13 @@ class Pool:
     def destroy_aside(self, aside: Path) -> None:
         self._delete_volume(aside)
 
+    def sweep(self) -> None:
+        """Remove what failed deletes set aside and interrupted fills left (never a live volume)."""
+        for sub in (CONTAINER_VOLUMES, IMAGE_VOLUMES):
+            for path in self.host(tree.entries, self.root / sub):
+                if path.name.startswith((DELETING, PARTIAL)):
+                    self._delete_volume(path)
+
     def instance_volume_names(self) -> list[str]:
         """What the host holds (the database is the truth; this is for checks and tests)."""
         path = self.root / CONTAINER_VOLUMES

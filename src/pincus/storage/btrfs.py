@@ -53,12 +53,7 @@ class BtrfsPool(Pool):
             undo.success()
 
     def _attach_and_mount(self) -> None:
-        device, fd = self.host(loopdev.attach, self.loop_file)
-        try:
-            self.host(mounts.mount, device, self.root, "btrfs")
-        finally:
-            # From here the mount alone holds the device (autoclear); a failed mount frees it.
-            self.host(loopdev.release, fd)
+        self.host(loopdev.mount_file, self.loop_file, self.root, "btrfs")
 
     def mount(self) -> None:
         if self.host(mounts.is_mount_point, self.root):
