@@ -8,7 +8,7 @@ VENV="$ROOT/.venv"
 # netbase: /etc/protocols and /etc/services, which nftables needs to read "udp" or "tcp" in a rule.
 # lxd-client: LXD 5.0.2's Go client `lxc`, a real third-party client of the API (tests/clients).
 SYS_PACKAGES=(iproute2 nftables dnsmasq-base qemu-system-x86 busybox-static util-linux cpio
-              kmod procps netbase python3 python3-venv lxd-client)
+              kmod procps netbase python3 python3-venv lxd-client btrfs-progs)
 
 if [ "$(id -u)" != 0 ]; then
   echo "setup: run as root (pincus manages host networking)" >&2

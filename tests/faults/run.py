@@ -346,6 +346,11 @@ SCENARIOS = {
         do=lambda server: server.instances.delete("c1"),
         undo=_create_from_image,
     ),
+    "network-create": Scenario(
+        setup=lambda server: None,
+        do=_make_network,
+        undo=lambda server: server.networks.delete(NET),
+    ),
     "instance-start": Scenario(
         setup=lambda server: _make_container(server, {"eth0": NIC}),
         do=lambda server: server.instances.start("c1"),

@@ -54,6 +54,7 @@ API_EXTENSIONS = [
     "instance_get_full",
     "operation_wait",
     "init_preseed",
+    "storage",
 ]
 
 
@@ -122,7 +123,7 @@ class Server:
                 "firewall": self.host(nft_runner.firewall_driver),
                 # Incus sends these as strings ("true"/"false"); typed clients refuse booleans.
                 "kernel_features": {k: str(v).lower() for k, v in self.state.features.items()},
-                "storage": "",
+                "storage": " | ".join(sorted({p["driver"] for p in self.storage.list_all()})),
                 "storage_version": "",
             },
         }
