@@ -155,14 +155,18 @@ def test_events_websocket_sees_lifecycle_and_operations(daemon: Daemon) -> None:
     try:
         create(daemon, "c1")
         seen: list[dict[str, Any]] = []
-        while not any(e["type"] == "lifecycle" for e in seen):
+        # The first container also makes the default pool (storage-pool-created comes first).
+        while not any(
+            e["type"] == "lifecycle" and e["metadata"]["action"] == "instance-created" for e in seen
+        ):
             opcode, data = ws.recv()
             assert opcode == 0x1
             seen.append(json.loads(data))
         for event in seen:
             assert set(event) >= {"type", "timestamp", "metadata", "location", "project"}
-        life = next(e for e in seen if e["type"] == "lifecycle")
-        assert life["metadata"]["action"] == "instance-created"
+        life = [e["metadata"] for e in seen if e["type"] == "lifecycle"]
+        assert [m["action"] for m in life] == ["storage-pool-created", "instance-created"]
+        life = [e for e in seen if e["type"] == "lifecycle"][-1]
         assert life["metadata"]["source"] == "/1.0/instances/c1"
         assert any(e["type"] == "operation" and e["metadata"]["status"] == "Running" for e in seen)
     finally:

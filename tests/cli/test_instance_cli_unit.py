@@ -166,6 +166,7 @@ def test_init_with_network_and_config_posts_eth0(run: Run, fake: FakeClient) -> 
                 "description": "d",
                 "config": {"user.a": "1", "user.b": "x=y"},
                 "devices": {"eth0": {"type": "nic", "network": "br0", "name": "eth0"}},
+                "source": {"type": "none"},
             },
         )
     ]
@@ -179,6 +180,7 @@ def test_init_vm_without_network_has_no_devices(run: Run, fake: FakeClient) -> N
         "description": "",
         "config": {},
         "devices": {},
+        "source": {"type": "none"},
     }
 
 

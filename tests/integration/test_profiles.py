@@ -172,7 +172,9 @@ profiles:
         assert links_inside(daemon, "c2") == ["lo"]
     finally:
         daemon.cli("stop", "-f", "c2")
-    assert "storage_pools" in daemon.fails("admin", "init", "--preseed", stdin="storage_pools:\n- name: x\n")
+    assert "storage_volumes" in daemon.fails(
+        "admin", "init", "--preseed", stdin="storage_volumes:\n- name: x\n"
+    )
 
 
 def test_profile_device_commands_and_instance_assignment(daemon: Daemon) -> None:
