@@ -164,8 +164,8 @@ def test_events_websocket_sees_lifecycle_and_operations(daemon: Daemon) -> None:
             seen.append(json.loads(data))
         for event in seen:
             assert set(event) >= {"type", "timestamp", "metadata", "location", "project"}
-        life = [e["metadata"] for e in seen if e["type"] == "lifecycle"]
-        assert [m["action"] for m in life] == ["storage-pool-created", "instance-created"]
+        actions = [e["metadata"]["action"] for e in seen if e["type"] == "lifecycle"]
+        assert actions == ["storage-pool-created", "instance-created"]
         life = [e for e in seen if e["type"] == "lifecycle"][-1]
         assert life["metadata"]["source"] == "/1.0/instances/c1"
         assert any(e["type"] == "operation" and e["metadata"]["status"] == "Running" for e in seen)

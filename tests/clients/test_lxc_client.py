@@ -367,3 +367,18 @@ def test_lxc_network_set_of_a_bad_key_names_it(lxc: Lxc, net: str) -> None:
     err = lxc.fails("network", "set", net, "bogus.key=1")
     assert '"bogus.key"' in err
     assert "bogus.key" not in lxc.yaml("network", "show", net)["config"]
+
+
+def test_lxc_storage_pools_and_volumes(lxc: Lxc, daemon: Daemon) -> None:
+    assert "created" in lxc.run("storage", "create", "p1", "dir").stdout
+    lxc.run("init", "c1", "--empty", "-s", "p1")
+    assert {p["name"]: p["driver"] for p in lxc.json("storage", "list")} == {"p1": "dir"}
+    shown = lxc.yaml("storage", "show", "p1")
+    assert shown["used_by"] == ["/1.0/instances/c1"] and shown["status"] == "Created"
+    vols = lxc.json("storage", "volume", "list", "p1")
+    assert [(v["type"], v["name"]) for v in vols] == [("container", "c1")]
+    assert (daemon.dir / "storage-pools" / "p1" / "containers" / "c1" / "rootfs").is_dir()
+    assert "in use" in lxc.fails("storage", "delete", "p1")
+    lxc.run("delete", "c1")
+    lxc.run("storage", "delete", "p1")
+    assert lxc.json("storage", "list") == []

@@ -85,6 +85,12 @@ def test_btrfs_pool_on_a_loop_file_leaves_nothing_after_delete(daemon: Daemon) -
     assert img.stat().st_size == 200 * 2**20
     shown = yaml.safe_load(daemon.cli("storage", "show", "fast").stdout)
     assert shown["config"] == {"size": "200MiB", "source": str(img)}
+    err = daemon.fails(
+        "query", "-X", "PATCH", "-d", '{"config": {"size": "300MiB"}}', "/1.0/storage-pools/fast"
+    )
+    assert 'key "size" cannot be changed after creation' in err
+    daemon.cli("query", "-X", "PATCH", "-d", '{"description": "quick"}', "/1.0/storage-pools/fast")
+    assert yaml.safe_load(daemon.cli("storage", "show", "fast").stdout)["description"] == "quick"
     daemon.cli("storage", "delete", "fast")
     assert _mounted(daemon, root) == [] and loop_devices_of(img) == []
     assert not img.exists() and not root.exists()
