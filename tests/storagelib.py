@@ -53,9 +53,9 @@ def mounts_of(daemon: Daemon) -> list[dict[str, str]]:
     return out
 
 
-def in_daemon_ns(daemon: Daemon, *argv: str) -> subprocess.CompletedProcess[str]:
+def in_daemon_ns(daemon: Daemon, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["nsenter", "-t", str(daemon_pid(daemon)), "-m", *argv], capture_output=True, text=True, check=True
+        ["nsenter", "-t", str(daemon_pid(daemon)), "-m", *argv], capture_output=True, text=True, check=check
     )
 
 

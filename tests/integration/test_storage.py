@@ -13,6 +13,7 @@ import yaml
 
 from tests.pincus_testlib import Daemon
 from tests.storagelib import (
+    in_daemon_ns,
     loop_devices_of,
     make_standin_image,
     mounts_of,
@@ -250,3 +251,19 @@ def test_admin_init_auto_and_preseed_create_pools_and_the_root_disk(daemon: Daem
     daemon.fails("admin", "init", "--preseed", stdin=yaml.safe_dump(bad))
     assert sorted(p["name"] for p in _pools(daemon)) == ["default", "fast"]
     daemon.cli("delete", "c1")
+
+
+def test_btrfs_root_disk_size_is_a_quota_the_kernel_enforces(daemon: Daemon) -> None:
+    daemon.cli("storage", "create", "fast", "btrfs", "size=300MiB")
+    daemon.cli("init", "c1", "--empty", "-s", "fast", "-d", "root,size=20MiB")
+    code, doc = daemon.api("GET", "/1.0/storage-pools/fast/volumes/container/c1")
+    assert code == 200 and doc["metadata"]["config"] == {"size": "20MiB"}
+    rootfs = _pool_dir(daemon, "fast") / "containers" / "c1" / "rootfs"
+    r = in_daemon_ns(daemon, "dd", "if=/dev/urandom", f"of={rootfs}/big", "bs=1M", "count=40", check=False)
+    assert r.returncode != 0 and "Disk quota exceeded" in r.stderr, r.stderr
+    daemon.cli("init", "c2", "--empty", "-s", "fast")  # no size: no limit
+    r = in_daemon_ns(
+        daemon, "dd", "if=/dev/urandom", f"of={rootfs.parent.parent}/c2/rootfs/big", "bs=1M", "count=40"
+    )
+    daemon.cli("delete", "c1", "c2")
+    daemon.cli("storage", "delete", "fast")

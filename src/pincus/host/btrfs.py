@@ -102,3 +102,46 @@ def is_subvolume(path: Path) -> bool:
         return os.stat(path, follow_symlinks=False).st_ino == _SUBVOL_INODE
     except OSError:
         return False
+
+
+def _iowr(nr: int, size: int) -> int:
+    return (3 << 30) | (size << 16) | (_MAGIC << 8) | nr
+
+
+def _ior(nr: int, size: int) -> int:
+    return (2 << 30) | (size << 16) | (_MAGIC << 8) | nr
+
+
+# struct btrfs_ioctl_quota_ctl_args: u64 cmd, u64 status.
+_QUOTA_CTL_ARGS = struct.Struct("=QQ")
+_QUOTA_CTL = _iowr(40, _QUOTA_CTL_ARGS.size)
+_QUOTA_CTL_ENABLE = 1
+# struct btrfs_ioctl_qgroup_limit_args: u64 qgroupid, then btrfs_qgroup_limit: u64 flags,
+# max_rfer, max_excl, rsv_rfer, rsv_excl.
+_QGROUP_LIMIT_ARGS = struct.Struct("=QQQQQQ")
+_QGROUP_LIMIT = _ior(43, _QGROUP_LIMIT_ARGS.size)
+_LIMIT_MAX_RFER = 1 << 0
+
+
+def _ioctl_on(path: Path, request: int, args: bytes, what: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as e:
+        raise HostError(f"{what} {path}: {e.strerror or e}") from e
+    try:
+        fcntl.ioctl(fd, request, bytearray(args))
+    except OSError as e:
+        raise HostError(f"{what} {path}: {e.strerror or e}") from e
+    finally:
+        os.close(fd)
+
+
+def enable_quota(mount_point: Path) -> None:
+    """Turn on quota groups on the file system at MOUNT_POINT (needed before any limit)."""
+    _ioctl_on(mount_point, _QUOTA_CTL, _QUOTA_CTL_ARGS.pack(_QUOTA_CTL_ENABLE, 0), "enable quota on")
+
+
+def limit_subvolume(path: Path, max_bytes: int) -> None:
+    """Limit the data subvolume PATH refers to (its own and what it shares) to MAX_BYTES."""
+    args = _QGROUP_LIMIT_ARGS.pack(0, _LIMIT_MAX_RFER, max_bytes, 0, 0, 0)
+    _ioctl_on(path, _QGROUP_LIMIT, args, "limit the size of subvolume")

@@ -13,6 +13,7 @@ from pincus.storage import keys, paths
 from pincus.storage.base import Pool
 
 DEFAULT_SIZE = "5GiB"
+MIN_VOLUME_SIZE = 2**20
 
 
 class BtrfsPool(Pool):
@@ -71,6 +72,21 @@ class BtrfsPool(Pool):
         self.unmount()
         self.host(tree.remove_file, self.loop_file)
         self.host(tree.remove_empty_dir, self.root)
+
+    def check_instance_size(self, size: str | None) -> None:
+        """btrfs limits a volume with a quota group on its subvolume (what it refers to, shared
+        data included, as Incus's btrfs driver)."""
+        if size and parse_size(size) < MIN_VOLUME_SIZE:
+            raise InvalidError(f'{self.what}: a root volume\'s "size" must be at least 1MiB, not "{size}"')
+
+    def create_instance_volume(self, name: str, image_fp: str | None, size: str | None = None) -> None:
+        super().create_instance_volume(name, image_fp, size)
+        if size:
+            with Reverter() as undo:
+                undo.add(self.delete_instance_volume, name)
+                self.host(btrfs.enable_quota, self.root)  # once per file system; again is a no-op
+                self.host(btrfs.limit_subvolume, self.instance_path(name), parse_size(size))
+                undo.success()
 
     def _new_volume(self, path: Path) -> None:
         self.host(btrfs.create_subvolume, path)
