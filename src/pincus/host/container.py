@@ -1,7 +1,7 @@
 """Containers: an init in new net, uts, ipc, mount and pid namespaces, and exec into them.
 
 The container's init (``container_init.py``) is a direct child of the calling process, so
-the caller can reap it: one waiter thread per container does that as soon as it exits. It
+the caller can reap it: the daemon's one reaper thread (``reaper.py``) does that as soon as it exits. It
 runs in its own session, so it outlives the caller; a later process finds it again by pid
 and start time (``ContainerProcess``), which is safe against pid reuse.
 """
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pincus.errors import HostError, InvalidError
-from pincus.host import netns, process
+from pincus.host import netns, process, reaper
 from pincus.reverter import Reverter
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -52,8 +52,8 @@ class ContainerProcess:
     start_time: int  # field 22 of /proc/<pid>/stat, in clock ticks since boot
 
 
-# Waiter threads of the inits this process started, so stop can wait for the reaping.
-_waiters: dict[ContainerProcess, threading.Thread] = {}
+# The inits this process started, watched by the one reaper thread, so stop can wait for the reaping.
+_waiters: dict[ContainerProcess, reaper.Watch] = {}
 _waiters_lock = threading.Lock()
 
 
@@ -127,15 +127,13 @@ def _kill_child(popen: subprocess.Popen[bytes]) -> None:
 
 
 def _start_waiter(proc: ContainerProcess, popen: subprocess.Popen[bytes]) -> None:
-    def wait() -> None:
-        popen.wait()
+    def reaped(status: int | None) -> None:
         with _waiters_lock:
             _waiters.pop(proc, None)
 
-    thread = threading.Thread(target=wait, name=f"reap-init-{proc.pid}", daemon=True)
+    # Under the lock, so the entry exists before reaped() (reaper thread) can pop it.
     with _waiters_lock:
-        _waiters[proc] = thread
-    thread.start()
+        _waiters[proc] = reaper.watch(popen, reaped)
 
 
 def spawn_container(name: str, hostname: str, state_dir: Path, log_path: Path) -> ContainerProcess:
