@@ -84,10 +84,12 @@ def put_devices(api: Callable[[str, str, Any], Any], name: str, devices: dict[st
 
 
 def lxc_query(env: dict[str, str], daemon: str) -> Callable[[str, str, Any], Any]:
-    """A raw request through `lxc query` (waits for a background operation)."""
+    """A raw request through `lxc query --wait` (without --wait it returns once the operation is made)."""
 
     def api(method: str, path: str, body: Any) -> Any:
-        args = ["query", "-X", method, path] + (["--data", json.dumps(body)] if body is not None else [])
+        args = ["query", "--wait", "-X", method, path] + (
+            ["--data", json.dumps(body)] if body is not None else []
+        )
         r = subprocess.run(["lxc", *args], env=env, text=True, capture_output=True, timeout=900)
         if r.returncode != 0:
             raise LxcFailed(f"lxc query against {daemon} failed: {method} {path}: {r.stderr.strip()}")
@@ -168,7 +170,10 @@ def main() -> int:
             before = links_in(pid) if pid else []
             add = run_lxc(daemon, env, "config", "device", "add", name, dev, *nic)
             if pid and len(links_in(pid)) != len(before) + 1:
-                raise LxcFailed(f"{daemon}: device add succeeded but the container has no new link")
+                raise LxcFailed(
+                    f"{daemon}: device add {dev} succeeded but the container has no new link "
+                    f"({len(before)} before, {len(links_in(pid))} after)"
+                )
             remove = run_lxc(daemon, env, "config", "device", "remove", name, dev)
             if pid and links_in(pid) != before:
                 raise LxcFailed(f"{daemon}: device remove succeeded but the link is still there")

@@ -11,8 +11,8 @@ from pincus.config.keys import CONTAINER
 from pincus.db import instances as db_instances
 from pincus.devices.base import NicRun
 from pincus.errors import ConflictError
-from pincus.host import addresses, files, links, netns, procstat
 from pincus.host import container as host_container
+from pincus.host import files, links, linkview, netns, procstat
 from pincus.instances.base import Instance
 
 
@@ -71,13 +71,15 @@ class Container(Instance):
         handle = self.netns
         if handle is None:
             return {}
-        out = {"lo": self._link_state("lo", str(handle), "loopback")}
+        # The whole namespace in one read: per interface requests made `list` slow with many NICs.
+        view = self.host(linkview.namespace_links, str(handle))
+        out = {"lo": self._link_state(view, "lo", str(handle), "loopback")}
         for dev in self.devices():
             run_name = dev.config.get("name") or self.volatile(dev.vkey("name")) or dev.name
-            if self.host(links.get_link, run_name, netns=str(handle)) is None:
+            if run_name not in view:
                 continue
             out[run_name] = {
-                **self._link_state(run_name, str(handle), "broadcast"),
+                **self._link_state(view, run_name, str(handle), "broadcast"),
                 "device": dev.name,
                 "path": dev.describe(),
                 "owns": [str(o) for o in dev.owned()],
@@ -85,17 +87,22 @@ class Container(Instance):
             }
         return out
 
-    def _link_state(self, name: str, handle: str, kind: str) -> dict[str, Any]:
+    def _link_state(
+        self, view: dict[str, linkview.LinkView], name: str, handle: str, kind: str
+    ) -> dict[str, Any]:
         """One interface inside the container as Incus's instance state shows it."""
-        link = self.host(links.get_link, name, netns=handle)
+        seen = view.get(name)
+        link = seen.link if seen else None
+        # A link without counters in the dump: asked alone, which says why in its error.
+        stats = seen.stats if seen and seen.stats else self.host(links.link_stats, name, netns=handle)
         return {
             "hwaddr": link.mac if link else "",
             "host_name": "",
             "mtu": link.mtu if link else 0,
             "state": "up" if link and link.up else "down",
             "type": kind,
-            "addresses": netstate.info_objects(self.host(addresses.link_address_info, name, netns=handle)),
-            "counters": netstate.counters(self.host(links.link_stats, name, netns=handle)),
+            "addresses": netstate.info_objects(seen.addresses if seen else []),
+            "counters": netstate.counters(stats),
         }
 
     def exec(
