@@ -77,8 +77,8 @@ class Table:
 def put_devices(api: Callable[[str, str, Any], Any], name: str, devices: dict[str, Any]) -> None:
     """GET the instance and PUT it back with DEVICES (what a user's `config edit` does)."""
     inst = api("GET", f"/1.0/instances/{name}", None)
-    config = {k: v for k, v in (inst.get("config") or {}).items() if not k.startswith("volatile.")}
-    body = {"config": config, "devices": devices, "profiles": inst.get("profiles", []),
+    # Config as read, volatile keys included: LXD refuses a PUT that drops its volatile.idmap keys.
+    body = {"config": inst.get("config") or {}, "devices": devices, "profiles": inst.get("profiles", []),
             "description": inst.get("description", "")}  # fmt: skip
     api("PUT", f"/1.0/instances/{name}", body)
 
