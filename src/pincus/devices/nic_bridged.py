@@ -247,7 +247,9 @@ class BridgedNic(Device):
         routes = tuple(
             r for key in ("ipv4.routes", "ipv6.routes") if config.get(key) for r in split_list(config[key])
         )
-        net = self.network()
+        # The network only matters for a static address: most NICs have none, and `list` asks this
+        # of every NIC.
+        net = self.network() if v4 or v6 else None
         return PortSettings(
             limits=limits,
             filter=nic_filter,

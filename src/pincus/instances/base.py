@@ -277,6 +277,10 @@ class Instance:
     def nic_state(self) -> dict[str, dict[str, Any]]:
         return {}
 
+    def pid_namespace_init(self) -> int:
+        """The init whose pid namespace holds the instance's processes (0: none, as for a VM)."""
+        return 0
+
     def usage(self) -> procstat.Usage:
         """What the running instance uses: by default its one process (a VM's QEMU)."""
         return self.host(procstat.process_usage, self.pid())

@@ -121,6 +121,9 @@ class Container(Instance):
             host_container.exec_in_container, proc, argv, env, cwd, *fds, tty=tty, started=started
         )
 
+    def pid_namespace_init(self) -> int:
+        return self.pid()
+
     def usage(self) -> procstat.Usage:
         return self.host(procstat.pid_namespace_usage, self.pid())
 

@@ -171,11 +171,15 @@ class Instances:
         """`?recursion=1` on one instance (Incus's InstanceFull): its state, snapshots and backups too."""
         return self.full_view(self._load(name))
 
-    def full_view(self, inst: Instance) -> dict[str, Any]:
-        return {**self.to_api(inst), "state": self._state(inst), "snapshots": [], "backups": []}
+    def full_view(self, inst: Instance, usages: dict[int, procstat.Usage] | None = None) -> dict[str, Any]:
+        return {**self.to_api(inst), "state": self._state(inst, usages), "snapshots": [], "backups": []}
 
     def list_full(self) -> list[dict[str, Any]]:
-        return [self.full_view(self._driver(r)) for r in db_instances.list_all(self.state.store)]
+        insts = [self._driver(r) for r in db_instances.list_all(self.state.store)]
+        # Every container's processes from one pass over /proc, not one pass per container.
+        inits = [pid for inst in insts if (pid := inst.pid_namespace_init())]
+        usages = self.host(procstat.pid_namespaces_usage, inits) if inits else {}
+        return [self.full_view(inst, usages) for inst in insts]
 
     def list_all(self) -> list[dict[str, Any]]:
         return [self.to_api(self._driver(r)) for r in db_instances.list_all(self.state.store)]
@@ -183,10 +187,14 @@ class Instances:
     def state_of(self, name: str) -> dict[str, Any]:
         return self._state(self._load(name))
 
-    def _state(self, inst: Instance) -> dict[str, Any]:
+    def _state(self, inst: Instance, usages: dict[int, procstat.Usage] | None = None) -> dict[str, Any]:
+        """Inst's state; USAGES: what pid_namespaces_usage said of the inits, when already read."""
         alive = inst.is_alive()
         status, code = RUNNING if alive else STOPPED
-        usage = inst.usage() if alive else procstat.Usage(0, 0, 0)
+        usage = procstat.Usage(0, 0, 0)
+        if alive:
+            init = inst.pid_namespace_init()
+            usage = usages[init] if usages and init in usages else inst.usage()
         return {
             "status": status,
             "status_code": code,
