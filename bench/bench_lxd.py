@@ -217,6 +217,7 @@ def main() -> int:
                 ps["pair"].append(a + b)
             if lxd:
                 a = timed(lambda: run_lxc("LXD", lxd.lxc, "start", sname))
+                lxd.wait_stoppable(sname)  # untimed: pincus's start returns once its init is ready
                 b = timed(lambda: run_lxc("LXD", lxd.lxc, "stop", sname))
                 if i:
                     xs["start"].append(a)

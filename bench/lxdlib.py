@@ -211,6 +211,20 @@ class Lxd:
         self.init(self.name)
         self.lxc_cmd("start", self.name)
 
+    def wait_stoppable(self, name: str, timeout: float = 30) -> None:
+        """Wait until the container's init has trapped SIGPWR. `lxc start` returns before the init
+        script has run its `trap`, and a pid 1 ignores a signal it has no handler for, so an
+        early `lxc stop` would wait for ever."""
+        pid = self.init_pid(name)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("SigCgt:") and int(line.split()[1], 16) >> (signal.SIGPWR - 1) & 1:
+                        return
+            time.sleep(0.01)
+        raise RuntimeError(f"LXD container {name}: init pid {pid} did not trap SIGPWR in {timeout:g}s")
+
     def init_pid(self, name: str | None = None) -> int:
         path = f"/1.0/instances/{name or self.name}/state"
         out = subprocess.run(["lxc", "query", path], env=self.lxc, check=True, capture_output=True,
