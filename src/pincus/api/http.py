@@ -46,6 +46,83 @@ class Request:
         return conn
 
 
+@dataclass(frozen=True)
+class BodyLimits:
+    """A route that takes its body as a stream (an image upload): at most MAX_BYTES, and a client
+    silent for IDLE seconds mid-body is cut off."""
+
+    max_bytes: int
+    idle: float = 60.0
+
+
+class _BodyError(PincusError):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class BodyReader:
+    """The request body, read on demand: by Content-Length or in HTTP/1.1 chunks (Go's client
+    sends an upload of unknown length chunked)."""
+
+    def __init__(self, rfile: Any, conn: socket.socket, length: int | None, limits: BodyLimits) -> None:
+        self._rfile = rfile
+        self._conn = conn
+        self._left = length  # None: chunked
+        self._chunk_left = 0
+        self._limits = limits
+        self._total = 0
+        self.done = length == 0
+
+    def _raw(self, n: int) -> bytes:
+        self._conn.settimeout(self._limits.idle)
+        try:
+            data: bytes = self._rfile.read1(n) if n else b""
+        except TimeoutError:
+            raise _BodyError(
+                408, f"Timed out reading the request body (no data for {self._limits.idle:g} s)"
+            ) from None
+        if n and not data:
+            raise _BodyError(400, "Request body shorter than announced")
+        return data
+
+    def _line(self) -> bytes:
+        self._conn.settimeout(self._limits.idle)
+        try:
+            line: bytes = self._rfile.readline(1024)
+        except TimeoutError:
+            raise _BodyError(408, "Timed out reading the request body") from None
+        return line
+
+    def read(self, n: int) -> bytes:
+        if self.done:
+            return b""
+        if self._left is not None:
+            data = self._raw(min(n, self._left))
+            self._left -= len(data)
+            self.done = self._left == 0
+        else:
+            if self._chunk_left == 0:
+                size = self._line().split(b";")[0].strip()
+                try:
+                    self._chunk_left = int(size, 16)
+                except ValueError:
+                    raise _BodyError(400, "Malformed chunked request body") from None
+                if self._chunk_left == 0:
+                    while self._line() not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    self.done = True
+                    return b""
+            data = self._raw(min(n, self._chunk_left))
+            self._chunk_left -= len(data)
+            if self._chunk_left == 0:
+                self._line()  # the CRLF after the chunk
+        self._total += len(data)
+        if self._total > self._limits.max_bytes:
+            raise _BodyError(413, f"Request body too large (more than {self._limits.max_bytes} bytes)")
+        return data
+
+
 @dataclass
 class Stream:
     """A streaming response: each yielded dict is written as one JSON line until the generator ends."""
@@ -80,11 +157,18 @@ class Router:
     def __init__(self) -> None:
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
         self._patterns: list[tuple[str, str]] = []
+        self._streamed: dict[Handler, BodyLimits] = {}
 
-    def add(self, method: str, pattern: str, handler: Handler) -> None:
+    def add(self, method: str, pattern: str, handler: Handler, stream: BodyLimits | None = None) -> None:
+        """STREAM: the handler gets the body as a BodyReader (req.body) instead of parsed JSON."""
         regex = "^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern) + "$"
         self._routes.append((method, re.compile(regex), handler))
         self._patterns.append((method, pattern))
+        if stream is not None:
+            self._streamed[handler] = stream
+
+    def body_limits(self, handler: Handler) -> BodyLimits | None:
+        return self._streamed.get(handler)
 
     def routes(self) -> list[tuple[str, str]]:
         """(method, pattern) of every route, as added: what the OpenAPI document must describe."""
@@ -163,11 +247,20 @@ def make_handler(router: Router) -> type[BaseHTTPRequestHandler]:
             url = urlsplit(self.path)
             query = {k: v[-1] for k, v in parse_qs(url.query).items()}
             try:
-                body = self._read_body()
                 # "/" and "/1.0/" are the routes "" and "/1.0".
-                handler, params = router.resolve(self.command, url.path.rstrip("/"))
+                try:
+                    handler, params = router.resolve(self.command, url.path.rstrip("/"))
+                except _HTTPStatus:
+                    self._read_body()  # a body too large or malformed says so first, as before
+                    raise
+                limits = router.body_limits(handler)
+                body = self._read_body() if limits is None else self._body_reader(limits)
                 req = Request(self.command, url.path, query, body, self, params)
-                result = handler(req)
+                try:
+                    result = handler(req)
+                finally:
+                    if isinstance(body, BodyReader) and not body.done:
+                        self.close_connection = True  # the rest of the body is still on the wire
             except _HTTPStatus as e:
                 self._send_json(e.code, envelope.error(e.code, str(e)))
                 return
@@ -189,6 +282,16 @@ def make_handler(router: Router) -> type[BaseHTTPRequestHandler]:
                 self._send_json(200, envelope.sync(result.metadata), {"ETag": f'"{result.etag}"'})
             else:
                 self._send_json(200, envelope.sync(result))
+
+        def _body_reader(self, limits: BodyLimits) -> BodyReader:
+            chunked = self.headers.get("Transfer-Encoding", "").lower() == "chunked"
+            text = self.headers.get("Content-Length") or "0"
+            if not chunked and not text.isdigit():
+                raise _HTTPStatus(400, f'Invalid Content-Length "{text}"')
+            length = None if chunked else int(text)
+            if length is not None and length > limits.max_bytes:
+                raise _HTTPStatus(413, f"Request body too large ({length} bytes, at most {limits.max_bytes})")
+            return BodyReader(self.rfile, self.connection, length, limits)
 
         def _read_body(self) -> Any:
             if self.headers.get("Transfer-Encoding", "").lower() not in ("", "identity"):
