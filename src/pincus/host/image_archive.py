@@ -22,7 +22,7 @@ import stat
 import subprocess
 import tarfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -50,7 +50,7 @@ class Scan:
     bytes: int = 0
     has_rootfs: bool = False
     has_templates: bool = False
-    names: set[str] = field(default_factory=set)
+    has_rootfs_img: bool = False
 
 
 # --- formats -------------------------------------------------------------------------------------
@@ -201,6 +201,7 @@ class _Checker:
         self.limits = limits
         self.split_rootfs = split_rootfs
         self.scan = Scan()
+        self.symlinks: set[str] = set()  # members that are symlinks now (a later member may replace one)
 
     def check(self, member: tarfile.TarInfo) -> tuple[str, _Area, str | None]:
         """(path under the target, its area, a hardlink's source under the target)."""
@@ -216,6 +217,7 @@ class _Checker:
             raise InvalidError(f'Image member "{member.name}" is of an unsupported kind')
         if not area.is_rootfs and not (member.isreg() or member.isdir() or member.issym() or member.islnk()):
             raise InvalidError(f'Image member "{member.name}" is a device or FIFO outside rootfs/')
+        self._check_parents(member, full)
         s = self.scan
         s.files += 1
         s.bytes += max(member.size, 0)
@@ -231,7 +233,25 @@ class _Checker:
             s.has_rootfs = True
         if full.startswith("templates/"):
             s.has_templates = True
+        if full == "rootfs.img":
+            s.has_rootfs_img = True
         return full, area, link
+
+    def _check_parents(self, member: tarfile.TarInfo, full: str) -> None:
+        """A member under an earlier symlink would be written through it: refused here already (the
+        unpack's O_NOFOLLOW walk refuses it again), whatever the link points at."""
+        if self.symlinks:
+            parts = full.split("/")
+            for n in range(1, len(parts)):
+                parent = "/".join(parts[:n])
+                if parent in self.symlinks:
+                    raise InvalidError(
+                        f'Image member "{member.name}" lies under "{parent}", a symlink, not a directory'
+                    )
+        if member.issym():
+            self.symlinks.add(full)
+        else:
+            self.symlinks.discard(full)
 
 
 def scan_tar(path: Path, limits: Limits, split_rootfs: bool = False) -> Scan:
@@ -242,7 +262,6 @@ def scan_tar(path: Path, limits: Limits, split_rootfs: bool = False) -> Scan:
     checker = _Checker(limits, split_rootfs)
     for tf, member in _tar_members(path):
         full, _, _ = checker.check(member)
-        checker.scan.names.add(full)
         if full == METADATA and member.isreg():
             if member.size > MAX_METADATA:
                 raise InvalidError(f"{METADATA} is larger than {MAX_METADATA} bytes")

@@ -234,7 +234,7 @@ class Images:
             scan = self.host(image_archive.scan_tar, meta_file, self.limits)
             meta = image_metadata.parse(scan.metadata)
             # A unified VM image holds rootfs.img where a container image has rootfs/.
-            return meta, CONTAINER if scan.has_rootfs or "rootfs.img" not in scan.names else VM
+            return meta, VM if scan.has_rootfs_img and not scan.has_rootfs else CONTAINER
         scan = self.host(image_archive.scan_tar, meta_file, self.limits)
         meta = image_metadata.parse(scan.metadata)
         if scan.has_rootfs:
