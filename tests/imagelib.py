@@ -70,7 +70,7 @@ def unified(out: Path, how: str) -> Path:
 
 def split(out_dir: Path, how: str, rootfs_format: str = "tar") -> tuple[Path, Path]:
     """The busybox image as a split image: metadata tarball + rootfs tarball (or squashfs)."""
-    src = tarfile.open(fileobj=io.BytesIO(_decompress(busybox_image().read_bytes())))
+    src = tarfile.open(fileobj=io.BytesIO(_decompress(busybox_image().read_bytes())))  # noqa: SIM115
     meta_buf, root_buf = io.BytesIO(), io.BytesIO()
     with (
         tarfile.open(fileobj=meta_buf, mode="w", format=tarfile.PAX_FORMAT) as meta,
@@ -152,7 +152,7 @@ def bomb(out: Path, size: int) -> Path:
     raw = gzip.GzipFile(out, "wb", mtime=0)
     try:
         head = io.BytesIO()
-        t = tarfile.open(fileobj=head, mode="w", format=tarfile.PAX_FORMAT)
+        t = tarfile.open(fileobj=head, mode="w", format=tarfile.PAX_FORMAT)  # noqa: SIM115  (never closed: no end blocks)
         t.addfile(member("metadata.yaml", data=METADATA)[0], io.BytesIO(METADATA))
         t.addfile(member("rootfs", tarfile.DIRTYPE, mode=0o755)[0])
         raw.write(head.getvalue())  # before close() adds the end-of-archive blocks

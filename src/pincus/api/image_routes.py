@@ -172,7 +172,8 @@ def _send_split(req: Request, server: Server, fp: str, main: Any, rootfs: Any, i
     heads = [
         (
             f'--{boundary}\r\nContent-Disposition: form-data; name="metadata"; '
-            f'filename="{fp}{_extension(server, main)}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+            f'filename="meta-{fp}{_extension(server, main)}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
         ).encode(),
         (
             f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="{rootfs_name}"; '
