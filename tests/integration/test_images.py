@@ -150,7 +150,7 @@ def test_metadata_without_architecture_or_creation_date_is_refused(
 def test_not_an_archive_is_refused(daemon: Daemon, tmp_path: Path) -> None:
     junk = tmp_path / "junk"
     junk.write_bytes(b"hello" * 100)
-    assert "unsupported file format" in daemon.fails("image", "import", str(junk))
+    assert "Unsupported image file format" in daemon.fails("image", "import", str(junk))
     assert _store(daemon) == []
 
 

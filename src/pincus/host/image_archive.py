@@ -111,7 +111,7 @@ def _decompressed(path: Path) -> Iterator[IO[bytes]]:
             proc.kill()
             proc.wait()
     else:
-        raise InvalidError(f"{path.name}: a {kind} file is not a tarball")
+        raise InvalidError(f"The image file is a {kind} file, not a tarball")
 
 
 def _tar_members(path: Path) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo]]:
@@ -122,7 +122,7 @@ def _tar_members(path: Path) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo]
                 for member in tf:
                     yield tf, member
         except (tarfile.TarError, EOFError, lzma.LZMAError, OSError, gzip.BadGzipFile) as e:
-            raise InvalidError(f"{path.name}: not a readable tarball: {e}") from None
+            raise InvalidError(f"The image file is not a readable tarball: {e}") from None
 
 
 # --- the member policy ---------------------------------------------------------------------------
