@@ -8,8 +8,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests import imagelib
-from tests.clients.test_lxc_client import Lxc, lxc  # noqa: F401  (the fixture)
+from tests.clients.test_lxc_client import _CONFIG, LXC, Lxc
+from tests.pincus_testlib import Daemon
+
+pytestmark = pytest.mark.skipif(not Path(LXC).exists(), reason="lxc (Debian lxd-client) is not installed")
+
+
+@pytest.fixture
+def lxc(daemon: Daemon, tmp_path: Path) -> Lxc:
+    conf = tmp_path / "lxd-conf"
+    conf.mkdir()
+    (conf / "config.yml").write_text(_CONFIG)
+    return Lxc(daemon, conf)
 
 
 def test_lxc_imports_a_unified_image_with_an_alias_and_lists_it(lxc: Lxc) -> None:

@@ -86,15 +86,7 @@ def receive_raw(body: Body, directory: Path) -> Upload:
     return Upload((Part("", "", path, size),), digest.hexdigest())
 
 
-_BOUNDARY = re.compile(r'boundary="?([^";]+)"?', re.IGNORECASE)
 _DISPOSITION = re.compile(r'(\w+)="([^"]*)"')
-
-
-def boundary_of(content_type: str) -> str:
-    m = _BOUNDARY.search(content_type)
-    if m is None or not 1 <= len(m.group(1)) <= 70:
-        raise InvalidError("multipart/form-data upload without a valid boundary")
-    return m.group(1)
 
 
 class _Buffered:

@@ -23,6 +23,7 @@ from pincus.host.facade import Host
 from pincus.host.image_archive import Limits
 from pincus.host.image_upload import Upload
 from pincus.images import metadata as image_metadata
+from pincus.images import upload_headers
 from pincus.images.names import check_alias, check_fingerprint, is_prefix
 from pincus.server import etag
 from pincus.state import State
@@ -149,7 +150,7 @@ class Images:
         """The request body into the store's directory (not yet published), as Incus clients send it."""
         self.host(image_archive.make_dir, self.dir)
         if content_type.split(";")[0].strip().lower() == "multipart/form-data":
-            boundary = image_upload.boundary_of(content_type)
+            boundary = upload_headers.boundary_of(content_type)
             return self.host(image_upload.receive_multipart, body, boundary, self.dir)
         return self.host(image_upload.receive_raw, body, self.dir)
 
@@ -184,8 +185,8 @@ class Images:
             filename = upload.parts[1].filename
         meta, image_type = self._check(meta_file, rootfs_file, image_type)
         properties = dict(meta.properties)
-        properties.update(_properties_header(headers.get("properties", "")))
-        aliases = _aliases_header(headers.get("aliases", ""))
+        properties.update(upload_headers.properties(headers.get("properties", "")))
+        aliases = upload_headers.aliases(headers.get("aliases", ""))
         for a in aliases:
             check_alias(a)
         rec = ImageRecord(
@@ -198,7 +199,7 @@ class Images:
             aliases=aliases,
             created_at=meta.created_at,
             uploaded_at=_now(),
-            public=headers.get("public", "").lower() in ("1", "true", "yes", "on"),
+            public=upload_headers.is_true(headers.get("public", "")),
             expires_at=(
                 datetime.fromtimestamp(meta.expiry_date, UTC).isoformat() if meta.expiry_date else ""
             ),
@@ -398,19 +399,3 @@ def _text(body: dict[str, Any], key: str, default: str = "") -> str:
     if not isinstance(value, str):
         raise InvalidError(f'"{key}" must be a string')
     return value
-
-
-def _properties_header(value: str) -> dict[str, str]:
-    """X-Incus-properties: a URL query string of key=value pairs."""
-    from urllib.parse import parse_qsl
-
-    return dict(parse_qsl(value, keep_blank_values=True)) if value else {}
-
-
-def _aliases_header(value: str) -> list[str]:
-    """X-Incus-aliases: "alias=a&alias=b", or one plain name."""
-    from urllib.parse import parse_qs
-
-    if not value:
-        return []
-    return parse_qs(value).get("alias") or [value]
