@@ -54,7 +54,7 @@ CONFORMANCE = [
     response_schema_conformance,
 ]
 # Fields a refusal may name without the request holding them (a missing field, the ETag's header).
-IMPLIED = {"name", "etag", "if-match", "body", "json", "action", "command", "type"}
+IMPLIED = {"name", "etag", "if-match", "body", "json", "action", "command", "type", "image"}
 
 
 class Fuzz:
