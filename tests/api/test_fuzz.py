@@ -105,6 +105,7 @@ class Fuzz:
         asked = (
             fuzzlib.tokens_of(case.path_parameters)
             | fuzzlib.tokens_of(case.query)
+            | fuzzlib.tokens_of(dict(case.headers or {}))  # an upload's X-Incus-* values
             | fuzzlib.tokens_of(case.body if isinstance(case.body, dict | list) else {})
             | IMPLIED
         )

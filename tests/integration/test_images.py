@@ -370,3 +370,68 @@ def test_daemon_refuses_a_bomb_past_its_configured_limit(daemon: Daemon, tmp_pat
     error = daemon.fails("image", "import", str(imagelib.bomb(tmp_path / "bomb.tar.gz", 64 * 1024 * 1024)))
     assert "unpacks to more than 16777216 bytes" in error
     assert _store(daemon) == []
+
+
+def test_launch_checks_refuse_another_architecture_or_a_vm_image(tmp_path: Path) -> None:
+    from pincus.errors import InvalidError
+    from pincus.server.images import Images
+
+    images = _server_images(tmp_path)
+    assert isinstance(images, Images)
+    arm = imagelib.tarball(
+        tmp_path / "arm.tar.gz", [], metadata=b"architecture: aarch64\ncreation_date: 1700000000\n"
+    )
+    fp = _add(images, arm)  # imported, as Incus does: only launching it is refused
+    rec = images.resolve({"type": "image", "fingerprint": fp})
+    with pytest.raises(InvalidError, match='architecture "aarch64"'):
+        images.check_usable(rec, "container")
+    target = tmp_path / "t"
+    target.mkdir()
+    with pytest.raises(InvalidError, match='architecture "aarch64"'):
+        images.unpack(fp, target, True)
+    assert list(target.iterdir()) == []
+    busybox = images.resolve({"type": "image", "fingerprint": _add(images, imagelib.busybox_image())})
+    with pytest.raises(InvalidError, match="is a container image and cannot make a virtual-machine"):
+        images.check_usable(busybox, "virtual-machine")
+    with pytest.raises(InvalidError, match="Remote image servers"):
+        images.resolve({"type": "image", "alias": "x", "server": "https://images.linuxcontainers.org"})
+    with pytest.raises(Exception, match='alias "nope" not found'):
+        images.resolve({"type": "image", "alias": "nope"})
+
+
+def test_import_and_export_show_progress_only_on_a_terminal(daemon: Daemon, tmp_path: Path) -> None:
+    import pty
+    import subprocess
+
+    from tests.pincus_testlib import BIN
+
+    def run(*args: str) -> tuple[str, str]:
+        leader, follower = pty.openpty()
+        try:
+            r = subprocess.run(
+                [str(BIN / "pincus"), *args], env=daemon.env, stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=follower, text=True, timeout=120, check=True,
+            )  # fmt: skip
+            os.close(follower)
+            follower = -1
+            seen = b""
+            while True:
+                try:
+                    chunk = os.read(leader, 65536)
+                except OSError:  # EIO: the terminal's other end is closed and drained
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+        finally:
+            os.close(leader)
+            if follower >= 0:
+                os.close(follower)
+        return r.stdout, seen.decode(errors="replace")
+
+    out, terminal = run("image", "import", str(imagelib.busybox_image()), "--alias", "p")
+    assert out.startswith("Image imported with fingerprint: ")
+    assert "Transferring image: 100%" in terminal and "MB/s)" in terminal, terminal
+    assert "Transferring" not in daemon.cli("image", "export", "p", str(tmp_path)).stderr  # not a terminal
+    _, terminal = run("image", "export", "p", str(tmp_path / "again.tar.xz"))
+    assert "Exporting the image: 100%" in terminal, terminal

@@ -36,7 +36,7 @@ class _Progress:
     def add(self, n: int) -> None:
         self.done += n
         now = time.monotonic()
-        if not self.on or now - self.shown < 0.1:
+        if not self.on or (now - self.shown < 0.1 and self.done != self.total):
             return
         self.shown = now
         rate = self.done / max(now - self.start, 1e-6) / 1e6

@@ -78,8 +78,7 @@ def detect(path: Path) -> str:
     if head[257:262] == b"ustar":
         return "tar"
     raise InvalidError(
-        f"{path.name}: unsupported file format (not a tarball compressed with gzip, xz or "
-        "zstd, nor a squashfs)"
+        "Unsupported image file format (not a tarball compressed with gzip, xz or zstd, nor a squashfs)"
     )
 
 

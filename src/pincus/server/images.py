@@ -108,6 +108,20 @@ class Images:
             return self.find(fp)
         raise InvalidError('An image source needs an "alias" or a "fingerprint"')
 
+    @staticmethod
+    def check_usable(rec: ImageRecord, instance_type: str) -> None:
+        """Refuse, at launch, an image this host cannot run as INSTANCE_TYPE ("container" or
+        "virtual-machine"): another architecture, or the other kind of image."""
+        if rec.architecture not in image_metadata.HOST_ARCHITECTURES:
+            raise InvalidError(
+                f'Image "{rec.fingerprint[:12]}" is for architecture "{rec.architecture}", '
+                f"this host runs {', '.join(sorted(image_metadata.HOST_ARCHITECTURES))}"
+            )
+        if rec.type != instance_type:
+            raise InvalidError(
+                f'Image "{rec.fingerprint[:12]}" is a {rec.type} image and cannot make a {instance_type}'
+            )
+
     def to_api(self, rec: ImageRecord) -> dict[str, Any]:
         return {
             "fingerprint": rec.fingerprint,
@@ -257,10 +271,7 @@ class Images:
         A hostile archive raises InvalidError; the caller removes TARGET on any failure.
         """
         rec = self.find(fingerprint)
-        if rec.type != CONTAINER:
-            raise InvalidError(
-                f'Image "{rec.fingerprint[:12]}" is a virtual-machine image, not a container one'
-            )
+        self.check_usable(rec, CONTAINER)
         main, rootfs = self.files(rec)
         if self.host(image_archive.list_dir, target, lambda n: True):
             raise InvalidError(f"{target} is not empty: an image unpacks into an empty directory")
@@ -359,7 +370,7 @@ class Images:
             etag.check_if_match(if_match, alias_fields(old))
             target = body.get("target", old["target"] if patch else None)
             if not isinstance(target, str) or not target:
-                raise InvalidError('An alias needs a "target" fingerprint')
+                raise InvalidError(f'Alias "{name}" needs a "target" fingerprint')
             description = _text(body, "description", old["description"] if patch else "")
             rec = self.find(target)
             db_images.put_alias(self.state.store, name, rec.fingerprint, description)
