@@ -293,23 +293,53 @@ def _save(f: Any, path: str, length: int, progress: _Progress) -> None:
 
 
 def _save_parts(f: Any, content_type: str, length: int, target: str, progress: _Progress) -> None:
-    """A split image's multipart export: each part to TARGET/<its file name> (TARGET: a directory)."""
+    """A split image's multipart export, streamed: each part to TARGET/<its file name>."""
     import re
 
     m = re.search(r"boundary=([^;]+)", content_type)
     if m is None:
         raise ClientError("pincusd sent a multipart export without a boundary")
     delimiter = b"\r\n--" + m.group(1).strip('"').encode()
-    buf = b"\r\n" + f.read(length)  # parts are written out below; a split export is read whole here
+    left = length
+
+    def more() -> bytes:
+        nonlocal left
+        chunk = f.read(min(CHUNK, left)) if left else b""
+        left -= len(chunk)
+        return chunk
+
     os.makedirs(target, exist_ok=True)
-    for raw in buf.split(delimiter)[1:]:
-        if raw.startswith(b"--"):
-            break
-        head, _, data = raw[2:].partition(b"\r\n\r\n")
-        name = _disposition_name(head.decode("utf-8", "replace")) or "part"
+    buf = b"\r\n"  # the first delimiter has no CRLF before it
+    while True:
+        while delimiter not in buf and (chunk := more()):
+            buf += chunk
+        _, sep, buf = buf.partition(delimiter)
+        if not sep:
+            raise ClientError("pincusd's export ended inside its multipart framing")
+        while len(buf) < 2 and (chunk := more()):
+            buf += chunk
+        if buf.startswith(b"--"):
+            return
+        while b"\r\n\r\n" not in buf and (chunk := more()):
+            buf += chunk
+        headers, _, buf = buf[2:].partition(b"\r\n\r\n")
+        name = _disposition_name(headers.decode("utf-8", "replace")) or "part"
         with open(os.path.join(target, name), "wb") as out:
-            out.write(data)
-        progress.add(len(data))
+            while True:
+                i = buf.find(delimiter)
+                if i >= 0:
+                    out.write(buf[:i])
+                    progress.add(i)
+                    buf = buf[i:]
+                    break
+                keep = max(0, len(buf) - len(delimiter) + 1)
+                out.write(buf[:keep])
+                progress.add(keep)
+                buf = buf[keep:]
+                chunk = more()
+                if not chunk:
+                    raise ClientError("pincusd closed the connection during the export")
+                buf += chunk
 
 
 # --- aliases -------------------------------------------------------------------------------------
