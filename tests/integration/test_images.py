@@ -435,3 +435,35 @@ def test_import_and_export_show_progress_only_on_a_terminal(daemon: Daemon, tmp_
     assert "Transferring" not in daemon.cli("image", "export", "p", str(tmp_path)).stderr  # not a terminal
     _, terminal = run("image", "export", "p", str(tmp_path / "again.tar.xz"))
     assert "Exporting the image: 100%" in terminal, terminal
+
+
+def test_edit_properties_public_expiry_with_etag(daemon: Daemon) -> None:
+    fp = _import(daemon, imagelib.busybox_image(), alias="e")
+    status, headers, doc = daemon.api_full("GET", f"/1.0/images/{fp}")
+    etag = headers["etag"]
+    daemon.cli(
+        "image", "edit", "e",
+        stdin="properties:\n  os: edited\npublic: true\nexpires_at: '2030-01-02T03:04:05Z'\n",
+    )  # fmt: skip
+    _, image = daemon.api("GET", f"/1.0/images/{fp}")
+    assert image["metadata"]["properties"] == {"os": "edited"}
+    assert image["metadata"]["public"] is True
+    assert image["metadata"]["expires_at"].startswith("2030-01-02T03:04:05")
+    status, _, doc = daemon.api_full("PATCH", f"/1.0/images/{fp}", {"public": False}, {"If-Match": etag})
+    assert status == 412, doc
+    status, doc = daemon.api("PATCH", f"/1.0/images/{fp[:12]}", {"properties": {"release": "1"}})
+    assert status == 200, doc
+    _, image = daemon.api("GET", f"/1.0/images/{fp}")
+    assert image["metadata"]["properties"] == {"os": "edited", "release": "1"} and image["metadata"]["public"]
+    status, doc = daemon.api("PATCH", f"/1.0/images/{fp}", {"expires_at": "soon"})
+    assert status == 400 and "expires_at" in doc["error"]
+    info = daemon.cli("image", "info", "e").stdout
+    assert "Public: yes" in info and "    release: 1" in info and "Expires: never" not in info
+
+
+def test_an_interrupted_upload_is_removed_when_the_daemon_starts(daemon: Daemon) -> None:
+    leftover = daemon.dir / "images" / ".upload-0123456789abcdef"
+    leftover.write_bytes(b"half an image")
+    daemon.stop()
+    daemon.start()
+    assert _store(daemon) == []

@@ -293,27 +293,29 @@ class Images:
             rec = self.find(name)
             doc = self.to_api(rec)
             etag.check_if_match(if_match, image_fields(doc))
-            props = body.get("properties", None if patch else {})
-            if props is not None and (
-                not isinstance(props, dict) or not all(isinstance(v, str) for v in props.values())
-            ):
+            props = body.get("properties") or {}
+            if not isinstance(props, dict) or not all(isinstance(v, str) for v in props.values()):
                 raise InvalidError('"properties" must be a map of strings')
-            properties = {**rec.properties, **props} if patch and props else (props or {})
-            if patch and props is None:
-                properties = dict(rec.properties)
+            # PATCH merges key by key, as Incus; PUT replaces.
+            properties = {**rec.properties, **props} if patch else dict(props)
             public = _bool(body, "public", rec.public if patch else False)
             auto_update = _bool(body, "auto_update", rec.auto_update if patch else False)
             expires = body.get("expires_at", rec.expires_at if patch else "")
             if not isinstance(expires, str):
                 raise InvalidError('"expires_at" must be a date')
             if expires.startswith("0001-01-01"):
-                expires = ""
+                expires = ""  # Go's zero time: never
+            elif expires:
+                try:
+                    datetime.fromisoformat(expires.replace("Z", "+00:00"))
+                except ValueError:
+                    raise InvalidError(f'Invalid "expires_at" date "{expires}"') from None
             db_images.update(
                 self.state.store,
                 rec.fingerprint,
                 public,
                 auto_update,
-                {str(k): v for k, v in properties.items()},
+                {str(k): str(v) for k, v in properties.items()},
                 expires,
             )
         self.state.events.lifecycle("image-updated", f"/1.0/images/{rec.fingerprint}")

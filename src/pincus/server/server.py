@@ -53,8 +53,9 @@ API_EXTENSIONS = [
     "instance_get_full",
     "operation_wait",
     "init_preseed",
-    "image_aliases_update",
     "image_types",
+    "images_expiry",
+    "image_import_alias",
 ]
 
 
