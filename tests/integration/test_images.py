@@ -4,6 +4,7 @@ storage uses, checked on the filesystem itself."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -169,7 +170,9 @@ def _raw_upload(
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(60)
         s.connect(str(daemon.dir / "unix.socket"))
-        s.sendall(head.encode() + b"\r\n" + payload)
+        # Refused before the whole body was read: the answer is waiting all the same.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            s.sendall(head.encode() + b"\r\n" + payload)
         raw = b""
         while chunk := s.recv(65536):
             raw += chunk
@@ -466,4 +469,27 @@ def test_an_interrupted_upload_is_removed_when_the_daemon_starts(daemon: Daemon)
     leftover.write_bytes(b"half an image")
     daemon.stop()
     daemon.start()
+    assert _store(daemon) == []
+
+
+def test_upload_limits_too_large_or_stalled_leave_nothing(daemon: Daemon) -> None:
+    daemon.stop()
+    os.environ.update(PINCUS_IMAGE_MAX_UPLOAD=str(256 * 1024), PINCUS_IMAGE_UPLOAD_IDLE="1")
+    try:
+        daemon.start()
+    finally:
+        del os.environ["PINCUS_IMAGE_MAX_UPLOAD"], os.environ["PINCUS_IMAGE_UPLOAD_IDLE"]
+    body = imagelib.busybox_image().read_bytes()  # 860 KiB: over the 256 KiB cap
+    refused = _raw_upload(daemon, body, {})
+    assert refused["error_code"] == 413 and "too large" in str(refused["error"]), refused
+    refused = _raw_upload(daemon, body, {}, chunked=True)  # no length up front: cut off on the way
+    assert refused["error_code"] == 413, refused
+    assert _store(daemon) == []
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(str(daemon.dir / "unix.socket"))
+        s.sendall(b"POST /1.0/images HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + body[:1000])
+        s.settimeout(30)
+        answer = s.recv(65536)  # the client stays silent: pincusd gives up after a second
+    assert b" 408 " in answer.split(b"\r\n")[0], answer
     assert _store(daemon) == []

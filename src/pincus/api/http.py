@@ -13,6 +13,7 @@ import re
 import socket
 import socketserver
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
@@ -93,6 +94,27 @@ class BodyReader:
         except TimeoutError:
             raise _BodyError(408, "Timed out reading the request body") from None
         return line
+
+    def check_length(self) -> None:
+        """Refuse at once a body announced larger than the limit."""
+        if self._left is not None and self._left > self._limits.max_bytes:
+            raise _BodyError(
+                413, f"Request body too large ({self._left} bytes, at most {self._limits.max_bytes})"
+            )
+
+    def drain(self, max_bytes: int, seconds: float) -> None:
+        """Read and drop what is left of the body, at most MAX_BYTES for at most SECONDS."""
+        deadline = time.monotonic() + seconds
+        left = max_bytes
+        try:
+            self._conn.settimeout(seconds)
+            while left > 0 and time.monotonic() < deadline:
+                data = self._rfile.read1(min(left, 65536))
+                if not data:
+                    return
+                left -= len(data)
+        except OSError:
+            pass
 
     def read(self, n: int) -> bytes:
         if self.done:
@@ -197,6 +219,8 @@ MAX_BODY = 16 * 1024 * 1024  # bytes: a request body past this is refused with 4
 REQUEST_TIMEOUT = 30.0  # seconds for a client to send a whole request (line, headers, body)
 MAX_CONNECTIONS = 512  # at once, event streams and websockets included
 MAX_JSON_DEPTH = 64
+DRAIN_BYTES = 64 * 1024 * 1024  # of a refused upload's body, read and dropped before closing
+DRAIN_SECONDS = 5.0
 
 
 def _json_depth(raw: bytes) -> int:
@@ -244,6 +268,18 @@ def make_handler(router: Router) -> type[BaseHTTPRequestHandler]:
             return "unix"
 
         def _dispatch(self) -> None:
+            self._streamed: BodyReader | None = None
+            try:
+                self._answer()
+            finally:
+                if self._streamed is not None and not self._streamed.done:
+                    # A refused upload: the rest of its body is still on the wire. Read a bounded
+                    # part of it first, as closing a unix socket on unread data resets it before the
+                    # client has read our answer.
+                    self.close_connection = True
+                    self._streamed.drain(DRAIN_BYTES, DRAIN_SECONDS)
+
+        def _answer(self) -> None:
             url = urlsplit(self.path)
             query = {k: v[-1] for k, v in parse_qs(url.query).items()}
             try:
@@ -254,13 +290,13 @@ def make_handler(router: Router) -> type[BaseHTTPRequestHandler]:
                     self._read_body()  # a body too large or malformed says so first, as before
                     raise
                 limits = router.body_limits(handler)
-                body = self._read_body() if limits is None else self._body_reader(limits)
+                if limits is None:
+                    body = self._read_body()
+                else:
+                    body = self._streamed = self._body_reader(limits)
+                    body.check_length()
                 req = Request(self.command, url.path, query, body, self, params)
-                try:
-                    result = handler(req)
-                finally:
-                    if isinstance(body, BodyReader) and not body.done:
-                        self.close_connection = True  # the rest of the body is still on the wire
+                result = handler(req)
             except _HTTPStatus as e:
                 self._send_json(e.code, envelope.error(e.code, str(e)))
                 return
@@ -288,10 +324,7 @@ def make_handler(router: Router) -> type[BaseHTTPRequestHandler]:
             text = self.headers.get("Content-Length") or "0"
             if not chunked and not text.isdigit():
                 raise _HTTPStatus(400, f'Invalid Content-Length "{text}"')
-            length = None if chunked else int(text)
-            if length is not None and length > limits.max_bytes:
-                raise _HTTPStatus(413, f"Request body too large ({length} bytes, at most {limits.max_bytes})")
-            return BodyReader(self.rfile, self.connection, length, limits)
+            return BodyReader(self.rfile, self.connection, None if chunked else int(text), limits)
 
         def _read_body(self) -> Any:
             if self.headers.get("Transfer-Encoding", "").lower() not in ("", "identity"):

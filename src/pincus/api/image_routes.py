@@ -19,8 +19,10 @@ from pincus.server.images import alias_fields, image_fields
 from pincus.server.server import Server
 
 # An upload: far above any real image, still a cap; a client silent for a minute is dropped.
+# PINCUS_IMAGE_MAX_UPLOAD (bytes) and PINCUS_IMAGE_UPLOAD_IDLE (seconds) change them.
 UPLOAD_LIMITS = BodyLimits(
-    max_bytes=int(os.environ.get("PINCUS_IMAGE_MAX_UPLOAD") or 64 * 1024**3), idle=60.0
+    max_bytes=int(os.environ.get("PINCUS_IMAGE_MAX_UPLOAD") or 64 * 1024**3),
+    idle=float(os.environ.get("PINCUS_IMAGE_UPLOAD_IDLE") or 60.0),
 )
 EXPORT_CHUNK = 1024 * 1024
 HEADER_PREFIXES = ("x-incus-", "x-lxd-")
