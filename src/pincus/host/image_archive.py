@@ -17,7 +17,6 @@ import lzma
 import os
 import posixpath
 import re
-import shutil
 import stat
 import subprocess
 import tarfile
@@ -520,15 +519,6 @@ def extract_squashfs(path: Path, target: Path, limits: Limits, skip_devices: boo
 # --- files of the store --------------------------------------------------------------------------
 
 
-def remove_tree(path: Path) -> None:
-    """Remove a directory tree (an unpack that failed), never following a symlink out of it."""
-    if path.is_symlink() or path.is_file():
-        path.unlink(missing_ok=True)
-        return
-    with contextlib.suppress(FileNotFoundError):
-        shutil.rmtree(path)
-
-
 def remove_file(path: Path) -> None:
     try:
         path.unlink(missing_ok=True)
@@ -556,15 +546,6 @@ def open_read(path: Path) -> IO[bytes]:
         return open(path, "rb")
     except OSError as e:
         raise HostError(f"open {path}: {e.strerror}") from e
-
-
-def open_new(path: Path) -> IO[bytes]:
-    """A new file (0600, refused if it exists) for an upload in progress."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-    except OSError as e:
-        raise HostError(f"create {path}: {e.strerror}") from e
-    return os.fdopen(fd, "wb")
 
 
 def file_size(path: Path) -> int:
