@@ -72,6 +72,8 @@ PIDS_FILE = "spawned.pids"  # pids the inner process started outside the namespa
 INNER_GRACE_S = 60.0  # after Ctrl-C, how long the inner process may take to clean up
 SETTLE_S = 2.0  # pause between set-up and measuring
 WARMUP = 10  # NICs started and stopped before measuring
+REMOVAL_BLOCK = 100  # dnsmasq's CPU is reported per this many removals
+DNSMASQ_CATCH_UP_S = 0.2  # dnsmasq handles a SIGHUP or an inotify event within this
 
 
 # --------------------------------------------------------------------------- measuring
@@ -177,6 +179,35 @@ def print_steps(title: str, steps: dict[int, dict[str, float]], totals: dict[int
             continue
         ratio = f"{meds[-1] / meds[0]:11.2f}" if meds[0] >= 0.005 else f"{'-':>11}"
         print(f"{label:<34}" + "".join(f"{m:10.3f}" for m in meds) + ratio)
+
+
+def print_dnsmasq(removal_cpu: list[float], n: int) -> None:
+    """dnsmasq's CPU per block of removals, the first block removing from a full hosts dir."""
+    print(f"\ndnsmasq CPU per {REMOVAL_BLOCK} removals (ms; first block with {n} files in its hosts dir, "
+          "last with the last few):")  # fmt: skip
+    print("  " + " ".join(f"{c * 1000:.0f}" for c in removal_cpu))
+
+
+def print_summary(
+    start_rows: dict[str, dict[int, float]],
+    stop_rows: dict[str, dict[int, float]],
+    removal_cpu: list[float],
+    n: int,
+) -> None:
+    """The issue's figures side by side: last window against the first, and against the floor."""
+    first, last = windows(n)[0], windows(n)[-1]
+    print(f"\nsummary (window medians, #{first[0]} vs #{last[0]}; targets: last/first <= 1.2, "
+          "last/floor <= 3)")  # fmt: skip
+    for what, rows in (("start", start_rows), ("stop", stop_rows)):
+        mine, floor = rows[f"pincus {what}"], rows[f"floor {what}"]
+        a, b = median_ms(mine, first[1]), median_ms(mine, last[1])
+        fa, fb = median_ms(floor, first[1]), median_ms(floor, last[1])
+        print(f"  {what:<6} pincus {a:6.2f} -> {b:6.2f} ms  last/first {b / a:5.2f}   "
+              f"floor {fa:6.2f} -> {fb:6.2f} ms  last/floor {b / fb:5.2f}")  # fmt: skip
+    if len(removal_cpu) >= 2:
+        head, tail = removal_cpu[0], removal_cpu[-1]
+        print(f"  dnsmasq CPU per {REMOVAL_BLOCK} removals: first block {head * 1000:.0f} ms, "
+              f"last block {tail * 1000:.0f} ms (clock ticks of 10 ms)")  # fmt: skip
 
 
 # --------------------------------------------------------------------------- inside the namespace
@@ -344,6 +375,10 @@ def inner(n: int, work: Path, tag: str) -> None:
         check_running(links, bridge, nics, state_dir / "networks" / bridge / "dnsmasq", ns)
 
         began, dnsmasq_cpu = time.perf_counter(), cpu_seconds(dnsmasq_pid)
+        # dnsmasq's CPU across each run of REMOVAL_BLOCK removals: flat if a removal costs it the
+        # same with n-1 files left in its hosts dir as with none.
+        removal_cpu: list[float] = []
+        block_cpu = dnsmasq_cpu
         for i in range(n, 0, -1):
             t, c = time.perf_counter(), time.thread_time()
             links.delete_link(f"{tag}f{i}")
@@ -361,6 +396,11 @@ def inner(n: int, work: Path, tag: str) -> None:
             nic.remove()
             removes[i] = time.perf_counter() - t
             del nics[i]
+            if (n - i + 1) % REMOVAL_BLOCK == 0 or i == 1:
+                time.sleep(DNSMASQ_CATCH_UP_S)  # its reloads of this block land in this block
+                now = cpu_seconds(dnsmasq_pid)
+                removal_cpu.append(now - block_cpu)
+                block_cpu = now
         print(
             f"stopped them in {time.perf_counter() - began:.1f} s "
             f"(dnsmasq used {cpu_seconds(dnsmasq_pid) - dnsmasq_cpu:.2f} s of CPU meanwhile)"
@@ -378,6 +418,8 @@ def inner(n: int, work: Path, tag: str) -> None:
         )
         print_steps("start", start_steps, start_rows["pincus start"], n)
         print_steps("stop", stop_steps, stop_rows["pincus stop"], n)
+        print_dnsmasq(removal_cpu, n)
+        print_summary(start_rows, stop_rows, removal_cpu, n)
     finally:
         cleanup_inner(networks, bridge, floor_bridge, proc, cont_dir, created_network)
         store.close()

@@ -6,7 +6,11 @@ How dnsmasq (2.90, verified by tests/host/test_dnsmasq.py) treats the hosts dire
 - A *new* file in ``dnsmasq.hosts`` is read by dnsmasq on its own (inotify, within milliseconds).
   Files are written as a dotfile and renamed into place; dnsmasq ignores dotfiles, so it never sees
   a half-written entry.
-- A *removed* file stays in force until SIGHUP (``dnsmasq_process.reload``).
+- A *removed* file stays in force until SIGHUP (``dnsmasq_process.reload``), and a SIGHUP makes
+  dnsmasq read every file of the directory again: a reload per removal would cost dnsmasq O(n).
+  ``retire_static_allocation`` removes a file and notes its entry in ``dnsmasq.retired`` (beside
+  the hosts dir) until the caller reloads, so the caller can reload once for many removals, and at
+  once when a new entry collides with a retired one that dnsmasq still holds.
 - A *changed* file is read again, but the old entry also stays in force until SIGHUP, and a new
   entry whose IPv4 address an old one still holds is rejected as a duplicate ("duplicate dhcp-host
   IP address" in dnsmasq's log): a changed host name with the same address, or a move back to an
@@ -133,6 +137,80 @@ def remove_static_allocation(dir: Path, nic_id: str) -> bool:
     except OSError as e:
         raise HostError(f"remove static allocation {path}: {e.strerror}") from e
     return True
+
+
+RETIRED_FILE = "dnsmasq.retired"
+
+
+@dataclass(frozen=True)
+class Retired:
+    """Entries removed from the hosts dir that dnsmasq holds until its next reload."""
+
+    entries: list[StaticAllocation]
+    live_at_first: int  # entries in the hosts dir when the first of these was retired
+
+
+def _retired_path(dir: Path) -> Path:
+    return paths(dir)[2].parent / RETIRED_FILE
+
+
+def retire_static_allocation(dir: Path, nic_id: str) -> Retired | None:
+    """Remove the hosts file of one NIC and note its entry as retired (dnsmasq holds it until
+    reloaded); what is retired now, or None if the NIC had no file (nothing to reload for)."""
+    path = _allocation_file(dir, nic_id)
+    try:
+        line = path.read_text()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise HostError(f"read static allocation {path}: {e.strerror}") from e
+    retired_path = _retired_path(dir)
+    try:
+        old = retired_path.read_text()
+    except FileNotFoundError:
+        # The first retirement since the last reload counts the hosts dir, once per batch.
+        old = f"live {len(os.listdir(path.parent))}\n"
+    except OSError as e:
+        raise HostError(f"read {retired_path}: {e.strerror}") from e
+    try:
+        with open(retired_path, "w") as f:
+            f.write(old + f"{check_nic_id(nic_id)} {line.strip()}\n")
+        path.unlink()
+    except FileNotFoundError:
+        pass  # removed meanwhile
+    except OSError as e:
+        raise HostError(f"remove static allocation {path}: {e.strerror}") from e
+    return retired_allocations(dir)
+
+
+def retired_allocations(dir: Path) -> Retired:
+    """The entries retired since the last forget_retired (see the module doc)."""
+    retired_path = _retired_path(dir)
+    try:
+        lines = retired_path.read_text().splitlines()
+    except FileNotFoundError:
+        return Retired([], 0)
+    except OSError as e:
+        raise HostError(f"read {retired_path}: {e.strerror}") from e
+    live = int(lines[0].split()[1]) if lines and lines[0].startswith("live ") else 0
+    entries = []
+    for text in lines[1:]:
+        nic_id, _, line = text.partition(" ")
+        try:
+            entries.append(_parse_allocation(nic_id, line))
+        except (ValueError, InvalidError):
+            continue  # written by us; a damaged line only costs an earlier reload
+    return Retired(entries, live)
+
+
+def forget_retired(dir: Path) -> None:
+    """dnsmasq was reloaded (or restarted): it holds no retired entry any more."""
+    try:
+        _retired_path(dir).unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise HostError(f"remove {_retired_path(dir)}: {e.strerror}") from e
 
 
 def _parse_allocation(nic_id: str, text: str) -> StaticAllocation:
