@@ -111,9 +111,13 @@ def write_static_allocation(
         return False
     # Dotfiles are invisible to dnsmasq; the unique suffix lets writers of one NIC race safely.
     tmp = path.with_name(f".{nic_id}.{secrets.token_hex(4)}.tmp")
-    make_dir(path.parent)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            fd = os.open(tmp, flags, 0o644)
+        except FileNotFoundError:  # the first entry makes the directory
+            make_dir(path.parent)
+            fd = os.open(tmp, flags, 0o644)
         try:
             os.fchmod(fd, 0o644)  # the daemon's umask must not hide the file from dnsmasq
             os.write(fd, line.encode())

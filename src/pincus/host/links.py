@@ -192,8 +192,9 @@ def _setlink(what: str, name: str, netns: str | None, *attrs: bytes) -> None:
 # these raise netlink.NetlinkError, whose errno the caller may act on, and name nothing.
 
 
-def lookup_link(nl: netlink.Rtnl, name: str) -> LinkInfo | None:
-    """The link called `name`, or None if there is none (or no link could have that name)."""
+def lookup_link(nl: netlink.Rtnl, name: str, resolve_master: bool = True) -> LinkInfo | None:
+    """The link called `name`, or None if there is none (or no link could have that name).
+    Without `resolve_master` its master is not looked up (one request, `master` is None)."""
     try:
         checks.interface_name(name)
     except InvalidError:
@@ -204,7 +205,7 @@ def lookup_link(nl: netlink.Rtnl, name: str) -> LinkInfo | None:
         if e.errno == errno.ENODEV:
             return None
         raise
-    return _info_with_master(nl, link)
+    return _info_with_master(nl, link) if resolve_master else link.info(None)
 
 
 def add_link(

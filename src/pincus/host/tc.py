@@ -169,7 +169,7 @@ def _check_ifb_name(ifb_name: str) -> None:
 
 def _apply(nl: _Tc, dev: str, limits: Limits, ifb: str, use_police: bool, own_netns: bool = False) -> None:
     op = f"apply limits on {dev}"
-    link = links.lookup_link(nl.conn, dev)
+    link = links.lookup_link(nl.conn, dev, resolve_master=False)
     if link is None:
         raise HostError(f"{op}: no such device")
     index = link.index
@@ -264,7 +264,7 @@ def _apply(nl: _Tc, dev: str, limits: Limits, ifb: str, use_police: bool, own_ne
 
 def _clear(nl: _Tc, dev: str, ifb: str) -> None:
     op = f"clear limits on {dev}"
-    link = links.lookup_link(nl.conn, dev)
+    link = links.lookup_link(nl.conn, dev, resolve_master=False)
     if link is not None:
         for step, parent in (("delete root qdisc", _TC_H_ROOT), ("delete ingress qdisc", _TC_H_INGRESS)):
             try:
@@ -298,7 +298,7 @@ def _ensure_ifb(nl: _Tc, op: str, ifb: str, own_netns: bool, group: int) -> int:
             raise UnsupportedError("IFB devices are not supported by this kernel") from e
         if e.errno != errno.EEXIST:
             raise HostError(f"{op}: add IFB {ifb}: {e}") from e
-    link = links.lookup_link(nl.conn, ifb)
+    link = links.lookup_link(nl.conn, ifb, resolve_master=False)
     if link is None:
         raise HostError(f"{op}: add IFB {ifb}: it vanished right after creation")
     if link.kind != "ifb":
@@ -319,7 +319,7 @@ def _disable_ipv6(name: str) -> None:
 
 
 def _delete_ifb(nl: _Tc, op: str, ifb: str) -> None:
-    link = links.lookup_link(nl.conn, ifb)
+    link = links.lookup_link(nl.conn, ifb, resolve_master=False)
     if link is None:
         return
     if link.kind != "ifb":
