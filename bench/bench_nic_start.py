@@ -83,25 +83,31 @@ DNSMASQ_CATCH_UP_S = 0.2  # dnsmasq handles a SIGHUP or an inotify event within 
 
 
 class StepClock:
-    """Time spent in each wrapped function, per NIC, exclusive of the wrapped functions it calls."""
+    """Time spent in each wrapped function, per NIC, exclusive of the wrapped functions it calls:
+    wall time under its label, and the thread's CPU time under "<label> cpu" (on a shared machine
+    wall time also holds waits for the global rtnl lock and for a core; CPU time does not)."""
 
     def __init__(self) -> None:
         self.current: dict[str, float] = {}
-        self.children: list[float] = []  # per active call: time spent in wrapped callees
+        self.children: list[tuple[float, float]] = []  # per active call: (wall, cpu) in wrapped callees
 
     def wrap(self, label: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        cpu_label = f"{label} cpu"
+
         @functools.wraps(fn)
         def timed(*args: Any, **kwargs: Any) -> Any:
-            self.children.append(0.0)
-            start = time.perf_counter()
+            self.children.append((0.0, 0.0))
+            start, cpu = time.perf_counter(), time.thread_time()
             try:
                 return fn(*args, **kwargs)
             finally:
-                elapsed = time.perf_counter() - start
-                inner = self.children.pop()
-                self.current[label] = self.current.get(label, 0.0) + elapsed - inner
+                elapsed, used = time.perf_counter() - start, time.thread_time() - cpu
+                inner_wall, inner_cpu = self.children.pop()
+                self.current[label] = self.current.get(label, 0.0) + elapsed - inner_wall
+                self.current[cpu_label] = self.current.get(cpu_label, 0.0) + used - inner_cpu
                 if self.children:
-                    self.children[-1] += elapsed
+                    w, c = self.children[-1]
+                    self.children[-1] = (w + elapsed, c + used)
 
         return timed
 
@@ -165,15 +171,19 @@ def print_minima(rows: dict[str, dict[int, float]], n: int) -> None:
               + f"   last/first {mins[-1] / mins[0]:.2f}")  # fmt: skip
 
 
-def print_steps(title: str, steps: dict[int, dict[str, float]], totals: dict[int, float], n: int) -> None:
+def print_steps(title: str, steps: dict[int, dict[str, float]], totals: dict[int, float], n: int,
+                cpu: bool = False) -> None:  # fmt: skip
     """Median time per step in each window (exclusive of the steps it calls); 'python (rest)' is
-    the driver's own code around them."""
+    the driver's own code around them. `cpu`: the thread's CPU time instead of wall time."""
     wins = windows(n)
-    labels = sorted({label for s in steps.values() for label in s})
-    rows: dict[str, dict[int, float]] = {lb: {i: steps[i].get(lb, 0.0) for i in steps} for lb in labels}
-    rows["python (rest)"] = {i: totals[i] - sum(steps[i].values()) for i in steps}
-    print(f"\n{title}: where the time goes (median ms per NIC)")
-    head = f"{'step':<34}" + "".join(f"{w:>10}" for w, _ in wins) + f"{'last/first':>11}"
+    suffix = " cpu"
+    labels = sorted({lb for s in steps.values() for lb in s if lb.endswith(suffix) == cpu})
+    rows: dict[str, dict[int, float]] = {
+        lb.removesuffix(suffix): {i: steps[i].get(lb, 0.0) for i in steps} for lb in labels
+    }
+    rows["python (rest)"] = {i: totals[i] - sum(steps[i].get(lb, 0.0) for lb in labels) for i in steps}
+    print(f"\n{title}: where the {'CPU ' if cpu else ''}time goes (median ms per NIC)")
+    head = f"{'step':<38}" + "".join(f"{w:>10}" for w, _ in wins) + f"{'last/first':>11}"
     print(head)
     print("-" * len(head))
     for label, samples in sorted(rows.items(), key=lambda kv: -median_ms(kv[1], wins[-1][1])):
@@ -181,7 +191,7 @@ def print_steps(title: str, steps: dict[int, dict[str, float]], totals: dict[int
         if max(meds) < 0.005:
             continue
         ratio = f"{meds[-1] / meds[0]:11.2f}" if meds[0] >= 0.005 else f"{'-':>11}"
-        print(f"{label:<34}" + "".join(f"{m:10.3f}" for m in meds) + ratio)
+        print(f"{label:<38}" + "".join(f"{m:10.3f}" for m in meds) + ratio)
 
 
 def print_dnsmasq(removal_cpu: list[float], n: int) -> None:
@@ -201,11 +211,13 @@ def print_summary(
     first, last = windows(n)[0], windows(n)[-1]
     print(f"\nsummary (window medians, #{first[0]} vs #{last[0]}; targets: last/first <= 1.2, "
           "last/floor <= 3)")  # fmt: skip
-    for what, rows in (("start", start_rows), ("stop", stop_rows)):
-        mine, floor = rows[f"pincus {what}"], rows[f"floor {what}"]
+    for what, rows, kind in (("start", start_rows, ""), ("stop", stop_rows, ""),
+                             ("start", start_rows, " cpu"), ("stop", stop_rows, " cpu")):  # fmt: skip
+        mine, floor = rows[f"pincus {what}{kind}"], rows[f"floor {what}{kind}"]
+        what += kind
         a, b = median_ms(mine, first[1]), median_ms(mine, last[1])
         fa, fb = median_ms(floor, first[1]), median_ms(floor, last[1])
-        print(f"  {what:<6} pincus {a:6.2f} -> {b:6.2f} ms  last/first {b / a:5.2f}   "
+        print(f"  {what:<10} pincus {a:6.2f} -> {b:6.2f} ms  last/first {b / a:5.2f}   "
               f"floor {fa:6.2f} -> {fb:6.2f} ms  last/floor {b / fb:5.2f}")  # fmt: skip
     if len(removal_cpu) >= 2:
         head, tail = removal_cpu[0], removal_cpu[-1]
@@ -422,7 +434,9 @@ def inner(n: int, work: Path, tag: str) -> None:
             + ", ".join(f"{w} {median_ms(removes, idx):.2f}" for w, idx in windows(n))
         )
         print_steps("start", start_steps, start_rows["pincus start"], n)
+        print_steps("start", start_steps, start_rows["pincus start cpu"], n, cpu=True)
         print_steps("stop", stop_steps, stop_rows["pincus stop"], n)
+        print_steps("stop", stop_steps, stop_rows["pincus stop cpu"], n, cpu=True)
         print_dnsmasq(removal_cpu, n)
         print_summary(start_rows, stop_rows, removal_cpu, n)
     finally:

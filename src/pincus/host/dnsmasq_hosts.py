@@ -148,63 +148,88 @@ RETIRED_FILE = "dnsmasq.retired"
 
 @dataclass(frozen=True)
 class Retired:
-    """Entries removed from the hosts dir that dnsmasq holds until its next reload."""
+    """How many entries were removed from the hosts dir since dnsmasq's last reload (it holds them
+    until then), and how many the hosts dir had when the first of them was removed."""
 
-    entries: list[StaticAllocation]
-    live_at_first: int  # entries in the hosts dir when the first of these was retired
+    count: int
+    live_at_first: int
 
 
 def _retired_path(dir: Path) -> Path:
     return paths(dir)[2].parent / RETIRED_FILE
 
 
+def _retired_line(a: StaticAllocation) -> str:
+    # Space-separated canonical fields with a space at both ends, so that a collision check is a
+    # substring search for " <field> " (no parsing of every line per added NIC).
+    return f"{a.nic_id} {a.mac} {a.ipv4 or '-'} {a.ipv6 or '-'} \n"
+
+
 def retire_static_allocation(dir: Path, nic_id: str) -> Retired | None:
     """Remove the hosts file of one NIC and note its entry as retired (dnsmasq holds it until
-    reloaded); what is retired now, or None if the NIC had no file (nothing to reload for)."""
+    reloaded); None if the NIC had no file (nothing to reload for). A file that does not parse
+    is removed and counted as the whole hosts dir, so the caller reloads at once."""
     path = _allocation_file(dir, nic_id)
     try:
-        line = path.read_text()
+        text = path.read_text()
     except FileNotFoundError:
         return None
     except OSError as e:
         raise HostError(f"read static allocation {path}: {e.strerror}") from e
+    try:
+        line = _retired_line(_parse_allocation(nic_id, text))
+    except (ValueError, UnicodeDecodeError, InvalidError):
+        line = ""  # dnsmasq may hold anything for it: see the return below
     retired_path = _retired_path(dir)
     try:
-        old = retired_path.read_text()
-    except FileNotFoundError:
-        # The first retirement since the last reload counts the hosts dir, once per batch.
-        old = f"live {len(os.listdir(path.parent))}\n"
-    except OSError as e:
-        raise HostError(f"read {retired_path}: {e.strerror}") from e
-    try:
-        with open(retired_path, "w") as f:
-            f.write(old + f"{check_nic_id(nic_id)} {line.strip()}\n")
-        path.unlink()
-    except FileNotFoundError:
-        pass  # removed meanwhile
-    except OSError as e:
-        raise HostError(f"remove static allocation {path}: {e.strerror}") from e
-    return retired_allocations(dir)
-
-
-def retired_allocations(dir: Path) -> Retired:
-    """The entries retired since the last forget_retired (see the module doc)."""
-    retired_path = _retired_path(dir)
-    try:
-        lines = retired_path.read_text().splitlines()
-    except FileNotFoundError:
-        return Retired([], 0)
-    except OSError as e:
-        raise HostError(f"read {retired_path}: {e.strerror}") from e
-    live = int(lines[0].split()[1]) if lines and lines[0].startswith("live ") else 0
-    entries = []
-    for text in lines[1:]:
-        nic_id, _, line = text.partition(" ")
         try:
-            entries.append(_parse_allocation(nic_id, line))
-        except (ValueError, InvalidError):
-            continue  # written by us; a damaged line only costs an earlier reload
-    return Retired(entries, live)
+            fd = os.open(
+                retired_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
+            )
+            # The first retirement since the last reload counts the hosts dir, once per batch.
+            line = f"live {len(os.listdir(path.parent))}\n" + line
+        except FileExistsError:
+            fd = os.open(retired_path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+        path.unlink(missing_ok=True)
+        data = retired_path.read_bytes()
+    except OSError as e:
+        raise HostError(f"retire static allocation {path}: {e.strerror}") from e
+    head, _, rest = data.partition(b"\n")
+    live = int(head.split()[1]) if head.startswith(b"live ") and line.endswith(" \n") else 0
+    return Retired(rest.count(b"\n") + (0 if line.endswith(" \n") else 1), live)
+
+
+def retired_holds(dir: Path, mac: str, ipv4: str | None, ipv6: str | None) -> bool:
+    """Whether a retired entry (which dnsmasq still holds) has this MAC or one of these addresses."""
+    try:
+        text = _retired_path(dir).read_text()
+    except FileNotFoundError:
+        return False
+    except OSError as e:
+        raise HostError(f"read {_retired_path(dir)}: {e.strerror}") from e
+    wanted = [checks.mac(mac)]
+    wanted += [str(parse_ipv4(ipv4, "IPv4 address"))] if ipv4 else []
+    wanted += [str(parse_ipv6(ipv6, "IPv6 address"))] if ipv6 else []
+    return any(f" {w} " in text for w in wanted)
+
+
+def retired_allocations(dir: Path) -> list[StaticAllocation]:
+    """The entries retired since the last forget_retired, oldest first (see the module doc)."""
+    try:
+        lines = _retired_path(dir).read_text().splitlines()[1:]
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        raise HostError(f"read {_retired_path(dir)}: {e.strerror}") from e
+    out = []
+    for line in lines:
+        nic_id, mac, v4, v6 = line.split()
+        out.append(StaticAllocation(nic_id, mac, None if v4 == "-" else v4, None if v6 == "-" else v6, None))
+    return out
 
 
 def forget_retired(dir: Path) -> None:

@@ -791,14 +791,7 @@ class BridgeNetwork(NetworkDriver):
             self._reload_dnsmasq()
 
     def _collides_with_retired(self, mac: str, ipv4: str | None, ipv6: str | None) -> bool:
-        retired = self.host(dnsmasq_hosts.retired_allocations, self.dnsmasq_dir).entries
-        if not retired:
-            return False
-        v4 = str(ipaddress.ip_address(ipv4)) if ipv4 else None
-        v6 = str(ipaddress.ip_address(ipv6)) if ipv6 else None
-        return any(
-            old.mac == mac.lower() or (v4 and old.ipv4 == v4) or (v6 and old.ipv6 == v6) for old in retired
-        )
+        return bool(self.host(dnsmasq_hosts.retired_holds, self.dnsmasq_dir, mac, ipv4, ipv6))
 
     def _reload_dnsmasq(self) -> None:
         if self.host(dnsmasq_process.find_running, self.dnsmasq_dir) is not None:
@@ -812,7 +805,7 @@ class BridgeNetwork(NetworkDriver):
         one), so each removal costs dnsmasq a constant amortized share; an entry that collides
         with a retired one reloads at once (add_static_allocation)."""
         retired = self.host(dnsmasq_hosts.retire_static_allocation, self.dnsmasq_dir, nic_id)
-        if retired is not None and len(retired.entries) > retired.live_at_first // _RETIRED_SHARE:
+        if retired is not None and retired.count > retired.live_at_first // _RETIRED_SHARE:
             self._reload_dnsmasq()
 
     def release_leases(self, mac: str) -> None:
