@@ -72,7 +72,10 @@ def lxc_version() -> str:
 
 def build_image(where: Path) -> Path:
     """A unified LXD image (metadata.yaml + rootfs/, tar.xz) of Debian's busybox-static and an init
-    that sleeps until told to stop; built offline, about 1 MB. Returns the tarball."""
+    that sleeps until told to stop; built offline, about 1 MB. Returns the tarball.
+
+    Not scripts/build-image.sh's image: that one boots busybox's init, and a timed `lxc stop`
+    would then measure that init's shutdown sequence rather than LXD."""
     busybox = Path("/bin/busybox")
     if not busybox.exists():
         raise RuntimeError("no /bin/busybox: install Debian's busybox-static")
