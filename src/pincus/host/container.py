@@ -11,8 +11,10 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import os
+import json
 import select
 import signal
+import socket
 import subprocess
 import sys
 import termios
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pincus.errors import HostError, InvalidError
+from pincus.host import idmap as idmap_host
 from pincus.host import netns, process
 from pincus.reverter import Reverter
 
@@ -126,9 +129,9 @@ def _kill_child(popen: subprocess.Popen[bytes]) -> None:
     popen.wait()
 
 
-def _start_waiter(proc: ContainerProcess, popen: subprocess.Popen[bytes]) -> None:
+def _start_waiter(proc: ContainerProcess, wait_exit: Callable[[], object]) -> None:
     def wait() -> None:
-        popen.wait()
+        wait_exit()
         with _waiters_lock:
             _waiters.pop(proc, None)
 
@@ -198,8 +201,207 @@ def spawn_container(name: str, hostname: str, state_dir: Path, log_path: Path) -
         proc = ContainerProcess(popen.pid, started)
         netns.bind_netns(proc.pid, handle)
         undo.success()
-    _start_waiter(proc, popen)
+    _start_waiter(proc, popen.wait)
     return proc
+
+
+@dataclass(frozen=True)
+class BindMount:
+    source: Path  # on the host
+    path: str  # inside the container
+    readonly: bool = False
+
+
+@dataclass(frozen=True)
+class RootSpec:
+    """What a container on its own root starts with."""
+
+    rootfs: Path
+    idmap: idmap_host.IdMap  # () = privileged: no user namespace
+    mounts: tuple[BindMount, ...] = ()
+    # Rendered templates: (absolute path inside, content, mode), written by the container's root.
+    files: tuple[tuple[str, str, int], ...] = ()
+    init: tuple[str, ...] = ("/sbin/init",)
+
+
+_PR_SET_CHILD_SUBREAPER = 36
+_subreaper_set = False
+
+
+def _become_subreaper() -> None:
+    """The pre-init exits once pid 1 runs: pid 1 is then reparented to us, and reaped by us."""
+    global _subreaper_set
+    if not _subreaper_set:
+        if _libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+            raise HostError(f"become a child subreaper: {os.strerror(ctypes.get_errno())}")
+        _subreaper_set = True
+
+
+def _check_root(name: str, spec: RootSpec) -> None:
+    if not spec.rootfs.is_dir() or spec.rootfs.is_symlink():
+        raise HostError(f"start container {name}: root file system {spec.rootfs} is not a directory")
+    init = spec.init[0]
+    # Resolved by hand inside the root: an absolute symlink (/sbin/init -> /bin/busybox) points
+    # into the container, never at the host.
+    target = _resolve_inside(spec.rootfs, init)
+    if target is None or not target.is_file() or not os.access(target, os.X_OK):
+        raise InvalidError(
+            f"start container {name}: the root file system has no executable {init} ({spec.rootfs}{init})"
+        )
+    for m in spec.mounts:
+        if not m.path.startswith("/") or "\0" in m.path or any(p == ".." for p in m.path.split("/")):
+            raise InvalidError(f"start container {name}: invalid mount path {m.path!r}")
+        if not m.source.exists():
+            raise InvalidError(f"start container {name}: mount source {m.source} does not exist")
+
+
+def _resolve_inside(root: Path, path: str, depth: int = 0) -> Path | None:
+    """PATH inside ROOT with symlinks resolved as the container sees them (None: dangling)."""
+    if depth > 40:
+        return None
+    current = root
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    for i, part in enumerate(parts):
+        if part == "..":
+            current = current.parent if current != root else root
+            continue
+        nxt = current / part
+        if nxt.is_symlink():
+            link = os.readlink(nxt)
+            rest = "/".join(parts[i + 1 :])
+            base = "" if link.startswith("/") else str(current.relative_to(root))
+            return _resolve_inside(root, f"/{base}/{link}/{rest}", depth + 1)
+        if not nxt.exists():
+            return None
+        current = nxt
+    return current
+
+
+def _spawn_preinit(
+    name: str, state_dir: Path, log: int, ready_fd: int, sync_fd: int
+) -> subprocess.Popen[bytes]:
+    argv = [
+        sys.executable, "-I", "-S", str(_INIT_SCRIPT), "--preinit", "1", "--name", name,
+        # Ties the process to its daemon's state: recognisably whose it is.
+        "--state-dir", str(state_dir), "--ready-fd", str(ready_fd), "--sync-fd", str(sync_fd),
+    ]  # fmt: skip
+    try:
+        return subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=(ready_fd, sync_fd),
+            cwd="/", env=dict(DEFAULT_ENV), start_new_session=True,
+        )  # fmt: skip
+    except OSError as e:
+        raise HostError(f"start {argv[0]}: {e.strerror}") from e
+
+
+def _recv_line(sock: socket.socket, timeout: float) -> str:
+    sock.settimeout(timeout)
+    data = b""
+    try:
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    except TimeoutError:
+        return ""
+    return data.decode(errors="replace").strip()
+
+
+def _kill_pid(pid: int) -> None:
+    with suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    with suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
+def spawn_rootfs_container(
+    name: str,
+    hostname: str,
+    state_dir: Path,
+    log_path: Path,
+    spec: RootSpec,
+    prepare: Callable[[int], None] | None = None,
+) -> ContainerProcess:
+    """Start a container on spec.rootfs: the image's init as pid 1 of new user (unless spec.idmap is
+    empty), mount, pid, net, uts, ipc and cgroup namespaces, all owned by that user namespace.
+
+    PREPARE gets the host pid of the process that holds the new user namespace, after its id
+    maps are written and before any other namespace exists (attach the cgroup there). Ready
+    means pid 1 has its mounts, hostname and lo and is about to exec init. On failure nothing
+    is left behind.
+    """
+    _check_names(name, hostname)
+    _check_root(name, spec)
+    handle = netns_handle(state_dir)
+    if not state_dir.is_dir():
+        raise HostError(f"start container {name}: state directory {state_dir} does not exist")
+    if netns.netns_is_bound(handle):
+        raise HostError(f"start container {name}: {handle} is still bound to a netns")
+    _become_subreaper()
+    config = {
+        "hostname": hostname,
+        "rootfs": str(spec.rootfs),
+        "userns": bool(spec.idmap),
+        "mounts": [{"source": str(m.source), "path": m.path, "readonly": m.readonly} for m in spec.mounts],
+        "files": [{"path": p, "content": c, "mode": str(mode)} for p, c, mode in spec.files],
+        "init": list(spec.init),
+    }
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    with Reverter() as undo, ours:
+        try:
+            try:
+                log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+            except OSError as e:
+                raise HostError(f"start container {name}: open log {log_path}: {e.strerror}") from e
+            try:
+                pre = _spawn_preinit(name, state_dir, log, write_fd, theirs.fileno())
+            finally:
+                os.close(log)
+                theirs.close()
+            undo.add(_kill_child, pre)
+            os.close(write_fd)
+            write_fd = -1
+            ours.sendall(json.dumps(config).encode() + b"\n")
+            said = _recv_line(ours, _READY_TIMEOUT)
+            if said != "userns":
+                report = _read_ready(read_fd, 0.5) or said or "pre-init exited during setup"
+                raise HostError(f"start container {name}: {report.removeprefix('error: ')} (log: {log_path})")
+            if spec.idmap:
+                idmap_host.write_proc_maps(pre.pid, spec.idmap)
+            if prepare is not None:
+                prepare(pre.pid)
+            ours.sendall(b"go\n")
+            said = _recv_line(ours, _READY_TIMEOUT)
+            pid1 = int(said.removeprefix("pid ")) if said.startswith("pid ") else 0
+            if pid1:
+                undo.add(_kill_pid, pid1)
+            pre.wait()  # it exits right after the fork: pid 1 is now our child
+            report = _read_ready(read_fd, _READY_TIMEOUT)
+        finally:
+            if write_fd >= 0:
+                os.close(write_fd)
+            os.close(read_fd)
+        lines = (report or "").splitlines()
+        if not pid1 or report is None or not lines or lines[-1] != "ready":
+            reason = (lines[-1] if lines else "").removeprefix("error: ") or "init exited during setup"
+            if report is None:
+                reason = f"init not ready after {_READY_TIMEOUT:g}s"
+            raise HostError(f"start container {name}: {reason} (log: {log_path})")
+        started = process.start_time(pid1)
+        if started is None:
+            raise HostError(f"start container {name}: init exited right after setup (log: {log_path})")
+        proc = ContainerProcess(pid1, started)
+        netns.bind_netns(proc.pid, handle)
+        undo.success()
+    _start_waiter(proc, lambda: _wait_pid(pid1))
+    return proc
+
+
+def _wait_pid(pid: int) -> None:
+    with suppress(ChildProcessError):
+        os.waitpid(pid, 0)
 
 
 def stop_container(
