@@ -30,8 +30,22 @@ def applets() -> list[str]:
 def build_rootfs(root: Path, marker: str = MARKER, init: bool = True) -> Path:
     """A busybox root at ROOT (created); ROOT/etc/marker holds MARKER. Returns ROOT."""
     root.mkdir(parents=True, exist_ok=True)
-    for d in ("bin", "sbin", "usr/bin", "usr/sbin", "usr/lib", "usr/lib64", "etc", "root", "tmp", "proc",
-              "sys", "dev", "run", "var/log"):
+    for d in (
+        "bin",
+        "sbin",
+        "usr/bin",
+        "usr/sbin",
+        "usr/lib",
+        "usr/lib64",
+        "etc",
+        "root",
+        "tmp",
+        "proc",
+        "sys",
+        "dev",
+        "run",
+        "var/log",
+    ):
         (root / d).mkdir(parents=True, exist_ok=True)
     os.chmod(root / "tmp", 0o1777)
     os.symlink("usr/lib", root / "lib")
@@ -52,8 +66,13 @@ def build_rootfs(root: Path, marker: str = MARKER, init: bool = True) -> Path:
     return root
 
 
-def build_volume(volume: Path, marker: str = MARKER, init: bool = True, templates: dict[str, str] | None = None,
-                 metadata_templates: str = "") -> Path:
+def build_volume(
+    volume: Path,
+    marker: str = MARKER,
+    init: bool = True,
+    templates: dict[str, str] | None = None,
+    metadata_templates: str = "",
+) -> Path:
     """An instance volume as the storage driver leaves it: metadata.yaml, rootfs/, templates/."""
     volume.mkdir(parents=True, exist_ok=True)
     build_rootfs(volume / "rootfs", marker, init)

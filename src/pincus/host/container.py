@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
-import os
 import json
+import os
 import select
 import signal
 import socket
@@ -41,8 +41,18 @@ _READY_TIMEOUT = 10.0
 _KILL_TIMEOUT = 10.0
 _HOSTNAME_MAX = 64
 # Namespace files under /proc/<pid>/ns and the nsenter option for each; nsenter enters
-# them in its own fixed order (mount last).
-_NAMESPACES = (("net", "net"), ("uts", "uts"), ("ipc", "ipc"), ("mnt", "mount"), ("pid", "pid"))
+# them in its own fixed order (user first, mount last). user and cgroup only where the
+# container has its own (entering one's own user namespace is an error).
+_NAMESPACES = (
+    ("user", "user"),
+    ("cgroup", "cgroup"),
+    ("net", "net"),
+    ("uts", "uts"),
+    ("ipc", "ipc"),
+    ("mnt", "mount"),
+    ("pid", "pid"),
+)
+_OPTIONAL_NAMESPACES = ("user", "cgroup")
 
 _libc = ctypes.CDLL("libc.so.6", use_errno=True)
 _libc.unshare.argtypes = [ctypes.c_int]
@@ -277,6 +287,31 @@ def _resolve_inside(root: Path, path: str, depth: int = 0) -> Path | None:
     return current
 
 
+def read_volume_file(volume: Path, name: str) -> str | None:
+    """VOLUME/NAME (metadata.yaml, templates/<file>) as text; None if absent. Never follows a
+    symlink: the volume's files come from an image."""
+    try:
+        fd = os.open(volume / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise HostError(f"read {volume / name}: {e.strerror}") from e
+    with os.fdopen(fd, "rb") as f:
+        return f.read(1 << 20).decode(errors="replace")
+
+
+def halt_signal(rootfs: Path, init: str = "/sbin/init") -> int:
+    """The signal that makes the image's init power off: busybox SIGUSR2, systemd SIGRTMIN+3,
+    anything else SIGPWR (as LXC)."""
+    target = _resolve_inside(rootfs, init)
+    name = target.name if target is not None else ""
+    if name == "busybox":
+        return signal.SIGUSR2
+    if name == "systemd":
+        return signal.SIGRTMIN + 3
+    return signal.SIGPWR
+
+
 def _spawn_preinit(
     name: str, state_dir: Path, log: int, ready_fd: int, sync_fd: int
 ) -> subprocess.Popen[bytes]:
@@ -366,8 +401,8 @@ def spawn_rootfs_container(
             ours.sendall(json.dumps(config).encode() + b"\n")
             said = _recv_line(ours, _READY_TIMEOUT)
             if said != "userns":
-                report = _read_ready(read_fd, 0.5) or said or "pre-init exited during setup"
-                raise HostError(f"start container {name}: {report.removeprefix('error: ')} (log: {log_path})")
+                failure = _read_ready(read_fd, 0.5) or said or "pre-init exited during setup"
+                raise HostError(f"start container {name}: {failure.removeprefix('error: ')} (log: {log_path})")
             if spec.idmap:
                 idmap_host.write_proc_maps(pre.pid, spec.idmap)
             if prepare is not None:
@@ -405,9 +440,13 @@ def _wait_pid(pid: int) -> None:
 
 
 def stop_container(
-    proc: ContainerProcess, timeout: float = 10.0, force: bool = False, state_dir: Path | None = None
+    proc: ContainerProcess,
+    timeout: float = 10.0,
+    force: bool = False,
+    state_dir: Path | None = None,
+    halt_signal: int = signal.SIGTERM,
 ) -> None:
-    """SIGTERM init (SIGKILL after timeout; at once with force) and wait until it is gone.
+    """HALT_SIGNAL to init (SIGKILL after timeout; at once with force) and wait until it is gone.
 
     Init's exit means every process of the container is gone. With state_dir, the netns
     handle is released afterwards; without, it stays so NICs can be recovered from the
@@ -418,7 +457,7 @@ def stop_container(
         try:
             steps = [(signal.SIGKILL, _KILL_TIMEOUT)]
             if not force:
-                steps.insert(0, (signal.SIGTERM, timeout))
+                steps.insert(0, (signal.Signals(halt_signal), timeout))
             if not process.stop_and_wait(pidfd, steps):
                 raise HostError(
                     f"stop container pid {proc.pid}: still running {_KILL_TIMEOUT:g}s after SIGKILL"
@@ -435,12 +474,21 @@ def stop_container(
         netns.release_netns(netns_handle(state_dir))
 
 
+def _same_namespace(pid: int, ns: str) -> bool:
+    try:
+        return os.stat(f"/proc/{pid}/ns/{ns}").st_ino == os.stat(f"/proc/self/ns/{ns}").st_ino
+    except OSError:
+        return False
+
+
 @contextmanager
 def _namespace_fds(proc: ContainerProcess) -> Iterator[list[tuple[str, int]]]:
     """Open proc's namespaces, checked to belong to proc (not to a process reusing its pid)."""
     fds: list[tuple[str, int]] = []
     try:
         for ns, option in _NAMESPACES:
+            if ns in _OPTIONAL_NAMESPACES and _same_namespace(proc.pid, ns):
+                continue
             try:
                 fds.append((option, os.open(f"/proc/{proc.pid}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC)))
             except OSError as e:
@@ -466,10 +514,11 @@ def _nsenter_argv(fds: list[tuple[str, int]], argv: list[str], cwd: str | None) 
     # /proc entry (rather than passing them down) keeps them out of the command's fd table;
     # they must stay open until nsenter is done, so callers hold them until it exits.
     me = os.getpid()
-    cmd = ["nsenter", *(f"--{option}=/proc/{me}/fd/{fd}" for option, fd in fds), "--"]
-    # Resolved inside the container's root, unlike nsenter --wd; "/" by default, since the
-    # caller's own directory need not exist in there.
-    return [*cmd, "env", f"--chdir={cwd or '/'}", "--", *argv]
+    # --wdns resolves inside the container's root (unlike --wd), with no helper binary there
+    # (a busybox image has no GNU env); "/" by default, as the caller's own directory need
+    # not exist in there. Entering a user namespace, nsenter becomes its uid and gid 0.
+    opts = [f"--{option}=/proc/{me}/fd/{fd}" for option, fd in fds]
+    return ["nsenter", *opts, f"--wdns={cwd or '/'}", "--", *argv]
 
 
 def _exit_status(returncode: int) -> int:

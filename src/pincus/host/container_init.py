@@ -26,6 +26,7 @@ import struct
 import sys
 import time
 from contextlib import suppress
+from typing import Any
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -100,7 +101,10 @@ def check(rc: int, what: str) -> None:
 def mount(source: str, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
     check(
         libc.mount(
-            source.encode(), target.encode(), fstype.encode() if fstype else None, flags,
+            source.encode(),
+            target.encode(),
+            fstype.encode() if fstype else None,
+            flags,
             data.encode() if data else None,
         ),
         f"mount {fstype or source} on {target}",
@@ -310,8 +314,12 @@ def build_dev(nodes: dict[str, int]) -> None:
     os.symlink("pts/ptmx", "/dev/ptmx")
     ensure_dir_inside("/dev/shm")
     mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
-    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
-                         ("stderr", "/proc/self/fd/2")):
+    for name, target in (
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ):
         os.symlink(target, f"/dev/{name}")
 
 
@@ -322,15 +330,18 @@ def write_files(files: list[dict[str, object]]) -> None:
         ensure_dir_inside(os.path.dirname(path) or "/")
         if os.path.islink(path):
             os.unlink(path)  # a template replaces a link rather than writing through it
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW,
-                     int(str(entry.get("mode", "420"))))
+        fd = os.open(
+            path,
+            os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW,
+            int(str(entry.get("mode", "420"))),
+        )
         try:
             os.write(fd, str(entry["content"]).encode())
         finally:
             os.close(fd)
 
 
-def setup_root(cfg: dict[str, object], tree: int, mounts: list[tuple[int, str]]) -> list[str]:
+def setup_root(cfg: dict[str, Any], tree: int, mounts: list[tuple[int, str]]) -> list[str]:
     """pid 1's setup on the container's root; the init command line to exec."""
     if os.getpid() != 1:
         raise SetupError("not started in a new pid namespace")
@@ -366,8 +377,8 @@ def setup_root(cfg: dict[str, object], tree: int, mounts: list[tuple[int, str]])
     os.rmdir(f"/{OLD_ROOT}")
     socket.sethostname(str(cfg["hostname"]))
     bring_lo_up()
-    write_files(list(cfg.get("files", [])))  # type: ignore[call-overload]
-    init = [str(a) for a in cfg.get("init", ["/sbin/init"])]  # type: ignore[union-attr]
+    write_files(list(cfg.get("files", [])))
+    init = [str(a) for a in cfg.get("init", ["/sbin/init"])]
     if not os.path.lexists(init[0]) or not os.access(init[0], os.X_OK):
         raise SetupError(f"the root file system has no executable {init[0]}")
     return init
@@ -394,7 +405,9 @@ def preinit(args: dict[str, str]) -> int:
         if not isinstance(cfg, dict):
             return 1
         tree = clone_tree(str(cfg["rootfs"]), False)
-        mounts = [(clone_tree(str(m["source"]), bool(m.get("readonly"))), str(m["path"])) for m in cfg["mounts"]]
+        mounts = [
+            (clone_tree(str(m["source"]), bool(m.get("readonly"))), str(m["path"])) for m in cfg["mounts"]
+        ]
         if cfg["userns"]:
             check(libc.unshare(CLONE_NEWUSER), "unshare user namespace")
         send(sock, "userns")
@@ -410,7 +423,9 @@ def preinit(args: dict[str, str]) -> int:
             os.setresgid(0, 0, 0)
             os.setresuid(0, 0, 0)
         check(
-            libc.unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWCGROUP),
+            libc.unshare(
+                CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWCGROUP
+            ),
             "unshare namespaces",
         )
     except (SetupError, OSError, KeyError, ValueError) as e:
@@ -428,8 +443,15 @@ def preinit(args: dict[str, str]) -> int:
         os.write(ready_fd, b"ready\n")
         # ready_fd is close-on-exec: the daemon sees it close when init runs.
         try:
-            os.execve(init[0], init, {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                                      "TERM": "linux", "container": "pincus"})
+            os.execve(
+                init[0],
+                init,
+                {
+                    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                    "TERM": "linux",
+                    "container": "pincus",
+                },
+            )
         except OSError as e:
             os.write(ready_fd, f"error: exec {init[0]}: {e.strerror}\n".encode())
         os._exit(1)

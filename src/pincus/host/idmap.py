@@ -120,11 +120,12 @@ def _shift_id(value: int, old: IdMap, new: IdMap, uid: bool) -> int:
     """The host id VALUE of a file shifted from map OLD to map NEW ("()" = not shifted)."""
     ranges_old = [r for r in old if (r.uid if uid else r.gid)]
     ranges_new = [r for r in new if (r.uid if uid else r.gid)]
-    nsid: int | None = value
+    nsid = value
     if ranges_old:
-        nsid = next((n for r in ranges_old if (n := r.to_ns(value)) is not None), None)
-        if nsid is None:
+        found = next((n for r in ranges_old if (n := r.to_ns(value)) is not None), None)
+        if found is None:
             return value  # not from the old map (a file made on the host since): left as it is
+        nsid = found
     if not ranges_new:
         return nsid
     host = next((h for r in ranges_new if (h := r.to_host(nsid)) is not None), None)
