@@ -247,7 +247,8 @@ def _become_subreaper() -> None:
         _subreaper_set = True
 
 
-def _check_root(name: str, spec: RootSpec) -> None:
+def check_root(name: str, spec: RootSpec) -> None:
+    """Refuse a root without its init, or a bad mount, before anything changes."""
     if not spec.rootfs.is_dir() or spec.rootfs.is_symlink():
         raise HostError(f"start container {name}: root file system {spec.rootfs} is not a directory")
     init = spec.init[0]
@@ -367,7 +368,7 @@ def spawn_rootfs_container(
     is left behind.
     """
     _check_names(name, hostname)
-    _check_root(name, spec)
+    check_root(name, spec)
     handle = netns_handle(state_dir)
     if not state_dir.is_dir():
         raise HostError(f"start container {name}: state directory {state_dir} does not exist")
@@ -401,8 +402,10 @@ def spawn_rootfs_container(
             ours.sendall(json.dumps(config).encode() + b"\n")
             said = _recv_line(ours, _READY_TIMEOUT)
             if said != "userns":
-                failure = _read_ready(read_fd, 0.5) or said or "pre-init exited during setup"
-                raise HostError(f"start container {name}: {failure.removeprefix('error: ')} (log: {log_path})")
+                failure = (_read_ready(read_fd, 0.5) or said or "pre-init exited during setup").removeprefix(
+                    "error: "
+                )
+                raise HostError(f"start container {name}: {failure} (log: {log_path})")
             if spec.idmap:
                 idmap_host.write_proc_maps(pre.pid, spec.idmap)
             if prepare is not None:

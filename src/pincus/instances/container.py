@@ -144,8 +144,9 @@ class Container(Instance):
             "volatile.idmap.base": str(base) if isolated else None,
             "volatile.idmap.current": idmap_host.to_json(new),
         })  # fmt: skip
-        self._shift_volume(volume, new)
         spec = host_container.RootSpec(volume / "rootfs", new, self._mounts(), self._templates(volume))
+        self.host(host_container.check_root, self.name, spec)  # before the volume is changed
+        self._shift_volume(volume, new)
         proc = self.host(
             host_container.spawn_rootfs_container, self.name, self.name, self.dir, self.dir / "console.log",
             spec, self.prepare,

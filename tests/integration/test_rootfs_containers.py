@@ -1,0 +1,220 @@
+"""Containers on their own root from a busybox volume, unprivileged by default (real kernel)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.helpers import config, in_container
+from tests.pincus_testlib import Daemon
+from tests.rootfslib import MARKER, build_volume
+
+HOST_MARKER = Path("/etc/pincus-host-marker")
+POOL = "default"
+TEMPLATES = (
+    "  /etc/hostname:\n    when: [create, copy]\n    template: hostname.tpl\n"
+    "  /etc/motd:\n    when: [start]\n    template: motd.tpl\n"
+)
+
+
+@pytest.fixture
+def host_marker() -> Iterator[Path]:
+    """A file only the host's root has: a container must not see it."""
+    created = not HOST_MARKER.exists()
+    if created:
+        HOST_MARKER.write_text("host\n")
+    try:
+        yield HOST_MARKER
+    finally:
+        if created:
+            HOST_MARKER.unlink(missing_ok=True)
+
+
+def volume(daemon: Daemon, name: str) -> Path:
+    # stand-in until the storage branch merges: storage.paths.instance_volume's layout.
+    return daemon.dir / "storage-pools" / POOL / "containers" / name
+
+
+def make_container(daemon: Daemon, name: str, *keys: str, init: bool = True, **kw: str) -> Path:
+    """An instance with a root disk on POOL and a busybox volume (as storage would unpack it)."""
+    vol = build_volume(volume(daemon, name), init=init, **kw)  # type: ignore[arg-type]
+    daemon.cli("init", name, *(a for k in keys for a in ("-c", k)))
+    daemon.cli("config", "device", "add", name, "root", "disk", "path=/", f"pool={POOL}")
+    return vol
+
+
+def pid_of(daemon: Daemon, name: str) -> int:
+    pid = daemon.api("GET", f"/1.0/instances/{name}/state")[1]["metadata"]["pid"]
+    assert isinstance(pid, int) and pid > 1
+    return pid
+
+
+def mounts_naming(path: Path) -> list[str]:
+    return [line for line in Path("/proc/self/mountinfo").read_text().splitlines() if str(path) in line]
+
+
+def test_unprivileged_container_runs_the_images_init_on_its_own_root(
+    daemon: Daemon, host_marker: Path
+) -> None:
+    vol = make_container(daemon, "c1")
+    daemon.cli("start", "c1")
+    try:
+        pid = pid_of(daemon, "c1")
+        # pid 1 is the image's init (busybox), seen from the host and from inside.
+        assert os.readlink(f"/proc/{pid}/exe") == "/bin/busybox"
+        assert Path(f"/proc/{pid}/root/etc/marker").read_text().strip() == MARKER
+        assert in_container(daemon, "c1", "cat", "/etc/marker").strip() == MARKER
+        assert in_container(daemon, "c1", "readlink", "/proc/1/exe").strip() == "/bin/busybox"
+        # uid 0 inside is the first id of root's subuid range; the host's root is unmapped.
+        uid_map = Path(f"/proc/{pid}/uid_map").read_text().split()
+        cfg = config(daemon, "c1")
+        current = json.loads(cfg["volatile.idmap.current"])
+        base = current[0]["Hostid"]
+        assert uid_map == ["0", str(base), "65536"] and base > 0
+        assert Path(f"/proc/{pid}/gid_map").read_text().split() == ["0", str(base), "65536"]
+        assert json.loads(cfg["volatile.last_state.idmap"]) == current
+        # The volume was shifted: root's files belong to the mapped root, setuid bits kept.
+        assert os.lstat(vol / "rootfs/etc/marker").st_uid == base
+        assert os.lstat(vol / "rootfs/bin/sh").st_uid == base  # a symlink, lchown'd
+        # A file made inside belongs to the mapped uid on the host.
+        in_container(daemon, "c1", "sh", "-c", "echo hi > /root/made-inside")
+        st = os.stat(vol / "rootfs/root/made-inside")
+        assert (st.st_uid, st.st_gid) == (base, base)
+        assert in_container(daemon, "c1", "id", "-u").strip() == "0"
+        # The host's files are out of reach.
+        assert host_marker.exists()
+        r = daemon.cli("exec", "c1", "--", "cat", str(host_marker), check=False)
+        assert r.returncode != 0
+        assert in_container(daemon, "c1", "sh", "-c", "ls /sys/class/net").split() == ["lo"]
+        assert in_container(daemon, "c1", "hostname").strip() == "c1"
+        assert in_container(daemon, "c1", "sh", "-c", "cd /tmp && pwd").strip() == "/tmp"
+        r = daemon.cli("exec", "c1", "--cwd", "/root", "--", "pwd")
+        assert r.stdout.strip() == "/root"
+        # busybox init ran its sysinit action.
+        assert in_container(daemon, "c1", "ls", "-d", "/run/booted").strip() == "/run/booted"
+        dev = in_container(daemon, "c1", "ls", "/dev").split()
+        assert {"null", "zero", "urandom", "ptmx", "pts", "shm", "console"} <= set(dev)
+        assert in_container(daemon, "c1", "sh", "-c", "echo x > /dev/null && echo ok").strip() == "ok"
+    finally:
+        daemon.cli("stop", "c1", "--timeout", "10")
+    # Stopped: nothing left (processes, mounts, the netns handle).
+    assert not Path(f"/proc/{pid}").exists()
+    assert mounts_naming(daemon.dir) == []
+    assert "c1,STOPPED" in daemon.cli("list", "--format=csv").stdout
+    # The restart does not shift again, and the container still works.
+    daemon.cli("start", "c1")
+    try:
+        assert in_container(daemon, "c1", "cat", "/root/made-inside").strip() == "hi"
+        assert os.stat(vol / "rootfs/root/made-inside").st_uid == base
+    finally:
+        daemon.cli("stop", "c1", "-f")
+    assert mounts_naming(daemon.dir) == []
+
+
+def test_privileged_and_isolated_maps_shift_the_volume_back_and_forth(daemon: Daemon) -> None:
+    vol = make_container(daemon, "c1")
+    (vol / "rootfs/bin/su-test").write_text("#!/bin/sh\n")
+    os.chmod(vol / "rootfs/bin/su-test", 0o4755)
+    daemon.cli("start", "c1")
+    daemon.cli("stop", "c1", "-f")
+    shared = json.loads(config(daemon, "c1")["volatile.idmap.current"])[0]["Hostid"]
+    st = os.lstat(vol / "rootfs/bin/su-test")
+    assert st.st_uid == shared and st.st_mode & 0o7777 == 0o4755
+    # Isolated: a block of its own, above the shared one; the volume follows.
+    daemon.cli("config", "set", "c1", "security.idmap.isolated=true")
+    daemon.cli("start", "c1")
+    try:
+        cfg = config(daemon, "c1")
+        base = int(cfg["volatile.idmap.base"])
+        assert base >= shared + 65536
+        pid = pid_of(daemon, "c1")
+        assert Path(f"/proc/{pid}/uid_map").read_text().split() == ["0", str(base), "65536"]
+        assert os.lstat(vol / "rootfs/bin/su-test").st_uid == base
+        assert os.lstat(vol / "rootfs/bin/su-test").st_mode & 0o7777 == 0o4755
+    finally:
+        daemon.cli("stop", "c1", "-f")
+    # Another isolated instance gets another block; one asking for c1's block is refused.
+    make_container(daemon, "c2", "security.idmap.isolated=true")
+    daemon.cli("start", "c2")
+    try:
+        assert int(config(daemon, "c2")["volatile.idmap.base"]) >= base + 65536
+    finally:
+        daemon.cli("stop", "c2", "-f")
+    make_container(daemon, "c3", f"security.idmap.base={base + 1000}")
+    before = config(daemon, "c3")
+    msg = daemon.fails("start", "c3")
+    assert "overlaps" in msg and '"c1"' in msg.replace("'", '"')
+    assert config(daemon, "c3") == before
+    assert os.lstat(volume(daemon, "c3") / "rootfs/etc/marker").st_uid == 0  # not shifted
+    # Privileged: no user namespace, and the files are root's again.
+    daemon.cli("config", "set", "c1", "security.privileged=true")
+    daemon.cli("start", "c1")
+    try:
+        pid = pid_of(daemon, "c1")
+        assert os.readlink(f"/proc/{pid}/ns/user") == os.readlink("/proc/self/ns/user")
+        assert os.lstat(vol / "rootfs/etc/marker").st_uid == 0
+        assert os.lstat(vol / "rootfs/bin/su-test").st_mode & 0o7777 == 0o4755
+        assert in_container(daemon, "c1", "cat", "/etc/marker").strip() == MARKER
+    finally:
+        daemon.cli("stop", "c1", "-f")
+    assert json.loads(config(daemon, "c1")["volatile.last_state.idmap"]) == []
+
+
+def test_rootfs_without_init_is_refused_naming_the_path(daemon: Daemon) -> None:
+    vol = make_container(daemon, "c1", init=False)
+    before = config(daemon, "c1")
+    msg = daemon.fails("start", "c1")
+    assert "/sbin/init" in msg and str(vol / "rootfs") in msg
+    assert config(daemon, "c1") == before
+    assert "c1,STOPPED" in daemon.cli("list", "--format=csv").stdout
+    assert mounts_naming(daemon.dir) == []
+    assert os.lstat(vol / "rootfs/etc/marker").st_uid == 0  # refused before any shift
+
+
+def set_volatile(daemon: Daemon, name: str, key: str, value: str) -> None:
+    """stand-in until the storage branch merges: it sets volatile.apply_template at create."""
+    with sqlite3.connect(daemon.dir / "pincus.db") as db:
+        (iid,) = db.execute("SELECT id FROM instances WHERE name = ?", (name,)).fetchone()
+        db.execute(
+            "INSERT INTO instances_volatile (instance_id, key, value) VALUES (?, ?, ?)", (iid, key, value)
+        )
+
+
+def test_templates_apply_on_create_and_disk_devices_are_bound(daemon: Daemon, tmp_path: Path) -> None:
+    vol = make_container(
+        daemon,
+        "c1",
+        templates={"hostname.tpl": "{{ instance.name }}\n", "motd.tpl": "welcome to {{container.name}}\n"},
+        metadata_templates=TEMPLATES,
+    )
+    set_volatile(daemon, "c1", "volatile.apply_template", "create")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "from-host").write_text("host data\n")
+    daemon.cli("config", "device", "add", "c1", "data", "disk", f"source={shared}", "path=/mnt/data")
+    daemon.cli(
+        "config", "device", "add", "c1", "ro", "disk", f"source={shared}", "path=/mnt/ro", "readonly=true"
+    )
+    daemon.cli("start", "c1")
+    try:
+        assert in_container(daemon, "c1", "cat", "/etc/hostname") == "c1\n"
+        assert in_container(daemon, "c1", "cat", "/etc/motd") == "welcome to c1\n"
+        assert "volatile.apply_template" not in config(daemon, "c1")
+        assert in_container(daemon, "c1", "cat", "/mnt/data/from-host").strip() == "host data"
+        r = daemon.cli("exec", "c1", "--", "sh", "-c", "echo x > /mnt/ro/new", check=False)
+        assert r.returncode != 0 and not (shared / "new").exists()
+    finally:
+        daemon.cli("stop", "c1", "-f")
+    assert mounts_naming(shared) == []
+    # The create trigger is spent: a restart keeps what the container made of /etc/hostname.
+    (vol / "rootfs/etc/hostname").write_text("changed\n")
+    daemon.cli("start", "c1")
+    try:
+        assert in_container(daemon, "c1", "cat", "/etc/hostname") == "changed\n"
+    finally:
+        daemon.cli("stop", "c1", "-f")
