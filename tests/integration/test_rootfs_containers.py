@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.helpers import config, in_container
+from tests.integration.helpers import config, in_container, ping
 from tests.pincus_testlib import Daemon
 from tests.rootfslib import MARKER, build_volume
 
@@ -218,3 +218,76 @@ def test_templates_apply_on_create_and_disk_devices_are_bound(daemon: Daemon, tm
         assert in_container(daemon, "c1", "cat", "/etc/hostname") == "changed\n"
     finally:
         daemon.cli("stop", "c1", "-f")
+
+
+# --- every NIC path inside a user namespace -------------------------------------------------------
+
+UDHCPC_SCRIPT = """#!/bin/sh
+[ "$1" = bound ] && ip addr add "$ip/$mask" dev "$interface"
+exit 0
+"""
+
+
+def test_unprivileged_containers_on_a_bridge_ping_each_other(daemon: Daemon, prefix: str) -> None:
+    br = f"{prefix}br"
+    daemon.ns.add_bridge(br)
+    for i, name in enumerate(("c1", "c2")):
+        make_container(daemon, name)
+        daemon.cli(
+            "config", "device", "add", name, "eth0", "nic", "nictype=bridged", f"parent={br}", "name=eth0"
+        )
+        daemon.cli("start", name)
+        in_container(daemon, name, "ip", "addr", "add", f"10.250.40.{i + 2}/24", "dev", "eth0")
+    try:
+        assert ping(daemon, "c1", "10.250.40.3") and ping(daemon, "c2", "10.250.40.2")
+        mac = config(daemon, "c1")["volatile.eth0.hwaddr"]
+        assert in_container(daemon, "c1", "cat", "/sys/class/net/eth0/address").strip() == mac
+        host_name = config(daemon, "c1")["volatile.eth0.host_name"]
+    finally:
+        daemon.cli("stop", "c1", "c2", "-f")
+    assert daemon.ns.link(host_name) is None
+
+
+def test_udhcpc_in_an_unprivileged_container_gets_its_static_allocation(daemon: Daemon, prefix: str) -> None:
+    net = f"{prefix}br"
+    daemon.cli("network", "create", net, "ipv4.address=10.250.41.1/24", "ipv6.address=none",
+               "ipv4.dhcp.ranges=10.250.41.100-10.250.41.150")  # fmt: skip
+    daemon.cli("network", "create", "phys0", "--type=physical", f"parent={net}")
+    vol = make_container(daemon, "c1")
+    (vol / "rootfs/bin/udhcpc-script").write_text(UDHCPC_SCRIPT)
+    os.chmod(vol / "rootfs/bin/udhcpc-script", 0o755)
+    daemon.cli("config", "device", "add", "c1", "eth0", "nic", "network=phys0", "name=eth0",
+               "ipv4.address=10.250.41.7")  # fmt: skip
+    daemon.cli("start", "c1")
+    try:
+        in_container(daemon, "c1", "udhcpc", "-q", "-n", "-t", "5", "-T", "1", "-i", "eth0",
+                     "-s", "/bin/udhcpc-script")  # fmt: skip
+        assert "inet 10.250.41.7/24" in in_container(daemon, "c1", "ip", "-4", "addr", "show", "dev", "eth0")
+        assert ping(daemon, "c1", "10.250.41.1")
+    finally:
+        daemon.cli("stop", "c1", "-f")
+
+
+def test_physical_nic_moves_into_an_unprivileged_container_and_back(daemon: Daemon, prefix: str) -> None:
+    nic = f"{prefix}nic"
+    daemon.ns.add_standin_nic(nic)
+    daemon.ns.ip("link", "set", nic, "mtu", "1400")
+    before = daemon.ns.link(nic)
+    assert before is not None
+    daemon.cli("network", "create", "lan", "--type=physical", f"parent={nic}")
+    make_container(daemon, "c1")
+    daemon.cli("config", "device", "add", "c1", "lan0", "nic", "network=lan", "name=lan0")
+    daemon.cli("start", "c1")
+    try:
+        assert daemon.ns.link(nic) is None
+        assert in_container(daemon, "c1", "cat", "/sys/class/net/lan0/mtu").strip() == "1400"
+        in_container(daemon, "c1", "ip", "addr", "add", "10.250.42.2/24", "dev", "lan0")
+    finally:
+        daemon.cli("stop", "c1", "--timeout", "10")
+    after = daemon.ns.link(nic)
+    assert after is not None
+    assert (after["ifname"], after["mtu"], after["address"]) == (
+        before["ifname"],
+        before["mtu"],
+        before["address"],
+    )
