@@ -40,9 +40,18 @@ def volume(daemon: Daemon, name: str) -> Path:
     return daemon.dir / "storage-pools" / POOL / "containers" / name
 
 
-def make_container(daemon: Daemon, name: str, *keys: str, init: bool = True, **kw: str) -> Path:
+def make_container(
+    daemon: Daemon,
+    name: str,
+    *keys: str,
+    init: bool = True,
+    templates: dict[str, str] | None = None,
+    metadata_templates: str = "",
+) -> Path:
     """An instance with a root disk on POOL and a busybox volume (as storage would unpack it)."""
-    vol = build_volume(volume(daemon, name), init=init, **kw)  # type: ignore[arg-type]
+    vol = build_volume(
+        volume(daemon, name), init=init, templates=templates, metadata_templates=metadata_templates
+    )
     daemon.cli("init", name, *(a for k in keys for a in ("-c", k)))
     daemon.cli("config", "device", "add", name, "root", "disk", "path=/", f"pool={POOL}")
     return vol
