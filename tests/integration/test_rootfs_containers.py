@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from pincus.host.idmap import IDMAPPED_ENV
 from tests.integration.helpers import config, in_container, ping
-from tests.pincus_testlib import Daemon
+from tests.pincus_testlib import Daemon, NetNS, cleanup_dir, kill_leftovers
 from tests.rootfslib import MARKER, build_volume
 
 HOST_MARKER = Path("/etc/pincus-host-marker")
@@ -20,6 +23,46 @@ TEMPLATES = (
     "  /etc/hostname:\n    when: [create, copy]\n    template: hostname.tpl\n"
     "  /etc/motd:\n    when: [start]\n    template: motd.tpl\n"
 )
+
+
+class ChownDaemon(Daemon):
+    """A pincusd that chown-shifts volumes even where idmapped mounts work (the fallback)."""
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**super().env, IDMAPPED_ENV: "off"}
+
+
+@pytest.fixture(params=["idmapped", "chown"])
+def any_daemon(request: pytest.FixtureRequest, netns: NetNS) -> Iterator[Daemon]:
+    """A daemon of each kind: idmapped mounts (this kernel and ext4 take them), chown shift."""
+    kind = ChownDaemon if request.param == "chown" else Daemon
+    d = kind(netns, Path(tempfile.mkdtemp(prefix="pincus-test-")))
+    try:
+        d.start()
+        yield d
+    finally:
+        if d.proc is not None and d.proc.poll() is None:
+            d.cli("admin", "shutdown", "--timeout", "2", check=False, timeout=60)
+        d.stop()
+        d.stop(signal.SIGKILL)
+        kill_leftovers(d.dir)
+        cleanup_dir(d.dir)
+
+
+@pytest.fixture
+def chown_daemon(netns: NetNS) -> Iterator[Daemon]:
+    d = ChownDaemon(netns, Path(tempfile.mkdtemp(prefix="pincus-test-")))
+    try:
+        d.start()
+        yield d
+    finally:
+        if d.proc is not None and d.proc.poll() is None:
+            d.cli("admin", "shutdown", "--timeout", "2", check=False, timeout=60)
+        d.stop()
+        d.stop(signal.SIGKILL)
+        kill_leftovers(d.dir)
+        cleanup_dir(d.dir)
 
 
 @pytest.fixture
@@ -68,8 +111,10 @@ def mounts_naming(path: Path) -> list[str]:
 
 
 def test_unprivileged_container_runs_the_images_init_on_its_own_root(
-    daemon: Daemon, host_marker: Path
+    any_daemon: Daemon, host_marker: Path
 ) -> None:
+    daemon = any_daemon
+    idmapped = not isinstance(daemon, ChownDaemon)
     vol = make_container(daemon, "c1")
     daemon.cli("start", "c1")
     try:
@@ -86,14 +131,21 @@ def test_unprivileged_container_runs_the_images_init_on_its_own_root(
         base = current[0]["Hostid"]
         assert uid_map == ["0", str(base), "65536"] and base > 0
         assert Path(f"/proc/{pid}/gid_map").read_text().split() == ["0", str(base), "65536"]
-        assert json.loads(cfg["volatile.last_state.idmap"]) == current
-        # The volume was shifted: root's files belong to the mapped root, setuid bits kept.
-        assert os.lstat(vol / "rootfs/etc/marker").st_uid == base
-        assert os.lstat(vol / "rootfs/bin/sh").st_uid == base  # a symlink, lchown'd
-        # A file made inside belongs to the mapped uid on the host.
+        # chown: the volume was shifted to the mapped root (symlinks too) and a file made inside
+        # belongs to the mapped uid on the host. idmapped: the files stay as the image has them,
+        # the mount maps them.
+        on_disk = 0 if idmapped else base
+        assert json.loads(cfg["volatile.last_state.idmap"]) == ([] if idmapped else current)
+        assert os.lstat(vol / "rootfs/etc/marker").st_uid == on_disk
+        assert os.lstat(vol / "rootfs/bin/sh").st_uid == on_disk
         in_container(daemon, "c1", "sh", "-c", "echo hi > /root/made-inside")
         st = os.stat(vol / "rootfs/root/made-inside")
-        assert (st.st_uid, st.st_gid) == (base, base)
+        assert (st.st_uid, st.st_gid) == (on_disk, on_disk)
+        assert in_container(daemon, "c1", "stat", "-c", "%u", "/etc/marker").strip() == "0"
+        if idmapped:
+            assert "idmapped" in Path(f"/proc/{pid}/mountinfo").read_text().splitlines()[0] or any(
+                "idmapped" in line for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines()
+            )
         assert in_container(daemon, "c1", "id", "-u").strip() == "0"
         # The host's files are out of reach.
         assert host_marker.exists()
@@ -119,13 +171,14 @@ def test_unprivileged_container_runs_the_images_init_on_its_own_root(
     daemon.cli("start", "c1")
     try:
         assert in_container(daemon, "c1", "cat", "/root/made-inside").strip() == "hi"
-        assert os.stat(vol / "rootfs/root/made-inside").st_uid == base
+        assert os.stat(vol / "rootfs/root/made-inside").st_uid == on_disk
     finally:
         daemon.cli("stop", "c1", "-f")
     assert mounts_naming(daemon.dir) == []
 
 
-def test_privileged_and_isolated_maps_shift_the_volume_back_and_forth(daemon: Daemon) -> None:
+def test_privileged_and_isolated_maps_shift_the_volume_back_and_forth(chown_daemon: Daemon) -> None:
+    daemon = chown_daemon
     vol = make_container(daemon, "c1")
     (vol / "rootfs/bin/su-test").write_text("#!/bin/sh\n")
     os.chmod(vol / "rootfs/bin/su-test", 0o4755)

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pincus.errors import HostError, InvalidError
+from pincus.host import files, netns, process
 from pincus.host import idmap as idmap_host
-from pincus.host import netns, process
 from pincus.reverter import Reverter
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -232,19 +232,35 @@ class RootSpec:
     # Rendered templates: (absolute path inside, content, mode), written by the container's root.
     files: tuple[tuple[str, str, int], ...] = ()
     init: tuple[str, ...] = ("/sbin/init",)
+    # The root is mounted through the user namespace's map (files on disk stay unshifted);
+    # otherwise the caller has chown-shifted it.
+    idmapped: bool = False
 
 
 _PR_SET_CHILD_SUBREAPER = 36
-_subreaper_set = False
+_subreaper_users = 0
+_subreaper_lock = threading.Lock()
 
 
-def _become_subreaper() -> None:
-    """The pre-init exits once pid 1 runs: pid 1 is then reparented to us, and reaped by us."""
-    global _subreaper_set
-    if not _subreaper_set:
-        if _libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+@contextmanager
+def _subreaper() -> Iterator[None]:
+    """While a pre-init lives: it exits once pid 1 runs, and pid 1 is then reparented to us.
+
+    Only for that window: a permanent subreaper would also inherit every daemonizing helper
+    (dnsmasq), which nothing here reaps (the single reaper thread of host/reaper.py will).
+    """
+    global _subreaper_users
+    with _subreaper_lock:
+        if _subreaper_users == 0 and _libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
             raise HostError(f"become a child subreaper: {os.strerror(ctypes.get_errno())}")
-        _subreaper_set = True
+        _subreaper_users += 1
+    try:
+        yield
+    finally:
+        with _subreaper_lock:
+            _subreaper_users -= 1
+            if _subreaper_users == 0:
+                _libc.prctl(_PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
 
 
 def check_root(name: str, spec: RootSpec) -> None:
@@ -374,7 +390,6 @@ def spawn_rootfs_container(
         raise HostError(f"start container {name}: state directory {state_dir} does not exist")
     if netns.netns_is_bound(handle):
         raise HostError(f"start container {name}: {handle} is still bound to a netns")
-    _become_subreaper()
     config = {
         "hostname": hostname,
         "rootfs": str(spec.rootfs),
@@ -382,10 +397,11 @@ def spawn_rootfs_container(
         "mounts": [{"source": str(m.source), "path": m.path, "readonly": m.readonly} for m in spec.mounts],
         "files": [{"path": p, "content": c, "mode": str(mode)} for p, c, mode in spec.files],
         "init": list(spec.init),
+        "idmapped": bool(spec.idmap) and spec.idmapped,
     }
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    with Reverter() as undo, ours:
+    with _subreaper(), Reverter() as undo, ours:
         try:
             try:
                 log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
@@ -410,11 +426,19 @@ def spawn_rootfs_container(
                 idmap_host.write_proc_maps(pre.pid, spec.idmap)
             if prepare is not None:
                 prepare(pre.pid)
-            ours.sendall(b"go\n")
+            if spec.idmap and spec.idmapped:
+                tree = idmap_host.idmapped_tree(spec.rootfs, pre.pid)
+                try:
+                    socket.send_fds(ours, [b"go\n"], [tree])
+                finally:
+                    os.close(tree)
+            else:
+                ours.sendall(b"go\n")
             said = _recv_line(ours, _READY_TIMEOUT)
             pid1 = int(said.removeprefix("pid ")) if said.startswith("pid ") else 0
             if pid1:
                 undo.add(_kill_pid, pid1)
+                _record_init(state_dir, pid1)
             pre.wait()  # it exits right after the fork: pid 1 is now our child
             report = _read_ready(read_fd, _READY_TIMEOUT)
         finally:
@@ -435,6 +459,31 @@ def spawn_rootfs_container(
         undo.success()
     _start_waiter(proc, lambda: _wait_pid(pid1))
     return proc
+
+
+def init_record(state_dir: Path) -> Path:
+    """Where a rootfs container's pid 1 is recorded the moment it exists: the image's init does not
+    name the state directory on its command line, so a daemon killed mid-start finds it here."""
+    return state_dir / "init.json"
+
+
+def _record_init(state_dir: Path, pid: int) -> None:
+    started = process.read_stat(pid)
+    if started is not None:
+        files.write_json(init_record(state_dir), {"pid": pid, "start_time": started.start_time})
+
+
+def kill_recorded_init(state_dir: Path) -> bool:
+    """SIGKILL the recorded pid 1 if it still runs (an interrupted start); whether it did."""
+    rec = files.read_json(init_record(state_dir))
+    if not isinstance(rec, dict):
+        return False
+    proc = ContainerProcess(int(rec["pid"]), int(rec["start_time"]))
+    killed = is_alive(proc)
+    if killed:
+        stop_container(proc, force=True)
+    files.remove(init_record(state_dir))
+    return killed
 
 
 def _wait_pid(pid: int) -> None:

@@ -278,16 +278,6 @@ def receive(sock: socket.socket) -> str:
     return data.decode().rstrip("\n")
 
 
-def receive_tree(sock: socket.socket) -> int:
-    """The idmapped root tree the daemon made for us (SCM_RIGHTS), or -1 when it sends none."""
-    msg, fds, _, _ = socket.recv_fds(sock, 64, 1)
-    if msg.strip() != b"tree" or not fds:
-        for fd in fds:
-            os.close(fd)
-        return -1
-    return fds[0]
-
-
 def ensure_dir_inside(path: str) -> None:
     """mkdir -p below the container's root (we are already pivoted: symlinks stay inside)."""
     with suppress(FileExistsError):
@@ -411,13 +401,15 @@ def preinit(args: dict[str, str]) -> int:
         if cfg["userns"]:
             check(libc.unshare(CLONE_NEWUSER), "unshare user namespace")
         send(sock, "userns")
-        if receive(sock) != "go":
+        # "go", with the idmapped root tree attached when the daemon made one.
+        msg, fds, _, _ = socket.recv_fds(sock, 64, 1)
+        if msg != b"go\n":
             return 1
-        if cfg.get("idmapped"):
-            idmapped = receive_tree(sock)
-            if idmapped >= 0:
-                os.close(tree)
-                tree = idmapped
+        if fds:
+            os.close(tree)
+            tree = fds[0]
+        elif cfg.get("idmapped"):
+            raise SetupError("the daemon sent no idmapped root")
         if cfg["userns"]:
             os.setgroups([])
             os.setresgid(0, 0, 0)

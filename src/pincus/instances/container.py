@@ -86,9 +86,11 @@ class Container(Instance):
     def _shift_volume(self, volume: Path, new: idmap_host.IdMap) -> None:
         """Own the rootfs by the ids NEW maps to, once: volatile.last_state.idmap says what the
         files are shifted to now, so a restart does not shift twice and a new map shifts back first."""
-        last = idmap_host.from_json(self.volatile("volatile.last_state.idmap") or "[]")
+        recorded = self.volatile("volatile.last_state.idmap")
+        last = idmap_host.from_json(recorded or "[]")
         if last != new:
             self.host(idmap_host.shift_tree, volume / "rootfs", last, new)
+        if last != new or recorded is None:
             self.set_volatile({"volatile.last_state.idmap": idmap_host.to_json(new)})
 
     def _templates(self, volume: Path) -> tuple[tuple[str, str, int], ...]:
@@ -144,9 +146,14 @@ class Container(Instance):
             "volatile.idmap.base": str(base) if isolated else None,
             "volatile.idmap.current": idmap_host.to_json(new),
         })  # fmt: skip
-        spec = host_container.RootSpec(volume / "rootfs", new, self._mounts(), self._templates(volume))
+        # An idmapped mount where the kernel and filesystem take one: the files stay as the image
+        # has them; else a one-time chown shift.
+        idmapped = bool(new) and self.host(idmap_host.supports_idmapped_mounts, volume / "rootfs")
+        spec = host_container.RootSpec(
+            volume / "rootfs", new, self._mounts(), self._templates(volume), idmapped=idmapped
+        )
         self.host(host_container.check_root, self.name, spec)  # before the volume is changed
-        self._shift_volume(volume, new)
+        self._shift_volume(volume, () if idmapped else new)
         proc = self.host(
             host_container.spawn_rootfs_container, self.name, self.name, self.dir, self.dir / "console.log",
             spec, self.prepare,
@@ -154,6 +161,10 @@ class Container(Instance):
         if self.volatile("volatile.apply_template") is not None:
             self.set_volatile({"volatile.apply_template": None})
         return proc
+
+    def finish_interrupted_start(self) -> None:
+        self.host(host_container.kill_recorded_init, self.dir)
+        super().finish_interrupted_start()
 
     def restore_volatile(self, snapshot: dict[str, str]) -> None:
         """As every instance, except volatile.last_state.idmap: it records the files on disk,
@@ -179,6 +190,7 @@ class Container(Instance):
 
     def _release(self) -> None:
         self.host(netns.release_netns, self.netns_handle)
+        self.host(files.remove, host_container.init_record(self.dir))
 
     def _attach(self, nic: NicRun) -> None:
         handle = str(self.netns_handle)
