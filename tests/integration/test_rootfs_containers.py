@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from pincus.host import process
 from pincus.host.idmap import IDMAPPED_ENV
 from tests.integration.helpers import config, in_container, ping
 from tests.pincus_testlib import Daemon, NetNS, cleanup_dir, kill_leftovers
@@ -353,3 +354,21 @@ def test_physical_nic_moves_into_an_unprivileged_container_and_back(daemon: Daem
         before["mtu"],
         before["address"],
     )
+
+
+def test_unprivileged_container_survives_a_daemon_sigkill_and_stops_cleanly(daemon: Daemon) -> None:
+    make_container(daemon, "c1")
+    daemon.cli("start", "c1")
+    pid = pid_of(daemon, "c1")
+    daemon.stop(signal.SIGKILL)
+    daemon.start()
+    try:
+        assert "c1,RUNNING" in daemon.cli("list", "--format=csv").stdout
+        assert pid_of(daemon, "c1") == pid
+        assert in_container(daemon, "c1", "cat", "/etc/marker").strip() == MARKER
+    finally:
+        daemon.cli("stop", "c1", "--timeout", "10")
+    # Its new parent (this machine's pid 1) may leave it a zombie: it holds nothing then.
+    assert process.exited(pid)
+    assert "c1,STOPPED" in daemon.cli("list", "--format=csv").stdout
+    assert mounts_naming(daemon.dir) == []
