@@ -17,6 +17,7 @@ from pincus.host.idmap import IDMAPPED_ENV
 from tests.integration.helpers import config, in_container, ping
 from tests.pincus_testlib import Daemon, NetNS, cleanup_dir, kill_leftovers
 from tests.rootfslib import MARKER, build_volume
+from tests.wsclient import WSClient
 
 HOST_MARKER = Path("/etc/pincus-host-marker")
 POOL = "default"
@@ -372,3 +373,35 @@ def test_unprivileged_container_survives_a_daemon_sigkill_and_stops_cleanly(daem
     assert process.exited(pid)
     assert "c1,STOPPED" in daemon.cli("list", "--format=csv").stdout
     assert mounts_naming(daemon.dir) == []
+
+
+def test_exec_with_a_terminal_in_an_unprivileged_container(daemon: Daemon) -> None:
+    make_container(daemon, "c1")
+    daemon.cli("start", "c1")
+    try:
+        code, doc = daemon.api(
+            "POST",
+            "/1.0/instances/c1/exec",
+            {
+                "command": ["sh", "-c", "tty; stty size; id -u"],
+                "interactive": True,
+                "wait-for-websocket": True,
+                "width": 80,
+                "height": 24,
+            },
+        )
+        assert code == 202, doc
+        op = doc["metadata"]
+        base = f"/1.0/operations/{op['id']}/websocket?secret="
+        ws = {
+            ch: WSClient(str(daemon.dir / "unix.socket"), base + s) for ch, s in op["metadata"]["fds"].items()
+        }
+        got = b""
+        while b"\n0" not in got:
+            got += ws["0"].recv()[1]
+        assert daemon.wait_op(doc)["metadata"]["return"] == 0
+        assert b"24 80" in got, got
+        for w in ws.values():
+            w.close()
+    finally:
+        daemon.cli("stop", "c1", "-f")
