@@ -1,4 +1,4 @@
-"""Start and stop of a container on its own root (host/container.py spawn_rootfs_container), with
+"""Start and stop of a container on its own root (host/container.py spawn_container), with
 the root idmapped, chown-shifted and privileged, plus a clean busybox poweroff and a chown shift.
 
     .venv/bin/python bench/bench_rootfs_start.py [-n 7]
@@ -43,7 +43,7 @@ def main() -> None:
                 state.mkdir()
                 spec = hc.RootSpec(rootfs, () if mode == "privileged" else MAP, idmapped=mode == "idmapped")
                 t = time.monotonic()
-                proc = hc.spawn_rootfs_container("bench", "bench", state, work / "log", spec)
+                proc = hc.spawn_container("bench", "bench", state, work / "log", spec)
                 starts.append(time.monotonic() - t)
                 t = time.monotonic()
                 hc.stop_container(proc, 10, True, state)
@@ -51,11 +51,11 @@ def main() -> None:
             median, least = statistics.median(starts) * 1000, min(starts) * 1000
             stop = statistics.median(stops) * 1000
             print(
-                f"{mode:10} start median {median:6.0f} ms  min {least:5.0f}  forced stop {stop:5.0f} ms  n={n}"
+                f"{mode:10} start median {median:6.0f} ms  min {least:5.0f} forced stop {stop:5.0f} ms n={n}"
             )
         state = work / "poweroff"
         state.mkdir()
-        proc = hc.spawn_rootfs_container("bench", "bench", state, work / "log", hc.RootSpec(rootfs, ()))
+        proc = hc.spawn_container("bench", "bench", state, work / "log", hc.RootSpec(rootfs, ()))
         t = time.monotonic()
         hc.stop_container(proc, 10, False, state, halt_signal=signal.SIGUSR2)
         print(f"busybox poweroff (SIGUSR2) {(time.monotonic() - t) * 1000:.0f} ms")

@@ -1,8 +1,11 @@
-"""Containers: an init in new net, uts, ipc, mount and pid namespaces, and exec into them.
+"""Containers: an init in its own namespaces, and exec into them.
 
-The container's init (``container_init.py``) is a direct child of the calling process, so
-the caller can reap it: one waiter thread per container does that as soon as it exits. It
-runs in its own session, so it outlives the caller; a later process finds it again by pid
+On its own root (spawn_container with a RootSpec): a pre-init (container_init.py --preinit)
+unshares a user namespace, which the daemon maps; it then unshares mount, pid, net, uts, ipc
+and cgroup namespaces owned by it and forks pid 1, which pivots into the root and execs the
+image's init. The pre-init exits at once; pid 1 is reparented to the daemon (a subreaper for
+that moment), whose waiter thread reaps it. Without a RootSpec (legacy, host root), the init is
+a direct child running container_init.py. Either way a later process finds the init again by pid
 and start time (``ContainerProcess``), which is safe against pid reuse.
 """
 
@@ -151,8 +154,28 @@ def _start_waiter(proc: ContainerProcess, wait_exit: Callable[[], object]) -> No
     thread.start()
 
 
-def spawn_container(name: str, hostname: str, state_dir: Path, log_path: Path) -> ContainerProcess:
-    """Start a container's init, wait until it is ready and bind its netns at netns_handle().
+def spawn_container(
+    name: str,
+    hostname: str,
+    state_dir: Path,
+    log_path: Path,
+    spec: RootSpec | None = None,
+    prepare: Callable[[int], None] | None = None,
+) -> ContainerProcess:
+    """Start a container and bind its netns at netns_handle(): on SPEC's root (see
+    _spawn_on_root), or without SPEC on the host's root (legacy: removed when the suite migrates
+    to images). PREPARE gets the host pid of the container's first process before it goes on
+    past its namespace setup (the cgroup is attached there).
+    """
+    if spec is not None:
+        return _spawn_on_root(name, hostname, state_dir, log_path, spec, prepare)
+    return _spawn_on_host_root(name, hostname, state_dir, log_path, prepare)
+
+
+def _spawn_on_host_root(
+    name: str, hostname: str, state_dir: Path, log_path: Path, prepare: Callable[[int], None] | None
+) -> ContainerProcess:
+    """legacy host-root path: removed when the suite migrates to images.
 
     Ready means: in its own namespaces, fresh /proc and /sys mounted, hostname set, lo up.
     On failure nothing is left behind.
@@ -190,6 +213,8 @@ def spawn_container(name: str, hostname: str, state_dir: Path, log_path: Path) -
             finally:
                 os.close(log)
             undo.add(_kill_child, popen)
+            if prepare is not None:
+                prepare(popen.pid)
             os.close(write_fd)
             write_fd = -1
             report = _read_ready(read_fd, _READY_TIMEOUT)
@@ -367,13 +392,13 @@ def _kill_pid(pid: int) -> None:
         os.waitpid(pid, 0)
 
 
-def spawn_rootfs_container(
+def _spawn_on_root(
     name: str,
     hostname: str,
     state_dir: Path,
     log_path: Path,
     spec: RootSpec,
-    prepare: Callable[[int], None] | None = None,
+    prepare: Callable[[int], None] | None,
 ) -> ContainerProcess:
     """Start a container on spec.rootfs: the image's init as pid 1 of new user (unless spec.idmap is
     empty), mount, pid, net, uts, ipc and cgroup namespaces, all owned by that user namespace.

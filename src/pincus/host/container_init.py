@@ -57,9 +57,9 @@ MOVE_MOUNT_F_EMPTY_PATH = 0x4
 MOUNT_ATTR_RDONLY = 0x1
 MOUNT_ATTR_IDMAP = 0x100000
 AT_FDCWD = -100
-# Where the pre-init's detached root tree is attached before pivot_root; any directory of the
-# host's tree does, as the mount lives only in the container's own mount namespace.
-STAGE = "/mnt"
+# Where the pre-init's detached root tree is attached before pivot_root: the first that exists
+# of these host directories (any does: the mount lives only in the container's mount namespace).
+STAGES = ("/mnt", "/tmp", "/run", "/var")
 OLD_ROOT = ".pincus-old-root"
 # Host device nodes a container gets (bind mounts: a user namespace cannot mknod).
 DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
@@ -338,9 +338,12 @@ def setup_root(cfg: dict[str, Any], tree: int, mounts: list[tuple[int, str]]) ->
     make_mounts_slave()
     # The host's device nodes, taken from our copy of the host tree before it goes away.
     nodes = {name: clone_tree(f"/dev/{name}", False) for name in DEV_NODES if os.path.exists(f"/dev/{name}")}
-    attach(tree, STAGE, "attach the root file system")
+    stage = next((d for d in STAGES if os.path.isdir(d) and not os.path.islink(d)), None)
+    if stage is None:
+        raise SetupError(f"no directory to attach the root file system on (tried {', '.join(STAGES)})")
+    attach(tree, stage, "attach the root file system")
     os.close(tree)
-    os.chdir(STAGE)
+    os.chdir(stage)
     st = os.lstat(OLD_ROOT) if os.path.lexists(OLD_ROOT) else None
     if st is None:
         os.mkdir(OLD_ROOT, 0o700)

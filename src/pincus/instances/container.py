@@ -129,8 +129,9 @@ class Container(Instance):
         if volume is None:
             # legacy host-root path: removed when the suite migrates to images
             proc = self.host(
-                host_container.spawn_container, self.name, self.name, self.dir, self.dir / "console.log"
-            )
+                host_container.spawn_container, self.name, self.name, self.dir, self.dir / "console.log",
+                None, self.prepare,
+            )  # fmt: skip
         else:
             proc = self._spawn_on_root(volume)
         db_instances.set_runtime(self.state.store, self.name, db_instances.Runtime(proc.pid, proc.start_time))
@@ -155,7 +156,7 @@ class Container(Instance):
         self.host(host_container.check_root, self.name, spec)  # before the volume is changed
         self._shift_volume(volume, () if idmapped else new)
         proc = self.host(
-            host_container.spawn_rootfs_container, self.name, self.name, self.dir, self.dir / "console.log",
+            host_container.spawn_container, self.name, self.name, self.dir, self.dir / "console.log",
             spec, self.prepare,
         )  # fmt: skip
         if self.volatile("volatile.apply_template") is not None:
