@@ -18,11 +18,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "src"), str(REPO)]
 
+from pincus import idmaps  # noqa: E402
 from pincus.host import container as hc  # noqa: E402
 from pincus.host import idmap  # noqa: E402
 from tests.rootfslib import build_volume  # noqa: E402
 
-MAP = (idmap.IdRange(True, False, 100000, 0, 65536), idmap.IdRange(False, True, 100000, 0, 65536))
+MAP = (idmaps.IdRange(True, False, 100000, 0, 65536), idmaps.IdRange(False, True, 100000, 0, 65536))
 
 
 def main() -> None:
@@ -32,7 +33,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="pincus-bench-rootfs-"))
     try:
         rootfs = build_volume(work / "vol") / "rootfs"
-        on_disk: idmap.IdMap = ()
+        on_disk: idmaps.IdMap = ()
         for mode in ("idmapped", "chown", "privileged"):
             wanted = MAP if mode == "chown" else ()
             idmap.shift_tree(rootfs, on_disk, wanted)

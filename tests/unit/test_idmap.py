@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from pincus import idmaps
 from pincus.errors import HostError, InvalidError
 from pincus.host import idmap as host_idmap
 from pincus.instances import idmap, templates
@@ -17,11 +18,11 @@ ROOT = (100000, 10_000_001)
 def test_default_map_is_roots_first_range_shared() -> None:
     m = idmap.allocate("c1", {}, {}, ROOT, ROOT, [])
     assert m == (
-        host_idmap.IdRange(True, False, 100000, 0, 65536),
-        host_idmap.IdRange(False, True, 100000, 0, 65536),
+        idmaps.IdRange(True, False, 100000, 0, 65536),
+        idmaps.IdRange(False, True, 100000, 0, 65536),
     )
     assert idmap.allocate("c2", {}, {}, ROOT, ROOT, [idmap.Block("c1", 165536, 65536)]) == m
-    assert host_idmap.proc_map_lines(m, True) == "0 100000 65536\n"
+    assert idmaps.proc_map_lines(m, True) == "0 100000 65536\n"
 
 
 def test_privileged_has_no_map() -> None:
@@ -61,12 +62,12 @@ def test_no_free_block_left_is_refused() -> None:
 
 def test_map_json_round_trips_in_incus_form() -> None:
     m = idmap.allocate("c1", {}, {}, ROOT, ROOT, [])
-    text = host_idmap.to_json(m)
+    text = idmaps.to_json(m)
     assert '"Isuid":true' in text and '"Maprange":65536' in text
-    assert host_idmap.from_json(text) == m
-    assert host_idmap.from_json("") == ()
+    assert idmaps.from_json(text) == m
+    assert idmaps.from_json("") == ()
     with pytest.raises(InvalidError):
-        host_idmap.from_json("[{}]")
+        idmaps.from_json("[{}]")
 
 
 def test_root_ranges_reads_and_adds_a_missing_range(tmp_path: Path) -> None:
@@ -90,7 +91,7 @@ def test_shift_tree_shifts_forward_back_and_keeps_setuid(tmp_path: Path) -> None
     for p in (root, root / "bin", tool, root / "bin/link"):
         assert p.lstat().st_uid == 100000 and p.lstat().st_gid == 100000
     assert tool.stat().st_mode & 0o7777 == 0o4755
-    other = (host_idmap.IdRange(True, True, 200000, 0, 65536),)
+    other = (idmaps.IdRange(True, True, 200000, 0, 65536),)
     host_idmap.shift_tree(root, m, other)
     assert tool.stat().st_uid == 200000
     host_idmap.shift_tree(root, other, ())

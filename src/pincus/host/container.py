@@ -31,6 +31,7 @@ from pathlib import Path
 from pincus.errors import HostError, InvalidError
 from pincus.host import files, netns, process
 from pincus.host import idmap as idmap_host
+from pincus.idmaps import IdMap
 from pincus.reverter import Reverter
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -252,7 +253,7 @@ class RootSpec:
     """What a container on its own root starts with."""
 
     rootfs: Path
-    idmap: idmap_host.IdMap  # () = privileged: no user namespace
+    idmap: IdMap  # () = privileged: no user namespace
     mounts: tuple[BindMount, ...] = ()
     # Rendered templates: (absolute path inside, content, mode), written by the container's root.
     files: tuple[tuple[str, str, int], ...] = ()
@@ -496,6 +497,10 @@ def _record_init(state_dir: Path, pid: int) -> None:
     started = process.read_stat(pid)
     if started is not None:
         files.write_json(init_record(state_dir), {"pid": pid, "start_time": started.start_time})
+
+
+def forget_recorded_init(state_dir: Path) -> None:
+    files.remove(init_record(state_dir))
 
 
 def kill_recorded_init(state_dir: Path) -> bool:

@@ -1,4 +1,5 @@
-"""Host side of id mapping: /etc/subuid and /etc/subgid, and shifting a tree's owners by chown.
+"""Host side of id mapping: /etc/subuid and /etc/subgid, a user namespace's maps, shifting a
+tree's owners by chown, idmapped mounts.
 
 A map is a list of IdRange; the file formats are shadow's (`name:start:count`). The paths are
 parameters so tests never touch the real files.
@@ -7,66 +8,19 @@ parameters so tests never touch the real files.
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 import stat
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
-from pincus.errors import HostError, InvalidError
+from pincus.errors import HostError
+from pincus.idmaps import IdMap, IdRange, proc_map_lines
 
 SUBUID = Path("/etc/subuid")
 SUBGID = Path("/etc/subgid")
 # What Incus suggests when root has no range: far above any distribution's own users.
 DEFAULT_ROOT_RANGE = (1_000_000, 1_000_000_000)
-
-
-@dataclass(frozen=True)
-class IdRange:
-    """Ids nsid..nsid+size-1 of the container are host ids hostid..hostid+size-1."""
-
-    uid: bool
-    gid: bool
-    hostid: int
-    nsid: int
-    size: int
-
-    def to_host(self, nsid: int) -> int | None:
-        return self.hostid + nsid - self.nsid if self.nsid <= nsid < self.nsid + self.size else None
-
-    def to_ns(self, hostid: int) -> int | None:
-        return self.nsid + hostid - self.hostid if self.hostid <= hostid < self.hostid + self.size else None
-
-
-IdMap = tuple[IdRange, ...]
-
-
-def to_json(idmap: IdMap) -> str:
-    """Incus's volatile.idmap.* / volatile.last_state.idmap form."""
-    return json.dumps(
-        [
-            {"Isuid": r.uid, "Isgid": r.gid, "Hostid": r.hostid, "Nsid": r.nsid, "Maprange": r.size}
-            for r in idmap
-        ],
-        separators=(",", ":"),
-    )
-
-
-def from_json(text: str) -> IdMap:
-    try:
-        return tuple(
-            IdRange(bool(e["Isuid"]), bool(e["Isgid"]), int(e["Hostid"]), int(e["Nsid"]), int(e["Maprange"]))
-            for e in json.loads(text or "[]")
-        )
-    except (ValueError, TypeError, KeyError) as e:
-        raise InvalidError(f"Invalid id map {text!r}: {e}") from None
-
-
-def proc_map_lines(idmap: IdMap, uid: bool) -> str:
-    """The text for /proc/<pid>/uid_map (uid=True) or gid_map."""
-    return "".join(f"{r.nsid} {r.hostid} {r.size}\n" for r in idmap if (r.uid if uid else r.gid))
 
 
 def write_proc_maps(pid: int, idmap: IdMap) -> None:

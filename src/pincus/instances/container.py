@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pincus import netstate
+from pincus import idmaps, netstate
 from pincus.config.keys import CONTAINER
 from pincus.db import instances as db_instances
 from pincus.devices.base import NicRun
@@ -28,7 +28,7 @@ def _recorded_block(name: str, volatile: Mapping[str, str]) -> idmap.Block | Non
     base = volatile.get("volatile.idmap.base")
     if not base:
         return None
-    current = idmap_host.from_json(volatile.get("volatile.idmap.current") or "[]")
+    current = idmaps.from_json(volatile.get("volatile.idmap.current") or "[]")
     return idmap.Block(name, int(base), current[0].size if current else idmap.DEFAULT_SIZE)
 
 
@@ -70,7 +70,7 @@ class Container(Instance):
             return None
         return paths.instance_volume(self.state.dir, root["pool"], self.name)
 
-    def _idmap(self) -> idmap_host.IdMap:
+    def _idmap(self) -> idmaps.IdMap:
         """Allocate this start's id map (volatile.idmap.*), checked against every other instance."""
         config = self.rec.config
         if idmap.is_true(config.get("security.privileged")):
@@ -83,15 +83,15 @@ class Container(Instance):
         ]
         return idmap.allocate(self.name, config, self.rec.volatile, uids, gids, others)
 
-    def _shift_volume(self, volume: Path, new: idmap_host.IdMap) -> None:
+    def _shift_volume(self, volume: Path, new: idmaps.IdMap) -> None:
         """Own the rootfs by the ids NEW maps to, once: volatile.last_state.idmap says what the
         files are shifted to now, so a restart does not shift twice and a new map shifts back first."""
         recorded = self.volatile("volatile.last_state.idmap")
-        last = idmap_host.from_json(recorded or "[]")
+        last = idmaps.from_json(recorded or "[]")
         if last != new:
             self.host(idmap_host.shift_tree, volume / "rootfs", last, new)
         if last != new or recorded is None:
-            self.set_volatile({"volatile.last_state.idmap": idmap_host.to_json(new)})
+            self.set_volatile({"volatile.last_state.idmap": idmaps.to_json(new)})
 
     def _templates(self, volume: Path) -> tuple[tuple[str, str, int], ...]:
         """Rendered templates due at this start (the pending volatile.apply_template trigger, and
@@ -145,7 +145,7 @@ class Container(Instance):
         )
         self.set_volatile({
             "volatile.idmap.base": str(base) if isolated else None,
-            "volatile.idmap.current": idmap_host.to_json(new),
+            "volatile.idmap.current": idmaps.to_json(new),
         })  # fmt: skip
         # An idmapped mount where the kernel and filesystem take one: the files stay as the image
         # has them; else a one-time chown shift.
@@ -191,7 +191,7 @@ class Container(Instance):
 
     def _release(self) -> None:
         self.host(netns.release_netns, self.netns_handle)
-        self.host(files.remove, host_container.init_record(self.dir))
+        self.host(host_container.forget_recorded_init, self.dir)
 
     def _attach(self, nic: NicRun) -> None:
         handle = str(self.netns_handle)

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pincus.errors import InvalidError
-from pincus.host.idmap import IdMap, IdRange
+from pincus.idmaps import IdMap, IdRange
 
 DEFAULT_SIZE = 65536
 
