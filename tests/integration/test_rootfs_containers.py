@@ -156,8 +156,19 @@ def test_unprivileged_container_runs_the_images_init_on_its_own_root(
         assert in_container(daemon, "c1", "sh", "-c", "ls /sys/class/net").split() == ["lo"]
         assert in_container(daemon, "c1", "hostname").strip() == "c1"
         assert in_container(daemon, "c1", "sh", "-c", "cd /tmp && pwd").strip() == "/tmp"
-        r = daemon.cli("exec", "c1", "--cwd", "/root", "--", "pwd")
-        assert r.stdout.strip() == "/root"
+        r = daemon.cli(
+            "exec",
+            "c1",
+            "--cwd",
+            "/root",
+            "--env",
+            "GREETING=hi",
+            "--",
+            "sh",
+            "-c",
+            'echo "$GREETING $(pwd)"',
+        )
+        assert r.stdout == "hi /root\n"
         # busybox init ran its sysinit action.
         assert in_container(daemon, "c1", "ls", "-d", "/run/booted").strip() == "/run/booted"
         dev = in_container(daemon, "c1", "ls", "/dev").split()

@@ -130,7 +130,7 @@ class Container(Instance):
             # legacy host-root path: removed when the suite migrates to images
             proc = self.host(
                 host_container.spawn_container, self.name, self.name, self.dir, self.dir / "console.log",
-                None, self.prepare,
+                None, self._prepare,
             )  # fmt: skip
         else:
             proc = self._spawn_on_root(volume)
@@ -157,7 +157,7 @@ class Container(Instance):
         self._shift_volume(volume, () if idmapped else new)
         proc = self.host(
             host_container.spawn_container, self.name, self.name, self.dir, self.dir / "console.log",
-            spec, self.prepare,
+            spec, self._prepare,
         )  # fmt: skip
         if self.volatile("volatile.apply_template") is not None:
             self.set_volatile({"volatile.apply_template": None})
@@ -175,9 +175,10 @@ class Container(Instance):
             snapshot = {**snapshot, "volatile.last_state.idmap": on_disk}
         super().restore_volatile(snapshot)
 
-    # Called with the pid holding the new user namespace before the others exist (cgroups attach
-    # there); the cgroups branch sets it.
-    prepare: Callable[[int], None] | None = None
+    def _prepare(self, pid: int) -> None:
+        """Called by spawn_container with the host pid of the container's first process, after its
+        user namespace is mapped and before its other namespaces exist: the cgroups branch attaches
+        the instance's cgroup here (so the cgroup namespace is rooted at it)."""
 
     def _kill(self, timeout: float, force: bool) -> None:
         proc = self._proc()
