@@ -141,3 +141,22 @@ def test_templates_due_by_trigger_and_rendered() -> None:
 def test_bad_metadata_is_refused(text: str, message: str) -> None:
     with pytest.raises(InvalidError, match=message):
         templates.parse_metadata(text)
+
+
+def test_shift_tree_changes_nothing_when_an_id_cannot_map(tmp_path: Path) -> None:
+    root = tmp_path / "rootfs"
+    (root / "a").mkdir(parents=True)
+    (root / "a/bad").write_text("x")
+    os.chown(root / "a/bad", 70000, 0)
+    with pytest.raises(HostError, match="bad: uid 70000 is outside"):
+        host_idmap.shift_tree(root, (), idmap.allocate("c1", {}, {}, ROOT, ROOT, []))
+    assert root.stat().st_uid == 0 and (root / "a").stat().st_uid == 0
+
+
+def test_a_shift_cut_short_is_finished_by_running_it_again(tmp_path: Path) -> None:
+    root = tmp_path / "rootfs"
+    (root / "a").mkdir(parents=True)
+    m = idmap.allocate("c1", {}, {}, ROOT, ROOT, [])
+    os.chown(root / "a", 100000 + 5, 100000 + 5)  # shifted before the crash (uid 5 inside)
+    host_idmap.shift_tree(root, (), m)
+    assert root.stat().st_uid == 100000 and (root / "a").stat().st_uid == 100005

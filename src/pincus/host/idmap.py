@@ -74,15 +74,16 @@ def root_ranges(subuid: Path = SUBUID, subgid: Path = SUBGID) -> tuple[tuple[int
 
 
 def _shift_id(value: int, old: IdMap, new: IdMap, uid: bool) -> int:
-    """The host id VALUE of a file shifted from map OLD to map NEW ("()" = not shifted)."""
+    """The host id VALUE of a file shifted from map OLD to map NEW ("()" = not shifted).
+
+    An id already where NEW puts ids, and not one OLD explains, is left as it is: a shift that
+    was cut short (a crash) is finished by running it again."""
     ranges_old = [r for r in old if (r.uid if uid else r.gid)]
     ranges_new = [r for r in new if (r.uid if uid else r.gid)]
-    nsid = value
-    if ranges_old:
-        found = next((n for r in ranges_old if (n := r.to_ns(value)) is not None), None)
-        if found is None:
-            return value  # not from the old map (a file made on the host since): left as it is
-        nsid = found
+    in_old = next((n for r in ranges_old if (n := r.to_ns(value)) is not None), None)
+    if in_old is None and (ranges_old or any(r.to_ns(value) is not None for r in ranges_new)):
+        return value  # not from the old map (made on the host since, or shifted already)
+    nsid = value if in_old is None else in_old
     if not ranges_new:
         return nsid
     host = next((h for r in ranges_new if (h := r.to_host(nsid)) is not None), None)
@@ -94,8 +95,10 @@ def _shift_id(value: int, old: IdMap, new: IdMap, uid: bool) -> int:
 def shift_tree(root: Path, old: IdMap, new: IdMap) -> int:
     """Change every owner below ROOT (ROOT too) from map OLD to map NEW; the number of entries.
 
-    Symlinks are changed themselves (lchown), never followed; a hard-linked inode once; setuid
-    and setgid bits, which chown clears, are put back. Mount points below ROOT are not crossed.
+    Every new owner is worked out before any is changed, so an id NEW cannot map changes
+    nothing. Symlinks are changed themselves (lchown), never followed; a hard-linked inode
+    once; setuid and setgid bits, which chown clears, are put back. Mount points below ROOT
+    are not crossed.
     """
     if old == new:
         return 0
@@ -104,10 +107,9 @@ def shift_tree(root: Path, old: IdMap, new: IdMap) -> int:
     except OSError as e:
         raise HostError(f"shift ids of {root}: {e.strerror}") from e
     seen: set[int] = set()
-    count = 0
+    todo: list[tuple[str, os.stat_result, int, int]] = []
     stack = [str(root)]
-    _shift_one(str(root), top, old, new)
-    count += 1
+    _plan(str(root), top, old, new, todo)
     while stack:
         directory = stack.pop()
         try:
@@ -125,19 +127,26 @@ def shift_tree(root: Path, old: IdMap, new: IdMap) -> int:
                 if st.st_ino in seen:
                     continue
                 seen.add(st.st_ino)
-            try:
-                _shift_one(entry.path, st, old, new)
-            except HostError as e:
-                raise HostError(f"shift ids of {entry.path}: {e}") from None
-            count += 1
+            _plan(entry.path, st, old, new, todo)
             if stat.S_ISDIR(st.st_mode):
                 stack.append(entry.path)
-    return count
+    for path, st, uid, gid in todo:
+        _shift_one(path, st, uid, gid)
+    return len(todo)
 
 
-def _shift_one(path: str, st: os.stat_result, old: IdMap, new: IdMap) -> None:
-    uid = _shift_id(st.st_uid, old, new, True)
-    gid = _shift_id(st.st_gid, old, new, False)
+def _plan(
+    path: str, st: os.stat_result, old: IdMap, new: IdMap, todo: list[tuple[str, os.stat_result, int, int]]
+) -> None:
+    try:
+        uid = _shift_id(st.st_uid, old, new, True)
+        gid = _shift_id(st.st_gid, old, new, False)
+    except HostError as e:
+        raise HostError(f"shift ids of {path}: {e}") from None
+    todo.append((path, st, uid, gid))
+
+
+def _shift_one(path: str, st: os.stat_result, uid: int, gid: int) -> None:
     if (uid, gid) == (st.st_uid, st.st_gid):
         return
     try:
