@@ -30,7 +30,12 @@ def document() -> dict[str, Any]:
 def served() -> set[tuple[str, str]]:
     # Building the table only keeps references to the server's parts; none is called.
     stub = SimpleNamespace(
-        networks=None, profiles=None, instances=None, operations=None, state=SimpleNamespace(events=None)
+        networks=None,
+        profiles=None,
+        instances=None,
+        operations=None,
+        images=None,
+        state=SimpleNamespace(events=None),
     )
     router = routes.build(cast(Server, stub), threading.Event())
     return {(method.lower(), pattern or "/") for method, pattern in router.routes()}

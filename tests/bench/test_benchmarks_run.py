@@ -21,6 +21,7 @@ SHORT_RUNS = [
     (["bench_device_add.py", "-n", "2"], r"^CLI pair +[\d.]+ +[\d.]+ +[\d.]+x"),
     (["bench_go_client.py", "--short"], r"^pincusd pair +[\d.]+ +[\d.]+"),
     (["bench_rootfs_start.py", "-n", "2"], r"^chown +start median +\d+ ms"),
+    (["bench_images.py", "-n", "2", "--upload-mib", "64"], r"^upload +64 MiB +[\d.]+ MB/s"),
 ]
 
 

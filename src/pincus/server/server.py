@@ -11,6 +11,7 @@ from pincus import __version__
 from pincus.host import nft_runner, qemu
 from pincus.host.facade import Host
 from pincus.server.drift import Drift
+from pincus.server.images import Images
 from pincus.server.instances import Instances
 from pincus.server.networks import Networks
 from pincus.server.operations import Operations
@@ -52,6 +53,9 @@ API_EXTENSIONS = [
     "instance_get_full",
     "operation_wait",
     "init_preseed",
+    "image_types",
+    "images_expiry",
+    "image_import_alias",
 ]
 
 
@@ -65,6 +69,7 @@ class Server:
         self.networks = Networks(state)
         self.instances = Instances(state)
         self.profiles = Profiles(state, self.instances)
+        self.images = Images(state)
         self.drift = Drift(state, self.networks, self.instances)
 
     @property
@@ -73,6 +78,7 @@ class Server:
         return self.state.host
 
     def start(self) -> None:
+        self.images.start()
         self.networks.start_all()
         self.networks.start_supervisor()
         self.instances.reconcile()
