@@ -6,7 +6,9 @@ import json
 import os
 import signal
 import sqlite3
+import tarfile
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import pytest
 
 from pincus.host import process
 from pincus.host.idmap import IDMAPPED_ENV
+from tests.imagelib import busybox_image
 from tests.integration.helpers import config, in_container, ping
 from tests.pincus_testlib import Daemon, NetNS, cleanup_dir, kill_leftovers
 from tests.rootfslib import MARKER, build_volume
@@ -416,3 +419,31 @@ def test_exec_with_a_terminal_in_an_unprivileged_container(daemon: Daemon) -> No
             w.close()
     finally:
         daemon.cli("stop", "c1", "-f")
+
+
+def test_the_busybox_image_reaches_its_steady_state_with_its_templates(daemon: Daemon) -> None:
+    """The images branch's real image (scripts/build-image.sh), unpacked as storage will unpack it."""
+    vol = volume(daemon, "c1")
+    vol.mkdir(parents=True)
+    with tarfile.open(busybox_image()) as archive:  # stand-in for images.unpack until storage merges
+        archive.extractall(vol, filter="fully_trusted")
+    daemon.cli("init", "c1")
+    daemon.cli("config", "device", "add", "c1", "root", "disk", "path=/", f"pool={POOL}")
+    set_volatile(daemon, "c1", "volatile.apply_template", "create")
+    daemon.cli("start", "c1")
+    try:
+        assert in_container(daemon, "c1", "cat", "/etc/pincus-image-marker").strip() == "pincus busybox image"
+        assert in_container(daemon, "c1", "hostname").strip() == "c1"
+        assert "127.0.1.1 c1" in in_container(daemon, "c1", "cat", "/etc/hosts")
+
+        # inittab's console shell waits on the console terminal: the same process a second later.
+        def shells() -> list[str]:
+            out = in_container(daemon, "c1", "ps", "-o", "pid,args")
+            return [line.split()[0] for line in out.splitlines() if line.split()[1:] == ["/bin/sh"]]
+
+        first = shells()
+        time.sleep(1)
+        assert first and shells() == first
+    finally:
+        daemon.cli("stop", "c1", "--timeout", "10")
+    assert "c1,STOPPED" in daemon.cli("list", "--format=csv").stdout

@@ -297,11 +297,17 @@ def build_dev(nodes: dict[str, int]) -> None:
         ensure_file_inside(f"/dev/{name}")
         attach(tree, f"/dev/{name}", f"bind /dev/{name}")
         os.close(tree)
-    ensure_file_inside("/dev/console")
-    check(libc.mount(b"/dev/null", b"/dev/console", None, MS_BIND, None), "bind /dev/console")
     ensure_dir_inside("/dev/pts")
     mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620")
     os.symlink("pts/ptmx", "/dev/ptmx")
+    # The console is a terminal of the container's own devpts whose other end init keeps open
+    # (inherited across exec): a getty or shell on /dev/console waits there for input instead of
+    # reading end-of-file and being respawned forever, as it would on /dev/null.
+    master, slave = os.openpty()
+    ensure_file_inside("/dev/console")
+    check(libc.mount(os.ttyname(slave).encode(), b"/dev/console", None, MS_BIND, None), "bind /dev/console")
+    os.close(slave)
+    os.set_inheritable(master, True)
     ensure_dir_inside("/dev/shm")
     mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
     for name, target in (
