@@ -83,7 +83,7 @@ def _processes(needle: str) -> list[str]:
 
 # Files whose content their own process writes (dnsmasq's leases and pid, pincusd's lock and
 # stderr): checked for presence.
-_OWN_CONTENT = {"dnsmasq.leases", "dnsmasq.pid", "pincusd.lock", "pincusd.stderr"}
+_OWN_CONTENT = {"dnsmasq.leases", "dnsmasq.pid", "pincusd.lock", "pincusd.stderr", "init.json"}
 
 
 def _files(root: Path) -> dict[str, str]:
@@ -91,6 +91,14 @@ def _files(root: Path) -> dict[str, str]:
     out = {}
     for path in sorted(root.rglob("*")):
         rel = str(path.relative_to(root))
+        if path.is_symlink():
+            out[rel] = f"-> {os.readlink(path)}"  # never followed: an image's links point into it
+            continue
+        if rel.startswith("storage-pools/"):
+            # An instance volume: an image's files, whose owners a shift changes.
+            st = path.lstat()
+            out[rel] = f"<{st.st_uid}:{st.st_gid} {st.st_mode:o} {st.st_size}>"
+            continue
         if path.is_dir() or rel.startswith(("pincus.db", "logs")):
             continue
         if path.name.endswith(".log") or path.name in _OWN_CONTENT or not path.is_file():

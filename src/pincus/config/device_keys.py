@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pincus.config import validators as v
-from pincus.config.keys import VM, Key, KeyTable
+from pincus.config.keys import CONTAINER, VM, Key, KeyTable
 
 _VM_ONLY = frozenset({VM})
+_CT_ONLY = frozenset({CONTAINER})
 _ADDR4 = v.is_address_or_keyword(("none",), v.is_ipv4)
 _ADDR6 = v.is_address_or_keyword(("none",), v.is_ipv6)
 
@@ -56,4 +57,14 @@ INSTANCE: KeyTable = {
     "limits.memory": Key(v.is_size, "Memory of a VM", _VM_ONLY, live=False),
     "limits.cpu": Key(v.is_int_range(1, 64), "vCPUs of a VM", _VM_ONLY, live=False),
     "boot.autostart": Key(v.is_bool, "Start with the daemon"),
+    "security.privileged": Key(
+        v.is_bool, "Run without a user namespace (root is host root)", _CT_ONLY, live=False
+    ),
+    "security.idmap.isolated": Key(
+        v.is_bool, "Own id range, not shared with other containers", _CT_ONLY, live=False
+    ),
+    "security.idmap.base": Key(
+        v.is_int_range(0, 2**32 - 2), "First host id of the container's range", _CT_ONLY, live=False
+    ),
+    "security.idmap.size": Key(v.is_int_range(1, 2**32 - 1), "Number of ids mapped", _CT_ONLY, live=False),
 }
