@@ -5,8 +5,8 @@ unshares a user namespace, which the daemon maps; it then unshares mount, pid, n
 and cgroup namespaces owned by it and forks pid 1, which pivots into the root and execs the
 image's init. The pre-init exits at once; pid 1 is reparented to the daemon (a subreaper for
 that moment), whose one reaper thread (reaper.py) reaps it. Without a RootSpec (legacy, host
-root), the init is a direct child running container_init.py. Either way a later process finds the init again by pid
-and start time (``ContainerProcess``), which is safe against pid reuse.
+root), the init is a direct child running container_init.py. Either way a later process finds
+the init again by pid and start time (``ContainerProcess``), which is safe against pid reuse.
 """
 
 from __future__ import annotations
