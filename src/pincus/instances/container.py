@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -10,10 +11,14 @@ from pincus import netstate
 from pincus.config.keys import CONTAINER
 from pincus.db import instances as db_instances
 from pincus.devices.base import NicRun
-from pincus.errors import ConflictError
-from pincus.host import addresses, files, links, netns, procstat
+from pincus.errors import ConflictError, HostError
+from pincus.host import addresses, cgroups, files, links, netns, procstat
 from pincus.host import container as host_container
+from pincus.instances import limits
 from pincus.instances.base import Instance
+from pincus.reverter import Reverter
+
+log = logging.getLogger(__name__)
 
 
 class Container(Instance):
@@ -36,10 +41,20 @@ class Container(Instance):
         return proc is not None and self.host(host_container.is_alive, proc)
 
     def _spawn(self, nics: list[NicRun]) -> None:
-        proc = self.host(
-            host_container.spawn_container, self.name, self.name, self.dir, self.dir / "console.log"
-        )
-        db_instances.set_runtime(self.state.store, self.name, db_instances.Runtime(proc.pid, proc.start_time))
+        with Reverter() as undo:
+            self._cgroup_create()
+            undo.add(self._cgroup_remove)
+            proc = self.host(
+                host_container.spawn_container, self.name, self.name, self.dir, self.dir / "console.log"
+            )
+            undo.add(self.host, host_container.stop_container, proc, 0.0, True)
+            # Moves into spawn_container's prepare(pid) callback once that lands (rootfs branch),
+            # so init is in its group before it runs anything of the container's.
+            self._cgroup_attach(proc.pid)
+            db_instances.set_runtime(
+                self.state.store, self.name, db_instances.Runtime(proc.pid, proc.start_time)
+            )
+            undo.success()
 
     def _kill(self, timeout: float, force: bool) -> None:
         proc = self._proc()
@@ -49,6 +64,44 @@ class Container(Instance):
 
     def _release(self) -> None:
         self.host(netns.release_netns, self.netns_handle)
+        self._cgroup_remove()
+
+    # --- the instance's cgroup (limits.*) ----------------------------------------------------------
+
+    def _cgroup_limits(self, config: Mapping[str, str]) -> cgroups.Limits:
+        """CONFIG's limits, checked against this host (online CPUs, memory, controllers)."""
+        if not any(k in config for k in limits.CGROUP_KEYS):
+            return cgroups.Limits()
+        wanted = limits.cgroup_limits(
+            config, self.host(cgroups.online_cpus), self.host(cgroups.host_memory_bytes)
+        )
+        limits.check_controllers(wanted, self.host(cgroups.available))
+        return wanted
+
+    def _cgroup_create(self) -> None:
+        """The group, with the limits in it, before init exists: nothing runs unlimited."""
+        wanted = self._cgroup_limits(self.rec.config)
+        with Reverter() as undo:
+            self.host(cgroups.create_group, self.state.tag, self.name)
+            undo.add(self._cgroup_remove)
+            self.host(cgroups.apply_limits, self.state.tag, self.name, wanted)
+            undo.success()
+
+    def _cgroup_attach(self, pid: int) -> None:
+        self.host(cgroups.attach, self.state.tag, self.name, pid)
+
+    def _cgroup_remove(self) -> None:
+        """After every process is gone. A group the kernel will not let go (a process it has not
+        reaped yet) stays for the daemon's next reconcile, which removes leftovers."""
+        try:
+            self.host(cgroups.remove_group, self.state.tag, self.name)
+        except HostError as e:
+            log.warning("Instance %s: its cgroup stays for now: %s", self.name, e)
+
+    def update_config(self, old: Mapping[str, str], new: Mapping[str, str]) -> None:
+        """limits.* apply live to the running container's group."""
+        if limits.changed(old, new) and self.is_alive():
+            self.host(cgroups.apply_limits, self.state.tag, self.name, self._cgroup_limits(new))
 
     def _attach(self, nic: NicRun) -> None:
         handle = str(self.netns_handle)
@@ -111,11 +164,28 @@ class Container(Instance):
         if proc is None or not self.host(host_container.is_alive, proc):
             raise ConflictError(f'Instance "{self.name}" is not running')
         return self.host(
-            host_container.exec_in_container, proc, argv, env, cwd, *fds, tty=tty, started=started
+            host_container.exec_in_container,
+            proc,
+            argv,
+            env,
+            cwd,
+            *fds,
+            tty=tty,
+            started=started,
+            cgroup_procs=self.host(cgroups.procs_files, self.state.tag, self.name),
         )
 
     def usage(self) -> procstat.Usage:
-        return self.host(procstat.pid_namespace_usage, self.pid())
+        counted = self.host(procstat.pid_namespace_usage, self.pid())
+        group = self.host(cgroups.usage, self.state.tag, self.name)
+        if group is None:
+            return counted
+        # The group counts what /proc cannot see: page cache, and processes that have exited.
+        return procstat.Usage(
+            counted.processes,
+            counted.memory_bytes if group.memory_bytes is None else group.memory_bytes,
+            counted.cpu_ns if group.cpu_ns is None else group.cpu_ns,
+        )
 
     def signal_exec(self, pid: int, sig: int) -> None:
         self.host(host_container.signal_exec, pid, sig)
