@@ -96,11 +96,12 @@ def parse_layout(mountinfo: str, self_cgroup: str, v2_controllers: str | None) -
         if len(fields) < 5 or len(rfields) < 3:
             continue
         point = Path(_unescape(fields[4]))
-        if rfields[0] == "cgroup2" and v2_root is None:
+        # A later mount hides an earlier one at the same place: the last one counts.
+        if rfields[0] == "cgroup2":
             v2_root = point
         elif rfields[0] == "cgroup":
             for opt in rfields[2].split(","):
-                if (opt in CONTROLLERS or opt == _SYSTEMD) and opt not in v1:
+                if opt in CONTROLLERS or opt == _SYSTEMD:
                     v1[opt] = point
     own_v1: dict[str, str] = {}
     own_v2 = "/"
@@ -129,16 +130,17 @@ def layout() -> Layout:
         self_cgroup = Path("/proc/self/cgroup").read_text()
     except OSError as e:
         raise HostError(f"read cgroup layout: {e.strerror}") from e
-    v2: str | None = None
-    for line in mountinfo.splitlines():
-        left, sep, right = line.partition(" - ")
-        if sep and right.split()[:1] == ["cgroup2"]:
-            try:
-                v2 = (Path(_unescape(left.split()[4])) / "cgroup.controllers").read_text()
-            except OSError:
-                v2 = ""
-            break
-    return parse_layout(mountinfo, self_cgroup, v2)
+    lay = parse_layout(mountinfo, self_cgroup, None)
+    v2_points = [
+        line.partition(" - ")[0].split()[4] for line in mountinfo.splitlines() if " - cgroup2 " in line
+    ]
+    if lay.version == 1 and v2_points:
+        try:
+            controllers = (Path(_unescape(v2_points[-1])) / "cgroup.controllers").read_text()
+        except OSError:
+            controllers = ""
+        lay = parse_layout(mountinfo, self_cgroup, controllers)
+    return lay
 
 
 def available() -> frozenset[str]:
