@@ -47,7 +47,7 @@ class Container(Instance):
             proc = self.host(
                 host_container.spawn_container, self.name, self.name, self.dir, self.dir / "console.log"
             )
-            undo.add(self.host, host_container.stop_container, proc, 0.0, True)
+            undo.add(self.host, host_container.stop_container, proc, 0.0, True, self.dir)
             # Moves into spawn_container's prepare(pid) callback once that lands (rootfs branch),
             # so init is in its group before it runs anything of the container's.
             self._cgroup_attach(proc.pid)
