@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from pincus.host import cgroups
 from pincus.server.daemon import daemon_tag
 from tests import cgroupfiles as cg
 from tests.integration.helpers import in_container, wait_for
@@ -144,3 +145,18 @@ def test_a_restarted_daemon_removes_leftover_groups_and_keeps_running_ones(daemo
     assert not any(d.exists() for d in ghost)
     assert cg.read(pid, "pids", "pids.max") == "30"
     daemon.cli("stop", "c1", "-f")
+
+
+def test_delegate_gives_the_mapped_root_the_systemd_group(daemon: Daemon) -> None:
+    daemon.cli("launch", "c1")
+    pid = _pid(daemon, "c1")
+    tag = daemon_tag(daemon.dir)
+    systemd = cg.ROOT / "systemd" / cg.groups(pid)["name=systemd"].lstrip("/")
+    assert systemd.name == "c1" and systemd.parent.name == f"pincus-{tag}"
+    cgroups.delegate(tag, "c1", 1_000_000, 1_000_000)
+    for path in (systemd, systemd / "cgroup.procs", systemd / "tasks"):
+        assert (path.stat().st_uid, path.stat().st_gid) == (1_000_000, 1_000_000), path
+    # Only that hierarchy: the limits stay root's.
+    assert (cg.group_dir(pid, "memory") / "memory.limit_in_bytes").stat().st_uid == 0
+    daemon.cli("stop", "c1", "-f")
+    assert not systemd.exists()
