@@ -160,3 +160,23 @@ def test_delegate_gives_the_mapped_root_the_systemd_group(daemon: Daemon) -> Non
     assert (cg.group_dir(pid, "memory") / "memory.limit_in_bytes").stat().st_uid == 0
     daemon.cli("stop", "c1", "-f")
     assert not systemd.exists()
+
+
+def test_a_profile_change_reaches_the_cgroup_of_a_running_container(daemon: Daemon) -> None:
+    daemon.cli("profile", "create", "small")
+    daemon.cli("profile", "set", "small", "limits.processes=20")
+    daemon.cli("launch", "c1", "-p", "small")
+    pid = _pid(daemon, "c1")
+    assert cg.read(pid, "pids", "pids.max") == "20"
+    daemon.cli("profile", "set", "small", "limits.processes=25")
+    assert cg.read(pid, "pids", "pids.max") == "25"
+    # The instance's own key wins over the profile's, and leaving it hands back to the profile.
+    daemon.cli("config", "set", "c1", "limits.processes=30")
+    assert cg.read(pid, "pids", "pids.max") == "30"
+    daemon.cli("config", "unset", "c1", "limits.processes")
+    assert cg.read(pid, "pids", "pids.max") == "25"
+    # A profile value the host cannot run is refused, and the running limit stays.
+    assert "not online" in daemon.fails("profile", "set", "small", "limits.cpu=0-9")
+    daemon.cli("profile", "unset", "small", "limits.processes")
+    assert cg.read(pid, "pids", "pids.max") == "max"
+    daemon.cli("stop", "c1", "-f")
