@@ -166,3 +166,8 @@ def test_layout_pure_v2_has_the_enabled_controllers() -> None:
     assert lay.own == {Path("/sys/fs/cgroup"): ""}
     no_pids = cgroups.parse_layout(mountinfo, "0::/\n", "cpu memory\n")
     assert "pids" not in no_pids.mounts and "cpuset" not in no_pids.mounts
+
+
+def test_incus_limits_pincus_does_not_apply_are_refused_by_name() -> None:
+    with pytest.raises(InvalidError, match=r'Key "limits.memory.swap" of i is not supported yet'):
+        check_config(INSTANCE, {"limits.memory.swap": "false"}, "i", CONTAINER)

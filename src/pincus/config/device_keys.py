@@ -61,5 +61,16 @@ INSTANCE: KeyTable = {
     ),
     "limits.memory": Key(v.is_memory_limit, 'Memory: bytes ("256MiB") or a share of the host\'s ("50%")'),
     "limits.processes": Key(v.is_processes_limit, "Most processes at once", _CONTAINER_ONLY),
+    # Incus keys next to these that pincus does not apply: refused by name rather than stored.
+    **{
+        key: Key(v.is_any, what, unsupported=f"pincus does not set {what.lower()}")
+        for key, what in (
+            ("limits.cpu.priority", "CPU priority against other instances"),
+            ("limits.cpu.nodes", "NUMA nodes for the CPUs"),
+            ("limits.memory.enforce", "Soft memory limits"),
+            ("limits.memory.swap", "Swap limits"),
+            ("limits.disk.priority", "Disk I/O priority"),
+        )
+    },
     "boot.autostart": Key(v.is_bool, "Start with the daemon"),
 }

@@ -265,8 +265,9 @@ def exists(tag: str, name: str) -> bool:
 
 
 def procs_files(tag: str, name: str) -> list[Path]:
-    """The cgroup.procs files a process writes "0" to, to join the group in every hierarchy."""
-    return [p / "cgroup.procs" for p in group_paths(tag, name)]
+    """The cgroup.procs files a process writes "0" to, to join the group in every hierarchy where
+    it exists (none for a container started before it had a group)."""
+    return [p / "cgroup.procs" for p in group_paths(tag, name) if p.is_dir()]
 
 
 def attach(tag: str, name: str, pid: int) -> None:
