@@ -260,10 +260,6 @@ def create_group(tag: str, name: str) -> None:
         raise
 
 
-def exists(tag: str, name: str) -> bool:
-    return any(p.is_dir() for p in group_paths(tag, name))
-
-
 def procs_files(tag: str, name: str) -> list[Path]:
     """The cgroup.procs files a process writes "0" to, to join the group in every hierarchy where
     it exists (none for a container started before it had a group)."""
@@ -346,27 +342,6 @@ def _apply_memory(lay: Layout, path: Path, limit: int | None) -> None:
         _write(memsw, value)
 
 
-def read_limits(tag: str, name: str) -> dict[str, str]:
-    """The limit files of the group as the kernel has them (file name -> content)."""
-    lay = layout()
-    names = {
-        "cpuset": ["cpuset.cpus"],
-        "cpu": (
-            ["cpu.weight", "cpu.max"]
-            if lay.version == 2
-            else ["cpu.shares", "cpu.cfs_quota_us", "cpu.cfs_period_us"]
-        ),
-        "memory": ["memory.max"] if lay.version == 2 else ["memory.limit_in_bytes"],
-        "pids": ["pids.max"],
-    }
-    out: dict[str, str] = {}
-    for controller, files in names.items():
-        if controller in lay.mounts:
-            path = _path(lay, controller, tag, name)
-            out.update({f: _read(path / f) for f in files})
-    return out
-
-
 def _int_or_none(path: Path) -> int | None:
     try:
         return int(path.read_text().split()[0])
@@ -396,17 +371,6 @@ def usage(tag: str, name: str) -> GroupUsage | None:
     if "pids" in lay.mounts:
         procs = _int_or_none(_path(lay, "pids", tag, name) / "pids.current")
     return GroupUsage(memory, cpu, procs)
-
-
-def events(tag: str, name: str, controller: str, file: str) -> dict[str, int]:
-    """A flat-keyed counter file of the group (memory.events, pids.events, memory.oom_control)."""
-    path = _path(layout(), controller, tag, name) / file
-    out: dict[str, int] = {}
-    for line in _read(path).splitlines():
-        key, _, value = line.partition(" ")
-        if value.strip().lstrip("-").isdigit():
-            out[key] = int(value)
-    return out
 
 
 def remove_group(tag: str, name: str, timeout: float = _REMOVE_TIMEOUT) -> None:
