@@ -171,3 +171,17 @@ def test_layout_pure_v2_has_the_enabled_controllers() -> None:
 def test_incus_limits_pincus_does_not_apply_are_refused_by_name() -> None:
     with pytest.raises(InvalidError, match=r'Key "limits.memory.swap" of i is not supported yet'):
         check_config(INSTANCE, {"limits.memory.swap": "false"}, "i", CONTAINER)
+
+
+def test_the_controllers_of_a_v2_mount_are_read_from_its_root(tmp_path: Path) -> None:
+    (tmp_path / "cgroup.controllers").write_text("cpuset cpu memory pids\n")
+    mountinfo = f"25 20 0:22 / {tmp_path} rw - cgroup2 cgroup2 rw\n"
+    controllers = cgroups._v2_controllers(mountinfo)
+    assert controllers is not None
+    lay = cgroups.parse_layout(mountinfo, "0::/\n", controllers)
+    assert lay.version == 2 and set(lay.mounts) == {"cpu", "cpuacct", "cpuset", "memory", "pids"}
+    assert (
+        cgroups._v2_controllers(_MOUNTINFO_HYBRID.replace("/sys/fs/cgroup/unified", str(tmp_path)))
+        is not None
+    )
+    assert cgroups._v2_controllers("32 30 0:28 / /x rw - cgroup cgroup rw,pids\n") is None

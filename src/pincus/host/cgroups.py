@@ -130,17 +130,18 @@ def layout() -> Layout:
         self_cgroup = Path("/proc/self/cgroup").read_text()
     except OSError as e:
         raise HostError(f"read cgroup layout: {e.strerror}") from e
-    lay = parse_layout(mountinfo, self_cgroup, None)
-    v2_points = [
-        line.partition(" - ")[0].split()[4] for line in mountinfo.splitlines() if " - cgroup2 " in line
-    ]
-    if lay.version == 1 and v2_points:
-        try:
-            controllers = (Path(_unescape(v2_points[-1])) / "cgroup.controllers").read_text()
-        except OSError:
-            controllers = ""
-        lay = parse_layout(mountinfo, self_cgroup, controllers)
-    return lay
+    return parse_layout(mountinfo, self_cgroup, _v2_controllers(mountinfo))
+
+
+def _v2_controllers(mountinfo: str) -> str | None:
+    """The cgroup.controllers of the (last) cgroup2 mount; None without one."""
+    points = [line.partition(" - ")[0].split()[4] for line in mountinfo.splitlines() if " - cgroup2 " in line]
+    if not points:
+        return None
+    try:
+        return (Path(_unescape(points[-1])) / "cgroup.controllers").read_text()
+    except OSError:
+        return ""
 
 
 def available() -> frozenset[str]:
