@@ -56,7 +56,7 @@ def test_limits_land_in_cgroup2_files_live_and_a_hog_is_oom_killed(cgroup2: None
     daemon.cli("config", "unset", "c1", "limits.processes")
     assert cg.read(pid, "", "pids.max") == "max"
 
-    hog = daemon.cli("exec", "c1", "--", "python3", "-c", "b = b'x' * (128 << 20)", check=False)
+    hog = daemon.cli("exec", "c1", "--", "python3", "-c", "b = b'x' * (64 << 20)", check=False)
     assert hog.returncode == 137, (hog.returncode, hog.stderr)
     assert cg.flat(cg.read(pid, "", "memory.events")).get("oom_kill", 0) >= 1
     # The guest has no echo binary: python3, as the hog, is what it has.
