@@ -119,7 +119,8 @@ def _each_crash(d: CrashDaemon, args: tuple[str, ...], settle: Callable[[int], N
 
 def test_kill_at_every_host_call_of_a_start_and_a_stop(crashy: CrashDaemon) -> None:
     d = crashy
-    d.cli("init", "c1", "--no-profiles")
+    # With limits, so a kill anywhere also leaves the container's cgroup as a clean start or stop does.
+    d.cli("init", "c1", "--no-profiles", "-c", "limits.memory=64MiB", "-c", "limits.processes=100")
     d.cli("config", "device", "add", "c1", "eth0", *NIC)
     # A first start leaves what lasts (the NIC's MAC and static allocation, the bridge's link-local
     # address once a port was up): the states compared are those of the second start and stop.

@@ -23,13 +23,13 @@ import sys
 import termios
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 from pincus.errors import HostError, InvalidError
-from pincus.host import files, netns, process, reaper
+from pincus.host import cgroups, files, netns, process, reaper
 from pincus.host import idmap as idmap_host
 from pincus.idmaps import IdMap
 from pincus.reverter import Reverter
@@ -612,13 +612,15 @@ def exec_in_container(
     stderr: int,
     tty: bool = False,
     started: Callable[[int], None] | None = None,
+    cgroup_procs: Sequence[Path] = (),
 ) -> int:
     """Run a host binary in all of proc's namespaces with the given stdio; its exit status.
 
     A signal death is reported as 128 + signal number, like a shell. The environment is
     DEFAULT_ENV updated with env; cwd defaults to /. With TTY, stdin is a terminal that
     becomes the command's controlling terminal in a session of its own (job control, `tty`).
-    STARTED gets the pid to hand to `signal_exec`.
+    STARTED gets the pid to hand to `signal_exec`. CGROUP_PROCS (cgroups.procs_files) are joined
+    before exec, so the command and everything it forks count against the container's limits.
     """
     full_env = {**DEFAULT_ENV, **(env or {})}
     with _namespace_fds(proc) as fds:
@@ -629,13 +631,25 @@ def exec_in_container(
                 stdout=stdout,
                 stderr=stderr,
                 env=full_env,
-                preexec_fn=_take_terminal if tty else None,
+                preexec_fn=_preexec(tty, list(cgroup_procs)),
             )
         except OSError as e:
             raise HostError(f"exec {argv[0]} in container pid {proc.pid}: {e.strerror}") from e
         if started is not None:
             started(child.pid)
         return _exit_status(child.wait())
+
+
+def _preexec(tty: bool, cgroup_procs: list[Path]) -> Callable[[], None] | None:
+    if not tty and not cgroup_procs:
+        return None
+
+    def run() -> None:
+        cgroups.join_self(cgroup_procs)
+        if tty:
+            _take_terminal()
+
+    return run
 
 
 def _take_terminal() -> None:

@@ -12,12 +12,13 @@ from pincus import idmaps, netstate
 from pincus.config.keys import CONTAINER
 from pincus.db import instances as db_instances
 from pincus.devices.base import NicRun
-from pincus.errors import ConflictError
+from pincus.errors import ConflictError, HostError
+from pincus.host import cgroups, files, links, linkview, netns, procstat
 from pincus.host import container as host_container
-from pincus.host import files, links, linkview, netns, procstat
 from pincus.host import idmap as idmap_host
-from pincus.instances import idmap, templates
+from pincus.instances import idmap, limits, templates
 from pincus.instances.base import Instance
+from pincus.reverter import Reverter
 from pincus.storage import paths
 
 log = logging.getLogger(__name__)
@@ -125,16 +126,24 @@ class Container(Instance):
         )
 
     def _spawn(self, nics: list[NicRun]) -> None:
-        volume = self.volume
-        if volume is None:
-            # legacy host-root path: removed when the suite migrates to images
-            proc = self.host(
-                host_container.spawn_container, self.name, self.name, self.dir, self.dir / "console.log",
-                None, self._prepare,
-            )  # fmt: skip
-        else:
-            proc = self._spawn_on_root(volume)
-        db_instances.set_runtime(self.state.store, self.name, db_instances.Runtime(proc.pid, proc.start_time))
+        with Reverter() as undo:
+            # The group, with its limits, before init exists: nothing of the container runs unlimited.
+            self._cgroup_create()
+            undo.add(self._cgroup_remove)
+            volume = self.volume
+            if volume is None:
+                # legacy host-root path: removed when the suite migrates to images
+                proc = self.host(
+                    host_container.spawn_container, self.name, self.name, self.dir, self.dir / "console.log",
+                    None, self._prepare,
+                )  # fmt: skip
+            else:
+                proc = self._spawn_on_root(volume)
+            undo.add(self.host, host_container.stop_container, proc, 0.0, True, self.dir)
+            db_instances.set_runtime(
+                self.state.store, self.name, db_instances.Runtime(proc.pid, proc.start_time)
+            )
+            undo.success()
 
     def _spawn_on_root(self, volume: Path) -> host_container.ContainerProcess:
         new = self._idmap()
@@ -177,8 +186,9 @@ class Container(Instance):
 
     def _prepare(self, pid: int) -> None:
         """Called by spawn_container with the host pid of the container's first process, after its
-        user namespace is mapped and before its other namespaces exist: the cgroups branch attaches
-        the instance's cgroup here (so the cgroup namespace is rooted at it)."""
+        user namespace is mapped and before its other namespaces exist: the instance's cgroup is
+        attached here, so the cgroup namespace is rooted at it and init runs inside its limits."""
+        self._cgroup_attach(pid)
 
     def _kill(self, timeout: float, force: bool) -> None:
         proc = self._proc()
@@ -193,6 +203,44 @@ class Container(Instance):
     def _release(self) -> None:
         self.host(netns.release_netns, self.netns_handle)
         self.host(host_container.forget_recorded_init, self.dir)
+        self._cgroup_remove()
+
+    # --- the instance's cgroup (limits.*) ----------------------------------------------------------
+
+    def _cgroup_limits(self, config: Mapping[str, str]) -> cgroups.Limits:
+        """CONFIG's limits, checked against this host (online CPUs, memory, controllers)."""
+        if not any(k in config for k in limits.CGROUP_KEYS):
+            return cgroups.Limits()
+        wanted = limits.cgroup_limits(
+            config, self.host(cgroups.online_cpus), self.host(cgroups.host_memory_bytes)
+        )
+        limits.check_controllers(wanted, self.host(cgroups.available))
+        return wanted
+
+    def _cgroup_create(self) -> None:
+        """The group, with the limits in it, before init exists: nothing runs unlimited."""
+        wanted = self._cgroup_limits(self.rec.config)
+        with Reverter() as undo:
+            self.host(cgroups.create_group, self.state.tag, self.name)
+            undo.add(self._cgroup_remove)
+            self.host(cgroups.apply_limits, self.state.tag, self.name, wanted)
+            undo.success()
+
+    def _cgroup_attach(self, pid: int) -> None:
+        self.host(cgroups.attach, self.state.tag, self.name, pid)
+
+    def _cgroup_remove(self) -> None:
+        """After every process is gone. A group the kernel will not let go (a process it has not
+        reaped yet) stays for the daemon's next reconcile, which removes leftovers."""
+        try:
+            self.host(cgroups.remove_group, self.state.tag, self.name)
+        except HostError as e:
+            log.warning("Instance %s: its cgroup stays for now: %s", self.name, e)
+
+    def update_config(self, old: Mapping[str, str], new: Mapping[str, str]) -> None:
+        """limits.* apply live to the running container's group."""
+        if limits.changed(old, new) and self.is_alive():
+            self.host(cgroups.apply_limits, self.state.tag, self.name, self._cgroup_limits(new))
 
     def _attach(self, nic: NicRun) -> None:
         handle = str(self.netns_handle)
@@ -262,14 +310,31 @@ class Container(Instance):
         if proc is None or not self.host(host_container.is_alive, proc):
             raise ConflictError(f'Instance "{self.name}" is not running')
         return self.host(
-            host_container.exec_in_container, proc, argv, env, cwd, *fds, tty=tty, started=started
+            host_container.exec_in_container,
+            proc,
+            argv,
+            env,
+            cwd,
+            *fds,
+            tty=tty,
+            started=started,
+            cgroup_procs=self.host(cgroups.procs_files, self.state.tag, self.name),
         )
 
     def pid_namespace_init(self) -> int:
         return self.pid()
 
     def usage(self) -> procstat.Usage:
-        return self.host(procstat.pid_namespace_usage, self.pid())
+        counted = self.host(procstat.pid_namespace_usage, self.pid())
+        group = self.host(cgroups.usage, self.state.tag, self.name)
+        if group is None:
+            return counted
+        # The group counts what /proc cannot see: page cache, and processes that have exited.
+        return procstat.Usage(
+            counted.processes,
+            counted.memory_bytes if group.memory_bytes is None else group.memory_bytes,
+            counted.cpu_ns if group.cpu_ns is None else group.cpu_ns,
+        )
 
     def signal_exec(self, pid: int, sig: int) -> None:
         self.host(host_container.signal_exec, pid, sig)
