@@ -30,9 +30,10 @@ def _lib() -> ctypes.CDLL:
             ctypes.c_ulonglong, ctypes.c_char_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p),
         ]  # fmt: skip
         lib.dqlite_node_create.restype = ctypes.c_int
-        for fn in ("dqlite_node_set_bind_address",):
-            getattr(lib, fn).argtypes = [ctypes.c_void_p, ctypes.c_char_p]
-            getattr(lib, fn).restype = ctypes.c_int
+        lib.dqlite_node_set_bind_address.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        lib.dqlite_node_set_bind_address.restype = ctypes.c_int
+        lib.dqlite_node_set_network_latency_ms.argtypes = [ctypes.c_void_p, ctypes.c_uint]
+        lib.dqlite_node_set_network_latency_ms.restype = ctypes.c_int
         for fn in ("dqlite_node_start", "dqlite_node_stop"):
             getattr(lib, fn).argtypes = [ctypes.c_void_p]
             getattr(lib, fn).restype = ctypes.c_int
@@ -60,11 +61,14 @@ def check_address(address: object) -> str:
 
 
 class DqliteNode:
-    """One started node; ``stop`` stops and frees it (idempotent)."""
+    """One started node; ``stop`` stops and frees it (idempotent). NETWORK_LATENCY_MS sets Raft's
+    timeouts (heartbeat 1.5x, election 15x); dqlite's own default is 500 ms and 3 s."""
 
-    def __init__(self, node_id: int, address: str, data_dir: Path) -> None:
+    def __init__(self, node_id: int, address: str, data_dir: Path, network_latency_ms: int | None = None) -> None:
         if not isinstance(node_id, int) or not 0 < node_id < 2**63:
             raise InvalidError(f"Invalid dqlite node id {node_id!r}")
+        if network_latency_ms is not None and not 0 < network_latency_ms <= 3_600_000:
+            raise InvalidError(f"Invalid dqlite network latency {network_latency_ms!r} ms: 1-3600000")
         self.node_id = node_id
         self.address = check_address(address)
         self.data_dir = data_dir
@@ -80,6 +84,8 @@ class DqliteNode:
         self._handle: ctypes.c_void_p | None = handle
         try:
             self._call("dqlite_node_set_bind_address", address.encode())
+            if network_latency_ms is not None:
+                self._call("dqlite_node_set_network_latency_ms", network_latency_ms)
             self._call("dqlite_node_start")
         except BaseException:
             lib.dqlite_node_destroy(handle)
