@@ -13,6 +13,7 @@ failure included.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -58,7 +59,7 @@ def rss_mb(pid: int) -> float:
 
 def pct(values: list[float], p: float) -> float:
     s = sorted(values)
-    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
 
 
 class Procs:
@@ -78,10 +79,8 @@ class Procs:
             if p.poll() is None:
                 p.kill()
         for p in self.procs:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
 
 
 def wait_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 15) -> None:
@@ -210,7 +209,8 @@ class EtcdCluster:
         key = f"/pincus/instances/c{i}"
         body = json.dumps({"type": "container", "description": "", "created_at": time.time()})
         puts = [self.client.transactions.put(key, body)]
-        puts += [self.client.transactions.put(f"{key}/config/limits.key{k}", f"value-{i}-{k}") for k in range(5)]
+        tx = self.client.transactions
+        puts += [tx.put(f"{key}/config/limits.key{k}", f"value-{i}-{k}") for k in range(5)]
         ok, _ = self.client.transaction(
             compare=[self.client.transactions.version(key) == 0], success=puts, failure=[],
         )  # fmt: skip
@@ -349,7 +349,8 @@ def main() -> int:
                 if run == 0:
                     res = measure(cluster, args.n, 0)
                 fails.append(failover(cluster, 10**6))
-                print(f"{engine} run {run}: fail-over {fails[-1]:.2f} s, run {time.monotonic() - t:.1f} s", flush=True)
+                took = time.monotonic() - t
+                print(f"{engine} run {run}: fail-over {fails[-1]:.2f} s, run {took:.1f} s", flush=True)
             finally:
                 procs.kill_all()
                 shutil.rmtree(root, ignore_errors=True)
@@ -364,15 +365,20 @@ def main() -> int:
     results["dqlite"]["deps_kb"] = deb_size_kb(["libdqlite0", "libraft2", "libuv1"])
     # etcd keeps no SQL: every repository function of db/ must be rewritten as key operations.
     results["etcd"]["adapter_lines"] = code_lines(
-        [p for p in (src / "db").glob("*.py") if p.name not in ("dqlite_client.py", "dqlite_store.py")]
+        [p for p in (src / "db").glob("*.py") if not p.name.startswith("dqlite_")]
     )
-    results["etcd"]["deps_kb"] = deb_size_kb(["etcd-server"]) + pip_size_kb(["pyetcd", "grpc", "google.protobuf"])
+    etcd_python = pip_size_kb(["pyetcd", "grpc", "google.protobuf"])
+    results["etcd"]["deps_kb"] = deb_size_kb(["etcd-server"]) + etcd_python
 
     rows = [
-        ("write median ms", "write_median_ms", "{:.2f}"), ("write p99 ms", "write_p99_ms", "{:.2f}"),
-        ("read median ms", "read_median_ms", "{:.2f}"), ("read p99 ms", "read_p99_ms", "{:.2f}"),
-        ("fail-over median s", "failover_median_s", "{:.2f}"), ("fail-over max s", "failover_max_s", "{:.2f}"),
-        ("RSS of 3 members MB", "rss_mb", "{:.0f}"), ("code lines (see README)", "adapter_lines", "{}"),
+        ("write median ms", "write_median_ms", "{:.2f}"),
+        ("write p99 ms", "write_p99_ms", "{:.2f}"),
+        ("read median ms", "read_median_ms", "{:.2f}"),
+        ("read p99 ms", "read_p99_ms", "{:.2f}"),
+        ("fail-over median s", "failover_median_s", "{:.2f}"),
+        ("fail-over max s", "failover_max_s", "{:.2f}"),
+        ("RSS of 3 members MB", "rss_mb", "{:.0f}"),
+        ("code lines (see README)", "adapter_lines", "{}"),
         ("dependencies kB", "deps_kb", "{}"),
     ]  # fmt: skip
     print(f"writes={args.n} fail-overs={args.failovers} dqlite latency setting={args.dqlite_latency_ms} ms")

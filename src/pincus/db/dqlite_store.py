@@ -35,10 +35,8 @@ class Row(tuple[dqlite_client.Value, ...]):
         row._columns = columns
         return row
 
-    def __getitem__(self, key: object) -> dqlite_client.Value:  # type: ignore[override]
-        if isinstance(key, str):
-            return super().__getitem__(self._columns[key])
-        return super().__getitem__(key)  # type: ignore[index]
+    def __getitem__(self, key: int | str) -> dqlite_client.Value:  # type: ignore[override]
+        return super().__getitem__(self._columns[key] if isinstance(key, str) else key)
 
     def keys(self) -> list[str]:
         return list(self._columns)
@@ -63,25 +61,25 @@ class Connection:
     """The part of sqlite3.Connection the repositories use, on a dqlite leader connection."""
 
     def __init__(self, conn: dqlite_client.Connection) -> None:
-        self._conn = conn
+        self.raw = conn
         self.in_transaction = False
 
     def execute(self, sql: str, params: Sequence[dqlite_client.Value] = ()) -> Cursor:
         if _QUERY.match(sql):
-            columns, rows = self._conn.query(sql, tuple(params))
+            columns, rows = self.raw.query(sql, tuple(params))
             index = {name: i for i, name in enumerate(columns)}
             return Cursor([Row(r, index) for r in rows], None, -1)
-        last, changed = self._conn.execute(sql, tuple(params))
+        last, changed = self.raw.execute(sql, tuple(params))
         return Cursor([], last, changed)
 
     def executemany(self, sql: str, rows: Iterable[Sequence[dqlite_client.Value]]) -> Cursor:
         changed = 0
         for params in rows:
-            changed += self._conn.execute(sql, tuple(params))[1]
+            changed += self.raw.execute(sql, tuple(params))[1]
         return Cursor([], None, changed)
 
     def executescript(self, script: str) -> Cursor:
-        self._conn.execute(script)
+        self.raw.execute(script)
         return Cursor([], None, -1)
 
 
@@ -94,24 +92,24 @@ class DqliteStore(Store):
         self.database = database
         self.timeout = timeout
         self._lock = threading.RLock()
-        self._conn: Connection | None = None
+        self._leader: Connection | None = None
         self._migrate()
 
     def _connection(self) -> Connection:
-        if self._conn is None:
+        if self._leader is None:
             raw = dqlite_client.connect_leader(self.addresses, self.database, self.timeout)
             try:
                 raw.execute("PRAGMA foreign_keys = ON")
             except BaseException:
                 raw.close()
                 raise
-            self._conn = Connection(raw)
-        return self._conn
+            self._leader = Connection(raw)
+        return self._leader
 
     def _drop(self) -> None:
-        if self._conn is not None:
-            self._conn._conn.close()
-            self._conn = None
+        if self._leader is not None:
+            self._leader.raw.close()
+            self._leader = None
 
     def _migrate(self) -> None:
         # Every member may start at once: each migration checks the version inside its own
@@ -137,7 +135,7 @@ class DqliteStore(Store):
                 yield cast(sqlite3.Connection, conn)
                 return
             try:
-                conn._conn.execute("BEGIN IMMEDIATE")
+                conn.raw.execute("BEGIN IMMEDIATE")
             except HostError:
                 self._drop()  # a stale leader: the caller's retry finds the new one
                 raise
@@ -147,13 +145,13 @@ class DqliteStore(Store):
             except BaseException:
                 conn.in_transaction = False
                 try:
-                    conn._conn.execute("ROLLBACK")
+                    conn.raw.execute("ROLLBACK")
                 except HostError:
                     self._drop()
                 raise
             conn.in_transaction = False
             try:
-                conn._conn.execute("COMMIT")
+                conn.raw.execute("COMMIT")
             except HostError:
                 self._drop()
                 raise

@@ -64,7 +64,9 @@ class DqliteNode:
     """One started node; ``stop`` stops and frees it (idempotent). NETWORK_LATENCY_MS sets Raft's
     timeouts (heartbeat 1.5x, election 15x); dqlite's own default is 500 ms and 3 s."""
 
-    def __init__(self, node_id: int, address: str, data_dir: Path, network_latency_ms: int | None = None) -> None:
+    def __init__(
+        self, node_id: int, address: str, data_dir: Path, network_latency_ms: int | None = None
+    ) -> None:
         if not isinstance(node_id, int) or not 0 < node_id < 2**63:
             raise InvalidError(f"Invalid dqlite node id {node_id!r}")
         if network_latency_ms is not None and not 0 < network_latency_ms <= 3_600_000:

@@ -1,0 +1,120 @@
+"""The cluster database for real: three dqlite members, each its own process (libdqlite through
+ctypes) on a free 127.0.0.1 port, with pincus's own schema and repositories on top (DqliteStore)."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pincus.db import dqlite_client, instances, networks
+from pincus.db.dqlite_store import DqliteStore
+from pincus.db.migrations import MIGRATIONS
+from pincus.errors import ConflictError
+
+pytest.importorskip("ctypes")
+if not Path("/usr/lib/x86_64-linux-gnu/libdqlite.so.0").exists():
+    pytest.skip("libdqlite0 is not installed", allow_module_level=True)
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+MEMBER = """
+import signal, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from pincus.host.dqlite_node import DqliteNode
+node = DqliteNode(int(sys.argv[2]), sys.argv[3], Path(sys.argv[4]), network_latency_ms=67)
+signal.signal(signal.SIGTERM, lambda *_: (node.stop(), sys.exit(0)))
+print("ready", flush=True)
+while True:
+    signal.pause()
+"""
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+@pytest.fixture
+def members(tmp_path: Path) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
+    """Three members, joined as voters; every process is killed afterwards, failure included."""
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        for i, port in enumerate(_free_ports(3), start=1):
+            addr = f"127.0.0.1:{port}"
+            procs[addr] = subprocess.Popen(
+                [sys.executable, "-c", MEMBER, str(SRC), str(i), addr, str(tmp_path / f"m{i}")],
+                stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+            assert procs[addr].stdout is not None
+            assert procs[addr].stdout.readline() == b"ready\n"
+        first, *others = procs
+        leader = dqlite_client.connect_leader([first], None)
+        for i, addr in enumerate(others, start=2):
+            leader.add(i, addr)
+        assert sorted((i, role) for i, _, role in leader.members()) == [(1, 0), (2, 0), (3, 0)]
+        leader.close()
+        yield procs
+    finally:
+        for p in procs.values():
+            p.kill()
+            p.wait()
+
+
+def _leader(addresses: list[str]) -> str:
+    conn = dqlite_client.connect_leader(addresses, None)
+    conn.close()
+    return conn.address
+
+
+def test_an_instance_written_through_one_member_is_read_through_another_after_the_leader_dies(
+    members: dict[str, subprocess.Popen[bytes]],
+) -> None:
+    addresses = list(members)
+    leader = _leader(addresses)
+    writer = DqliteStore([leader])
+    assert writer.schema_version == len(MIGRATIONS)
+    instances.create(writer, instances.InstanceRecord(name="c1", type="container", config={"limits.cpu": "1"}))
+    networks.create(writer, networks.NetworkRecord("br0", "bridge", config={"ipv4.address": "10.250.7.1/24"}))
+    with pytest.raises(ConflictError):
+        instances.create(writer, instances.InstanceRecord(name="c1", type="container"))
+    writer.close()
+
+    members[leader].send_signal(signal.SIGKILL)
+    members[leader].wait()
+    survivors = [a for a in addresses if a != leader]
+    reader = DqliteStore([survivors[1]])  # redirected to whichever survivor leads now
+    rec = instances.get(reader, "c1")
+    assert rec is not None and rec.config == {"limits.cpu": "1"}
+    assert networks.get(reader, "br0") is not None
+    assert _leader(survivors) in survivors
+
+    # The two survivors are a quorum: writes go on.
+    t0 = time.monotonic()
+    instances.create(reader, instances.InstanceRecord(name="c2", type="container"))
+    assert time.monotonic() - t0 < 10
+    assert instances.names(DqliteStore([survivors[0]])) == ["c1", "c2"]
+
+
+def test_a_cluster_without_quorum_refuses_writes_with_a_clear_error(
+    members: dict[str, subprocess.Popen[bytes]],
+) -> None:
+    addresses = list(members)
+    store = DqliteStore(addresses, timeout=1.0)
+    for addr in addresses[:2]:
+        members[addr].send_signal(signal.SIGKILL)
+        members[addr].wait()
+    store.close()
+    with pytest.raises(Exception, match="dqlite"):
+        DqliteStore(addresses[2:], timeout=2.0)
