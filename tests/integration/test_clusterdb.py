@@ -57,8 +57,8 @@ def members(tmp_path: Path) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
                 [sys.executable, "-c", MEMBER, str(SRC), str(i), addr, str(tmp_path / f"m{i}")],
                 stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
             )  # fmt: skip
-            assert procs[addr].stdout is not None
-            assert procs[addr].stdout.readline() == b"ready\n"
+            out = procs[addr].stdout
+            assert out is not None and out.readline() == b"ready\n"
         first, *others = procs
         leader = dqlite_client.connect_leader([first], None)
         for i, addr in enumerate(others, start=2):
@@ -85,7 +85,8 @@ def test_an_instance_written_through_one_member_is_read_through_another_after_th
     leader = _leader(addresses)
     writer = DqliteStore([leader])
     assert writer.schema_version == len(MIGRATIONS)
-    instances.create(writer, instances.InstanceRecord(name="c1", type="container", config={"limits.cpu": "1"}))
+    rec = instances.InstanceRecord(name="c1", type="container", config={"limits.cpu": "1"})
+    instances.create(writer, rec)
     networks.create(writer, networks.NetworkRecord("br0", "bridge", config={"ipv4.address": "10.250.7.1/24"}))
     with pytest.raises(ConflictError):
         instances.create(writer, instances.InstanceRecord(name="c1", type="container"))
@@ -95,8 +96,8 @@ def test_an_instance_written_through_one_member_is_read_through_another_after_th
     members[leader].wait()
     survivors = [a for a in addresses if a != leader]
     reader = DqliteStore([survivors[1]])  # redirected to whichever survivor leads now
-    rec = instances.get(reader, "c1")
-    assert rec is not None and rec.config == {"limits.cpu": "1"}
+    got = instances.get(reader, "c1")
+    assert got is not None and got.config == {"limits.cpu": "1"}
     assert networks.get(reader, "br0") is not None
     assert _leader(survivors) in survivors
 
