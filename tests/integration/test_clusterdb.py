@@ -16,7 +16,8 @@ import pytest
 from pincus.db import dqlite_client, instances, networks
 from pincus.db.dqlite_store import DqliteStore
 from pincus.db.migrations import MIGRATIONS
-from pincus.errors import ConflictError
+from pincus.db.store import Store, open_store
+from pincus.errors import ConflictError, HostError
 
 pytest.importorskip("ctypes")
 if not Path("/usr/lib/x86_64-linux-gnu/libdqlite.so.0").exists():
@@ -117,5 +118,21 @@ def test_a_cluster_without_quorum_refuses_writes_with_a_clear_error(
         members[addr].send_signal(signal.SIGKILL)
         members[addr].wait()
     store.close()
-    with pytest.raises(Exception, match="dqlite"):
+    with pytest.raises(HostError, match="No dqlite leader reachable"):
         DqliteStore(addresses[2:], timeout=2.0)
+
+
+def test_one_store_carries_on_with_the_new_leader_after_its_leader_is_killed(
+    members: dict[str, subprocess.Popen[bytes]],
+    tmp_path: Path,
+) -> None:
+    """The Store a daemon holds is not re-made: its next transaction begins on the new leader."""
+    assert type(open_store(tmp_path / "pincus.db")) is Store  # no cluster: plain SQLite
+    store = open_store(tmp_path / "pincus.db", list(members))
+    instances.create(store, instances.InstanceRecord(name="before", type="container"))
+    leader = _leader(list(members))
+    members[leader].send_signal(signal.SIGKILL)
+    members[leader].wait()
+    instances.create(store, instances.InstanceRecord(name="after", type="container"))
+    assert instances.names(store) == ["after", "before"]
+    assert _leader(list(members)) != leader

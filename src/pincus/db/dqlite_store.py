@@ -4,7 +4,9 @@ dqlite cluster through ``dqlite_client``. A single pincusd keeps ``store.Store``
 Repositories only call ``execute``, ``executemany``, ``executescript``, ``fetchone``, ``fetchall``
 and ``lastrowid`` and index rows by column name, so a small connection look-alike is enough. A
 transaction lives on the leader's connection; when leadership moves, the transaction in hand fails
-with a HostError and the next one finds the new leader."""
+with a HostError and the next one finds the new leader.
+
+``open_store`` in ``db/store.py`` chooses: plain SQLite unless member addresses are given."""
 
 from __future__ import annotations
 
@@ -19,7 +21,8 @@ from typing import cast
 from pincus.db import dqlite_client
 from pincus.db.migrations import MIGRATIONS
 from pincus.db.store import Store
-from pincus.errors import HostError
+from pincus.errors import HostError, InvalidError
+from pincus.host.dqlite_node import check_address
 
 # Statements that return rows: everything else is sent as EXEC_SQL.
 _QUERY = re.compile(r"\s*(SELECT|WITH|VALUES|PRAGMA\s+\w+\s*$|PRAGMA\s+\w+\s*\(\s*\w+\s*\)\s*$)", re.I)
@@ -87,8 +90,12 @@ class DqliteStore(Store):
     """A Store on the dqlite cluster whose members answer at ADDRESSES."""
 
     def __init__(self, addresses: Sequence[str], database: str = "pincus.db", timeout: float = 10.0) -> None:
+        if not addresses:
+            raise InvalidError("A cluster database needs the address of at least one member")
+        if not database or "/" in database or database.startswith("."):
+            raise InvalidError(f"Invalid cluster database name {database!r}")
         self.path = Path(database)
-        self.addresses = list(addresses)
+        self.addresses = [check_address(a) for a in addresses]
         self.database = database
         self.timeout = timeout
         self._lock = threading.RLock()
@@ -128,17 +135,15 @@ class DqliteStore(Store):
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
-        """A transaction on the leader; nests as one. A lost leader fails it (HostError)."""
+        """A transaction on the leader; nests as one. A leader lost before it begins is replaced
+        by the new one (waiting up to the timeout for an election); one lost during it fails it
+        with a HostError, and a lost COMMIT may or may not have been applied."""
         with self._lock:
             conn = self._connection()
             if conn.in_transaction:
                 yield cast(sqlite3.Connection, conn)
                 return
-            try:
-                conn.raw.execute("BEGIN IMMEDIATE")
-            except HostError:
-                self._drop()  # a stale leader: the caller's retry finds the new one
-                raise
+            conn = self._begin()
             conn.in_transaction = True
             try:
                 yield cast(sqlite3.Connection, conn)
@@ -155,6 +160,18 @@ class DqliteStore(Store):
             except HostError:
                 self._drop()
                 raise
+
+    def _begin(self) -> Connection:
+        for attempt in (1, 2):
+            conn = self._connection()
+            try:
+                conn.raw.execute("BEGIN IMMEDIATE")
+                return conn
+            except HostError:
+                self._drop()  # nothing ran yet: safe to find the current leader and begin there
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         with self._lock:
