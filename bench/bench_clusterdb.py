@@ -7,7 +7,8 @@ absent), (b) read latency of that instance, (c) fail-over: SIGKILL the leader, t
 succeeds through a survivor, (d) code and dependency size. Everything is killed and removed on exit,
 failure included.
 
-    bench_clusterdb.py [--short] [-n WRITES] [--failovers N]
+    bench_clusterdb.py [--short] [-n WRITES] [--failovers N] [--dqlite-latency-ms MS]
+    bench_clusterdb.py --commit-breakdown
 """
 
 from __future__ import annotations
@@ -287,6 +288,47 @@ def failover(cluster: DqliteCluster | EtcdCluster, base: int) -> float:
             time.sleep(0.01)
 
 
+def commit_breakdown(n: int) -> None:
+    """Where a dqlite write's time goes: the steps of the same transaction on the leader."""
+    root = Path(tempfile.mkdtemp(prefix="pincus-clusterdb-"))
+    procs = Procs()
+    try:
+        cluster = DqliteCluster(root, procs, DQLITE_LATENCY_MS)
+        cluster.store.close()
+        conn = dqlite_client.connect_leader(cluster.addresses, cluster.store.database)
+        steps: dict[str, list[float]] = {"BEGIN": [], "INSERT (each)": [], "COMMIT": [], "SELECT 1": []}
+        for i in range(n):
+            t0 = time.perf_counter()
+            conn.execute("BEGIN IMMEDIATE")
+            t1 = time.perf_counter()
+            iid, _ = conn.execute(
+                "INSERT INTO instances (name, type, description, created_at) VALUES (?, ?, ?, ?)",
+                [f"b{i}", "container", "", "2026-01-01T00:00:00Z"],
+            )
+            for k in range(5):
+                conn.execute(
+                    "INSERT INTO instances_config (instance_id, key, value) VALUES (?, ?, ?)",
+                    [iid, f"k{k}", "v"],
+                )
+            t2 = time.perf_counter()
+            conn.execute("COMMIT")
+            t3 = time.perf_counter()
+            conn.query("SELECT 1")
+            t4 = time.perf_counter()
+            steps["BEGIN"].append(t1 - t0)
+            steps["INSERT (each)"].append((t2 - t1) / 6)
+            steps["COMMIT"].append(t3 - t2)
+            steps["SELECT 1"].append(t4 - t3)
+        conn.close()
+        for name, values in steps.items():
+            ms = [v * 1000 for v in values]
+            med, p90, p99 = statistics.median(ms), pct(ms, 90), pct(ms, 99)
+            print(f"{name:14} median {med:6.2f} ms  p90 {p90:6.2f}  p99 {p99:6.2f}")
+    finally:
+        procs.kill_all()
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def code_lines(paths: list[Path]) -> int:
     n = 0
     for path in paths:
@@ -323,6 +365,7 @@ def main() -> int:
     ap.add_argument("--failovers", type=int, default=3)
     ap.add_argument("--dqlite-latency-ms", type=int, default=DQLITE_LATENCY_MS,
                     help="0: dqlite's own default timeouts")  # fmt: skip
+    ap.add_argument("--commit-breakdown", action="store_true", help="dqlite only: time each step of a write")
     ap.add_argument("--dqlite-member", nargs=4, metavar=("ID", "ADDR", "DIR", "LATENCY_MS"))
     args = ap.parse_args()
     if args.dqlite_member:
@@ -331,6 +374,11 @@ def main() -> int:
         return 0
     if args.short:
         args.n, args.failovers = 30, 1
+    if args.commit_breakdown:
+        print(f"loadavg before: {Path('/proc/loadavg').read_text().strip()}")
+        commit_breakdown(300)
+        print(f"loadavg after: {Path('/proc/loadavg').read_text().strip()}")
+        return 0
 
     print(f"loadavg before: {Path('/proc/loadavg').read_text().strip()}")
     results: dict[str, dict[str, Any]] = {}
