@@ -7,8 +7,12 @@ ROOT=$(pwd)
 VENV="$ROOT/.venv"
 # netbase: /etc/protocols and /etc/services, which nftables needs to read "udp" or "tcp" in a rule.
 # lxd-client: LXD 5.0.2's Go client `lxc`, a real third-party client of the API (tests/clients).
-SYS_PACKAGES=(iproute2 nftables dnsmasq-base qemu-system-x86 busybox-static util-linux cpio
-              kmod procps netbase python3 python3-venv lxd-client btrfs-progs)
+# squashfs-tools, zstd, xz-utils, tar: Incus image formats (unsquashfs, zstd streams; build-image.sh).
+# libdqlite0: the cluster database (host/dqlite_node.py, through ctypes); etcd-server: only the other
+# side of bench/bench_clusterdb.py, the measurement that chose dqlite.
+SYS_PACKAGES=(iproute2 nftables dnsmasq-base qemu-system-x86 busybox-static util-linux cpio squashfs-tools zstd xz-utils tar
+              kmod procps netbase python3 python3-venv lxd-client
+              libdqlite0 etcd-server btrfs-progs)
 
 if [ "$(id -u)" != 0 ]; then
   echo "setup: run as root (pincus manages host networking)" >&2

@@ -1,4 +1,4 @@
-"""Helpers for storage tests: stand-in images, and what the daemon's mount namespace holds.
+"""Helpers for storage tests: imported images, and what the daemon's mount namespace holds.
 
 The test daemon runs in a private mount namespace (pincus.host.nsexec), so its pool mounts are
 seen through /proc/<pid>/mountinfo and commands enter it with nsenter.
@@ -9,33 +9,37 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tarfile
 from pathlib import Path
 from typing import Any
 
+from tests import imagelib
+from tests.imagelib import member
 from tests.pincus_testlib import Daemon
 
 
-def make_standin_image(
+def make_image(
     daemon: Daemon,
-    fingerprint: str,
-    alias: str | None = None,
-    files: dict[str, bytes] | None = None,
-    type_: str = "container",
+    alias: str,
+    members: list[tuple[tarfile.TarInfo, bytes]] | None = None,
     architecture: str = "x86_64",
-) -> None:
-    """An image as the stand-in image store reads it (stand-in until the images branch merges:
-    then tests build a real image tarball with tests/imagelib.py and import it)."""
-    images = daemon.dir / "images"
-    root = images / fingerprint
-    (root / "rootfs").mkdir(parents=True)
-    (root / "templates").mkdir()
-    (root / "metadata.yaml").write_text(f"architecture: {architecture}\ncreation_date: 0\n")
-    for rel, data in (files or {}).items():
-        path = root / "rootfs" / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    meta = {"type": type_, "architecture": architecture, "aliases": [alias] if alias else []}
-    (images / f"{fingerprint}.json").write_text(json.dumps(meta))
+    how: str = "gzip",
+) -> str:
+    """A unified image of MEMBERS (paths under rootfs/) imported with ALIAS: its fingerprint."""
+    out = daemon.dir.parent / f"{daemon.dir.name}-{alias}.tar"
+    metadata = f"architecture: {architecture}\ncreation_date: 1700000000\n".encode()
+    dirs = sorted({str(Path(info.name).parent) for info, _ in members or []} - {"rootfs", "."})
+    parents = [member(d, tarfile.DIRTYPE, mode=0o755) for d in dirs]
+    try:
+        imagelib.tarball(out, parents + (members or []), how=how, metadata=metadata)
+        printed = daemon.cli("image", "import", str(out), "--alias", alias).stdout
+    finally:
+        out.unlink(missing_ok=True)
+    return printed.strip().rsplit(" ", 1)[-1]
+
+
+def file_member(rel: str, data: bytes, **kw: Any) -> tuple[tarfile.TarInfo, bytes]:
+    return member(f"rootfs/{rel}", data=data, **kw)
 
 
 def daemon_pid(daemon: Daemon) -> int:

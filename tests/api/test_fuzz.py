@@ -58,7 +58,7 @@ CONFORMANCE = [
     response_schema_conformance,
 ]
 # Fields a refusal may name without the request holding them (a missing field, the ETag's header).
-IMPLIED = {"name", "etag", "if-match", "body", "json", "action", "command", "type"}
+IMPLIED = {"name", "etag", "if-match", "body", "json", "action", "command", "type", "image"}
 
 
 class Fuzz:
@@ -109,6 +109,7 @@ class Fuzz:
         asked = (
             fuzzlib.tokens_of(case.path_parameters)
             | fuzzlib.tokens_of(case.query)
+            | fuzzlib.tokens_of(dict(case.headers or {}))  # an upload's X-Incus-* values
             | fuzzlib.tokens_of(case.body if isinstance(case.body, dict | list) else {})
             | IMPLIED
         )

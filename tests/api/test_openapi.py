@@ -35,6 +35,7 @@ def served() -> set[tuple[str, str]]:
         instances=None,
         storage=None,
         operations=None,
+        images=None,
         state=SimpleNamespace(events=None),
     )
     router = routes.build(cast(Server, stub), threading.Event())

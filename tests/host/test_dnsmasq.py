@@ -610,3 +610,30 @@ def test_read_leases_parses_ipv4_and_ipv6_lines(tmp_path: Path) -> None:
         ),
     ]
     assert dnsmasq_hosts.read_leases(tmp_path / "missing") == []
+
+
+def test_retired_allocations_are_listed_matched_by_whole_field_and_forgotten(tmp_path: Path) -> None:
+    dnsmasq_hosts.write_static_allocation(
+        tmp_path, "c1.eth0", "0a:92:a7:00:00:01", "10.250.3.13", "fd42::13", None
+    )
+    dnsmasq_hosts.write_static_allocation(tmp_path, "c2.eth0", "0a:92:a7:00:00:02", "10.250.3.14", None, None)
+    hosts = tmp_path / dnsmasq_args.HOSTS_DIR
+
+    assert dnsmasq_hosts.retire_static_allocation(tmp_path, "c1.eth0") == dnsmasq_hosts.Retired(1, 2)
+    assert not (hosts / "c1.eth0").exists()
+    assert dnsmasq_hosts.retire_static_allocation(tmp_path, "c1.eth0") is None  # already gone
+    assert dnsmasq_hosts.retired_allocations(tmp_path) == [
+        StaticAllocation("c1.eth0", "0a:92:a7:00:00:01", "10.250.3.13", "fd42::13", None)
+    ]
+    assert dnsmasq_hosts.retired_holds(tmp_path, "0A:92:A7:00:00:01", None, None)
+    assert dnsmasq_hosts.retired_holds(tmp_path, "0a:92:a7:00:00:09", "10.250.3.13", None)
+    assert dnsmasq_hosts.retired_holds(tmp_path, "0a:92:a7:00:00:09", None, "FD42:0::13")
+    assert not dnsmasq_hosts.retired_holds(tmp_path, "0a:92:a7:00:00:09", "10.250.3.1", "fd42::1")
+
+    (hosts / "c3.eth0").write_text("not a dhcp-host line\n")  # dnsmasq may hold anything for it
+    retired = dnsmasq_hosts.retire_static_allocation(tmp_path, "c3.eth0")
+    assert retired is not None and retired.count > retired.live_at_first // 8  # any share: reload
+    dnsmasq_hosts.forget_retired(tmp_path)
+    assert dnsmasq_hosts.retired_allocations(tmp_path) == []
+    assert not dnsmasq_hosts.retired_holds(tmp_path, "0a:92:a7:00:00:01", None, None)
+    dnsmasq_hosts.forget_retired(tmp_path)  # nothing retired: fine

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from pincus.errors import HostError, InvalidError
-from pincus.host import tc
+from pincus.host import links, tc
 from pincus.host.tc import Limits
 from tests.pincus_testlib import NSEXEC, NetNS
 
@@ -298,6 +298,56 @@ def test_applying_again_updates_in_place_leaving_one_set(nic: Nic) -> None:
 
     nic.apply(Limits(ingress_bps=None, egress_bps=None, priority=None))
     assert nic.pincus_qdiscs() == []
+
+
+def kernel_group(link: dict[str, Any] | None) -> int:
+    assert link is not None
+    return int(link["group"]) & 0xFFFFFFFF  # ip prints a link group as a signed 32-bit number
+
+
+def test_the_ifb_joins_the_link_group_its_port_leads_and_leaves_with_the_port(nic: Nic) -> None:
+    nic.apply(Limits(ingress_bps=None, egress_bps=10 * MBIT, priority=None))
+    port = nic.host.link(nic.dev)
+    assert port is not None
+    assert kernel_group(port) == kernel_group(nic.host.link(nic.ifb)) == 0x80000000 | port["ifindex"]
+
+    links.delete_link(nic.dev, nic.host.path)  # one RTM_DELLINK for the whole group
+
+    assert nic.host.link_names() == {"lo"}
+    assert nic.inst.link_names() == {"lo"}  # the veth's peer went with it
+
+
+def test_deleting_by_name_takes_only_the_group_that_link_leads(nic: Nic, prefix: str) -> None:
+    nic.apply(Limits(ingress_bps=None, egress_bps=10 * MBIT, priority=None))
+    # A second NIC with its own IFB, and an admin's links sharing a group of their own.
+    other, other_ifb = f"{prefix}o", f"pif{prefix[1:]}o"
+    nic.host.ip("link", "add", other, "type", "veth", "peer", "name", f"{prefix}q")
+    tc.apply_limits(other, Limits(None, 10 * MBIT, None), other_ifb, False, nic.host.path)
+    for name in ("adm0", "adm2"):
+        nic.host.ip("link", "add", name, "type", "veth", "peer", "name", name[:-1] + str(int(name[-1]) + 1))
+    for name in ("adm0", "adm1", "adm2", "adm3"):
+        nic.host.ip("link", "set", name, "group", "7")
+    before = nic.host.link_names()
+
+    links.delete_link(nic.ifb, nic.host.path)  # an IFB is a member, not a leader: it goes alone
+    assert nic.host.link_names() == before - {nic.ifb}
+    links.delete_link("adm0", nic.host.path)  # a group that is not pincus's: only the link (and its peer)
+    assert nic.host.link_names() == before - {nic.ifb, "adm0", "adm1"}
+    links.delete_link(nic.dev, nic.host.path)
+    assert nic.host.link_names() == before - {nic.ifb, "adm0", "adm1", nic.dev}
+    assert {other, other_ifb, "adm2", "adm3"} <= nic.host.link_names()
+
+
+def test_an_ifb_left_by_a_port_that_is_gone_joins_the_group_of_the_new_port(nic: Nic) -> None:
+    nic.host.ip("link", "add", nic.ifb, "type", "ifb")
+    nic.host.ip("link", "set", nic.ifb, "group", "9")
+
+    nic.apply(Limits(ingress_bps=None, egress_bps=10 * MBIT, priority=None))
+
+    port = nic.host.link(nic.dev)
+    assert port is not None and kernel_group(nic.host.link(nic.ifb)) == 0x80000000 | port["ifindex"]
+    links.delete_link(nic.dev, nic.host.path)
+    assert nic.host.link_names() == {"lo"}
 
 
 # --- failures leave nothing behind ----------------------------------------------------------

@@ -26,6 +26,7 @@ import yaml
 
 from pincus.db.store import Store
 from pincus.events import EventHub
+from pincus.host import dnsmasq_hosts
 from pincus.networks.bridge import BridgeNetwork, load_bridge_network
 from pincus.networks.subnets import pick_subnet
 from pincus.state import State
@@ -609,5 +610,42 @@ def test_leases_merge_dnsmasq_leases_and_static_allocations(tmp_path: Path) -> N
         net.remove_static_allocation("db.eth0")
         assert all(x["hostname"] != "db" for x in net.leases())
         assert all(x["location"] == "none" for x in net.leases())
+    finally:
+        state.store.close()
+
+
+def test_removals_reload_dnsmasq_in_batches_and_a_colliding_entry_at_once(tmp_path: Path) -> None:
+    # dnsmasq rereads every entry per reload, so removals are batched: the retired file lists what
+    # dnsmasq still holds, and goes when a reload (here: none running, as after a restart) clears it.
+    state = State(dir=tmp_path, store=Store(tmp_path / "pincus.db"), events=EventHub(), tag="0")
+    try:
+        net = BridgeNetwork(state, "br0", {"ipv4.address": "10.250.3.1/24"})
+        for i in range(16):
+            net.add_static_allocation(
+                f"c{i}.eth0", f"0a:00:00:00:00:{i:02x}", f"10.250.3.{10 + i}", None, None
+            )
+
+        def retired() -> list[str]:
+            return [a.nic_id for a in dnsmasq_hosts.retired_allocations(net.dnsmasq_dir)]
+
+        net.remove_static_allocation("c0.eth0")
+        net.remove_static_allocation("c1.eth0")
+        assert retired() == ["c0.eth0", "c1.eth0"]
+        assert len(net.leases()) == 14  # gone from the hosts dir at once
+        net.remove_static_allocation("c2.eth0")  # 3 > 16 / 8: reload
+        assert retired() == []
+
+        net.remove_static_allocation("c3.eth0")
+        net.add_static_allocation("new.eth0", "0a:00:00:00:01:00", "10.250.3.30", None, None)
+        assert retired() == ["c3.eth0"]  # no collision: no reload
+        net.add_static_allocation("c3b.eth0", "0a:00:00:00:01:01", "10.250.3.13", None, None)
+        assert retired() == []  # c3's address, which dnsmasq still held: reloaded
+        net.remove_static_allocation("missing.eth0")
+        assert retired() == []
+        # 14 entries left: each batch counts those there are at its first removal; from 8 down a
+        # batch is two removals (2 > 8 / 8), under 8 every removal reloads at once.
+        for i in range(4, 16):
+            net.remove_static_allocation(f"c{i}.eth0")
+            assert retired() == ([f"c{i}.eth0"] if i in (4, 6, 8, 10) else [])
     finally:
         state.store.close()

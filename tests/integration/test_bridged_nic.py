@@ -125,6 +125,26 @@ def test_limits_routes_queue_and_connected_update_live(daemon: Daemon, prefix: s
     assert daemon.ns.ipj("route", "show", "10.250.98.0/24") == []
 
 
+def test_a_limited_nic_and_its_ifb_share_a_link_group_and_leave_together(daemon: Daemon, prefix: str) -> None:
+    br = f"{prefix}br"
+    daemon.ns.add_bridge(br)
+    links_before = daemon.ns.link_names()
+    host = bridged_container(daemon, "c1", br, "10.250.23.2", None, "limits.egress=10Mbit")
+    found = {link["ifname"]: link for link in daemon.ns.ipj("-d", "link", "show") if link["ifname"] != br}
+    [ifb] = [name for name, link in found.items() if link.get("linkinfo", {}).get("info_kind") == "ifb"]
+    group = found[host]["ifindex"] | 0x80000000  # the group the port leads (ip prints it signed)
+    assert int(found[host]["group"]) & 0xFFFFFFFF == int(found[ifb]["group"]) & 0xFFFFFFFF == group
+
+    daemon.cli("stop", "c1", "-f")
+
+    assert daemon.ns.link_names() == links_before  # neither the veth nor the IFB is left
+    assert "volatile.eth0.host_name" not in config(daemon, "c1")
+    daemon.cli("start", "c1")  # and the NIC comes back as it was
+    assert daemon.ns.link(config(daemon, "c1")["volatile.eth0.host_name"]) is not None
+    daemon.cli("stop", "c1", "-f")
+    assert daemon.ns.link_names() == links_before
+
+
 def test_vlan_on_this_kernel_gives_the_named_feature_error(daemon: Daemon, prefix: str) -> None:
     br = f"{prefix}br"
     daemon.ns.add_bridge(br)

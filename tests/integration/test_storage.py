@@ -6,24 +6,24 @@ from __future__ import annotations
 
 import json
 import os
+import tarfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from tests import imagelib
+from tests.imagelib import member
 from tests.pincus_testlib import Daemon
 from tests.storagelib import (
+    file_member,
     in_daemon_ns,
     loop_devices_of,
-    make_standin_image,
+    make_image,
     mounts_of,
     seen_by_daemon,
     subvolume_show,
-    write_filler,
 )
-
-FP = "a1" * 32
-FP2 = "b2" * 32
 
 
 def _pool_dir(daemon: Daemon, pool: str) -> Path:
@@ -98,12 +98,12 @@ def test_btrfs_pool_on_a_loop_file_leaves_nothing_after_delete(daemon: Daemon) -
 
 
 def test_btrfs_instance_volume_is_a_snapshot_of_the_image_volume(daemon: Daemon) -> None:
-    make_standin_image(daemon, FP, alias="tiny", files={"etc/marker": b"from the image\n"})
+    fp = make_image(daemon, "tiny", [file_member("etc/marker", b"from the image\n")])
     daemon.cli("storage", "create", "fast", "btrfs", "size=200MiB")
     daemon.cli("init", "tiny", "c1", "-s", "fast")
-    daemon.cli("init", FP[:12], "c2", "-s", "fast")
+    daemon.cli("init", fp[:12], "c2", "-s", "fast")
     root = _pool_dir(daemon, "fast")
-    image = subvolume_show(daemon, root / "images" / FP)
+    image = subvolume_show(daemon, root / "images" / fp)
     for name in ("c1", "c2"):
         vol = subvolume_show(daemon, root / "containers" / name)
         assert vol["Parent UUID"] == image["UUID"], name
@@ -113,7 +113,7 @@ def test_btrfs_instance_volume_is_a_snapshot_of_the_image_volume(daemon: Daemon)
     assert sorted((v["type"], v["name"]) for v in vols) == [
         ("container", "c1"),
         ("container", "c2"),
-        ("image", FP),
+        ("image", fp),
     ]
     code, doc = daemon.api("GET", "/1.0/storage-pools/fast/volumes/container/c1")
     assert code == 200 and doc["metadata"]["used_by"] == ["/1.0/instances/c1"]
@@ -124,7 +124,7 @@ def test_btrfs_instance_volume_is_a_snapshot_of_the_image_volume(daemon: Daemon)
 
 
 def test_btrfs_pool_is_mounted_again_when_the_daemon_starts(daemon: Daemon) -> None:
-    make_standin_image(daemon, FP, alias="tiny", files={"etc/marker": b"x"})
+    make_image(daemon, "tiny", [file_member("etc/marker", b"x")])
     daemon.cli("storage", "create", "fast", "btrfs", "size=200MiB")
     daemon.cli("init", "tiny", "c1", "-s", "fast")
     img, root = daemon.dir / "disks" / "fast.img", _pool_dir(daemon, "fast")
@@ -137,8 +137,7 @@ def test_btrfs_pool_is_mounted_again_when_the_daemon_starts(daemon: Daemon) -> N
 
 
 def test_a_full_disk_during_unpack_is_rolled_back(daemon: Daemon) -> None:
-    make_standin_image(daemon, FP, alias="big")
-    write_filler(daemon.dir / "images" / FP / "rootfs" / "filler", 200 * 2**20)
+    make_image(daemon, "big", [file_member("filler", os.urandom(1 << 20) * 200)], how="zstd")
     daemon.cli("storage", "create", "tiny", "btrfs", "size=120MiB")
     before = daemon.db_dump()
     err = daemon.fails("init", "big", "c1", "-s", "tiny")
@@ -153,7 +152,8 @@ def test_a_full_disk_during_unpack_is_rolled_back(daemon: Daemon) -> None:
 
 def test_create_rename_delete_move_the_instance_volume_on_the_default_pool(daemon: Daemon) -> None:
     assert _pools(daemon) == []
-    daemon.cli("init", "c1", "--empty")  # no pool yet: the default one is made on first need
+    make_image(daemon, "tiny")
+    daemon.cli("init", "tiny", "c1")  # no pool yet: the default one is made on first need
     [pool] = _pools(daemon)
     assert pool["name"] == "default" and pool["driver"] == "dir"
     assert yaml.safe_load(daemon.cli("config", "show", "c1").stdout)["devices"] == {}
@@ -166,33 +166,37 @@ def test_create_rename_delete_move_the_instance_volume_on_the_default_pool(daemo
     daemon.cli("delete", "c2")
     assert list(containers.iterdir()) == []
     vols = json.loads(daemon.cli("storage", "volume", "list", "default", "--format", "json").stdout)
-    assert vols == []
+    assert [v["type"] for v in vols] == ["image"]  # the unpacked image stays for the next create
 
 
 def test_dir_instance_volume_is_a_copy_keeping_owners_modes_and_links(daemon: Daemon) -> None:
-    make_standin_image(daemon, FP, alias="tiny", files={"bin/tool": b"#!/bin/sh\n"})
-    rootfs = daemon.dir / "images" / FP / "rootfs"
-    os.chown(rootfs / "bin" / "tool", 1234, 5678)
-    (rootfs / "bin" / "tool").chmod(0o4755)  # after chown, which clears set-uid
-    os.link(rootfs / "bin" / "tool", rootfs / "bin" / "hard")
-    os.symlink("tool", rootfs / "bin" / "soft")
+    make_image(
+        daemon,
+        "tiny",
+        [
+            file_member("bin/tool", b"#!/bin/sh\n", uid=1234, gid=5678, mode=0o4755),
+            member("rootfs/bin/hard", tarfile.LNKTYPE, link="rootfs/bin/tool"),
+            member("rootfs/bin/soft", tarfile.SYMTYPE, link="tool"),
+        ],
+    )
     daemon.cli("storage", "create", "p1", "dir")
-    daemon.cli("init", "tiny", "c1", "-s", "p1")
+    daemon.cli("init", "tiny", "c1", "-s", "p1", "-c", "security.privileged=true")
     copy = _pool_dir(daemon, "p1") / "containers" / "c1" / "rootfs" / "bin"
     st = (copy / "tool").stat()
     assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (1234, 5678, 0o4755)
     assert (copy / "hard").stat().st_ino == st.st_ino
     assert os.readlink(copy / "soft") == "tool"
     (copy / "tool").write_bytes(b"changed")
-    assert (rootfs / "bin" / "tool").read_bytes() == b"#!/bin/sh\n"  # a copy, not the image's file
+    [image] = list((_pool_dir(daemon, "p1") / "images").iterdir())
+    assert (image / "rootfs" / "bin" / "tool").read_bytes() == b"#!/bin/sh\n"  # a copy, not the image's
 
 
 def test_an_image_of_the_wrong_type_or_architecture_is_refused_and_nothing_is_created(daemon: Daemon) -> None:
-    make_standin_image(daemon, FP, alias="arm", architecture="aarch64")
-    make_standin_image(daemon, FP2, alias="vmimg", type_="virtual-machine")
+    make_image(daemon, "arm", architecture="aarch64")
+    make_image(daemon, "tiny")
     before = daemon.db_dump()
     assert 'is for architecture "aarch64"' in daemon.fails("init", "arm", "c1")
-    assert "doesn't match instance's type" in daemon.fails("init", "vmimg", "c1")
+    assert "doesn't match instance's type" in daemon.fails("init", "tiny", "v1", "--vm")
     assert daemon.db_dump() == before
     assert not (daemon.dir / "storage-pools" / "default").exists()
 
@@ -211,14 +215,16 @@ def test_disk_devices_are_validated_and_not_changed_while_running(daemon: Daemon
         err = daemon.fails("config", "device", "add", "c1", "d1", "disk", *bad.split())
         assert message in err, (bad, err)
         daemon.cli("delete", "c1")
-    daemon.cli("init", "c1", "--empty")  # on the default pool
+    make_image(daemon, "tiny")
+    daemon.cli("init", "tiny", "c1")  # on the default pool
     err = daemon.fails("config", "device", "add", "c1", "root", "disk", "path=/", "pool=p1")
     assert 'its root volume is on storage pool "default"; moving it to pool "p1" is not supported' in err
     daemon.cli("delete", "c1")
     assert "cannot limit a volume's size" in daemon.fails(
         "init", "c1", "--empty", "-d", "root,size=1GiB", "-s", "p1"
     )
-    daemon.cli("launch", "c1", "--empty", "-s", "p1")
+    daemon.cli("image", "import", str(imagelib.busybox_image()), "--alias", "busybox")
+    daemon.cli("launch", "busybox", "c1", "-s", "p1")
     err = daemon.fails("config", "device", "add", "c1", "d1", "disk", f"source={tmp_path}", "path=/mnt")
     assert "disk devices can only be changed while the instance is stopped" in err
     daemon.cli("stop", "c1", "-f")

@@ -13,6 +13,7 @@ import re
 import socket
 import socketserver
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
@@ -44,6 +45,104 @@ class Request:
         conn = self.handler.connection
         assert isinstance(conn, socket.socket)
         return conn
+
+
+@dataclass(frozen=True)
+class BodyLimits:
+    """A route that takes its body as a stream (an image upload): at most MAX_BYTES, and a client
+    silent for IDLE seconds mid-body is cut off."""
+
+    max_bytes: int
+    idle: float = 60.0
+
+
+class _BodyError(PincusError):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class BodyReader:
+    """The request body, read on demand: by Content-Length or in HTTP/1.1 chunks (Go's client
+    sends an upload of unknown length chunked)."""
+
+    def __init__(self, rfile: Any, conn: socket.socket, length: int | None, limits: BodyLimits) -> None:
+        self._rfile = rfile
+        self._conn = conn
+        self._left = length  # None: chunked
+        self._chunk_left = 0
+        self._limits = limits
+        self._total = 0
+        self.done = length == 0
+
+    def _raw(self, n: int) -> bytes:
+        self._conn.settimeout(self._limits.idle)
+        try:
+            data: bytes = self._rfile.read1(n) if n else b""
+        except TimeoutError:
+            raise _BodyError(
+                408, f"Timed out reading the request body (no data for {self._limits.idle:g} s)"
+            ) from None
+        if n and not data:
+            raise _BodyError(400, "Request body shorter than announced")
+        return data
+
+    def _line(self) -> bytes:
+        self._conn.settimeout(self._limits.idle)
+        try:
+            line: bytes = self._rfile.readline(1024)
+        except TimeoutError:
+            raise _BodyError(408, "Timed out reading the request body") from None
+        return line
+
+    def check_length(self) -> None:
+        """Refuse at once a body announced larger than the limit."""
+        if self._left is not None and self._left > self._limits.max_bytes:
+            raise _BodyError(
+                413, f"Request body too large ({self._left} bytes, at most {self._limits.max_bytes})"
+            )
+
+    def drain(self, max_bytes: int, seconds: float) -> None:
+        """Read and drop what is left of the body, at most MAX_BYTES for at most SECONDS."""
+        deadline = time.monotonic() + seconds
+        left = max_bytes
+        try:
+            self._conn.settimeout(seconds)
+            while left > 0 and time.monotonic() < deadline:
+                data = self._rfile.read1(min(left, 65536))
+                if not data:
+                    return
+                left -= len(data)
+        except OSError:
+            pass
+
+    def read(self, n: int) -> bytes:
+        if self.done:
+            return b""
+        if self._left is not None:
+            data = self._raw(min(n, self._left))
+            self._left -= len(data)
+            self.done = self._left == 0
+        else:
+            if self._chunk_left == 0:
+                size = self._line().split(b";")[0].strip()
+                try:
+                    self._chunk_left = int(size, 16)
+                except ValueError:
+                    raise _BodyError(400, "Malformed chunked request body") from None
+                if self._chunk_left == 0:
+                    while self._line() not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    self.done = True
+                    return b""
+            data = self._raw(min(n, self._chunk_left))
+            self._chunk_left -= len(data)
+            if self._chunk_left == 0:
+                self._line()  # the CRLF after the chunk
+        self._total += len(data)
+        if self._total > self._limits.max_bytes:
+            raise _BodyError(413, f"Request body too large (more than {self._limits.max_bytes} bytes)")
+        return data
 
 
 @dataclass
@@ -80,11 +179,18 @@ class Router:
     def __init__(self) -> None:
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
         self._patterns: list[tuple[str, str]] = []
+        self._streamed: dict[Handler, BodyLimits] = {}
 
-    def add(self, method: str, pattern: str, handler: Handler) -> None:
+    def add(self, method: str, pattern: str, handler: Handler, stream: BodyLimits | None = None) -> None:
+        """STREAM: the handler gets the body as a BodyReader (req.body) instead of parsed JSON."""
         regex = "^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern) + "$"
         self._routes.append((method, re.compile(regex), handler))
         self._patterns.append((method, pattern))
+        if stream is not None:
+            self._streamed[handler] = stream
+
+    def body_limits(self, handler: Handler) -> BodyLimits | None:
+        return self._streamed.get(handler)
 
     def routes(self) -> list[tuple[str, str]]:
         """(method, pattern) of every route, as added: what the OpenAPI document must describe."""
@@ -113,6 +219,8 @@ MAX_BODY = 16 * 1024 * 1024  # bytes: a request body past this is refused with 4
 REQUEST_TIMEOUT = 30.0  # seconds for a client to send a whole request (line, headers, body)
 MAX_CONNECTIONS = 512  # at once, event streams and websockets included
 MAX_JSON_DEPTH = 64
+DRAIN_BYTES = 64 * 1024 * 1024  # of a refused upload's body, read and dropped before closing
+DRAIN_SECONDS = 5.0
 
 
 def _json_depth(raw: bytes) -> int:
@@ -160,12 +268,33 @@ def make_handler(router: Router) -> type[BaseHTTPRequestHandler]:
             return "unix"
 
         def _dispatch(self) -> None:
+            self._streamed: BodyReader | None = None
+            try:
+                self._answer()
+            finally:
+                if self._streamed is not None and not self._streamed.done:
+                    # A refused upload: the rest of its body is still on the wire. Read a bounded
+                    # part of it first, as closing a unix socket on unread data resets it before the
+                    # client has read our answer.
+                    self.close_connection = True
+                    self._streamed.drain(DRAIN_BYTES, DRAIN_SECONDS)
+
+        def _answer(self) -> None:
             url = urlsplit(self.path)
             query = {k: v[-1] for k, v in parse_qs(url.query).items()}
             try:
-                body = self._read_body()
                 # "/" and "/1.0/" are the routes "" and "/1.0".
-                handler, params = router.resolve(self.command, url.path.rstrip("/"))
+                try:
+                    handler, params = router.resolve(self.command, url.path.rstrip("/"))
+                except _HTTPStatus:
+                    self._read_body()  # a body too large or malformed says so first, as before
+                    raise
+                limits = router.body_limits(handler)
+                if limits is None:
+                    body = self._read_body()
+                else:
+                    body = self._streamed = self._body_reader(limits)
+                    body.check_length()
                 req = Request(self.command, url.path, query, body, self, params)
                 result = handler(req)
             except _HTTPStatus as e:
@@ -189,6 +318,13 @@ def make_handler(router: Router) -> type[BaseHTTPRequestHandler]:
                 self._send_json(200, envelope.sync(result.metadata), {"ETag": f'"{result.etag}"'})
             else:
                 self._send_json(200, envelope.sync(result))
+
+        def _body_reader(self, limits: BodyLimits) -> BodyReader:
+            chunked = self.headers.get("Transfer-Encoding", "").lower() == "chunked"
+            text = self.headers.get("Content-Length") or "0"
+            if not chunked and not text.isdigit():
+                raise _HTTPStatus(400, f'Invalid Content-Length "{text}"')
+            return BodyReader(self.rfile, self.connection, None if chunked else int(text), limits)
 
         def _read_body(self) -> Any:
             if self.headers.get("Transfer-Encoding", "").lower() not in ("", "identity"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from pincus.api import instance_routes, operation_routes, storage_routes
+from pincus.api import image_routes, instance_routes, operation_routes, storage_routes
 from pincus.api.exec_ws import ExecSessions
 from pincus.api.http import Request, Router, Tagged
 from pincus.api.instance_routes import body_of as _body
@@ -99,6 +99,7 @@ def build(server: Server, shutdown: threading.Event) -> Router:
     sessions = ExecSessions()
     instance_routes.add(r, server, sessions)
     storage_routes.add(r, server)
+    image_routes.add(r, server)
     operation_routes.add(r, server, sessions, shutdown)
 
     def do_shutdown(req: Request) -> Any:

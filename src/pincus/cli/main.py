@@ -58,6 +58,7 @@ COMMANDS: tuple[Command, ...] = (
     ("config", (), "manage an instance's config and devices", _in("config", "build_config")),
     ("network", (), "manage networks", _in("network", "build_network")),
     ("profile", (), "manage profiles", _in("profile", "build_profile")),
+    ("image", (), "manage images", _in("image", "build_image")),
     ("storage", (), "manage storage pools and volumes", _in("storage", "build_storage")),
     ("monitor", (), "follow the daemon's events", _in("monitor", "build_monitor")),
     ("query", (), "send a raw API request", _in("query", "build_query")),

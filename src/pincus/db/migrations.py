@@ -96,8 +96,35 @@ MIGRATIONS: list[str] = [
     INSERT INTO instances_profiles (instance_id, profile_id, apply_order)
         SELECT id, (SELECT id FROM profiles WHERE name = 'default'), 0 FROM instances;
     """,
-    # 5: stand-in until the images branch merges (its images tables are number 5)
-    "SELECT 1;",
+    # 5: images (Incus's image store: one row per fingerprint), their properties and aliases
+    """
+    CREATE TABLE images (
+        id INTEGER PRIMARY KEY,
+        fingerprint TEXT NOT NULL UNIQUE,
+        type TEXT NOT NULL,
+        filename TEXT NOT NULL DEFAULT '',
+        size INTEGER NOT NULL,
+        public INTEGER NOT NULL DEFAULT 0,
+        auto_update INTEGER NOT NULL DEFAULT 0,
+        architecture TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL DEFAULT '',
+        uploaded_at TEXT NOT NULL,
+        last_used_at TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE images_properties (
+        image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (image_id, key)
+    );
+    CREATE TABLE images_aliases (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        description TEXT NOT NULL DEFAULT ''
+    );
+    """,
     # 6: storage pools with their config, and their volumes (instance roots, unpacked images)
     """
     CREATE TABLE storage_pools (

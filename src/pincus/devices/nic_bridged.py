@@ -247,7 +247,9 @@ class BridgedNic(Device):
         routes = tuple(
             r for key in ("ipv4.routes", "ipv6.routes") if config.get(key) for r in split_list(config[key])
         )
-        net = self.network()
+        # The network only matters for a static address: most NICs have none, and `list` asks this
+        # of every NIC.
+        net = self.network() if v4 or v6 else None
         return PortSettings(
             limits=limits,
             filter=nic_filter,
@@ -442,9 +444,11 @@ class BridgedNic(Device):
         steps: list[Callable[[], object]] = []
         if s.filter is not None:
             steps.append(lambda: self.host(nft_ports.remove_nic_filter, self.state.tag, host_name))
-        if s.limits is not None:
-            steps.append(lambda: self.host(tc.clear_limits, host_name, self.ifb_name(host_name)))
+        # The port goes with its IFB (tc puts the IFB in the port's link group): one kernel wait.
         steps += [lambda: self._delete_routes(s), lambda: self.host(links.delete_link, host_name)]
+        if s.limits is not None:
+            # Finds nothing left unless the IFB was outside the group (the port vanished first).
+            steps.append(lambda: self.host(tc.clear_limits, host_name, self.ifb_name(host_name)))
         errors: list[Exception] = []
         for step in steps:
             try:

@@ -6,7 +6,11 @@ How dnsmasq (2.90, verified by tests/host/test_dnsmasq.py) treats the hosts dire
 - A *new* file in ``dnsmasq.hosts`` is read by dnsmasq on its own (inotify, within milliseconds).
   Files are written as a dotfile and renamed into place; dnsmasq ignores dotfiles, so it never sees
   a half-written entry.
-- A *removed* file stays in force until SIGHUP (``dnsmasq_process.reload``).
+- A *removed* file stays in force until SIGHUP (``dnsmasq_process.reload``), and a SIGHUP makes
+  dnsmasq read every file of the directory again: a reload per removal would cost dnsmasq O(n).
+  ``retire_static_allocation`` removes a file and notes its entry in ``dnsmasq.retired`` (beside
+  the hosts dir) until the caller reloads, so the caller can reload once for many removals, and at
+  once when a new entry collides with a retired one that dnsmasq still holds.
 - A *changed* file is read again, but the old entry also stays in force until SIGHUP, and a new
   entry whose IPv4 address an old one still holds is rejected as a duplicate ("duplicate dhcp-host
   IP address" in dnsmasq's log): a changed host name with the same address, or a move back to an
@@ -107,9 +111,13 @@ def write_static_allocation(
         return False
     # Dotfiles are invisible to dnsmasq; the unique suffix lets writers of one NIC race safely.
     tmp = path.with_name(f".{nic_id}.{secrets.token_hex(4)}.tmp")
-    make_dir(path.parent)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            fd = os.open(tmp, flags, 0o644)
+        except FileNotFoundError:  # the first entry makes the directory
+            make_dir(path.parent)
+            fd = os.open(tmp, flags, 0o644)
         try:
             os.fchmod(fd, 0o644)  # the daemon's umask must not hide the file from dnsmasq
             os.write(fd, line.encode())
@@ -133,6 +141,105 @@ def remove_static_allocation(dir: Path, nic_id: str) -> bool:
     except OSError as e:
         raise HostError(f"remove static allocation {path}: {e.strerror}") from e
     return True
+
+
+RETIRED_FILE = "dnsmasq.retired"
+
+
+@dataclass(frozen=True)
+class Retired:
+    """How many entries were removed from the hosts dir since dnsmasq's last reload (it holds them
+    until then), and how many the hosts dir had when the first of them was removed."""
+
+    count: int
+    live_at_first: int
+
+
+def _retired_path(dir: Path) -> Path:
+    return paths(dir)[2].parent / RETIRED_FILE
+
+
+def _retired_line(a: StaticAllocation) -> str:
+    # Space-separated canonical fields with a space at both ends, so that a collision check is a
+    # substring search for " <field> " (no parsing of every line per added NIC).
+    return f"{a.nic_id} {a.mac} {a.ipv4 or '-'} {a.ipv6 or '-'} \n"
+
+
+def retire_static_allocation(dir: Path, nic_id: str) -> Retired | None:
+    """Remove the hosts file of one NIC and note its entry as retired (dnsmasq holds it until
+    reloaded); None if the NIC had no file (nothing to reload for). A file that does not parse
+    is removed and counted as the whole hosts dir, so the caller reloads at once."""
+    path = _allocation_file(dir, nic_id)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise HostError(f"read static allocation {path}: {e.strerror}") from e
+    try:
+        line = _retired_line(_parse_allocation(nic_id, text))
+    except (ValueError, UnicodeDecodeError, InvalidError):
+        line = ""  # dnsmasq may hold anything for it: see the return below
+    retired_path = _retired_path(dir)
+    try:
+        try:
+            fd = os.open(
+                retired_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
+            )
+            # The first retirement since the last reload counts the hosts dir, once per batch.
+            line = f"live {len(os.listdir(path.parent))}\n" + line
+        except FileExistsError:
+            fd = os.open(retired_path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+        path.unlink(missing_ok=True)
+        data = retired_path.read_bytes()
+    except OSError as e:
+        raise HostError(f"retire static allocation {path}: {e.strerror}") from e
+    head, _, rest = data.partition(b"\n")
+    live = int(head.split()[1]) if head.startswith(b"live ") and line.endswith(" \n") else 0
+    return Retired(rest.count(b"\n") + (0 if line.endswith(" \n") else 1), live)
+
+
+def retired_holds(dir: Path, mac: str, ipv4: str | None, ipv6: str | None) -> bool:
+    """Whether a retired entry (which dnsmasq still holds) has this MAC or one of these addresses."""
+    try:
+        text = _retired_path(dir).read_text()
+    except FileNotFoundError:
+        return False
+    except OSError as e:
+        raise HostError(f"read {_retired_path(dir)}: {e.strerror}") from e
+    wanted = [checks.mac(mac)]
+    wanted += [str(parse_ipv4(ipv4, "IPv4 address"))] if ipv4 else []
+    wanted += [str(parse_ipv6(ipv6, "IPv6 address"))] if ipv6 else []
+    return any(f" {w} " in text for w in wanted)
+
+
+def retired_allocations(dir: Path) -> list[StaticAllocation]:
+    """The entries retired since the last forget_retired, oldest first (see the module doc)."""
+    try:
+        lines = _retired_path(dir).read_text().splitlines()[1:]
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        raise HostError(f"read {_retired_path(dir)}: {e.strerror}") from e
+    out = []
+    for line in lines:
+        nic_id, mac, v4, v6 = line.split()
+        out.append(StaticAllocation(nic_id, mac, None if v4 == "-" else v4, None if v6 == "-" else v6, None))
+    return out
+
+
+def forget_retired(dir: Path) -> None:
+    """dnsmasq was reloaded (or restarted): it holds no retired entry any more."""
+    try:
+        _retired_path(dir).unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise HostError(f"remove {_retired_path(dir)}: {e.strerror}") from e
 
 
 def _parse_allocation(nic_id: str, text: str) -> StaticAllocation:

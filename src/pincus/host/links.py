@@ -33,6 +33,7 @@ _IFLA_TXQLEN = 13
 _IFLA_OPERSTATE = 16
 _IFLA_LINKINFO = 18
 _IFLA_STATS64 = 23
+_IFLA_GROUP = 27
 _IFLA_NET_NS_FD = 28
 _IFLA_EXT_MASK = 29
 _IFLA_CARRIER = 33
@@ -66,6 +67,7 @@ class LinkInfo:
     carrier: bool
     master: str | None
     txqlen: int
+    group: int = 0  # IFLA_GROUP; see port_group
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,7 @@ class _Link:
             carrier=bool((self.attrs.get(_IFLA_CARRIER) or b"\0")[0]),
             master=master,
             txqlen=self.u32(_IFLA_TXQLEN),
+            group=self.u32(_IFLA_GROUP),
         )
 
 
@@ -189,8 +192,9 @@ def _setlink(what: str, name: str, netns: str | None, *attrs: bytes) -> None:
 # these raise netlink.NetlinkError, whose errno the caller may act on, and name nothing.
 
 
-def lookup_link(nl: netlink.Rtnl, name: str) -> LinkInfo | None:
-    """The link called `name`, or None if there is none (or no link could have that name)."""
+def lookup_link(nl: netlink.Rtnl, name: str, resolve_master: bool = True) -> LinkInfo | None:
+    """The link called `name`, or None if there is none (or no link could have that name).
+    Without `resolve_master` its master is not looked up (one request, `master` is None)."""
     try:
         checks.interface_name(name)
     except InvalidError:
@@ -201,17 +205,25 @@ def lookup_link(nl: netlink.Rtnl, name: str) -> LinkInfo | None:
         if e.errno == errno.ENODEV:
             return None
         raise
-    return _info_with_master(nl, link)
+    return _info_with_master(nl, link) if resolve_master else link.info(None)
 
 
 def add_link(
-    nl: netlink.Rtnl, name: str, kind: str, up: bool = False, data: bytes = b"", parent: int = 0
+    nl: netlink.Rtnl,
+    name: str,
+    kind: str,
+    up: bool = False,
+    data: bytes = b"",
+    parent: int = 0,
+    group: int = 0,
 ) -> None:
-    """A new link of `kind` (IFLA_INFO_DATA `data`, on link index `parent` if not 0); EEXIST if
-    the name is taken, EOPNOTSUPP if the kernel has no such kind."""
+    """A new link of `kind` (IFLA_INFO_DATA `data`, on link index `parent` if not 0, in link
+    group `group` if not 0); EEXIST if the name is taken, EOPNOTSUPP if the kernel has no such kind."""
     body = ifinfo(flags=_IFF_UP if up else 0, change=_IFF_UP) + netlink.text(_IFLA_IFNAME, name)
     if parent:
         body += netlink.u32(_IFLA_LINK, parent)
+    if group:
+        body += netlink.u32(_IFLA_GROUP, group)
     info = netlink.text(_IFLA_INFO_KIND, kind)
     if data:
         info += netlink.nest(_IFLA_INFO_DATA, data)
@@ -228,6 +240,30 @@ def set_up_by_index(nl: netlink.Rtnl, index: int) -> None:
 
 def delete_by_index(nl: netlink.Rtnl, index: int) -> None:
     nl.request(netlink.RTM_DELLINK, ifinfo(index))
+
+
+# Link groups of ports. A port that carries companion links (its IFB) leads a link group, and the
+# companions join it, so that deleting the port deletes them all in ONE RTM_DELLINK: the kernel
+# unregisters a whole group in one batch (rtnl_group_dellink -> unregister_netdevice_many), one
+# RCU grace period instead of one per link. The group number is the port's ifindex with the top
+# bit set: unique in the namespace while the port lives (ifindexes are handed out cyclically, not
+# reused), so two NICs or two daemons never share one, and out of reach of iproute2, which refuses
+# group numbers from 2**31 on, so an admin's `ip link set ... group N` never lands in one.
+_PORT_GROUP_BIT = 0x80000000
+
+
+def port_group(index: int) -> int:
+    """The link group led by the port of ifindex `index`."""
+    return _PORT_GROUP_BIT | index
+
+
+def leads_group(link: LinkInfo) -> bool:
+    """Whether `link` leads a port group of pincus's (its companions are deleted with it)."""
+    return link.group == port_group(link.index)
+
+
+def set_group_by_index(nl: netlink.Rtnl, index: int, group: int) -> None:
+    nl.request(netlink.RTM_NEWLINK, ifinfo(index) + netlink.u32(_IFLA_GROUP, group))
 
 
 # --------------------------------------------------------------------------- queries
@@ -255,9 +291,16 @@ def link_stats(name: str, netns: str | None = None) -> LinkStats:
     checks.interface_name(name)
     what = f'Failed to read statistics of "{name}"'
     with netlink.rtnl(what, netns) as nl:
-        raw = _getlink(nl, name, stats=True).attrs.get(_IFLA_STATS64, b"")
-    if len(raw) < _STATS64.size:
+        stats = _stats(_getlink(nl, name, stats=True))
+    if stats is None:
         raise HostError(f"{what}{netlink.where(netns)}: the kernel sent no counters")
+    return stats
+
+
+def _stats(link: _Link) -> LinkStats | None:
+    raw = link.attrs.get(_IFLA_STATS64, b"")
+    if len(raw) < _STATS64.size:
+        return None
     rx_p, tx_p, rx_b, tx_b, rx_e, tx_e, rx_d, tx_d = _STATS64.unpack_from(raw)
     return LinkStats(
         rx_bytes=rx_b,
@@ -269,6 +312,13 @@ def link_stats(name: str, netns: str | None = None) -> LinkStats:
         rx_dropped=rx_d,
         tx_dropped=tx_d,
     )
+
+
+def links_with_stats(nl: netlink.Rtnl) -> list[tuple[LinkInfo, LinkStats | None]]:
+    """Every link of nl's namespace with its counters, in one dump (for whole-namespace views)."""
+    found = [_Link.parse(b) for b in nl.request(netlink.RTM_GETLINK, ifinfo(), netlink.NLM_F_DUMP)]
+    names = {link.index: link.name for link in found}
+    return [(link.info(names.get(link.u32(_IFLA_MASTER))), _stats(link)) for link in found]
 
 
 # --------------------------------------------------------------------------- creation
@@ -368,13 +418,19 @@ def create_vlan(name: str, parent: str, vid: int, gvrp: bool = False) -> None:
 
 
 def delete_link(name: str, netns: str | None = None) -> None:
-    """Delete `name`; a link (or namespace) that is already gone is not an error."""
+    """Delete `name`, and with it, in the same kernel batch, the links of the port group it leads
+    (a NIC's IFB: see port_group); a link (or namespace) that is already gone is not an error."""
     checks.interface_name(name)
     if netns is not None and not os.path.exists(netns):
         return  # the namespace went away and took its links with it
     with netlink.rtnl(f'Failed to delete link "{name}"', netns) as nl:
         try:
-            nl.request(netlink.RTM_DELLINK, ifinfo() + netlink.text(_IFLA_IFNAME, name))
+            link = _getlink(nl, name)
+            if link.u32(_IFLA_GROUP) == port_group(link.index):
+                # Only members of this group go: the leader and what pincus put in its group.
+                nl.request(netlink.RTM_DELLINK, ifinfo() + netlink.u32(_IFLA_GROUP, port_group(link.index)))
+            else:
+                nl.request(netlink.RTM_DELLINK, ifinfo(link.index))
         except netlink.NetlinkError as e:
             if e.errno != errno.ENODEV:
                 raise

@@ -8,7 +8,9 @@ Directions follow Incus, seen from the instance; on the host-side interface they
   action (``use_police``) a u32 match-all filter polices it on an ``ingress`` qdisc. Without it
   (this project's kernel has no CONFIG_NET_ACT_POLICE) the same filter redirects the host end's
   ingress with ``mirred`` to an IFB device of the caller's name, and a ``tbf`` on the IFB shapes
-  it; the IFB hands the packets back to the host end's receive path afterwards.
+  it; the IFB hands the packets back to the host end's receive path afterwards. The IFB joins the
+  link group the host end leads (links.port_group), so deleting the host end deletes its IFB in the
+  same kernel batch.
 - ``priority`` sets ``skb->priority`` of packets from the instance with host/bpf.py's program in
   a ``cls_bpf`` filter (preference 1) on the host end's ingress. The program answers "no match",
   so the redirect/police filter (preference 2) still sees every packet: the two chain without
@@ -167,7 +169,7 @@ def _check_ifb_name(ifb_name: str) -> None:
 
 def _apply(nl: _Tc, dev: str, limits: Limits, ifb: str, use_police: bool, own_netns: bool = False) -> None:
     op = f"apply limits on {dev}"
-    link = links.lookup_link(nl.conn, dev)
+    link = links.lookup_link(nl.conn, dev, resolve_master=False)
     if link is None:
         raise HostError(f"{op}: no such device")
     index = link.index
@@ -177,7 +179,14 @@ def _apply(nl: _Tc, dev: str, limits: Limits, ifb: str, use_police: bool, own_ne
         with Reverter() as undo:
             undo.add(_clear, nl, dev, ifb)
             use_ifb = limits.egress_bps is not None and not use_police
-            ifb_index = _ensure_ifb(nl, op, ifb, own_netns) if use_ifb else None
+            ifb_index = None
+            if use_ifb:
+                # The IFB joins the link group `dev` leads, so deleting `dev` takes the IFB along
+                # in the same kernel batch (links.port_group): a NIC stop waits once, not twice.
+                group = links.port_group(index)
+                if link.group != group:
+                    _step(op, "set the port's link group", links.set_group_by_index, nl.conn, index, group)
+                ifb_index = _ensure_ifb(nl, op, ifb, own_netns, group)
 
             # The host end's egress = traffic into the instance.
             if limits.ingress_bps is not None:
@@ -255,7 +264,7 @@ def _apply(nl: _Tc, dev: str, limits: Limits, ifb: str, use_police: bool, own_ne
 
 def _clear(nl: _Tc, dev: str, ifb: str) -> None:
     op = f"clear limits on {dev}"
-    link = links.lookup_link(nl.conn, dev)
+    link = links.lookup_link(nl.conn, dev, resolve_master=False)
     if link is not None:
         for step, parent in (("delete root qdisc", _TC_H_ROOT), ("delete ingress qdisc", _TC_H_INGRESS)):
             try:
@@ -273,14 +282,15 @@ def _step(op: str, step: str, fn: Callable[..., None], *args: object) -> None:
         raise HostError(f"{op}: {step}: {e}") from e
 
 
-def _ensure_ifb(nl: _Tc, op: str, ifb: str, own_netns: bool = False) -> int:
-    """Create the IFB (up), or take the existing one of that name if it is an IFB; its index.
+def _ensure_ifb(nl: _Tc, op: str, ifb: str, own_netns: bool, group: int) -> int:
+    """Create the IFB (up) in link group `group`, or take the existing one of that name if it is
+    an IFB (and put it in `group`); its index.
 
     In our own namespace the IFB comes up without IPv6: a link-local address on every IFB makes
     each later IPv6 change in the namespace dearer, so NIC #500 would pay for #1-#499.
     """
     try:
-        links.add_link(nl.conn, ifb, "ifb", up=not own_netns)
+        links.add_link(nl.conn, ifb, "ifb", up=not own_netns, group=group)
         if own_netns:
             _disable_ipv6(ifb)
     except netlink.NetlinkError as e:
@@ -288,7 +298,7 @@ def _ensure_ifb(nl: _Tc, op: str, ifb: str, own_netns: bool = False) -> int:
             raise UnsupportedError("IFB devices are not supported by this kernel") from e
         if e.errno != errno.EEXIST:
             raise HostError(f"{op}: add IFB {ifb}: {e}") from e
-    link = links.lookup_link(nl.conn, ifb)
+    link = links.lookup_link(nl.conn, ifb, resolve_master=False)
     if link is None:
         raise HostError(f"{op}: add IFB {ifb}: it vanished right after creation")
     if link.kind != "ifb":
@@ -296,6 +306,8 @@ def _ensure_ifb(nl: _Tc, op: str, ifb: str, own_netns: bool = False) -> int:
             f"{op}: add IFB {ifb}: a device of that name exists and is not an IFB "
             f"(kind {link.kind or 'none'})"
         )
+    if link.group != group:  # left by a port that is gone (its ifindex led another group)
+        _step(op, f"set link group of IFB {ifb}", links.set_group_by_index, nl.conn, link.index, group)
     if not link.up:
         _step(op, f"set IFB {ifb} up", links.set_up_by_index, nl.conn, link.index)
     return link.index
@@ -307,7 +319,7 @@ def _disable_ipv6(name: str) -> None:
 
 
 def _delete_ifb(nl: _Tc, op: str, ifb: str) -> None:
-    link = links.lookup_link(nl.conn, ifb)
+    link = links.lookup_link(nl.conn, ifb, resolve_master=False)
     if link is None:
         return
     if link.kind != "ifb":

@@ -80,6 +80,7 @@ DEFAULT_EXPIRY = "1h"
 
 _RESTART_RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4)
 _EXTERNAL_STATE = "external.json"  # interface -> was it up before we enslaved it
+_RETIRED_SHARE = 8  # reload dnsmasq once the retired entries pass this share of the hosts dir
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -784,13 +785,28 @@ class BridgeNetwork(NetworkDriver):
         replaced = self.host(
             dnsmasq_hosts.write_static_allocation, self.dnsmasq_dir, nic_id, mac, ipv4, ipv6, hostname
         )
-        if replaced and self.host(dnsmasq_process.find_running, self.dnsmasq_dir) is not None:
-            self.host(dnsmasq_process.reload, self.dnsmasq_dir)  # dnsmasq keeps a replaced entry until SIGHUP
+        # dnsmasq keeps a replaced entry, and a retired one, until SIGHUP; either would shadow or
+        # refuse (as a duplicate) this one.
+        if replaced or self._collides_with_retired(mac, ipv4, ipv6):
+            self._reload_dnsmasq()
+
+    def _collides_with_retired(self, mac: str, ipv4: str | None, ipv6: str | None) -> bool:
+        return bool(self.host(dnsmasq_hosts.retired_holds, self.dnsmasq_dir, mac, ipv4, ipv6))
+
+    def _reload_dnsmasq(self) -> None:
+        if self.host(dnsmasq_process.find_running, self.dnsmasq_dir) is not None:
+            self.host(dnsmasq_process.reload, self.dnsmasq_dir)
+        self.host(dnsmasq_hosts.forget_retired, self.dnsmasq_dir)
 
     def remove_static_allocation(self, nic_id: str) -> None:
-        removed = self.host(dnsmasq_hosts.remove_static_allocation, self.dnsmasq_dir, nic_id)
-        if removed and self.host(dnsmasq_process.find_running, self.dnsmasq_dir) is not None:
-            self.host(dnsmasq_process.reload, self.dnsmasq_dir)  # dnsmasq keeps a removed entry until SIGHUP
+        """Drop the NIC's entry. dnsmasq forgets it at its next reload, which rereads every entry:
+        one reload per removal would cost dnsmasq O(n) each, so the removals are batched, a reload
+        once the entries retired since the last one reach an eighth of those there were (at least
+        one), so each removal costs dnsmasq a constant amortized share; an entry that collides
+        with a retired one reloads at once (add_static_allocation)."""
+        retired = self.host(dnsmasq_hosts.retire_static_allocation, self.dnsmasq_dir, nic_id)
+        if retired is not None and retired.count > retired.live_at_first // _RETIRED_SHARE:
+            self._reload_dnsmasq()
 
     def release_leases(self, mac: str) -> None:
         """Give back every lease dnsmasq holds for MAC (a NIC that leaves), as Incus does: its

@@ -11,7 +11,7 @@ from pincus import __version__
 from pincus.host import nft_runner, qemu
 from pincus.host.facade import Host
 from pincus.server.drift import Drift
-from pincus.server.images_standin import StandInImages
+from pincus.server.images import Images
 from pincus.server.instances import Instances
 from pincus.server.networks import Networks
 from pincus.server.operations import Operations
@@ -55,6 +55,9 @@ API_EXTENSIONS = [
     "operation_wait",
     "init_preseed",
     "storage",
+    "image_types",
+    "images_expiry",
+    "image_import_alias",
 ]
 
 
@@ -67,7 +70,7 @@ class Server:
         self.operations = Operations(state.events)
         self.networks = Networks(state)
         self.storage = Storage(state)
-        self.images = StandInImages(state)  # stand-in until the images branch merges
+        self.images = Images(state)
         self.instances = Instances(state, self.storage, self.images)
         self.profiles = Profiles(state, self.instances)
         self.drift = Drift(state, self.networks, self.instances)
@@ -79,6 +82,7 @@ class Server:
 
     def start(self) -> None:
         self.storage.start()
+        self.images.start()
         self.networks.start_all()
         self.networks.start_supervisor()
         self.instances.reconcile()
