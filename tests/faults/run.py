@@ -13,12 +13,14 @@ from __future__ import annotations
 import argparse
 import difflib
 import errno
+import io
 import json
 import os
 import random
 import re
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +33,7 @@ from pincus.host.features import probe_kernel_features
 from pincus.server.daemon import daemon_tag
 from pincus.server.server import Server
 from pincus.state import State
-from tests import cgroupfiles
+from tests import cgroupfiles, imagelib
 
 # Fields the kernel changes on its own between two looks: timers, lifetimes, statistics.
 _VOLATILE_SUFFIXES = ("_timer", "_life_time", "stats", "stats64")
@@ -339,7 +341,7 @@ NIC_CHANGED = {
 
 
 POOL = "fpool"
-IMAGE_FP = "c3" * 32
+IMAGE_FP = ""  # set by _make_image_and_pool
 ROOT_ON_POOL = {"root": {"type": "disk", "path": "/", "pool": POOL}}
 
 
@@ -348,19 +350,20 @@ def _make_pool(server: Server) -> None:
 
 
 def _make_image_and_pool(server: Server) -> None:
-    """A stand-in image (stand-in until the images branch merges: then a real imported image)."""
-    images = server.state.dir / "images"
-    (images / IMAGE_FP / "rootfs" / "etc").mkdir(parents=True)
-    (images / IMAGE_FP / "rootfs" / "etc" / "marker").write_text("image\n")
-    (images / IMAGE_FP / "metadata.yaml").write_text("architecture: x86_64\n")
-    (images / f"{IMAGE_FP}.json").write_text(json.dumps({"type": "container", "aliases": ["tiny"]}))
+    """The image imported into the store (through its own receive/add), and a btrfs pool."""
+    global IMAGE_FP
+    with tempfile.TemporaryDirectory() as tmp:
+        out = imagelib.tarball(Path(tmp) / "tiny.tar.gz", [imagelib.member("rootfs/marker", data=b"image\n")])
+        upload = server.images.receive(io.BytesIO(out.read_bytes()), "application/octet-stream")
+    IMAGE_FP = str(server.images.add(upload, {})["fingerprint"])
     _make_pool(server)
 
 
 def _create_from_image(server: Server) -> None:
     server.instances.create(
-        {"name": "c1", "source": {"type": "image", "alias": "tiny"}, "devices": ROOT_ON_POOL, "profiles": []}
-    )
+        {"name": "c1", "source": {"type": "image", "fingerprint": IMAGE_FP}, "devices": ROOT_ON_POOL,
+         "profiles": []}
+    )  # fmt: skip
 
 
 def _delete_with_image(server: Server) -> None:
