@@ -83,6 +83,16 @@ class NetNS:
         subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
 
 
+# The alias of scripts/build-image.sh's busybox image in every test daemon: imported on first use
+# (a `pincus init|launch busybox NAME`, or Daemon.image()), not at every daemon start.
+IMAGE = "busybox"
+
+
+def image_source() -> dict[str, str]:
+    """An instance create's "source" for the test image (call Daemon.image() first)."""
+    return {"type": "image", "alias": IMAGE}
+
+
 class Daemon:
     """pincusd on its own PINCUS_DIR inside a NetNS; `cli` and `api` talk to it."""
 
@@ -90,6 +100,16 @@ class Daemon:
         self.ns = ns
         self.dir = pincus_dir
         self.proc: subprocess.Popen[bytes] | None = None
+        self._image_imported = False
+
+    def image(self) -> str:
+        """The test image's alias, imported into this daemon the first time it is asked for."""
+        if not self._image_imported:
+            from tests.imagelib import busybox_image
+
+            self.cli("image", "import", str(busybox_image()), "--alias", IMAGE)
+            self._image_imported = True
+        return IMAGE
 
     @property
     def env(self) -> dict[str, str]:
@@ -136,6 +156,8 @@ class Daemon:
     def cli(
         self, *args: str, check: bool = True, stdin: str | None = None, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
+        if args[:1] in (("init",), ("launch",)) and IMAGE in args[1:2]:
+            self.image()
         r = subprocess.run(
             [str(BIN / "pincus"), *args],
             env=self.env,

@@ -94,8 +94,8 @@ def test_network_info_of_host_interfaces(daemon: Daemon, prefix: str) -> None:
 def test_list_allocations_shows_networks_and_static_addresses(daemon: Daemon, prefix: str) -> None:
     br = f"{prefix}br"
     _managed_bridge(daemon, br, 31, "ipv4.nat=true")
-    daemon.cli("init", "c1", "-n", br, "-d", "eth0,ipv4.address=10.250.31.5")
-    daemon.cli("init", "c2", "-n", br)  # no static address: not listed
+    daemon.cli("init", "busybox", "c1", "-n", br, "-d", "eth0,ipv4.address=10.250.31.5")
+    daemon.cli("init", "busybox", "c2", "-n", br)  # no static address: not listed
     allocs = json.loads(daemon.cli("network", "list-allocations", "--format=json").stdout)
     mac = config(daemon, "c1").get("volatile.eth0.hwaddr", "")
     assert sorted(allocs, key=lambda a: str(a["address"])) == [
@@ -118,7 +118,7 @@ def _ports(daemon: Daemon, bridge: str) -> set[str]:
 def test_attach_and_detach_plug_a_running_container(daemon: Daemon, prefix: str) -> None:
     br = f"{prefix}br"
     daemon.ns.add_bridge(br)
-    daemon.cli("init", "c1")
+    daemon.cli("init", "busybox", "c1")
     daemon.cli("start", "c1")
     daemon.cli("network", "attach", br, "c1", "eth1", "wan0")
     host = config(daemon, "c1")["volatile.eth1.host_name"]
@@ -137,8 +137,8 @@ def _csv(daemon: Daemon, *args: str) -> list[list[str]]:
 
 
 def test_list_filters_columns_and_formats(daemon: Daemon, prefix: str) -> None:
-    daemon.cli("init", "c1")
-    daemon.cli("init", "web2", "-c", "user.role=front", "--description", "the web")
+    daemon.cli("init", "busybox", "c1")
+    daemon.cli("init", "busybox", "web2", "-c", "user.role=front", "--description", "the web")
     daemon.cli("start", "c1")
     pid = daemon.api("GET", "/1.0/instances/c1/state")[1]["metadata"]["pid"]
     assert _csv(daemon, "-c", "nsp") == [["c1", "RUNNING", str(pid)], ["web2", "STOPPED", ""]]
@@ -163,7 +163,7 @@ def test_list_filters_columns_and_formats(daemon: Daemon, prefix: str) -> None:
 def test_empty_value_unsets_and_unset_of_an_absent_key_succeeds(daemon: Daemon, prefix: str) -> None:
     br = f"{prefix}br"
     daemon.ns.add_bridge(br)
-    daemon.cli("init", "c1", "-c", "user.a=1")
+    daemon.cli("init", "busybox", "c1", "-c", "user.a=1")
     daemon.cli("config", "set", "c1", "user.a=", "user.b=2")
     assert {k: v for k, v in config(daemon, "c1").items() if k.startswith("user.")} == {"user.b": "2"}
     daemon.cli("config", "unset", "c1", "user.never")

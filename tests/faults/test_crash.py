@@ -120,7 +120,7 @@ def _each_crash(d: CrashDaemon, args: tuple[str, ...], settle: Callable[[int], N
 def test_kill_at_every_host_call_of_a_start_and_a_stop(crashy: CrashDaemon) -> None:
     d = crashy
     # With limits, so a kill anywhere also leaves the container's cgroup as a clean start or stop does.
-    d.cli("init", "c1", "--no-profiles", "-c", "limits.memory=64MiB", "-c", "limits.processes=100")
+    d.cli("init", "busybox", "c1", "--no-profiles", "-c", "limits.memory=64MiB", "-c", "limits.processes=100")
     d.cli("config", "device", "add", "c1", "eth0", *NIC)
     # A first start leaves what lasts (the NIC's MAC and static allocation, the bridge's link-local
     # address once a port was up): the states compared are those of the second start and stop.
@@ -155,7 +155,7 @@ def test_kill_at_every_host_call_of_a_start_and_a_stop(crashy: CrashDaemon) -> N
 
 def test_kill_at_every_host_call_of_a_hot_plug_and_an_unplug(crashy: CrashDaemon) -> None:
     d = crashy
-    d.cli("init", "c1", "--no-profiles")
+    d.cli("init", "busybox", "c1", "--no-profiles")
     d.cli("start", "c1")
     add = ("config", "device", "add", "c1", "eth0", *NIC)
     remove = ("config", "device", "remove", "c1", "eth0")
@@ -199,7 +199,7 @@ def test_kill_at_every_host_call_of_a_rootfs_container_start(crashy: CrashDaemon
     daemon kills; the volume's shift is recorded so no restart shifts it twice."""
     d = crashy
     build_volume(d.dir / "storage-pools" / "default" / "containers" / "c1")  # stand-in for storage
-    d.cli("init", "c1", "--no-profiles")
+    d.cli("init", "busybox", "c1", "--no-profiles")
     d.cli("config", "device", "add", "c1", "root", "disk", "path=/", "pool=default")
     d.cli("config", "device", "add", "c1", "eth0", *NIC)
     d.cli("start", "c1")

@@ -34,7 +34,7 @@ def cgroup2() -> Iterator[None]:
 def test_limits_land_in_cgroup2_files_live_and_a_hog_is_oom_killed(cgroup2: None, daemon: Daemon) -> None:
     assert cg.is_v2()
     daemon.cli(
-        "launch", "c1",
+        "launch", "busybox", "c1",
         "-c", "limits.cpu=1", "-c", "limits.cpu.allowance=25ms/100ms",
         "-c", "limits.memory=48MiB", "-c", "limits.processes=40",
     )  # fmt: skip

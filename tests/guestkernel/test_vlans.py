@@ -73,7 +73,7 @@ def test_tagged_frames_reach_a_vlan_interface_inside_the_container(daemon: Daemo
 def test_vlan_filtering_off_on_the_bridge_is_a_clear_error(daemon: Daemon, prefix: str) -> None:
     br = f"{prefix}br"
     daemon.ns.add_bridge(br)  # vlan_filtering stays 0
-    daemon.cli("init", "c1")
+    daemon.cli("init", "busybox", "c1")
     daemon.cli("config", "device", "add", "c1", "eth0", "nic", "nictype=bridged", f"parent={br}", "vlan=10")
     links_before = daemon.ns.link_names()
     msg = daemon.fails("start", "c1")
@@ -85,7 +85,7 @@ def test_a_bridge_parent_physical_network_puts_its_ports_in_its_vlans(daemon: Da
     lan = f"{prefix}lan"
     _vlan_bridge(daemon, lan)
     daemon.cli("network", "create", "v10", "--type=physical", f"parent={lan}", "vlan=10", "vlan.tagged=40")
-    daemon.cli("launch", "c1", "-n", "v10")
+    daemon.cli("launch", "busybox", "c1", "-n", "v10")
     port = config(daemon, "c1")["volatile.eth0.host_name"]
     assert _port_vlans(daemon, port) == {10: {"PVID", "Egress Untagged"}, 40: set()}
     daemon.cli("stop", "c1", "-f")
@@ -104,7 +104,7 @@ def test_a_nic_parent_network_with_vlan_moves_an_8021q_interface_in(daemon: Daem
     peer = daemon.ns.add_standin_nic(nic)
     daemon.ns.ip("link", "set", nic, "up")
     daemon.cli("network", "create", "v10", "--type=physical", f"parent={nic}", "vlan=10", "gvrp=true")
-    daemon.cli("init", "c1")
+    daemon.cli("init", "busybox", "c1")
     daemon.cli(
         "config", "device", "add", "c1", "lan", "nic", "network=v10", "name=lan0", "hwaddr=02:00:00:00:10:10"
     )
@@ -139,7 +139,7 @@ def test_vlan_interface_of_a_crashed_container_is_cleaned_up(daemon: Daemon, pre
     nic = f"{prefix}nic"
     daemon.ns.add_standin_nic(nic)
     daemon.cli("network", "create", "v10", "--type=physical", f"parent={nic}", "vlan=10")
-    daemon.cli("init", "c1")
+    daemon.cli("init", "busybox", "c1")
     daemon.cli("config", "device", "add", "c1", "lan", "nic", "network=v10", "name=lan0")
     before = daemon.ns.link_names()
     daemon.cli("start", "c1")
@@ -157,9 +157,9 @@ def test_the_last_vlan_user_of_a_parent_that_was_down_puts_it_down(daemon: Daemo
     daemon.ns.add_standin_nic(nic)  # down, as a NIC nobody configured
     daemon.cli("network", "create", "v10", "--type=physical", f"parent={nic}", "vlan=10")
     daemon.cli("network", "create", "v20", "--type=physical", f"parent={nic}", "vlan=20")
-    daemon.cli("launch", "c1")
+    daemon.cli("launch", "busybox", "c1")
     daemon.cli("config", "device", "add", "c1", "v10", "nic", "network=v10", "name=v10")
-    daemon.cli("launch", "c2")
+    daemon.cli("launch", "busybox", "c2")
     daemon.cli("config", "device", "add", "c2", "v20", "nic", "network=v20", "name=v20")
 
     def up() -> bool:

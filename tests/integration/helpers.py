@@ -25,11 +25,18 @@ def ping(daemon: Daemon, name: str, address: str, count: int = 1) -> bool:
     return r.returncode == 0
 
 
+def with_host_usr(daemon: Daemon, name: str) -> None:
+    """The host's /usr, read-only, inside container NAME: iproute2's `ip` and python3 for tests
+    that need more than the busybox image's applets (the image's /lib and /lib64 lead into /usr)."""
+    daemon.cli("config", "device", "add", name, "hostusr", "disk", "source=/usr", "path=/usr", "readonly=true")
+
+
 def bridged_container(
     daemon: Daemon, name: str, bridge: str, v4: str, v6: str | None = None, *keys: str
 ) -> str:
     """A started container with eth0 bridged to bridge (with keys) and these addresses; its host end."""
-    daemon.cli("init", name)
+    daemon.cli("init", "busybox", name)
+    with_host_usr(daemon, name)
     daemon.cli("config", "device", "add", name, "eth0", "nic", "nictype=bridged", f"parent={bridge}", *keys)
     daemon.cli("start", name)
     in_container(daemon, name, "ip", "addr", "add", f"{v4}/24", "dev", "eth0")

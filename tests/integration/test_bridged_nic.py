@@ -148,7 +148,7 @@ def test_a_limited_nic_and_its_ifb_share_a_link_group_and_leave_together(daemon:
 def test_vlan_on_this_kernel_gives_the_named_feature_error(daemon: Daemon, prefix: str) -> None:
     br = f"{prefix}br"
     daemon.ns.add_bridge(br)
-    daemon.cli("init", "c1")
+    daemon.cli("init", "busybox", "c1")
     daemon.cli("config", "device", "add", "c1", "eth0", "nic", "nictype=bridged", f"parent={br}", "vlan=10")
     links_before = daemon.ns.link_names()
     msg = daemon.fails("start", "c1")

@@ -42,7 +42,7 @@ def _group_dirs(daemon: Daemon, name: str) -> list[Path]:
 
 def test_limits_land_in_the_containers_cgroup_and_follow_config_set(daemon: Daemon) -> None:
     daemon.cli(
-        "launch", "c1",
+        "launch", "busybox", "c1",
         "-c", "limits.cpu=1", "-c", "limits.cpu.allowance=25ms/100ms",
         "-c", "limits.memory=64MiB", "-c", "limits.processes=50",
     )  # fmt: skip
@@ -88,7 +88,7 @@ def test_limits_land_in_the_containers_cgroup_and_follow_config_set(daemon: Daem
 
 
 def test_memory_hog_inside_is_oom_killed_and_the_host_survives(daemon: Daemon) -> None:
-    daemon.cli("launch", "c1", "-c", "limits.memory=32MiB")
+    daemon.cli("launch", "busybox", "c1", "-c", "limits.memory=32MiB")
     pid = _pid(daemon, "c1")
     # 256 MiB of touched memory, eight times the limit; bounded if the limit failed.
     hog = daemon.cli(
@@ -104,7 +104,7 @@ def test_memory_hog_inside_is_oom_killed_and_the_host_survives(daemon: Daemon) -
 
 
 def test_limits_processes_caps_a_fork_bomb(daemon: Daemon) -> None:
-    daemon.cli("launch", "c1", "-c", "limits.processes=12")
+    daemon.cli("launch", "busybox", "c1", "-c", "limits.processes=12")
     pid = _pid(daemon, "c1")
     # Bounded: 40 short sleepers, far above the cap; forks past it fail, the loop ends anyway.
     script = (
@@ -124,7 +124,7 @@ def test_limits_processes_caps_a_fork_bomb(daemon: Daemon) -> None:
 
 
 def test_a_failed_start_leaves_no_cgroup(daemon: Daemon, prefix: str) -> None:
-    daemon.cli("init", "c1", "-c", "limits.cpu=0-7")
+    daemon.cli("init", "busybox", "c1", "-c", "limits.cpu=0-7")
     msg = daemon.fails("start", "c1")
     assert 'limits.cpu": CPU 2-7 is not online' in msg
     daemon.cli("config", "set", "c1", "limits.cpu=1")
@@ -135,7 +135,7 @@ def test_a_failed_start_leaves_no_cgroup(daemon: Daemon, prefix: str) -> None:
 
 
 def test_a_restarted_daemon_removes_leftover_groups_and_keeps_running_ones(daemon: Daemon) -> None:
-    daemon.cli("launch", "c1", "-c", "limits.processes=30")
+    daemon.cli("launch", "busybox", "c1", "-c", "limits.processes=30")
     pid = _pid(daemon, "c1")
     ghost = [d.parent / "ghost" for d in _group_dirs(daemon, "c1")]
     for d in ghost:
@@ -148,7 +148,7 @@ def test_a_restarted_daemon_removes_leftover_groups_and_keeps_running_ones(daemo
 
 
 def test_delegate_gives_the_mapped_root_the_systemd_group(daemon: Daemon) -> None:
-    daemon.cli("launch", "c1")
+    daemon.cli("launch", "busybox", "c1")
     pid = _pid(daemon, "c1")
     tag = daemon_tag(daemon.dir)
     systemd = cg.ROOT / "systemd" / cg.groups(pid)["name=systemd"].lstrip("/")
@@ -165,7 +165,7 @@ def test_delegate_gives_the_mapped_root_the_systemd_group(daemon: Daemon) -> Non
 def test_a_profile_change_reaches_the_cgroup_of_a_running_container(daemon: Daemon) -> None:
     daemon.cli("profile", "create", "small")
     daemon.cli("profile", "set", "small", "limits.processes=20")
-    daemon.cli("launch", "c1", "-p", "small")
+    daemon.cli("launch", "busybox", "c1", "-p", "small")
     pid = _pid(daemon, "c1")
     assert cg.read(pid, "pids", "pids.max") == "20"
     daemon.cli("profile", "set", "small", "limits.processes=25")

@@ -331,7 +331,7 @@ def test_concurrent_device_adds_through_the_cli_all_stay(daemon: Daemon, prefix:
     # left four devices. Each add reads, then writes with If-Match; a stale one must fail, not win.
     lan = f"{prefix}lan"
     daemon.ns.add_bridge(lan)
-    daemon.cli("init", "c1", "--no-profiles")
+    daemon.cli("init", "busybox", "c1", "--no-profiles")
     daemon.cli("start", "c1")
 
     def add(i: int) -> tuple[int, str]:

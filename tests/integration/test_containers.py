@@ -10,7 +10,7 @@ from tests.pincus_testlib import Daemon
 
 
 def _launch(daemon: Daemon, name: str, bridge: str, address: str) -> None:
-    daemon.cli("init", name)
+    daemon.cli("init", "busybox", name)
     daemon.cli(
         "config", "device", "add", name, "eth0", "nic", "nictype=bridged", f"parent={bridge}", "name=eth0"
     )
@@ -52,7 +52,7 @@ def test_two_containers_on_a_bridge_ping_each_other(daemon: Daemon, prefix: str)
 def test_hotplug_and_unplug_a_nic(daemon: Daemon, prefix: str) -> None:
     br = f"{prefix}br"
     daemon.ns.add_bridge(br)
-    daemon.cli("launch", "c1")
+    daemon.cli("launch", "busybox", "c1")
     daemon.cli("config", "device", "add", "c1", "eth1", "nic", "nictype=bridged", f"parent={br}")
     cfg = config(daemon, "c1")
     host_name = cfg["volatile.eth1.host_name"]
@@ -72,7 +72,7 @@ def test_hotplug_and_unplug_a_nic(daemon: Daemon, prefix: str) -> None:
 def test_failed_start_leaves_nothing_behind(daemon: Daemon, prefix: str) -> None:
     br = f"{prefix}br"
     daemon.ns.add_bridge(br)
-    daemon.cli("init", "c1")
+    daemon.cli("init", "busybox", "c1")
     daemon.cli("config", "device", "add", "c1", "eth0", "nic", "nictype=bridged", f"parent={br}")
     daemon.cli("config", "device", "add", "c1", "eth1", "nic", "nictype=bridged", f"parent={prefix}gone")
     links_before = ip_link_snapshot(daemon)
@@ -115,7 +115,7 @@ def test_killed_init_is_noticed_and_cleaned_up(daemon: Daemon, prefix: str) -> N
 
 
 def test_exec_passes_stdio_and_exit_status(daemon: Daemon) -> None:
-    daemon.cli("launch", "c1")
+    daemon.cli("launch", "busybox", "c1")
     script = 'read x; echo "$GREETING $x $(pwd)"; echo err >&2; exit 7'
     argv = ["exec", "c1", "--env", "GREETING=hi", "--cwd", "/tmp", "--", "sh", "-c", script]
     r = daemon.cli(*argv, stdin="there\n", check=False)
@@ -129,7 +129,7 @@ def test_instance_bad_input(daemon: Daemon, prefix: str) -> None:
     assert "name" in daemon.fails("init", "1bad")
     assert "name" in daemon.fails("init", "a" * 64)
     assert "name" in daemon.fails("init", "has space")
-    daemon.cli("init", "c1")
+    daemon.cli("init", "busybox", "c1")
     before = daemon.db_dump()
     assert "already exists" in daemon.fails("init", "c1")
     assert "not running" in daemon.fails("exec", "c1", "--", "true")
@@ -150,9 +150,9 @@ def test_instance_bad_input(daemon: Daemon, prefix: str) -> None:
 
 
 def test_boot_autostart_starts_the_instance_with_the_daemon(daemon: Daemon) -> None:
-    daemon.cli("init", "auto", "--no-profiles", "-c", "boot.autostart=true")
-    daemon.cli("init", "manual", "--no-profiles")
-    daemon.cli("init", "off", "--no-profiles", "-c", "boot.autostart=false")
+    daemon.cli("init", "busybox", "auto", "--no-profiles", "-c", "boot.autostart=true")
+    daemon.cli("init", "busybox", "manual", "--no-profiles")
+    daemon.cli("init", "busybox", "off", "--no-profiles", "-c", "boot.autostart=false")
     daemon.cli("start", "manual")
     # As after a host reboot: every instance stopped with the daemon, then the daemon starts.
     daemon.cli("admin", "shutdown", "--timeout", "5")

@@ -75,7 +75,7 @@ def filtered_limited_container(daemon: Daemon, prefix: str) -> tuple[str, str]:
     address; the check finds nothing. (network, host end of the NIC)"""
     net = f"{prefix}br"
     daemon.cli("network", "create", net, f"ipv4.address={NET_V4}.1/24", "ipv6.address=none")
-    daemon.cli("init", "c1", "-n", net)
+    daemon.cli("init", "busybox", "c1", "-n", net)
     daemon.cli("config", "device", "set", "c1", "eth0", f"ipv4.address={NET_V4}.50",
                "security.ipv4_filtering=true", "limits.ingress=10Mbit", "limits.egress=10Mbit")  # fmt: skip
     daemon.cli("start", "c1")
@@ -175,7 +175,7 @@ def test_vanished_admin_bridge_is_reported_never_made(daemon: Daemon, prefix: st
     admin = f"{prefix}adm"
     daemon.ns.add_bridge(admin)
     daemon.cli("network", "create", "phys", "--type=physical", f"parent={admin}")
-    daemon.cli("init", "c1", "-n", "phys")
+    daemon.cli("init", "busybox", "c1", "-n", "phys")
     daemon.cli("start", "c1")
     host = config(daemon, "c1")["volatile.eth0.host_name"]
     assert check(daemon) == (0, ["No drift found"])
@@ -228,7 +228,7 @@ def test_a_foreign_interface_with_a_pincus_name_is_left_alone(daemon: Daemon, pr
 def test_a_physical_nic_gone_from_its_container_is_reported_not_made(daemon: Daemon, prefix: str) -> None:
     nic = f"{prefix}nic"
     daemon.ns.add_standin_nic(nic)
-    daemon.cli("init", "c1")
+    daemon.cli("init", "busybox", "c1")
     daemon.cli(
         "config", "device", "add", "c1", "eth1", "nic", "nictype=physical", f"parent={nic}", "name=eth1"
     )

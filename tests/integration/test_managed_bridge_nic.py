@@ -37,12 +37,12 @@ def test_dhcp_static_and_dynamic_with_leases(daemon: Daemon, prefix: str) -> Non
     net = f"{prefix}br"
     daemon.cli("network", "create", net, "ipv4.address=10.250.40.1/24", "ipv6.address=none",
                "ipv4.dhcp.ranges=10.250.40.100-10.250.40.150")  # fmt: skip
-    daemon.cli("init", "c1", "-n", net)
+    daemon.cli("init", "busybox", "c1", "-n", net)
     daemon.cli(
         "config", "device", "set", "c1", "eth0", "ipv4.address=10.250.40.50", "security.ipv4_filtering=true"
     )
     daemon.cli("start", "c1")
-    daemon.cli("launch", "c2", "-n", net)
+    daemon.cli("launch", "busybox", "c2", "-n", net)
     assert dhcp(daemon, "c1") == "10.250.40.50"
     dynamic = dhcp(daemon, "c2")
     assert 100 <= int(dynamic.split(".")[-1]) <= 150
@@ -63,7 +63,7 @@ def test_static_allocation_through_a_physical_network_on_a_managed_bridge(
     net = f"{prefix}br"
     daemon.cli("network", "create", net, "ipv4.address=10.250.41.1/24", "ipv6.address=none")
     daemon.cli("network", "create", "phys", "--type=physical", f"parent={net}")
-    daemon.cli("init", "c1", "-n", "phys")
+    daemon.cli("init", "busybox", "c1", "-n", "phys")
     daemon.cli("config", "device", "set", "c1", "eth0", "ipv4.address=10.250.41.77")
     daemon.cli("start", "c1")
     assert dhcp(daemon, "c1") == "10.250.41.77"
@@ -76,9 +76,9 @@ def test_static_allocation_through_a_physical_network_on_a_managed_bridge(
 def test_bad_static_addresses_are_refused(daemon: Daemon, prefix: str) -> None:
     net = f"{prefix}br"
     daemon.cli("network", "create", net, "ipv4.address=10.250.42.1/24", "ipv6.address=none")
-    daemon.cli("init", "c1", "-n", net)
+    daemon.cli("init", "busybox", "c1", "-n", net)
     daemon.cli("config", "device", "set", "c1", "eth0", "ipv4.address=10.250.42.5")
-    daemon.cli("init", "c2", "-n", net)
+    daemon.cli("init", "busybox", "c2", "-n", net)
     before = daemon.db_dump()
     assert "already used by device" in daemon.fails(
         "config", "device", "set", "c2", "eth0", "ipv4.address=10.250.42.5"
@@ -98,7 +98,7 @@ def test_deleting_everything_leaves_nothing_of_pincus(daemon: Daemon, prefix: st
     sysctls_before = [daemon.ns.run("cat", path).stdout for path in sysctls]
     daemon.cli("network", "create", net, "ipv4.address=10.250.44.1/24", "ipv6.address=fd42:250:44::1/64")
     assert daemon.ns.run("cat", sysctls[0]).stdout.strip() == "1"  # NAT needs forwarding
-    daemon.cli("init", "c1", "-n", net)
+    daemon.cli("init", "busybox", "c1", "-n", net)
     keys = ("ipv4.address=10.250.44.9", "security.ipv4_filtering=true", "limits.egress=5Mbit",
             "ipv4.routes=10.250.45.0/24")  # fmt: skip
     daemon.cli("config", "device", "set", "c1", "eth0", *keys)
@@ -122,11 +122,11 @@ def test_removing_a_nic_or_deleting_its_instance_releases_its_leases(daemon: Dae
     net = f"{prefix}br"
     daemon.cli("network", "create", net, "ipv4.address=10.250.46.1/24", "ipv6.address=none",
                "ipv4.dhcp.ranges=10.250.46.100-10.250.46.150")  # fmt: skip
-    daemon.cli("launch", "c1", "-n", net)
-    daemon.cli("init", "c2", "-n", net)
+    daemon.cli("launch", "busybox", "c1", "-n", net)
+    daemon.cli("init", "busybox", "c2", "-n", net)
     daemon.cli("config", "device", "set", "c2", "eth0", "ipv4.address=10.250.46.20")
     daemon.cli("start", "c2")
-    daemon.cli("launch", "c3", "-n", net)
+    daemon.cli("launch", "busybox", "c3", "-n", net)
     dynamic, static, kept = dhcp(daemon, "c1"), dhcp(daemon, "c2"), dhcp(daemon, "c3")
     assert static == "10.250.46.20"
     lease_file = daemon.dir / "networks" / net / "dnsmasq" / "dnsmasq.leases"
@@ -176,8 +176,8 @@ def test_removing_a_nic_releases_its_dhcpv6_lease(daemon: Daemon, prefix: str) -
     net = f"{prefix}br"
     daemon.cli("network", "create", net, "ipv4.address=none", "ipv6.address=fd42:250:47::1/64",
                "ipv6.dhcp.stateful=true", "ipv6.dhcp.ranges=fd42:250:47::100-fd42:250:47::150")  # fmt: skip
-    daemon.cli("launch", "c1", "-n", net)
-    daemon.cli("launch", "c2", "-n", net)
+    daemon.cli("launch", "busybox", "c1", "-n", net)
+    daemon.cli("launch", "busybox", "c2", "-n", net)
     lease_file = daemon.dir / "networks" / net / "dnsmasq" / "dnsmasq.leases"
 
     def leased() -> set[str]:

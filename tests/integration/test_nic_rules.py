@@ -26,7 +26,7 @@ def put_device(daemon: Daemon, instance: str, name: str, device: dict[str, str])
 def test_a_managed_bridge_named_as_parent_is_in_use(daemon: Daemon, prefix: str) -> None:
     net = f"{prefix}br"
     daemon.cli("network", "create", net, "ipv4.address=10.250.41.1/24", "ipv6.address=none")
-    daemon.cli("init", "c1")
+    daemon.cli("init", "busybox", "c1")
     daemon.cli("config", "device", "add", "c1", "eth0", "nic", "nictype=bridged", f"parent={net}")
     daemon.cli("profile", "create", "p1")
     daemon.cli("profile", "device", "add", "p1", "eth0", "nic", "nictype=bridged", f"parent={net}")
@@ -39,8 +39,8 @@ def test_a_managed_bridge_named_as_parent_is_in_use(daemon: Daemon, prefix: str)
 def test_static_addresses_compare_parsed_and_macs_are_unique_per_network(daemon: Daemon, prefix: str) -> None:
     net = f"{prefix}br"
     daemon.cli("network", "create", net, "ipv4.address=10.250.42.1/24", "ipv6.address=fd42:250:42::1/64")
-    daemon.cli("init", "c1", "-n", net)
-    daemon.cli("init", "c2", "-n", net)
+    daemon.cli("init", "busybox", "c1", "-n", net)
+    daemon.cli("init", "busybox", "c2", "-n", net)
     daemon.cli(
         "config", "device", "set", "c1", "eth0", "ipv6.address=fd42:250:42::5", "hwaddr=10:66:6a:00:00:05"
     )
@@ -61,7 +61,7 @@ def test_concurrent_adds_of_one_address_or_mac_let_exactly_one_through(daemon: D
     daemon.cli("network", "create", net, "ipv4.address=10.250.44.1/24", "ipv6.address=none")
     names = [f"c{i}" for i in range(6)]
     for name in names:
-        daemon.cli("init", name, "--no-profiles")
+        daemon.cli("init", "busybox", name, "--no-profiles")
     for key, value in (("ipv4.address", "10.250.44.9"), ("hwaddr", "10:66:6a:00:00:09")):
         codes: dict[str, int] = {}
 
@@ -87,7 +87,7 @@ def devices(daemon: Daemon, name: str) -> dict[str, dict[str, Any]]:
 
 def test_untagged_vlan_may_not_be_tagged_too(daemon: Daemon, prefix: str) -> None:
     daemon.ns.add_bridge(f"{prefix}br")
-    daemon.cli("init", "c1")
+    daemon.cli("init", "busybox", "c1")
     err = daemon.fails(
         "config", "device", "add", "c1", "eth0", "nic", "nictype=bridged", f"parent={prefix}br",
         "vlan=10", "vlan.tagged=5,10-12",
@@ -99,7 +99,7 @@ def test_untagged_vlan_may_not_be_tagged_too(daemon: Daemon, prefix: str) -> Non
 def test_a_static_address_on_an_unmanaged_bridge_needs_filtering(daemon: Daemon, prefix: str) -> None:
     bridge = f"{prefix}br"
     daemon.ns.add_bridge(bridge)
-    daemon.cli("init", "c1")
+    daemon.cli("init", "busybox", "c1")
     base = ["config", "device", "add", "c1", "eth0", "nic", "nictype=bridged", f"parent={bridge}"]
     err = daemon.fails(*base, "ipv4.address=10.250.45.5")
     assert "cannot use manually specified ipv4.address when using unmanaged parent bridge" in err
@@ -111,7 +111,7 @@ def test_filtering_allows_the_nics_routes_as_sources(daemon: Daemon, prefix: str
     bridge = f"{prefix}br"
     daemon.ns.add_bridge(bridge)
     daemon.ns.ip("addr", "add", "10.250.46.1/24", "dev", bridge)  # the routes go via the NIC's address
-    daemon.cli("init", "c1")
+    daemon.cli("init", "busybox", "c1")
     daemon.cli(
         "config", "device", "add", "c1", "eth0", "nic", "nictype=bridged", f"parent={bridge}", "name=eth0",
         "ipv4.address=10.250.46.5", "security.ipv4_filtering=true", "ipv4.routes=10.250.47.0/24",
@@ -135,7 +135,7 @@ def test_a_managed_bridge_keeps_its_mac_as_ports_come_and_go(daemon: Daemon, pre
     assert link is not None
     mac = link["address"]
     assert mac.startswith("10:66:6a:") and mac != "00:00:00:00:00:00"
-    daemon.cli("launch", "c1", "-n", net)
+    daemon.cli("launch", "busybox", "c1", "-n", net)
     daemon.cli("stop", "-f", "c1")
     after = daemon.ns.link(net)
     assert after is not None and after["address"] == mac

@@ -25,8 +25,8 @@ def test_container_on_bridge_parent_physical_network(daemon: Daemon, prefix: str
     lan = f"{prefix}lan"
     daemon.ns.add_bridge(lan)
     daemon.cli("network", "create", "phys0", "--type=physical", f"parent={lan}")
-    daemon.cli("launch", "c1", "-n", "phys0")
-    daemon.cli("launch", "c2", "-n", "phys0")
+    daemon.cli("launch", "busybox", "c1", "-n", "phys0")
+    daemon.cli("launch", "busybox", "c2", "-n", "phys0")
     cfg = config(daemon, "c1")
     host_name, mac = cfg["volatile.eth0.host_name"], cfg["volatile.eth0.hwaddr"]
     assert _link(daemon, host_name)["master"] == lan
@@ -52,7 +52,7 @@ def test_bridged_only_keys_on_physical_networks_even_before_start(daemon: Daemon
     daemon.ns.add_standin_nic(nic)
     daemon.cli("network", "create", "onbr", "--type=physical", f"parent={lan}")
     daemon.cli("network", "create", "onnic", "--type=physical", f"parent={nic}")
-    daemon.cli("init", "c1")
+    daemon.cli("init", "busybox", "c1")
     bridged_keys = ("security.ipv4_filtering=true", "ipv4.address=10.250.31.5", "limits.ingress=10Mbit")
     daemon.cli("config", "device", "add", "c1", "eth0", "nic", "network=onbr", *bridged_keys)
     before = daemon.db_dump()
@@ -90,7 +90,7 @@ def test_direct_physical_nic_on_a_bridge_is_refused_and_the_bridge_untouched(
     daemon.ns.add_bridge(lan)
     daemon.ns.ip("addr", "add", "10.250.32.1/24", "dev", lan)
     before_link, before_db = daemon.ns.link(lan), daemon.db_dump()
-    daemon.cli("init", "c1")
+    daemon.cli("init", "busybox", "c1")
     before_db = daemon.db_dump()
     msg = daemon.fails(
         "config", "device", "add", "c1", "eth0", "nic", "nictype=physical", f"parent={lan}", "name=eth0"
@@ -111,7 +111,7 @@ def test_a_physical_nic_never_takes_a_bridge_member_or_an_addressed_interface(
     daemon.ns.ip("link", "set", member, "master", lan)
     daemon.ns.add_standin_nic(addressed)
     daemon.ns.ip("addr", "add", "10.250.33.1/24", "dev", addressed)
-    daemon.cli("launch", "c1")
+    daemon.cli("launch", "busybox", "c1")
     links_before = daemon.ns.link_names()
     add = ("config", "device", "add", "c1", "eth1", "nic", "nictype=physical")
     msg = daemon.fails(*add, f"parent={member}", "name=eth1")
@@ -146,7 +146,7 @@ def _inside(daemon: Daemon, name: str, ifname: str) -> tuple[str, str]:
 
 def test_nic_parent_moves_in_with_mac_and_mtu_and_comes_back_on_stop(daemon: Daemon, prefix: str) -> None:
     nic, original = _nic_network(daemon, prefix)
-    daemon.cli("init", "c1")
+    daemon.cli("init", "busybox", "c1")
     daemon.cli("config", "device", "add", "c1", "lan0", "nic", "network=lan", "name=lan0",
                "hwaddr=10:66:6a:12:34:56")  # fmt: skip
     daemon.cli("start", "c1")
@@ -163,11 +163,11 @@ def test_nic_parent_moves_in_with_mac_and_mtu_and_comes_back_on_stop(daemon: Dae
 
 def test_nic_parent_comes_back_on_hot_unplug(daemon: Daemon, prefix: str) -> None:
     nic, original = _nic_network(daemon, prefix)
-    daemon.cli("launch", "c1")
+    daemon.cli("launch", "busybox", "c1")
     daemon.cli("config", "device", "add", "c1", "lan0", "nic", "network=lan", "name=lan0")
     assert "lan0" in in_container(daemon, "c1", "ls", "/sys/class/net")
     # In use: a second instance cannot take it.
-    daemon.cli("launch", "c2")
+    daemon.cli("launch", "busybox", "c2")
     msg = daemon.fails("config", "device", "add", "c2", "lan0", "nic", "network=lan", "name=lan0")
     assert f'Interface "{nic}" is in use by instance "c1"' == msg
     daemon.cli("config", "device", "remove", "c1", "lan0")
@@ -177,7 +177,7 @@ def test_nic_parent_comes_back_on_hot_unplug(daemon: Daemon, prefix: str) -> Non
 
 def test_nic_parent_comes_back_when_the_container_init_is_killed(daemon: Daemon, prefix: str) -> None:
     nic, original = _nic_network(daemon, prefix)
-    daemon.cli("init", "c1", "-n", "lan")
+    daemon.cli("init", "busybox", "c1", "-n", "lan")
     daemon.cli("start", "c1")
     pid = daemon.api("GET", "/1.0/instances/c1/state")[1]["metadata"]["pid"]
     os.kill(pid, signal.SIGKILL)
@@ -187,7 +187,7 @@ def test_nic_parent_comes_back_when_the_container_init_is_killed(daemon: Daemon,
 
 def test_nic_parent_comes_back_after_daemon_sigkill_restart_and_stop(daemon: Daemon, prefix: str) -> None:
     nic, original = _nic_network(daemon, prefix)
-    daemon.cli("init", "c1", "-n", "lan")
+    daemon.cli("init", "busybox", "c1", "-n", "lan")
     daemon.cli("start", "c1")
     daemon.stop(signal.SIGKILL)
     daemon.start()
@@ -203,7 +203,7 @@ def test_a_restart_with_the_parent_inside_a_container_is_no_network_failure(
     # network works again once the NIC is back.
     nic, original = _nic_network(daemon, prefix)
     daemon.cli("network", "set", "lan", "mtu=1450")
-    daemon.cli("launch", "c1", "-n", "lan")
+    daemon.cli("launch", "busybox", "c1", "-n", "lan")
     assert daemon.ns.link(nic) is None
     log = daemon.dir / "pincusd.stderr"
     start = log.stat().st_size
@@ -228,7 +228,7 @@ def test_a_physical_nic_without_name_takes_the_next_free_eth(daemon: Daemon, pre
     daemon.ns.add_standin_nic(other)
     before2 = _nic_state(daemon, other)
     daemon.ns.add_bridge(f"{prefix}br")
-    daemon.cli("init", "c1", "--no-profiles")
+    daemon.cli("init", "busybox", "c1", "--no-profiles")
     daemon.cli("config", "device", "add", "c1", "eth0", "nic", "nictype=bridged", f"parent={prefix}br")
     daemon.cli("config", "device", "add", "c1", "lan", "nic", "network=lan")
     daemon.cli("start", "c1")
@@ -271,7 +271,7 @@ def test_parent_that_vanished_is_a_clear_error(daemon: Daemon, prefix: str) -> N
     daemon.ns.add_standin_nic(nic)
     daemon.cli("network", "create", "lan", "--type=physical", f"parent={nic}")
     daemon.ns.ip("link", "del", nic)
-    daemon.cli("init", "c1")
+    daemon.cli("init", "busybox", "c1")
     msg = daemon.fails("config", "device", "add", "c1", "eth0", "nic", "network=lan", "name=eth0")
     assert f'parent "{nic}" of physical network "lan" does not exist' in msg
 
@@ -289,7 +289,7 @@ def test_vlan_names_the_missing_feature(daemon: Daemon, prefix: str, parent: str
     iface = f"{prefix}{parent[:3]}"
     daemon.ns.add_bridge(iface) if parent == "bridge" else daemon.ns.add_standin_nic(iface)
     daemon.cli("network", "create", "v10", "--type=physical", f"parent={iface}", "vlan=10")
-    daemon.cli("init", "c1", "-n", "v10")
+    daemon.cli("init", "busybox", "c1", "-n", "v10")
     links_before = daemon.ns.link_names()
     assert missing in daemon.fails("start", "c1")
     assert daemon.ns.link_names() == links_before

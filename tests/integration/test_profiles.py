@@ -56,7 +56,7 @@ def test_default_profile_and_crud(daemon: Daemon) -> None:
 
 def test_refusals_change_nothing(daemon: Daemon) -> None:
     daemon.cli("profile", "create", "p1")
-    daemon.cli("init", "c1", "-p", "default", "-p", "p1")
+    daemon.cli("init", "busybox", "c1", "-p", "default", "-p", "p1")
     before = daemon.db_dump()
     assert "bogus.key" in daemon.fails("profile", "set", "p1", "bogus.key=1")
     assert "volatile" in daemon.fails("profile", "set", "p1", "volatile.eth0.hwaddr=x")
@@ -84,7 +84,7 @@ def test_profile_nic_expands_and_changes_apply_live(daemon: Daemon, prefix: str)
     daemon.cli("profile", "create", "web")
     daemon.cli("profile", "set", "web", "user.role=web")
     daemon.cli("profile", "device", "add", "web", "eth0", "nic", "network=lan", "name=eth0")
-    daemon.cli("launch", "c1", "-p", "default", "-p", "web")
+    daemon.cli("launch", "busybox", "c1", "-p", "default", "-p", "web")
     try:
         shown = yaml.safe_load(daemon.cli("config", "show", "c1", "--expanded").stdout)
         assert shown["profiles"] == ["default", "web"]
@@ -162,12 +162,12 @@ profiles:
     good = bad.split("- name: broken")[0]
     daemon.cli("admin", "init", "--preseed", stdin=good)
     assert profile(daemon, "default")["devices"]["eth0"]["network"] == "lan"
-    daemon.cli("launch", "c1")
+    daemon.cli("launch", "busybox", "c1")
     try:
         assert ports(daemon, br) == {config(daemon, "c1")["volatile.eth0.host_name"]}
     finally:
         daemon.cli("stop", "-f", "c1")
-    daemon.cli("launch", "c2", "--no-profiles")
+    daemon.cli("launch", "busybox", "c2", "--no-profiles")
     try:
         assert links_inside(daemon, "c2") == ["lo"]
     finally:
@@ -195,7 +195,7 @@ def test_profile_device_commands_and_instance_assignment(daemon: Daemon) -> None
     daemon.cli("profile", "device", "remove", "p1", "eth0")
     assert profile(daemon, "p1")["devices"] == {}
 
-    daemon.cli("init", "c1", "--no-profiles")
+    daemon.cli("init", "busybox", "c1", "--no-profiles")
     daemon.cli("profile", "add", "c1", "p1")
     daemon.cli("profile", "add", "c1", "default")
     assert yaml.safe_load(daemon.cli("config", "show", "c1").stdout)["profiles"] == ["p1", "default"]

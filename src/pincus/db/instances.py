@@ -84,6 +84,10 @@ def create(store: Store, rec: InstanceRecord) -> None:
             "INSERT INTO instances_config (instance_id, key, value) VALUES (?, ?, ?)",
             [(iid, k, v) for k, v in rec.config.items()],
         )
+        c.executemany(
+            "INSERT INTO instances_volatile (instance_id, key, value) VALUES (?, ?, ?)",
+            [(iid, k, v) for k, v in rec.volatile.items()],
+        )
         _insert_devices(c, iid, rec.devices)
         _insert_profiles(c, iid, rec.profiles)
 

@@ -67,8 +67,8 @@ class Container(Instance):
     @property
     def volume(self) -> Path | None:
         """The instance volume (metadata.yaml, rootfs/, templates/): on the pool its record names
-        (the root disk's, or the default pool's when no root disk was given), else none (the host's
-        root)."""
+        (the root disk's, or the default pool's when no root disk was given); none for an instance
+        made before pools existed."""
         pool = db_storage.instance_pool(self.state.store, self.name)
         if pool is None:
             root = self.root_device()
@@ -92,12 +92,11 @@ class Container(Instance):
 
     def _shift_volume(self, volume: Path, new: idmaps.IdMap) -> None:
         """Own the rootfs by the ids NEW maps to, once: volatile.last_state.idmap says what the
-        files are shifted to now, so a restart does not shift twice and a new map shifts back first."""
-        recorded = self.volatile("volatile.last_state.idmap")
-        last = idmaps.from_json(recorded or "[]")
+        files are shifted to now (absent: as the image has them), so a restart does not shift twice
+        and a new map shifts back first."""
+        last = idmaps.from_json(self.volatile("volatile.last_state.idmap") or "[]")
         if last != new:
             self.host(idmap_host.shift_tree, volume / "rootfs", last, new)
-        if last != new or recorded is None:
             self.set_volatile({"volatile.last_state.idmap": idmaps.to_json(new)})
 
     def _templates(self, volume: Path) -> tuple[tuple[str, str, int], ...]:
@@ -138,13 +137,11 @@ class Container(Instance):
             undo.add(self._cgroup_remove)
             volume = self.volume
             if volume is None:
-                # legacy host-root path: removed when the suite migrates to images
-                proc = self.host(
-                    host_container.spawn_container, self.name, self.name, self.dir, self.dir / "console.log",
-                    None, self._prepare,
-                )  # fmt: skip
-            else:
-                proc = self._spawn_on_root(volume)
+                raise ConflictError(
+                    f'Instance "{self.name}" has no root volume (made before storage pools): '
+                    "delete it and create it again from an image"
+                )
+            proc = self._spawn_on_root(volume)
             undo.add(self.host, host_container.stop_container, proc, 0.0, True, self.dir)
             db_instances.set_runtime(
                 self.state.store, self.name, db_instances.Runtime(proc.pid, proc.start_time)

@@ -313,9 +313,6 @@ class Instances:
                         "Virtual machines from images are not supported yet: create it without one"
                     )
                 db_instances.create(self.state.store, rec)
-            elif image is None and root_disk(self.expanded(rec).devices) is None:
-                # No image and no root disk: the container runs on the host's root, as before pools.
-                db_instances.create(self.state.store, rec)
             else:
                 pool, size = self._root_pool(rec, undo)
                 self.storage.check_root_disk(pool, size)
@@ -323,6 +320,8 @@ class Instances:
                 if image is not None:
                     fp = image.fingerprint
                     self._unpack_once(pool, fp, rec, undo)
+                    # As Incus: the image's "create" templates are applied at the first start.
+                    rec.volatile["volatile.apply_template"] = "create"
                 self.storage.create_instance_volume(pool, name, fp, size, undo)
                 db_instances.create(self.state.store, rec)
             undo.success()
