@@ -28,7 +28,8 @@ def ping(daemon: Daemon, name: str, address: str, count: int = 1) -> bool:
 def with_host_usr(daemon: Daemon, name: str) -> None:
     """The host's /usr, read-only, inside container NAME: iproute2's `ip` and python3 for tests
     that need more than the busybox image's applets (the image's /lib and /lib64 lead into /usr)."""
-    daemon.cli("config", "device", "add", name, "hostusr", "disk", "source=/usr", "path=/usr", "readonly=true")
+    usr = ("source=/usr", "path=/usr", "readonly=true")
+    daemon.cli("config", "device", "add", name, "hostusr", "disk", *usr)
 
 
 def bridged_container(
