@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from tests.clients.kernel import addresses, bridge_ports
-from tests.pincus_testlib import Daemon
+from tests.pincus_testlib import IMAGE, Daemon
 
 LXC = shutil.which("lxc") or "/usr/bin/lxc"
 pytestmark = pytest.mark.skipif(not os.path.exists(LXC), reason="lxc (Debian lxd-client) is not installed")
@@ -38,6 +38,8 @@ class Lxc:
         self.env = {**os.environ, "LXD_SOCKET": str(daemon.dir / "unix.socket"), "LXD_CONF": str(conf)}
 
     def run(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        if args[:1] in (("init",), ("launch",)) and IMAGE in args[1:2]:
+            self.daemon.image()
         r = subprocess.run(
             [LXC, *args], env=self.env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
             timeout=timeout,
@@ -87,7 +89,7 @@ def net(lxc: Lxc, prefix: str) -> Iterator[str]:
 
 
 def _running(lxc: Lxc, name: str, *flags: str) -> None:
-    lxc.run("init", "--empty", name, *flags)
+    lxc.run("init", "busybox", name, *flags)
     lxc.run("start", name)
 
 
@@ -194,7 +196,7 @@ def test_lxc_profile_nic_gives_the_instance_its_port_and_addresses(
     assert lxc.yaml("profile", "show", profile)["devices"] == {
         "eth0": {"type": "nic", "network": net, "name": "eth0"}
     }
-    lxc.run("init", "--empty", "c1", "-p", "default", "-p", profile)
+    lxc.run("init", "busybox", "c1", "-p", "default", "-p", profile)
     assert lxc.yaml("config", "show", "c1")["profiles"] == ["default", profile]
     lxc.run("start", "c1")
     host = _host_name(lxc, "c1", "eth0")
@@ -221,7 +223,7 @@ def test_lxc_info_names_each_nics_host_interface(lxc: Lxc, net: str) -> None:
 
 def test_lxc_list_filters_by_status_as_typed(lxc: Lxc) -> None:
     _running(lxc, "c1", "-p", "default")
-    lxc.run("init", "--empty", "c2", "-p", "default")
+    lxc.run("init", "busybox", "c2", "-p", "default")
     # lxc sends the value as typed (`?filter=status+eq+running`); the server compares without case.
     assert [i["name"] for i in lxc.json("list", "status=running")] == ["c1"]
     assert [i["name"] for i in lxc.json("list", "status=stopped")] == ["c2"]
@@ -296,9 +298,9 @@ def test_lxc_stop_and_delete_take_the_port_away(lxc: Lxc, daemon: Daemon, net: s
     assert "not found" in lxc.fails("config", "show", "c1")
 
 
-def test_lxc_launch_empty_without_profiles_gets_default(lxc: Lxc) -> None:
+def test_lxc_launch_without_profiles_gets_default(lxc: Lxc) -> None:
     # lxc sends "profiles": null, which LXD and Incus read as ["default"].
-    lxc.run("launch", "--empty", "c1")
+    lxc.run("launch", "busybox", "c1")
     [c1] = lxc.json("list", "c1")
     assert (c1["status"], c1["profiles"]) == ("Running", ["default"])
 
@@ -329,7 +331,7 @@ def _until(lines: queue.Queue[str], found: Callable[[str], bool], timeout: float
 
 
 def test_lxc_monitor_sees_instance_started(lxc: Lxc) -> None:
-    lxc.run("init", "--empty", "c1", "-p", "default")
+    lxc.run("init", "busybox", "c1", "-p", "default")
     monitor = lxc.popen("--debug", "monitor", "--type=lifecycle", "--format=json")
     try:
         assert monitor.stderr is not None and monitor.stdout is not None

@@ -17,11 +17,12 @@ import pytest
 from pylxd.exceptions import LXDAPIException
 
 from tests.clients.kernel import addresses, bridge_ports
-from tests.pincus_testlib import Daemon
+from tests.pincus_testlib import Daemon, image_source
 
 
 @pytest.fixture
 def client(daemon: Daemon) -> pylxd.Client:
+    daemon.image()  # instances come from the test image
     return pylxd.Client(endpoint=str(daemon.dir / "unix.socket"))
 
 
@@ -39,7 +40,7 @@ def _instance(client: pylxd.Client, name: str, start: bool = True, **req: Any) -
     """A new instance, fetched afresh: the object create() returns keeps what it was created with
     (pylxd's sync() does not overwrite the attributes passed to the model)."""
     inst = client.instances.create(
-        {"name": name, "profiles": ["default"], "source": {"type": "none"}, **req}, wait=True
+        {"name": name, "profiles": ["default"], "source": image_source(), **req}, wait=True
     )
     if start:
         inst.start(wait=True)
@@ -133,7 +134,7 @@ def test_pylxd_profile_nic_gives_the_instance_its_port(
     )
     assert client.profiles.get(profile).devices["eth0"]["network"] == net
     inst = client.instances.create(
-        {"name": "c1", "profiles": ["default", profile], "source": {"type": "none"}}, wait=True
+        {"name": "c1", "profiles": ["default", profile], "source": image_source()}, wait=True
     )
     assert inst.profiles == ["default", profile]
     inst.start(wait=True)

@@ -13,7 +13,7 @@ import pytest
 from pincus.host import cgroups
 from pincus.server.daemon import daemon_tag
 from tests import cgroupfiles as cg
-from tests.integration.helpers import in_container, wait_for
+from tests.integration.helpers import in_container, wait_for, with_host_usr
 from tests.pincus_testlib import Daemon
 
 pytestmark = pytest.mark.skipif(cg.is_v2(), reason="this host's layout is v1; v2 runs in the guest kernel")
@@ -56,8 +56,9 @@ def test_limits_land_in_the_containers_cgroup_and_follow_config_set(daemon: Daem
     assert cg.read(pid, "memory", "memory.limit_in_bytes") == str(64 * MIB)
     assert cg.read(pid, "pids", "pids.max") == "50"
     # A command run by exec is in the group too, so it counts against the limits.
+    # Its cgroup namespace is rooted at the group: a command outside the group would see "/..".
     exec_view = in_container(daemon, "c1", "cat", "/proc/self/cgroup")
-    assert f"pids:{where['pids']}" in exec_view and f"memory:{where['memory']}" in exec_view
+    assert ":pids:/\n" in exec_view and ":memory:/\n" in exec_view, exec_view
 
     # Live: set, change and unset, each seen in the kernel's files at once.
     daemon.cli("config", "set", "c1", "limits.memory=128MiB", "limits.cpu=0-1", "limits.cpu.allowance=50%")
@@ -88,7 +89,9 @@ def test_limits_land_in_the_containers_cgroup_and_follow_config_set(daemon: Daem
 
 
 def test_memory_hog_inside_is_oom_killed_and_the_host_survives(daemon: Daemon) -> None:
-    daemon.cli("launch", "busybox", "c1", "-c", "limits.memory=32MiB")
+    daemon.cli("init", "busybox", "c1", "-c", "limits.memory=32MiB")
+    with_host_usr(daemon, "c1")
+    daemon.cli("start", "c1")
     pid = _pid(daemon, "c1")
     # 256 MiB of touched memory, eight times the limit; bounded if the limit failed.
     hog = daemon.cli(

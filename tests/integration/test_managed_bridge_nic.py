@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.integration.helpers import config, in_container, ping, wait_for
+from tests.integration.helpers import config, in_container, ping, wait_for, with_host_usr
 from tests.pincus_testlib import Daemon
 
 UDHCPC_SCRIPT = """#!/bin/sh
@@ -176,8 +176,10 @@ def test_removing_a_nic_releases_its_dhcpv6_lease(daemon: Daemon, prefix: str) -
     net = f"{prefix}br"
     daemon.cli("network", "create", net, "ipv4.address=none", "ipv6.address=fd42:250:47::1/64",
                "ipv6.dhcp.stateful=true", "ipv6.dhcp.ranges=fd42:250:47::100-fd42:250:47::150")  # fmt: skip
-    daemon.cli("launch", "busybox", "c1", "-n", net)
-    daemon.cli("launch", "busybox", "c2", "-n", net)
+    for name in ("c1", "c2"):  # python3 for the DHCPv6 client
+        daemon.cli("init", "busybox", name, "-n", net)
+        with_host_usr(daemon, name)
+        daemon.cli("start", name)
     lease_file = daemon.dir / "networks" / net / "dnsmasq" / "dnsmasq.leases"
 
     def leased() -> set[str]:
