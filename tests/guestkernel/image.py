@@ -25,11 +25,14 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO
 
+from tests.imagelib import busybox_image
+
 REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("PINCUS_GUEST_CACHE", REPO / ".cache" / "guest"))
 MARKER = "PINCUS-GUEST"
 
 # What the tests and pincusd run, found on this host's PATH.
+GUEST_TEST_IMAGE = "/opt/pincus-test-images/busybox.tar.xz"
 TOOLS = ("ip", "bridge", "tc", "nft", "dnsmasq", "nsenter", "unshare", "modprobe", "sh", "busybox",
          "env", "cat", "ls", "sleep")  # fmt: skip
 # Host files the tools read: protocol names for nft, iproute2's tables, users for the daemon.
@@ -224,7 +227,14 @@ def _init_script(kernel_release: str, pytest_args: list[str]) -> str:
     tmp_mount = "" if REPO.is_relative_to("/tmp") else "mount -t tmpfs tmpfs /tmp\n"
     return f"""#!{bb} sh
 {bb} --install -s {BUSYBOX_DIR}
+# The initramfs root is the kernel's rootfs, which pivot_root cannot leave: a container's own root
+# needs the caller's root to be a real mount, so everything below runs chrooted in a bind of /.
+if [ -z "$PINCUS_GUEST_CHROOTED" ]; then
+  {bb} mkdir -p /newroot && {bb} mount -o rbind / /newroot
+  PINCUS_GUEST_CHROOTED=1 exec {bb} chroot /newroot /init
+fi
 export PATH={path} HOME=/root PYTHONDONTWRITEBYTECODE=1 PINCUS_IN_TEST_GUEST=1
+export PINCUS_TEST_IMAGE={GUEST_TEST_IMAGE}
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
@@ -266,6 +276,8 @@ def build(pytest_args: list[str], out_dir: Path) -> tuple[Path, Path]:
     for tree in ("src", "tests"):
         code.add_tree(str(REPO / tree))
     code.add_host_path(str(REPO / "pyproject.toml"))
+    # The test image, built here: the guest has none of the tools scripts/build-image.sh needs.
+    code.add_file(GUEST_TEST_IMAGE, str(busybox_image()))
     init = out_dir / "init"
     init.write_text(_init_script(release, pytest_args))
     init.chmod(0o755)

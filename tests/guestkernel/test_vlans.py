@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 from typing import Any
 
 from tests.integration.helpers import bridged_container, config, in_container, ping, wait_for
@@ -93,9 +94,14 @@ def test_a_bridge_parent_physical_network_puts_its_ports_in_its_vlans(daemon: Da
 
 
 def _link_in(daemon: Daemon, instance: str, name: str) -> dict[str, Any]:
-    links: list[dict[str, Any]] = json.loads(
-        in_container(daemon, instance, "ip", "-j", "-d", "link", "show", name)
-    )
+    # From the host, in the container's netns: the busybox image's ip has no JSON output.
+    _, doc = daemon.api("GET", f"/1.0/instances/{instance}/state")
+    netns = f"/proc/{doc['metadata']['pid']}/ns/net"
+    out = subprocess.run(
+        ["nsenter", f"--net={netns}", "ip", "-j", "-d", "link", "show", name],
+        check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    links: list[dict[str, Any]] = json.loads(out)
     return links[0]
 
 

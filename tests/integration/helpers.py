@@ -59,45 +59,27 @@ def ip_link_snapshot(daemon: Daemon) -> list[tuple[str, str | None]]:
     return sorted((link["ifname"], link.get("master")) for link in daemon.ns.ipj("link", "show"))
 
 
-_RECEIVER = """
-import socket, sys, time
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], 5001))
-s.listen(1)
-c, _ = s.accept()
-n, t = 0, None
-while True:
-    b = c.recv(65536)
-    if not b:
-        break
-    t = t or time.monotonic()
-    n += len(b)
-print(n * 8 / (time.monotonic() - t))
-"""
-
-_SENDER = """
-import socket, sys, time
-s = socket.create_connection((sys.argv[1], 5001))
-end = time.monotonic() + float(sys.argv[2])
-b = b"x" * 16384
-while time.monotonic() < end:
-    s.sendall(b)
-s.close()
-"""
+# Busybox only, so it runs in the busybox image on the host and in the test guest: the receiver
+# times from its first byte to the end of the stream with /proc/uptime (10 ms steps, over seconds).
+_RECEIVER = (
+    "nc -l -p 5001 | { dd bs=1 count=1 of=/dev/null 2>/dev/null; read s _ </proc/uptime; "
+    "c=$(wc -c); read e _ </proc/uptime; echo $c $s $e; }"
+)
 
 
 def tcp_rate(daemon: Daemon, sender: str, receiver: str, receiver_ip: str, seconds: float = 2.5) -> float:
     """Bits per second one TCP stream carries from sender to receiver (two containers)."""
     rx = subprocess.Popen(
-        [str(BIN / "pincus"), "exec", receiver, "--", "python3", "-c", _RECEIVER, receiver_ip],
+        [str(BIN / "pincus"), "exec", receiver, "--", "sh", "-c", _RECEIVER],
         env=daemon.env, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
         time.sleep(0.5)
-        daemon.cli("exec", sender, "--", "python3", "-c", _SENDER, receiver_ip, str(seconds), timeout=60)
+        send = f"timeout {seconds:g} nc {receiver_ip} 5001 </dev/zero"
+        daemon.cli("exec", sender, "--", "sh", "-c", send, check=False, timeout=60)
         out, _ = rx.communicate(timeout=60)
     finally:
         rx.kill()
         rx.wait()
-    return float(out.strip())
+    count, first, last = out.split()
+    return int(count) * 8 / max(float(last) - float(first), 0.01)
