@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import _socket
 import io
-import json
 import os
 import sys
+
+from pincus.cli import jsonc
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -72,7 +73,7 @@ class Client:
 
     @staticmethod
     def send(sock: _socket.socket, method: str, path: str, body: Any = None, extra: str = "") -> None:
-        data = b"" if body is None else json.dumps(body).encode()
+        data = b"" if body is None else jsonc.dumps(body).encode()
         head = (
             f"{method} {path} HTTP/1.1\r\nHost: pincus\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(data)}\r\n{extra}\r\n"
@@ -97,7 +98,7 @@ class Client:
     @staticmethod
     def decode(raw: bytes) -> Any:
         try:
-            doc = json.loads(raw)
+            doc = jsonc.loads(raw)
         except ValueError:
             raise ClientError("pincusd sent a response that is not JSON") from None
         if doc.get("type") == "error":
@@ -156,7 +157,7 @@ class Client:
         finally:
             sock.close()
         try:
-            return code, headers, json.loads(raw) if raw.strip() else {}
+            return code, headers, jsonc.loads(raw) if raw.strip() else {}
         except ValueError:
             raise ClientError("pincusd sent a response that is not JSON") from None
 
@@ -207,6 +208,6 @@ class Client:
                 self.decode(f.read(int(headers.get("content-length", "0"))))
             for line in f:
                 if line.strip():
-                    yield json.loads(line)
+                    yield jsonc.loads(line)
         finally:
             sock.close()

@@ -5,7 +5,6 @@ Over 500 lines and whole: the CLI keeps one module per command group, and this i
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -15,6 +14,7 @@ from pincus.cli.output import render
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import argparse
     from collections.abc import Callable
     from typing import Any
 
@@ -506,5 +506,6 @@ def build_exec(x: argparse.ArgumentParser, words: list[str]) -> None:
                    help="require a terminal (the command gets this one)")  # fmt: skip
     x.add_argument("-T", "--force-noninteractive", dest="terminal", action="store_const", const="T",
                    help="no terminal of its own (the command gets our stdio as it is)")  # fmt: skip
-    x.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
+    # nargs="..." is argparse.REMAINDER, spelt out so that parsing needs no argparse (fastparse.py).
+    x.add_argument("command", nargs="...", metavar="-- COMMAND [ARGS...]")
     x.set_defaults(func=_exec)

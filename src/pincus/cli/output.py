@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import sys
+
+from pincus.cli import jsonc
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -103,6 +104,6 @@ def render(fmt: str, headers: Sequence[str], rows: Sequence[Sequence[str]], obje
         w = csv.writer(sys.stdout, lineterminator="\n")
         w.writerows(rows)
     elif fmt == "json":
-        print(json.dumps(objects))
+        print(jsonc.dumps(objects))
     else:
         sys.stdout.write(dump_yaml(objects))
