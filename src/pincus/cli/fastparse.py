@@ -174,13 +174,23 @@ def _positionals(positionals: list[Action], words: list[str], values: dict[str, 
     """Give the leading run of plain words to POSITIONALS; the words left (options)."""
     if positionals and positionals[-1].nargs == _REMAINDER:
         fixed = positionals[:-1]
-        if any(a.nargs is not _FIXED for a in fixed) or len(words) < len(fixed):
+        if any(a.nargs is not _FIXED for a in fixed):
             raise Unsupported("a remainder after variable positionals")
-        if any(w.startswith("-") for w in words[: len(fixed)]):
-            raise Unsupported("an option before the remainder")
-        for a, w in zip(fixed, words, strict=False):
-            values[a.dest] = w
-        values[positionals[-1].dest] = words[len(fixed) :]
+        i = 0
+        for a in fixed:
+            if i >= len(words) or words[i].startswith("-"):
+                raise Unsupported("an option before the remainder")
+            values[a.dest] = words[i]
+            i += 1
+            # A positional's pattern takes the "--" after its word too, and argparse drops it.
+            if words[i : i + 1] == ["--"]:
+                i += 1
+                if words[i : i + 1] == ["--"]:
+                    raise Unsupported("two -- in a row")
+        # Before a "--", argparse still looks at option-like words (and may call them ambiguous).
+        if words[i - 1 : i] != ["--"] and any(w.startswith("-") for w in words[i:]):
+            raise Unsupported("option-like words in the remainder")
+        values[positionals[-1].dest] = words[i:]
         return []
     n = 0
     while n < len(words) and not words[n].startswith("-"):
