@@ -17,13 +17,13 @@ import sys
 import sysconfig
 from pathlib import Path
 
-LAUNCHER = '''#!{python} -SP
+LAUNCHER = """#!{python} -SP
 # Written by scripts/write_launcher.py (scripts/setup.sh): pincus without site's start-up.
 import sys
 sys.path += [{src!r}, {site!r}]
 from pincus.cli.main import main
 main()
-'''
+"""
 
 
 def write(out: Path, src: Path) -> None:

@@ -2,14 +2,15 @@
 
 Hand-written on purpose: `http.client` imports `ssl` and costs ~50 ms per command here.
 For the same reason it uses the C `_socket` module, not `socket`: `socket.py` adds nothing we
-need (its enums, `selectors`, `makefile`) and costs ~3 ms of a ~20 ms command.
+need (its enums, `selectors`, `makefile`). Nor `os`: the launcher starts Python without `site`,
+which is what loads `os` (and `_collections_abc`) otherwise; `posix` is built in.
 """
 
 from __future__ import annotations
 
 import _socket
 import io
-import os
+import posix
 import sys
 
 from pincus.cli import jsonc
@@ -17,6 +18,7 @@ from pincus.cli import jsonc
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from os import PathLike
     from typing import Any
 
 
@@ -25,7 +27,10 @@ class ClientError(Exception):
 
 
 def socket_path() -> str:
-    return os.path.join(os.environ.get("PINCUS_DIR") or "/var/lib/pincus", "unix.socket")
+    """$PINCUS_DIR/unix.socket, as os.path.join(os.environ.get(...) or default, ...) gives it."""
+    raw = posix.environ.get(b"PINCUS_DIR")
+    root = raw.decode(sys.getfilesystemencoding(), "surrogateescape") if raw else "/var/lib/pincus"
+    return root + ("" if root.endswith("/") else "/") + "unix.socket"
 
 
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
@@ -55,8 +60,8 @@ def _reader(sock: _socket.socket) -> io.BufferedReader:
 
 
 class Client:
-    def __init__(self, path: str | os.PathLike[str] | None = None, timeout: float | None = None) -> None:
-        self.path = os.fspath(path) if path else socket_path()
+    def __init__(self, path: str | PathLike[str] | None = None, timeout: float | None = None) -> None:
+        self.path = (path if isinstance(path, str) else path.__fspath__()) if path else socket_path()
         self.timeout = timeout
 
     def connect(self) -> _socket.socket:

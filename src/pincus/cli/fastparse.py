@@ -126,7 +126,9 @@ class Spec:
     def __getattr__(self, name: str) -> Any:
         raise Unsupported(f"ArgumentParser.{name}")
 
-    def add_subparsers(self, dest: str | None = None, required: bool = False, metavar: str | None = None) -> Subparsers:
+    def add_subparsers(
+        self, dest: str | None = None, required: bool = False, metavar: str | None = None
+    ) -> Subparsers:
         if self.sub is not None or self.actions:
             raise Unsupported("subcommands beside other arguments")
         self.sub = Subparsers(dest, required)

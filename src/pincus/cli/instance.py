@@ -5,7 +5,7 @@ Over 500 lines and whole: the CLI keeps one module per command group, and this i
 
 from __future__ import annotations
 
-import os
+import posix
 import sys
 
 from pincus.cli.client import ClientError, q
@@ -394,7 +394,7 @@ def _exec(args: argparse.Namespace, c: Client) -> None:
         raise ClientError("exec needs a command: pincus exec NAME -- COMMAND [ARGS...]")
     # The command gets this process's own stdin, stdout and stderr (passed to the daemon), so it
     # has a terminal exactly when we do: -T asks for nothing more, -t needs one to hand over.
-    if (mode or args.terminal) == "t" and not os.isatty(0):
+    if (mode or args.terminal) == "t" and not posix.isatty(0):
         raise ClientError("-t needs a terminal on standard input: pincus passes its own to the command")
     sys.stdout.flush()
     sys.exit(c.exec(args.name, command, env, cwd or args.cwd))

@@ -30,10 +30,9 @@ class _Context:
     parse_float = float
     parse_int = int
     parse_constant = {"-Infinity": float("-inf"), "Infinity": float("inf"), "NaN": float("nan")}.__getitem__
-    memo: dict[str, str] = {}
 
 
-_scan = _json.make_scanner(_Context())
+_scan = _json.make_scanner(_Context())  # type: ignore[arg-type]  # typeshed: a JSONDecoder
 _encode = _json.make_encoder(
     {}, _not_serializable, _json.encode_basestring_ascii, None, ": ", ", ", False, False, True
 )

@@ -16,9 +16,9 @@ from pincus.cli.common import add_commands
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
+    from typing import Any
 
     from pincus.cli.common import Builder, Command
-    from typing import Any
 
 
 def _info(args: argparse.Namespace, c: Client) -> None:
