@@ -80,7 +80,7 @@ def test_leaves_cover_every_command() -> None:
         ["list"], ["ls", "c", "--format", "json"], ["list", "-c", "n4", "-f", "csv"],
         ["list", "--format=yaml"], ["info"], ["info", "c1"], ["start", "c1", "c2"],
         ["stop", "c1", "-f", "--timeout", "3"], ["stop", "c1", "--timeout=7.5"],
-        ["exec", "c1", "--", "ls", "-l"], ["exec", "c1", "--env", "A=1", "sh"], ["exec", "c1"],
+        ["exec", "c1", "--", "ls", "-l"], ["exec", "c1", "sh", "x"], ["exec", "c1"],
         ["network", "list"], ["network", "ls", "-f", "json"], ["network", "show", "br0"],
         ["config", "device", "add", "c1", "eth1", "nic", "network=br0", "name=eth1"],
         ["config", "device", "remove", "c1", "eth1", "eth2"], ["config", "device", "rm", "c1", "eth1"],
@@ -97,7 +97,7 @@ def test_common_command_lines_take_the_fast_path(argv: list[str]) -> None:
         [], ["-h"], ["list", "--help"], ["nope"], ["stop"], ["stop", "-f", "c1"],
         ["stop", "c1", "--timeout", "x"], ["list", "--format", "nope"], ["list", "--form", "json"],
         ["list", "-fjson"], ["network"], ["network", "show"], ["network", "show", "a", "b"],
-        ["exec", "-t", "c1", "ls"], ["list", "c1", "-c", "n", "c2"],
+        ["exec", "-t", "c1", "ls"], ["exec", "c1", "--env", "A=1", "sh"], ["list", "c1", "-c", "n", "c2"],
         ["network", "create", "x", "--type=physical", "parent=eth1"],
     ],
 )  # fmt: skip
