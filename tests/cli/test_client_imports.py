@@ -87,8 +87,9 @@ def _group_commands() -> list[list[str]]:
 
 INSTANCE = {
     "name": "c1", "type": "container", "status": "Running", "description": "", "profiles": ["default"],
-    "config": {"volatile.eth0.hwaddr": "00:16:3e:00:00:01"}, "devices": {"eth0": {"type": "nic", "network": "br0"}},
-    "expanded_config": {}, "expanded_devices": {}, "architecture": "x86_64", "created_at": "2026-01-01T00:00:00Z",
+    "config": {"volatile.eth0.hwaddr": "00:16:3e:00:00:01"},
+    "devices": {"eth0": {"type": "nic", "network": "br0"}}, "expanded_config": {}, "expanded_devices": {},
+    "architecture": "x86_64", "created_at": "2026-01-01T00:00:00Z",
 }  # fmt: skip
 STATE = {"status": "Running", "pid": 1, "network": {"eth0": {"addresses": ["10.250.0.5/24"], "counters": {}}}}
 NETWORK = {"name": "br0", "type": "bridge", "managed": True, "config": {"ipv4.address": "10.250.0.1/24"},
@@ -130,8 +131,12 @@ def _answer(conn: socket.socket) -> None:
             for fd in fds:
                 os.close(fd)
             meta = {"return": 0}
-        body = json.dumps({"type": "sync", "status": "Success", "status_code": 200, "metadata": meta}).encode()
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body))
+        body = json.dumps(
+            {"type": "sync", "status": "Success", "status_code": 200, "metadata": meta}
+        ).encode()
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+        )
         conn.sendall(body)
 
 
@@ -162,7 +167,9 @@ def fake_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="module")
 def launcher(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("bin") / "pincus"
-    subprocess.run([PYTHON, str(REPO / "scripts" / "write_launcher.py"), str(out), str(REPO / "src")], check=True)
+    subprocess.run(
+        [PYTHON, str(REPO / "scripts" / "write_launcher.py"), str(out), str(REPO / "src")], check=True
+    )
     return out
 
 
@@ -170,9 +177,9 @@ def _imported(argv: list[str], env: dict[str, str]) -> set[str]:
     """The modules a process running ARGV imports, from -X importtime; it must succeed."""
     r = subprocess.run(argv, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
     assert r.returncode == 0, r.stderr[-2000:]
-    return {line.split("|")[2].strip() for line in r.stderr.splitlines() if line.startswith("import time:")} - {
-        "imported package"
-    }
+    return {
+        line.split("|")[2].strip() for line in r.stderr.splitlines() if line.startswith("import time:")
+    } - {"imported package"}
 
 
 def _launched(launcher: Path) -> list[str]:
@@ -182,7 +189,9 @@ def _launched(launcher: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("argv", [*_common("br0"), *_group_commands()], ids=" ".join)
-def test_common_command_imports_only_allowed_modules(argv: list[str], fake_daemon: Path, launcher: Path) -> None:
+def test_common_command_imports_only_allowed_modules(
+    argv: list[str], fake_daemon: Path, launcher: Path
+) -> None:
     env = {"PATH": os.environ.get("PATH", ""), "PINCUS_DIR": str(fake_daemon)}
     start = _launched(launcher)
     floor = _imported([start[0], start[1], "-X", "importtime", "-c", "pass"], env)
@@ -192,5 +201,7 @@ def test_common_command_imports_only_allowed_modules(argv: list[str], fake_daemo
         site = {**env, "PYTHONPATH": sysconfig.get_path("purelib")}
         allowed |= _imported([start[0], start[1], "-X", "importtime", "-c", "import yaml"], site)
     extra = sorted(loaded - allowed)
-    assert not extra, f"pincus {' '.join(argv)} imports {extra}: add each to ALLOWED with its reason, or avoid it"
+    assert not extra, (
+        f"pincus {' '.join(argv)} imports {extra}: add each to ALLOWED with its reason, or avoid it"
+    )
     assert "argparse" not in loaded
