@@ -65,7 +65,12 @@ def markdown(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def dump_yaml(doc: Any) -> str:
-    import yaml  # only the commands that print YAML pay for it
+    from pincus.cli.yamlout import dump
+
+    text = dump(doc)  # the usual documents, without PyYAML
+    if text is not None:
+        return text
+    import yaml  # only the documents yamlout is not sure of pay for it
 
     return str(yaml.safe_dump(doc, default_flow_style=False, sort_keys=False, allow_unicode=True))
 
