@@ -124,6 +124,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix=f"pincus-bench-{tag}-"))
     work.chmod(0o711)
     p = Pincus(ns, work)
+    # As scripts/setup.sh does: byte code written once, not compiled by every process.
+    subprocess.run([PYTHON, "-m", "compileall", "-q", str(REPO / "src")], check=True, stdout=subprocess.DEVNULL)
     launcher = work / "pincus-launcher"
     subprocess.run([PYTHON, str(REPO / "scripts" / "write_launcher.py"), str(launcher), str(REPO / "src")],
                    check=True)  # fmt: skip

@@ -20,6 +20,7 @@ SHORT_RUNS = [
     (["bench_nic_start.py", "-n", "12"], r"^floor start +[\d.]+"),
     (["bench_device_add.py", "-n", "2"], r"^CLI pair +[\d.]+ +[\d.]+ +[\d.]+x"),
     (["bench_go_client.py", "--short"], r"^pincusd pair +[\d.]+ +[\d.]+"),
+    (["bench_client.py", "--short"], r"^launcher: network show +[\d.]+ +[\d.]+ +[\d.]+x"),
 ]
 
 
