@@ -8,8 +8,11 @@ running container c1 on it. Each round runs, interleaved so that all see the sam
 - every common command through each client entry: `pincus` as installed in the venv (pip's
   wrapper, or the launcher once scripts/setup.sh wrote it) and the launcher that
   scripts/write_launcher.py writes for this checkout (into the bench's tmp dir);
-- the requests of `stop` and `start` as raw HTTP (their daemon work is most of them).
-Each line: median and p90 over the rounds, and the median's ratio to `python -c pass`.
+- each command's requests as raw HTTP (the daemon's and the socket's part of it).
+Each line: median and p90 of the wall time over the rounds and the median's ratio to
+`python -c pass`; the median CPU time (user + system) of the process and its ratio to the
+floor's (it moves much less with the machine's load); and the wall median minus the
+median of the command's raw requests (the client's own part) with its ratio to the floor.
 Cleanup runs whatever happens: c1 deleted, pincusd stopped, namespace and tmp dir removed.
 """
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import secrets
 import shutil
 import subprocess
@@ -46,27 +50,33 @@ def commands(br: str) -> list[tuple[str, list[str]]]:
     ]
 
 
-def timed(argv: list[str], env: dict[str, str]) -> float:
+def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall time of ARGV's process, and the CPU time (user + system) it used: the CPU time moves
+    much less with the machine's load."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     r = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
     elapsed = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed ({r.returncode}): {r.stderr}{r.stdout}")
-    return elapsed
+    return elapsed, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
 
 
 def run(p: Pincus, entries: dict[str, str], br: str, n: int) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {}
 
-    def add(label: str, seconds: float) -> None:
+    def add(label: str, seconds: float, cpu: float | None = None) -> None:
         out.setdefault(label, []).append(seconds)
+        if cpu is not None:
+            out.setdefault(f"cpu {label}", []).append(cpu)
 
     for _ in range(n):
-        add("python -c pass", timed([PYTHON, "-c", "pass"], p.env))
-        add("python -I -S -c pass", timed([PYTHON, "-I", "-S", "-c", "pass"], p.env))
+        add("python -c pass", *timed([PYTHON, "-c", "pass"], p.env))
+        add("python -I -S -c pass", *timed([PYTHON, "-I", "-S", "-c", "pass"], p.env))
         for entry, exe in entries.items():
             for label, argv in commands(br):
-                add(f"{entry}: {label}", timed([exe, *argv], p.env))
+                add(f"{entry}: {label}", *timed([exe, *argv], p.env))
         for label, requests in api_requests(p, br):
             t = time.perf_counter()
             requests()
@@ -101,15 +111,22 @@ def report(samples: dict[str, list[float]]) -> None:
     """Each line's median, p90 and ratio to the floor; for a command, also its median minus the
     median of its raw requests (the client's own part) and that part's ratio to the floor."""
     floor = ms_stats(samples["python -c pass"])[0]
-    print(f"{'(ms)':<40}{'median':>9}{'p90':>9}{'/floor':>9}{'-API':>9}{'/floor':>9}")
-    print("-" * 85)
+    cpu_floor = ms_stats(samples["cpu python -c pass"])[0]
+    head = ("median", "p90", "/floor", "cpu", "/floor", "-API", "/floor")
+    print(f"{'(ms)':<38}" + "".join(f"{h:>8}" for h in head))
+    print("-" * 94)
     for label, values in samples.items():
+        if label.startswith("cpu "):
+            continue
         med, p90 = ms_stats(values)
-        line = f"{label:<40}{med:9.1f}{p90:9.1f}{med / floor:8.2f}x"
+        line = f"{label:<38}{med:8.1f}{p90:8.1f}{med / floor:7.2f}x"
+        if f"cpu {label}" in samples:
+            cpu = ms_stats(samples[f"cpu {label}"])[0]
+            line += f"{cpu:8.1f}{cpu / cpu_floor:7.2f}x"
         command = label.partition(": ")[2]
         if not label.startswith("API") and f"API: {command}" in samples:
             own = med - ms_stats(samples[f"API: {command}"])[0]
-            line += f"{own:9.1f}{own / floor:8.2f}x"
+            line += f"{own:8.1f}{own / floor:7.2f}x"
         print(line)
 
 
@@ -125,7 +142,8 @@ def main() -> None:
     work.chmod(0o711)
     p = Pincus(ns, work)
     # As scripts/setup.sh does: byte code written once, not compiled by every process.
-    subprocess.run([PYTHON, "-m", "compileall", "-q", str(REPO / "src")], check=True, stdout=subprocess.DEVNULL)
+    compileall = [PYTHON, "-m", "compileall", "-q", str(REPO / "src")]
+    subprocess.run(compileall, check=True, stdout=subprocess.DEVNULL)
     launcher = work / "pincus-launcher"
     subprocess.run([PYTHON, str(REPO / "scripts" / "write_launcher.py"), str(launcher), str(REPO / "src")],
                    check=True)  # fmt: skip
