@@ -199,3 +199,15 @@ def test_common_command_imports_only_allowed_modules(
         f"pincus {' '.join(argv)} imports {extra}: add each to ALLOWED with its reason, or avoid it"
     )
     assert not {"argparse", "yaml", "re"} & loaded
+
+
+@pytest.mark.parametrize("value", ["/tmp/p", "/tmp/p/", "", "/tmp/caf\udce9"])
+def test_socket_path_without_os_is_what_os_gives(value: str) -> None:
+    """Without `site`, the client reads $PINCUS_DIR from `posix`; the path must not change."""
+    env = {b"PINCUS_DIR": os.fsencode(value), b"PYTHONPATH": os.fsencode(REPO / "src")}
+    code = (
+        "import sys; from pincus.cli.client import socket_path; assert 'os' not in sys.modules; "
+        "sys.stdout.buffer.write(socket_path().encode('utf-8', 'surrogateescape'))"
+    )
+    out = subprocess.run([PYTHON, "-S", "-c", code], env=env, capture_output=True, check=True).stdout
+    assert out == os.fsencode(os.path.join(value or "/var/lib/pincus", "unix.socket"))

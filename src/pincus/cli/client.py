@@ -28,8 +28,12 @@ class ClientError(Exception):
 
 def socket_path() -> str:
     """$PINCUS_DIR/unix.socket, as os.path.join(os.environ.get(...) or default, ...) gives it."""
-    raw = posix.environ.get(b"PINCUS_DIR")
-    root = raw.decode(sys.getfilesystemencoding(), "surrogateescape") if raw else "/var/lib/pincus"
+    os = sys.modules.get("os")
+    if os is not None:  # loaded anyway: its environ also sees changes made since start-up
+        root = os.environ.get("PINCUS_DIR") or "/var/lib/pincus"
+    else:
+        raw = posix.environ.get(b"PINCUS_DIR")
+        root = raw.decode(sys.getfilesystemencoding(), "surrogateescape") if raw else "/var/lib/pincus"
     return root + ("" if root.endswith("/") else "/") + "unix.socket"
 
 
