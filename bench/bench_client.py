@@ -134,7 +134,15 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("-n", type=int, default=20, help="rounds (default 20)")
     ap.add_argument("--short", action="store_true", help="2 rounds: proof that it runs")
+    ap.add_argument(
+        "--src",
+        type=Path,
+        default=REPO / "src",
+        help="the pincus source the commands run (default: this checkout's); another checkout's for a "
+        "before/after (not compiled here: its setup.sh does that)",
+    )
     args = ap.parse_args()
+    src = args.src.resolve()
     n = 2 if args.short else args.n
     tag = "c" + secrets.token_hex(2)
     ns, br = f"{tag}cli", f"{tag}br"
@@ -142,13 +150,13 @@ def main() -> None:
     work.chmod(0o711)
     p = Pincus(ns, work)
     # As scripts/setup.sh does: byte code written once, not compiled by every process.
-    compileall = [PYTHON, "-m", "compileall", "-q", str(REPO / "src")]
-    subprocess.run(compileall, check=True, stdout=subprocess.DEVNULL)
+    if src == (REPO / "src").resolve():
+        compileall = [PYTHON, "-m", "compileall", "-q", str(src)]
+        subprocess.run(compileall, check=True, stdout=subprocess.DEVNULL)
     launcher = work / "pincus-launcher"
-    subprocess.run([PYTHON, str(REPO / "scripts" / "write_launcher.py"), str(launcher), str(REPO / "src")],
-                   check=True)  # fmt: skip
-    # What the venv's `pincus` imports is whatever its PYTHONPATH says: this checkout's src.
-    p.env["PYTHONPATH"] = os.pathsep.join(x for x in (str(REPO / "src"), os.environ.get("PYTHONPATH")) if x)
+    subprocess.run([PYTHON, str(REPO / "scripts" / "write_launcher.py"), str(launcher), str(src)], check=True)
+    # What the venv's `pincus` imports is whatever its PYTHONPATH says: SRC.
+    p.env["PYTHONPATH"] = os.pathsep.join(x for x in (str(src), os.environ.get("PYTHONPATH")) if x)
     init_pid = 0
     try:
         subprocess.run(["ip", "netns", "add", ns], check=True)
@@ -160,7 +168,9 @@ def main() -> None:
         entries = {"venv pincus": str(BIN / "pincus"), "launcher": str(launcher)}
         with open("/proc/loadavg") as f:
             load = f.read().split()[:3]
-        print(f"load average at start: {' '.join(load)} ({os.cpu_count()} cores); {n} rounds")
+        print(
+            f"load average at start: {' '.join(load)} ({os.cpu_count()} cores); {n} rounds; pincus from {src}"
+        )
         run(p, entries, br, 1)  # warm-up: byte-code written, daemon caches filled
         t = time.perf_counter()
         samples = run(p, entries, br, n)
