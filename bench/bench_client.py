@@ -63,7 +63,7 @@ def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
     return elapsed, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
 
 
-def run(p: Pincus, entries: dict[str, str], br: str, n: int) -> dict[str, list[float]]:
+def run(p: Pincus, entries: dict[str, tuple[str, dict[str, str]]], br: str, n: int) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {}
 
     def add(label: str, seconds: float, cpu: float | None = None) -> None:
@@ -74,9 +74,9 @@ def run(p: Pincus, entries: dict[str, str], br: str, n: int) -> dict[str, list[f
     for _ in range(n):
         add("python -c pass", *timed([PYTHON, "-c", "pass"], p.env))
         add("python -I -S -c pass", *timed([PYTHON, "-I", "-S", "-c", "pass"], p.env))
-        for entry, exe in entries.items():
+        for entry, (exe, env) in entries.items():
             for label, argv in commands(br):
-                add(f"{entry}: {label}", *timed([exe, *argv], p.env))
+                add(f"{entry}: {label}", *timed([exe, *argv], env))
         for label, requests in api_requests(p, br):
             t = time.perf_counter()
             requests()
@@ -141,6 +141,9 @@ def main() -> None:
         help="the pincus source the commands run (default: this checkout's); another checkout's for a "
         "before/after (not compiled here: its setup.sh does that)",
     )
+    ap.add_argument(
+        "--before", type=Path, help="also run pip's wrapper on this pincus source (e.g. main's src)"
+    )
     args = ap.parse_args()
     src = args.src.resolve()
     n = 2 if args.short else args.n
@@ -165,7 +168,10 @@ def main() -> None:
         p.cli("network", "create", br, "ipv4.address=10.250.99.1/24", "ipv6.address=none")
         p.cli("launch", "c1", "-n", br)
         init_pid = int(p.api("GET", "/1.0/instances/c1/state")["pid"])
-        entries = {"venv pincus": str(BIN / "pincus"), "launcher": str(launcher)}
+        entries = {"venv pincus": (str(BIN / "pincus"), p.env), "launcher": (str(launcher), p.env)}
+        if args.before:
+            before = {**p.env, "PYTHONPATH": str(args.before.resolve())}
+            entries = {"before": (str(BIN / "pincus"), before), **entries}
         with open("/proc/loadavg") as f:
             load = f.read().split()[:3]
         print(
