@@ -4,7 +4,8 @@
 
 A real pincusd (own PINCUS_DIR, in a throw-away network namespace) with a managed bridge and a
 running container c1 on it. Each round runs, interleaved so that all see the same load:
-- the floor: the venv's `python -c pass` and `python -I -S -c pass`;
+- the floor: the venv's `python -c pass` and `python -I -S -c pass`, and the launcher's own
+  (`python -SP -c "import _socket, _json"`);
 - every common command through each client entry: `pincus` as installed in the venv (pip's
   wrapper, or the launcher once scripts/setup.sh wrote it) and the launcher that
   scripts/write_launcher.py writes for this checkout (into the bench's tmp dir);
@@ -74,6 +75,11 @@ def run(p: Pincus, entries: dict[str, tuple[str, dict[str, str]]], br: str, n: i
     for _ in range(n):
         add("python -c pass", *timed([PYTHON, "-c", "pass"], p.env))
         add("python -I -S -c pass", *timed([PYTHON, "-I", "-S", "-c", "pass"], p.env))
+        # The launcher's own floor: its interpreter flags and the two C modules it needs.
+        add(
+            "python -SP -c 'import _socket, _json'",
+            *timed([PYTHON, "-SP", "-c", "import _socket, _json"], p.env),
+        )
         for entry, (exe, env) in entries.items():
             for label, argv in commands(br):
                 add(f"{entry}: {label}", *timed([exe, *argv], env))
