@@ -33,6 +33,7 @@ from pathlib import Path
 from bench_device_add import BIN, REPO, Pincus, kill_leftovers, ms_stats, put_body
 
 PYTHON = str(BIN / "python")  # the venv's, as the commands' own
+SETTLE = 0.3  # seconds of quiet after a start or stop
 
 
 def commands(br: str) -> list[tuple[str, list[str]]]:
@@ -64,6 +65,14 @@ def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
     return elapsed, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
 
 
+def settle(label: str) -> None:
+    """After a start or stop, let the container and the daemon's work after the answer (the
+    container's own start-up, dnsmasq) finish before timing anything else: without it the next
+    commands, floor included, share the CPUs with it."""
+    if label in ("start c1", "stop c1"):
+        time.sleep(SETTLE)
+
+
 def run(p: Pincus, entries: dict[str, tuple[str, dict[str, str]]], br: str, n: int) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {}
 
@@ -83,10 +92,12 @@ def run(p: Pincus, entries: dict[str, tuple[str, dict[str, str]]], br: str, n: i
         for entry, (exe, env) in entries.items():
             for label, argv in commands(br):
                 add(f"{entry}: {label}", *timed([exe, *argv], env))
+                settle(label)
         for label, requests in api_requests(p, br):
             t = time.perf_counter()
             requests()
             add(f"API: {label}", time.perf_counter() - t)
+            settle(label)
     return out
 
 
