@@ -4,7 +4,8 @@
 
 A real pincusd (own PINCUS_DIR, in a throw-away network namespace) with a managed bridge and a
 running container c1 on it. Each round runs, interleaved so that all see the same load:
-- the floor: the venv's `python -c pass` and `python -I -S -c pass`, and the launcher's own
+- the floor: the venv's `python -c pass` (before each command or add+remove, stop+start pair, for
+  each entry) and `python -I -S -c pass`, and the launcher's own
   (`python -SP -c "import _socket, _json"`);
 - every common command through each client entry: `pincus` as installed in the venv (pip's
   wrapper, or the launcher once scripts/setup.sh wrote it) and the launcher that
@@ -36,19 +37,20 @@ PYTHON = str(BIN / "python")  # the venv's, as the commands' own
 SETTLE = 0.3  # seconds of quiet after a start or stop
 
 
-def commands(br: str) -> list[tuple[str, list[str]]]:
-    """(label, argv) of each common command, in the order a round runs them (remove undoes add,
-    start undoes stop)."""
+def commands(br: str) -> list[list[tuple[str, list[str]]]]:
+    """(label, argv) of each common command, in groups that leave c1 as they found it (remove
+    undoes add, start undoes stop), in the order a round runs them."""
     return [
-        ("list", ["list"]),
-        ("info c1", ["info", "c1"]),
-        ("config device add", ["config", "device", "add", "c1", "eth1", "nic", f"network={br}"]),
-        ("config device remove", ["config", "device", "remove", "c1", "eth1"]),
-        ("network list", ["network", "list"]),
-        ("network show", ["network", "show", br]),
-        ("stop c1", ["stop", "c1", "--force"]),
-        ("start c1", ["start", "c1"]),
-        ("exec c1 -- true", ["exec", "c1", "--", "true"]),
+        [("list", ["list"])],
+        [("info c1", ["info", "c1"])],
+        [
+            ("config device add", ["config", "device", "add", "c1", "eth1", "nic", f"network={br}"]),
+            ("config device remove", ["config", "device", "remove", "c1", "eth1"]),
+        ],
+        [("network list", ["network", "list"])],
+        [("network show", ["network", "show", br])],
+        [("stop c1", ["stop", "c1", "--force"]), ("start c1", ["start", "c1"])],
+        [("exec c1 -- true", ["exec", "c1", "--", "true"])],
     ]
 
 
@@ -82,17 +84,20 @@ def run(p: Pincus, entries: dict[str, tuple[str, dict[str, str]]], br: str, n: i
             out.setdefault(f"cpu {label}", []).append(cpu)
 
     for _ in range(n):
-        add("python -c pass", *timed([PYTHON, "-c", "pass"], p.env))
         add("python -I -S -c pass", *timed([PYTHON, "-I", "-S", "-c", "pass"], p.env))
         # The launcher's own floor: its interpreter flags and the two C modules it needs.
         add(
             "python -SP -c 'import _socket, _json'",
             *timed([PYTHON, "-SP", "-c", "import _socket, _json"], p.env),
         )
-        for entry, (exe, env) in entries.items():
-            for label, argv in commands(br):
-                add(f"{entry}: {label}", *timed([exe, *argv], env))
-                settle(label)
+        # Each group right after a floor sample: what a hot-plug or a stop leaves the kernel to
+        # finish (namespaces, RCU) weighs on the floor as on the commands.
+        for group in commands(br):
+            for entry, (exe, env) in entries.items():
+                add("python -c pass", *timed([PYTHON, "-c", "pass"], p.env))
+                for label, argv in group:
+                    add(f"{entry}: {label}", *timed([exe, *argv], env))
+                    settle(label)
         for label, requests in api_requests(p, br):
             t = time.perf_counter()
             requests()
