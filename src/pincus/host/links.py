@@ -334,9 +334,12 @@ def _create_veth(
     peer_mac: str | None,
     mtu: int | None,
     txqlen: int | None,
+    master: str | None = None,
 ) -> None:
     checks.interface_name(host_name)
     checks.interface_name(peer_name)
+    if master is not None:
+        checks.interface_name(master)
     both = b""  # attributes set on both ends
     if mtu is not None:
         _check_positive("MTU", mtu)
@@ -351,7 +354,15 @@ def _create_veth(
     info = netlink.nest(_IFLA_INFO_DATA, netlink.attr(_VETH_INFO_PEER, peer))
     body = ifinfo() + netlink.text(_IFLA_IFNAME, host_name) + both
     body += netlink.nest(_IFLA_LINKINFO, netlink.text(_IFLA_INFO_KIND, "veth"), info)
-    with netlink.rtnl(f'Failed to create veth "{host_name}"', None) as nl:
+    what = f'Failed to create veth "{host_name}"'
+    if master is not None:
+        what += f' on bridge "{master}"'
+    with netlink.rtnl(what, None) as nl:
+        if master is not None:
+            # Born enslaved (the kernel's rtnl_newlink sets IFLA_MASTER once the link is
+            # registered): one request and one socket fewer than create + set_master. A bridge
+            # that refuses the port fails the whole request, and the kernel unregisters the pair.
+            body += netlink.u32(_IFLA_MASTER, index_of(nl, master))
         nl.request(netlink.RTM_NEWLINK, body, netlink.NLM_F_CREATE | netlink.NLM_F_EXCL)
 
 
@@ -362,10 +373,12 @@ def create_veth_into_netns(
     peer_mac: str | None = None,
     mtu: int | None = None,
     txqlen: int | None = None,
+    master: str | None = None,
 ) -> None:
     """A veth pair whose peer is born inside `netns` (one request, nothing to move).
 
-    `mtu` and `txqlen` apply to both ends; the host end stays in the daemon's namespace.
+    `mtu` and `txqlen` apply to both ends; the host end stays in the daemon's namespace, enslaved
+    to the bridge `master` if given (as set_master would, in the same request).
     """
     checks.interface_name(host_name)
     try:
@@ -374,7 +387,7 @@ def create_veth_into_netns(
         what = f'Failed to create veth "{host_name}": cannot open network namespace "{netns}"'
         raise HostError(f"{what}: {netlink.reason(e)}") from e
     try:
-        _create_veth(host_name, peer_name, netlink.u32(_IFLA_NET_NS_FD, nsfd), peer_mac, mtu, txqlen)
+        _create_veth(host_name, peer_name, netlink.u32(_IFLA_NET_NS_FD, nsfd), peer_mac, mtu, txqlen, master)
     finally:
         os.close(nsfd)
 
