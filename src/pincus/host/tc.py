@@ -290,9 +290,13 @@ def _ensure_ifb(nl: _Tc, op: str, ifb: str, own_netns: bool, group: int) -> int:
     each later IPv6 change in the namespace dearer, so NIC #500 would pay for #1-#499.
     """
     try:
-        links.add_link(nl.conn, ifb, "ifb", up=not own_netns, group=group)
+        index = links.add_link(nl.conn, ifb, "ifb", up=not own_netns, group=group)
         if own_netns:
             _disable_ipv6(ifb)
+        if index:  # new, and the kernel said which index: kind, group and state are ours
+            if own_netns:
+                _step(op, f"set IFB {ifb} up", links.set_up_by_index, nl.conn, index)
+            return index
     except netlink.NetlinkError as e:
         if e.errno == errno.EOPNOTSUPP:
             raise UnsupportedError("IFB devices are not supported by this kernel") from e
