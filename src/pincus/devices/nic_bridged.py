@@ -183,9 +183,9 @@ class BridgedNic(Device):
     def validate_environment(self) -> None:
         if not self.attached():
             return
-        if not self.host(sysfs.interface_exists, self.parent):
-            raise NotFoundError(f'Parent bridge "{self.parent}" of device "{self.name}" does not exist')
-        if not self.host(sysfs.is_bridge, self.parent):
+        if not self.host(sysfs.is_bridge, self.parent):  # a bridge exists: one look in the common case
+            if not self.host(sysfs.interface_exists, self.parent):
+                raise NotFoundError(f'Parent bridge "{self.parent}" of device "{self.name}" does not exist')
             raise InvalidError(f'Parent "{self.parent}" of device "{self.name}" is not a bridge')
         self._check_vlan_support(self.config)
 
@@ -284,7 +284,7 @@ class BridgedNic(Device):
 
     # --- applying settings, one aspect at a time, each with its inverse --------------------------
 
-    def _apply_limits(self, host_name: str, s: PortSettings) -> None:
+    def _apply_limits(self, host_name: str, s: PortSettings, fresh: bool = False) -> None:
         ifb = self.ifb_name(host_name)
         if s.limits is None:
             self.host(tc.clear_limits, host_name, ifb)
@@ -295,6 +295,7 @@ class BridgedNic(Device):
                 s.limits,
                 ifb,
                 use_police=self.state.features.get("tc_police", False),
+                fresh=fresh,
             )
 
     def _apply_filter(self, host_name: str, s: PortSettings) -> None:
@@ -392,15 +393,17 @@ class BridgedNic(Device):
             self.host(links.set_master, host_name, self.parent)
         self._apply_static(s, net)
         self._apply_vlans(host_name, s)
-        self._apply_isolation(host_name, s)
-        # A new port has no filter or limits yet: only a NIC that wants them pays for them.
+        # A new port is not isolated, has no filter, no qdisc, no limits: only a NIC that wants
+        # them pays for them.
+        if s.isolated:
+            self._apply_isolation(host_name, s)
         # Each undo before its step: a step that fails half-way is undone too.
         if s.filter is not None:
             undo.add(self.host, nft_ports.remove_nic_filter, self.state.tag, host_name)
             self._apply_filter(host_name, s)
         if s.limits is not None:
             undo.add(self.host, tc.clear_limits, host_name, self.ifb_name(host_name))
-            self._apply_limits(host_name, s)
+            self._apply_limits(host_name, s, fresh=True)
         self._apply_link(host_name, s)
 
     def _create_port(self, host_name: str, hwaddr: str, mtu: int, txqlen: int | None) -> None:
