@@ -32,8 +32,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import os
 import secrets
 import shutil
 import signal
@@ -44,31 +42,9 @@ import time
 from pathlib import Path
 
 from bench_device_add import Pincus, kill_leftovers, ms_stats
+from lxdlib import LxcFailed, Lxd, links_in, load, lxc_env, lxc_version, run_lxc
 
 AIM = 0.5  # pincusd pair / LXD pair
-
-
-class LxcFailed(Exception):
-    """An lxc command failed; the message names the daemon, the command and lxc's own output."""
-
-
-def lxc_env(socket_path: Path, conf: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("LXD_DIR", "LXD_SOCKET", "LXD_CONF")}
-    conf.mkdir(exist_ok=True)
-    return {**env, "LXD_SOCKET": str(socket_path), "LXD_CONF": str(conf)}
-
-
-def run_lxc(daemon: str, env: dict[str, str], *args: str, debug: bool = False) -> float:
-    """One lxc command; its wall time in seconds. Raises LxcFailed (with the --debug tail if asked)."""
-    argv = ["lxc", *(["--debug"] if debug else []), *args]
-    t = time.perf_counter()
-    r = subprocess.run(argv, env=env, text=True, capture_output=True, timeout=120)
-    elapsed = time.perf_counter() - t
-    if r.returncode != 0:
-        lines = (r.stderr + r.stdout).strip().splitlines()
-        tail = "\n".join("    " + (ln if len(ln) <= 400 else ln[:400] + " ...") for ln in lines[-30:])
-        raise LxcFailed(f"lxc against {daemon} failed ({r.returncode}): {' '.join(argv)}\n{tail}")
-    return elapsed
 
 
 def time_pair(daemon: str, env: dict[str, str], name: str, nic: list[str], out: dict[str, list[float]],
@@ -89,179 +65,6 @@ def time_pair(daemon: str, env: dict[str, str], name: str, nic: list[str], out: 
     out["pair"].append(add + remove)
 
 
-def links_in(pid: int) -> list[str]:
-    """The link names in the network namespace of process PID."""
-    argv = ["nsenter", f"--net=/proc/{pid}/ns/net", "ip", "-o", "link", "show"]
-    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
-    return sorted(line.split(": ")[1].split("@")[0] for line in out.splitlines())
-
-
-# --------------------------------------------------------------------------- LXD
-
-
-class Lxd:
-    """LXD 5.0.2 started by hand on its own LXD_DIR; never the system's (/var/lib/lxd).
-
-    It runs in a mount namespace of its own (a slave of the host's, kept by a bind mount on
-    a file in the tmp dir), so the tmpfs it mounts (shmounts/, devlxd/) never reach the host
-    and go with the namespace; it still shares the host's network namespace, where its bridge is.
-    """
-
-    def __init__(self, work: Path, tag: str) -> None:
-        self.work = work
-        self.dir = work / "lxd"
-        self.log = work / "lxd.log"
-        self.mntns = work / "lxd.mntns"
-        self.name = tag  # the container
-        self.image = f"{tag}img"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.env = {**os.environ, "LXD_DIR": str(self.dir)}
-        self.env.pop("LXD_SOCKET", None)
-        self.lxc = lxc_env(self.dir / "unix.socket", work / "lxc-conf-lxd")
-        self.cgroups_before: set[str] = set()
-
-    @staticmethod
-    def install() -> None:
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        argv = ["apt-get", "install", "-y", "--no-install-recommends", "lxd"]
-        print("installing Debian's lxd:", " ".join(argv), flush=True)
-        subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL, timeout=900)
-
-    def _run(self, *argv: str, stdin: str | None = None, timeout: float = 120, check: bool = True) -> str:
-        r = subprocess.run(argv, env=self.env, input=stdin, text=True, capture_output=True, timeout=timeout)
-        if check and r.returncode != 0:
-            raise RuntimeError(f"{' '.join(argv)} failed ({r.returncode}): {r.stderr}{r.stdout}")
-        return r.stdout
-
-    def _in_ns(self, script: str, check: bool = True) -> str:
-        """A shell script in LXD's mount namespace."""
-        return self._run("nsenter", f"--mount={self.mntns}", "--", "sh", "-c", script, check=check)
-
-    def _make_mntns(self) -> None:
-        self.mntns.touch()
-        self._run("unshare", f"--mount={self.mntns}", "--propagation", "slave", "true")
-        # LXD finds a NIC's parent in /sys/class/net: the /sys it sees must show the host's links.
-        # A sysfs mounted from another network namespace stacked on the host's /sys (left by
-        # someone's bad exit) hides them, and /sys/fs/cgroup with them: unstack it here only.
-        for _ in range(5):
-            if self._in_ns("test -e /sys/class/net/lo && echo ok", check=False).strip() == "ok":
-                break
-            sys.stdout.flush()
-            print("note: this host's /sys is overmounted by another network namespace's sysfs; "
-                  "unmounted in LXD's mount namespace only", file=sys.stderr)  # fmt: skip
-            self._in_ns("umount /sys")
-        else:
-            raise RuntimeError("no /sys showing the host's network interfaces for LXD")
-        self.cgroups_before = self._lxc_cgroups()
-
-    def start(self) -> None:
-        self.dir.mkdir(mode=0o711)
-        self._make_mntns()
-        with open(self.work / "lxd.stderr", "ab") as out:
-            argv = ["nsenter", f"--mount={self.mntns}", "--",
-                    "lxd", "--group", "root", f"--logfile={self.log}"]  # fmt: skip
-            self.proc = subprocess.Popen(argv, env=self.env, stdout=out, stderr=out, start_new_session=True)
-        try:
-            self._run("lxd", "waitready", "--timeout", "60", timeout=90)
-        except RuntimeError as e:
-            raise RuntimeError(f"{e}\nlxd log:\n{self.log_tail()}") from None
-        preseed = (
-            "storage_pools:\n- name: default\n  driver: dir\n"
-            "profiles:\n- name: default\n  devices:\n"
-            "    root:\n      path: /\n      pool: default\n      type: disk\n"
-        )
-        self._run("lxd", "init", "--preseed", stdin=preseed)
-
-    def log_tail(self) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log.read_text().splitlines()[-15:])
-        return "(no log)"
-
-    def version(self) -> str:
-        return self._run("lxd", "--version").strip()
-
-    def make_container(self) -> None:
-        """An offline image (unified tarball: metadata.yaml + rootfs/ of busybox-static), a container
-        from it, started."""
-        img = self.work / "image"
-        rootfs = img / "rootfs"
-        for d in ("bin", "sbin", "dev", "proc", "sys", "tmp", "etc", "run", "var", "root"):
-            (rootfs / d).mkdir(parents=True)
-        shutil.copy2("/bin/busybox", rootfs / "bin" / "busybox")
-        (rootfs / "bin" / "sh").symlink_to("busybox")
-        init = rootfs / "sbin" / "init"
-        init.write_text("#!/bin/busybox sh\nwhile :; do /bin/busybox sleep 3600; done\n")
-        init.chmod(0o755)
-        (img / "metadata.yaml").write_text(
-            f"architecture: x86_64\ncreation_date: {int(time.time())}\n"
-            "properties:\n  description: busybox sleeping\n  os: busybox\n"
-        )
-        tarball = self.work / "image.tar.gz"
-        subprocess.run(["tar", "-C", str(img), "-czf", str(tarball), "metadata.yaml", "rootfs"], check=True)
-        run_lxc("LXD", self.lxc, "image", "import", str(tarball), "--alias", self.image)
-        run_lxc("LXD", self.lxc, "init", self.image, self.name, "--quiet")
-        run_lxc("LXD", self.lxc, "start", self.name)
-
-    def init_pid(self) -> int:
-        out = subprocess.run(["lxc", "query", f"/1.0/instances/{self.name}/state"], env=self.lxc,
-                             check=True, capture_output=True, text=True).stdout  # fmt: skip
-        return int(json.loads(out)["pid"])
-
-    def _lxc_cgroups(self) -> set[str]:
-        """The lxc.* cgroups (liblxc leaves lxc.pivot behind), as LXD's namespace sees them."""
-        out = self._in_ns("ls -d /sys/fs/cgroup/*/lxc.* 2>/dev/null", check=False)
-        return set(out.split())
-
-    def cleanup(self) -> None:
-        """Everything this LXD made, each step whatever the previous did."""
-        if self.proc is not None and self.proc.poll() is None:
-            with contextlib.suppress(Exception):
-                run_lxc("LXD", self.lxc, "delete", "--force", self.name)
-            with contextlib.suppress(Exception):
-                run_lxc("LXD", self.lxc, "image", "delete", self.image)
-            with contextlib.suppress(Exception):
-                self._run("lxd", "shutdown", "--timeout", "30", timeout=60)
-        if self.proc is not None:
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.terminate()
-                try:
-                    self.proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
-        if self.mntns.exists() and os.path.ismount(self.mntns):
-            with contextlib.suppress(Exception):
-                self._kill_leftovers()
-            # New empty cgroups only, deepest first; a non-empty one still runs something: left.
-            new = sorted(self._lxc_cgroups() - self.cgroups_before, key=lambda p: -p.count("/"))
-            if new:
-                self._in_ns(" ".join(["rmdir", *new]) + " 2>/dev/null", check=False)
-            subprocess.run(["umount", str(self.mntns)], capture_output=True)
-
-    def _kill_leftovers(self) -> None:
-        """`lxd forkstart`/monitor processes (their command line names our LXD_DIR) and anything
-        left in our container's cgroups; never a process that is not ours."""
-        pids: set[int] = set()
-        needles = (f"{self.dir}/".encode(), str(self.log).encode())
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                with contextlib.suppress(OSError):
-                    cmdline = (entry / "cmdline").read_bytes()
-                    if any(needle in cmdline for needle in needles):
-                        pids.add(int(entry.name))
-        procs = f"/sys/fs/cgroup/*/lxc.payload.{self.name}/cgroup.procs"
-        out = self._in_ns(f"cat {procs} 2>/dev/null", check=False)
-        pids |= {int(p) for p in out.split() if p.isdigit()}
-        pids.discard(os.getpid())
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        if pids:
-            time.sleep(0.5)
-
-
 # --------------------------------------------------------------------------- report
 
 
@@ -279,11 +82,6 @@ def time_lxc_startup(env: dict[str, str], n: int) -> list[float]:
         subprocess.run(["lxc", "--version"], env=env, check=True, capture_output=True)
         samples.append(time.perf_counter() - t)
     return samples
-
-
-def load() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"{one:.2f} {five:.2f} {fifteen:.2f} ({os.cpu_count()} cores)"
 
 
 # --------------------------------------------------------------------------- main
@@ -317,7 +115,6 @@ def main() -> int:
     work.chmod(0o711)
     p = Pincus(ns, work)
     lxd: Lxd | None = None
-    made_bridge = False
     init_pid = 0
     try:
         # pincusd: private namespace with a bridge, a physical network on it, a running container.
@@ -337,13 +134,10 @@ def main() -> int:
         if not args.short:
             lxd = Lxd(work, tag)
             lxd.start()
-            subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True)
-            made_bridge = True
-            subprocess.run(["ip", "link", "set", bridge, "up"], check=True)
+            lxd.add_bridge(bridge)
             lxd.make_container()
             lxd_nic = ["nictype=bridged", f"parent={bridge}"]
-            print(f"lxc {subprocess.run(['lxc', '--version'], capture_output=True, text=True).stdout.strip()}"
-                  f" ({shutil.which('lxc')}); lxd {lxd.version()} on {lxd.dir}")  # fmt: skip
+            print(f"lxc {lxc_version()} ({shutil.which('lxc')}); lxd {lxd.version()} on {lxd.dir}")
 
         results: dict[str, dict[str, list[float]]] = {}
         pincus_error: LxcFailed | None = None
@@ -396,9 +190,7 @@ def main() -> int:
     finally:
         sys.stdout.flush()
         if lxd is not None:
-            lxd.cleanup()
-        if made_bridge:
-            subprocess.run(["ip", "link", "del", bridge], capture_output=True)
+            lxd.cleanup()  # its container, image, daemon and the bridge
         if p.proc is not None and p.proc.poll() is None:
             if not init_pid:  # interrupted between start and reading the pid
                 with contextlib.suppress(Exception):

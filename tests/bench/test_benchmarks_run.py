@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,9 @@ SHORT_RUNS = [
     (["bench_nic_start.py", "-n", "12"], r"^floor start +[\d.]+"),
     (["bench_device_add.py", "-n", "2"], r"^CLI pair +[\d.]+ +[\d.]+ +[\d.]+x"),
     (["bench_go_client.py", "--short"], r"^pincusd pair +[\d.]+ +[\d.]+"),
+    (["bench_scale.py", "--short"], r"^pincusd pid \d+: VmRSS [\d.]+ MB"),
+    (["bench_lxd.py", "--short"], r"^1\. own CLI: config device add\+remove +[\d.]+"),
+    (["bench_rootfs_start.py", "-n", "2"], r"^chown +start median +\d+ ms"),
     (["bench_images.py", "-n", "2", "--upload-mib", "64"], r"^upload +64 MiB +[\d.]+ MB/s"),
 ]
 
@@ -33,3 +37,29 @@ def test_benchmark_runs_in_its_short_mode(args: list[str], expect: str) -> None:
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-3000:]
     assert re.search(expect, out, re.MULTILINE), out[-3000:]
+
+
+def test_a_benchmark_failing_midway_leaves_nothing_behind() -> None:
+    """bench_scale.py told to fail once its containers run: its namespace, processes (pincusd,
+    container inits) and tmp dir are gone afterwards."""
+    r = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "bench_scale.py"), "--short", "--fail-after", "start"],
+        cwd=REPO, capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    out = r.stdout + r.stderr
+    assert r.returncode == 1, out[-3000:]
+    assert "--fail-after start" in out and "5/5 running" in out, out[-3000:]
+    match = re.search(r"^tag (s[0-9a-f]{4});", out, re.MULTILINE)
+    assert match, out[-3000:]
+    tag = match.group(1)
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    assert tag not in netns
+    assert not list(Path(tempfile.gettempdir()).glob(f"pincus-bench-{tag}-*"))
+    ours = f"pincus-bench-{tag}-".encode()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            assert ours not in cmdline, f"pid {entry.name} left running: {cmdline!r}"

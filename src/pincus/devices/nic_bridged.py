@@ -266,7 +266,9 @@ class BridgedNic(Device):
             r for key in ("ipv4.routes", "ipv6.routes") if config.get(key) for r in split_list(config[key])
         )
         if isinstance(net, _Lookup):
-            net = self.network()
+            # The network only matters for a static address: most NICs have none, and `list` asks
+            # this of every NIC.
+            net = self.network() if v4 or v6 else None
         return PortSettings(
             limits=limits,
             filter=nic_filter,

@@ -82,6 +82,16 @@ def link_address_info(name: str, netns: str | None = None) -> list[AddressInfo]:
         return [a.info() for a in _addresses(nl, links.index_of(nl, name))]
 
 
+def address_info_by_link(nl: netlink.Rtnl) -> dict[int, list[AddressInfo]]:
+    """Every address of nl's namespace by link index, in one dump (for whole-namespace views)."""
+    body = _IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
+    out: dict[int, list[AddressInfo]] = {}
+    for b in nl.request(_RTM_GETADDR, body, netlink.NLM_F_DUMP):
+        a = _Addr.parse(b)
+        out.setdefault(a.index, []).append(a.info())
+    return out
+
+
 def link_addresses(name: str, netns: str | None = None) -> list[str]:
     """Every address on `name` as "addr/prefixlen", IPv6 link-local ones included."""
     checks.interface_name(name)

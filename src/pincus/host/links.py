@@ -299,9 +299,16 @@ def link_stats(name: str, netns: str | None = None) -> LinkStats:
     checks.interface_name(name)
     what = f'Failed to read statistics of "{name}"'
     with netlink.rtnl(what, netns) as nl:
-        raw = _getlink(nl, name, stats=True).attrs.get(_IFLA_STATS64, b"")
-    if len(raw) < _STATS64.size:
+        stats = _stats(_getlink(nl, name, stats=True))
+    if stats is None:
         raise HostError(f"{what}{netlink.where(netns)}: the kernel sent no counters")
+    return stats
+
+
+def _stats(link: _Link) -> LinkStats | None:
+    raw = link.attrs.get(_IFLA_STATS64, b"")
+    if len(raw) < _STATS64.size:
+        return None
     rx_p, tx_p, rx_b, tx_b, rx_e, tx_e, rx_d, tx_d = _STATS64.unpack_from(raw)
     return LinkStats(
         rx_bytes=rx_b,
@@ -313,6 +320,13 @@ def link_stats(name: str, netns: str | None = None) -> LinkStats:
         rx_dropped=rx_d,
         tx_dropped=tx_d,
     )
+
+
+def links_with_stats(nl: netlink.Rtnl) -> list[tuple[LinkInfo, LinkStats | None]]:
+    """Every link of nl's namespace with its counters, in one dump (for whole-namespace views)."""
+    found = [_Link.parse(b) for b in nl.request(netlink.RTM_GETLINK, ifinfo(), netlink.NLM_F_DUMP)]
+    names = {link.index: link.name for link in found}
+    return [(link.info(names.get(link.u32(_IFLA_MASTER))), _stats(link)) for link in found]
 
 
 # --------------------------------------------------------------------------- creation

@@ -7,6 +7,7 @@ process in a container's pid namespace, or a VM's QEMU.
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from dataclasses import dataclass
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -40,20 +41,29 @@ def process_usage(pid: int) -> Usage:
 
 def pid_namespace_usage(init_pid: int) -> Usage:
     """Every process in INIT_PID's pid namespace (the container's init and what it runs)."""
-    try:
-        ns = os.stat(f"/proc/{init_pid}/ns/pid").st_ino
-    except OSError:
-        return Usage(0, 0, 0)
-    count = memory = cpu = 0
-    for entry in os.listdir("/proc"):
+    return pid_namespaces_usage([init_pid])[init_pid]
+
+
+def pid_namespaces_usage(init_pids: Collection[int]) -> dict[int, Usage]:
+    """pid_namespace_usage of each init, from one pass over /proc (list asks for every container)."""
+    inits: dict[int, int] = {}  # pid namespace inode -> its init's pid
+    for pid in init_pids:
+        try:
+            inits[os.stat(f"/proc/{pid}/ns/pid").st_ino] = pid
+        except OSError:
+            continue
+    sums = {pid: (0, 0, 0) for pid in init_pids}
+    for entry in os.listdir("/proc") if inits else []:
         if not entry.isdigit():
             continue
         try:
-            if os.stat(f"/proc/{entry}/ns/pid").st_ino != ns:
-                continue
+            init = inits.get(os.stat(f"/proc/{entry}/ns/pid").st_ino)
         except OSError:
+            continue
+        if init is None:
             continue
         one = _one(int(entry))
         if one is not None:
-            count, memory, cpu = count + 1, memory + one[0], cpu + one[1]
-    return Usage(count, memory, cpu)
+            count, memory, cpu = sums[init]
+            sums[init] = (count + 1, memory + one[0], cpu + one[1])
+    return {pid: Usage(*sums[pid]) for pid in init_pids}

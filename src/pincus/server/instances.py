@@ -26,7 +26,7 @@ from pincus.devices import names as dev_names
 from pincus.devices import nic_bridged
 from pincus.errors import ConflictError, HostError, InvalidError, NotFoundError
 from pincus.expansion import expand
-from pincus.host import files, links, procstat, stdio
+from pincus.host import cgroups, files, links, procstat, stdio
 from pincus.host.facade import Host
 from pincus.instances.base import Instance
 from pincus.instances.container import Container
@@ -171,11 +171,15 @@ class Instances:
         """`?recursion=1` on one instance (Incus's InstanceFull): its state, snapshots and backups too."""
         return self.full_view(self._load(name))
 
-    def full_view(self, inst: Instance) -> dict[str, Any]:
-        return {**self.to_api(inst), "state": self._state(inst), "snapshots": [], "backups": []}
+    def full_view(self, inst: Instance, usages: dict[int, procstat.Usage] | None = None) -> dict[str, Any]:
+        return {**self.to_api(inst), "state": self._state(inst, usages), "snapshots": [], "backups": []}
 
     def list_full(self) -> list[dict[str, Any]]:
-        return [self.full_view(self._driver(r)) for r in db_instances.list_all(self.state.store)]
+        insts = [self._driver(r) for r in db_instances.list_all(self.state.store)]
+        # Every container's processes from one pass over /proc, not one pass per container.
+        inits = [pid for inst in insts if (pid := inst.pid_namespace_init())]
+        usages = self.host(procstat.pid_namespaces_usage, inits) if inits else {}
+        return [self.full_view(inst, usages) for inst in insts]
 
     def list_all(self) -> list[dict[str, Any]]:
         return [self.to_api(self._driver(r)) for r in db_instances.list_all(self.state.store)]
@@ -183,10 +187,14 @@ class Instances:
     def state_of(self, name: str) -> dict[str, Any]:
         return self._state(self._load(name))
 
-    def _state(self, inst: Instance) -> dict[str, Any]:
+    def _state(self, inst: Instance, usages: dict[int, procstat.Usage] | None = None) -> dict[str, Any]:
+        """Inst's state; USAGES: what pid_namespaces_usage said of the inits, when already read."""
         alive = inst.is_alive()
         status, code = RUNNING if alive else STOPPED
-        usage = inst.usage() if alive else procstat.Usage(0, 0, 0)
+        usage = procstat.Usage(0, 0, 0)
+        if alive:
+            init = inst.pid_namespace_init()
+            usage = usages[init] if usages and init in usages else inst.usage()
         return {
             "status": status,
             "status_code": code,
@@ -207,6 +215,7 @@ class Instances:
                 raise InvalidError(f'Key "{key}" is managed by pincus and cannot be set')
         inst = self._driver(rec, override)
         check_config(INSTANCE, inst.rec.config, f'instance "{rec.name}"', rec.type)
+        inst.validate_config()
         inst.validate_devices()
 
     def _requested_profiles(self, req: dict[str, Any]) -> list[str]:
@@ -304,11 +313,14 @@ class Instances:
             )
             self._validate(new)
             target = self.expanded(new)
-            with self._journal(inst, target):
+            with self._journal(inst, target), Reverter() as undo:
+                inst.update_config(inst.rec.config, target.config)
+                undo.add(inst.update_config, target.config, inst.rec.config)
                 self.apply_expansion(inst, target)
                 db_instances.replace(
                     self.state.store, name, new.description, new.config, new.devices, new.profiles
                 )
+                undo.success()
         log.info("Updated instance %s", name, extra={"ctx": {"instance": name}})
         self.state.events.lifecycle("instance-updated", f"/1.0/instances/{name}")
 
@@ -393,6 +405,8 @@ class Instances:
         before = dataclasses.replace(inst.rec, devices=dict(inst.rec.devices))
         target = self.expanded(inst.local, override)
         if inst.is_alive():
+            inst.update_config(before.config, target.config)
+            undo.add(inst.update_config, target.config, before.config)
             self._apply_devices_live(inst, target)
             undo.add(self._take_back, inst.local, override, before)
         # A stopped instance keeps its devices' leftovers until its next start or removal: nothing
@@ -570,6 +584,7 @@ class Instances:
     def reconcile(self) -> None:
         """Adopt instances that kept running, clean up those that died, drop leaked links."""
         known: set[str] = set()
+        running: set[str] = set()
         for rec in db_instances.list_all(self.state.store):
             inst = self._driver(rec)
             with self.locked(rec.name):
@@ -579,6 +594,7 @@ class Instances:
                     elif inst.is_alive():
                         inst.adopt()
                         self._finish_interrupted_change(inst)
+                        running.add(rec.name)
                         log.info("Adopted running instance %s", rec.name)
                     elif inst.has_runtime():
                         log.warning("Instance %s died while the daemon was away; cleaning up", rec.name)
@@ -590,8 +606,21 @@ class Instances:
             if dev_names.owned_by(link.name, self.state.tag) and link.name not in known:
                 log.warning("Deleting leaked interface %s", link.name)
                 self.host(links.delete_link, link.name)
+        self._remove_leftover_cgroups(running)
         self._release_shared_if_idle()  # a daemon killed mid-stop left the shared table behind
         self._autostart()
+
+    def _remove_leftover_cgroups(self, running: set[str]) -> None:
+        """Groups of this daemon whose instance is not running: a stop the kernel was slow to
+        finish, or a daemon killed before it removed them."""
+        for name in self.host(cgroups.list_groups, self.state.tag):
+            if name in running:
+                continue
+            try:
+                self.host(cgroups.remove_group, self.state.tag, name)
+                log.warning("Removed the leftover cgroup of %s", name)
+            except HostError as e:
+                log.warning("Leftover cgroup of %s stays: %s", name, e)
 
     def _autostart(self) -> None:
         """Start the stopped instances whose boot.autostart is true, as Incus does at daemon start."""
