@@ -43,3 +43,8 @@ fi
 # Every pincus command is a new process: byte-compiled modules save ~10 ms each time
 # (skipped for files already up to date, so cheap to repeat).
 "$VENV/bin/python" -m compileall -q src >/dev/null
+
+# ... and pip's wrapper runs site's whole start-up first: the `pincus` command is a launcher
+# with `python -SP` that finds src/ and site-packages itself (pip rewrites the wrapper on every
+# install, so this runs every time; bench/README.md has the figures).
+"$VENV/bin/python" scripts/write_launcher.py "$VENV/bin/pincus" "$ROOT/src"

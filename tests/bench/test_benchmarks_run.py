@@ -27,6 +27,7 @@ SHORT_RUNS = [
     (["bench_images.py", "-n", "2", "--upload-mib", "64"], r"^upload +64 MiB +[\d.]+ MB/s"),
     (["bench_clusterdb.py", "--short"], r"^fail-over median s +[\d.]+ +[\d.]+"),
     (["bench_volume.py", "-n", "2", "--small"], r"^ratio dir/btrfs create +[\d.]+x"),
+    (["bench_client.py", "--short"], r"^launcher: network show +[\d.]+ +[\d.]+ +[\d.]+x"),
 ]
 
 

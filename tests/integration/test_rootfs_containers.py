@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import sqlite3
-import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ import pytest
 
 from pincus.host import process
 from pincus.host.idmap import IDMAPPED_ENV
+from pincus.storage import paths
 from tests.imagelib import busybox_image
 from tests.integration.helpers import config, in_container, ping
 from tests.pincus_testlib import Daemon, NetNS, cleanup_dir, kill_leftovers
@@ -84,8 +84,12 @@ def host_marker() -> Iterator[Path]:
 
 
 def volume(daemon: Daemon, name: str) -> Path:
-    # stand-in until the storage branch merges: storage.paths.instance_volume's layout.
-    return daemon.dir / "storage-pools" / POOL / "containers" / name
+    return paths.instance_volume(daemon.dir, POOL, name)
+
+
+def ensure_pool(daemon: Daemon) -> None:
+    if not (daemon.dir / "storage-pools" / POOL).exists():
+        daemon.cli("storage", "create", POOL, "dir")
 
 
 def make_container(
@@ -96,13 +100,12 @@ def make_container(
     templates: dict[str, str] | None = None,
     metadata_templates: str = "",
 ) -> Path:
-    """An instance with a root disk on POOL and a busybox volume (as storage would unpack it)."""
-    vol = build_volume(
+    """An instance with a root disk on POOL (an empty volume) filled with a busybox root."""
+    ensure_pool(daemon)
+    daemon.cli("init", name, "--empty", "-s", POOL, *(a for k in keys for a in ("-c", k)))
+    return build_volume(
         volume(daemon, name), init=init, templates=templates, metadata_templates=metadata_templates
     )
-    daemon.cli("init", name, *(a for k in keys for a in ("-c", k)))
-    daemon.cli("config", "device", "add", name, "root", "disk", "path=/", f"pool={POOL}")
-    return vol
 
 
 def pid_of(daemon: Daemon, name: str) -> int:
@@ -422,13 +425,9 @@ def test_exec_with_a_terminal_in_an_unprivileged_container(daemon: Daemon) -> No
 
 
 def test_the_busybox_image_reaches_its_steady_state_with_its_templates(daemon: Daemon) -> None:
-    """The images branch's real image (scripts/build-image.sh), unpacked as storage will unpack it."""
-    vol = volume(daemon, "c1")
-    vol.mkdir(parents=True)
-    with tarfile.open(busybox_image()) as archive:  # stand-in for images.unpack until storage merges
-        archive.extractall(vol, filter="fully_trusted")
-    daemon.cli("init", "c1")
-    daemon.cli("config", "device", "add", "c1", "root", "disk", "path=/", f"pool={POOL}")
+    """The images branch's real image (scripts/build-image.sh), imported and unpacked by the store."""
+    daemon.cli("image", "import", str(busybox_image()), "--alias", "busybox")
+    daemon.cli("init", "busybox", "c1")
     set_volatile(daemon, "c1", "volatile.apply_template", "create")
     daemon.cli("start", "c1")
     try:
