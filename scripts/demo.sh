@@ -60,6 +60,14 @@ pincus admin waitready --timeout 30
 pincus monitor --pretty >"$PINCUS_DIR/monitor.txt" 2>&1 &
 MONITOR_PID=$!
 
+bold "== an image and a storage pool: a busybox image built offline, imported; the default pool"
+IMAGES="${XDG_CACHE_HOME:-$HOME/.cache}/pincus-demo"
+scripts/build-image.sh "$IMAGES"
+step pincus admin init --auto
+step pincus image import "$IMAGES/busybox.tar.xz" --alias busybox
+step pincus image list
+step pincus storage list
+
 bold "== networks: a physical network on the existing bridge, and one on a managed bridge with DHCP"
 step pincus network create lan --type=physical parent="$LAN" --description="the LAN bridge the admin made"
 step pincus network create "${TAG}br" ipv4.address=10.250.201.1/24 ipv4.dhcp.ranges=10.250.201.100-10.250.201.150 ipv6.address=none
@@ -67,11 +75,11 @@ step pincus network create dhcp --type=physical parent="${TAG}br" --description=
 step pincus network list
 
 bold "== two containers and a VM"
-step pincus init c1 -n dhcp
+step pincus init busybox c1 -n dhcp
 step pincus config device set c1 eth0 ipv4.address=10.250.201.10 security.ipv4_filtering=true
 step pincus config device add c1 eth1 nic network=lan name=eth1
 step pincus start c1
-step pincus launch c2 -n dhcp
+step pincus launch busybox c2 -n dhcp
 step pincus init v1 --vm -n dhcp -c "raw.qemu=-kernel $KERNEL -initrd $INITRD -append 'console=ttyS0 quiet pincus.hold=20'"
 step pincus start v1
 
@@ -84,7 +92,9 @@ ip addr add "$ip/${mask:-24}" dev "$interface"
 EOF
 chmod +x "$PINCUS_DIR/udhcpc.script"
 for c in c1 c2; do
-  step pincus exec "$c" -- busybox udhcpc -q -n -t 5 -T 1 -i eth0 -s "$PINCUS_DIR/udhcpc.script"
+  # The containers run on their own root: the script goes in through exec's stdin.
+  pincus exec "$c" -- sh -c 'cat >/bin/udhcpc.script && chmod +x /bin/udhcpc.script' <"$PINCUS_DIR/udhcpc.script"
+  step pincus exec "$c" -- udhcpc -q -n -t 5 -T 1 -i eth0 -s /bin/udhcpc.script
 done
 pincus exec c1 -- ip addr add 10.250.200.10/24 dev eth1
 for _ in $(seq 60); do grep -q "PINCUS-GUEST LEASE" "$PINCUS_DIR/instances/v1/console.log" 2>/dev/null && break; sleep 0.5; done
@@ -94,9 +104,14 @@ step pincus list
 step pincus network list-leases "${TAG}br"
 
 bold "== traffic: c2 pings c1 across the managed bridge, c1 pings the LAN bridge's address"
-C1_IP=$(pincus exec c1 -- ip -4 -o addr show dev eth0 | awk '{print $4}' | cut -d/ -f1)
+C1_IP=10.250.201.10  # its static allocation (ipv4.address above), which udhcpc was given
 step pincus exec c2 -- busybox ping -c 3 -W 2 "$C1_IP"
 step pincus exec c1 -- busybox ping -c 2 -W 2 10.250.200.1
+
+bold "== each container is its image's root, unprivileged: uid 0 inside is a high uid outside"
+step pincus exec c1 -- cat /etc/pincus-image-marker
+C1_PID=$(pincus query /1.0/instances/c1/state | python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])')
+step cat "/proc/$C1_PID/uid_map"
 
 bold "== which path each NIC took"
 step pincus info c1
