@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_lxd.py [--install-lxd] [-n 20] [--nics 500]
     .venv/bin/python bench/bench_lxd.py --short        # pincus side only, a few iterations: seconds
+    .venv/bin/python bench/bench_lxd.py --pincus-only [-n 10] [--nics 500]   # every figure, no LXD
 
 1. NIC hot-plug through each project's own CLI: `pincus config device add C eth1 nic network=phys0`
    + `remove` against `lxc config device add C eth1 nic nictype=bridged parent=BR` + `remove`.
@@ -103,6 +104,7 @@ def main() -> int:
     ap.add_argument("-n", type=int, default=20, help="samples per figure (default 20)")
     ap.add_argument("--nics", type=int, default=500, help="the last NIC of section 4 (default 500)")
     ap.add_argument("--short", action="store_true", help="pincus side only, 2 samples, NIC #1 and #5")
+    ap.add_argument("--pincus-only", action="store_true", help="every section and NIC #k, without LXD")
     ap.add_argument("--install-lxd", action="store_true", help="apt-get install Debian's lxd package first")
     args = ap.parse_args()
     n = 2 if args.short else args.n
@@ -112,7 +114,8 @@ def main() -> int:
     if shutil.which("lxc") is None:
         print("no lxc: install Debian's lxd-client (the LXD 5.0.2 Go client)", file=sys.stderr)
         return 2
-    if not args.short:
+    with_lxd = not (args.short or args.pincus_only)
+    if with_lxd:
         if args.install_lxd:
             Lxd.install()
         if shutil.which("lxd") is None:
@@ -147,7 +150,7 @@ def main() -> int:
         p_nic = ["nic", "network=phys0"]
 
         x_nic = ["nic", "nictype=bridged", f"parent={br}"]
-        if not args.short:
+        if with_lxd:
             lxd = Lxd(work, tag)
             lxd.start()
             lxd.add_bridge(br)

@@ -51,6 +51,20 @@ class Store:
                 raise
             self._conn.execute("COMMIT")
 
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """A read: a deferred transaction, one consistent snapshot that takes no write lock (WAL
+        readers and the writer do not block each other). Inside a tx() it is part of that one."""
+        with self._lock:
+            if self._conn.in_transaction:
+                yield self._conn
+                return
+            self._conn.execute("BEGIN")
+            try:
+                yield self._conn
+            finally:
+                self._conn.execute("COMMIT" if self._conn.in_transaction else "SELECT 1")
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()

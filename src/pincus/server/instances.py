@@ -24,6 +24,7 @@ from pincus.db.instances import InstanceRecord
 from pincus.db.profiles import ProfileRecord
 from pincus.devices import names as dev_names
 from pincus.devices import nic_bridged
+from pincus.devices.clashes import refuse_clashes_within
 from pincus.errors import ConflictError, HostError, InvalidError, NotFoundError
 from pincus.expansion import expand
 from pincus.host import files, links, procstat, stdio
@@ -208,14 +209,31 @@ class Instances:
 
     # --- validation ------------------------------------------------------------------------------
 
-    def _validate(self, rec: InstanceRecord, override: Profiles | None = None) -> None:
-        """Stored record REC as it would run: its own keys, and everything once profiles expand."""
+    def _validate(
+        self,
+        rec: InstanceRecord,
+        override: Profiles | None = None,
+        before: dict[str, dict[str, str]] | None = None,
+    ) -> None:
+        """Stored record REC as it would run: its own keys, and everything once profiles expand.
+
+        BEFORE: the expanded devices it runs with now, for a change; then only the devices whose
+        expanded config differs are validated, so that a change costs what it changes and not
+        what the instance already holds (a device's own checks look at its config, its network and
+        the other instances; nothing of them depends on its neighbours in the instance, whose
+        cross-checks are one pass in memory here)."""
         for key in rec.config:
             if key.startswith("volatile."):
                 raise InvalidError(f'Key "{key}" is managed by pincus and cannot be set')
         inst = self._driver(rec, override)
         check_config(INSTANCE, inst.rec.config, f'instance "{rec.name}"', rec.type)
-        inst.validate_devices()
+        if before is None:
+            inst.validate_devices()
+            return
+        changed = sorted(n for n, cfg in inst.rec.devices.items() if before.get(n) != cfg)
+        for dev_name in changed:
+            inst.device(dev_name).validate_config()
+        refuse_clashes_within(inst.rec.devices, changed)
 
     def _requested_profiles(self, req: dict[str, Any]) -> list[str]:
         """A create's profiles: none given (absent or null) means ["default"], as Incus; [] means none."""
@@ -310,7 +328,7 @@ class Instances:
                 old.created_at,
                 profiles if req.get("profiles") is not None or not patch else list(old.profiles),
             )
-            self._validate(new)
+            self._validate(new, before=inst.rec.devices)
             target = self.expanded(new)
             with self._journal(inst, target):
                 self.apply_expansion(inst, target)
@@ -393,7 +411,8 @@ class Instances:
 
     def validate_with(self, name: str, override: Profiles) -> None:
         """Refuse a profile change that instance NAME could not run with."""
-        self._validate(self._load(name).local, override)
+        inst = self._load(name)
+        self._validate(inst.local, override, before=inst.rec.devices)
 
     def reexpand(self, name: str, override: Profiles, undo: Reverter) -> None:
         """Apply a profile change to instance NAME; UNDO learns how to take it back."""
