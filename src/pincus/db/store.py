@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
 from pincus.db.migrations import MIGRATIONS
+
+T = TypeVar("T")
 
 
 class Store:
@@ -22,6 +25,9 @@ class Store:
         self._conn.execute("PRAGMA foreign_keys = ON")
         self._conn.execute("PRAGMA journal_mode = WAL")
         self._conn.execute("PRAGMA synchronous = NORMAL")
+        # What reads found since the last write transaction ended (memo): the daemon is the only
+        # writer and every write goes through tx(), so nothing in it can be stale.
+        self._memo: dict[Hashable, Any] = {}
         self._migrate()
 
     def _migrate(self) -> None:
@@ -49,6 +55,8 @@ class Store:
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
+            finally:
+                self._memo.clear()
             self._conn.execute("COMMIT")
 
     @contextmanager
@@ -59,11 +67,30 @@ class Store:
             if self._conn.in_transaction:
                 yield self._conn
                 return
+            changes = self._conn.total_changes
             self._conn.execute("BEGIN")
             try:
                 yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
             finally:
-                self._conn.execute("COMMIT" if self._conn.in_transaction else "SELECT 1")
+                if self._conn.total_changes != changes:  # a write nested in the read
+                    self._memo.clear()
+            self._conn.execute("COMMIT")
+
+    def memo(self, key: Hashable, load: Callable[[], T]) -> T:
+        """LOAD()'s answer (a read), kept until a write transaction ends; the caller must not change
+        it. Inside a transaction it is read afresh: that transaction may have written."""
+        with self._lock:
+            if self._conn.in_transaction:
+                return load()
+            if key in self._memo:
+                hit: T = self._memo[key]
+                return hit
+            value = load()
+            self._memo[key] = value
+            return value
 
     def close(self) -> None:
         with self._lock:

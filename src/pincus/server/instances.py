@@ -333,7 +333,13 @@ class Instances:
             with self._journal(inst, target):
                 self.apply_expansion(inst, target)
                 db_instances.replace(
-                    self.state.store, name, new.description, new.config, new.devices, new.profiles
+                    self.state.store,
+                    name,
+                    new.description,
+                    new.config,
+                    new.devices,
+                    new.profiles,
+                    stored=old.devices,
                 )
         log.info("Updated instance %s", name, extra={"ctx": {"instance": name}})
         self.state.events.lifecycle("instance-updated", f"/1.0/instances/{name}")
