@@ -22,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,13 +48,14 @@ def inner(n: int, nics: int, ipv6_inside: bool) -> None:
     steps: dict[str, list[float]] = {}
 
     def add(host: str, inside: str) -> None:
-        for label, fn in (
+        work: list[tuple[str, Callable[[], None]]] = [
             ("veth", lambda: links.create_veth_into_netns(host, inside, netns)),
             ("no ipv6 on host end", lambda: sysctl.set_ipv6_disabled(host)),
             ("master", lambda: links.set_master(host, "flbr")),
             ("up", lambda: links.set_up(host)),
             ("up inside", lambda: links.set_up(inside, netns=netns)),
-        ):
+        ]
+        for label, fn in work:
             t = time.perf_counter()
             fn()
             steps.setdefault(label, []).append((time.perf_counter() - t) * 1000)
@@ -63,7 +65,8 @@ def inner(n: int, nics: int, ipv6_inside: bool) -> None:
         while have < k - 1:
             have += 1
             add(f"flh{have}", f"f{have}")
-        adds, removes = [], []
+        adds: list[float] = []
+        removes: list[float] = []
         steps.clear()
         for _ in range(n + 1):  # the first is a warm-up
             t0 = time.perf_counter()
