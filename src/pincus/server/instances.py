@@ -142,8 +142,9 @@ class Instances:
 
     # --- reading ---------------------------------------------------------------------------------
 
-    def to_api(self, inst: Instance) -> dict[str, Any]:
-        status, code = RUNNING if inst.is_alive() else STOPPED
+    def to_api(self, inst: Instance, alive: bool | None = None) -> dict[str, Any]:
+        """INST as the API shows it; ALIVE: whether it runs, when the caller just looked."""
+        status, code = RUNNING if (inst.is_alive() if alive is None else alive) else STOPPED
         config = {**inst.local.config, **inst.rec.volatile}
         expanded = {**inst.rec.config, **inst.rec.volatile}
         return {
@@ -173,7 +174,13 @@ class Instances:
         return self.full_view(self._load(name))
 
     def full_view(self, inst: Instance, usages: dict[int, procstat.Usage] | None = None) -> dict[str, Any]:
-        return {**self.to_api(inst), "state": self._state(inst, usages), "snapshots": [], "backups": []}
+        alive = inst.is_alive()  # once: each look reads the runtime record and /proc
+        return {
+            **self.to_api(inst, alive),
+            "state": self._state(inst, usages, alive),
+            "snapshots": [],
+            "backups": [],
+        }
 
     def list_full(self) -> list[dict[str, Any]]:
         insts = [self._driver(r) for r in db_instances.list_all(self.state.store)]
@@ -188,9 +195,12 @@ class Instances:
     def state_of(self, name: str) -> dict[str, Any]:
         return self._state(self._load(name))
 
-    def _state(self, inst: Instance, usages: dict[int, procstat.Usage] | None = None) -> dict[str, Any]:
-        """Inst's state; USAGES: what pid_namespaces_usage said of the inits, when already read."""
-        alive = inst.is_alive()
+    def _state(
+        self, inst: Instance, usages: dict[int, procstat.Usage] | None = None, alive: bool | None = None
+    ) -> dict[str, Any]:
+        """Inst's state; USAGES: what pid_namespaces_usage said of the inits, when already read;
+        ALIVE: whether it runs, when the caller just looked."""
+        alive = inst.is_alive() if alive is None else alive
         status, code = RUNNING if alive else STOPPED
         usage = procstat.Usage(0, 0, 0)
         if alive:
