@@ -96,7 +96,7 @@ def test_refused_profiles_change_nothing(daemon: Daemon) -> None:
         ("POST", "/1.0/profiles", {"name": "p2", "config": {"volatile.eth0.hwaddr": "x"}}, 400, "volatile"),
         ("PATCH", "/1.0/profiles/p1", {"config": {"limits.cpu": "lots"}}, 400, "limits.cpu"),
         # Devices are checked on their own even when no instance uses the profile.
-        ("PATCH", "/1.0/profiles/p1", {"devices": {"eth0": {"type": "disk"}}}, 400, "unsupported"),
+        ("PATCH", "/1.0/profiles/p1", {"devices": {"eth0": {"type": "gpu"}}}, 400, "unsupported"),
         (
             "PATCH",
             "/1.0/profiles/p1",

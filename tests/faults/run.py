@@ -31,6 +31,7 @@ from pincus.host.features import probe_kernel_features
 from pincus.server.daemon import daemon_tag
 from pincus.server.server import Server
 from pincus.state import State
+from tests import cgroupfiles
 
 # Fields the kernel changes on its own between two looks: timers, lifetimes, statistics.
 _VOLATILE_SUFFIXES = ("_timer", "_life_time", "stats", "stats64")
@@ -83,7 +84,7 @@ def _processes(needle: str) -> list[str]:
 
 # Files whose content their own process writes (dnsmasq's leases and pid, pincusd's lock and
 # stderr): checked for presence.
-_OWN_CONTENT = {"dnsmasq.leases", "dnsmasq.pid", "pincusd.lock", "pincusd.stderr"}
+_OWN_CONTENT = {"dnsmasq.leases", "dnsmasq.pid", "pincusd.lock", "pincusd.stderr", "init.json"}
 
 
 def _files(root: Path) -> dict[str, str]:
@@ -91,6 +92,14 @@ def _files(root: Path) -> dict[str, str]:
     out = {}
     for path in sorted(root.rglob("*")):
         rel = str(path.relative_to(root))
+        if path.is_symlink():
+            out[rel] = f"-> {os.readlink(path)}"  # never followed: an image's links point into it
+            continue
+        if rel.startswith("storage-pools/"):
+            # An instance volume: an image's files, whose owners a shift changes.
+            st = path.lstat()
+            out[rel] = f"<{st.st_uid}:{st.st_gid} {st.st_mode:o} {st.st_size}>"
+            continue
         if path.is_dir() or rel.startswith(("pincus.db", "logs")):
             continue
         if path.name.endswith(".log") or path.name in _OWN_CONTENT or not path.is_file():
@@ -157,7 +166,36 @@ def snapshot(state: State) -> dict[str, Any]:
 
 def snapshot_of(root: Path, tag: str, db: list[str]) -> dict[str, Any]:
     """The same for the daemon of tag TAG on ROOT, whose database dump is DB."""
-    return _canonical(_raw_snapshot(root, db), _generated_names(tag))
+    return _canonical({**_raw_snapshot(root, db), "cgroups": _cgroups(tag)}, _generated_names(tag))
+
+
+# The limit files of a group, in either layout: whatever of these exists is compared.
+_CGROUP_FILES = (
+    "cpuset.cpus", "cpu.shares", "cpu.cfs_quota_us", "cpu.cfs_period_us", "cpu.weight", "cpu.max",
+    "memory.limit_in_bytes", "memory.memsw.limit_in_bytes", "memory.max", "memory.swap.max", "pids.max",
+)  # fmt: skip
+
+
+def _cgroups(tag: str) -> dict[str, dict[str, str]]:
+    """The daemon's groups (under this process's own group in each hierarchy, as the daemon's) and
+    their limit files, as the kernel has them."""
+    out: dict[str, dict[str, str]] = {}
+    if cgroupfiles.is_v2():
+        tops = {cgroupfiles.ROOT: cgroupfiles.groups(os.getpid())[""]}
+    else:
+        own = cgroupfiles.groups(os.getpid())
+        dirs = {c: c for c in ("cpu", "cpuacct", "cpuset", "memory", "pids")} | {"name=systemd": "systemd"}
+        tops = {cgroupfiles.ROOT / d: own[c] for c, d in dirs.items() if c in own}
+    for top, own_group in tops.items():
+        parent = top / own_group.lstrip("/") / f"pincus-{tag}"
+        if not parent.is_dir():
+            continue
+        out[str(parent)] = {}
+        for group in sorted(parent.iterdir()):
+            if group.is_dir():
+                files = {f: (group / f).read_text().strip() for f in _CGROUP_FILES if (group / f).exists()}
+                out[f"{parent}/{group.name}"] = files
+    return out
 
 
 def _raw_snapshot(root: Path, db: list[str]) -> dict[str, Any]:
@@ -222,9 +260,20 @@ def _make_network(server: Server) -> None:
     server.networks.create({"name": NET, "config": dict(NET_CONFIG)})
 
 
+# Limits in every container scenario, so its cgroup is made, filled, changed and removed in each.
+LIMITS = {"limits.cpu": "1", "limits.memory": "64MiB", "limits.processes": "100"}
+LIMITS_CHANGED = {"limits.cpu": "0-1", "limits.memory": "96MiB", "limits.cpu.allowance": "20ms/100ms"}
+
+
 def _make_container(server: Server, devices: dict[str, dict[str, str]]) -> None:
     _make_network(server)
-    server.instances.create({"name": "c1", "type": "container", "devices": devices, "profiles": []})
+    server.instances.create(
+        {"name": "c1", "type": "container", "config": dict(LIMITS), "devices": devices, "profiles": []}
+    )
+
+
+def _set_limits(config: dict[str, str]) -> Callable[[Server], None]:
+    return lambda server: server.instances.update("c1", {"config": dict(config)}, patch=False)
 
 
 def _hot_plug_setup(server: Server) -> None:
@@ -280,6 +329,11 @@ SCENARIOS = {
         setup=_running_with({"eth0": NIC}),
         do=_set_devices({"eth0": NIC_CHANGED}),
         undo=_set_devices({"eth0": NIC}),
+    ),
+    "live-limits": Scenario(
+        setup=_running_with({"eth0": NIC}),
+        do=_set_limits(LIMITS_CHANGED),
+        undo=_set_limits(LIMITS),
     ),
     "instance-stop": Scenario(
         setup=_running_with({"eth0": NIC}),

@@ -19,6 +19,7 @@ import pytest
 
 from tests.faults.run import diff
 from tests.pincus_testlib import NSEXEC, Daemon, NetNS, cleanup_dir, kill_leftovers, unique_prefix
+from tests.rootfslib import MARKER, build_volume
 
 NET = "cnet0"
 NIC = [
@@ -118,7 +119,8 @@ def _each_crash(d: CrashDaemon, args: tuple[str, ...], settle: Callable[[int], N
 
 def test_kill_at_every_host_call_of_a_start_and_a_stop(crashy: CrashDaemon) -> None:
     d = crashy
-    d.cli("init", "c1", "--no-profiles")
+    # With limits, so a kill anywhere also leaves the container's cgroup as a clean start or stop does.
+    d.cli("init", "c1", "--no-profiles", "-c", "limits.memory=64MiB", "-c", "limits.processes=100")
     d.cli("config", "device", "add", "c1", "eth0", *NIC)
     # A first start leaves what lasts (the NIC's MAC and static allocation, the bridge's link-local
     # address once a port was up): the states compared are those of the second start and stop.
@@ -189,3 +191,30 @@ def test_kill_at_every_host_call_of_a_hot_plug_and_an_unplug(crashy: CrashDaemon
 
     unplugs = _each_crash(d, remove, settle_unplug)
     print(f"killed at each of {plugs} host calls of a hot-plug and {unplugs} of an unplug")
+
+
+@pytest.mark.timeout(1200)
+def test_kill_at_every_host_call_of_a_rootfs_container_start(crashy: CrashDaemon) -> None:
+    """The image's init does not name the state directory: the recorded pid 1 is what a restarted
+    daemon kills; the volume's shift is recorded so no restart shifts it twice."""
+    d = crashy
+    build_volume(d.dir / "storage-pools" / "default" / "containers" / "c1")  # stand-in for storage
+    d.cli("init", "c1", "--no-profiles")
+    d.cli("config", "device", "add", "c1", "root", "disk", "path=/", "pool=default")
+    d.cli("config", "device", "add", "c1", "eth0", *NIC)
+    d.cli("start", "c1")
+    d.cli("stop", "-f", "c1")
+    stopped = d.snapshot()
+    d.cli("start", "c1")
+    running = d.snapshot()
+    d.cli("stop", "-f", "c1")
+
+    def settle_start(n: int) -> None:
+        if d.status("c1") == "Running":
+            _assert_same(running, d.snapshot(), f"running after a kill at call {n} of a start")
+            assert d.cli("exec", "c1", "--", "cat", "/etc/marker").stdout.strip() == MARKER
+            d.cli("stop", "-f", "c1")
+        _assert_same(stopped, d.snapshot(), f"stopped after a kill at call {n} of a start")
+
+    starts = _each_crash(d, ("start", "c1"), settle_start)
+    print(f"killed at each of {starts} host calls of a rootfs container start")

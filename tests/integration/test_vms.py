@@ -94,3 +94,29 @@ def test_limits_cpu_gives_the_vm_that_many_vcpus(daemon: Daemon) -> None:
     with qmp.QMP(_qmp(daemon, "v1"), 10) as monitor:
         assert len(monitor.execute("query-cpus-fast")) == 3
     daemon.cli("stop", "v1", "-f")
+
+
+def test_limits_cpu_set_and_memory_size_the_vm(daemon: Daemon) -> None:
+    daemon.cli(
+        "init", "v1", "--vm", "--no-profiles",
+        "-c", "raw.qemu=-S", "-c", "limits.cpu=0-1", "-c", "limits.memory=300MiB",
+    )  # fmt: skip
+    daemon.cli("start", "v1")
+    with qmp.QMP(_qmp(daemon, "v1"), 10) as monitor:
+        assert len(monitor.execute("query-cpus-fast")) == 2
+        assert monitor.execute("query-memory-size-summary")["base-memory"] == 300 * 1024 * 1024
+    daemon.cli("stop", "v1", "-f")
+    # A share of the host's memory, as Incus takes it.
+    daemon.cli("config", "set", "v1", "limits.memory=1%")
+    total = next(
+        int(line.split()[1]) * 1024
+        for line in Path("/proc/meminfo").read_text().splitlines()
+        if line.startswith("MemTotal:")
+    )
+    daemon.cli("start", "v1")
+    with qmp.QMP(_qmp(daemon, "v1"), 10) as monitor:
+        mib = monitor.execute("query-memory-size-summary")["base-memory"] // (1024 * 1024)
+        assert mib == max(16, total // 100 // (1024 * 1024))
+    daemon.cli("stop", "v1", "-f")
+    assert "at most 64 vCPUs" in daemon.fails("config", "set", "v1", "limits.cpu=65")
+    assert "not supported for virtual machines" in daemon.fails("config", "set", "v1", "limits.processes=5")

@@ -49,6 +49,10 @@ ALL: dict[str, Validator] = {
     "is_address_or_keyword": ADDR4,
     "is_duration": v.is_duration,
     "optional(is_mac)": v.optional(v.is_mac),
+    "is_cpu_limit": v.is_cpu_limit,
+    "is_cpu_allowance": v.is_cpu_allowance,
+    "is_memory_limit": v.is_memory_limit,
+    "is_processes_limit": v.is_processes_limit,
 }
 
 # Characters that must never get through to a dnsmasq config line or an nftables rule.

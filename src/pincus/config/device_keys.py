@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pincus.config import validators as v
-from pincus.config.keys import VM, Key, KeyTable
+from pincus.config.keys import CONTAINER, VM, Key, KeyTable
 
 _VM_ONLY = frozenset({VM})
+_CONTAINER_ONLY = frozenset({CONTAINER})
 _ADDR4 = v.is_address_or_keyword(("none",), v.is_ipv4)
 _ADDR6 = v.is_address_or_keyword(("none",), v.is_ipv6)
 
@@ -53,7 +54,35 @@ NIC_PHYSICAL: KeyTable = {
 
 INSTANCE: KeyTable = {
     "raw.qemu": Key(v.is_argv, "Extra QEMU command-line arguments", _VM_ONLY, live=False),
-    "limits.memory": Key(v.is_size, "Memory of a VM", _VM_ONLY, live=False),
-    "limits.cpu": Key(v.is_int_range(1, 64), "vCPUs of a VM", _VM_ONLY, live=False),
+    # Live on a running container (its cgroup); a VM takes a change at its next start.
+    "limits.cpu": Key(v.is_cpu_limit, 'CPUs: a count ("2") or a set ("0-1", "0,2"); a VM\'s vCPUs'),
+    "limits.cpu.allowance": Key(
+        v.is_cpu_allowance, 'CPU share ("50%") or hard cap ("25ms/100ms")', _CONTAINER_ONLY
+    ),
+    "limits.memory": Key(v.is_memory_limit, 'Memory: bytes ("256MiB") or a share of the host\'s ("50%")'),
+    "limits.processes": Key(v.is_processes_limit, "Most processes at once", _CONTAINER_ONLY),
+    # Incus keys next to these that pincus does not apply: refused by name rather than stored.
+    **{
+        key: Key(v.is_any, what, unsupported=f"pincus does not set {what.lower()}")
+        for key, what in (
+            ("limits.cpu.priority", "CPU priority against other instances"),
+            ("limits.cpu.nodes", "NUMA nodes for the CPUs"),
+            ("limits.memory.enforce", "Soft memory limits"),
+            ("limits.memory.swap", "Swap limits"),
+            ("limits.disk.priority", "Disk I/O priority"),
+        )
+    },
     "boot.autostart": Key(v.is_bool, "Start with the daemon"),
+    "security.privileged": Key(
+        v.is_bool, "Run without a user namespace (root is host root)", _CONTAINER_ONLY, live=False
+    ),
+    "security.idmap.isolated": Key(
+        v.is_bool, "Own id range, not shared with other containers", _CONTAINER_ONLY, live=False
+    ),
+    "security.idmap.base": Key(
+        v.is_int_range(0, 2**32 - 2), "First host id of the container's range", _CONTAINER_ONLY, live=False
+    ),
+    "security.idmap.size": Key(
+        v.is_int_range(1, 2**32 - 1), "Number of ids mapped", _CONTAINER_ONLY, live=False
+    ),
 }

@@ -39,6 +39,7 @@ import ipaddress
 import re
 import shlex
 from collections.abc import Callable
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import TypeAlias, TypeVar
 
@@ -689,3 +690,100 @@ def parse_duration(value: str) -> int | None:
 
 def is_duration(value: str) -> None:
     parse_duration(value)
+
+
+# --- instance limits (cgroups, QEMU) -----------------------------------------------------------
+
+CPU_MAX = 8192  # CPU numbers and counts above this are typos, not hosts
+PROCESSES_MAX = 4 * 1024 * 1024  # the kernel's PID_MAX_LIMIT: pids.max takes nothing above
+MEMORY_MIN = 1024 * 1024  # below a MiB not even an init starts
+_CPU_RANGE = re.compile(r"([0-9]{1,5})(?:-([0-9]{1,5}))?")
+
+
+def parse_cpu_set(value: str) -> frozenset[int]:
+    """CPUs of a set such as "0-1", "0,2", "0-3,6" (the kernel's cpu list syntax)."""
+    cpus: set[int] = set()
+    for part in value.split(","):
+        matched = _CPU_RANGE.fullmatch(part)
+        if matched is None:
+            raise ValueError(f'{_quote(value)} is not a CPU set (expected e.g. "0-1" or "0,2")')
+        lo = int(matched.group(1))
+        hi = lo if matched.group(2) is None else int(matched.group(2))
+        if lo > hi:
+            raise ValueError(f"{_quote(value)}: range {lo}-{hi} runs backwards")
+        if hi >= CPU_MAX:
+            raise ValueError(f"{_quote(value)}: CPU {hi} is above {CPU_MAX - 1}")
+        cpus.update(range(lo, hi + 1))
+    return frozenset(cpus)
+
+
+def parse_cpu_limit(value: str) -> int | frozenset[int]:
+    """Incus's limits.cpu: a count of CPUs ("2"), or a set of CPU numbers ("0-1", "0,1", "3-3")."""
+    if value.isascii() and value.isdigit():
+        count = _parse_int(value, 1, CPU_MAX)
+        return count
+    return parse_cpu_set(value)
+
+
+def is_cpu_limit(value: str) -> None:
+    parse_cpu_limit(value)
+
+
+@dataclass(frozen=True)
+class CpuAllowance:
+    """limits.cpu.allowance: a percentage is a relative share (Incus: a soft limit, the cgroup's
+    CPU weight), "25ms/100ms" a hard cap of quota per period."""
+
+    weight: int | None = None  # percent; 100 is the default share
+    quota_us: int | None = None
+    period_us: int | None = None
+
+
+_ALLOWANCE_TIME = re.compile(r"([0-9]{1,7})ms/([0-9]{1,7})ms")
+
+
+def parse_cpu_allowance(value: str) -> CpuAllowance:
+    if value.endswith("%"):
+        number = value[:-1]
+        if not (number.isascii() and number.isdigit()):
+            raise ValueError(f'{_quote(value)} is not a CPU allowance (expected e.g. "50%" or "25ms/100ms")')
+        percent = _parse_int(number, 1, 10_000)
+        return CpuAllowance(weight=percent)
+    matched = _ALLOWANCE_TIME.fullmatch(value)
+    if matched is None:
+        raise ValueError(f'{_quote(value)} is not a CPU allowance (expected e.g. "50%" or "25ms/100ms")')
+    quota, period = int(matched.group(1)), int(matched.group(2))
+    if not 1 <= period <= 1000:
+        raise ValueError(f"{_quote(value)}: the period must be 1ms-1000ms (the kernel's range)")
+    if quota < 1:
+        raise ValueError(f"{_quote(value)}: the quota must be at least 1ms")
+    return CpuAllowance(quota_us=quota * 1000, period_us=period * 1000)
+
+
+def is_cpu_allowance(value: str) -> None:
+    parse_cpu_allowance(value)
+
+
+def parse_memory_limit(value: str) -> int | Fraction:
+    """Incus's limits.memory: bytes ("256MiB", "1GB") or a share of the host's memory ("50%",
+    returned as the Fraction 1/2)."""
+    if value.endswith("%"):
+        try:
+            number = Fraction(value[:-1]) if _QUANTITY.fullmatch(value[:-1]) else None
+        except ValueError:
+            number = None
+        if number is None or not 0 < number <= 100:
+            raise ValueError(f"{_quote(value)} is not a percentage of the host's memory (expected 1%-100%)")
+        return number / 100
+    size = parse_size(value)
+    if size < MEMORY_MIN:
+        raise ValueError(f"{_quote(value)} is below 1MiB")
+    return size
+
+
+def is_memory_limit(value: str) -> None:
+    parse_memory_limit(value)
+
+
+def is_processes_limit(value: str) -> None:
+    _parse_int(value, 1, PROCESSES_MAX)

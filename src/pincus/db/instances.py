@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from pincus.db import profiles as db_profiles
 from pincus.db.store import Store
@@ -59,10 +61,8 @@ def _read(store: Store, name: str) -> InstanceRecord | None:
         rec = InstanceRecord(row["name"], row["type"], row["description"], created_at=row["created_at"])
         for r in c.execute("SELECT key, value FROM instances_config WHERE instance_id = ?", (iid,)):
             rec.config[r["key"]] = r["value"]
-        cur = c.cursor()
-        cur.row_factory = None
         rec.volatile.update(
-            cur.execute("SELECT key, value FROM instances_volatile WHERE instance_id = ?", (iid,))
+            _tuples(c, "SELECT key, value FROM instances_volatile WHERE instance_id = ?", (iid,))
         )
         rec.devices = _devices(c, iid)
         rec.profiles = [
@@ -76,12 +76,21 @@ def _read(store: Store, name: str) -> InstanceRecord | None:
         return rec
 
 
+def _tuples(c: sqlite3.Connection, sql: str, params: tuple[object, ...]) -> Iterable[tuple[Any, ...]]:
+    """The rows of a query as plain tuples, where the connection can skip building Row objects
+    (thousands of rows for an instance with hundreds of NICs); a cluster's rows are tuples already."""
+    if isinstance(c, sqlite3.Connection):
+        cur = c.cursor()
+        cur.row_factory = None
+        return cur.execute(sql, params)
+    return c.execute(sql, params)
+
+
 def _devices(c: sqlite3.Connection, iid: int) -> dict[str, dict[str, str]]:
     """Instance IID's devices by name, in one query however many it has."""
     devices: dict[str, dict[str, str]] = {}
-    cur = c.cursor()
-    cur.row_factory = None  # plain tuples: thousands of rows for an instance with hundreds of NICs
-    for name, type_, key, value in cur.execute(
+    for name, type_, key, value in _tuples(
+        c,
         "SELECT d.name, d.type, dc.key, dc.value FROM devices d "
         "LEFT JOIN devices_config dc ON dc.device_id = d.id WHERE d.instance_id = ? ORDER BY d.name",
         (iid,),
@@ -163,7 +172,7 @@ def replace(
         )
         # Only the devices that differ are rewritten: adding one NIC to an instance holding 500
         # costs one NIC's rows, not 500.
-        if stored is None:
+        if stored is None or not store.sole_writer:  # another member may have changed them since
             stored = _devices(c, iid) if iid is not None else {}
         gone = [n for n in stored if devices.get(n) != stored[n]]
         c.executemany("DELETE FROM devices WHERE instance_id = ? AND name = ?", [(iid, n) for n in gone])

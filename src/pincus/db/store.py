@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,6 +17,9 @@ T = TypeVar("T")
 class Store:
     """One connection shared by the daemon's threads; a lock serialises access to it."""
 
+    # This daemon is the only writer, so what it read stays true until it writes (memo).
+    sole_writer = True
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.RLock()
@@ -25,8 +28,8 @@ class Store:
         self._conn.execute("PRAGMA foreign_keys = ON")
         self._conn.execute("PRAGMA journal_mode = WAL")
         self._conn.execute("PRAGMA synchronous = NORMAL")
-        # What reads found since the last write transaction ended (memo): the daemon is the only
-        # writer and every write goes through tx(), so nothing in it can be stale.
+        # What reads found since the last write transaction ended (memo): every write goes through
+        # tx(), so nothing in it can be stale.
         self._memo: dict[Hashable, Any] = {}
         self._migrate()
 
@@ -95,3 +98,13 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def open_store(path: Path, cluster: Sequence[str] = ()) -> Store:
+    """Plain SQLite at PATH, the default; with CLUSTER (dqlite member addresses, HOST:PORT), the
+    replicated cluster database, with the same schema and SQL."""
+    if not cluster:
+        return Store(path)
+    from pincus.db.dqlite_store import DqliteStore  # only a cluster member loads the dqlite client
+
+    return DqliteStore(cluster, database=path.name)

@@ -6,6 +6,7 @@ import re
 
 from pincus.db import networks as db_networks
 from pincus.devices.base import Device, InstanceView
+from pincus.devices.disk import Disk
 from pincus.devices.nic_bridged import BridgedNic
 from pincus.devices.nic_physical import PhysicalNic
 from pincus.devices.nic_physical_network import PhysicalNetworkNic
@@ -28,8 +29,10 @@ def check_device_name(name: str) -> None:
 def load(state: State, instance: InstanceView, name: str, config: dict[str, str]) -> Device:
     check_device_name(name)
     dtype = config.get("type")
+    if dtype == "disk":  # stand-in until the storage branch merges
+        return Disk(state, instance, name, dict(config))
     if dtype != "nic":
-        raise InvalidError(f'Device "{name}": unsupported device type "{dtype}" (supported: nic)')
+        raise InvalidError(f'Device "{name}": unsupported device type "{dtype}" (supported: nic, disk)')
     if "network" in config:
         return _network_nic(state, instance, name, config)
     nictype = config.get("nictype")

@@ -17,11 +17,14 @@ from pincus.host.container_init import (
     MS_NODEV,
     MS_NOEXEC,
     MS_NOSUID,
+    MS_REC,
     check,
     libc,
     make_mounts_slave,
     mount,
 )
+
+_MS_BIND = 0x1000
 
 
 def enter(netns: str) -> None:
@@ -33,7 +36,18 @@ def enter(netns: str) -> None:
         os.close(fd)
     check(libc.unshare(CLONE_NEWNS), "unshare mount namespace")
     make_mounts_slave()
-    mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    # The new /sys hides the cgroup mounts under it: keep them, as a daemon run in here needs them.
+    try:
+        cgroup: int | None = os.open("/sys/fs/cgroup", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        cgroup = None
+    try:
+        mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        if cgroup is not None and os.path.isdir("/sys/fs/cgroup"):
+            mount(f"/proc/self/fd/{cgroup}", "/sys/fs/cgroup", None, _MS_BIND | MS_REC)
+    finally:
+        if cgroup is not None:
+            os.close(cgroup)
 
 
 def main(argv: list[str]) -> int:

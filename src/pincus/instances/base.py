@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -103,6 +103,12 @@ class Instance:
 
     def _detach(self, nic: NicRun) -> None:
         """Take one NIC away from the running instance before its device cleans the host."""
+
+    def validate_config(self) -> None:
+        """Refuse what the key tables cannot see: a value this instance type cannot run with."""
+
+    def update_config(self, old: Mapping[str, str], new: Mapping[str, str]) -> None:
+        """Apply a change of the expanded config from OLD to NEW to the running instance (limits)."""
 
     def nics_first(self) -> bool:
         """VMs need their TAPs before QEMU starts; containers need the netns before their NICs."""

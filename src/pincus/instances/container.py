@@ -2,22 +2,41 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+import signal
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pincus import netstate
+from pincus import idmaps, netstate
 from pincus.config.keys import CONTAINER
 from pincus.db import instances as db_instances
 from pincus.devices.base import NicRun
-from pincus.errors import ConflictError
+from pincus.errors import ConflictError, HostError
+from pincus.host import cgroups, files, links, linkview, netns, procstat
 from pincus.host import container as host_container
-from pincus.host import files, links, linkview, netns, procstat
+from pincus.host import idmap as idmap_host
+from pincus.instances import idmap, limits, templates
 from pincus.instances.base import Instance
+from pincus.reverter import Reverter
+from pincus.storage import paths
+
+log = logging.getLogger(__name__)
+
+
+def _recorded_block(name: str, volatile: Mapping[str, str]) -> idmap.Block | None:
+    """The id block another instance holds alone, as its volatile keys record it."""
+    base = volatile.get("volatile.idmap.base")
+    if not base:
+        return None
+    current = idmaps.from_json(volatile.get("volatile.idmap.current") or "[]")
+    return idmap.Block(name, int(base), current[0].size if current else idmap.DEFAULT_SIZE)
 
 
 class Container(Instance):
     type: ClassVar[str] = CONTAINER
+    # root's ranges are read from here (tests hand their own files to host/idmap.py directly).
+    subid_files: ClassVar[tuple[Path, Path]] = (idmap_host.SUBUID, idmap_host.SUBGID)
 
     def _proc(self) -> host_container.ContainerProcess | None:
         rt = db_instances.get_runtime(self.state.store, self.name)
@@ -35,20 +54,193 @@ class Container(Instance):
         proc = self._proc()
         return proc is not None and self.host(host_container.is_alive, proc)
 
-    def _spawn(self, nics: list[NicRun]) -> None:
-        proc = self.host(
-            host_container.spawn_container, self.name, self.name, self.dir, self.dir / "console.log"
+    # --- the root volume -------------------------------------------------------------------------
+
+    def root_device(self) -> dict[str, str] | None:
+        """The expanded root disk device (type=disk, path=/), if any."""
+        for _, cfg in sorted(self.rec.devices.items()):
+            if cfg.get("type") == "disk" and cfg.get("path") == "/":
+                return cfg
+        return None
+
+    @property
+    def volume(self) -> Path | None:
+        """The instance volume (metadata.yaml, rootfs/, templates/) on the root disk's pool."""
+        root = self.root_device()
+        if root is None or not root.get("pool"):
+            return None
+        return paths.instance_volume(self.state.dir, root["pool"], self.name)
+
+    def _idmap(self) -> idmaps.IdMap:
+        """Allocate this start's id map (volatile.idmap.*), checked against every other instance."""
+        config = self.rec.config
+        if idmap.is_true(config.get("security.privileged")):
+            return ()
+        uids, gids = self.host(idmap_host.root_ranges, *self.subid_files)
+        others = [
+            block
+            for rec in db_instances.list_all(self.state.store)
+            if rec.name != self.name and (block := _recorded_block(rec.name, rec.volatile)) is not None
+        ]
+        return idmap.allocate(self.name, config, self.rec.volatile, uids, gids, others)
+
+    def _shift_volume(self, volume: Path, new: idmaps.IdMap) -> None:
+        """Own the rootfs by the ids NEW maps to, once: volatile.last_state.idmap says what the
+        files are shifted to now, so a restart does not shift twice and a new map shifts back first."""
+        recorded = self.volatile("volatile.last_state.idmap")
+        last = idmaps.from_json(recorded or "[]")
+        if last != new:
+            self.host(idmap_host.shift_tree, volume / "rootfs", last, new)
+        if last != new or recorded is None:
+            self.set_volatile({"volatile.last_state.idmap": idmaps.to_json(new)})
+
+    def _templates(self, volume: Path) -> tuple[tuple[str, str, int], ...]:
+        """Rendered templates due at this start (the pending volatile.apply_template trigger, and
+        every start's)."""
+        metadata = self.host(host_container.read_volume_file, volume, "metadata.yaml")
+        if metadata is None:
+            return ()
+        out = []
+        for tpl in templates.due(
+            templates.parse_metadata(metadata), self.volatile("volatile.apply_template")
+        ):
+            text = self.host(host_container.read_volume_file, volume, f"templates/{tpl.template}")
+            rendered = None if text is None else templates.render(text, self.name)
+            if rendered is None:
+                log.warning(
+                    "Instance %s: template %s for %s skipped (missing or unsupported)",
+                    self.name,
+                    tpl.template,
+                    tpl.path,
+                )
+                continue
+            out.append((tpl.path, rendered, 0o644))
+        return tuple(out)
+
+    def _mounts(self) -> tuple[host_container.BindMount, ...]:
+        """Every other disk device: its host source bound at its path."""
+        return tuple(
+            host_container.BindMount(Path(cfg["source"]), cfg["path"], idmap.is_true(cfg.get("readonly")))
+            for _, cfg in sorted(self.rec.devices.items())
+            if cfg.get("type") == "disk" and cfg.get("path") != "/" and cfg.get("source")
         )
-        db_instances.set_runtime(self.state.store, self.name, db_instances.Runtime(proc.pid, proc.start_time))
+
+    def _spawn(self, nics: list[NicRun]) -> None:
+        with Reverter() as undo:
+            # The group, with its limits, before init exists: nothing of the container runs unlimited.
+            self._cgroup_create()
+            undo.add(self._cgroup_remove)
+            volume = self.volume
+            if volume is None:
+                # legacy host-root path: removed when the suite migrates to images
+                proc = self.host(
+                    host_container.spawn_container, self.name, self.name, self.dir, self.dir / "console.log",
+                    None, self._prepare,
+                )  # fmt: skip
+            else:
+                proc = self._spawn_on_root(volume)
+            undo.add(self.host, host_container.stop_container, proc, 0.0, True, self.dir)
+            db_instances.set_runtime(
+                self.state.store, self.name, db_instances.Runtime(proc.pid, proc.start_time)
+            )
+            undo.success()
+
+    def _spawn_on_root(self, volume: Path) -> host_container.ContainerProcess:
+        new = self._idmap()
+        base = new[0].hostid if new else None
+        isolated = bool(new) and (
+            idmap.is_true(self.rec.config.get("security.idmap.isolated"))
+            or bool(self.rec.config.get("security.idmap.base"))
+        )
+        self.set_volatile({
+            "volatile.idmap.base": str(base) if isolated else None,
+            "volatile.idmap.current": idmaps.to_json(new),
+        })  # fmt: skip
+        # An idmapped mount where the kernel and filesystem take one: the files stay as the image
+        # has them; else a one-time chown shift.
+        idmapped = bool(new) and self.host(idmap_host.supports_idmapped_mounts, volume / "rootfs")
+        spec = host_container.RootSpec(
+            volume / "rootfs", new, self._mounts(), self._templates(volume), idmapped=idmapped
+        )
+        self.host(host_container.check_root, self.name, spec)  # before the volume is changed
+        self._shift_volume(volume, () if idmapped else new)
+        proc = self.host(
+            host_container.spawn_container, self.name, self.name, self.dir, self.dir / "console.log",
+            spec, self._prepare,
+        )  # fmt: skip
+        if self.volatile("volatile.apply_template") is not None:
+            self.set_volatile({"volatile.apply_template": None})
+        return proc
+
+    def finish_interrupted_start(self) -> None:
+        self.host(host_container.kill_recorded_init, self.dir)
+        super().finish_interrupted_start()
+
+    def restore_volatile(self, snapshot: dict[str, str]) -> None:
+        """As every instance, except volatile.last_state.idmap: it records the files on disk,
+        which a failed start does not shift back."""
+        on_disk = self.rec.volatile.get("volatile.last_state.idmap")
+        if on_disk is not None:
+            snapshot = {**snapshot, "volatile.last_state.idmap": on_disk}
+        super().restore_volatile(snapshot)
+
+    def _prepare(self, pid: int) -> None:
+        """Called by spawn_container with the host pid of the container's first process, after its
+        user namespace is mapped and before its other namespaces exist: the instance's cgroup is
+        attached here, so the cgroup namespace is rooted at it and init runs inside its limits."""
+        self._cgroup_attach(pid)
 
     def _kill(self, timeout: float, force: bool) -> None:
         proc = self._proc()
         if proc is not None:
+            volume = self.volume
+            sig = (
+                signal.SIGTERM if volume is None else self.host(host_container.halt_signal, volume / "rootfs")
+            )
             # The netns handle outlives init so devices can still be taken back from the netns.
-            self.host(host_container.stop_container, proc, timeout, force)
+            self.host(host_container.stop_container, proc, timeout, force, halt_signal=sig)
 
     def _release(self) -> None:
         self.host(netns.release_netns, self.netns_handle)
+        self.host(host_container.forget_recorded_init, self.dir)
+        self._cgroup_remove()
+
+    # --- the instance's cgroup (limits.*) ----------------------------------------------------------
+
+    def _cgroup_limits(self, config: Mapping[str, str]) -> cgroups.Limits:
+        """CONFIG's limits, checked against this host (online CPUs, memory, controllers)."""
+        if not any(k in config for k in limits.CGROUP_KEYS):
+            return cgroups.Limits()
+        wanted = limits.cgroup_limits(
+            config, self.host(cgroups.online_cpus), self.host(cgroups.host_memory_bytes)
+        )
+        limits.check_controllers(wanted, self.host(cgroups.available))
+        return wanted
+
+    def _cgroup_create(self) -> None:
+        """The group, with the limits in it, before init exists: nothing runs unlimited."""
+        wanted = self._cgroup_limits(self.rec.config)
+        with Reverter() as undo:
+            self.host(cgroups.create_group, self.state.tag, self.name)
+            undo.add(self._cgroup_remove)
+            self.host(cgroups.apply_limits, self.state.tag, self.name, wanted)
+            undo.success()
+
+    def _cgroup_attach(self, pid: int) -> None:
+        self.host(cgroups.attach, self.state.tag, self.name, pid)
+
+    def _cgroup_remove(self) -> None:
+        """After every process is gone. A group the kernel will not let go (a process it has not
+        reaped yet) stays for the daemon's next reconcile, which removes leftovers."""
+        try:
+            self.host(cgroups.remove_group, self.state.tag, self.name)
+        except HostError as e:
+            log.warning("Instance %s: its cgroup stays for now: %s", self.name, e)
+
+    def update_config(self, old: Mapping[str, str], new: Mapping[str, str]) -> None:
+        """limits.* apply live to the running container's group."""
+        if limits.changed(old, new) and self.is_alive():
+            self.host(cgroups.apply_limits, self.state.tag, self.name, self._cgroup_limits(new))
 
     def _attach(self, nic: NicRun) -> None:
         handle = str(self.netns_handle)
@@ -118,14 +310,31 @@ class Container(Instance):
         if proc is None or not self.host(host_container.is_alive, proc):
             raise ConflictError(f'Instance "{self.name}" is not running')
         return self.host(
-            host_container.exec_in_container, proc, argv, env, cwd, *fds, tty=tty, started=started
+            host_container.exec_in_container,
+            proc,
+            argv,
+            env,
+            cwd,
+            *fds,
+            tty=tty,
+            started=started,
+            cgroup_procs=self.host(cgroups.procs_files, self.state.tag, self.name),
         )
 
     def pid_namespace_init(self) -> int:
         return self.pid()
 
     def usage(self) -> procstat.Usage:
-        return self.host(procstat.pid_namespace_usage, self.pid())
+        counted = self.host(procstat.pid_namespace_usage, self.pid())
+        group = self.host(cgroups.usage, self.state.tag, self.name)
+        if group is None:
+            return counted
+        # The group counts what /proc cannot see: page cache, and processes that have exited.
+        return procstat.Usage(
+            counted.processes,
+            counted.memory_bytes if group.memory_bytes is None else group.memory_bytes,
+            counted.cpu_ns if group.cpu_ns is None else group.cpu_ns,
+        )
 
     def signal_exec(self, pid: int, sig: int) -> None:
         self.host(host_container.signal_exec, pid, sig)

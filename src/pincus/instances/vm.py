@@ -9,11 +9,11 @@ from typing import Any, ClassVar
 
 from pincus import netstate
 from pincus.config.keys import VM
-from pincus.config.validators import parse_size
 from pincus.db import instances as db_instances
 from pincus.devices.base import NicRun
 from pincus.errors import InvalidError
-from pincus.host import links, procstat, qemu
+from pincus.host import cgroups, links, procstat, qemu
+from pincus.instances import limits
 from pincus.instances.base import Instance
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,13 @@ class VirtualMachine(Instance):
 
     def _memory_mb(self) -> int:
         raw = self.rec.config.get("limits.memory")
-        return DEFAULT_MEMORY_MB if raw is None else max(16, parse_size(raw) // (1024 * 1024))
+        if raw is None:
+            return DEFAULT_MEMORY_MB
+        return limits.vm_memory_mb(raw, self.host(cgroups.host_memory_bytes))
+
+    def validate_config(self) -> None:
+        if "limits.cpu" in self.rec.config:
+            limits.vm_vcpus(self.rec.config["limits.cpu"])
 
     def _spawn(self, nics: list[NicRun]) -> None:
         try:
@@ -88,7 +94,8 @@ class VirtualMachine(Instance):
         used: set[int] = set()
         taps = [tap_nic(n, used) for n in nics if n.tap]
         passthrough = _unique_pairs([arg for n in nics for arg in n.qemu_args])
-        cpus = ["-smp", self.rec.config["limits.cpu"]] if "limits.cpu" in self.rec.config else []
+        raw_cpus = self.rec.config.get("limits.cpu")
+        cpus = [] if raw_cpus is None else ["-smp", str(limits.vm_vcpus(raw_cpus))]
         proc = self.host(
             qemu.start_qemu, self.name, self.dir, taps, cpus + passthrough + raw, memory_mb=self._memory_mb()
         )

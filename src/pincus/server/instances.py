@@ -27,7 +27,7 @@ from pincus.devices import nic_bridged
 from pincus.devices.clashes import refuse_clashes_within
 from pincus.errors import ConflictError, HostError, InvalidError, NotFoundError
 from pincus.expansion import expand
-from pincus.host import files, links, procstat, stdio
+from pincus.host import cgroups, files, links, procstat, stdio
 from pincus.host.facade import Host
 from pincus.instances.base import Instance
 from pincus.instances.container import Container
@@ -237,6 +237,7 @@ class Instances:
                 raise InvalidError(f'Key "{key}" is managed by pincus and cannot be set')
         inst = self._driver(rec, override)
         check_config(INSTANCE, inst.rec.config, f'instance "{rec.name}"', rec.type)
+        inst.validate_config()
         if before is None:
             inst.validate_devices()
             return
@@ -341,7 +342,9 @@ class Instances:
             )
             self._validate(new, before=inst.rec.devices)
             target = self.expanded(new)
-            with self._journal(inst, target):
+            with self._journal(inst, target), Reverter() as undo:
+                inst.update_config(inst.rec.config, target.config)
+                undo.add(inst.update_config, target.config, inst.rec.config)
                 self.apply_expansion(inst, target)
                 db_instances.replace(
                     self.state.store,
@@ -352,6 +355,7 @@ class Instances:
                     new.profiles,
                     stored=old.devices,
                 )
+                undo.success()
         log.info("Updated instance %s", name, extra={"ctx": {"instance": name}})
         self.state.events.lifecycle("instance-updated", f"/1.0/instances/{name}")
 
@@ -437,6 +441,8 @@ class Instances:
         before = dataclasses.replace(inst.rec, devices=dict(inst.rec.devices))
         target = self.expanded(inst.local, override)
         if inst.is_alive():
+            inst.update_config(before.config, target.config)
+            undo.add(inst.update_config, target.config, before.config)
             self._apply_devices_live(inst, target)
             undo.add(self._take_back, inst.local, override, before)
         # A stopped instance keeps its devices' leftovers until its next start or removal: nothing
@@ -614,6 +620,7 @@ class Instances:
     def reconcile(self) -> None:
         """Adopt instances that kept running, clean up those that died, drop leaked links."""
         known: set[str] = set()
+        running: set[str] = set()
         for rec in db_instances.list_all(self.state.store):
             inst = self._driver(rec)
             with self.locked(rec.name):
@@ -623,6 +630,7 @@ class Instances:
                     elif inst.is_alive():
                         inst.adopt()
                         self._finish_interrupted_change(inst)
+                        running.add(rec.name)
                         log.info("Adopted running instance %s", rec.name)
                     elif inst.has_runtime():
                         log.warning("Instance %s died while the daemon was away; cleaning up", rec.name)
@@ -634,8 +642,21 @@ class Instances:
             if dev_names.owned_by(link.name, self.state.tag) and link.name not in known:
                 log.warning("Deleting leaked interface %s", link.name)
                 self.host(links.delete_link, link.name)
+        self._remove_leftover_cgroups(running)
         self._release_shared_if_idle()  # a daemon killed mid-stop left the shared table behind
         self._autostart()
+
+    def _remove_leftover_cgroups(self, running: set[str]) -> None:
+        """Groups of this daemon whose instance is not running: a stop the kernel was slow to
+        finish, or a daemon killed before it removed them."""
+        for name in self.host(cgroups.list_groups, self.state.tag):
+            if name in running:
+                continue
+            try:
+                self.host(cgroups.remove_group, self.state.tag, name)
+                log.warning("Removed the leftover cgroup of %s", name)
+            except HostError as e:
+                log.warning("Leftover cgroup of %s stays: %s", name, e)
 
     def _autostart(self) -> None:
         """Start the stopped instances whose boot.autostart is true, as Incus does at daemon start."""

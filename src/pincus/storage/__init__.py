@@ -1,0 +1,1 @@
+"""Storage pools and volumes (stand-in until the storage branch merges: only paths.py)."""
