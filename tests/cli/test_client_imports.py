@@ -43,6 +43,7 @@ ALLOWED = {
     "pincus.cli.devices": "device commands, shared by config and profile",
     "pincus.cli.network": "network commands",
     "pincus.cli.profile": "profile commands",
+    "pincus.cli.image": "image commands (list, show)",
     "pincus.cli.yamlout": "YAML output of the usual documents without PyYAML (show commands)",
     "_socket": "C: the unix socket",
     "_json": "C: JSON scanner and encoder",
