@@ -23,6 +23,7 @@ SHORT_RUNS = [
     (["bench_go_client.py", "--short"], r"^pincusd pair +[\d.]+ +[\d.]+"),
     (["bench_scale.py", "--short"], r"^pincusd pid \d+: VmRSS [\d.]+ MB"),
     (["bench_lxd.py", "--short"], r"^1\. own CLI: config device add\+remove +[\d.]+"),
+    (["bench_nic_floor.py", "-n", "2", "--nics", "5"], r"^NIC #5: add [\d.]+ ms \(veth [\d.]+"),
     (["bench_rootfs_start.py", "-n", "2"], r"^chown +start median +\d+ ms"),
     (["bench_images.py", "-n", "2", "--upload-mib", "64"], r"^upload +64 MiB +[\d.]+ MB/s"),
     (["bench_clusterdb.py", "--short"], r"^fail-over median s +[\d.]+ +[\d.]+"),
