@@ -9,7 +9,8 @@ VENV="$ROOT/.venv"
 # lxd-client: LXD 5.0.2's Go client `lxc`, a real third-party client of the API (tests/clients).
 # squashfs-tools, zstd, xz-utils, tar: Incus image formats (unsquashfs, zstd streams; build-image.sh).
 SYS_PACKAGES=(iproute2 nftables dnsmasq-base qemu-system-x86 busybox-static util-linux cpio squashfs-tools zstd xz-utils tar
-              kmod procps netbase python3 python3-venv lxd-client)
+              kmod procps netbase python3 python3-venv lxd-client
+              ovn-central ovn-host openvswitch-switch)
 
 if [ "$(id -u)" != 0 ]; then
   echo "setup: run as root (pincus manages host networking)" >&2

@@ -1,0 +1,113 @@
+"""Connections to the OVN northbound and Open vSwitch databases, through ovsdbapp.
+
+ovsdbapp keeps one connection per API *class* (two instances of one class silently share the
+first connection), so each database has its own subclass here, and each remote its own subclass
+made on first use: a pincusd that talks to a second central or a second switch database gets a
+second connection rather than the first one's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import subprocess
+import threading
+from typing import Any
+
+from pincus.errors import HostError
+
+_TIMEOUT = 10
+_PROBE_TIMEOUT = 3
+_REMOTE = re.compile(r"(unix:/[^\s,]+|(tcp|ssl):[A-Za-z0-9.:\[\]-]+:\d+)")
+
+_lock = threading.Lock()
+_apis: dict[tuple[str, str], Any] = {}
+
+
+def check_remote(remote: str) -> str:
+    """REMOTE if it is one OVSDB connection string pincus can use (unix:PATH, tcp:HOST:PORT, ssl:...)."""
+    if not _REMOTE.fullmatch(remote):
+        raise HostError(
+            f'Invalid OVSDB connection "{remote}" (use unix:/path, tcp:HOST:PORT or ssl:HOST:PORT)'
+        )
+    return remote
+
+
+def probe(remote: str, database: str, timeout: float = _PROBE_TIMEOUT) -> None:
+    """Raise HostError unless REMOTE answers and serves DATABASE within TIMEOUT seconds.
+
+    ovsdbapp itself would retry an unreachable remote for its whole timeout and then fail with a
+    bare traceback; this says which remote did not answer.
+    """
+    check_remote(remote)
+    try:
+        r = subprocess.run(
+            ["ovsdb-client", f"--timeout={max(1, int(timeout))}", "list-dbs", remote],
+            capture_output=True,
+            text=True,
+            timeout=timeout + 2,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise HostError(f'OVSDB server "{remote}" did not answer within {timeout:g} s') from None
+    except OSError as e:
+        raise HostError(f"ovsdb-client: {e.strerror} (is Open vSwitch installed? scripts/setup.sh)") from e
+    if r.returncode != 0:
+        raise HostError(f'OVSDB server "{remote}" is unreachable: {r.stderr.strip()[-300:]}')
+    if database not in r.stdout.split():
+        raise HostError(f'OVSDB server "{remote}" does not serve database {database}')
+
+
+def _api(remote: str, database: str) -> Any:
+    # Imported here: ovsdbapp pulls in the ovs library, which only OVN networks need.
+    from ovsdbapp.backend.ovs_idl import connection
+
+    key = (database, check_remote(remote))
+    with _lock:
+        api = _apis.get(key)
+        if api is not None:
+            return api
+        probe(remote, database)
+        if database == "OVN_Northbound":
+            from ovsdbapp.schema.ovn_northbound.impl_idl import OvnNbApiIdlImpl as base
+        else:
+            from ovsdbapp.schema.open_vswitch.impl_idl import OvsdbIdl as base
+        cls = type(f"{base.__name__}_{len(_apis)}", (base,), {})
+        try:
+            idl = connection.OvsdbIdl.from_server(remote, database)
+            api = cls(connection.Connection(idl, timeout=_TIMEOUT))
+        except Exception as e:  # ovsdbapp raises plain exceptions of many kinds
+            raise HostError(f'connect to {database} at "{remote}": {e}') from e
+        _apis[key] = api
+        return api
+
+
+def northbound(remote: str) -> Any:
+    """The ovsdbapp API of the OVN northbound database at REMOTE."""
+    return _api(remote, "OVN_Northbound")
+
+
+def switch(remote: str) -> Any:
+    """The ovsdbapp API of the Open vSwitch database at REMOTE."""
+    return _api(remote, "Open_vSwitch")
+
+
+def forget(remote: str) -> None:
+    """Drop (and stop) the connections to REMOTE: its server is being stopped."""
+    with _lock:
+        for key in [k for k in _apis if k[1] == remote]:
+            api = _apis.pop(key)
+            # A connection that cannot stop cleanly is dropped all the same.
+            with contextlib.suppress(Exception):
+                api.ovsdb_connection.stop()
+
+
+def run(api: Any, commands: list[Any], what: str) -> list[Any]:
+    """Run COMMANDS in one transaction (all or nothing); their results."""
+    try:
+        with api.transaction(check_error=True) as txn:
+            for command in commands:
+                txn.add(command)
+    except Exception as e:
+        raise HostError(f"{what}: {e}") from e
+    return [c.result for c in commands]

@@ -1,0 +1,395 @@
+"""OVN networks: a logical switch behind a logical router whose gateway port sits on a managed
+`physical` network (the uplink), as Incus's `ovn` network type.
+
+The uplink reaches OVN through a provider bridge of this chassis's Open vSwitch, mapped as a
+localnet port: a bridge parent gets a veth pair between the Linux bridge and the provider bridge
+(the Linux bridge gains that one port and nothing else); a NIC parent goes into the provider bridge
+itself. One provider bridge serves every OVN network on an uplink and goes with the last of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import logging
+from typing import Any, ClassVar
+
+from pincus.config.keys import KeyTable
+from pincus.config.network_keys import OVN
+from pincus.config.validators import parse_bool, parse_ip_range4, split_list
+from pincus.db import networks as db_networks
+from pincus.db.networks import NetworkRecord
+from pincus.errors import ConflictError, InvalidError, NotFoundError
+from pincus.host import links, ovn_nb, ovs_daemons, ovs_switch, sysctl, sysfs
+from pincus.networks import ovn_chassis
+from pincus.networks.base import NetworkDriver
+from pincus.ownership import Owned
+from pincus.reverter import Reverter
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MTU = 1400  # geneve's 58 bytes of overhead under a 1500 underlay, with room to spare
+_EXTERNAL_ADDRESS = "volatile.network.ipv4.address"
+
+
+def _mac(seed: str) -> str:
+    """A stable locally administered MAC (Incus's 10:66:6a prefix) derived from SEED."""
+    digest = hashlib.sha256(seed.encode()).digest()
+    return "10:66:6a" + "".join(f":{b:02x}" for b in digest[:3])
+
+
+def uplink_ranges(config: dict[str, str]) -> list[tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]]:
+    return [parse_ip_range4(r) for r in split_list(config.get("ipv4.ovn.ranges", ""))]
+
+
+def check_uplink_config(name: str, config: dict[str, str], others: list[NetworkRecord]) -> None:
+    """The OVN keys of physical network NAME: ranges inside its gateway's subnet, overlapping
+    neither each other nor another uplink's on the same parent."""
+    ranges = uplink_ranges(config)
+    if not ranges:
+        return
+    gateway = config.get("ipv4.gateway")
+    if gateway is None:
+        raise InvalidError(f'Network "{name}": "ipv4.ovn.ranges" needs "ipv4.gateway" (the uplink\'s subnet)')
+    subnet = ipaddress.ip_interface(gateway).network
+    for start, end in ranges:
+        if start not in subnet or end not in subnet:
+            raise InvalidError(
+                f'Network "{name}": OVN range {start}-{end} is outside the uplink subnet {subnet}'
+            )
+    for i, (s1, e1) in enumerate(ranges):
+        for s2, e2 in ranges[i + 1 :]:
+            if s1 <= e2 and s2 <= e1:
+                raise InvalidError(f'Network "{name}": OVN ranges {s1}-{e1} and {s2}-{e2} overlap')
+    for other in others:
+        if (
+            other.name == name
+            or other.type != "physical"
+            or other.config.get("parent") != config.get("parent")
+        ):
+            continue
+        for s1, e1 in ranges:
+            for s2, e2 in uplink_ranges(other.config):
+                if s1 <= e2 and s2 <= e1:
+                    raise ConflictError(
+                        f'Network "{name}": OVN range {s1}-{e1} overlaps {s2}-{e2} of network "{other.name}" '
+                        "on the same parent"
+                    )
+
+
+class OvnNetwork(NetworkDriver):
+    type: ClassVar[str] = "ovn"
+    keys: ClassVar[KeyTable] = OVN
+    helper: ClassVar[str] = "OVN/OVS daemon"
+
+    # --- what the config says ---------------------------------------------------------------------
+
+    @property
+    def uplink_name(self) -> str:
+        return self.config.get("network", "")
+
+    def uplink(self) -> NetworkRecord:
+        rec = db_networks.get(self.state.store, self.uplink_name)
+        if rec is None:
+            raise NotFoundError(f'Uplink network "{self.uplink_name}" of network "{self.name}" not found')
+        return rec
+
+    @property
+    def mtu(self) -> int:
+        return int(self.config.get("bridge.mtu") or DEFAULT_MTU)
+
+    @property
+    def address4(self) -> ipaddress.IPv4Interface:
+        return ipaddress.IPv4Interface(self.config["ipv4.address"])
+
+    @property
+    def nat4(self) -> bool:
+        return parse_bool(self.config.get("ipv4.nat", "true"))
+
+    @property
+    def dhcp4(self) -> bool:
+        return parse_bool(self.config.get("ipv4.dhcp", "true"))
+
+    @property
+    def nb_owner(self) -> str:
+        """The pincus-network external id of every northbound row of this network."""
+        return f"{self.state.tag}/{self.name}"
+
+    @property
+    def prefix(self) -> str:
+        return f"pincus-{self.state.tag}-{self.name}"
+
+    @property
+    def internal_switch(self) -> str:
+        return f"{self.prefix}-ls-int"
+
+    def site(self) -> ovn_chassis.OvnSite:
+        return ovn_chassis.site(self.state)
+
+    # --- the uplink's provider bridge -----------------------------------------------------------
+
+    def _uplink_id(self) -> str:
+        return hashlib.sha256(f"{self.state.tag}/{self.uplink_name}".encode()).hexdigest()[:4]
+
+    @property
+    def provider_bridge(self) -> str:
+        return f"pov{self.state.tag}{self._uplink_id()}"
+
+    @property
+    def physnet(self) -> str:
+        return f"pincus-{self.state.tag}-{self.uplink_name}"
+
+    def _veth(self) -> tuple[str, str]:
+        """(OVS end, Linux bridge end) of the veth pair joining a bridge uplink."""
+        return f"{self.provider_bridge}a", f"{self.provider_bridge}b"
+
+    # --- validation -----------------------------------------------------------------------------
+
+    def prepare_config(self, others: list[NetworkRecord], creating: bool) -> None:
+        if not creating or _EXTERNAL_ADDRESS in self.config:
+            return
+        rec = db_networks.get(self.state.store, self.uplink_name)
+        if rec is None or rec.type != "physical" or "ipv4.address" not in self.config:
+            return  # validate_config says what is wrong
+        self.config[_EXTERNAL_ADDRESS] = str(self._free_external_address(rec, others))
+
+    def _free_external_address(
+        self, uplink: NetworkRecord, others: list[NetworkRecord]
+    ) -> ipaddress.IPv4Address:
+        used = {
+            ipaddress.IPv4Address(o.config[_EXTERNAL_ADDRESS])
+            for o in others
+            if o.type == "ovn" and o.name != self.name and _EXTERNAL_ADDRESS in o.config
+        }
+        gateway = uplink.config.get("ipv4.gateway")
+        if gateway:
+            used.add(ipaddress.IPv4Interface(gateway).ip)
+        for start, end in uplink_ranges(uplink.config):
+            address = start
+            while address <= end:
+                if address not in used:
+                    return address
+                address += 1
+        if not uplink_ranges(uplink.config):
+            raise InvalidError(
+                f'Uplink network "{uplink.name}" has no "ipv4.ovn.ranges": network "{self.name}" '
+                "needs an address on it for its router"
+            )
+        raise ConflictError(f'No free address left in "ipv4.ovn.ranges" of uplink network "{uplink.name}"')
+
+    def validate_config(self, others: list[NetworkRecord]) -> None:
+        super().validate_config(others)
+        if not self.uplink_name:
+            raise InvalidError(
+                f'Network "{self.name}" needs "network" (its uplink, a managed physical network)'
+            )
+        uplink = self.uplink()
+        if uplink.type != "physical":
+            raise InvalidError(
+                f'Network "{self.name}": uplink "{uplink.name}" is of type "{uplink.type}"; '
+                'the uplink of an OVN network must be a managed "physical" network'
+            )
+        if "ipv4.address" not in self.config:
+            raise InvalidError(f'Network "{self.name}" needs "ipv4.address" (the router\'s address, CIDR)')
+        if "ipv4.gateway" not in uplink.config:
+            raise InvalidError(
+                f'Uplink network "{uplink.name}" needs "ipv4.gateway" (CIDR) for OVN network "{self.name}"'
+            )
+        subnet = self.address4.network
+        uplink_subnet = ipaddress.IPv4Interface(uplink.config["ipv4.gateway"]).network
+        if subnet.overlaps(uplink_subnet):
+            raise InvalidError(
+                f'Network "{self.name}": subnet {subnet} overlaps its uplink\'s {uplink_subnet}'
+            )
+        for other in others:
+            if other.name == self.name or other.type not in ("ovn", "bridge"):
+                continue
+            text = other.config.get("ipv4.address", "")
+            if "/" in text and ipaddress.IPv4Interface(text).network.overlaps(subnet):
+                raise ConflictError(f'Network "{self.name}": subnet {subnet} overlaps network "{other.name}"')
+        if not self.nat4:
+            routes = [ipaddress.IPv4Network(r) for r in split_list(uplink.config.get("ipv4.routes", ""))]
+            if not any(subnet.subnet_of(r) for r in routes):
+                raise InvalidError(
+                    f'Network "{self.name}": with ipv4.nat=false its subnet {subnet} must be inside the '
+                    f'uplink\'s "ipv4.routes" (network "{uplink.name}")'
+                )
+        external = self.config.get(_EXTERNAL_ADDRESS)
+        if external is not None:
+            for other in others:
+                if (
+                    other.name != self.name
+                    and other.type == "ovn"
+                    and other.config.get(_EXTERNAL_ADDRESS) == external
+                ):
+                    raise ConflictError(
+                        f'Network "{self.name}": uplink address {external} is used by "{other.name}"'
+                    )
+
+    def validate_environment(self) -> None:
+        parent = self.uplink().config.get("parent", "")
+        if not self.host(sysfs.interface_exists, parent):
+            raise NotFoundError(f'Parent interface "{parent}" of uplink "{self.uplink_name}" does not exist')
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    def _topology(self, uplink: NetworkRecord, s: ovn_chassis.OvnSite) -> ovn_nb.Topology:
+        gateway = ipaddress.IPv4Interface(uplink.config["ipv4.gateway"])
+        external = f"{self.config[_EXTERNAL_ADDRESS]}/{gateway.network.prefixlen}"
+        servers = tuple(a for a in split_list(uplink.config.get("dns.nameservers", "")) if ":" not in a)
+        return ovn_nb.Topology(
+            owner=self.nb_owner,
+            prefix=self.prefix,
+            physnet=self.physnet,
+            chassis=s.system_id,
+            internal4=str(self.address4),
+            external4=external,
+            gateway4=str(gateway.ip),
+            router_mac=_mac(f"{self.nb_owner}/int"),
+            external_mac=_mac(f"{self.nb_owner}/ext"),
+            nat4=self.nat4,
+            dhcp4=self.dhcp4,
+            mtu=self.mtu,
+            dns_domain=self.config.get("dns.domain"),
+            dns_servers=servers or (str(gateway.ip),),
+        )
+
+    def start(self) -> None:
+        """Daemons up, the uplink's provider bridge in place, the logical network made (each of
+        them a no-op when already there, as on a daemon restart)."""
+        uplink = self.uplink()
+        s = self.site()
+        with Reverter() as undo:
+            if not self._others_running():
+                undo.add(ovn_chassis.shut_down, self.host, s)
+            ovn_chassis.bring_up(self.host, s)
+            if not self._uplink_shared():
+                undo.add(self._remove_provider, s)
+            self._ensure_provider(uplink, s)
+            if not self.host(ovn_nb.owned_rows, s.nb_remote, self.nb_owner):
+                undo.add(self.host, ovn_nb.delete_network, s.nb_remote, self.nb_owner)
+                self.host(ovn_nb.create_network, s.nb_remote, self._topology(uplink, s))
+            undo.success()
+
+    def _ovn_networks(self) -> list[NetworkRecord]:
+        return [r for r in db_networks.list_all(self.state.store) if r.type == "ovn" and r.name != self.name]
+
+    def _others_running(self) -> bool:
+        return bool(self._ovn_networks())
+
+    def _uplink_shared(self) -> bool:
+        return any(r.config.get("network") == self.uplink_name for r in self._ovn_networks())
+
+    def _ensure_provider(self, uplink: NetworkRecord, s: ovn_chassis.OvnSite) -> None:
+        parent = uplink.config.get("parent", "")
+        datapath = ovn_chassis.datapath_type(self.host, s)
+        if self.host(sysfs.is_bridge, parent):
+            ovs_end, bridge_end = self._veth()
+            if self.host(links.get_link, ovs_end) is None:
+                self.host(links.create_veth, ovs_end, bridge_end)
+                self.host(sysctl.set_ipv6_disabled, ovs_end)
+                self.host(sysctl.set_ipv6_disabled, bridge_end)
+                self.host(links.set_master, bridge_end, parent)
+                self.host(links.set_up, bridge_end)
+                self.host(links.set_up, ovs_end)
+            port = ovs_end
+        else:
+            port = parent
+            self.host(links.set_up, parent)
+        self.host(
+            ovs_switch.add_provider_bridge,
+            s.switch_remote,
+            self.provider_bridge,
+            self.physnet,
+            port,
+            datapath,
+        )
+
+    def _remove_provider(self, s: ovn_chassis.OvnSite) -> None:
+        if self.host(ovs_daemons.find_running, s.chassis_specs()[0]) is not None:
+            self.host(ovs_switch.delete_provider_bridge, s.switch_remote, self.provider_bridge, self.physnet)
+        ovs_end, _ = self._veth()
+        if self.host(links.get_link, ovs_end) is not None:
+            self.host(links.delete_link, ovs_end)
+
+    def remove(self) -> None:
+        """Every northbound row of the network; the provider bridge and its veth when no other OVN
+        network uses the uplink; the daemons and their databases when it was the last OVN network."""
+        s = self.site()
+        # An embedded central that is not running has its database removed below, rows and all.
+        if not s.embedded or self.host(ovs_daemons.find_running, s.central_specs()[0]) is not None:
+            self.host(ovn_nb.delete_network, s.nb_remote, self.nb_owner)
+        if not self._uplink_shared():
+            self._remove_provider(s)
+        if not self._others_running():
+            ovn_chassis.shut_down(self.host, s)
+
+    def rename(self, new_name: str) -> NetworkDriver:
+        raise InvalidError(f'Network "{self.name}" is an OVN network; renaming one is not supported yet')
+
+    def update(self, old_config: dict[str, str], users: list[str]) -> None:
+        if old_config == self.config:
+            return
+        if users:
+            raise ConflictError(
+                f'Cannot change OVN network "{self.name}" while it is in use by {", ".join(users)}'
+            )
+        # Rebuild the logical network from the new config (its rows are all recreated at once).
+        s = self.site()
+        uplink = self.uplink()
+        old = OvnNetwork(self.state, self.name, old_config)
+        with Reverter() as undo:
+            self.host(ovn_nb.delete_network, s.nb_remote, self.nb_owner)
+            undo.add(self.host, ovn_nb.create_network, s.nb_remote, old._topology(uplink, s))
+            self.host(ovn_nb.create_network, s.nb_remote, self._topology(uplink, s))
+            undo.success()
+
+    def ensure_running(self) -> int | None:
+        s = self.site()
+        restarted = ovn_chassis.restart_dead(self.host, s)
+        if not restarted:
+            return None
+        for spec in s.all_specs():
+            if spec.name == restarted[0]:
+                return self.host(ovs_daemons.find_running, spec)
+        return None
+
+    def host_interface(self) -> str:
+        return self.provider_bridge
+
+    def owned(self) -> list[Owned]:
+        return [Owned("ovs-bridge", self.provider_bridge), Owned("ovn-router", f"{self.prefix}-lr")]
+
+    def info(self) -> dict[str, Any]:
+        s = self.site()
+        return {
+            "ovn": {
+                "chassis": s.system_id,
+                "northbound": s.nb_remote,
+                "embedded_central": s.embedded,
+                "router_uplink_address": self.config.get(_EXTERNAL_ADDRESS, ""),
+            }
+        }
+
+    # --- for the NICs ---------------------------------------------------------------------------
+
+    def nic_port(self, instance: str, device: str) -> str:
+        return f"{self.prefix}-inst-{instance}-{device}"
+
+    def add_nic(self, port: str, mac: str, ipv4: str | None) -> None:
+        s = self.site()
+        self.host(
+            ovn_nb.add_port, s.nb_remote, self.internal_switch, port, self.nb_owner, mac, ipv4, self.dhcp4
+        )
+
+    def delete_nic(self, port: str) -> None:
+        self.host(ovn_nb.delete_port, self.site().nb_remote, port)
+
+    def plug(self, host_name: str, port: str) -> None:
+        s = self.site()
+        self.host(ovs_switch.add_instance_port, s.switch_remote, s.integration_bridge, host_name, port)
+
+    def unplug(self, host_name: str) -> None:
+        s = self.site()
+        if self.host(ovs_daemons.find_running, s.chassis_specs()[0]) is not None:
+            self.host(ovs_switch.delete_port, s.switch_remote, host_name)
