@@ -53,7 +53,7 @@ def _ids(owner: str, **more: str) -> dict[str, str]:
 
 
 def create_network(remote: str, t: Topology) -> None:
-    """Make every row of T in one transaction (a failure leaves nothing)."""
+    """Make every row of T (a failure leaves none of them)."""
     nb = ovsdb.northbound(remote)
     internal = ipaddress.ip_interface(t.internal4)
     ext = ipaddress.ip_interface(t.external4)
@@ -67,10 +67,7 @@ def create_network(remote: str, t: Topology) -> None:
             t.router_mac,
             [t.internal4],
             external_ids=ids,
-            options={"gateway_mtu": str(t.mtu)},
         ),
-        nb.lrp_set_gateway_chassis(f"{t.prefix}-lrp-ext", t.chassis, 1),
-        nb.lr_route_add(t.router, "0.0.0.0/0", t.gateway4.split("/")[0]),
         nb.ls_add(t.external_switch, external_ids=ids),
         nb.lsp_add(
             t.external_switch,
@@ -102,32 +99,40 @@ def create_network(remote: str, t: Topology) -> None:
             external_ids=ids,
         ),
     ]
-    if t.nat4:
-        cmds.append(nb.lr_nat_add(t.router, "snat", str(ext.ip), str(internal.network)))
     if t.dhcp4:
-        options = {
-            "lease_time": "3600",
-            "router": str(internal.ip),
-            "server_id": str(internal.ip),
-            "server_mac": t.router_mac,
-            "mtu": str(t.mtu),
-        }
-        if t.dns_servers:
-            options["dns_server"] = "{" + ",".join(t.dns_servers) + "}"
-        if t.dns_domain:
-            options["domain_name"] = f'"{t.dns_domain}"'
         cmds.append(nb.dhcp_options_add(str(internal.network), **ids))
     ovsdb.run(nb, cmds, f"create OVN network {t.owner} in {remote}")
-    if t.dhcp4:
-        # A second transaction: the options row's uuid is known only once it exists. Its failure
-        # takes the first transaction's rows back.
-        try:
+    # A second transaction for what refers to rows of the first (ovsdbapp reads them back); its
+    # failure takes the first one's rows away again.
+    try:
+        more: list[Any] = [
+            nb.lrp_set_gateway_chassis(f"{t.prefix}-lrp-ext", t.chassis, 1),
+            nb.lr_route_add(t.router, "0.0.0.0/0", t.gateway4.split("/")[0]),
+        ]
+        if t.nat4:
+            more.append(nb.lr_nat_add(t.router, "snat", str(ext.ip), str(internal.network)))
+        if t.dhcp4:
             uuid = dhcp_options_uuid(remote, t.owner)
-            assert uuid is not None
-            ovsdb.run(nb, [nb.dhcp_options_set_options(uuid, **options)], f"set DHCP options of {t.owner}")
-        except BaseException:
-            delete_network(remote, t.owner)
-            raise
+            more.append(nb.dhcp_options_set_options(uuid, **_dhcp_options(t, internal)))
+        ovsdb.run(nb, more, f"route and NAT of OVN network {t.owner}")
+    except BaseException:
+        delete_network(remote, t.owner)
+        raise
+
+
+def _dhcp_options(t: Topology, internal: ipaddress.IPv4Interface | ipaddress.IPv6Interface) -> dict[str, str]:
+    options = {
+        "lease_time": "3600",
+        "router": str(internal.ip),
+        "server_id": str(internal.ip),
+        "server_mac": t.router_mac,
+        "mtu": str(t.mtu),
+    }
+    if t.dns_servers:
+        options["dns_server"] = "{" + ",".join(t.dns_servers) + "}"
+    if t.dns_domain:
+        options["domain_name"] = f'"{t.dns_domain}"'
+    return options
 
 
 def dhcp_options_uuid(remote: str, owner: str) -> Any:

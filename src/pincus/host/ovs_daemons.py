@@ -207,7 +207,7 @@ def stop(spec: DaemonSpec, timeout: float = _STOP_GRACE) -> None:
         fd = process.open_pidfd_if(pid, lambda p: _is_ours(p, spec))
         if fd is not None:
             steps: list[tuple[int, float]] = [(signal.SIGTERM, timeout), (signal.SIGKILL, _STOP_GRACE)]
-            if spec.program == "ovn-controller" and _exit_controller(spec, pid):
+            if _ask_to_exit(spec, pid):
                 steps.insert(0, (0, timeout))  # signal 0: only wait for the exit it was asked for
             try:
                 gone = process.stop_and_wait(fd, steps)
@@ -220,16 +220,20 @@ def stop(spec: DaemonSpec, timeout: float = _STOP_GRACE) -> None:
     spec.ctl.unlink(missing_ok=True)
 
 
-def _exit_controller(spec: DaemonSpec, pid: int) -> bool:
-    """Ask ovn-controller to exit for good: it then removes its chassis from the southbound
-    database, which a plain SIGTERM (a restart, to it) leaves behind."""
-    ctl = spec.dir / f"ovn-controller.{pid}.ctl"
-    if not ctl.exists():
+def _ask_to_exit(spec: DaemonSpec, pid: int) -> bool:
+    """Ask ovn-controller and ovs-vswitchd to exit for good, which a plain SIGTERM (a restart, to
+    them) does not: ovn-controller then removes its chassis from the southbound database, and
+    ovs-vswitchd its datapath with its interfaces (the userspace datapath's `ovs-netdev` tap)."""
+    if spec.program == "ovn-controller":
+        argv = ["ovn-appctl", "-t", str(spec.dir / f"ovn-controller.{pid}.ctl"), "exit"]
+    elif spec.program == "ovs-vswitchd":
+        argv = ["ovs-appctl", "-t", str(spec.ctl), "exit", "--cleanup"]
+    else:
+        return False
+    if not Path(argv[2]).exists():
         return False
     try:
-        r = subprocess.run(
-            ["ovn-appctl", "-t", str(ctl), "exit"], capture_output=True, timeout=_STOP_GRACE + 2, check=False
-        )
+        r = subprocess.run(argv, capture_output=True, timeout=_STOP_GRACE + 2, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return False
     return r.returncode == 0

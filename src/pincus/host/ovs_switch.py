@@ -21,6 +21,9 @@ def configure_chassis(
         "ovn-bridge-datapath-type": datapath_type,
         "ovn-bridge": check_external_id(integration_bridge),
     }
+    if not ovs.tables["Open_vSwitch"].rows:
+        # A new database has no root row yet (what `ovs-vsctl init` makes).
+        ovsdb.run(ovs, [ovs.db_create("Open_vSwitch")], "initialise the OVS database", plain=True)
     cmds = [ovs.db_set("Open_vSwitch", ".", ("external_ids", ids))]
     ovsdb.run(ovs, cmds, f"configure OVS chassis {system_id}")
 

@@ -102,10 +102,17 @@ def forget(remote: str) -> None:
                 api.ovsdb_connection.stop()
 
 
-def run(api: Any, commands: list[Any], what: str) -> list[Any]:
-    """Run COMMANDS in one transaction (all or nothing); their results."""
+def run(api: Any, commands: list[Any], what: str, plain: bool = False) -> list[Any]:
+    """Run COMMANDS in one transaction (all or nothing); their results.
+
+    PLAIN: an ordinary transaction even on the switch database, whose own kind bumps `next_cfg` of
+    the root row and so needs that row to exist already.
+    """
+    from ovsdbapp.backend.ovs_idl.transaction import Transaction
+
     try:
-        with api.transaction(check_error=True) as txn:
+        txn_cm = Transaction(api, api.ovsdb_connection, _TIMEOUT, check_error=True) if plain else None
+        with txn_cm or api.transaction(check_error=True) as txn:
             for command in commands:
                 txn.add(command)
     except Exception as e:

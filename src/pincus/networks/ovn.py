@@ -38,8 +38,13 @@ def _mac(seed: str) -> str:
     return "10:66:6a" + "".join(f":{b:02x}" for b in digest[:3])
 
 
+def _list(config: dict[str, str], key: str) -> list[str]:
+    value = config.get(key, "")
+    return split_list(value) if value else []
+
+
 def uplink_ranges(config: dict[str, str]) -> list[tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]]:
-    return [parse_ip_range4(r) for r in split_list(config.get("ipv4.ovn.ranges", ""))]
+    return [parse_ip_range4(r) for r in _list(config, "ipv4.ovn.ranges")]
 
 
 def check_uplink_config(name: str, config: dict[str, str], others: list[NetworkRecord]) -> None:
@@ -208,7 +213,7 @@ class OvnNetwork(NetworkDriver):
             if "/" in text and ipaddress.IPv4Interface(text).network.overlaps(subnet):
                 raise ConflictError(f'Network "{self.name}": subnet {subnet} overlaps network "{other.name}"')
         if not self.nat4:
-            routes = [ipaddress.IPv4Network(r) for r in split_list(uplink.config.get("ipv4.routes", ""))]
+            routes = [ipaddress.IPv4Network(r) for r in _list(uplink.config, "ipv4.routes")]
             if not any(subnet.subnet_of(r) for r in routes):
                 raise InvalidError(
                     f'Network "{self.name}": with ipv4.nat=false its subnet {subnet} must be inside the '
@@ -236,7 +241,7 @@ class OvnNetwork(NetworkDriver):
     def _topology(self, uplink: NetworkRecord, s: ovn_chassis.OvnSite) -> ovn_nb.Topology:
         gateway = ipaddress.IPv4Interface(uplink.config["ipv4.gateway"])
         external = f"{self.config[_EXTERNAL_ADDRESS]}/{gateway.network.prefixlen}"
-        servers = tuple(a for a in split_list(uplink.config.get("dns.nameservers", "")) if ":" not in a)
+        servers = tuple(a for a in _list(uplink.config, "dns.nameservers") if ":" not in a)
         return ovn_nb.Topology(
             owner=self.nb_owner,
             prefix=self.prefix,

@@ -1,0 +1,250 @@
+"""OVN networks on a physical uplink, on one member: real OVN and Open vSwitch daemons started by
+the test's own pincusd inside the test's network namespace (userspace datapath here)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.helpers import config, in_container, ping, wait_for
+from tests.pincus_testlib import NSEXEC, Daemon, NetNS, cleanup_dir, kill_leftovers
+
+pytestmark = pytest.mark.skipif(shutil.which("ovn-northd") is None, reason="OVN is not installed")
+
+UDHCPC_SCRIPT = """#!/bin/sh
+[ "$1" = bound ] || [ "$1" = renew ] || exit 0
+busybox ip addr flush dev "$interface"
+busybox ip addr add "$ip/${mask:-24}" dev "$interface"
+[ -n "$router" ] && busybox ip route replace default via "${router%% *}" dev "$interface"
+echo "$ip" > "/tmp/udhcpc-$interface-$mtu"
+exit 0
+"""
+
+UPLINK = "10.250.90"  # the uplink bridge's subnet; OVN routers take addresses from .100-.109
+
+
+def _ovn_dir(daemon: Daemon) -> Path:
+    return daemon.dir / "ovn"
+
+
+def nbctl(daemon: Daemon, *args: str) -> str:
+    sock = _ovn_dir(daemon) / "central" / "nb.sock"
+    return subprocess.run(
+        ["ovn-nbctl", f"--db=unix:{sock}", *args], check=True, capture_output=True, text=True, timeout=20
+    ).stdout
+
+
+def vsctl(daemon: Daemon, *args: str) -> str:
+    sock = _ovn_dir(daemon) / "chassis" / "db.sock"
+    return subprocess.run(
+        ["ovs-vsctl", f"--db=unix:{sock}", *args], check=True, capture_output=True, text=True, timeout=20
+    ).stdout
+
+
+def uplink(daemon: Daemon, prefix: str, *keys: str) -> str:
+    """A Linux bridge with the uplink gateway's address, as a managed physical network "up"."""
+    lan = f"{prefix}lan"
+    daemon.ns.add_bridge(lan)
+    daemon.ns.ip("addr", "add", f"{UPLINK}.1/24", "dev", lan)
+    daemon.cli(
+        "network", "create", "up", "--type=physical", f"parent={lan}",
+        f"ipv4.gateway={UPLINK}.1/24", f"ipv4.ovn.ranges={UPLINK}.100-{UPLINK}.109", *keys,
+    )  # fmt: skip
+    return lan
+
+
+def dhcp(daemon: Daemon, name: str) -> str:
+    script = daemon.dir / "udhcpc.script"
+    if not script.exists():
+        script.write_text(UDHCPC_SCRIPT)
+        script.chmod(0o755)
+    in_container(
+        daemon, name, "busybox", "udhcpc", "-q", "-n", "-t", "10", "-T", "1", "-i", "eth0", "-s", str(script)
+    )
+    addrs = json.loads(in_container(daemon, name, "ip", "-j", "-4", "addr", "show", "eth0"))
+    return str(addrs[0]["addr_info"][0]["local"])
+
+
+def links(daemon: Daemon) -> set[str]:
+    return daemon.ns.link_names()
+
+
+def test_two_containers_on_an_ovn_network_dhcp_ping_and_snat_then_delete_leaves_nothing(
+    daemon: Daemon, prefix: str
+) -> None:
+    before = links(daemon)
+    lan = uplink(daemon, prefix)
+    daemon.cli("network", "create", "ovn0", "--type=ovn", "network=up", "ipv4.address=10.250.91.1/24")
+    net = yaml_config(daemon, "ovn0")
+    assert net["volatile.network.ipv4.address"] == f"{UPLINK}.100"
+    # Northbound: switches, router with SNAT and a gateway port on the uplink.
+    switches = nbctl(daemon, "--bare", "--columns=name", "list", "Logical_Switch").split()
+    assert any(s.endswith("ovn0-ls-int") for s in switches) and any(
+        s.endswith("ovn0-ls-ext") for s in switches
+    )
+    nat = nbctl(daemon, "--bare", "--columns=type,external_ip,logical_ip", "list", "NAT").split()
+    assert nat == ["snat", f"{UPLINK}.100", "10.250.91.0/24"]
+    # The uplink bridge gained one port, a veth whose peer is in the provider bridge.
+    members = [x["ifname"] for x in daemon.ns.ipj("link", "show", "master", lan)]
+    assert len(members) == 1
+    provider = [b for b in vsctl(daemon, "list-br").split() if b.startswith("pov")]
+    assert len(provider) == 1 and members[0][:-1] + "a" in vsctl(daemon, "list-ports", provider[0]).split()
+
+    daemon.cli("init", "c1", "-n", "ovn0")
+    daemon.cli("config", "device", "set", "c1", "eth0", "ipv4.address=10.250.91.50")
+    daemon.cli("start", "c1")
+    daemon.cli("launch", "c2", "-n", "ovn0")
+    # OVN's own DHCP hands out the static allocation, with the router and the network's MTU.
+    assert dhcp(daemon, "c1") == "10.250.91.50"
+    dynamic = dhcp(daemon, "c2")
+    assert dynamic.startswith("10.250.91.") and dynamic not in ("10.250.91.1", "10.250.91.50")
+    assert in_container(daemon, "c1", "cat", "/sys/class/net/eth0/mtu").strip() == "1400"
+    assert ping(daemon, "c1", dynamic, count=3)
+    # SNAT: the uplink bridge's own address answers, and sees the router's uplink address.
+    assert ping(daemon, "c1", f"{UPLINK}.1", count=3)
+    host_name = config(daemon, "c1")["volatile.eth0.host_name"]
+    assert host_name in vsctl(daemon, "list-ports", f"pint{tag(daemon)}").split()
+    ports = nbctl(daemon, "--bare", "--columns=name", "list", "Logical_Switch_Port").split()
+    assert sum("-inst-" in p for p in ports) == 2
+
+    daemon.cli("delete", "-f", "c1", "c2")
+    ports = nbctl(daemon, "--bare", "--columns=name", "list", "Logical_Switch_Port").split()
+    assert not any("-inst-" in p for p in ports)
+    assert daemon.ns.link(host_name) is None
+    daemon.cli("network", "delete", "ovn0")
+    # Nothing is left: no daemon, no database, no veth on the uplink, no OVS/OVN interface.
+    assert not _ovn_dir(daemon).exists()
+    assert daemon.ns.ipj("link", "show", "master", lan) == []
+    assert links(daemon) == before | {lan}
+    assert not [p for p in _processes() if str(daemon.dir) in p]
+
+
+def test_routed_ingress_reaches_the_ovn_subnet_through_a_route(daemon: Daemon, prefix: str) -> None:
+    lan = uplink(daemon, prefix, "ovn.ingress_mode=routed", "ipv4.routes=10.250.92.0/24")
+    daemon.cli(
+        "network",
+        "create",
+        "ovn0",
+        "--type=ovn",
+        "network=up",
+        "ipv4.address=10.250.92.1/24",
+        "ipv4.nat=false",
+    )
+    assert nbctl(daemon, "--bare", "--columns=type", "list", "NAT").split() == []
+    daemon.cli("init", "c1", "-n", "ovn0")
+    daemon.cli("config", "device", "set", "c1", "eth0", "ipv4.address=10.250.92.20")
+    daemon.cli("start", "c1")
+    assert dhcp(daemon, "c1") == "10.250.92.20"
+    # The uplink routes the OVN subnet to the router's uplink address; the container answers from
+    # its own address (no NAT).
+    daemon.ns.ip("route", "add", "10.250.92.0/24", "via", f"{UPLINK}.100", "dev", lan)
+    wait_for(lambda: _ping_from_host(daemon, "10.250.92.20"), 15, "the container to answer from the uplink")
+    daemon.cli("delete", "-f", "c1")
+    daemon.cli("network", "delete", "ovn0")
+    assert not _ovn_dir(daemon).exists()
+
+
+def test_bad_input_is_refused_and_changes_nothing(daemon: Daemon, prefix: str) -> None:
+    lan = f"{prefix}lan"
+    daemon.ns.add_bridge(lan)
+    daemon.cli("network", "create", "br0", "ipv4.address=10.250.93.1/24", "ipv6.address=none")
+    before, links_before = daemon.db_dump(), links(daemon)
+    msg = daemon.fails("network", "create", "o1", "--type=ovn", "network=br0", "ipv4.address=10.250.94.1/24")
+    assert 'uplink "br0" is of type "bridge"' in msg and "physical" in msg
+    msg = daemon.fails(
+        "network", "create", "up", "--type=physical", f"parent={lan}", f"ipv4.gateway={UPLINK}.1/24",
+        f"ipv4.ovn.ranges={UPLINK}.100-{UPLINK}.120,{UPLINK}.110-{UPLINK}.130",
+    )  # fmt: skip
+    assert "overlap" in msg
+    msg = daemon.fails(
+        "network",
+        "create",
+        "up",
+        "--type=physical",
+        f"parent={lan}",
+        f"ipv4.ovn.ranges={UPLINK}.100-{UPLINK}.120",
+    )
+    assert "ipv4.gateway" in msg
+    assert daemon.db_dump() == before and links(daemon) == links_before
+    assert not _ovn_dir(daemon).exists()
+
+
+class ExternalCentralDaemon(Daemon):
+    """A pincusd told to use an existing OVN central (one that does not answer)."""
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            **super().env,
+            "PINCUS_OVN_NORTHBOUND": "tcp:127.0.0.1:1",
+            "PINCUS_OVN_SOUTHBOUND": "tcp:127.0.0.1:2",
+        }
+
+
+@pytest.fixture
+def external_daemon(netns: NetNS) -> Iterator[Daemon]:
+    d = ExternalCentralDaemon(netns, Path(tempfile.mkdtemp(prefix="pincus-test-")))
+    try:
+        d.start()
+        yield d
+    finally:
+        d.stop()
+        d.stop(signal.SIGKILL)
+        kill_leftovers(d.dir)
+        cleanup_dir(d.dir)
+
+
+def test_an_unreachable_central_is_a_clear_error_and_nothing_is_left(
+    external_daemon: Daemon, prefix: str
+) -> None:
+    daemon = external_daemon
+    lan = uplink(daemon, prefix)
+    before, links_before = daemon.db_dump(), links(daemon)
+    msg = daemon.fails("network", "create", "ovn0", "--type=ovn", "network=up", "ipv4.address=10.250.95.1/24")
+    assert "tcp:127.0.0.1:1" in msg and "unreachable" in msg
+    assert daemon.db_dump() == before and links(daemon) == links_before
+    assert daemon.ns.ipj("link", "show", "master", lan) == []
+    assert not [p for p in _processes() if str(daemon.dir) in p and "pincusd" not in p]
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+
+
+def yaml_config(daemon: Daemon, network: str) -> dict[str, Any]:
+    import yaml
+
+    return dict(yaml.safe_load(daemon.cli("network", "show", network).stdout)["config"])
+
+
+def tag(daemon: Daemon) -> str:
+    from pincus.server.daemon import daemon_tag
+
+    return daemon_tag(daemon.dir.absolute())
+
+
+def _processes() -> list[str]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                out.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+    return out
+
+
+def _ping_from_host(daemon: Daemon, address: str) -> bool:
+    r = subprocess.run(
+        [*NSEXEC, daemon.ns.name, "busybox", "ping", "-c", "1", "-W", "1", address],
+        capture_output=True,
+        timeout=10,
+        check=False,
+    )
+    return r.returncode == 0
