@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -116,6 +117,10 @@ def test_two_containers_on_an_ovn_network_dhcp_ping_and_snat_then_delete_leaves_
     ports = nbctl(daemon, "--bare", "--columns=name", "list", "Logical_Switch_Port").split()
     assert sum("-inst-" in p for p in ports) == 2
 
+    # The uplink is in use while the OVN network lives on it.
+    assert "/1.0/networks/ovn0" in daemon.fails("network", "delete", "up")
+    assert "uplink of ovn0" in daemon.fails("network", "set", "up", f"ipv4.ovn.ranges={UPLINK}.200-{UPLINK}.201")
+
     daemon.cli("delete", "-f", "c1", "c2")
     ports = nbctl(daemon, "--bare", "--columns=name", "list", "Logical_Switch_Port").split()
     assert not any("-inst-" in p for p in ports)
@@ -149,6 +154,41 @@ def test_routed_ingress_reaches_the_ovn_subnet_through_a_route(daemon: Daemon, p
     daemon.ns.ip("route", "add", "10.250.92.0/24", "via", f"{UPLINK}.100", "dev", lan)
     wait_for(lambda: _ping_from_host(daemon, "10.250.92.20"), 15, "the container to answer from the uplink")
     daemon.cli("delete", "-f", "c1")
+    daemon.cli("network", "delete", "ovn0")
+    assert not _ovn_dir(daemon).exists()
+
+
+def test_dead_ovn_daemons_are_restarted_and_a_daemon_restart_keeps_the_network(
+    daemon: Daemon, prefix: str
+) -> None:
+    uplink(daemon, prefix)
+    daemon.cli("network", "create", "ovn0", "--type=ovn", "network=up", "ipv4.address=10.250.96.1/24")
+    for name in ("c1", "c2"):
+        daemon.cli("init", name, "-n", "ovn0")
+    daemon.cli("config", "device", "set", "c1", "eth0", "ipv4.address=10.250.96.11")
+    daemon.cli("config", "device", "set", "c2", "eth0", "ipv4.address=10.250.96.12")
+    daemon.cli("start", "c1", "c2")
+    assert dhcp(daemon, "c1") == "10.250.96.11" and dhcp(daemon, "c2") == "10.250.96.12"
+    assert ping(daemon, "c1", "10.250.96.12", count=2)
+    # The supervisor starts again what dies, from its own pid file, with the same databases.
+    pids = {f.stem: int(f.read_text()) for f in _ovn_dir(daemon).glob("*/*.pid")}
+    assert set(pids) == {"nb", "sb", "northd", "switchdb", "vswitchd", "controller"}
+    for name in ("northd", "controller"):
+        os.kill(pids[name], signal.SIGKILL)
+
+    def restarted() -> bool:
+        now = {f.stem: f.read_text().strip() for f in _ovn_dir(daemon).glob("*/*.pid")}
+        return all(now.get(n, str(pids[n])) != str(pids[n]) for n in ("northd", "controller"))
+
+    wait_for(restarted, 15, "northd and ovn-controller to be restarted")
+    wait_for(lambda: ping(daemon, "c1", "10.250.96.12"), 15, "the containers to reach each other again")
+    # A pincusd restart finds its OVN daemons and rows and changes nothing.
+    nb_before = nbctl(daemon, "show")
+    daemon.stop()
+    daemon.start()
+    assert nbctl(daemon, "show") == nb_before
+    assert ping(daemon, "c2", "10.250.96.11", count=2)
+    daemon.cli("delete", "-f", "c1", "c2")
     daemon.cli("network", "delete", "ovn0")
     assert not _ovn_dir(daemon).exists()
 
