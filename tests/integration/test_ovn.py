@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -119,7 +120,9 @@ def test_two_containers_on_an_ovn_network_dhcp_ping_and_snat_then_delete_leaves_
 
     # The uplink is in use while the OVN network lives on it.
     assert "/1.0/networks/ovn0" in daemon.fails("network", "delete", "up")
-    assert "uplink of ovn0" in daemon.fails("network", "set", "up", f"ipv4.ovn.ranges={UPLINK}.200-{UPLINK}.201")
+    assert "uplink of ovn0" in daemon.fails(
+        "network", "set", "up", f"ipv4.ovn.ranges={UPLINK}.200-{UPLINK}.201"
+    )
 
     daemon.cli("delete", "-f", "c1", "c2")
     ports = nbctl(daemon, "--bare", "--columns=name", "list", "Logical_Switch_Port").split()
@@ -193,6 +196,88 @@ def test_dead_ovn_daemons_are_restarted_and_a_daemon_restart_keeps_the_network(
     assert not _ovn_dir(daemon).exists()
 
 
+def test_a_nic_parent_uplink_goes_into_the_provider_bridge_and_comes_back(
+    daemon: Daemon, prefix: str
+) -> None:
+    nic = f"{prefix}nic"
+    daemon.ns.add_standin_nic(nic)
+    daemon.cli(
+        "network", "create", "up", "--type=physical", f"parent={nic}",
+        f"ipv4.gateway={UPLINK}.1/24", f"ipv4.ovn.ranges={UPLINK}.100-{UPLINK}.109",
+    )  # fmt: skip
+    before = daemon.ns.link(nic)
+    assert before is not None and "UP" not in before["flags"]
+    daemon.cli("network", "create", "ovn0", "--type=ovn", "network=up", "ipv4.address=10.250.91.1/24")
+    provider = [b for b in vsctl(daemon, "list-br").split() if b.startswith("pov")]
+    assert len(provider) == 1 and vsctl(daemon, "list-ports", provider[0]).split() == [nic]
+    daemon.cli("network", "delete", "ovn0")
+    after = daemon.ns.link(nic)
+    assert after is not None
+    # Down again and out of any bridge, as the admin left it (the kernel keeps the qdisc that
+    # bringing it up attached).
+    fields = ("flags", "mtu", "address", "operstate", "master")
+    assert {k: after.get(k) for k in fields} == {k: before.get(k) for k in fields}
+    assert not _ovn_dir(daemon).exists()
+
+
+class ExistingCentralDaemon(Daemon):
+    """A pincusd told to use an existing OVN central (PINCUS_OVN_NORTHBOUND/SOUTHBOUND)."""
+
+    nb = "tcp:127.0.0.1:1"
+    sb = "tcp:127.0.0.1:2"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**super().env, "PINCUS_OVN_NORTHBOUND": self.nb, "PINCUS_OVN_SOUTHBOUND": self.sb}
+
+
+def test_an_existing_central_gets_the_rows_and_the_chassis_and_loses_them_on_delete(
+    netns: NetNS, prefix: str
+) -> None:
+    from pincus.host import ovs_daemons
+
+    central = Path(tempfile.mkdtemp(prefix="pincus-test-central-"))
+    specs = ovs_daemons.central_specs(central)
+    nb, sb = (f"unix:{p}" for p in ovs_daemons.central_sockets(central))
+    d = ExistingCentralDaemon(netns, Path(tempfile.mkdtemp(prefix="pincus-test-")))
+    d.nb, d.sb = nb, sb
+    try:
+        start = (
+            f"from pincus.host import ovs_daemons as o; o.start_all(o.central_specs(Path({str(central)!r})))"
+        )
+        netns.run(sys.executable, "-c", f"from pathlib import Path; {start}")
+        d.start()
+        uplink(d, prefix)
+        d.cli("network", "create", "ovn0", "--type=ovn", "network=up", "ipv4.address=10.250.91.1/24")
+        assert not (d.dir / "ovn" / "central").exists()  # no embedded central of its own
+        d.cli("launch", "c1", "-n", "ovn0")
+        d.cli("launch", "c2", "-n", "ovn0")
+        a1, a2 = dhcp(d, "c1"), dhcp(d, "c2")
+        assert a1 != a2 and ping(d, "c1", a2, count=2)
+        chassis = _ovn(["ovn-sbctl", f"--db={sb}", "--bare", "--columns=name", "list", "Chassis"]).split()
+        assert chassis == [f"pincus-{tag(d)}"]
+        d.cli("delete", "-f", "c1", "c2")
+        d.cli("network", "delete", "ovn0")
+        # The central keeps running (it is not ours) with nothing of ours left in it.
+        for table in ("Logical_Switch", "Logical_Router", "Logical_Switch_Port", "NAT", "DHCP_Options"):
+            assert _ovn(["ovn-nbctl", f"--db={nb}", "--bare", "--columns=_uuid", "list", table]).split() == []
+        assert _ovn(["ovn-sbctl", f"--db={sb}", "--bare", "--columns=name", "list", "Chassis"]).split() == []
+        assert not (d.dir / "ovn").exists()
+    finally:
+        d.cli("admin", "shutdown", "--timeout", "2", check=False, timeout=60)
+        d.stop()
+        d.stop(signal.SIGKILL)
+        kill_leftovers(d.dir)
+        cleanup_dir(d.dir)
+        ovs_daemons.stop_all(specs)
+        kill_leftovers(central)
+        cleanup_dir(central)
+
+
+def _ovn(argv: list[str]) -> str:
+    return subprocess.run(argv, check=True, capture_output=True, text=True, timeout=20).stdout
+
+
 def test_bad_input_is_refused_and_changes_nothing(daemon: Daemon, prefix: str) -> None:
     lan = f"{prefix}lan"
     daemon.ns.add_bridge(lan)
@@ -218,21 +303,9 @@ def test_bad_input_is_refused_and_changes_nothing(daemon: Daemon, prefix: str) -
     assert not _ovn_dir(daemon).exists()
 
 
-class ExternalCentralDaemon(Daemon):
-    """A pincusd told to use an existing OVN central (one that does not answer)."""
-
-    @property
-    def env(self) -> dict[str, str]:
-        return {
-            **super().env,
-            "PINCUS_OVN_NORTHBOUND": "tcp:127.0.0.1:1",
-            "PINCUS_OVN_SOUTHBOUND": "tcp:127.0.0.1:2",
-        }
-
-
 @pytest.fixture
 def external_daemon(netns: NetNS) -> Iterator[Daemon]:
-    d = ExternalCentralDaemon(netns, Path(tempfile.mkdtemp(prefix="pincus-test-")))
+    d = ExistingCentralDaemon(netns, Path(tempfile.mkdtemp(prefix="pincus-test-")))
     try:
         d.start()
         yield d

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import logging
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pincus.config.keys import KeyTable
@@ -20,7 +21,7 @@ from pincus.config.validators import parse_bool, parse_ip_range4, split_list
 from pincus.db import networks as db_networks
 from pincus.db.networks import NetworkRecord
 from pincus.errors import ConflictError, InvalidError, NotFoundError
-from pincus.host import links, ovn_nb, ovs_daemons, ovs_switch, sysctl, sysfs
+from pincus.host import files, links, ovn_nb, ovs_daemons, ovs_switch, sysctl, sysfs
 from pincus.networks import ovn_chassis
 from pincus.networks.base import NetworkDriver
 from pincus.ownership import Owned
@@ -300,6 +301,10 @@ class OvnNetwork(NetworkDriver):
             port = ovs_end
         else:
             port = parent
+            link = self.host(links.get_link, parent)
+            if link is not None and self.host(files.read_json, self._parent_state_file) is None:
+                # The admin's NIC: how it was, to give it back so when the provider bridge goes.
+                self.host(files.write_json, self._parent_state_file, {"parent": parent, "up": link.up})
             self.host(links.set_up, parent)
         self.host(
             ovs_switch.add_provider_bridge,
@@ -316,6 +321,16 @@ class OvnNetwork(NetworkDriver):
         ovs_end, _ = self._veth()
         if self.host(links.get_link, ovs_end) is not None:
             self.host(links.delete_link, ovs_end)
+        saved = self.host(files.read_json, self._parent_state_file)
+        if saved is not None:
+            if not saved["up"] and self.host(sysfs.interface_exists, saved["parent"]):
+                self.host(links.set_down, saved["parent"])
+            self.host(files.remove, self._parent_state_file)
+
+    @property
+    def _parent_state_file(self) -> Path:
+        """The uplink NIC's state before it went into the provider bridge (in the uplink's dir)."""
+        return self.state.networks_dir / self.uplink_name / "ovn-parent.json"
 
     def remove(self) -> None:
         """Every northbound row of the network; the provider bridge and its veth when no other OVN
