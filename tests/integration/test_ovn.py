@@ -234,11 +234,11 @@ class ExistingCentralDaemon(Daemon):
 def test_an_existing_central_gets_the_rows_and_the_chassis_and_loses_them_on_delete(
     netns: NetNS, prefix: str
 ) -> None:
-    from pincus.host import ovs_daemons
+    from pincus.host import ovs_daemons, ovs_layout
 
     central = Path(tempfile.mkdtemp(prefix="pincus-test-central-"))
-    specs = ovs_daemons.central_specs(central)
-    nb, sb = (f"unix:{p}" for p in ovs_daemons.central_sockets(central))
+    specs = ovs_layout.central_specs(central)
+    nb, sb = (f"unix:{p}" for p in ovs_layout.central_sockets(central))
     d = ExistingCentralDaemon(netns, Path(tempfile.mkdtemp(prefix="pincus-test-")))
     d.nb, d.sb = nb, sb
     try:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pincus.errors import InvalidError
-from pincus.host import files, ovs_daemons, ovs_switch, ovsdb
+from pincus.host import files, ovs_daemons, ovs_layout, ovs_switch, ovsdb
 from pincus.host.facade import Host
 from pincus.state import State
 
@@ -45,15 +45,15 @@ class OvnSite:
 
     @property
     def switch_remote(self) -> str:
-        return f"unix:{ovs_daemons.chassis_socket(self.chassis_dir)}"
+        return f"unix:{ovs_layout.chassis_socket(self.chassis_dir)}"
 
-    def central_specs(self) -> list[ovs_daemons.DaemonSpec]:
-        return ovs_daemons.central_specs(self.central_dir) if self.embedded else []
+    def central_specs(self) -> list[ovs_layout.DaemonSpec]:
+        return ovs_layout.central_specs(self.central_dir) if self.embedded else []
 
-    def chassis_specs(self) -> list[ovs_daemons.DaemonSpec]:
-        return ovs_daemons.chassis_specs(self.chassis_dir)
+    def chassis_specs(self) -> list[ovs_layout.DaemonSpec]:
+        return ovs_layout.chassis_specs(self.chassis_dir)
 
-    def all_specs(self) -> list[ovs_daemons.DaemonSpec]:
+    def all_specs(self) -> list[ovs_layout.DaemonSpec]:
         return [*self.central_specs(), *self.chassis_specs()]
 
 
@@ -69,7 +69,7 @@ def site(state: State) -> OvnSite:
             )
         embedded = False
     else:
-        nb_sock, sb_sock = ovs_daemons.central_sockets(base / "central")
+        nb_sock, sb_sock = ovs_layout.central_sockets(base / "central")
         nb, sb, embedded = f"unix:{nb_sock}", f"unix:{sb_sock}", True
     return OvnSite(
         dir=base,
