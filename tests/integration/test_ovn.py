@@ -85,7 +85,15 @@ def test_two_containers_on_an_ovn_network_dhcp_ping_and_snat_then_delete_leaves_
 ) -> None:
     before = links(daemon)
     lan = uplink(daemon, prefix)
-    daemon.cli("network", "create", "ovn0", "--type=ovn", "network=up", "ipv4.address=10.250.91.1/24")
+    daemon.cli(
+        "network",
+        "create",
+        "ovn0",
+        "--type=ovn",
+        "network=up",
+        "ipv4.address=10.250.91.1/24",
+        "ipv4.nat=true",
+    )
     net = yaml_config(daemon, "ovn0")
     assert net["volatile.network.ipv4.address"] == f"{UPLINK}.100"
     # Northbound: switches, router with SNAT and a gateway port on the uplink.
@@ -165,7 +173,15 @@ def test_dead_ovn_daemons_are_restarted_and_a_daemon_restart_keeps_the_network(
     daemon: Daemon, prefix: str
 ) -> None:
     uplink(daemon, prefix)
-    daemon.cli("network", "create", "ovn0", "--type=ovn", "network=up", "ipv4.address=10.250.96.1/24")
+    daemon.cli(
+        "network",
+        "create",
+        "ovn0",
+        "--type=ovn",
+        "network=up",
+        "ipv4.address=10.250.96.1/24",
+        "ipv4.nat=true",
+    )
     for name in ("c1", "c2"):
         daemon.cli("init", name, "-n", "ovn0")
     daemon.cli("config", "device", "set", "c1", "eth0", "ipv4.address=10.250.96.11")
@@ -207,9 +223,12 @@ def test_a_nic_parent_uplink_goes_into_the_provider_bridge_and_comes_back(
     )  # fmt: skip
     before = daemon.ns.link(nic)
     assert before is not None and "UP" not in before["flags"]
-    daemon.cli("network", "create", "ovn0", "--type=ovn", "network=up", "ipv4.address=10.250.91.1/24")
+    daemon.cli("network", "create", "ovn0", "--type=ovn", "network=up")  # auto: a /24 with NAT
     provider = [b for b in vsctl(daemon, "list-br").split() if b.startswith("pov")]
     assert len(provider) == 1 and vsctl(daemon, "list-ports", provider[0]).split() == [nic]
+    net = yaml_config(daemon, "ovn0")
+    assert net["ipv4.address"].startswith("10.250.") and net["ipv4.nat"] == "true"
+    assert nbctl(daemon, "--bare", "--columns=type", "list", "NAT").split() == ["snat"]
     daemon.cli("network", "delete", "ovn0")
     after = daemon.ns.link(nic)
     assert after is not None
@@ -243,12 +262,21 @@ def test_an_existing_central_gets_the_rows_and_the_chassis_and_loses_them_on_del
     d.nb, d.sb = nb, sb
     try:
         start = (
-            f"from pincus.host import ovs_daemons as o; o.start_all(o.central_specs(Path({str(central)!r})))"
+            f"from pincus.host import ovs_daemons as o, ovs_layout as y; "
+            f"o.start_all(y.central_specs(Path({str(central)!r})))"
         )
         netns.run(sys.executable, "-c", f"from pathlib import Path; {start}")
         d.start()
         uplink(d, prefix)
-        d.cli("network", "create", "ovn0", "--type=ovn", "network=up", "ipv4.address=10.250.91.1/24")
+        d.cli(
+            "network",
+            "create",
+            "ovn0",
+            "--type=ovn",
+            "network=up",
+            "ipv4.address=10.250.91.1/24",
+            "ipv4.nat=true",
+        )
         assert not (d.dir / "ovn" / "central").exists()  # no embedded central of its own
         d.cli("launch", "c1", "-n", "ovn0")
         d.cli("launch", "c2", "-n", "ovn0")
@@ -299,6 +327,16 @@ def test_bad_input_is_refused_and_changes_nothing(daemon: Daemon, prefix: str) -
         f"ipv4.ovn.ranges={UPLINK}.100-{UPLINK}.120",
     )
     assert "ipv4.gateway" in msg
+    daemon.cli(
+        "network", "create", "up", "--type=physical", f"parent={lan}", f"ipv4.gateway={UPLINK}.1/24",
+        f"ipv4.ovn.ranges={UPLINK}.100-{UPLINK}.100",
+    )  # fmt: skip
+    before = daemon.db_dump()
+    # Without NAT, the subnet must be routed to the uplink (its ipv4.routes), as Incus says.
+    msg = daemon.fails("network", "create", "o1", "--type=ovn", "network=up", "ipv4.address=10.250.94.1/24")
+    assert "ipv4.routes" in msg
+    msg = daemon.fails("network", "create", "o1", "--type=ovn", "network=up", "ipv4.address=10.250.93.1/24")
+    assert 'overlaps network "br0"' in msg
     assert daemon.db_dump() == before and links(daemon) == links_before
     assert not _ovn_dir(daemon).exists()
 
@@ -322,7 +360,7 @@ def test_an_unreachable_central_is_a_clear_error_and_nothing_is_left(
     daemon = external_daemon
     lan = uplink(daemon, prefix)
     before, links_before = daemon.db_dump(), links(daemon)
-    msg = daemon.fails("network", "create", "ovn0", "--type=ovn", "network=up", "ipv4.address=10.250.95.1/24")
+    msg = daemon.fails("network", "create", "ovn0", "--type=ovn", "network=up", "ipv4.nat=true")
     assert "tcp:127.0.0.1:1" in msg and "unreachable" in msg
     assert daemon.db_dump() == before and links(daemon) == links_before
     assert daemon.ns.ipj("link", "show", "master", lan) == []

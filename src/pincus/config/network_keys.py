@@ -64,7 +64,10 @@ PHYSICAL: KeyTable = {
 
 OVN: KeyTable = {
     "network": Key(v.is_interface_name, "Uplink: a managed physical network"),
-    "ipv4.address": Key(v.is_address_cidr4, "IPv4 address of the OVN router on the network (CIDR)"),
+    "ipv4.address": Key(
+        v.is_address_or_keyword(("auto",), v.is_address_cidr4),
+        "IPv4 address of the OVN router (CIDR) or auto",
+    ),
     "ipv4.nat": Key(v.is_bool, "SNAT the network's IPv4 traffic to the router's uplink address"),
     "ipv4.dhcp": Key(v.is_bool, "Serve DHCPv4 from OVN"),
     "ipv6.address": Key(_ADDR6, "IPv6 address of the OVN router", unsupported=_OVN_IPV6),

@@ -12,17 +12,18 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import logging
+import random
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pincus.config.keys import KeyTable
+from pincus.config.keys import KeyTable, check_config
 from pincus.config.network_keys import OVN
 from pincus.config.validators import parse_bool, parse_ip_range4, split_list
 from pincus.db import networks as db_networks
 from pincus.db.networks import NetworkRecord
 from pincus.errors import ConflictError, InvalidError, NotFoundError
-from pincus.host import files, links, ovn_nb, ovs_daemons, ovs_switch, sysctl, sysfs
-from pincus.networks import ovn_chassis
+from pincus.host import addresses, files, links, ovn_nb, ovs_daemons, ovs_switch, routes, sysctl, sysfs
+from pincus.networks import ovn_chassis, subnets
 from pincus.networks.base import NetworkDriver
 from pincus.ownership import Owned
 from pincus.reverter import Reverter
@@ -110,7 +111,7 @@ class OvnNetwork(NetworkDriver):
 
     @property
     def nat4(self) -> bool:
-        return parse_bool(self.config.get("ipv4.nat", "true"))
+        return parse_bool(self.config.get("ipv4.nat", "false"))
 
     @property
     def dhcp4(self) -> bool:
@@ -152,12 +153,31 @@ class OvnNetwork(NetworkDriver):
     # --- validation -----------------------------------------------------------------------------
 
     def prepare_config(self, others: list[NetworkRecord], creating: bool) -> None:
-        if not creating or _EXTERNAL_ADDRESS in self.config:
+        """As Incus: `ipv4.address` defaults to `auto`, a free /24 that also gets `ipv4.nat=true`
+        unless set (an address given by the user keeps NAT off unless asked); the router's uplink
+        address is picked from the uplink's `ipv4.ovn.ranges` once, on creation."""
+        check_config(self.keys, self.config, f'network "{self.name}"')
+        if not creating:
             return
         rec = db_networks.get(self.state.store, self.uplink_name)
-        if rec is None or rec.type != "physical" or "ipv4.address" not in self.config:
+        if self.config.setdefault("ipv4.address", "auto") == "auto":
+            used = [ipaddress.ip_interface(a).network for a in self.host(addresses.all_addresses)]
+            used += [ipaddress.ip_network(r) for r in self.host(routes.list_routes)]
+            used += [ipaddress.ip_interface(a).network for a in self._claimed_addresses(others)]
+            if rec is not None and "ipv4.gateway" in rec.config:
+                used.append(ipaddress.ip_interface(rec.config["ipv4.gateway"]).network)
+            self.config["ipv4.address"] = subnets.auto_address(4, used, random.Random(), self.name)
+            self.config.setdefault("ipv4.nat", "true")
+        if rec is None or rec.type != "physical" or _EXTERNAL_ADDRESS in self.config:
             return  # validate_config says what is wrong
         self.config[_EXTERNAL_ADDRESS] = str(self._free_external_address(rec, others))
+
+    def _claimed_addresses(self, others: list[NetworkRecord]) -> list[str]:
+        return [
+            o.config["ipv4.address"]
+            for o in others
+            if o.name != self.name and o.type in ("ovn", "bridge") and "/" in o.config.get("ipv4.address", "")
+        ]
 
     def _free_external_address(
         self, uplink: NetworkRecord, others: list[NetworkRecord]
@@ -208,10 +228,10 @@ class OvnNetwork(NetworkDriver):
                 f'Network "{self.name}": subnet {subnet} overlaps its uplink\'s {uplink_subnet}'
             )
         for other in others:
-            if other.name == self.name or other.type not in ("ovn", "bridge"):
-                continue
             text = other.config.get("ipv4.address", "")
-            if "/" in text and ipaddress.IPv4Interface(text).network.overlaps(subnet):
+            if text in self._claimed_addresses([other]) and ipaddress.IPv4Interface(text).network.overlaps(
+                subnet
+            ):
                 raise ConflictError(f'Network "{self.name}": subnet {subnet} overlaps network "{other.name}"')
         if not self.nat4:
             routes = [ipaddress.IPv4Network(r) for r in _list(uplink.config, "ipv4.routes")]
