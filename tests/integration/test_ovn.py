@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 
+from pincus.host import qemu
 from tests.integration.helpers import config, in_container, ping, wait_for
-from tests.pincus_testlib import NSEXEC, Daemon, NetNS, cleanup_dir, kill_leftovers
+from tests.pincus_testlib import NSEXEC, Daemon, NetNS, cleanup_dir, kill_leftovers, qemu_nic_macs
 
 pytestmark = pytest.mark.skipif(shutil.which("ovn-northd") is None, reason="OVN is not installed")
 
@@ -210,6 +211,37 @@ def test_dead_ovn_daemons_are_restarted_and_a_daemon_restart_keeps_the_network(
     daemon.cli("delete", "-f", "c1", "c2")
     daemon.cli("network", "delete", "ovn0")
     assert not _ovn_dir(daemon).exists()
+
+
+def test_a_vm_nic_is_a_tap_bound_to_its_logical_port(daemon: Daemon, prefix: str) -> None:
+    uplink(daemon, prefix)
+    daemon.cli("network", "create", "ovn0", "--type=ovn", "network=up")
+    daemon.cli("init", "v1", "--vm", "-n", "ovn0", "-c", "raw.qemu=-S")
+    daemon.cli("start", "v1")
+    cfg = config(daemon, "v1")
+    tap, mac = cfg["volatile.eth0.host_name"], cfg["volatile.eth0.hwaddr"]
+    assert tap.startswith("tap") and tap in vsctl(daemon, "list-ports", f"pint{tag(daemon)}").split()
+    assert (
+        vsctl(daemon, "get", "Interface", tap, "external_ids:iface-id")
+        .strip()
+        .strip('"')
+        .endswith("-inst-v1-eth0")
+    )
+    assert qemu_nic_macs(daemon.dir / "instances" / "v1" / "qmp.sock") == {qemu.device_id("eth0"): mac}
+    addresses = nbctl(
+        daemon, "--bare", "--columns=addresses", "find", "Logical_Switch_Port", "name=" + _port(daemon)
+    )
+    assert addresses.split()[0] == mac
+    daemon.cli("stop", "v1", "-f")
+    assert daemon.ns.link(tap) is None
+    assert nbctl(daemon, "find", "Logical_Switch_Port", "name=" + _port(daemon)).strip() == ""
+    daemon.cli("delete", "v1")
+    daemon.cli("network", "delete", "ovn0")
+    assert not _ovn_dir(daemon).exists()
+
+
+def _port(daemon: Daemon) -> str:
+    return f"pincus-{tag(daemon)}-ovn0-inst-v1-eth0"
 
 
 def test_a_nic_parent_uplink_goes_into_the_provider_bridge_and_comes_back(
