@@ -25,6 +25,7 @@ SHORT_RUNS = [
     (["bench_lxd.py", "--short"], r"^1\. own CLI: config device add\+remove +[\d.]+"),
     (["bench_rootfs_start.py", "-n", "2"], r"^chown +start median +\d+ ms"),
     (["bench_images.py", "-n", "2", "--upload-mib", "64"], r"^upload +64 MiB +[\d.]+ MB/s"),
+    (["bench_ovn.py", "-n", "1"], r"^start to first ping +ovn +median +\d+ ms"),
 ]
 
 
