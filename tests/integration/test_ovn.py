@@ -157,6 +157,13 @@ def test_routed_ingress_reaches_the_ovn_subnet_through_a_route(daemon: Daemon, p
         "ipv4.nat=false",
     )
     assert nbctl(daemon, "--bare", "--columns=type", "list", "NAT").split() == []
+    # Unused, it may change: the logical network is made again from the new config, on the same
+    # uplink address (PUT, which names no volatile key, keeps it).
+    daemon.cli("network", "set", "ovn0", "dns.domain=ovn.test")
+    assert '"ovn.test"' in nbctl(daemon, "--bare", "--columns=options", "list", "DHCP_Options")
+    assert yaml_config(daemon, "ovn0")["volatile.network.ipv4.address"] == f"{UPLINK}.100"
+    assert "ovn0" in daemon.cli("network", "list").stdout
+    daemon.cli("network", "info", "ovn0")
     daemon.cli("init", "c1", "-n", "ovn0")
     daemon.cli("config", "device", "set", "c1", "eth0", "ipv4.address=10.250.92.20")
     daemon.cli("start", "c1")
@@ -164,6 +171,7 @@ def test_routed_ingress_reaches_the_ovn_subnet_through_a_route(daemon: Daemon, p
     # The uplink routes the OVN subnet to the router's uplink address; the container answers from
     # its own address (no NAT).
     daemon.ns.ip("route", "add", "10.250.92.0/24", "via", f"{UPLINK}.100", "dev", lan)
+    assert "in use" in daemon.fails("network", "set", "ovn0", "dns.domain=other.test")
     wait_for(lambda: _ping_from_host(daemon, "10.250.92.20"), 15, "the container to answer from the uplink")
     daemon.cli("delete", "-f", "c1")
     daemon.cli("network", "delete", "ovn0")

@@ -157,10 +157,10 @@ class OvnNetwork(NetworkDriver):
         unless set (an address given by the user keeps NAT off unless asked); the router's uplink
         address is picked from the uplink's `ipv4.ovn.ranges` once, on creation."""
         check_config(self.keys, self.config, f'network "{self.name}"')
-        if not creating:
-            return
         rec = db_networks.get(self.state.store, self.uplink_name)
-        if self.config.setdefault("ipv4.address", "auto") == "auto":
+        if creating:
+            self.config.setdefault("ipv4.address", "auto")
+        if self.config.get("ipv4.address") == "auto":
             used = [ipaddress.ip_interface(a).network for a in self.host(addresses.all_addresses)]
             used += [ipaddress.ip_network(r) for r in self.host(routes.list_routes)]
             used += [ipaddress.ip_interface(a).network for a in self._claimed_addresses(others)]
@@ -168,6 +168,12 @@ class OvnNetwork(NetworkDriver):
                 used.append(ipaddress.ip_interface(rec.config["ipv4.gateway"]).network)
             self.config["ipv4.address"] = subnets.auto_address(4, used, random.Random(), self.name)
             self.config.setdefault("ipv4.nat", "true")
+        if not creating:
+            # An update keeps the router's uplink address, whether or not the new config names it.
+            old = db_networks.get(self.state.store, self.name)
+            if old is not None and _EXTERNAL_ADDRESS in old.config:
+                self.config[_EXTERNAL_ADDRESS] = old.config[_EXTERNAL_ADDRESS]
+            return
         if rec is None or rec.type != "physical" or _EXTERNAL_ADDRESS in self.config:
             return  # validate_config says what is wrong
         self.config[_EXTERNAL_ADDRESS] = str(self._free_external_address(rec, others))

@@ -9,6 +9,7 @@ chassis's ovn-controller talks to), PINCUS_OVN_ENCAP_IP (this chassis's tunnel e
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +72,11 @@ def site(state: State) -> OvnSite:
     else:
         nb_sock, sb_sock = ovs_layout.central_sockets(base / "central")
         nb, sb, embedded = f"unix:{nb_sock}", f"unix:{sb_sock}", True
+    encap_ip = os.environ.get(ENCAP_IP_ENV) or "127.0.0.1"
+    try:
+        ipaddress.ip_address(encap_ip)
+    except ValueError:
+        raise InvalidError(f'{ENCAP_IP_ENV} "{encap_ip}" is not an IP address') from None
     return OvnSite(
         dir=base,
         nb_remote=nb,
@@ -78,7 +84,7 @@ def site(state: State) -> OvnSite:
         embedded=embedded,
         system_id=f"pincus-{state.tag}",
         integration_bridge=f"pint{state.tag}",
-        encap_ip=os.environ.get(ENCAP_IP_ENV) or "127.0.0.1",
+        encap_ip=encap_ip,
         datapath_override=os.environ.get(DATAPATH_ENV) or None,
     )
 
