@@ -25,10 +25,11 @@ _apis: dict[tuple[str, str], Any] = {}
 
 
 def check_remote(remote: str) -> str:
-    """REMOTE if it is one OVSDB connection string pincus can use (unix:PATH, tcp:HOST:PORT, ssl:...)."""
-    if not _REMOTE.fullmatch(remote):
+    """REMOTE if it is an OVSDB connection pincus can use: unix:PATH, tcp:HOST:PORT or ssl:HOST:PORT,
+    or a comma-separated list of them (the members of a clustered database)."""
+    if not all(_REMOTE.fullmatch(part) for part in remote.split(",")):
         raise HostError(
-            f'Invalid OVSDB connection "{remote}" (use unix:/path, tcp:HOST:PORT or ssl:HOST:PORT)'
+            f'Invalid OVSDB connection "{remote}" (unix:/path, tcp:HOST:PORT, ssl:HOST:PORT; comma separated)'
         )
     return remote
 
@@ -39,23 +40,30 @@ def probe(remote: str, database: str, timeout: float = _PROBE_TIMEOUT) -> None:
     ovsdbapp itself would retry an unreachable remote for its whole timeout and then fail with a
     bare traceback; this says which remote did not answer.
     """
-    check_remote(remote)
-    try:
-        r = subprocess.run(
-            ["ovsdb-client", f"--timeout={max(1, int(timeout))}", "list-dbs", remote],
-            capture_output=True,
-            text=True,
-            timeout=timeout + 2,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise HostError(f'OVSDB server "{remote}" did not answer within {timeout:g} s') from None
-    except OSError as e:
-        raise HostError(f"ovsdb-client: {e.strerror} (is Open vSwitch installed? scripts/setup.sh)") from e
-    if r.returncode != 0:
-        raise HostError(f'OVSDB server "{remote}" is unreachable: {r.stderr.strip()[-300:]}')
-    if database not in r.stdout.split():
-        raise HostError(f'OVSDB server "{remote}" does not serve database {database}')
+    errors = []
+    for part in check_remote(remote).split(","):  # one member answering is enough
+        try:
+            r = subprocess.run(
+                ["ovsdb-client", f"--timeout={max(1, int(timeout))}", "list-dbs", part],
+                capture_output=True,
+                text=True,
+                timeout=timeout + 2,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            errors.append(f"{part}: no answer within {timeout:g} s")
+            continue
+        except OSError as e:
+            raise HostError(
+                f"ovsdb-client: {e.strerror} (is Open vSwitch installed? scripts/setup.sh)"
+            ) from e
+        if r.returncode != 0:
+            errors.append(f"{part}: {r.stderr.strip()[-300:]}")
+        elif database not in r.stdout.split():
+            errors.append(f"{part}: does not serve database {database}")
+        else:
+            return
+    raise HostError(f'OVSDB server "{remote}" is unreachable: {"; ".join(errors)}')
 
 
 def _api(remote: str, database: str) -> Any:
