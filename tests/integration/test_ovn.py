@@ -145,6 +145,42 @@ def test_two_containers_on_an_ovn_network_dhcp_ping_and_snat_then_delete_leaves_
     assert not [p for p in _processes() if str(daemon.dir) in p]
 
 
+def test_ipv6_router_advertisements_ping_and_snat(daemon: Daemon, prefix: str) -> None:
+    lan = uplink(daemon, prefix)
+    daemon.ns.ip("addr", "add", "fd42:250:90::1/64", "dev", lan, "nodad")
+    daemon.cli(
+        "network",
+        "set",
+        "up",
+        "ipv6.gateway=fd42:250:90::1/64",
+        "ipv6.ovn.ranges=fd42:250:90::100-fd42:250:90::1ff",
+    )
+    daemon.cli(
+        "network", "create", "ovn0", "--type=ovn", "network=up", "ipv4.nat=true",
+        "ipv6.address=fd42:250:91::1/64", "ipv6.nat=true",
+    )  # fmt: skip
+    assert yaml_config(daemon, "ovn0")["volatile.network.ipv6.address"] == "fd42:250:90::100"
+    daemon.cli("launch", "c1", "-n", "ovn0")
+    daemon.cli("launch", "c2", "-n", "ovn0")
+
+    def slaac(name: str) -> str | None:
+        addrs = json.loads(in_container(daemon, name, "ip", "-j", "-6", "addr", "show", "eth0"))
+        found = [a["local"] for a in addrs[0]["addr_info"] if a["local"].startswith("fd42:250:91:")]
+        return found[0] if found and not any(a.get("tentative") for a in addrs[0]["addr_info"]) else None
+
+    wait_for(lambda: slaac("c1") is not None and slaac("c2") is not None, 40, "SLAAC addresses from OVN's RA")
+    c2 = slaac("c2")
+    assert c2 is not None
+    wait_for(lambda: ping(daemon, "c1", c2), 10, "c1 to reach c2 over IPv6")
+    # SNAT to the uplink: the uplink bridge's own IPv6 address answers.
+    wait_for(lambda: ping(daemon, "c1", "fd42:250:90::1"), 10, "c1 to reach the uplink over IPv6")
+    nat = nbctl(daemon, "--bare", "--columns=external_ip", "list", "NAT").split()
+    assert sorted(nat) == sorted([f"{UPLINK}.100", "fd42:250:90::100"])
+    daemon.cli("delete", "-f", "c1", "c2")
+    daemon.cli("network", "delete", "ovn0")
+    assert not _ovn_dir(daemon).exists()
+
+
 def test_routed_ingress_reaches_the_ovn_subnet_through_a_route(daemon: Daemon, prefix: str) -> None:
     lan = uplink(daemon, prefix, "ovn.ingress_mode=routed", "ipv4.routes=10.250.92.0/24")
     daemon.cli(

@@ -34,6 +34,10 @@ class Topology:
     mtu: int
     dns_domain: str | None = None
     dns_servers: tuple[str, ...] = ()
+    internal6: str | None = None  # router's internal IPv6 address, CIDR (router advertisements: SLAAC)
+    external6: str | None = None
+    gateway6: str | None = None
+    nat6: bool = False
 
     @property
     def router(self) -> str:
@@ -60,13 +64,20 @@ def create_network(remote: str, t: Topology) -> None:
     ids = _ids(t.owner)
     cmds: list[Any] = [
         nb.lr_add(t.router, external_ids=ids),
-        nb.lrp_add(t.router, f"{t.prefix}-lrp-ext", t.external_mac, [t.external4], external_ids=ids),
+        nb.lrp_add(
+            t.router,
+            f"{t.prefix}-lrp-ext",
+            t.external_mac,
+            [t.external4, *([t.external6] if t.external6 else [])],
+            external_ids=ids,
+        ),
         nb.lrp_add(
             t.router,
             f"{t.prefix}-lrp-int",
             t.router_mac,
-            [t.internal4],
+            [t.internal4, *([t.internal6] if t.internal6 else [])],
             external_ids=ids,
+            **_ra(t),
         ),
         nb.ls_add(t.external_switch, external_ids=ids),
         nb.lsp_add(
@@ -111,6 +122,11 @@ def create_network(remote: str, t: Topology) -> None:
         ]
         if t.nat4:
             more.append(nb.lr_nat_add(t.router, "snat", str(ext.ip), str(internal.network)))
+        if t.external6 and t.gateway6 and t.internal6:
+            more.append(nb.lr_route_add(t.router, "::/0", t.gateway6))
+            if t.nat6:
+                ext6, int6 = ipaddress.ip_interface(t.external6), ipaddress.ip_interface(t.internal6)
+                more.append(nb.lr_nat_add(t.router, "snat", str(ext6.ip), str(int6.network)))
         if t.dhcp4:
             uuid = dhcp_options_uuid(remote, t.owner)
             more.append(nb.dhcp_options_set_options(uuid, **_dhcp_options(t, internal)))
@@ -118,6 +134,14 @@ def create_network(remote: str, t: Topology) -> None:
     except BaseException:
         delete_network(remote, t.owner)
         raise
+
+
+def _ra(t: Topology) -> dict[str, Any]:
+    """Router advertisements from the internal router port: SLAAC in the network's /64."""
+    if not t.internal6:
+        return {}
+    configs = {"address_mode": "slaac", "send_periodic": "true", "max_interval": "30", "mtu": str(t.mtu)}
+    return {"ipv6_ra_configs": configs}
 
 
 def _dhcp_options(t: Topology, internal: ipaddress.IPv4Interface | ipaddress.IPv6Interface) -> dict[str, str]:

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 from pincus.config.keys import KeyTable, check_config
 from pincus.config.network_keys import OVN
-from pincus.config.validators import parse_bool, parse_ip_range4, split_list
+from pincus.config.validators import parse_bool, parse_ip_range4, parse_ip_range6, split_list
 from pincus.db import networks as db_networks
 from pincus.db.networks import NetworkRecord
 from pincus.errors import ConflictError, InvalidError, NotFoundError
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MTU = 1400  # geneve's 58 bytes of overhead under a 1500 underlay, with room to spare
 _EXTERNAL_ADDRESS = "volatile.network.ipv4.address"
+_EXTERNAL = {4: _EXTERNAL_ADDRESS, 6: "volatile.network.ipv6.address"}
 
 
 def _mac(seed: str) -> str:
@@ -45,19 +46,33 @@ def _list(config: dict[str, str], key: str) -> list[str]:
     return split_list(value) if value else []
 
 
-def uplink_ranges(config: dict[str, str]) -> list[tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]]:
-    return [parse_ip_range4(r) for r in _list(config, "ipv4.ovn.ranges")]
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def uplink_ranges(config: dict[str, str], version: int = 4) -> list[tuple[Address, Address]]:
+    parse = parse_ip_range4 if version == 4 else parse_ip_range6
+    return [parse(r) for r in _list(config, f"ipv{version}.ovn.ranges")]
+
+
+def _overlap(a: tuple[Address, Address], b: tuple[Address, Address]) -> bool:
+    return int(a[0]) <= int(b[1]) and int(b[0]) <= int(a[1])
 
 
 def check_uplink_config(name: str, config: dict[str, str], others: list[NetworkRecord]) -> None:
     """The OVN keys of physical network NAME: ranges inside its gateway's subnet, overlapping
     neither each other nor another uplink's on the same parent."""
-    ranges = uplink_ranges(config)
+    for version in (4, 6):
+        _check_ranges(name, config, others, version)
+
+
+def _check_ranges(name: str, config: dict[str, str], others: list[NetworkRecord], version: int) -> None:
+    ranges = uplink_ranges(config, version)
     if not ranges:
         return
-    gateway = config.get("ipv4.gateway")
+    key, gateway_key = f"ipv{version}.ovn.ranges", f"ipv{version}.gateway"
+    gateway = config.get(gateway_key)
     if gateway is None:
-        raise InvalidError(f'Network "{name}": "ipv4.ovn.ranges" needs "ipv4.gateway" (the uplink\'s subnet)')
+        raise InvalidError(f'Network "{name}": "{key}" needs "{gateway_key}" (the uplink\'s subnet)')
     subnet = ipaddress.ip_interface(gateway).network
     for start, end in ranges:
         if start not in subnet or end not in subnet:
@@ -66,7 +81,7 @@ def check_uplink_config(name: str, config: dict[str, str], others: list[NetworkR
             )
     for i, (s1, e1) in enumerate(ranges):
         for s2, e2 in ranges[i + 1 :]:
-            if s1 <= e2 and s2 <= e1:
+            if _overlap((s1, e1), (s2, e2)):
                 raise InvalidError(f'Network "{name}": OVN ranges {s1}-{e1} and {s2}-{e2} overlap')
     for other in others:
         if (
@@ -76,8 +91,8 @@ def check_uplink_config(name: str, config: dict[str, str], others: list[NetworkR
         ):
             continue
         for s1, e1 in ranges:
-            for s2, e2 in uplink_ranges(other.config):
-                if s1 <= e2 and s2 <= e1:
+            for s2, e2 in uplink_ranges(other.config, version):
+                if _overlap((s1, e1), (s2, e2)):
                     raise ConflictError(
                         f'Network "{name}": OVN range {s1}-{e1} overlaps {s2}-{e2} of network "{other.name}" '
                         "on the same parent"
@@ -108,6 +123,15 @@ class OvnNetwork(NetworkDriver):
     @property
     def address4(self) -> ipaddress.IPv4Interface:
         return ipaddress.IPv4Interface(self.config["ipv4.address"])
+
+    @property
+    def address6(self) -> ipaddress.IPv6Interface | None:
+        text = self.config.get("ipv6.address", "none")
+        return None if text == "none" else ipaddress.IPv6Interface(text)
+
+    @property
+    def nat6(self) -> bool:
+        return parse_bool(self.config.get("ipv6.nat", "false"))
 
     @property
     def nat4(self) -> bool:
@@ -169,14 +193,18 @@ class OvnNetwork(NetworkDriver):
             self.config["ipv4.address"] = subnets.auto_address(4, used, random.Random(), self.name)
             self.config.setdefault("ipv4.nat", "true")
         if not creating:
-            # An update keeps the router's uplink address, whether or not the new config names it.
+            # An update keeps the router's uplink addresses, whether or not the new config names them.
             old = db_networks.get(self.state.store, self.name)
-            if old is not None and _EXTERNAL_ADDRESS in old.config:
-                self.config[_EXTERNAL_ADDRESS] = old.config[_EXTERNAL_ADDRESS]
+            for key in _EXTERNAL.values():
+                if old is not None and key in old.config:
+                    self.config[key] = old.config[key]
             return
-        if rec is None or rec.type != "physical" or _EXTERNAL_ADDRESS in self.config:
+        if rec is None or rec.type != "physical":
             return  # validate_config says what is wrong
-        self.config[_EXTERNAL_ADDRESS] = str(self._free_external_address(rec, others))
+        for version, key in _EXTERNAL.items():
+            wanted = version == 4 or self.config.get("ipv6.address", "none") != "none"
+            if wanted and key not in self.config:
+                self.config[key] = str(self._free_external_address(rec, others, version))
 
     def _claimed_addresses(self, others: list[NetworkRecord]) -> list[str]:
         return [
@@ -186,28 +214,31 @@ class OvnNetwork(NetworkDriver):
         ]
 
     def _free_external_address(
-        self, uplink: NetworkRecord, others: list[NetworkRecord]
-    ) -> ipaddress.IPv4Address:
+        self, uplink: NetworkRecord, others: list[NetworkRecord], version: int
+    ) -> Address:
+        key = _EXTERNAL[version]
         used = {
-            ipaddress.IPv4Address(o.config[_EXTERNAL_ADDRESS])
+            ipaddress.ip_address(o.config[key])
             for o in others
-            if o.type == "ovn" and o.name != self.name and _EXTERNAL_ADDRESS in o.config
+            if o.type == "ovn" and o.name != self.name and key in o.config
         }
-        gateway = uplink.config.get("ipv4.gateway")
+        gateway = uplink.config.get(f"ipv{version}.gateway")
         if gateway:
-            used.add(ipaddress.IPv4Interface(gateway).ip)
-        for start, end in uplink_ranges(uplink.config):
-            address = start
-            while address <= end:
+            used.add(ipaddress.ip_interface(gateway).ip)
+        ranges = uplink_ranges(uplink.config, version)
+        for start, end in ranges:
+            for number in range(int(start), int(end) + 1):  # lazy: an IPv6 range may be huge
+                address = type(start)(number)
                 if address not in used:
                     return address
-                address += 1
-        if not uplink_ranges(uplink.config):
+        if not ranges:
             raise InvalidError(
-                f'Uplink network "{uplink.name}" has no "ipv4.ovn.ranges": network "{self.name}" '
+                f'Uplink network "{uplink.name}" has no "ipv{version}.ovn.ranges": network "{self.name}" '
                 "needs an address on it for its router"
             )
-        raise ConflictError(f'No free address left in "ipv4.ovn.ranges" of uplink network "{uplink.name}"')
+        raise ConflictError(
+            f'No free address left in "ipv{version}.ovn.ranges" of uplink network "{uplink.name}"'
+        )
 
     def validate_config(self, others: list[NetworkRecord]) -> None:
         super().validate_config(others)
@@ -246,17 +277,44 @@ class OvnNetwork(NetworkDriver):
                     f'Network "{self.name}": with ipv4.nat=false its subnet {subnet} must be inside the '
                     f'uplink\'s "ipv4.routes" (network "{uplink.name}")'
                 )
-        external = self.config.get(_EXTERNAL_ADDRESS)
-        if external is not None:
+        self._validate_ipv6(uplink, others)
+        for key in _EXTERNAL.values():
+            external = self.config.get(key)
             for other in others:
                 if (
-                    other.name != self.name
+                    external
+                    and other.name != self.name
                     and other.type == "ovn"
-                    and other.config.get(_EXTERNAL_ADDRESS) == external
+                    and other.config.get(key) == external
                 ):
                     raise ConflictError(
                         f'Network "{self.name}": uplink address {external} is used by "{other.name}"'
                     )
+
+    def _validate_ipv6(self, uplink: NetworkRecord, others: list[NetworkRecord]) -> None:
+        address = self.address6
+        if address is None:
+            return
+        if "ipv6.gateway" not in uplink.config:
+            raise InvalidError(
+                f'Uplink network "{uplink.name}" needs "ipv6.gateway" for IPv6 on network "{self.name}"'
+            )
+        subnet = address.network
+        if subnet.overlaps(ipaddress.IPv6Interface(uplink.config["ipv6.gateway"]).network):
+            raise InvalidError(f'Network "{self.name}": subnet {subnet} overlaps its uplink\'s')
+        for other in others:
+            text = other.config.get("ipv6.address", "")
+            if other.name == self.name or other.type not in ("ovn", "bridge") or "/" not in text:
+                continue
+            if ipaddress.IPv6Interface(text).network.overlaps(subnet):
+                raise ConflictError(f'Network "{self.name}": subnet {subnet} overlaps network "{other.name}"')
+        if not self.nat6:
+            routes = [ipaddress.IPv6Network(r) for r in _list(uplink.config, "ipv6.routes")]
+            if not any(subnet.subnet_of(r) for r in routes):
+                raise InvalidError(
+                    f'Network "{self.name}": with ipv6.nat=false its subnet {subnet} must be inside the '
+                    f'uplink\'s "ipv6.routes" (network "{uplink.name}")'
+                )
 
     def validate_environment(self) -> None:
         parent = self.uplink().config.get("parent", "")
@@ -284,7 +342,20 @@ class OvnNetwork(NetworkDriver):
             mtu=self.mtu,
             dns_domain=self.config.get("dns.domain"),
             dns_servers=servers or (str(gateway.ip),),
+            **self._topology6(uplink),
         )
+
+    def _topology6(self, uplink: NetworkRecord) -> dict[str, Any]:
+        address = self.address6
+        if address is None:
+            return {}
+        gateway = ipaddress.IPv6Interface(uplink.config["ipv6.gateway"])
+        return {
+            "internal6": str(address),
+            "external6": f"{self.config[_EXTERNAL[6]]}/{gateway.network.prefixlen}",
+            "gateway6": str(gateway.ip),
+            "nat6": self.nat6,
+        }
 
     def start(self) -> None:
         """Daemons up, the uplink's provider bridge in place, the logical network made (each of
