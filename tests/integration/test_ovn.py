@@ -382,6 +382,30 @@ def _ovn(argv: list[str]) -> str:
     return subprocess.run(argv, check=True, capture_output=True, text=True, timeout=20).stdout
 
 
+def test_admin_check_finds_and_repairs_what_went_missing(daemon: Daemon, prefix: str) -> None:
+    lan = uplink(daemon, prefix)
+    daemon.cli("network", "create", "ovn0", "--type=ovn", "network=up")
+    assert daemon.cli("admin", "check").returncode == 0
+    # The uplink's veth deleted from outside, the northbound rows removed by hand.
+    (port,) = [x["ifname"] for x in daemon.ns.ipj("link", "show", "master", lan)]
+    daemon.ns.ip("link", "del", port)
+    for router in nbctl(daemon, "--bare", "--columns=name", "list", "Logical_Router").split():
+        nbctl(daemon, "lr-del", router)
+    for switch in nbctl(daemon, "--bare", "--columns=name", "list", "Logical_Switch").split():
+        nbctl(daemon, "ls-del", switch)
+    r = daemon.cli("admin", "check", check=False)
+    assert r.returncode == 1 and port in r.stdout and "ovn rows" in r.stdout, r.stdout
+    daemon.cli("admin", "check", "--repair")
+    assert daemon.cli("admin", "check").returncode == 0
+    assert [x["ifname"] for x in daemon.ns.ipj("link", "show", "master", lan)] == [port]
+    assert nbctl(daemon, "--bare", "--columns=name", "list", "Logical_Router").split()
+    daemon.cli("launch", "c1", "-n", "ovn0")
+    assert dhcp(daemon, "c1").startswith("10.250.")
+    wait_for(lambda: ping(daemon, "c1", f"{UPLINK}.1"), 15, "the repaired network to reach the uplink")
+    daemon.cli("delete", "-f", "c1")
+    daemon.cli("network", "delete", "ovn0")
+
+
 def test_bad_input_is_refused_and_changes_nothing(daemon: Daemon, prefix: str) -> None:
     lan = f"{prefix}lan"
     daemon.ns.add_bridge(lan)

@@ -25,7 +25,7 @@ from pincus.errors import ConflictError, InvalidError, NotFoundError
 from pincus.host import addresses, files, links, ovn_nb, ovs_daemons, ovs_switch, routes, sysctl, sysfs
 from pincus.networks import ovn_chassis, subnets
 from pincus.networks.base import NetworkDriver
-from pincus.ownership import Owned
+from pincus.ownership import Difference, Owned
 from pincus.reverter import Reverter
 
 log = logging.getLogger(__name__)
@@ -369,10 +369,17 @@ class OvnNetwork(NetworkDriver):
             if not self._uplink_shared():
                 undo.add(self._remove_provider, s)
             self._ensure_provider(uplink, s)
-            if not self.host(ovn_nb.owned_rows, s.nb_remote, self.nb_owner):
+            if not self._rows_complete(s):
+                # Made anew as a whole: what is left of a network deleted by hand goes first.
+                self.host(ovn_nb.delete_network, s.nb_remote, self.nb_owner)
                 undo.add(self.host, ovn_nb.delete_network, s.nb_remote, self.nb_owner)
                 self.host(ovn_nb.create_network, s.nb_remote, self._topology(uplink, s))
             undo.success()
+
+    def _rows_complete(self, s: ovn_chassis.OvnSite) -> bool:
+        """Whether the network's router and both its switches are in the northbound database."""
+        rows = self.host(ovn_nb.owned_rows, s.nb_remote, self.nb_owner)
+        return len(rows.get("Logical_Router", [])) == 1 and len(rows.get("Logical_Switch", [])) == 2
 
     def _ovn_networks(self) -> list[NetworkRecord]:
         return [r for r in db_networks.list_all(self.state.store) if r.type == "ovn" and r.name != self.name]
@@ -475,7 +482,46 @@ class OvnNetwork(NetworkDriver):
         return self.provider_bridge
 
     def owned(self) -> list[Owned]:
-        return [Owned("ovs-bridge", self.provider_bridge), Owned("ovn-router", f"{self.prefix}-lr")]
+        s = self.site()
+        out = [Owned("process", f"{spec.program} ({spec.name})") for spec in s.all_specs()]
+        if self._uplink_is_bridge():
+            out.append(Owned("interface", self._veth()[1]))
+        return [*out, Owned("ovs bridge", self.provider_bridge), Owned("ovn router", f"{self.prefix}-lr")]
+
+    def _uplink_is_bridge(self) -> bool:
+        parent = self.uplink().config.get("parent", "")
+        return self.host(sysfs.interface_exists, parent) and self.host(sysfs.is_bridge, parent)
+
+    def check(self) -> list[Difference]:
+        """Every daemon running, the uplink's veth on its bridge, the logical network in the
+        northbound database. Changes nothing."""
+        s = self.site()
+        out = [
+            Difference(self.owner, "process", f"{spec.program} ({spec.name})", "running", "not running")
+            for spec, pid in zip(
+                s.all_specs(), self.host(ovs_daemons.running, s.all_specs()).values(), strict=True
+            )
+            if pid is None
+        ]
+        if self._uplink_is_bridge():
+            parent = self.uplink().config.get("parent", "")
+            link = self.host(links.get_link, self._veth()[1])
+            if link is None or link.master != parent:
+                found = "missing" if link is None else f"master {link.master}"
+                out.append(Difference(self.owner, "interface", self._veth()[1], f"a port of {parent}", found))
+        central_up = not s.embedded or all(
+            self.host(ovs_daemons.find_running, spec) is not None for spec in s.central_specs()
+        )
+        if central_up and not self._rows_complete(s):
+            out.append(Difference(self.owner, "ovn rows", self.prefix, "a switch and a router", "missing"))
+        return out
+
+    def repair(self, found: list[Difference]) -> None:
+        """The driver's own start, which restarts what died and makes what is missing."""
+        if any(d.repairable for d in found):
+            if any(d.kind == "interface" for d in found):
+                self._remove_provider(self.site())  # its veth is made again with the bridge
+            self.start()
 
     def info(self) -> dict[str, Any]:
         s = self.site()
