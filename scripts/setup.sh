@@ -8,8 +8,13 @@ VENV="$ROOT/.venv"
 # netbase: /etc/protocols and /etc/services, which nftables needs to read "udp" or "tcp" in a rule.
 # lxd-client: LXD 5.0.2's Go client `lxc`, a real third-party client of the API (tests/clients).
 # squashfs-tools, zstd, xz-utils, tar: Incus image formats (unsquashfs, zstd streams; build-image.sh).
+# libdqlite0: the cluster database (host/dqlite_node.py, through ctypes); etcd-server: only the other
+# side of bench/bench_clusterdb.py, the measurement that chose dqlite.
+# ovn-central, ovn-host, openvswitch-switch: OVN networks (pincusd starts the daemons itself; installing
+# them starts no service where policy-rc.d refuses).
 SYS_PACKAGES=(iproute2 nftables dnsmasq-base qemu-system-x86 busybox-static util-linux cpio squashfs-tools zstd xz-utils tar
               kmod procps netbase python3 python3-venv lxd-client
+              libdqlite0 etcd-server
               ovn-central ovn-host openvswitch-switch)
 
 if [ "$(id -u)" != 0 ]; then
@@ -41,3 +46,8 @@ fi
 # Every pincus command is a new process: byte-compiled modules save ~10 ms each time
 # (skipped for files already up to date, so cheap to repeat).
 "$VENV/bin/python" -m compileall -q src >/dev/null
+
+# ... and pip's wrapper runs site's whole start-up first: the `pincus` command is a launcher
+# with `python -SP` that finds src/ and site-packages itself (pip rewrites the wrapper on every
+# install, so this runs every time; bench/README.md has the figures).
+"$VENV/bin/python" scripts/write_launcher.py "$VENV/bin/pincus" "$ROOT/src"

@@ -26,6 +26,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pincus.cli import main as cli_main
+from pincus.cli.argparser import Parser
 from pincus.cli.client import Client, ClientError, q
 
 CONFIG = {
@@ -711,7 +712,7 @@ def test_help_wraps_at_the_terminal_width_as_argparse_does(
     with pytest.raises(SystemExit):
         cli_main.main(argv)
     ours = capsys.readouterr().out
-    monkeypatch.setattr(cli_main._Parser, "_get_formatter", argparse.ArgumentParser._get_formatter)
+    monkeypatch.setattr(Parser, "_get_formatter", argparse.ArgumentParser._get_formatter)
     with pytest.raises(SystemExit):
         cli_main.main(argv)
     assert ours == capsys.readouterr().out
@@ -753,4 +754,4 @@ def test_a_command_imports_only_what_it_needs() -> None:
     assert loaded & heavy == set()
     others = {"pincus.cli.network", "pincus.cli.monitor", "pincus.cli.admin"}
     assert loaded & others == set()
-    assert {"pincus.cli.config", "argparse", "json", "_socket"} <= loaded
+    assert {"pincus.cli.config", "argparse", "_json", "_socket"} <= loaded

@@ -79,6 +79,22 @@ def test_veth_into_a_missing_namespace_fails_naming_it(host: str) -> None:
     assert link(f"{host}h") is None
 
 
+def test_veth_born_on_a_bridge_and_a_refused_master_leaves_no_link(host: str, netns: NetNS) -> None:
+    links.create_bridge(f"{host}br")
+    links.create_veth_into_netns(f"{host}h", "eth0", netns.path, master=f"{host}br")
+    assert os.path.basename(os.readlink(f"/sys/class/net/{host}h/master")) == f"{host}br"
+    assert os.path.isdir(f"/sys/class/net/{host}br/brif/{host}h")
+    inside = link("eth0", netns)
+    assert inside is not None and "master" not in inside
+    with pytest.raises(HostError, match=rf'Failed to create veth "{host}h2" on bridge "{host}nobr"'):
+        links.create_veth_into_netns(f"{host}h2", "eth1", netns.path, master=f"{host}nobr")
+    # A master that is no bridge (a veth cannot take ports): the kernel unregisters the new pair.
+    with pytest.raises(HostError, match=rf'Failed to create veth "{host}h3" on bridge "{host}h"'):
+        links.create_veth_into_netns(f"{host}h3", "eth3", netns.path, master=f"{host}h")
+    assert link(f"{host}h2") is None and link(f"{host}h3") is None
+    assert link("eth1", netns) is None and link("eth3", netns) is None
+
+
 def test_veth_with_both_ends_in_the_daemon_namespace(host: str) -> None:
     links.create_veth(f"{host}a", f"{host}b", peer_mac="02:fa:00:00:00:06", mtu=1300)
     a, b = link(f"{host}a", details=True), link(f"{host}b")

@@ -300,6 +300,20 @@ def test_applying_again_updates_in_place_leaving_one_set(nic: Nic) -> None:
     assert nic.pincus_qdiscs() == []
 
 
+def test_a_fresh_port_gets_the_same_set_without_the_deletes(nic: Nic) -> None:
+    # fresh=True (a port just made, as a NIC start's) skips dropping qdiscs it cannot have yet.
+    limits = Limits(ingress_bps=10 * MBIT, egress_bps=5 * MBIT, priority=None)
+    tc.apply_limits(nic.dev, limits, nic.ifb, False, netns=nic.host.path, fresh=True)
+    root, ingress = sorted(nic.pincus_qdiscs(), key=lambda q: q["kind"] == "ingress")
+    assert root["kind"] == "tbf" and tbf_rate(root) == 10 * MBIT and ingress["kind"] == "ingress"
+    [redirect] = nic.ingress_filters()
+    assert redirect["options"]["actions"][0]["to_dev"] == nic.ifb
+    [shaper] = nic.pincus_qdiscs(nic.ifb)
+    assert tbf_rate(shaper) == 5 * MBIT
+    nic.clear()
+    assert nic.pincus_qdiscs() == [] and nic.ifb_link() is None
+
+
 def kernel_group(link: dict[str, Any] | None) -> int:
     assert link is not None
     return int(link["group"]) & 0xFFFFFFFF  # ip prints a link group as a signed 32-bit number

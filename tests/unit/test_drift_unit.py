@@ -108,6 +108,7 @@ def test_a_deleted_veth_is_made_again_as_start_makes_it(
     (nic,) = dev.repair([found])
     assert (nic.host_name, nic.name, nic.hwaddr) == (HOST_NAME, "eth0", MAC)
     names = fakehost.names()
-    assert names[0] == "links.create_veth_into_netns" and "links.set_master" in names
+    assert names[0] == "links.create_veth_into_netns" and "links.set_master" not in names
+    assert fakehost.calls[0][1][-1] == dev.parent  # born on the bridge, as start makes it
     assert "nft_ports.set_nic_filter" in names and "tc.apply_limits" in names
     assert "links.delete_link" not in names

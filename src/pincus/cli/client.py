@@ -2,20 +2,23 @@
 
 Hand-written on purpose: `http.client` imports `ssl` and costs ~50 ms per command here.
 For the same reason it uses the C `_socket` module, not `socket`: `socket.py` adds nothing we
-need (its enums, `selectors`, `makefile`) and costs ~3 ms of a ~20 ms command.
+need (its enums, `selectors`, `makefile`). Nor `os`: the launcher starts Python without `site`,
+which is what loads `os` (and `_collections_abc`) otherwise; `posix` is built in.
 """
 
 from __future__ import annotations
 
 import _socket
 import io
-import json
-import os
+import posix
 import sys
+
+from pincus.cli import jsonc
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from os import PathLike
     from typing import Any
 
 
@@ -24,7 +27,14 @@ class ClientError(Exception):
 
 
 def socket_path() -> str:
-    return os.path.join(os.environ.get("PINCUS_DIR") or "/var/lib/pincus", "unix.socket")
+    """$PINCUS_DIR/unix.socket, as os.path.join(os.environ.get(...) or default, ...) gives it."""
+    os = sys.modules.get("os")
+    if os is not None:  # loaded anyway: its environ also sees changes made since start-up
+        root = os.environ.get("PINCUS_DIR") or "/var/lib/pincus"
+    else:
+        raw = posix.environ.get(b"PINCUS_DIR")
+        root = raw.decode(sys.getfilesystemencoding(), "surrogateescape") if raw else "/var/lib/pincus"
+    return root + ("" if root.endswith("/") else "/") + "unix.socket"
 
 
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
@@ -54,8 +64,8 @@ def _reader(sock: _socket.socket) -> io.BufferedReader:
 
 
 class Client:
-    def __init__(self, path: str | os.PathLike[str] | None = None, timeout: float | None = None) -> None:
-        self.path = os.fspath(path) if path else socket_path()
+    def __init__(self, path: str | PathLike[str] | None = None, timeout: float | None = None) -> None:
+        self.path = (path if isinstance(path, str) else path.__fspath__()) if path else socket_path()
         self.timeout = timeout
 
     def connect(self) -> _socket.socket:
@@ -72,7 +82,7 @@ class Client:
 
     @staticmethod
     def send(sock: _socket.socket, method: str, path: str, body: Any = None, extra: str = "") -> None:
-        data = b"" if body is None else json.dumps(body).encode()
+        data = b"" if body is None else jsonc.dumps(body).encode()
         head = (
             f"{method} {path} HTTP/1.1\r\nHost: pincus\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(data)}\r\n{extra}\r\n"
@@ -97,7 +107,7 @@ class Client:
     @staticmethod
     def decode(raw: bytes) -> Any:
         try:
-            doc = json.loads(raw)
+            doc = jsonc.loads(raw)
         except ValueError:
             raise ClientError("pincusd sent a response that is not JSON") from None
         if doc.get("type") == "error":
@@ -156,7 +166,7 @@ class Client:
         finally:
             sock.close()
         try:
-            return code, headers, json.loads(raw) if raw.strip() else {}
+            return code, headers, jsonc.loads(raw) if raw.strip() else {}
         except ValueError:
             raise ClientError("pincusd sent a response that is not JSON") from None
 
@@ -207,6 +217,6 @@ class Client:
                 self.decode(f.read(int(headers.get("content-length", "0"))))
             for line in f:
                 if line.strip():
-                    yield json.loads(line)
+                    yield jsonc.loads(line)
         finally:
             sock.close()

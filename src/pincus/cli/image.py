@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 
@@ -51,6 +50,8 @@ class _Progress:
 
 
 def _file_size(path: str) -> int:
+    import os  # only the commands that use it pay for it
+
     try:
         return os.stat(path).st_size
     except OSError as e:
@@ -97,6 +98,8 @@ def _upload(c: Client, pieces: list[bytes | str], content_type: str, headers: di
 
 
 def _import(args: argparse.Namespace, c: Client) -> None:
+    import os  # only the commands that use it pay for it
+
     headers: dict[str, str] = {}
     if args.public:
         headers["X-Incus-public"] = "true"
@@ -246,6 +249,8 @@ def _edit(args: argparse.Namespace, c: Client) -> None:
 
 
 def _export(args: argparse.Namespace, c: Client) -> None:
+    import os  # only the commands that use it pay for it
+
     fp = str(_image(c, args.image)["fingerprint"])
     target = args.target or "."
     sock = c.connect()
@@ -294,6 +299,7 @@ def _save(f: Any, path: str, length: int, progress: _Progress) -> None:
 
 def _save_parts(f: Any, content_type: str, length: int, target: str, progress: _Progress) -> None:
     """A split image's multipart export, streamed: each part to TARGET/<its file name>."""
+    import os  # only the commands that use it pay for it
     import re
 
     m = re.search(r"boundary=([^;]+)", content_type)

@@ -5,8 +5,7 @@ Over 500 lines and whole: the CLI keeps one module per command group, and this i
 
 from __future__ import annotations
 
-import argparse
-import os
+import posix
 import sys
 
 from pincus.cli.client import ClientError, q
@@ -15,6 +14,7 @@ from pincus.cli.output import render
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import argparse
     from collections.abc import Callable
     from typing import Any
 
@@ -394,7 +394,7 @@ def _exec(args: argparse.Namespace, c: Client) -> None:
         raise ClientError("exec needs a command: pincus exec NAME -- COMMAND [ARGS...]")
     # The command gets this process's own stdin, stdout and stderr (passed to the daemon), so it
     # has a terminal exactly when we do: -T asks for nothing more, -t needs one to hand over.
-    if (mode or args.terminal) == "t" and not os.isatty(0):
+    if (mode or args.terminal) == "t" and not posix.isatty(0):
         raise ClientError("-t needs a terminal on standard input: pincus passes its own to the command")
     sys.stdout.flush()
     sys.exit(c.exec(args.name, command, env, cwd or args.cwd))
@@ -506,5 +506,6 @@ def build_exec(x: argparse.ArgumentParser, words: list[str]) -> None:
                    help="require a terminal (the command gets this one)")  # fmt: skip
     x.add_argument("-T", "--force-noninteractive", dest="terminal", action="store_const", const="T",
                    help="no terminal of its own (the command gets our stdio as it is)")  # fmt: skip
-    x.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
+    # nargs="..." is argparse.REMAINDER, spelt out so that parsing needs no argparse (fastparse.py).
+    x.add_argument("command", nargs="...", metavar="-- COMMAND [ARGS...]")
     x.set_defaults(func=_exec)

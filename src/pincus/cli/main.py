@@ -2,13 +2,12 @@
 
 Each command is a new process, so what it imports and builds is its latency: the top-level
 commands are a static table, and only the module and parsers of the command given are
-loaded and built (`common.add_commands`); `pincus --help` or a typo builds them all.
+loaded and built (`common.add_commands`); `pincus --help` or a typo builds them all. A
+command line that `fastparse` can read exactly as argparse would never imports argparse.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 
 from pincus.cli.client import Client, ClientError
@@ -16,7 +15,8 @@ from pincus.cli.common import add_commands
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import NoReturn
+    import argparse
+    from typing import Any
 
     from pincus.cli.common import Builder, Command
 
@@ -67,45 +67,18 @@ COMMANDS: tuple[Command, ...] = (
 )
 
 
-def _terminal_width() -> int:
-    """What `shutil.get_terminal_size().columns` says, without importing shutil (2 ms here)."""
-    try:
-        columns = int(os.environ["COLUMNS"])
-    except (KeyError, ValueError):
-        columns = 0
-    if columns <= 0:
-        try:
-            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
-        except (AttributeError, ValueError, OSError):
-            columns = 0
-    return columns or 80
-
-
-class _Parser(argparse.ArgumentParser):
-    """Usage errors follow the CLI contract too: `Error: ...` on stderr, exit 1."""
-
-    def error(self, message: str) -> NoReturn:
-        print(f"Error: {message}", file=sys.stderr)
-        self.print_usage(sys.stderr)
-        sys.exit(1)
-
-    def _get_formatter(self) -> argparse.HelpFormatter:
-        # argparse's asks shutil for the width, once per argument added; the result is the same
-        # (it leaves 2 columns free only when it computes the width itself).
-        return argparse.HelpFormatter(prog=self.prog, width=_terminal_width() - 2)
-
-
 def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The parser for ARGV (default: every command's)."""
-    p = _Parser(prog="pincus", description="Containers and VMs on the networks you have")
+    from pincus.cli.argparser import Parser
+
+    p = Parser(prog="pincus", description="Containers and VMs on the networks you have")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_commands(sub, COMMANDS, argv or [])
     return p
 
 
-def main(argv: list[str] | None = None) -> None:
-    if argv is None:
-        argv = sys.argv[1:]
+def _parse_slowly(argv: list[str]) -> argparse.Namespace:
+    """ARGV through argparse: help, usage errors, and what fastparse leaves to it."""
     p = parser(argv)
     args, extra = p.parse_known_args(argv)
     # KEY=VALUE pairs may follow options, as in `network create x --type=physical parent=eth1`.
@@ -114,6 +87,16 @@ def main(argv: list[str] | None = None) -> None:
         setattr(args, spill, [*getattr(args, spill), *extra])
     elif extra:
         p.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    if argv is None:
+        argv = sys.argv[1:]
+    from pincus.cli.fastparse import parse
+
+    # An argparse.Namespace or fastparse's Args: the commands read only attributes.
+    args: Any = parse(COMMANDS, argv) or _parse_slowly(argv)
     try:
         args.func(args, Client())
     except ClientError as e:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import sys
+
+from pincus.cli import jsonc
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -64,7 +65,12 @@ def markdown(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def dump_yaml(doc: Any) -> str:
-    import yaml  # only the commands that print YAML pay for it
+    from pincus.cli.yamlout import dump
+
+    text = dump(doc)  # the usual documents, without PyYAML
+    if text is not None:
+        return text
+    import yaml  # only the documents yamlout is not sure of pay for it
 
     return str(yaml.safe_dump(doc, default_flow_style=False, sort_keys=False, allow_unicode=True))
 
@@ -103,6 +109,6 @@ def render(fmt: str, headers: Sequence[str], rows: Sequence[Sequence[str]], obje
         w = csv.writer(sys.stdout, lineterminator="\n")
         w.writerows(rows)
     elif fmt == "json":
-        print(json.dumps(objects))
+        print(jsonc.dumps(objects))
     else:
         sys.stdout.write(dump_yaml(objects))

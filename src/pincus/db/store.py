@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -54,3 +54,13 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def open_store(path: Path, cluster: Sequence[str] = ()) -> Store:
+    """Plain SQLite at PATH, the default; with CLUSTER (dqlite member addresses, HOST:PORT), the
+    replicated cluster database, with the same schema and SQL."""
+    if not cluster:
+        return Store(path)
+    from pincus.db.dqlite_store import DqliteStore  # only a cluster member loads the dqlite client
+
+    return DqliteStore(cluster, database=path.name)

@@ -19,6 +19,10 @@ def ensure_dir(path: Path, mode: int = 0o700) -> None:
     path.mkdir(parents=True, exist_ok=True, mode=mode)
 
 
+def is_dir(path: Path) -> bool:
+    return os.path.isdir(path)
+
+
 def remove_tree(path: Path) -> None:
     """Remove a directory of ours; a netns handle still mounted inside makes rmtree skip it, not fail."""
     shutil.rmtree(path, ignore_errors=True)

@@ -216,9 +216,11 @@ def add_link(
     data: bytes = b"",
     parent: int = 0,
     group: int = 0,
-) -> None:
+) -> int:
     """A new link of `kind` (IFLA_INFO_DATA `data`, on link index `parent` if not 0, in link
-    group `group` if not 0); EEXIST if the name is taken, EOPNOTSUPP if the kernel has no such kind."""
+    group `group` if not 0); EEXIST if the name is taken, EOPNOTSUPP if the kernel has no such kind.
+    Returns its ifindex as the kernel echoes it (Linux 6.1 on), or 0 if it did not: then the caller
+    must look the link up by name."""
     body = ifinfo(flags=_IFF_UP if up else 0, change=_IFF_UP) + netlink.text(_IFLA_IFNAME, name)
     if parent:
         body += netlink.u32(_IFLA_LINK, parent)
@@ -227,11 +229,17 @@ def add_link(
     info = netlink.text(_IFLA_INFO_KIND, kind)
     if data:
         info += netlink.nest(_IFLA_INFO_DATA, data)
-    nl.request(
+    replies = nl.request(
         netlink.RTM_NEWLINK,
         body + netlink.nest(_IFLA_LINKINFO, info),
-        netlink.NLM_F_CREATE | netlink.NLM_F_EXCL,
+        netlink.NLM_F_CREATE | netlink.NLM_F_EXCL | netlink.NLM_F_ECHO,
     )
+    # The echo saves a lookup per IFB; only a link of this name counts (never trust a stray message).
+    for reply in replies:
+        link = _Link.parse(reply)
+        if link.name == name:
+            return link.index
+    return 0
 
 
 def set_up_by_index(nl: netlink.Rtnl, index: int) -> None:
@@ -348,9 +356,12 @@ def _create_veth(
     peer_mac: str | None,
     mtu: int | None,
     txqlen: int | None,
+    master: str | None = None,
 ) -> None:
     checks.interface_name(host_name)
     checks.interface_name(peer_name)
+    if master is not None:
+        checks.interface_name(master)
     both = b""  # attributes set on both ends
     if mtu is not None:
         _check_positive("MTU", mtu)
@@ -365,7 +376,19 @@ def _create_veth(
     info = netlink.nest(_IFLA_INFO_DATA, netlink.attr(_VETH_INFO_PEER, peer))
     body = ifinfo() + netlink.text(_IFLA_IFNAME, host_name) + both
     body += netlink.nest(_IFLA_LINKINFO, netlink.text(_IFLA_INFO_KIND, "veth"), info)
-    with netlink.rtnl(f'Failed to create veth "{host_name}"', None) as nl:
+    what = f'Failed to create veth "{host_name}"'
+    if master is not None:
+        what += f' on bridge "{master}"'
+    with netlink.rtnl(what, None) as nl:
+        if master is not None:
+            # Born enslaved (the kernel's rtnl_newlink sets IFLA_MASTER once the link is
+            # registered): one request and one socket fewer than create + set_master. A bridge
+            # that refuses the port fails the whole request, and the kernel unregisters the pair.
+            try:
+                # An ioctl on the daemon's namespace, where the veth is made: cheaper than RTM_GETLINK.
+                body += netlink.u32(_IFLA_MASTER, socket.if_nametoindex(master))
+            except OSError as e:
+                raise HostError(f"{what}: {netlink.reason(e)}") from e
         nl.request(netlink.RTM_NEWLINK, body, netlink.NLM_F_CREATE | netlink.NLM_F_EXCL)
 
 
@@ -376,10 +399,12 @@ def create_veth_into_netns(
     peer_mac: str | None = None,
     mtu: int | None = None,
     txqlen: int | None = None,
+    master: str | None = None,
 ) -> None:
     """A veth pair whose peer is born inside `netns` (one request, nothing to move).
 
-    `mtu` and `txqlen` apply to both ends; the host end stays in the daemon's namespace.
+    `mtu` and `txqlen` apply to both ends; the host end stays in the daemon's namespace, enslaved
+    to the bridge `master` if given (as set_master would, in the same request).
     """
     checks.interface_name(host_name)
     try:
@@ -388,7 +413,7 @@ def create_veth_into_netns(
         what = f'Failed to create veth "{host_name}": cannot open network namespace "{netns}"'
         raise HostError(f"{what}: {netlink.reason(e)}") from e
     try:
-        _create_veth(host_name, peer_name, netlink.u32(_IFLA_NET_NS_FD, nsfd), peer_mac, mtu, txqlen)
+        _create_veth(host_name, peer_name, netlink.u32(_IFLA_NET_NS_FD, nsfd), peer_mac, mtu, txqlen, master)
     finally:
         os.close(nsfd)
 

@@ -50,6 +50,7 @@ _NLMSG_ERROR = 2
 _NLMSG_DONE = 3
 NLM_F_REQUEST = 0x1
 NLM_F_ACK = 0x4
+NLM_F_ECHO = 0x8  # a change request: send the changed object back to the requester
 NLM_F_REPLACE = 0x100
 NLM_F_EXCL = 0x200
 NLM_F_CREATE = 0x400

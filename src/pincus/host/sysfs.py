@@ -28,7 +28,12 @@ def _net(name: str) -> Path:
 
 def _read(path: Path, what: str) -> str:
     try:
-        return path.read_text()
+        # Raw os calls, no text-file object: sysfs attributes are a few bytes, read on every NIC start.
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            return os.read(fd, 65536).decode(errors="replace")
+        finally:
+            os.close(fd)
     except OSError as e:
         raise HostError(f"Failed to read {what}: open {path}: {e.strerror or e}") from e
 

@@ -141,6 +141,10 @@ class BridgeNetwork(NetworkDriver):
     def _flag(self, key: str, default: bool) -> bool:
         return parse_bool(self.config[key]) if key in self.config else default
 
+    def _has_address(self, key: str) -> bool:
+        """Whether the bridge has the address KEY names (validated when stored: no need to parse)."""
+        return self.config.get(key) not in (None, "", "none", "auto")
+
     def ipv4_interface(self) -> ipaddress.IPv4Interface | None:
         """The bridge's IPv4 address and subnet; None without one."""
         value = self.config.get("ipv4.address")
@@ -184,7 +188,7 @@ class BridgeNetwork(NetworkDriver):
 
     def _ipv6_services(self) -> tuple[bool, bool, bool]:
         """(router advertisements, DHCPv6, stateful) as dnsmasq will run them."""
-        if self.ipv6_interface() is None:
+        if not self._has_address("ipv6.address"):
             return False, False, False
         ra = self._flag("ipv6.ra", True)
         stateful = self._flag("ipv6.dhcp.stateful", False)
@@ -195,14 +199,20 @@ class BridgeNetwork(NetworkDriver):
     def _dns_mode(self) -> str:
         return self.config.get("dns.mode", DEFAULT_DNS_MODE)
 
+    def _services(self) -> tuple[bool, bool, bool, bool]:
+        """(DHCPv4, RA, DHCPv6, DNS): what dnsmasq serves here."""
+        v4_set, v6_set = self._has_address("ipv4.address"), self._has_address("ipv6.address")
+        ra, dhcp6, _ = self._ipv6_services()
+        dns = self._dns_mode() != "none" and (v4_set or v6_set)
+        return v4_set and self._flag("ipv4.dhcp", True), ra, dhcp6, dns
+
     def dnsmasq_config(self) -> DnsmasqConfig | None:
         """What dnsmasq must run with; None when nothing (DHCP, RA, DNS) is wanted."""
-        v4, v6 = self.ipv4_interface(), self.ipv6_interface()
-        dhcp4 = v4 is not None and self._flag("ipv4.dhcp", True)
-        ra, dhcp6, stateful = self._ipv6_services()
-        dns = self._dns_mode() != "none" and (v4 is not None or v6 is not None)
+        dhcp4, ra, dhcp6, dns = self._services()
         if not (dhcp4 or ra or dhcp6 or dns):
             return None
+        v4, v6 = self.ipv4_interface(), self.ipv6_interface()
+        stateful = self._ipv6_services()[2]
         return DnsmasqConfig(
             bridge=self.name,
             dir=self.dnsmasq_dir,
@@ -223,8 +233,9 @@ class BridgeNetwork(NetworkDriver):
         )
 
     def has_dhcp(self) -> bool:
-        """Whether dnsmasq serves this network (static allocations take effect)."""
-        return self.dnsmasq_config() is not None
+        """Whether dnsmasq serves this network (static allocations take effect); asked on every NIC
+        start, so without building dnsmasq's whole configuration."""
+        return any(self._services())
 
     def _rules(self) -> nft_networks.NetworkRules:
         v4, v6 = self.ipv4_interface(), self.ipv6_interface()
@@ -781,7 +792,9 @@ class BridgeNetwork(NetworkDriver):
         self, nic_id: str, mac: str, ipv4: str | None, ipv6: str | None, hostname: str | None
     ) -> None:
         """Give the NIC with `mac` its addresses (and DNS name) through dnsmasq."""
-        self._ensure_dirs()
+        # The directories exist once the network has started: one look instead of three mkdirs.
+        if not self.host(files.is_dir, self.dnsmasq_dir):
+            self._ensure_dirs()
         replaced = self.host(
             dnsmasq_hosts.write_static_allocation, self.dnsmasq_dir, nic_id, mac, ipv4, ipv6, hostname
         )
