@@ -68,7 +68,10 @@ def probe(remote: str, database: str, timeout: float = _PROBE_TIMEOUT) -> None:
 
 def _api(remote: str, database: str) -> Any:
     # Imported here: ovsdbapp pulls in the ovs library, which only OVN networks need.
-    from ovsdbapp.backend.ovs_idl import connection
+    try:
+        from ovsdbapp.backend.ovs_idl import connection
+    except ImportError as e:
+        raise HostError(f"OVN networks need the Python package ovsdbapp (pyproject.toml): {e}") from e
 
     key = (database, check_remote(remote))
     with _lock:
