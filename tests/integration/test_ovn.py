@@ -113,7 +113,16 @@ def test_two_containers_on_an_ovn_network_dhcp_ping_and_snat_then_delete_leaves_
     daemon.cli("init", "c1", "-n", "ovn0")
     daemon.cli("config", "device", "set", "c1", "eth0", "ipv4.address=10.250.91.50")
     daemon.cli("start", "c1")
-    daemon.cli("launch", "c2", "-n", "ovn0")
+    daemon.cli("init", "c2", "-n", "ovn0")
+    msg = daemon.fails("config", "device", "set", "c2", "eth0", "ipv4.address=10.250.91.50")
+    assert 'already used by device "eth0" of instance "c1"' in msg
+    assert "is the router" in daemon.fails(
+        "config", "device", "set", "c2", "eth0", "ipv4.address=10.250.91.1"
+    )
+    assert "not a host address" in daemon.fails(
+        "config", "device", "set", "c2", "eth0", "ipv4.address=10.9.9.9"
+    )
+    daemon.cli("start", "c2")
     # OVN's own DHCP hands out the static allocation, with the router and the network's MTU.
     assert dhcp(daemon, "c1") == "10.250.91.50"
     dynamic = dhcp(daemon, "c2")

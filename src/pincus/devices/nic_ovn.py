@@ -13,6 +13,7 @@ from typing import ClassVar
 
 from pincus.config.device_keys import NIC_OVN
 from pincus.config.keys import CONTAINER, KeyTable
+from pincus.db import instances as db_instances
 from pincus.db.networks import NetworkRecord
 from pincus.devices import names
 from pincus.devices.base import Device, InstanceView, NicRun, RunConfig
@@ -60,6 +61,20 @@ class OvnNic(Device):
             raise InvalidError(
                 f'Device "{self.name}": ipv4.address {ip} is the router of "{self.network.name}"'
             )
+        for instance, device, cfg in db_instances.expanded_devices_with(self.state.store, "ipv4.address"):
+            if (instance, device) == (self.instance.name, self.name) or cfg.get(
+                "network"
+            ) != self.network.name:
+                continue
+            try:
+                theirs = ipaddress.IPv4Address(cfg["ipv4.address"])
+            except ValueError:
+                continue
+            if theirs == ip:
+                raise ConflictError(
+                    f'Device "{self.name}": ipv4.address {ip} is already used by device "{device}" '
+                    f'of instance "{instance}"'
+                )
 
     def hwaddr(self) -> str:
         return self.config.get("hwaddr") or self.instance.volatile(self.vkey("hwaddr")) or names.random_mac()
