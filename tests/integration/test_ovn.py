@@ -129,6 +129,10 @@ def test_two_containers_on_an_ovn_network_dhcp_ping_and_snat_then_delete_leaves_
     assert dynamic.startswith("10.250.91.") and dynamic not in ("10.250.91.1", "10.250.91.50")
     assert in_container(daemon, "c1", "cat", "/sys/class/net/eth0/mtu").strip() == "1400"
     assert ping(daemon, "c1", dynamic, count=3)
+    leases = daemon.cli("network", "list-leases", "ovn0", "--format=csv").stdout.split()
+    assert sorted(row.split(",")[0::2] for row in leases) == sorted(
+        [["c1", "10.250.91.50"], ["c2", dynamic]]
+    ), leases
     # SNAT: the uplink bridge's own address answers, and sees the router's uplink address.
     assert ping(daemon, "c1", f"{UPLINK}.1", count=3)
     host_name = config(daemon, "c1")["volatile.eth0.host_name"]

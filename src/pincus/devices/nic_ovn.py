@@ -102,7 +102,7 @@ class OvnNic(Device):
         with Reverter() as undo:
             undo.add(self.instance.set_volatile, before)
             self.instance.set_volatile(dict(zip(keys, (hwaddr, host_name), strict=True)))
-            self.network.add_nic(self.port, hwaddr, self.config.get("ipv4.address"))
+            self.network.add_nic(self.port, self.instance.name, hwaddr, self.config.get("ipv4.address"))
             undo.add(self.network.delete_nic, self.port)
             if self.instance.type == CONTAINER:
                 netns = self.instance.netns

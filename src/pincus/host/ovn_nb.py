@@ -203,13 +203,21 @@ def delete_network(remote: str, owner: str) -> None:
         ovsdb.run(nb, cmds, f"delete OVN network {owner} from {remote}")
 
 
-def add_port(remote: str, switch: str, port: str, owner: str, mac: str, ipv4: str | None, dhcp: bool) -> None:
-    """A logical switch port for one NIC: its MAC and static IPv4 (or one OVN picks from the
-    switch's subnet), port security on both, and the network's DHCP options."""
+def add_port(
+    remote: str, switch: str, port: str, owner: str, instance: str, mac: str, ipv4: str | None, dhcp: bool
+) -> None:
+    """A logical switch port for one NIC of INSTANCE: its MAC and static IPv4 (or one OVN picks
+    from the switch's subnet), and the network's DHCP options. No port security (yet): an
+    instance may use other addresses, as on a bridge without security.* filtering."""
     nb = ovsdb.northbound(remote)
     address = f"{mac} {ipv4}" if ipv4 else f"{mac} dynamic"
     cmds: list[Any] = [
-        nb.lsp_add(switch, port, may_exist=False, external_ids=_ids(owner, **{"pincus-nic": port})),
+        nb.lsp_add(
+            switch,
+            port,
+            may_exist=False,
+            external_ids=_ids(owner, **{"pincus-nic": port, "pincus-instance": instance}),
+        ),
         nb.lsp_set_addresses(port, [address]),
     ]
     if dhcp:
@@ -232,3 +240,13 @@ def port_addresses(remote: str, port: str) -> list[str]:
             dyn = list(row.dynamic_addresses)
             return [*row.addresses, *dyn]
     return []
+
+
+def nic_ports(remote: str, owner: str) -> list[tuple[str, list[str], list[str]]]:
+    """(instance, addresses, dynamic addresses) of every NIC port of OWNER's network."""
+    nb = ovsdb.northbound(remote)
+    return sorted(
+        (row.external_ids.get("pincus-instance", ""), list(row.addresses), list(row.dynamic_addresses))
+        for row in _owned(nb, "Logical_Switch_Port", owner)
+        if "pincus-nic" in row.external_ids
+    )

@@ -534,16 +534,36 @@ class OvnNetwork(NetworkDriver):
             }
         }
 
+    def leases(self) -> list[dict[str, str]]:
+        """The addresses OVN has for the running NICs: a static `ipv4.address` ("static") or one
+        northd picked ("dynamic"), with the instance as hostname."""
+        s = self.site()
+        out = []
+        for instance, static, dynamic in self.host(ovn_nb.nic_ports, s.nb_remote, self.nb_owner):
+            for entry, kind in [*((e, "static") for e in static), *((e, "dynamic") for e in dynamic)]:
+                mac, _, addresses = entry.partition(" ")
+                for address in addresses.split():
+                    if address != "dynamic":
+                        out.append(
+                            {
+                                "hostname": instance,
+                                "hwaddr": mac,
+                                "address": address,
+                                "type": kind,
+                                "location": "none",
+                            }
+                        )
+        return out
+
     # --- for the NICs ---------------------------------------------------------------------------
 
     def nic_port(self, instance: str, device: str) -> str:
         return f"{self.prefix}-inst-{instance}-{device}"
 
-    def add_nic(self, port: str, mac: str, ipv4: str | None) -> None:
+    def add_nic(self, port: str, instance: str, mac: str, ipv4: str | None) -> None:
         s = self.site()
-        self.host(
-            ovn_nb.add_port, s.nb_remote, self.internal_switch, port, self.nb_owner, mac, ipv4, self.dhcp4
-        )
+        switch = self.internal_switch
+        self.host(ovn_nb.add_port, s.nb_remote, switch, port, self.nb_owner, instance, mac, ipv4, self.dhcp4)
 
     def delete_nic(self, port: str) -> None:
         self.host(ovn_nb.delete_port, self.site().nb_remote, port)
