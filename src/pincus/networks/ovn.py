@@ -541,8 +541,8 @@ class OvnNetwork(NetworkDriver):
         out = []
         for instance, static, dynamic in self.host(ovn_nb.nic_ports, s.nb_remote, self.nb_owner):
             for entry, kind in [*((e, "static") for e in static), *((e, "dynamic") for e in dynamic)]:
-                mac, _, addresses = entry.partition(" ")
-                for address in addresses.split():
+                mac, _, listed = entry.partition(" ")
+                for address in listed.split():
                     if address != "dynamic":
                         out.append(
                             {
