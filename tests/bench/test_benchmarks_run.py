@@ -26,6 +26,7 @@ SHORT_RUNS = [
     (["bench_nic_floor.py", "-n", "2", "--nics", "5"], r"^NIC #5: add [\d.]+ ms \(veth [\d.]+"),
     (["bench_rootfs_start.py", "-n", "2"], r"^chown +start median +\d+ ms"),
     (["bench_images.py", "-n", "2", "--upload-mib", "64"], r"^upload +64 MiB +[\d.]+ MB/s"),
+    (["bench_ovn.py", "-n", "1"], r"^start to first ping +ovn +median +\d+ ms"),
     (["bench_clusterdb.py", "--short"], r"^fail-over median s +[\d.]+ +[\d.]+"),
     (["bench_client.py", "--short"], r"^launcher: network show +[\d.]+ +[\d.]+ +[\d.]+x"),
 ]
