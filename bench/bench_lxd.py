@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/bench_lxd.py [--install-lxd] [-n 20] [--nics 500]
     .venv/bin/python bench/bench_lxd.py --short        # pincus side only, a few iterations: seconds
+    .venv/bin/python bench/bench_lxd.py --pincus-only [-n 10] [--nics 500]   # every figure, no LXD
+    ... [--no-ipv6-in-container]   # section 4 without the kernel's IPv6 growth (bench_nic_floor.py)
 
 1. NIC hot-plug through each project's own CLI: `pincus config device add C eth1 nic network=phys0`
    + `remove` against `lxc config device add C eth1 nic nictype=bridged parent=BR` + `remove`.
@@ -103,6 +105,12 @@ def main() -> int:
     ap.add_argument("-n", type=int, default=20, help="samples per figure (default 20)")
     ap.add_argument("--nics", type=int, default=500, help="the last NIC of section 4 (default 500)")
     ap.add_argument("--short", action="store_true", help="pincus side only, 2 samples, NIC #1 and #5")
+    ap.add_argument("--pincus-only", action="store_true", help="every section and NIC #k, without LXD")
+    ap.add_argument(
+        "--no-ipv6-in-container",
+        action="store_true",
+        help="section 4 with IPv6 off in the containers' namespaces (the kernel's own growth removed)",
+    )
     ap.add_argument("--install-lxd", action="store_true", help="apt-get install Debian's lxd package first")
     args = ap.parse_args()
     n = 2 if args.short else args.n
@@ -112,7 +120,8 @@ def main() -> int:
     if shutil.which("lxc") is None:
         print("no lxc: install Debian's lxd-client (the LXD 5.0.2 Go client)", file=sys.stderr)
         return 2
-    if not args.short:
+    with_lxd = not (args.short or args.pincus_only)
+    if with_lxd:
         if args.install_lxd:
             Lxd.install()
         if shutil.which("lxd") is None:
@@ -147,7 +156,7 @@ def main() -> int:
         p_nic = ["nic", "network=phys0"]
 
         x_nic = ["nic", "nictype=bridged", f"parent={br}"]
-        if not args.short:
+        if with_lxd:
             lxd = Lxd(work, tag)
             lxd.start()
             lxd.add_bridge(br)
@@ -228,6 +237,13 @@ def main() -> int:
                       xs[op] if lxd else None)  # fmt: skip
 
         # 4. the k-th NIC on one bridge: fill to k-1 in one PUT, then time #k through lxc.
+        if args.no_ipv6_in_container:
+            # New interfaces in these namespaces get no IPv6: what is left of the growth is not the
+            # kernel's IPv6 bookkeeping (bench_nic_floor.py measures that alone).
+            for pid in (p_pid, x_pid):
+                if pid:
+                    argv = ["nsenter", f"--net=/proc/{pid}/ns/net", "sysctl", "-qw"]
+                    subprocess.run([*argv, "net.ipv6.conf.default.disable_ipv6=1"], check=True)
         p_api = lxc_query(p_lxc, "pincusd")
         x_api = lxc_query(lxd.lxc, "LXD") if lxd else None
         per_k: dict[int, tuple[dict[str, list[float]], dict[str, list[float]]]] = {}

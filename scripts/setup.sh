@@ -10,9 +10,12 @@ VENV="$ROOT/.venv"
 # squashfs-tools, zstd, xz-utils, tar: Incus image formats (unsquashfs, zstd streams; build-image.sh).
 # libdqlite0: the cluster database (host/dqlite_node.py, through ctypes); etcd-server: only the other
 # side of bench/bench_clusterdb.py, the measurement that chose dqlite.
+# ovn-central, ovn-host, openvswitch-switch: OVN networks (pincusd starts the daemons itself; installing
+# them starts no service where policy-rc.d refuses).
 SYS_PACKAGES=(iproute2 nftables dnsmasq-base qemu-system-x86 busybox-static util-linux cpio squashfs-tools zstd xz-utils tar
               kmod procps netbase python3 python3-venv lxd-client
-              libdqlite0 etcd-server btrfs-progs)
+              libdqlite0 etcd-server btrfs-progs
+              ovn-central ovn-host openvswitch-switch)
 
 if [ "$(id -u)" != 0 ]; then
   echo "setup: run as root (pincus manages host networking)" >&2

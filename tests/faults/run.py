@@ -107,7 +107,11 @@ def _files(root: Path) -> dict[str, str]:
         if rel.startswith("disks/"):  # a pool's loop file: its file system is snapshotted as files
             out[rel] = "<present>"
             continue
-        if path.name.endswith(".log") or path.name in _OWN_CONTENT or not path.is_file():
+        # OVSDB files are logs of transactions: they grow with every change, undone or not; an OVN
+        # daemon started again has another pid, in its pid file and in ovn-controller's socket.
+        ovn_own = rel.startswith("ovn/") and path.suffix in (".db", ".pid")
+        rel = re.sub(r"ovn-controller\.\d+\.ctl$", "ovn-controller.PID.ctl", rel)
+        if path.name.endswith(".log") or path.name in _OWN_CONTENT or ovn_own or not path.is_file():
             out[rel] = "<present>"  # logs grow, a netns handle is a mount: that they exist is what counts
             continue
         try:
@@ -171,11 +175,21 @@ _RUNTIME_ROW = re.compile(r'(INSERT INTO "instances_runtime" VALUES\(\d+),\d+,\d
 def _canonical(snap: dict[str, Any], names: list[str]) -> dict[str, Any]:
     """A NIC stopped and started again is the same NIC under another random name and kernel MAC,
     and an instance started again has another pid: name them by creation order instead."""
+    # OVS and OVN daemons started again make their interfaces again (provider and integration
+    # bridges, the datapath's tap, the uplink's veth) with new MACs, in an order of their own.
+    remade = ("pov", "pint", "ovs-netdev")
     for key in ("link", "addr"):
-        snap[key] = [
-            {k: v for k, v in link.items() if k != "address"} if link.get("ifname") in names else link
-            for link in snap[key]
-        ]
+        snap[key] = sorted(
+            (
+                {k: v for k, v in link.items() if k != "address"}
+                if link.get("ifname") in names or str(link.get("ifname", "")).startswith(remade)
+                else link
+                for link in snap[key]
+            ),
+            key=lambda link: (
+                str(link.get("ifname", "")) if str(link.get("ifname", "")).startswith(remade) else ""
+            ),
+        )
     snap["db"] = [_RUNTIME_ROW.sub(r"\1,PID,START)", line) for line in snap["db"]]
     # A NIC added anew gets a MAC of its own each time: named by its device instead.
     macs = [m.groups() for line in snap["db"] if (m := _VOLATILE_MAC.search(line))]
@@ -248,7 +262,28 @@ def _raw_snapshot(root: Path, db: list[str]) -> dict[str, Any]:
         "files": _files(root),
         "storage": _storage(root),
         "db": db,
+        "ovn": _ovn_view(root),
     }
+
+
+def _ovn_view(root: Path) -> dict[str, list[str]]:
+    """The rows and bridges of the daemon's embedded OVN central and chassis, by name."""
+    out: dict[str, list[str]] = {}
+    nb, switch = root / "ovn" / "central" / "nb.sock", root / "ovn" / "chassis" / "db.sock"
+    if nb.exists():
+        for table in ("Logical_Switch", "Logical_Switch_Port", "Logical_Router", "Logical_Router_Port"):
+            argv = ["ovn-nbctl", f"--db=unix:{nb}", "--bare", "--columns=name", "list", table]
+            out[table] = sorted(subprocess.run(argv, capture_output=True, text=True).stdout.split())
+        for table in ("NAT", "DHCP_Options", "Logical_Router_Static_Route", "Gateway_Chassis"):
+            argv = ["ovn-nbctl", f"--db=unix:{nb}", "--bare", "--columns=_uuid", "list", table]
+            out[table] = [str(len(subprocess.run(argv, capture_output=True, text=True).stdout.split()))]
+    if switch.exists():
+        argv = ["ovs-vsctl", f"--db=unix:{switch}", "--bare", "--columns=name", "list", "Port"]
+        ports = subprocess.run(argv, capture_output=True, text=True).stdout.split()
+        # Patch ports are ovn-controller's, made from the northbound rows (compared above) when it
+        # gets to them, which may be after a snapshot.
+        out["ovs-ports"] = sorted(p for p in ports if not p.startswith("patch-"))
+    return out
 
 
 def diff(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
@@ -340,6 +375,44 @@ NIC_CHANGED = {
 }
 
 
+UPLINK = "fup0"
+OVN_NET = "fovn0"
+OVN_NIC = {"type": "nic", "network": OVN_NET, "name": "eth0", "ipv4.address": "10.250.92.7"}
+
+
+def _make_uplink(server: Server) -> None:
+    bridge = f"fb{daemon_tag(server.state.dir)}"
+    subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True)
+    # No link-local address: its DAD finishing mid-scenario would read as a change.
+    subprocess.run(["ip", "link", "set", bridge, "addrgenmode", "none"], check=True)
+    # A MAC of its own, as an admin's bridge has: else the kernel gives it its lowest port's.
+    subprocess.run(["ip", "link", "set", bridge, "address", "02:00:00:fa:00:01"], check=True)
+    subprocess.run(["ip", "link", "set", bridge, "up"], check=True)
+    config = {
+        "parent": bridge,
+        "ipv4.gateway": "10.250.91.1/24",
+        "ipv4.ovn.ranges": "10.250.91.100-10.250.91.110",
+    }
+    server.networks.create({"name": UPLINK, "type": "physical", "config": config})
+
+
+def _make_ovn_network(server: Server) -> None:
+    config = {"network": UPLINK, "ipv4.address": "10.250.92.1/24", "ipv4.nat": "true"}
+    server.networks.create({"name": OVN_NET, "type": "ovn", "config": config})
+
+
+def _uplink_and_ovn_network(server: Server) -> None:
+    _make_uplink(server)
+    _make_ovn_network(server)
+
+
+def _ovn_container(server: Server) -> None:
+    _uplink_and_ovn_network(server)
+    server.instances.create(
+        {"name": "c1", "type": "container", "config": {}, "devices": {"eth0": OVN_NIC}, "profiles": []}
+    )
+
+
 POOL = "fpool"
 IMAGE_FP = ""  # set by _make_image_and_pool
 ROOT_ON_POOL = {"root": {"type": "disk", "path": "/", "pool": POOL}}
@@ -397,6 +470,22 @@ SCENARIOS = {
         setup=_image_instance_setup,
         do=lambda server: server.instances.delete("c1"),
         undo=_create_from_image,
+    ),
+    "ovn-network-create": Scenario(
+        setup=_make_uplink,
+        do=_make_ovn_network,
+        undo=lambda server: server.networks.delete(OVN_NET),
+    ),
+    "ovn-network-delete": Scenario(
+        setup=_uplink_and_ovn_network,
+        do=lambda server: server.networks.delete(OVN_NET),
+        undo=_make_ovn_network,
+        mode="retry",
+    ),
+    "ovn-instance-start": Scenario(
+        setup=_ovn_container,
+        do=lambda server: server.instances.start("c1"),
+        undo=lambda server: server.instances.stop("c1", timeout=5, force=True),
     ),
     "network-create": Scenario(
         setup=lambda server: None,

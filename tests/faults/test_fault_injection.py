@@ -20,7 +20,8 @@ import pytest
 from tests.pincus_testlib import NSEXEC, Daemon, NetNS, cleanup_dir, kill_leftovers, unique_prefix
 
 SCENARIOS = ["network-create", "network-delete", "instance-start", "instance-stop"]
-SCENARIOS += ["hot-plug", "unplug", "live-update", "live-limits"]
+SCENARIOS += ["hot-plug", "unplug", "live-update", "live-limits", "ovn-network-create", "ovn-network-delete"]
+SCENARIOS += ["ovn-instance-start"]
 SCENARIOS += ["pool-create", "instance-create-image", "instance-rename", "instance-delete"]
 # A rename moves two directories (the instance's state and its volume): each failed in turn.
 MIN_CALLS = {"instance-rename": 2}

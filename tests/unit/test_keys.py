@@ -21,6 +21,7 @@ def test_physical_keys_are_those_of_the_design() -> None:
     assert set(PHYSICAL) == {
         "parent", "mtu", "vlan", "vlan.tagged", "gvrp", "ipv4.gateway", "ipv6.gateway",
         "ipv4.routes", "ipv6.routes", "dns.nameservers",
+        "ipv4.ovn.ranges", "ipv6.ovn.ranges", "ovn.ingress_mode",
     }  # fmt: skip
 
 
@@ -54,10 +55,10 @@ def test_instance_type_restriction_and_live_flag() -> None:
 
 @pytest.mark.parametrize(
     "key,value",
-    [("ipv4.gateway", "10.250.0.1/24"), ("ipv6.gateway", "fd42:250::1/64"), ("ipv4.routes", "10.250.9.0/24"),
-     ("ipv6.routes", "fd42:250:9::/64"), ("dns.nameservers", "10.250.0.53")],
+    [("ipv4.gateway", "10.250.0.1/24"), ("ipv4.routes", "10.250.9.0/24"), ("dns.nameservers", "10.250.0.53"),
+     ("ipv4.ovn.ranges", "10.250.0.100-10.250.0.109"), ("ovn.ingress_mode", "routed"),
+     ("ipv6.gateway", "fd42:250::1/64"), ("ipv6.routes", "fd42:250:9::/64"),
+     ("ipv6.ovn.ranges", "fd42::1-fd42::9")],
 )  # fmt: skip
-def test_uplink_keys_without_effect_are_refused_not_ignored(key: str, value: str) -> None:
-    # Incus gives them to OVN networks using the physical network as uplink; pincus has none.
-    with pytest.raises(InvalidError, match=f'Key "{key}" of network "x" is not supported yet: only OVN'):
-        check_config(PHYSICAL, {"parent": "eth9", key: value}, 'network "x"')
+def test_uplink_keys_of_ovn_networks_are_accepted(key: str, value: str) -> None:
+    check_config(PHYSICAL, {"parent": "eth9", key: value}, 'network "x"')

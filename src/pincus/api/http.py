@@ -223,24 +223,25 @@ DRAIN_BYTES = 64 * 1024 * 1024  # of a refused upload's body, read and dropped b
 DRAIN_SECONDS = 5.0
 
 
+# A JSON string: from a quote to the next quote that no backslash escapes (the unrolled form
+# keeps the regex engine linear on long strings).
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKET_OR_QUOTE = bytes(b for b in range(256) if b not in b'[]{}"')
+
+
 def _json_depth(raw: bytes) -> int:
-    """How deeply arrays and objects nest (brackets inside strings do not count)."""
+    """How deeply arrays and objects nest (brackets inside strings do not count).
+
+    Strings are cut out and everything but brackets dropped in C before the one Python loop, which
+    then sees two bytes per object or array: a PUT of an instance with 500 NICs is 150 KB."""
+    skeleton = _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKET_OR_QUOTE)
+    skeleton = skeleton.split(b'"', 1)[0]  # a string with no end runs to the end of the body
     depth = deepest = 0
-    in_string = escaped = False
-    for byte in raw:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:  # backslash
-                escaped = True
-            elif byte == 0x22:
-                in_string = False
-        elif byte == 0x22:
-            in_string = True
-        elif byte in (0x5B, 0x7B):
+    for byte in skeleton:
+        if byte in (0x5B, 0x7B):
             depth += 1
             deepest = max(deepest, depth)
-        elif byte in (0x5D, 0x7D):
+        else:
             depth -= 1
     return deepest
 

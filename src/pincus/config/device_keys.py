@@ -52,6 +52,13 @@ NIC_PHYSICAL: KeyTable = {
     "gvrp": Key(v.is_bool, "Register the VLAN with GVRP", live=False),
 }
 
+NIC_OVN: KeyTable = {
+    **NIC_COMMON,
+    "host_name": Key(v.is_interface_name, "Name of the host-side interface", live=False),
+    "hwaddr": Key(v.is_mac, "MAC address of the instance's interface", live=False),
+    "ipv4.address": Key(v.is_ipv4, "Static IPv4 address of the logical port (DHCP hands it out)", live=False),
+}
+
 INSTANCE: KeyTable = {
     "raw.qemu": Key(v.is_argv, "Extra QEMU command-line arguments", _VM_ONLY, live=False),
     # Live on a running container (its cgroup); a VM takes a change at its next start.

@@ -7,7 +7,6 @@ from pincus.config.keys import Key, KeyTable
 
 _ADDR4 = v.is_address_or_keyword(("auto", "none"), v.is_address_cidr4)
 _ADDR6 = v.is_address_or_keyword(("auto", "none"), v.is_address_cidr6)
-_OVN_ONLY = "only OVN networks use it (from their uplink), and pincus has none"
 
 BRIDGE: KeyTable = {
     "bridge.mtu": Key(v.is_mtu, "MTU of the bridge"),
@@ -42,16 +41,41 @@ PHYSICAL: KeyTable = {
     "vlan": Key(v.is_vlan_id, "VLAN ID to attach to"),
     "vlan.tagged": Key(v.is_vlan_list, "Tagged VLAN IDs (bridge parents only)"),
     "gvrp": Key(v.is_bool, "Register the VLAN with GVRP"),
-    # What an OVN network learns of its uplink: without OVN networks, nothing would use them.
-    "ipv4.gateway": Key(v.is_address_cidr4, "IPv4 gateway of the uplink (CIDR)", unsupported=_OVN_ONLY),
-    "ipv6.gateway": Key(v.is_address_cidr6, "IPv6 gateway of the uplink (CIDR)", unsupported=_OVN_ONLY),
-    "ipv4.routes": Key(
-        v.is_list_of(v.is_cidr4), "IPv4 routes reachable through the uplink", unsupported=_OVN_ONLY
+    # What an OVN network learns of its uplink.
+    "ipv4.gateway": Key(v.is_address_cidr4, "IPv4 gateway of the uplink (CIDR): OVN routers' next hop"),
+    "ipv6.gateway": Key(v.is_address_cidr6, "IPv6 gateway of the uplink (CIDR): OVN routers' next hop"),
+    "ipv4.routes": Key(v.is_list_of(v.is_cidr4), "IPv4 subnets OVN networks may use without NAT"),
+    "ipv6.routes": Key(v.is_list_of(v.is_cidr6), "IPv6 subnets OVN networks may use without NAT"),
+    "dns.nameservers": Key(v.is_list_of(v.is_ip_any), "DNS servers OVN's DHCP hands out"),
+    "ipv4.ovn.ranges": Key(
+        v.is_list_of(v.is_ip_range4),
+        "IPv4 ranges for OVN routers' uplink addresses (start-end, comma separated)",
     ),
-    "ipv6.routes": Key(
-        v.is_list_of(v.is_cidr6), "IPv6 routes reachable through the uplink", unsupported=_OVN_ONLY
+    "ipv6.ovn.ranges": Key(v.is_list_of(v.is_ip_range6), "IPv6 ranges for OVN routers' uplink addresses"),
+    "ovn.ingress_mode": Key(
+        v.is_one_of("l2proxy", "routed"), "How the uplink reaches OVN addresses: l2proxy (ARP) or routed"
     ),
-    "dns.nameservers": Key(v.is_list_of(v.is_ip_any), "DNS servers of the uplink", unsupported=_OVN_ONLY),
 }
 
-BY_TYPE: dict[str, KeyTable] = {"bridge": BRIDGE, "physical": PHYSICAL}
+OVN: KeyTable = {
+    "network": Key(v.is_interface_name, "Uplink: a managed physical network"),
+    "ipv4.address": Key(
+        v.is_address_or_keyword(("auto",), v.is_address_cidr4),
+        "IPv4 address of the OVN router (CIDR) or auto",
+    ),
+    "ipv4.nat": Key(v.is_bool, "SNAT the network's IPv4 traffic to the router's uplink address"),
+    "ipv4.dhcp": Key(v.is_bool, "Serve DHCPv4 from OVN"),
+    "ipv6.address": Key(
+        v.is_address_or_keyword(("none",), v.is_address_cidr6),
+        "IPv6 address of the OVN router (CIDR) or none",
+    ),
+    "ipv6.nat": Key(v.is_bool, "SNAT the network's IPv6 traffic to the router's uplink address"),
+    "dns.domain": Key(v.is_dns_domain, "Domain handed out by DHCP"),
+    "bridge.mtu": Key(v.is_mtu, "MTU of the network's NICs (default 1400: geneve under a 1500 underlay)"),
+    "volatile.network.ipv4.address": Key(v.is_ipv4, "The router's address on the uplink (picked by pincus)"),
+    "volatile.network.ipv6.address": Key(
+        v.is_ipv6, "The router's IPv6 address on the uplink (picked by pincus)"
+    ),
+}
+
+BY_TYPE: dict[str, KeyTable] = {"bridge": BRIDGE, "physical": PHYSICAL, "ovn": OVN}

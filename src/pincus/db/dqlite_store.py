@@ -13,16 +13,18 @@ from __future__ import annotations
 import re
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import cast
+from typing import TypeVar, cast
 
 from pincus.db import dqlite_client
 from pincus.db.migrations import MIGRATIONS
 from pincus.db.store import Store
 from pincus.errors import HostError, InvalidError
 from pincus.host.dqlite_node import check_address
+
+T = TypeVar("T")
 
 # Statements that return rows: everything else is sent as EXEC_SQL.
 _QUERY = re.compile(r"\s*(SELECT|WITH|VALUES|PRAGMA\s+\w+\s*$|PRAGMA\s+\w+\s*\(\s*\w+\s*\)\s*$)", re.I)
@@ -88,6 +90,8 @@ class Connection:
 
 class DqliteStore(Store):
     """A Store on the dqlite cluster whose members answer at ADDRESSES."""
+
+    sole_writer = False
 
     def __init__(self, addresses: Sequence[str], database: str = "pincus.db", timeout: float = 10.0) -> None:
         if not addresses:
@@ -160,6 +164,16 @@ class DqliteStore(Store):
             except HostError:
                 self._drop()
                 raise
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """Reads run on the leader in a transaction, as writes do."""
+        with self.tx() as c:
+            yield c
+
+    def memo(self, key: Hashable, load: Callable[[], T]) -> T:
+        """Nothing is kept: the other members write to the same database."""
+        return load()
 
     def _begin(self) -> Connection:
         for attempt in (1, 2):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from pincus.db import profiles as db_profiles
 from pincus.db.store import Store
@@ -30,13 +33,27 @@ class Runtime:
 
 
 def _id(store: Store, name: str) -> int | None:
-    with store.tx() as c:
+    with store.read() as c:
         row = c.execute("SELECT id FROM instances WHERE name = ?", (name,)).fetchone()
     return None if row is None else int(row["id"])
 
 
 def get(store: Store, name: str) -> InstanceRecord | None:
-    with store.tx() as c:
+    """Instance NAME as stored, a copy the caller may change (None if there is none)."""
+    rec = store.memo(("instance", name), lambda: _read(store, name))
+    if rec is None:
+        return None
+    return dataclasses.replace(
+        rec,
+        config=dict(rec.config),
+        devices={n: dict(d) for n, d in rec.devices.items()},
+        volatile=dict(rec.volatile),
+        profiles=list(rec.profiles),
+    )
+
+
+def _read(store: Store, name: str) -> InstanceRecord | None:
+    with store.read() as c:
         row = c.execute("SELECT * FROM instances WHERE name = ?", (name,)).fetchone()
         if row is None:
             return None
@@ -44,13 +61,10 @@ def get(store: Store, name: str) -> InstanceRecord | None:
         rec = InstanceRecord(row["name"], row["type"], row["description"], created_at=row["created_at"])
         for r in c.execute("SELECT key, value FROM instances_config WHERE instance_id = ?", (iid,)):
             rec.config[r["key"]] = r["value"]
-        for r in c.execute("SELECT key, value FROM instances_volatile WHERE instance_id = ?", (iid,)):
-            rec.volatile[r["key"]] = r["value"]
-        for d in c.execute("SELECT id, name, type FROM devices WHERE instance_id = ? ORDER BY name", (iid,)):
-            dev = {"type": d["type"]}
-            for r in c.execute("SELECT key, value FROM devices_config WHERE device_id = ?", (d["id"],)):
-                dev[r["key"]] = r["value"]
-            rec.devices[d["name"]] = dev
+        rec.volatile.update(
+            _tuples(c, "SELECT key, value FROM instances_volatile WHERE instance_id = ?", (iid,))
+        )
+        rec.devices = _devices(c, iid)
         rec.profiles = [
             r["name"]
             for r in c.execute(
@@ -62,14 +76,39 @@ def get(store: Store, name: str) -> InstanceRecord | None:
         return rec
 
 
+def _tuples(c: sqlite3.Connection, sql: str, params: tuple[object, ...]) -> Iterable[tuple[Any, ...]]:
+    """The rows of a query as plain tuples, where the connection can skip building Row objects
+    (thousands of rows for an instance with hundreds of NICs); a cluster's rows are tuples already."""
+    if isinstance(c, sqlite3.Connection):
+        cur = c.cursor()
+        cur.row_factory = None
+        return cur.execute(sql, params)
+    return c.execute(sql, params)
+
+
+def _devices(c: sqlite3.Connection, iid: int) -> dict[str, dict[str, str]]:
+    """Instance IID's devices by name, in one query however many it has."""
+    devices: dict[str, dict[str, str]] = {}
+    for name, type_, key, value in _tuples(
+        c,
+        "SELECT d.name, d.type, dc.key, dc.value FROM devices d "
+        "LEFT JOIN devices_config dc ON dc.device_id = d.id WHERE d.instance_id = ? ORDER BY d.name",
+        (iid,),
+    ):
+        dev = devices.setdefault(name, {"type": type_})
+        if key is not None:
+            dev[key] = value
+    return devices
+
+
 def names(store: Store) -> list[str]:
-    with store.tx() as c:
+    with store.read() as c:
         return [r["name"] for r in c.execute("SELECT name FROM instances ORDER BY name")]
 
 
 def list_all(store: Store) -> list[InstanceRecord]:
-    with store.tx():
-        return [rec for n in names(store) if (rec := get(store, n)) is not None]
+    # One read per instance, each kept until the next write: a deleted one is left out.
+    return [rec for n in names(store) if (rec := get(store, n)) is not None]
 
 
 def create(store: Store, rec: InstanceRecord) -> None:
@@ -119,8 +158,11 @@ def replace(
     config: dict[str, str],
     devices: dict[str, dict[str, str]],
     profiles: list[str] | None = None,
+    stored: dict[str, dict[str, str]] | None = None,
 ) -> None:
-    """Replace config, devices and (unless None) profiles in one transaction; volatile keys are kept."""
+    """Replace config, devices and (unless None) profiles in one transaction; volatile keys are kept.
+    STORED: the instance's own devices as stored now, when the caller knows them (it holds the
+    instance's lock since it read them); else they are read here."""
     iid = _id(store, name)
     with store.tx() as c:
         if profiles is not None:
@@ -132,8 +174,13 @@ def replace(
             "INSERT INTO instances_config (instance_id, key, value) VALUES (?, ?, ?)",
             [(iid, k, v) for k, v in config.items()],
         )
-        c.execute("DELETE FROM devices WHERE instance_id = ?", (iid,))
-        _insert_devices(c, iid, devices)
+        # Only the devices that differ are rewritten: adding one NIC to an instance holding 500
+        # costs one NIC's rows, not 500.
+        if stored is None or not store.sole_writer:  # another member may have changed them since
+            stored = _devices(c, iid) if iid is not None else {}
+        gone = [n for n in stored if devices.get(n) != stored[n]]
+        c.executemany("DELETE FROM devices WHERE instance_id = ? AND name = ?", [(iid, n) for n in gone])
+        _insert_devices(c, iid, {n: d for n, d in devices.items() if stored.get(n) != d})
 
 
 def set_volatile(store: Store, name: str, values: dict[str, str | None]) -> None:
@@ -154,7 +201,11 @@ def set_volatile(store: Store, name: str, values: dict[str, str | None]) -> None
 
 
 def get_runtime(store: Store, name: str) -> Runtime | None:
-    with store.tx() as c:
+    return store.memo(("runtime", name), lambda: _read_runtime(store, name))
+
+
+def _read_runtime(store: Store, name: str) -> Runtime | None:
+    with store.read() as c:
         row = c.execute(
             "SELECT r.pid, r.start_time FROM instances_runtime r JOIN instances i ON i.id = r.instance_id "
             "WHERE i.name = ?",
@@ -188,7 +239,7 @@ def network_users(store: Store, network: str, keys: tuple[str, ...] = ("network"
     """Names of instances with a device whose KEYS (`network`, or also `parent` for a managed
     bridge, which a bridged NIC may name directly) name this network."""
     marks = ", ".join("?" for _ in keys)
-    with store.tx() as c:
+    with store.read() as c:
         rows = c.execute(
             "SELECT DISTINCT i.name FROM instances i JOIN devices d ON d.instance_id = i.id "
             "JOIN devices_config dc ON dc.device_id = d.id "
@@ -200,7 +251,7 @@ def network_users(store: Store, network: str, keys: tuple[str, ...] = ("network"
 
 def devices_with(store: Store, key: str, value: str | None = None) -> list[tuple[str, str]]:
     """(instance, device) pairs whose device config has key=value (any value: None)."""
-    with store.tx() as c:
+    with store.read() as c:
         rows = c.execute(
             "SELECT i.name AS instance, d.name AS device FROM devices_config dc "
             "JOIN devices d ON d.id = dc.device_id JOIN instances i ON i.id = d.instance_id "
@@ -216,7 +267,7 @@ def expanded_devices_with(
     """(instance, device, config) of every device with key=value (any value: None) in its config
     once the instance's profiles are expanded in: a profile's device counts for each instance
     using it, unless the instance's own device of that name replaces it."""
-    with store.tx():
+    with store.read():
         names = {instance for instance, _ in devices_with(store, key, value)}
         for profile in db_profiles.devices_with(store, key, value):
             names.update(db_profiles.users(store, profile))
@@ -237,7 +288,7 @@ def expanded_devices_with(
 
 def volatile_holders(store: Store, key_suffix: str, value: str) -> list[tuple[str, str]]:
     """(instance, key) pairs whose volatile key ends with key_suffix and equals value."""
-    with store.tx() as c:
+    with store.read() as c:
         rows = c.execute(
             "SELECT i.name AS instance, v.key AS key FROM instances_volatile v "
             "JOIN instances i ON i.id = v.instance_id WHERE v.value = ? AND v.key LIKE ?",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from pincus.db.store import Store
@@ -16,7 +17,7 @@ class NetworkRecord:
 
 
 def _config(store: Store, network_id: int) -> dict[str, str]:
-    with store.tx() as c:
+    with store.read() as c:
         rows = c.execute(
             "SELECT key, value FROM networks_config WHERE network_id = ? ORDER BY key", (network_id,)
         ).fetchall()
@@ -24,7 +25,13 @@ def _config(store: Store, network_id: int) -> dict[str, str]:
 
 
 def get(store: Store, name: str) -> NetworkRecord | None:
-    with store.tx() as c:
+    """Network NAME as stored, a copy the caller may change (None if there is none)."""
+    rec = store.memo(("network", name), lambda: _read(store, name))
+    return None if rec is None else dataclasses.replace(rec, config=dict(rec.config))
+
+
+def _read(store: Store, name: str) -> NetworkRecord | None:
+    with store.read() as c:
         row = c.execute("SELECT id, name, type, description FROM networks WHERE name = ?", (name,)).fetchone()
         if row is None:
             return None
@@ -32,7 +39,7 @@ def get(store: Store, name: str) -> NetworkRecord | None:
 
 
 def list_all(store: Store) -> list[NetworkRecord]:
-    with store.tx() as c:
+    with store.read() as c:
         names = [r["name"] for r in c.execute("SELECT name FROM networks ORDER BY name").fetchall()]
         return [rec for n in names if (rec := get(store, n)) is not None]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from dataclasses import dataclass, field
 
@@ -17,7 +18,17 @@ class ProfileRecord:
 
 
 def get(store: Store, name: str) -> ProfileRecord | None:
-    with store.tx() as c:
+    """Profile NAME as stored, a copy the caller may change (None if there is none)."""
+    rec = store.memo(("profile", name), lambda: _read(store, name))
+    if rec is None:
+        return None
+    return dataclasses.replace(
+        rec, config=dict(rec.config), devices={n: dict(d) for n, d in rec.devices.items()}
+    )
+
+
+def _read(store: Store, name: str) -> ProfileRecord | None:
+    with store.read() as c:
         row = c.execute("SELECT id, name, description FROM profiles WHERE name = ?", (name,)).fetchone()
         if row is None:
             return None
@@ -38,12 +49,12 @@ def get(store: Store, name: str) -> ProfileRecord | None:
 
 
 def names(store: Store) -> list[str]:
-    with store.tx() as c:
+    with store.read() as c:
         return [r["name"] for r in c.execute("SELECT name FROM profiles ORDER BY name")]
 
 
 def list_all(store: Store) -> list[ProfileRecord]:
-    with store.tx():
+    with store.read():
         return [rec for n in names(store) if (rec := get(store, n)) is not None]
 
 
@@ -95,7 +106,7 @@ def delete(store: Store, name: str) -> None:
 
 def users(store: Store, name: str) -> list[str]:
     """Names of the instances that use this profile."""
-    with store.tx() as c:
+    with store.read() as c:
         rows = c.execute(
             "SELECT i.name FROM instances i JOIN instances_profiles ip ON ip.instance_id = i.id "
             "JOIN profiles p ON p.id = ip.profile_id WHERE p.name = ? ORDER BY i.name",
@@ -106,7 +117,7 @@ def users(store: Store, name: str) -> list[str]:
 
 def devices_with(store: Store, key: str, value: str | None = None) -> list[str]:
     """Names of the profiles with a device whose config has key=value (any value: None)."""
-    with store.tx() as c:
+    with store.read() as c:
         rows = c.execute(
             "SELECT DISTINCT p.name FROM profiles_devices_config dc "
             "JOIN profiles_devices d ON d.id = dc.device_id JOIN profiles p ON p.id = d.profile_id "

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
 from pincus.db.migrations import MIGRATIONS
+
+T = TypeVar("T")
 
 
 class Store:
     """One connection shared by the daemon's threads; a lock serialises access to it."""
+
+    # This daemon is the only writer, so what it read stays true until it writes (memo).
+    sole_writer = True
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -22,6 +28,9 @@ class Store:
         self._conn.execute("PRAGMA foreign_keys = ON")
         self._conn.execute("PRAGMA journal_mode = WAL")
         self._conn.execute("PRAGMA synchronous = NORMAL")
+        # What reads found since the last write transaction ended (memo): every write goes through
+        # tx(), so nothing in it can be stale.
+        self._memo: dict[Hashable, Any] = {}
         self._migrate()
 
     def _migrate(self) -> None:
@@ -49,7 +58,42 @@ class Store:
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
+            finally:
+                self._memo.clear()
             self._conn.execute("COMMIT")
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """A read: a deferred transaction, one consistent snapshot that takes no write lock (WAL
+        readers and the writer do not block each other). Inside a tx() it is part of that one."""
+        with self._lock:
+            if self._conn.in_transaction:
+                yield self._conn
+                return
+            changes = self._conn.total_changes
+            self._conn.execute("BEGIN")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            finally:
+                if self._conn.total_changes != changes:  # a write nested in the read
+                    self._memo.clear()
+            self._conn.execute("COMMIT")
+
+    def memo(self, key: Hashable, load: Callable[[], T]) -> T:
+        """LOAD()'s answer (a read), kept until a write transaction ends; the caller must not change
+        it. Inside a transaction it is read afresh: that transaction may have written."""
+        with self._lock:
+            if self._conn.in_transaction:
+                return load()
+            if key in self._memo:
+                hit: T = self._memo[key]
+                return hit
+            value = load()
+            self._memo[key] = value
+            return value
 
     def close(self) -> None:
         with self._lock:

@@ -8,6 +8,7 @@ from pincus.db import networks as db_networks
 from pincus.devices.base import Device, InstanceView
 from pincus.devices.disk import Disk
 from pincus.devices.nic_bridged import BridgedNic
+from pincus.devices.nic_ovn import OvnNic
 from pincus.devices.nic_physical import PhysicalNic
 from pincus.devices.nic_physical_network import PhysicalNetworkNic
 from pincus.errors import InvalidError, NotFoundError
@@ -60,4 +61,6 @@ def _network_nic(state: State, instance: InstanceView, name: str, config: dict[s
         return BridgedNic(state, instance, name, effective)
     if rec.type == "physical":
         return PhysicalNetworkNic(state, instance, name, dict(config), rec)
+    if rec.type == "ovn":
+        return OvnNic(state, instance, name, dict(config), rec)
     raise InvalidError(f'Device "{name}": network "{network}" of type "{rec.type}" cannot be used by a NIC')

@@ -111,9 +111,19 @@ def address_family(version: int) -> int:
 
 def attrs(data: bytes, start: int = 0, end: int | None = None) -> dict[int, bytes]:
     """Attribute type -> payload (first occurrence) of the attributes in data[start:end]."""
+    # attr_list's walk inlined: `list` parses every link and address of every running container,
+    # and this loop is most of that time.
+    end = len(data) if end is None else end
     found: dict[int, bytes] = {}
-    for atype, payload in attr_list(data, start, end):
-        found.setdefault(atype, payload)
+    unpack, size = _NLA.unpack_from, _NLA.size
+    while start + size <= end:
+        n, atype = unpack(data, start)
+        if n < size or start + n > end:
+            break
+        atype &= _NLA_TYPE_MASK
+        if atype not in found:
+            found[atype] = data[start + size : start + n]
+        start += (n + 3) & ~3
     return found
 
 

@@ -13,6 +13,7 @@ from pincus.db.networks import NetworkRecord
 from pincus.errors import ConflictError, InvalidError, NotFoundError
 from pincus.host import files, links, sysfs
 from pincus.networks.base import NetworkDriver
+from pincus.networks.ovn import check_uplink_config
 from pincus.ownership import Difference, Owned
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ class PhysicalNetwork(NetworkDriver):
                 f'"{self.parent}" is not a bridge'
             )
         self._check_parent_sharing(others, bridge)
+        check_uplink_config(self.name, self.config, others)
 
     def _check_parent_sharing(self, others: list[NetworkRecord], bridge: bool) -> None:
         if bridge:

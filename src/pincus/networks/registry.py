@@ -5,9 +5,14 @@ from __future__ import annotations
 from pincus.errors import InvalidError
 from pincus.networks.base import NetworkDriver
 from pincus.networks.bridge import BridgeNetwork
+from pincus.networks.ovn import OvnNetwork
 from pincus.networks.physical import PhysicalNetwork
 
-DRIVERS: dict[str, type[NetworkDriver]] = {"bridge": BridgeNetwork, "physical": PhysicalNetwork}
+DRIVERS: dict[str, type[NetworkDriver]] = {
+    "bridge": BridgeNetwork,
+    "physical": PhysicalNetwork,
+    "ovn": OvnNetwork,
+}
 
 
 def driver_class(type_: str) -> type[NetworkDriver]:

@@ -24,6 +24,7 @@ from pincus.db.instances import InstanceRecord
 from pincus.db.profiles import ProfileRecord
 from pincus.devices import names as dev_names
 from pincus.devices import nic_bridged
+from pincus.devices.clashes import refuse_clashes_within
 from pincus.devices.disk import LIVE_CHANGE_REFUSED
 from pincus.errors import ConflictError, HostError, InvalidError, NotFoundError
 from pincus.expansion import expand
@@ -169,8 +170,9 @@ class Instances:
 
     # --- reading ---------------------------------------------------------------------------------
 
-    def to_api(self, inst: Instance) -> dict[str, Any]:
-        status, code = RUNNING if inst.is_alive() else STOPPED
+    def to_api(self, inst: Instance, alive: bool | None = None) -> dict[str, Any]:
+        """INST as the API shows it; ALIVE: whether it runs, when the caller just looked."""
+        status, code = RUNNING if (inst.is_alive() if alive is None else alive) else STOPPED
         config = {**inst.local.config, **inst.rec.volatile}
         expanded = {**inst.rec.config, **inst.rec.volatile}
         return {
@@ -200,7 +202,13 @@ class Instances:
         return self.full_view(self._load(name))
 
     def full_view(self, inst: Instance, usages: dict[int, procstat.Usage] | None = None) -> dict[str, Any]:
-        return {**self.to_api(inst), "state": self._state(inst, usages), "snapshots": [], "backups": []}
+        alive = inst.is_alive()  # once: each look reads the runtime record and /proc
+        return {
+            **self.to_api(inst, alive),
+            "state": self._state(inst, usages, alive),
+            "snapshots": [],
+            "backups": [],
+        }
 
     def list_full(self) -> list[dict[str, Any]]:
         insts = [self._driver(r) for r in db_instances.list_all(self.state.store)]
@@ -215,9 +223,12 @@ class Instances:
     def state_of(self, name: str) -> dict[str, Any]:
         return self._state(self._load(name))
 
-    def _state(self, inst: Instance, usages: dict[int, procstat.Usage] | None = None) -> dict[str, Any]:
-        """Inst's state; USAGES: what pid_namespaces_usage said of the inits, when already read."""
-        alive = inst.is_alive()
+    def _state(
+        self, inst: Instance, usages: dict[int, procstat.Usage] | None = None, alive: bool | None = None
+    ) -> dict[str, Any]:
+        """Inst's state; USAGES: what pid_namespaces_usage said of the inits, when already read;
+        ALIVE: whether it runs, when the caller just looked."""
+        alive = inst.is_alive() if alive is None else alive
         status, code = RUNNING if alive else STOPPED
         usage = procstat.Usage(0, 0, 0)
         if alive:
@@ -236,15 +247,25 @@ class Instances:
 
     # --- validation ------------------------------------------------------------------------------
 
-    def _validate(self, rec: InstanceRecord, override: Profiles | None = None) -> None:
-        """Stored record REC as it would run: its own keys, and everything once profiles expand."""
+    def _validate(
+        self,
+        rec: InstanceRecord,
+        override: Profiles | None = None,
+        before: dict[str, dict[str, str]] | None = None,
+    ) -> None:
+        """Stored record REC as it would run: its own keys, and everything once profiles expand.
+
+        BEFORE: the expanded devices it runs with now, for a change; then only the devices whose
+        expanded config differs are validated, so that a change costs what it changes and not
+        what the instance already holds (a device's own checks look at its config, its network and
+        the other instances; nothing of them depends on its neighbours in the instance, whose
+        cross-checks are one pass in memory here)."""
         for key in rec.config:
             if key.startswith("volatile."):
                 raise InvalidError(f'Key "{key}" is managed by pincus and cannot be set')
         inst = self._driver(rec, override)
         check_config(INSTANCE, inst.rec.config, f'instance "{rec.name}"', rec.type)
         inst.validate_config()
-        inst.validate_devices()
         roots = sorted(
             n for n, d in inst.rec.devices.items() if d.get("type") == "disk" and d.get("path") == "/"
         )
@@ -257,6 +278,13 @@ class Instances:
                 f'Instance "{rec.name}": its root volume is on storage pool "{on}"; '
                 f'moving it to pool "{wanted}" is not supported'
             )
+        if before is None:
+            inst.validate_devices()
+            return
+        changed = sorted(n for n, cfg in inst.rec.devices.items() if before.get(n) != cfg)
+        for dev_name in changed:
+            inst.device(dev_name).validate_config()
+        refuse_clashes_within(inst.rec.devices, changed)
 
     def _requested_profiles(self, req: dict[str, Any]) -> list[str]:
         """A create's profiles: none given (absent or null) means ["default"], as Incus; [] means none."""
@@ -377,7 +405,8 @@ class Instances:
     def update(self, name: str, req: dict[str, Any], patch: bool, if_match: str | None = None) -> None:
         with self.profiles_lock, self.locked(name):
             inst = self._load(name)
-            etag.check_if_match(if_match, etag.instance_fields(self.to_api(inst)))
+            if if_match:  # the view and its hash cost what the instance holds: only when asked
+                etag.check_if_match(if_match, etag.instance_fields(self.to_api(inst)))
             old = inst.local
             config = (
                 strings_of(req.get("config"), "config") if "config" in req or not patch else dict(old.config)
@@ -408,14 +437,20 @@ class Instances:
                 old.created_at,
                 profiles if req.get("profiles") is not None or not patch else list(old.profiles),
             )
-            self._validate(new)
+            self._validate(new, before=inst.rec.devices)
             target = self.expanded(new)
             with self._journal(inst, target), Reverter() as undo:
                 inst.update_config(inst.rec.config, target.config)
                 undo.add(inst.update_config, target.config, inst.rec.config)
                 self.apply_expansion(inst, target)
                 db_instances.replace(
-                    self.state.store, name, new.description, new.config, new.devices, new.profiles
+                    self.state.store,
+                    name,
+                    new.description,
+                    new.config,
+                    new.devices,
+                    new.profiles,
+                    stored=old.devices,
                 )
                 undo.success()
         log.info("Updated instance %s", name, extra={"ctx": {"instance": name}})
@@ -494,7 +529,8 @@ class Instances:
 
     def validate_with(self, name: str, override: Profiles) -> None:
         """Refuse a profile change that instance NAME could not run with."""
-        self._validate(self._load(name).local, override)
+        inst = self._load(name)
+        self._validate(inst.local, override, before=inst.rec.devices)
 
     def reexpand(self, name: str, override: Profiles, undo: Reverter) -> None:
         """Apply a profile change to instance NAME; UNDO learns how to take it back."""

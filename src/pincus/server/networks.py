@@ -136,10 +136,20 @@ class Networks:
             users.update(db_profiles.users(self.state.store, profile))
         return sorted(users)
 
-    def used_by(self, name: str) -> list[str]:
-        return [f"/1.0/instances/{n}" for n in self.instance_users(name)] + [
-            f"/1.0/profiles/{p}" for p in self._profiles_using(name)
+    def network_users(self, name: str) -> list[str]:
+        """OVN networks whose uplink is NAME."""
+        return [
+            r.name
+            for r in db_networks.list_all(self.state.store)
+            if r.type == "ovn" and r.config.get("network") == name
         ]
+
+    def used_by(self, name: str) -> list[str]:
+        return (
+            [f"/1.0/instances/{n}" for n in self.instance_users(name)]
+            + [f"/1.0/profiles/{p}" for p in self._profiles_using(name)]
+            + [f"/1.0/networks/{n}" for n in self.network_users(name)]
+        )
 
     def record(self, name: str) -> NetworkRecord:
         return self._load(name)
@@ -301,6 +311,13 @@ class Networks:
         self.state.events.lifecycle("network-updated", f"/1.0/networks/{name}")
 
     def _check_update_allowed(self, rec: NetworkRecord, new: dict[str, str], users: list[str]) -> None:
+        ovn_users = self.network_users(rec.name) if rec.type == "physical" else []
+        for key in ("parent", "ipv4.gateway", "ipv4.ovn.ranges"):
+            if ovn_users and rec.config.get(key) != new.get(key):
+                raise ConflictError(
+                    f'Cannot change "{key}" of network "{rec.name}" while it is the uplink of '
+                    f"{', '.join(ovn_users)}"
+                )
         if not users:
             return
         for key in ("parent", "vlan"):
