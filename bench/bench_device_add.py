@@ -47,6 +47,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 PIDS_FILE = "spawned.pids"  # container inits started by --profile's in-process daemon
+IMAGE = "busybox"  # the test image's alias (scripts/build-image.sh): every container runs its own root
 
 
 # --------------------------------------------------------------------------- numbers
@@ -74,6 +75,7 @@ class Pincus:
         self.ns = ns
         self.dir = work / "pincus"
         self.proc: subprocess.Popen[bytes] | None = None
+        self._image_imported = False
         self.env = {
             **os.environ,
             "PINCUS_DIR": str(self.dir),
@@ -102,7 +104,25 @@ class Pincus:
                 self.proc.wait()
         self.proc = None
 
+    def image(self) -> str:
+        """The busybox test image's alias, imported the first time it is asked for (the build is
+        cached machine-wide under /tmp/pincus-test-images, as for the tests)."""
+        if not self._image_imported:
+            if str(REPO) not in sys.path:
+                sys.path.insert(0, str(REPO))
+            from tests.imagelib import busybox_image
+
+            self.cli("image", "import", str(busybox_image()), "--alias", IMAGE)
+            self._image_imported = True
+        return IMAGE
+
+    def image_source(self) -> dict[str, str]:
+        """An API create's "source": the test image (imported first if need be)."""
+        return {"type": "image", "alias": self.image()}
+
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        if args[:1] in (("init",), ("launch",)) and IMAGE in args[1:2]:
+            self.image()
         r = subprocess.run([str(BIN / "pincus"), *args], env=self.env, text=True, capture_output=True,
                            timeout=120)  # fmt: skip
         if check and r.returncode != 0:
@@ -343,7 +363,7 @@ def main() -> None:
             subprocess.run(["ip", "-n", ns, *cmd], check=True)
         p.start()
         p.cli("network", "create", "phys0", "--type=physical", f"parent={lan}")
-        p.cli("launch", "c1")
+        p.cli("launch", IMAGE, "c1")
         init_pid = int(p.api("GET", "/1.0/instances/c1/state")["pid"])
         # Warm-up: the daemon's first NIC loads libnftables, makes sockets and so on.
         time_cli(p, 1)

@@ -124,7 +124,7 @@ def main() -> int:
             subprocess.run(["ip", "-n", ns, *cmd], check=True)
         p.start()
         p.cli("network", "create", "phys0", "--type=physical", f"parent={bridge}")
-        p.cli("init", name)
+        p.cli("init", "busybox", name)
         p.cli("start", name)
         init_pid = int(p.api("GET", f"/1.0/instances/{name}/state")["pid"])
         pincus_env = lxc_env(p.dir / "unix.socket", work / "lxc-conf-pincus")
