@@ -188,7 +188,7 @@ def main() -> None:
         subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
         p.start()
         p.cli("network", "create", br, "ipv4.address=10.250.99.1/24", "ipv6.address=none")
-        p.cli("launch", "c1", "-n", br)
+        p.cli("launch", "busybox", "c1", "-n", br)
         init_pid = int(p.api("GET", "/1.0/instances/c1/state")["pid"])
         entries = {"venv pincus": (str(BIN / "pincus"), p.env), "launcher": (str(launcher), p.env)}
         if args.before:

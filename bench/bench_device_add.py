@@ -260,20 +260,29 @@ def profile_inner(n: int, work: Path, bridge: str) -> None:
     from pincus.events import EventHub
     from pincus.host.features import probe_kernel_features
     from pincus.server.daemon import daemon_tag
-    from pincus.server.instances import Instances
-    from pincus.server.networks import Networks
+    from pincus.server.server import Server
     from pincus.state import State
+
+    sys.path.insert(0, str(REPO))
+    from tests.imagelib import busybox_image
 
     state_dir = work / "profiled"
     state_dir.mkdir(mode=0o711)
     store = Store(state_dir / "pincus.db")
     state = State(dir=state_dir, store=store, events=EventHub(), features=probe_kernel_features(),
                   tag=daemon_tag(state_dir))  # fmt: skip
-    networks, instances = Networks(state), Instances(state)
+    server = Server(state)
+    networks, instances, images = server.networks, server.instances, server.images
+    server.storage.start()
+    images.start()
     created = started = False
+    fingerprint = ""
     try:
         networks.create({"name": "phys0", "type": "physical", "config": {"parent": bridge}})
-        instances.create({"name": "p1", "devices": {}})
+        with open(busybox_image(), "rb") as body:  # the test image, as `pincus image import` sends it
+            fingerprint = images.add(images.receive(body, "application/octet-stream"), {})["fingerprint"]
+        source = {"type": "image", "fingerprint": fingerprint}
+        instances.create({"name": "p1", "devices": {}, "source": source})
         created = True
         instances.start("p1")
         started = True
@@ -305,6 +314,8 @@ def profile_inner(n: int, work: Path, bridge: str) -> None:
             instances.stop("p1", 0.0, True)
         if created:
             instances.delete("p1")
+        if fingerprint:
+            images.delete(fingerprint)
         networks.delete("phys0")
         store.close()
 

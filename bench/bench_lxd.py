@@ -45,8 +45,10 @@ from typing import Any
 from bench_device_add import Pincus, kill_leftovers
 from lxdlib import LxcFailed, Lxd, links_in, load, lxc_env, lxc_version, run_lxc
 
-NOTE = ("both run an image rootfs on a dir pool: pincus the busybox test image (busybox init), "
-        "LXD a busybox image whose init sleeps")
+NOTE = (
+    "both run an image rootfs on a dir pool: pincus the busybox test image (busybox init), "
+    "LXD a busybox image whose init sleeps"
+)
 
 CLI_AIM = 0.4  # hot-plug through each CLI, pincus / LXD (issue 11)
 

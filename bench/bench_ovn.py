@@ -34,7 +34,7 @@ def _timed(fn: object) -> float:
 
 
 def _start_to_ping(d: Daemon, name: str, network: str, address: str, peer: str) -> float:
-    d.cli("init", name, "-n", network)
+    d.cli("init", "busybox", name, "-n", network)
     t = time.monotonic()
     d.cli("start", name)
     d.cli("exec", name, "--", "busybox", "ip", "addr", "add", f"{address}/24", "dev", "eth0")
@@ -75,7 +75,7 @@ def main() -> None:
         second = _timed(lambda: d.cli(*create[:2], "o2", *create[2:], "ipv4.address=10.250.99.1/24"))
         first_ms, second_ms = first * 1000, second * 1000
         print(f"network create  first (daemons from nothing) {first_ms:5.0f} ms  second {second_ms:5.0f} ms")
-        d.cli("init", "peer", "-n", "o1")
+        d.cli("init", "busybox", "peer", "-n", "o1")
         d.cli("start", "peer")
         d.cli("exec", "peer", "--", "busybox", "ip", "addr", "add", "10.250.98.2/24", "dev", "eth0")
         for label, network, subnet, peer in (

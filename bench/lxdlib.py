@@ -193,11 +193,11 @@ class Lxd:
         self.bridges.append(name)
         subprocess.run(["ip", "link", "set", name, "up"], check=True)
 
-    def import_image(self) -> None:
-        """build_image()'s image, imported once under the alias self.image."""
+    def import_image(self, tarball: Path | None = None) -> None:
+        """build_image()'s image (or TARBALL, a unified image), imported once under the alias self.image."""
         if self.image in self.images:
             return
-        tarball = build_image(self.work)
+        tarball = tarball or build_image(self.work)
         self.images.append(self.image)
         self.lxc_cmd("image", "import", str(tarball), "--alias", self.image)
 

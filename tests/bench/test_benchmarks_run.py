@@ -30,6 +30,7 @@ SHORT_RUNS = [
     (["bench_clusterdb.py", "--short"], r"^fail-over median s +[\d.]+ +[\d.]+"),
     (["bench_volume.py", "-n", "2", "--small"], r"^ratio dir/btrfs create +[\d.]+x"),
     (["bench_client.py", "--short"], r"^launcher: network show +[\d.]+ +[\d.]+ +[\d.]+x"),
+    (["bench_launch.py", "--short"], r"^launch pincus btrfs +median +[\d.]+ ms \(n=2\)"),
 ]
 
 
