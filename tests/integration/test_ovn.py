@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from pincus.host import qemu
-from tests.integration.helpers import config, in_container, ping, wait_for
+from tests.integration.helpers import config, in_container, ping, wait_for, with_host_usr
 from tests.pincus_testlib import NSEXEC, Daemon, NetNS, cleanup_dir, kill_leftovers, qemu_nic_macs
 
 pytestmark = pytest.mark.skipif(shutil.which("ovn-northd") is None, reason="OVN is not installed")
@@ -65,13 +65,21 @@ def uplink(daemon: Daemon, prefix: str, *keys: str) -> str:
     return lan
 
 
+def init(daemon: Daemon, name: str, start: bool = False) -> None:
+    """A busybox container with eth0 on ovn0 and the host's /usr (iproute2's `ip -j`)."""
+    daemon.cli("init", "busybox", name, "-n", "ovn0")
+    with_host_usr(daemon, name)
+    if start:
+        daemon.cli("start", name)
+
+
 def dhcp(daemon: Daemon, name: str) -> str:
-    script = daemon.dir / "udhcpc.script"
-    if not script.exists():
-        script.write_text(UDHCPC_SCRIPT)
-        script.chmod(0o755)
+    # A host path is not visible inside the container: the script goes in through exec's stdin.
+    script = "/bin/udhcpc.script"
+    install = f"cat > {script} && chmod 755 {script}"
+    daemon.cli("exec", name, "--", "sh", "-c", install, stdin=UDHCPC_SCRIPT)
     in_container(
-        daemon, name, "busybox", "udhcpc", "-q", "-n", "-t", "10", "-T", "1", "-i", "eth0", "-s", str(script)
+        daemon, name, "busybox", "udhcpc", "-q", "-n", "-t", "10", "-T", "1", "-i", "eth0", "-s", script
     )
     addrs = json.loads(in_container(daemon, name, "ip", "-j", "-4", "addr", "show", "eth0"))
     return str(addrs[0]["addr_info"][0]["local"])
@@ -110,10 +118,10 @@ def test_two_containers_on_an_ovn_network_dhcp_ping_and_snat_then_delete_leaves_
     provider = [b for b in vsctl(daemon, "list-br").split() if b.startswith("pov")]
     assert len(provider) == 1 and members[0][:-1] + "a" in vsctl(daemon, "list-ports", provider[0]).split()
 
-    daemon.cli("init", "c1", "-n", "ovn0")
+    init(daemon, "c1")
     daemon.cli("config", "device", "set", "c1", "eth0", "ipv4.address=10.250.91.50")
     daemon.cli("start", "c1")
-    daemon.cli("init", "c2", "-n", "ovn0")
+    init(daemon, "c2")
     msg = daemon.fails("config", "device", "set", "c2", "eth0", "ipv4.address=10.250.91.50")
     assert 'already used by device "eth0" of instance "c1"' in msg
     assert "is the router" in daemon.fails(
@@ -173,8 +181,8 @@ def test_ipv6_router_advertisements_ping_and_snat(daemon: Daemon, prefix: str) -
         "ipv6.address=fd42:250:91::1/64", "ipv6.nat=true",
     )  # fmt: skip
     assert yaml_config(daemon, "ovn0")["volatile.network.ipv6.address"] == "fd42:250:90::100"
-    daemon.cli("launch", "c1", "-n", "ovn0")
-    daemon.cli("launch", "c2", "-n", "ovn0")
+    init(daemon, "c1", start=True)
+    init(daemon, "c2", start=True)
 
     def slaac(name: str) -> str | None:
         addrs = json.loads(in_container(daemon, name, "ip", "-j", "-6", "addr", "show", "eth0"))
@@ -213,7 +221,7 @@ def test_routed_ingress_reaches_the_ovn_subnet_through_a_route(daemon: Daemon, p
     assert yaml_config(daemon, "ovn0")["volatile.network.ipv4.address"] == f"{UPLINK}.100"
     assert "ovn0" in daemon.cli("network", "list").stdout
     daemon.cli("network", "info", "ovn0")
-    daemon.cli("init", "c1", "-n", "ovn0")
+    init(daemon, "c1")
     daemon.cli("config", "device", "set", "c1", "eth0", "ipv4.address=10.250.92.20")
     daemon.cli("start", "c1")
     assert dhcp(daemon, "c1") == "10.250.92.20"
@@ -241,7 +249,7 @@ def test_dead_ovn_daemons_are_restarted_and_a_daemon_restart_keeps_the_network(
         "ipv4.nat=true",
     )
     for name in ("c1", "c2"):
-        daemon.cli("init", name, "-n", "ovn0")
+        init(daemon, name)
     daemon.cli("config", "device", "set", "c1", "eth0", "ipv4.address=10.250.96.11")
     daemon.cli("config", "device", "set", "c2", "eth0", "ipv4.address=10.250.96.12")
     daemon.cli("start", "c1", "c2")
@@ -367,8 +375,8 @@ def test_an_existing_central_gets_the_rows_and_the_chassis_and_loses_them_on_del
             "ipv4.nat=true",
         )
         assert not (d.dir / "ovn" / "central").exists()  # no embedded central of its own
-        d.cli("launch", "c1", "-n", "ovn0")
-        d.cli("launch", "c2", "-n", "ovn0")
+        init(d, "c1", start=True)
+        init(d, "c2", start=True)
         a1, a2 = dhcp(d, "c1"), dhcp(d, "c2")
         assert a1 != a2 and ping(d, "c1", a2, count=2)
         chassis = _ovn(["ovn-sbctl", f"--db={sb}", "--bare", "--columns=name", "list", "Chassis"]).split()
@@ -412,7 +420,7 @@ def test_admin_check_finds_and_repairs_what_went_missing(daemon: Daemon, prefix:
     assert daemon.cli("admin", "check").returncode == 0
     assert [x["ifname"] for x in daemon.ns.ipj("link", "show", "master", lan)] == [port]
     assert nbctl(daemon, "--bare", "--columns=name", "list", "Logical_Router").split()
-    daemon.cli("launch", "c1", "-n", "ovn0")
+    init(daemon, "c1", start=True)
     assert dhcp(daemon, "c1").startswith("10.250.")
     wait_for(lambda: ping(daemon, "c1", f"{UPLINK}.1"), 15, "the repaired network to reach the uplink")
     daemon.cli("delete", "-f", "c1")

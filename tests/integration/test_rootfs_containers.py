@@ -16,7 +16,6 @@ import pytest
 from pincus.host import process
 from pincus.host.idmap import IDMAPPED_ENV
 from pincus.storage import paths
-from tests.imagelib import busybox_image
 from tests.integration.helpers import config, in_container, ping
 from tests.pincus_testlib import Daemon, NetNS, cleanup_dir, kill_leftovers
 from tests.rootfslib import MARKER, build_volume
@@ -258,7 +257,7 @@ def test_rootfs_without_init_is_refused_naming_the_path(daemon: Daemon) -> None:
 
 
 def set_volatile(daemon: Daemon, name: str, key: str, value: str) -> None:
-    """stand-in until the storage branch merges: it sets volatile.apply_template at create."""
+    """What a create from an image sets (volatile.apply_template), for a volume filled by hand."""
     with sqlite3.connect(daemon.dir / "pincus.db") as db:
         (iid,) = db.execute("SELECT id FROM instances WHERE name = ?", (name,)).fetchone()
         db.execute(
@@ -426,9 +425,9 @@ def test_exec_with_a_terminal_in_an_unprivileged_container(daemon: Daemon) -> No
 
 def test_the_busybox_image_reaches_its_steady_state_with_its_templates(daemon: Daemon) -> None:
     """The images branch's real image (scripts/build-image.sh), imported and unpacked by the store."""
-    daemon.cli("image", "import", str(busybox_image()), "--alias", "busybox")
+    assert daemon.image() == "busybox"  # `pincus image import` of busybox_image(), once
     daemon.cli("init", "busybox", "c1")
-    set_volatile(daemon, "c1", "volatile.apply_template", "create")
+    assert config(daemon, "c1")["volatile.apply_template"] == "create"  # set by the create
     daemon.cli("start", "c1")
     try:
         assert in_container(daemon, "c1", "cat", "/etc/pincus-image-marker").strip() == "pincus busybox image"

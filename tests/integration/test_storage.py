@@ -12,7 +12,6 @@ from typing import Any
 
 import yaml
 
-from tests import imagelib
 from tests.imagelib import member
 from tests.pincus_testlib import Daemon
 from tests.storagelib import (
@@ -223,7 +222,7 @@ def test_disk_devices_are_validated_and_not_changed_while_running(daemon: Daemon
     assert "cannot limit a volume's size" in daemon.fails(
         "init", "c1", "--empty", "-d", "root,size=1GiB", "-s", "p1"
     )
-    daemon.cli("image", "import", str(imagelib.busybox_image()), "--alias", "busybox")
+    daemon.image()  # `pincus image import` of the busybox image, alias busybox
     daemon.cli("launch", "busybox", "c1", "-s", "p1")
     err = daemon.fails("config", "device", "add", "c1", "d1", "disk", f"source={tmp_path}", "path=/mnt")
     assert "disk devices can only be changed while the instance is stopped" in err

@@ -94,9 +94,12 @@ class Container(Instance):
         """Own the rootfs by the ids NEW maps to, once: volatile.last_state.idmap says what the
         files are shifted to now (absent: as the image has them), so a restart does not shift twice
         and a new map shifts back first."""
-        last = idmaps.from_json(self.volatile("volatile.last_state.idmap") or "[]")
+        recorded = self.volatile("volatile.last_state.idmap")
+        last = idmaps.from_json(recorded or "[]")
         if last != new:
             self.host(idmap_host.shift_tree, volume / "rootfs", last, new)
+        if last != new or recorded is None:
+            # Recorded on every first start too (as Incus does): "[]" says the files are unshifted.
             self.set_volatile({"volatile.last_state.idmap": idmaps.to_json(new)})
 
     def _templates(self, volume: Path) -> tuple[tuple[str, str, int], ...]:
@@ -183,7 +186,9 @@ class Container(Instance):
         """As every instance, except volatile.last_state.idmap: it records the files on disk,
         which a failed start does not shift back."""
         on_disk = self.rec.volatile.get("volatile.last_state.idmap")
-        if on_disk is not None:
+        before = snapshot.get("volatile.last_state.idmap")
+        # Absent and "[]" both say unshifted: the snapshot's stands then (nothing of it changed).
+        if on_disk is not None and idmaps.from_json(on_disk) != idmaps.from_json(before or "[]"):
             snapshot = {**snapshot, "volatile.last_state.idmap": on_disk}
         super().restore_volatile(snapshot)
 

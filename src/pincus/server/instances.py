@@ -266,6 +266,15 @@ class Instances:
         inst = self._driver(rec, override)
         check_config(INSTANCE, inst.rec.config, f'instance "{rec.name}"', rec.type)
         inst.validate_config()
+        # Each device's own checks first (a root disk naming a missing pool says so), then the
+        # checks across the instance's root disks, as Incus orders them.
+        if before is None:
+            inst.validate_devices()
+        else:
+            changed = sorted(n for n, cfg in inst.rec.devices.items() if before.get(n) != cfg)
+            for dev_name in changed:
+                inst.device(dev_name).validate_config()
+            refuse_clashes_within(inst.rec.devices, changed)
         roots = sorted(
             n for n, d in inst.rec.devices.items() if d.get("type") == "disk" and d.get("path") == "/"
         )
@@ -278,13 +287,6 @@ class Instances:
                 f'Instance "{rec.name}": its root volume is on storage pool "{on}"; '
                 f'moving it to pool "{wanted}" is not supported'
             )
-        if before is None:
-            inst.validate_devices()
-            return
-        changed = sorted(n for n, cfg in inst.rec.devices.items() if before.get(n) != cfg)
-        for dev_name in changed:
-            inst.device(dev_name).validate_config()
-        refuse_clashes_within(inst.rec.devices, changed)
 
     def _requested_profiles(self, req: dict[str, Any]) -> list[str]:
         """A create's profiles: none given (absent or null) means ["default"], as Incus; [] means none."""
