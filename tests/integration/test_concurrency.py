@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.pincus_testlib import Daemon
+from tests.pincus_testlib import Daemon, image_source
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -87,6 +87,7 @@ def test_fifty_instances_launched_at_once_get_distinct_macs_names_ports_and_addr
     daemon.cli("network", "create", net, "ipv4.address=10.250.60.1/24", "ipv6.address=none",
                "ipv4.dhcp.ranges=10.250.60.100-10.250.60.200")  # fmt: skip
     names = [f"c{i:02d}" for i in range(50)]
+    daemon.image()
 
     def devices(i: int) -> dict[str, dict[str, str]]:
         eth0 = {"type": "nic", "network": net, "name": "eth0"}
@@ -99,7 +100,8 @@ def test_fifty_instances_launched_at_once_get_distinct_macs_names_ports_and_addr
 
     def launch(i: int) -> tuple[str, str]:
         name = names[i]
-        created = op(daemon, "POST", "/1.0/instances", {"name": name, "profiles": [], "devices": devices(i)})
+        body = {"name": name, "profiles": [], "devices": devices(i), "source": image_source()}
+        created = op(daemon, "POST", "/1.0/instances", body)
         started = op(daemon, "PUT", f"/1.0/instances/{name}/state", {"action": "start", "timeout": 30})
         return created["status"] + ("" if created["err"] == "" else created["err"]), started["err"]
 
@@ -198,7 +200,8 @@ def test_twenty_hotplug_loops_on_one_instance_end_as_the_kernel_says(daemon: Dae
     lan, net = f"{prefix}lan", f"{prefix}br"
     daemon.ns.add_bridge(lan)
     daemon.cli("network", "create", net, "ipv4.address=10.250.63.1/24", "ipv6.address=none")
-    op(daemon, "POST", "/1.0/instances", {"name": "c1", "profiles": []})
+    daemon.image()
+    op(daemon, "POST", "/1.0/instances", {"name": "c1", "profiles": [], "source": image_source()})
     assert op(daemon, "PUT", "/1.0/instances/c1/state", {"action": "start"})["err"] == ""
     before = links_by_kind(daemon)
     rounds = 3

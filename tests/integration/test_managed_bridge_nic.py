@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from tests.integration.helpers import config, in_container, ping, wait_for, with_host_usr
 from tests.pincus_testlib import Daemon
@@ -15,16 +16,18 @@ ip addr add "$ip/${mask:-24}" dev "$interface"
 
 
 def dhcp(daemon: Daemon, name: str, ifname: str = "eth0") -> str:
-    """Run busybox udhcpc inside; return the address it configured."""
-    script = daemon.dir / "udhcpc.script"
-    if not script.exists():
-        script.write_text(UDHCPC_SCRIPT)
-        script.chmod(0o755)
+    """Run busybox udhcpc inside; return the address it configured (the kernel's view inside)."""
+    # The host's files are not visible inside: the script goes in through exec's stdin.
+    daemon.cli("exec", name, "--", "sh", "-c", "cat > /bin/udhcpc.script && chmod +x /bin/udhcpc.script",
+               stdin=UDHCPC_SCRIPT)  # fmt: skip
     in_container(
-        daemon, name, "busybox", "udhcpc", "-q", "-n", "-t", "5", "-T", "1", "-i", ifname, "-s", str(script)
-    )
-    addrs = json.loads(in_container(daemon, name, "ip", "-j", "-4", "addr", "show", ifname))
-    return str(addrs[0]["addr_info"][0]["local"])
+        daemon, name, "busybox", "udhcpc", "-q", "-n", "-t", "5", "-T", "1", "-i", ifname,
+        "-s", "/bin/udhcpc.script",
+    )  # fmt: skip
+    # busybox's ip (no -j in the image): one "inet A.B.C.D/N" per IPv4 address.
+    shown = in_container(daemon, name, "ip", "-o", "-4", "addr", "show", "dev", ifname)
+    (addr,) = re.findall(r"\binet (\S+)/", shown)
+    return str(addr)
 
 
 def leases(daemon: Daemon, network: str) -> list[list[str]]:
