@@ -228,10 +228,11 @@ def _init_script(kernel_release: str, pytest_args: list[str]) -> str:
     return f"""#!{bb} sh
 {bb} --install -s {BUSYBOX_DIR}
 # The initramfs root is the kernel's rootfs, which pivot_root cannot leave: a container's own root
-# needs the caller's root to be a real mount, so everything below runs chrooted in a bind of /.
-if [ -z "$PINCUS_GUEST_CHROOTED" ]; then
-  {bb} mkdir -p /newroot && {bb} mount -o rbind / /newroot
-  PINCUS_GUEST_CHROOTED=1 exec {bb} chroot /newroot /init
+# needs the caller's root to be a real mount. A bind of / moved over / (as switch_root does) is one,
+# and, unlike a plain chroot, the kernel does not count it as chrooted (which forbids user namespaces).
+if [ -z "$PINCUS_GUEST_REROOTED" ]; then
+  {bb} mkdir -p /newroot && {bb} mount -o rbind / /newroot && cd /newroot && {bb} mount -o move . /
+  PINCUS_GUEST_REROOTED=1 exec {bb} chroot . /init
 fi
 export PATH={path} HOME=/root PYTHONDONTWRITEBYTECODE=1 PINCUS_IN_TEST_GUEST=1
 export PINCUS_TEST_IMAGE={GUEST_TEST_IMAGE}
