@@ -366,7 +366,12 @@ def _set_devices(devices: dict[str, dict[str, str]]) -> Callable[[Server], None]
 
 
 def _set_limits(config: dict[str, str]) -> Callable[[Server], None]:
-    return lambda server: server.instances.update("c1", {"config": dict(config)}, patch=False)
+    """A PUT of CONFIG with the devices the instance has (its root disk and NIC): only the limits
+    change, so every try makes the calls the recorded run made (a PUT without devices removes them)."""
+    devices = {**ROOT_ON_POOL, "eth0": NIC}
+    return lambda server: server.instances.update(
+        "c1", {"config": dict(config), "devices": devices}, patch=False
+    )
 
 
 def _hot_plug_setup(server: Server) -> None:
