@@ -336,24 +336,47 @@ LIMITS = {"limits.cpu": "1", "limits.memory": "64MiB", "limits.processes": "100"
 LIMITS_CHANGED = {"limits.cpu": "0-1", "limits.memory": "96MiB", "limits.cpu.allowance": "20ms/100ms"}
 
 
+BUSYBOX_FP = ""  # set by _make_busybox_and_pool
+
+
+def _make_busybox_and_pool(server: Server) -> None:
+    """The real test image (its busybox init runs), imported through the store's own receive/add,
+    and a btrfs pool for the containers' roots."""
+    global BUSYBOX_FP
+    with imagelib.busybox_image().open("rb") as body:
+        upload = server.images.receive(body, "application/octet-stream")
+    BUSYBOX_FP = str(server.images.add(upload, {})["fingerprint"])
+    _make_pool(server)
+
+
 def _make_container(server: Server, devices: dict[str, dict[str, str]]) -> None:
+    """C1 with its root from the busybox image on the pool, a NIC and limits (so its cgroup, its
+    idmapped root and its network are made and undone in every container scenario)."""
     _make_network(server)
+    _make_busybox_and_pool(server)
     server.instances.create(
-        {"name": "c1", "type": "container", "config": dict(LIMITS), "devices": devices, "profiles": []}
-    )
+        {"name": "c1", "type": "container", "config": dict(LIMITS), "devices": {**ROOT_ON_POOL, **devices},
+         "source": {"type": "image", "fingerprint": BUSYBOX_FP}, "profiles": []}
+    )  # fmt: skip
+
+
+def _set_devices(devices: dict[str, dict[str, str]]) -> Callable[[Server], None]:
+    """The instance's devices: DEVICES beside its root disk, which cannot change while it runs."""
+    return lambda server: server.instances.update("c1", {"devices": {**ROOT_ON_POOL, **devices}}, patch=False)
 
 
 def _set_limits(config: dict[str, str]) -> Callable[[Server], None]:
-    return lambda server: server.instances.update("c1", {"config": dict(config)}, patch=False)
+    """A PUT of CONFIG with the devices the instance has (its root disk and NIC): only the limits
+    change, so every try makes the calls the recorded run made (a PUT without devices removes them)."""
+    devices = {**ROOT_ON_POOL, "eth0": NIC}
+    return lambda server: server.instances.update(
+        "c1", {"config": dict(config), "devices": devices}, patch=False
+    )
 
 
 def _hot_plug_setup(server: Server) -> None:
     _make_container(server, {})
     server.instances.start("c1")
-
-
-def _set_devices(devices: dict[str, dict[str, str]]) -> Callable[[Server], None]:
-    return lambda server: server.instances.update("c1", {"devices": devices}, patch=False)
 
 
 def _running_with(devices: dict[str, dict[str, str]]) -> Callable[[Server], None]:
@@ -408,9 +431,11 @@ def _uplink_and_ovn_network(server: Server) -> None:
 
 def _ovn_container(server: Server) -> None:
     _uplink_and_ovn_network(server)
+    _make_busybox_and_pool(server)
     server.instances.create(
-        {"name": "c1", "type": "container", "config": {}, "devices": {"eth0": OVN_NIC}, "profiles": []}
-    )
+        {"name": "c1", "type": "container", "config": {}, "devices": {**ROOT_ON_POOL, "eth0": OVN_NIC},
+         "source": {"type": "image", "fingerprint": BUSYBOX_FP}, "profiles": []}
+    )  # fmt: skip
 
 
 POOL = "fpool"

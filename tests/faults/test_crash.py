@@ -19,9 +19,9 @@ import pytest
 
 from tests.faults.run import diff
 from tests.pincus_testlib import NSEXEC, Daemon, NetNS, cleanup_dir, kill_leftovers, unique_prefix
-from tests.rootfslib import MARKER, build_volume
 
 NET = "cnet0"
+MARKER = "pincus busybox image"  # the test image's /etc/pincus-image-marker (scripts/build-image.sh)
 NIC = [
     "nic", f"network={NET}", "name=eth0", "ipv4.address=10.250.92.7", "security.ipv4_filtering=true",
     "limits.ingress=10Mbit",
@@ -198,8 +198,7 @@ def test_kill_at_every_host_call_of_a_rootfs_container_start(crashy: CrashDaemon
     """The image's init does not name the state directory: the recorded pid 1 is what a restarted
     daemon kills; the volume's shift is recorded so no restart shifts it twice."""
     d = crashy
-    build_volume(d.dir / "storage-pools" / "default" / "containers" / "c1")  # stand-in for storage
-    d.cli("init", "busybox", "c1", "--no-profiles")
+    d.cli("init", "busybox", "c1", "--no-profiles")  # its root: the image's, on the default pool
     d.cli("config", "device", "add", "c1", "root", "disk", "path=/", "pool=default")
     d.cli("config", "device", "add", "c1", "eth0", *NIC)
     d.cli("start", "c1")
@@ -212,7 +211,7 @@ def test_kill_at_every_host_call_of_a_rootfs_container_start(crashy: CrashDaemon
     def settle_start(n: int) -> None:
         if d.status("c1") == "Running":
             _assert_same(running, d.snapshot(), f"running after a kill at call {n} of a start")
-            assert d.cli("exec", "c1", "--", "cat", "/etc/marker").stdout.strip() == MARKER
+            assert d.cli("exec", "c1", "--", "cat", "/etc/pincus-image-marker").stdout.strip() == MARKER
             d.cli("stop", "-f", "c1")
         _assert_same(stopped, d.snapshot(), f"stopped after a kill at call {n} of a start")
 
