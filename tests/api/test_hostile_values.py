@@ -25,7 +25,7 @@ import pytest
 
 from pincus.host import qemu
 from tests.api import fuzzlib
-from tests.pincus_testlib import Daemon, NetNS, cleanup_dir, kill_leftovers, unique_prefix
+from tests.pincus_testlib import Daemon, NetNS, cleanup_dir, image_source, kill_leftovers, unique_prefix
 
 HOSTILE = {
     "newline": "{v}\ndhcp-script=/bin/sh",
@@ -111,8 +111,11 @@ def setup() -> Iterator[Setup]:
         assert d.api("POST", "/1.0/networks", {"name": br, "config": net})[0] == 200
         assert d.api("POST", "/1.0/profiles", {"name": f"{prefix}pf"})[0] == 200
         nic = {"type": "nic", "network": br, "name": "eth0"}
+        d.image()
         for name, kind in ((f"{prefix}c", "container"), (f"{prefix}vm", "virtual-machine")):
-            body = {"name": name, "type": kind, "source": {"type": "none"}, "devices": {"eth0": nic}}
+            # The container runs, so it needs a root with an init; the VM stays stopped.
+            source = image_source() if kind == "container" else {"type": "none"}
+            body = {"name": name, "type": kind, "source": source, "devices": {"eth0": nic}}
             status, doc = d.api("POST", "/1.0/instances", {**body, "start": kind == "container"})
             assert status == 202 and d.wait_op(doc)["status"] == "Success", doc
         yield Setup(d, prefix)

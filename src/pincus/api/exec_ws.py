@@ -34,6 +34,7 @@ CHUNK = 64 * 1024
 
 Runner = Callable[[tuple[int, int, int], bool, Callable[[int], None]], int]
 Signaller = Callable[[int, int], None]
+TerminalOpener = Callable[[int, int], tuple[int, int]]
 
 
 @dataclass
@@ -44,8 +45,15 @@ class ExecRequest:
 
 
 class ExecSession:
-    def __init__(self, request: ExecRequest, run: Runner, send_signal: Signaller) -> None:
+    def __init__(
+        self,
+        request: ExecRequest,
+        run: Runner,
+        send_signal: Signaller,
+        open_terminal: TerminalOpener = stdio.open_pty,
+    ) -> None:
         self.request = request
+        self._open_terminal = open_terminal
         self._run = run
         self._send_signal = send_signal
         self.channels = ["0", "control"] if request.interactive else ["0", "1", "2", "control"]
@@ -174,7 +182,8 @@ class ExecSession:
         """The command's terminal or pipes, made before any channel connects: what the client
         sends (or a resize) before the command starts waits in them."""
         if self.request.interactive:
-            master, slave = stdio.open_pty(self.request.width, self.request.height)
+            # The instance's own kind of terminal (a container's devpts), where the command runs.
+            master, slave = self._open_terminal(self.request.width, self.request.height)
             self._master = master
             self._input = master
             self._child_fds = (slave, slave, slave)

@@ -164,7 +164,12 @@ def add(r: Router, server: Server, sessions: ExecSessions) -> None:
         def run(fds: tuple[int, int, int], tty: bool, started: Callable[[int], None]) -> int:
             return insts.exec(name, argv, env, cwd, fds, tty=tty, started=started)
 
-        session = ExecSession(request, run, lambda pid, sig: insts.signal_exec(name, pid, sig))
+        session = ExecSession(
+            request,
+            run,
+            lambda pid, sig: insts.signal_exec(name, pid, sig),
+            lambda width, height: insts.open_terminal(name, width, height),
+        )
 
         def prepare(op: Any) -> None:
             session.open_stdio()

@@ -18,6 +18,8 @@ import os
 import select
 import signal
 import socket
+import stat
+import struct
 import subprocess
 import sys
 import termios
@@ -29,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pincus.errors import HostError, InvalidError
-from pincus.host import cgroups, files, netns, process, reaper
+from pincus.host import cgroups, files, netns, process, reaper, stdio
 from pincus.host import idmap as idmap_host
 from pincus.idmaps import IdMap
 from pincus.reverter import Reverter
@@ -671,3 +673,70 @@ def signal_exec(pid: int, sig: int) -> None:
     for child in children:
         with suppress(ProcessLookupError):
             os.kill(int(child), sig)
+
+
+# openat2(2): resolve a path as if the directory fd were "/" (absolute links and ".." stay under
+# it) and through no magic link, so a container's own links cannot point the daemon elsewhere.
+_SYS_OPENAT2 = 437
+_RESOLVE_NO_MAGICLINKS = 0x02
+_RESOLVE_IN_ROOT = 0x10
+_PTMX_DEV = os.makedev(5, 2)
+_TIOCSPTLCK = 0x40045431
+_TIOCGPTPEER = 0x5441
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+def _open_in_root(root: int, path: str, flags: int) -> int:
+    how = _OpenHow(flags, 0, _RESOLVE_IN_ROOT | _RESOLVE_NO_MAGICLINKS)
+    fd = int(_libc.syscall(_SYS_OPENAT2, root, path.encode(), ctypes.byref(how), ctypes.sizeof(how)))
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return fd
+
+
+def open_terminal(proc: ContainerProcess, width: int, height: int) -> tuple[int, int]:
+    """(master, slave) of a new terminal of the container's own devpts, WIDTH x HEIGHT.
+
+    A terminal of the host's devpts is no terminal in there: `tty` says "not a tty", as its
+    /dev/pts has no such entry. So the pair comes from the container's /dev/pts/ptmx, opened
+    within its root, checked to be a ptmx before it is used.
+    """
+    where = f"exec in container pid {proc.pid}: open a terminal"
+    try:
+        root = os.open(f"/proc/{proc.pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as e:
+        raise HostError(f"{where}: open its root: {e.strerror}") from e
+    master = -1
+    try:
+        if not is_alive(proc):
+            raise HostError(f"{where}: container is not running")
+        # Non-blocking: a FIFO the container put there must not hang the daemon.
+        flags = os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC | os.O_NONBLOCK
+        master = _open_in_root(root, "/dev/pts/ptmx", flags)
+        st = os.fstat(master)
+        if not stat.S_ISCHR(st.st_mode) or st.st_rdev != _PTMX_DEV:
+            raise HostError(f"{where}: its /dev/pts/ptmx is not a pseudo-terminal multiplexer")
+        os.set_blocking(master, True)
+        fcntl.ioctl(master, _TIOCSPTLCK, struct.pack("i", 0))
+        slave = fcntl.ioctl(master, _TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as e:
+        if master >= 0:
+            os.close(master)
+        raise HostError(f"{where}: {e.strerror}") from e
+    except BaseException:
+        if master >= 0:
+            os.close(master)
+        raise
+    finally:
+        os.close(root)
+    try:
+        stdio.set_window_size(master, width, height)
+    except BaseException:
+        os.close(master)
+        os.close(slave)
+        raise
+    return master, slave

@@ -13,7 +13,7 @@ from pincus.db.instances import InstanceRecord
 from pincus.devices import registry
 from pincus.devices.base import Device, NicRun
 from pincus.errors import ConflictError
-from pincus.host import files, links, procstat, strays
+from pincus.host import files, links, procstat, stdio, strays
 from pincus.host.facade import Host
 from pincus.ownership import Difference
 from pincus.reverter import Reverter
@@ -299,6 +299,10 @@ class Instance:
         """Raise if exec cannot run in this instance now."""
         if not self.is_alive():
             raise ConflictError(f'Instance "{self.name}" is not running')
+
+    def open_terminal(self, width: int, height: int) -> tuple[int, int]:
+        """(master, slave) of a terminal for an interactive exec, as this instance sees terminals."""
+        return self.host(stdio.open_pty, width, height)
 
     def exec(
         self,

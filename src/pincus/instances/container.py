@@ -305,6 +305,13 @@ class Container(Instance):
             "counters": netstate.counters(stats),
         }
 
+    def open_terminal(self, width: int, height: int) -> tuple[int, int]:
+        # One of the container's own devpts: a host terminal has no /dev/pts entry in there.
+        proc = self._proc()
+        if proc is None or not self.host(host_container.is_alive, proc):
+            raise ConflictError(f'Instance "{self.name}" is not running')
+        return self.host(host_container.open_terminal, proc, width, height)
+
     def exec(
         self,
         argv: list[str],

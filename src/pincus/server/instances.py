@@ -722,6 +722,10 @@ class Instances:
             raise InvalidError("exec needs a command (a list of strings)")
         return inst.exec(argv, env, cwd, fds, tty=tty, started=started)
 
+    def open_terminal(self, name: str, width: int, height: int) -> tuple[int, int]:
+        """(master, slave) of a terminal for an interactive exec in NAME."""
+        return self._load(name).open_terminal(width, height)
+
     def exec_detached(self, name: str, argv: list[str], env: dict[str, str], cwd: str | None) -> int:
         """exec with no stdio (Incus's exec without websockets); its exit status."""
         null = self.host(stdio.open_null)
