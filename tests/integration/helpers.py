@@ -59,25 +59,44 @@ def ip_link_snapshot(daemon: Daemon) -> list[tuple[str, str | None]]:
     return sorted((link["ifname"], link.get("master")) for link in daemon.ns.ipj("link", "show"))
 
 
-# Busybox only, so it runs in the busybox image on the host and in the test guest: the receiver
-# times from its first byte to the end of the stream with /proc/uptime (10 ms steps, over seconds).
-_RECEIVER = (
-    "nc -l -p 5001 | { dd bs=1 count=1 of=/dev/null 2>/dev/null; read s _ </proc/uptime; "
-    "c=$(wc -c); read e _ </proc/uptime; echo $c $s $e; }"
-)
+# Busybox only, so it runs in the busybox image on the host and in the test guest. busybox nc ends a
+# connection when its stdin ends, and not when the peer's does: the receiver's stdin is a `sleep` as
+# long as the stream, and it times a fixed amount of data rather than waiting for the end. It drops
+# the first 1.5 MB (the connect, and the burst a limit's bucket lets through), then times the next
+# MEASURED bytes with /proc/uptime (10 ms steps, over a second or more).
+_SKIPPED = 1_500_000
+_LISTENING = ":1389 "  # port 5001 in the local address column of /proc/net/tcp and tcp6
 
 
 def tcp_rate(daemon: Daemon, sender: str, receiver: str, receiver_ip: str, seconds: float = 2.5) -> float:
-    """Bits per second one TCP stream carries from sender to receiver (two containers)."""
+    """Bits per second one TCP stream carries from sender to receiver (two containers), in its steady
+    state: the time the receiver takes for SECONDS' worth of data at 10 Mbit/s, past the first 1.5 MB."""
+    measured = int(seconds * 10_000_000 / 8)
+    lasts = seconds * 3 + 5  # the sender's stream: the data at a third of the expected rate, at least
+    receive = (
+        f"sleep {lasts + 2:g} | nc -l -p 5001 | {{ head -c {_SKIPPED} >/dev/null; read s _ </proc/uptime; "
+        f"head -c {measured} >/dev/null; read e _ </proc/uptime; echo {measured} $s $e; }}"
+    )
     rx = subprocess.Popen(
-        [str(BIN / "pincus"), "exec", receiver, "--", "sh", "-c", _RECEIVER],
-        env=daemon.env, stdout=subprocess.PIPE, text=True,
+        [str(BIN / "pincus"), "exec", receiver, "--", "sh", "-c", receive],
+        env=daemon.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        time.sleep(0.5)
-        send = f"timeout {seconds:g} nc {receiver_ip} 5001 </dev/zero"
-        daemon.cli("exec", sender, "--", "sh", "-c", send, check=False, timeout=60)
-        out, _ = rx.communicate(timeout=60)
+        listening = ("exec", receiver, "--", "grep", "-q", _LISTENING, "/proc/net/tcp", "/proc/net/tcp6")
+        wait_for(
+            lambda: daemon.cli(*listening, check=False).returncode == 0,
+            timeout=30,
+            what=f"{receiver} to listen",
+        )
+        send = f"timeout {lasts:g} nc {receiver_ip} 5001 </dev/zero"
+        sending = subprocess.Popen(
+            [str(BIN / "pincus"), "exec", sender, "--", "sh", "-c", send],
+            env=daemon.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        assert rx.stdout is not None
+        out = rx.stdout.readline()  # once the data is in: the sleep behind it need not end first
+        sending.kill()
+        sending.wait()
     finally:
         rx.kill()
         rx.wait()
