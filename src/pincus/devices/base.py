@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Protocol
 
-from pincus.config.keys import KeyTable, check_config
+from pincus.config.keys import CONTAINER, KeyTable, check_config
 from pincus.host.facade import Host
 from pincus.ownership import Difference, Owned
 from pincus.state import State
@@ -33,6 +33,21 @@ class NicRun:
 class RunConfig:
     nics: list[NicRun] = field(default_factory=list)
     post_hooks: list[Callable[[], None]] = field(default_factory=list)
+
+
+def port_run(
+    device: str, config: dict[str, str], instance_type: str, hwaddr: str, host_name: str, mtu: int
+) -> NicRun:
+    """A started veth (container) or TAP (VM) NIC: its name inside and boot order from its CONFIG."""
+    return NicRun(
+        device=device,
+        hwaddr=hwaddr,
+        host_name=host_name,
+        name=config.get("name") or device,
+        tap=instance_type != CONTAINER,
+        mtu=mtu,
+        boot_priority=int(config["boot.priority"]) if "boot.priority" in config else None,
+    )
 
 
 class InstanceView(Protocol):

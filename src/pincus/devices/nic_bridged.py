@@ -20,7 +20,7 @@ from pincus.config.validators import (
 )
 from pincus.db import instances as db_instances
 from pincus.devices import names, nic_bridged_drift
-from pincus.devices.base import Device, NicRun, RunConfig
+from pincus.devices.base import Device, NicRun, RunConfig, port_run
 from pincus.errors import ConflictError, InvalidError, NotFoundError, UnsupportedError
 from pincus.host import bridgeport, links, nft_ports, routes, sysctl, sysfs, taps, tc
 from pincus.networks.bridge import BridgeNetwork, load_bridge_network
@@ -372,16 +372,7 @@ class BridgedNic(Device):
             self.make_port(host_name, mtu, s, undo, net)
             self._add_routes(s, undo)
             undo.success()
-        nic = NicRun(
-            device=self.name,
-            hwaddr=hwaddr,
-            host_name=host_name,
-            name=self.inside_name,
-            tap=self.instance.type != CONTAINER,
-            mtu=mtu,
-            boot_priority=int(self.config["boot.priority"]) if "boot.priority" in self.config else None,
-        )
-        return RunConfig(nics=[nic])
+        return RunConfig(nics=[port_run(self.name, self.config, self.instance.type, hwaddr, host_name, mtu)])
 
     def make_port(
         self, host_name: str, mtu: int, s: PortSettings, undo: Reverter, net: _NetArg = _LOOKUP

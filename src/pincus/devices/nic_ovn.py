@@ -16,7 +16,7 @@ from pincus.config.keys import CONTAINER, KeyTable
 from pincus.db import instances as db_instances
 from pincus.db.networks import NetworkRecord
 from pincus.devices import names
-from pincus.devices.base import Device, InstanceView, NicRun, RunConfig
+from pincus.devices.base import Device, InstanceView, NicRun, RunConfig, port_run
 from pincus.errors import ConflictError, InvalidError
 from pincus.host import links, sysctl, taps
 from pincus.networks.ovn import OvnNetwork
@@ -123,16 +123,7 @@ class OvnNic(Device):
             self.network.plug(host_name, self.port)
             undo.add(self.network.unplug, host_name)
             undo.success()
-        nic = NicRun(
-            device=self.name,
-            hwaddr=hwaddr,
-            host_name=host_name,
-            name=self.inside_name,
-            tap=self.instance.type != CONTAINER,
-            mtu=mtu,
-            boot_priority=int(self.config["boot.priority"]) if "boot.priority" in self.config else None,
-        )
-        return RunConfig(nics=[nic])
+        return RunConfig(nics=[port_run(self.name, self.config, self.instance.type, hwaddr, host_name, mtu)])
 
     def update(self, old_config: dict[str, str]) -> None:
         if old_config != self.config:

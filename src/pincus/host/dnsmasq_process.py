@@ -60,19 +60,9 @@ def _is_ours(pid: int, pid_file: Path) -> list[str] | None:
     return None
 
 
-def _read_pid(pid_file: Path) -> int | None:
-    try:
-        text = pid_file.read_text().strip()
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        raise HostError(f"read dnsmasq pid file {pid_file}: {e.strerror}") from e
-    return int(text) if text.isdigit() and int(text) > 0 else None
-
-
 def _find(dir: Path) -> tuple[int, list[str]] | None:
     pid_file = paths(dir)[0]
-    pid = _read_pid(pid_file)
+    pid = process.read_pid_file(pid_file)
     if pid is None:
         return None
     argv = _is_ours(pid, pid_file)
@@ -254,7 +244,7 @@ def _stop_pid(pid: int, pid_file: Path, steps: list[tuple[int, float]]) -> bool:
 
 
 def _kill_from_pid_file(pid_file: Path) -> None:
-    pid = _read_pid(pid_file)
+    pid = process.read_pid_file(pid_file)
     if pid is not None:
         _stop_pid(pid, pid_file, [(signal.SIGKILL, _KILL_GRACE)])
     pid_file.unlink(missing_ok=True)
@@ -281,7 +271,7 @@ def reload(dir: Path) -> None:
     Returns once the signal is sent; dnsmasq handles it within milliseconds.
     """
     pid_file = paths(dir)[0]
-    pid = _read_pid(pid_file)
+    pid = process.read_pid_file(pid_file)
     fd = None if pid is None else _open_if_ours(pid, pid_file)
     if fd is None:
         raise HostError(f"reload dnsmasq of {dir}: not running")

@@ -33,16 +33,6 @@ _EXTERNAL_ID_VALUE = re.compile(r"[A-Za-z0-9_.:,/=\-]{0,200}")
 # --- finding a daemon again ------------------------------------------------------------------------
 
 
-def _read_pid(pid_file: Path) -> int | None:
-    try:
-        text = pid_file.read_text().strip()
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        raise HostError(f"read pid file {pid_file}: {e.strerror}") from e
-    return int(text) if text.isdigit() and int(text) > 0 else None
-
-
 def _is_ours(pid: int, spec: DaemonSpec) -> bool:
     argv = process.cmdline(pid)
     return bool(argv) and f"--pidfile={spec.pid_file}" in argv[1:] and not process.exited(pid)
@@ -50,7 +40,7 @@ def _is_ours(pid: int, spec: DaemonSpec) -> bool:
 
 def find_running(spec: DaemonSpec) -> int | None:
     """The pid of SPEC's daemon if it runs (its pid file names a process started with that file)."""
-    pid = _read_pid(spec.pid_file)
+    pid = process.read_pid_file(spec.pid_file)
     return pid if pid is not None and _is_ours(pid, spec) else None
 
 
@@ -122,7 +112,7 @@ def start_all(specs: Sequence[DaemonSpec]) -> None:
 
 def stop(spec: DaemonSpec, timeout: float = _STOP_GRACE) -> None:
     """SIGTERM SPEC's daemon (SIGKILL after TIMEOUT) and remove its pid file. None running = fine."""
-    pid = _read_pid(spec.pid_file)
+    pid = process.read_pid_file(spec.pid_file)
     if pid is not None:
         fd = process.open_pidfd_if(pid, lambda p: _is_ours(p, spec))
         if fd is not None:

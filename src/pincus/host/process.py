@@ -13,6 +13,7 @@ import select
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from pincus.errors import HostError
 
@@ -22,6 +23,17 @@ class Stat:
     state: str  # field 3: "R", "S", ..., "Z" (zombie), "X" (dead)
     ppid: int  # field 4
     start_time: int  # field 22, clock ticks since boot
+
+
+def read_pid_file(pid_file: Path) -> int | None:
+    """The pid a daemon wrote to PID_FILE; None when there is none (or no pid in it)."""
+    try:
+        text = pid_file.read_text().strip()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise HostError(f"read pid file {pid_file}: {e.strerror}") from e
+    return int(text) if text.isdigit() and int(text) > 0 else None
 
 
 def read_stat(pid: int) -> Stat | None:

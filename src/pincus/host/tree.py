@@ -113,10 +113,6 @@ def remove_empty_dir(path: Path) -> None:
         raise HostError(f"remove {path}: {e.strerror or e}") from e
 
 
-def is_dir(path: Path) -> bool:
-    return path.is_dir()
-
-
 def symlink(target: Path, path: Path) -> None:
     """PATH becomes a symlink to TARGET."""
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pincus.errors import InvalidError
-from pincus.host import tree
+from pincus.host import files, tree
 from pincus.reverter import Reverter
 from pincus.storage import keys
 from pincus.storage.base import CONTAINER_VOLUMES, IMAGE_VOLUMES, Pool
@@ -38,7 +38,7 @@ class DirPool(Pool):
             undo.success()
 
     def _check_source(self, source: Path) -> None:
-        if not self.host(tree.is_dir, source):
+        if not self.host(files.is_dir, source):
             raise InvalidError(f'Source "{source}" of {self.what} is not an existing directory')
         if not self.host(tree.is_empty_dir, source):
             raise InvalidError(
