@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ if sys.path[:1] != [_SRC]:
     sys.path.insert(0, _SRC)
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_SRC, os.environ.get("PYTHONPATH")) if p)
 
-from tests.pincus_testlib import Daemon, NetNS, cleanup_dir, kill_leftovers, unique_prefix  # noqa: E402
+from tests.pincus_testlib import Daemon, NetNS, cleanup_dir, unique_prefix  # noqa: E402
 
 
 @pytest.fixture
@@ -41,9 +40,5 @@ def daemon(netns: NetNS) -> Iterator[Daemon]:
         yield d
     finally:
         # SIGTERM leaves instances running by design: stop them through the daemon first.
-        if d.proc is not None and d.proc.poll() is None:
-            d.cli("admin", "shutdown", "--timeout", "2", check=False, timeout=60)
-        d.stop()
-        d.stop(signal.SIGKILL)
-        kill_leftovers(d.dir)
+        d.shut_down()
         cleanup_dir(d.dir)

@@ -141,6 +141,15 @@ class Daemon:
                 return
         raise RuntimeError("pincusd did not become ready")
 
+    def shut_down(self) -> None:
+        """Stop its instances through it (SIGTERM leaves them running by design), then the daemon,
+        then anything of its that is left."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.cli("admin", "shutdown", "--timeout", "2", check=False, timeout=60)
+        self.stop()
+        self.stop(signal.SIGKILL)
+        kill_leftovers(self.dir)
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
         if self.proc is None:
             return

@@ -25,7 +25,7 @@ import pytest
 
 from pincus.host import qemu
 from tests.api import fuzzlib
-from tests.pincus_testlib import Daemon, NetNS, cleanup_dir, image_source, kill_leftovers, unique_prefix
+from tests.pincus_testlib import Daemon, NetNS, cleanup_dir, image_source, unique_prefix
 
 HOSTILE = {
     "newline": "{v}\ndhcp-script=/bin/sh",
@@ -120,11 +120,7 @@ def setup() -> Iterator[Setup]:
             assert status == 202 and d.wait_op(doc)["status"] == "Success", doc
         yield Setup(d, prefix)
     finally:
-        if d.proc is not None and d.proc.poll() is None:
-            d.cli("admin", "shutdown", "--timeout", "2", check=False, timeout=60)
-        d.stop()
-        d.stop(9)
-        kill_leftovers(d.dir)
+        d.shut_down()
         ns.delete()
         cleanup_dir(d.dir)
 

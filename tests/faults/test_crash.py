@@ -7,7 +7,6 @@ qdiscs, nft, sysctls, processes, files, database), and the client says `Error:`,
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import tempfile
@@ -18,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.faults.run import diff
-from tests.pincus_testlib import NSEXEC, Daemon, NetNS, cleanup_dir, kill_leftovers, unique_prefix
+from tests.pincus_testlib import NSEXEC, Daemon, NetNS, cleanup_dir, unique_prefix
 
 NET = "cnet0"
 MARKER = "pincus busybox image"  # the test image's /etc/pincus-image-marker (scripts/build-image.sh)
@@ -94,11 +93,7 @@ def crashy() -> Iterator[CrashDaemon]:
         d.cli("network", "create", NET, "ipv4.address=10.250.92.1/24", "ipv6.address=none")
         yield d
     finally:
-        if d.proc is not None and d.proc.poll() is None:
-            d.cli("admin", "shutdown", "--timeout", "2", check=False, timeout=60)
-        d.stop()
-        d.stop(signal.SIGKILL)
-        kill_leftovers(d.dir)
+        d.shut_down()
         ns.delete()
         cleanup_dir(root)
 

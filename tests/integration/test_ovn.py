@@ -389,10 +389,7 @@ def test_an_existing_central_gets_the_rows_and_the_chassis_and_loses_them_on_del
         assert _ovn(["ovn-sbctl", f"--db={sb}", "--bare", "--columns=name", "list", "Chassis"]).split() == []
         assert not (d.dir / "ovn").exists()
     finally:
-        d.cli("admin", "shutdown", "--timeout", "2", check=False, timeout=60)
-        d.stop()
-        d.stop(signal.SIGKILL)
-        kill_leftovers(d.dir)
+        d.shut_down()
         cleanup_dir(d.dir)
         ovs_daemons.stop_all(specs)
         kill_leftovers(central)
@@ -469,9 +466,7 @@ def external_daemon(netns: NetNS) -> Iterator[Daemon]:
         d.start()
         yield d
     finally:
-        d.stop()
-        d.stop(signal.SIGKILL)
-        kill_leftovers(d.dir)
+        d.shut_down()
         cleanup_dir(d.dir)
 
 

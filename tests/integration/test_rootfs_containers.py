@@ -17,7 +17,7 @@ from pincus.host import process
 from pincus.host.idmap import IDMAPPED_ENV
 from pincus.storage import paths
 from tests.integration.helpers import config, in_container, ping
-from tests.pincus_testlib import Daemon, NetNS, cleanup_dir, kill_leftovers
+from tests.pincus_testlib import Daemon, NetNS, cleanup_dir
 from tests.rootfslib import MARKER, build_volume
 from tests.wsclient import WSClient
 
@@ -46,11 +46,7 @@ def any_daemon(request: pytest.FixtureRequest, netns: NetNS) -> Iterator[Daemon]
         d.start()
         yield d
     finally:
-        if d.proc is not None and d.proc.poll() is None:
-            d.cli("admin", "shutdown", "--timeout", "2", check=False, timeout=60)
-        d.stop()
-        d.stop(signal.SIGKILL)
-        kill_leftovers(d.dir)
+        d.shut_down()
         cleanup_dir(d.dir)
 
 
@@ -61,11 +57,7 @@ def chown_daemon(netns: NetNS) -> Iterator[Daemon]:
         d.start()
         yield d
     finally:
-        if d.proc is not None and d.proc.poll() is None:
-            d.cli("admin", "shutdown", "--timeout", "2", check=False, timeout=60)
-        d.stop()
-        d.stop(signal.SIGKILL)
-        kill_leftovers(d.dir)
+        d.shut_down()
         cleanup_dir(d.dir)
 
 
