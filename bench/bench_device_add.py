@@ -41,8 +41,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -337,6 +338,33 @@ def kill_leftovers(ns: str, work: Path, init_pid: int) -> None:
         if str(work).encode() in cmdline or b"container_init" in cmdline or b"pincusd" in cmdline:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def discard(p: Pincus, ns: str, work: Path, init_pid: int = 0) -> None:
+    """The end of every benchmark's run: its pincusd stopped, whatever of it is left killed, its
+    namespace and work directory removed."""
+    p.stop()
+    kill_leftovers(ns, work, init_pid)
+    subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def run_benchmark(main: Callable[[], int | None], *failures: type[Exception]) -> NoReturn:
+    """Run MAIN, which cleans up in its own `finally`: `kill` cleans up as Ctrl-C does, and one of
+    FAILURES ends the run with exit status 1 after that cleanup."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted; cleaned up", file=sys.stderr)
+        sys.exit(130)
+    except failures as e:
+        print(f"FAILED (cleaned up): {e}", file=sys.stderr)
+        sys.exit(1)
 
 
 # --------------------------------------------------------------------------- main

@@ -34,14 +34,13 @@ import argparse
 import contextlib
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench_device_add import Pincus, kill_leftovers, ms_stats
+from bench_device_add import Pincus, discard, ms_stats, run_benchmark
 from lxdlib import LxcFailed, Lxd, links_in, load, lxc_env, lxc_version, run_lxc
 
 AIM = 0.5  # pincusd pair / LXD pair
@@ -196,23 +195,8 @@ def main() -> int:
                 with contextlib.suppress(Exception):
                     init_pid = int(p.api("GET", f"/1.0/instances/{name}/state")["pid"])
             p.cli("delete", name, "-f", check=False)
-        p.stop()
-        kill_leftovers(ns, work, init_pid)
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-        shutil.rmtree(work, ignore_errors=True)
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+        discard(p, ns, work, init_pid)
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill` cleans up too, as Ctrl-C does
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted; cleaned up", file=sys.stderr)
-        sys.exit(130)
-    except (LxcFailed, RuntimeError, subprocess.SubprocessError) as e:
-        print(f"FAILED (cleaned up): {e}", file=sys.stderr)
-        sys.exit(1)
+    run_benchmark(main, LxcFailed, RuntimeError, subprocess.SubprocessError)

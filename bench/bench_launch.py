@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -41,7 +40,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench_device_add import IMAGE, REPO, Pincus, kill_leftovers, ms_stats
+from bench_device_add import IMAGE, REPO, Pincus, discard, ms_stats, run_benchmark
 from lxdlib import LxcFailed, Lxd, load, lxc_version
 
 BTRFS_SIZE = "2GiB"  # the loop file is sparse: only what the containers write takes space
@@ -201,23 +200,8 @@ def main() -> int:
                 p.cli("delete", name, "--force", check=False)
             for pool in reversed(pools):  # the btrfs pool unmounts and frees its loop device
                 p.cli("storage", "delete", pool, check=False)
-        p.stop()
-        kill_leftovers(ns, work, 0)
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-        shutil.rmtree(work, ignore_errors=True)
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+        discard(p, ns, work)
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill` cleans up too, as Ctrl-C does
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted; cleaned up", file=sys.stderr)
-        sys.exit(130)
-    except (LxcFailed, RuntimeError, subprocess.SubprocessError) as e:
-        print(f"FAILED (cleaned up): {e}", file=sys.stderr)
-        sys.exit(1)
+    run_benchmark(main, LxcFailed, RuntimeError, subprocess.SubprocessError)

@@ -32,7 +32,6 @@ import argparse
 import json
 import secrets
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -42,7 +41,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench_device_add import Pincus, kill_leftovers
+from bench_device_add import Pincus, discard, run_benchmark
 from lxdlib import LxcFailed, Lxd, links_in, load, lxc_env, lxc_version, run_lxc
 
 NOTE = (
@@ -304,23 +303,8 @@ def main() -> int:
         if p.proc is not None and p.proc.poll() is None:
             for inst in pincus_names:
                 p.cli("delete", inst, "-f", check=False)
-        p.stop()
-        kill_leftovers(ns, work, 0)
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-        shutil.rmtree(work, ignore_errors=True)
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+        discard(p, ns, work)
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted; cleaned up", file=sys.stderr)
-        sys.exit(130)
-    except (LxcFailed, RuntimeError, subprocess.SubprocessError) as e:
-        print(f"FAILED (cleaned up): {e}", file=sys.stderr)
-        sys.exit(1)
+    run_benchmark(main, LxcFailed, RuntimeError, subprocess.SubprocessError)

@@ -26,8 +26,6 @@ import argparse
 import contextlib
 import os
 import secrets
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -38,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from bench_device_add import Pincus, kill_leftovers
+from bench_device_add import Pincus, discard, run_benchmark
 from lxdlib import load
 
 RSS_BUDGET_MB = 100  # issue 11: 1,000 NICs on 100 running containers
@@ -223,23 +221,8 @@ def main() -> int:
                     if name in present:
                         p.cli("delete", name, "-f", check=False)
                 p.cli("network", "delete", br, check=False)
-        p.stop()
-        kill_leftovers(ns, work, 0)
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-        shutil.rmtree(work, ignore_errors=True)
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+        discard(p, ns, work)
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted; cleaned up", file=sys.stderr)
-        sys.exit(130)
-    except (RuntimeError, subprocess.SubprocessError) as e:
-        print(f"FAILED (cleaned up): {e}", file=sys.stderr)
-        sys.exit(1)
+    run_benchmark(main, RuntimeError, subprocess.SubprocessError)
