@@ -16,7 +16,10 @@ from pincus.errors import ConflictError, HostError
 
 
 def ensure_dir(path: Path, mode: int = 0o700) -> None:
-    path.mkdir(parents=True, exist_ok=True, mode=mode)
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=mode)
+    except OSError as e:
+        raise HostError(f"mkdir {path}: {e.strerror or e}") from e
 
 
 def is_dir(path: Path) -> bool:

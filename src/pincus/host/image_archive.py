@@ -519,20 +519,6 @@ def extract_squashfs(path: Path, target: Path, limits: Limits, skip_devices: boo
 # --- files of the store --------------------------------------------------------------------------
 
 
-def remove_file(path: Path) -> None:
-    try:
-        path.unlink(missing_ok=True)
-    except OSError as e:
-        raise HostError(f"remove {path}: {e.strerror}") from e
-
-
-def make_dir(path: Path, mode: int = 0o700) -> None:
-    try:
-        path.mkdir(mode=mode, parents=True, exist_ok=True)
-    except OSError as e:
-        raise HostError(f"mkdir {path}: {e.strerror}") from e
-
-
 def publish(tmp: Path, final: Path) -> None:
     """Move a finished upload into place atomically (same directory, so one rename)."""
     try:

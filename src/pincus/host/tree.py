@@ -37,13 +37,6 @@ def remove(path: Path) -> None:
         raise HostError(f"remove {path}: {e.strerror or e}") from e
 
 
-def make_dir(path: Path, mode: int = 0o711) -> None:
-    try:
-        path.mkdir(parents=True, exist_ok=True, mode=mode)
-    except OSError as e:
-        raise HostError(f"create {path}: {e.strerror or e}") from e
-
-
 def make_new_dir(path: Path, mode: int = 0o711) -> None:
     """Create PATH, which must not exist."""
     try:
@@ -95,13 +88,6 @@ def make_sparse_file(path: Path, size: int) -> None:
         path.unlink(missing_ok=True)
         raise HostError(f"size {path} to {size} bytes: {e.strerror or e}") from e
     os.close(fd)
-
-
-def remove_file(path: Path) -> None:
-    try:
-        path.unlink(missing_ok=True)
-    except OSError as e:
-        raise HostError(f"remove {path}: {e.strerror or e}") from e
 
 
 def remove_empty_dir(path: Path) -> None:

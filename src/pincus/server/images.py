@@ -18,7 +18,7 @@ from typing import Any
 from pincus.db import images as db_images
 from pincus.db.images import AliasRecord, ImageRecord
 from pincus.errors import ConflictError, InvalidError, NotFoundError
-from pincus.host import image_archive, image_upload
+from pincus.host import files, image_archive, image_upload
 from pincus.host.facade import Host
 from pincus.host.image_archive import Limits
 from pincus.host.image_upload import Upload
@@ -73,7 +73,7 @@ class Images:
 
     def start(self) -> None:
         """The store's directory, without what an interrupted upload left."""
-        self.host(image_archive.make_dir, self.dir)
+        self.host(files.ensure_dir, self.dir)
         self.host(image_upload.remove, self.host(image_upload.leftovers, self.dir))
 
     # --- reading ---------------------------------------------------------------------------------
@@ -162,7 +162,7 @@ class Images:
 
     def receive(self, body: image_upload.Body, content_type: str) -> Upload:
         """The request body into the store's directory (not yet published), as Incus clients send it."""
-        self.host(image_archive.make_dir, self.dir)
+        self.host(files.ensure_dir, self.dir)
         if content_type.split(";")[0].strip().lower() == "multipart/form-data":
             boundary = upload_headers.boundary_of(content_type)
             return self.host(image_upload.receive_multipart, body, boundary, self.dir)
@@ -283,8 +283,8 @@ class Images:
                 self.host(image_archive.extract_squashfs, rootfs, target, self.limits, skip_devices)
             else:
                 self.host(image_archive.extract_tar, rootfs, target, self.limits, skip_devices, True)
-        self.host(image_archive.make_dir, target / "rootfs", 0o755)
-        self.host(image_archive.make_dir, target / "templates", 0o755)
+        self.host(files.ensure_dir, target / "rootfs", 0o755)
+        self.host(files.ensure_dir, target / "templates", 0o755)
 
     # --- changes ---------------------------------------------------------------------------------
 
@@ -330,8 +330,8 @@ class Images:
 
     def _remove_files(self, fp: str) -> None:
         check_fingerprint(fp)
-        self.host(image_archive.remove_file, self.dir / f"{fp}.rootfs")
-        self.host(image_archive.remove_file, self.dir / fp)
+        self.host(files.remove, self.dir / f"{fp}.rootfs")
+        self.host(files.remove, self.dir / fp)
 
     def export_files(self, name: str) -> tuple[ImageRecord, Path, Path | None]:
         rec = self.find(name)

@@ -15,7 +15,7 @@ from typing import ClassVar
 
 from pincus.config.keys import KeyTable, check_config
 from pincus.errors import InvalidError
-from pincus.host import tree
+from pincus.host import files, tree
 from pincus.host.facade import Host
 from pincus.reverter import Reverter
 from pincus.state import State
@@ -94,7 +94,7 @@ class Pool:
 
     def _make_layout(self) -> None:
         for sub in (CONTAINER_VOLUMES, IMAGE_VOLUMES):
-            self.host(tree.make_dir, self.root / sub)
+            self.host(files.ensure_dir, self.root / sub, 0o711)
 
     # --- volumes -----------------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pincus.config.validators import parse_size
 from pincus.errors import InvalidError
-from pincus.host import btrfs, loopdev, mounts, tree
+from pincus.host import btrfs, files, loopdev, mounts, tree
 from pincus.reverter import Reverter
 from pincus.storage import keys, paths
 from pincus.storage.base import Pool
@@ -41,11 +41,11 @@ class BtrfsPool(Pool):
             raise InvalidError(f"{self.root} or {self.loop_file} already exists: give another pool name")
         size = parse_size(self.config.get("size", DEFAULT_SIZE))
         with Reverter() as undo:
-            self.host(tree.make_dir, self.loop_file.parent, 0o700)
+            self.host(files.ensure_dir, self.loop_file.parent, 0o700)
             self.host(tree.make_sparse_file, self.loop_file, size)
-            undo.add(self.host, tree.remove_file, self.loop_file)
+            undo.add(self.host, files.remove, self.loop_file)
             self.host(btrfs.mkfs, self.loop_file, self.name)
-            self.host(tree.make_dir, self.root.parent)
+            self.host(files.ensure_dir, self.root.parent, 0o711)
             self.host(tree.make_new_dir, self.root)
             undo.add(self.host, tree.remove_empty_dir, self.root)
             self._attach_and_mount()
@@ -61,7 +61,7 @@ class BtrfsPool(Pool):
             return
         if not self.host(tree.exists, self.loop_file):
             raise InvalidError(f"{self.what}: its loop file {self.loop_file} is missing")
-        self.host(tree.make_dir, self.root)
+        self.host(files.ensure_dir, self.root, 0o711)
         self._attach_and_mount()
 
     def unmount(self) -> None:
@@ -70,7 +70,7 @@ class BtrfsPool(Pool):
 
     def delete(self) -> None:
         self.unmount()
-        self.host(tree.remove_file, self.loop_file)
+        self.host(files.remove, self.loop_file)
         self.host(tree.remove_empty_dir, self.root)
 
     def check_instance_size(self, size: str | None) -> None:

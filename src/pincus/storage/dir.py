@@ -24,14 +24,14 @@ class DirPool(Pool):
         if self.host(tree.exists, self.root) or self.root.is_symlink():
             raise InvalidError(f"{self.root} already exists: remove it, or give another pool name")
         with Reverter() as undo:
-            self.host(tree.make_dir, self.root.parent)
+            self.host(files.ensure_dir, self.root.parent, 0o711)
             if self.source is None:
                 self.host(tree.make_new_dir, self.root)
                 undo.add(self.host, tree.remove_empty_dir, self.root)
             else:
                 self._check_source(self.source)
                 self.host(tree.symlink, self.source, self.root)
-                undo.add(self.host, tree.remove_file, self.root)
+                undo.add(self.host, files.remove, self.root)
             for sub in (CONTAINER_VOLUMES, IMAGE_VOLUMES):
                 self.host(tree.make_new_dir, self.root / sub)
                 undo.add(self.host, tree.remove_empty_dir, self.root / sub)
@@ -51,7 +51,7 @@ class DirPool(Pool):
         if self.source is None:
             self.host(tree.remove_empty_dir, self.root)
         else:
-            self.host(tree.remove_file, self.root)  # the symlink; the admin's directory stays
+            self.host(files.remove, self.root)  # the symlink; the admin's directory stays
 
     def _new_volume(self, path: Path) -> None:
         self.host(tree.make_new_dir, path)
