@@ -36,6 +36,19 @@ def busybox_image() -> Path:
     return CACHE / "busybox.tar.xz"
 
 
+def debian_image() -> Path:
+    """Debian 12 with systemd (scripts/build-debian-image.sh: debootstrap from the apt mirror, about a
+    minute), built once per machine."""
+    prebuilt = os.environ.get("PINCUS_TEST_DEBIAN_IMAGE")
+    if prebuilt:
+        return Path(prebuilt)
+    CACHE.mkdir(exist_ok=True)
+    with open(CACHE / ".lock-debian", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        subprocess.run([str(ROOT / "scripts" / "build-debian-image.sh"), str(CACHE)], check=True)
+    return CACHE / "debian-systemd.tar.zst"
+
+
 def sha256(*paths: Path) -> str:
     """Incus's fingerprint, computed here on its own: the file, or metadata then rootfs."""
     h = hashlib.sha256()

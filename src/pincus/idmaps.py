@@ -49,6 +49,13 @@ def from_json(text: str) -> IdMap:
         raise InvalidError(f"Invalid id map {text!r}: {e}") from None
 
 
+def root_owner(idmap: IdMap) -> tuple[int, int] | None:
+    """The host uid and gid of the container's root; None when either is unmapped (privileged)."""
+    uid = next((h for r in idmap if r.uid and (h := r.to_host(0)) is not None), None)
+    gid = next((h for r in idmap if r.gid and (h := r.to_host(0)) is not None), None)
+    return None if uid is None or gid is None else (uid, gid)
+
+
 def proc_map_lines(idmap: IdMap, uid: bool) -> str:
     """The text for /proc/<pid>/uid_map (uid=True) or gid_map."""
     return "".join(f"{r.nsid} {r.hostid} {r.size}\n" for r in idmap if (r.uid if uid else r.gid))

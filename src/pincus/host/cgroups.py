@@ -24,6 +24,10 @@ from pincus.errors import HostError, InvalidError
 CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "pids")
 # v1 only: the named hierarchy systemd (in a container too) keeps its own tree in.
 _SYSTEMD = "name=systemd"
+# v1 hosts: the controller-less cgroup2 tree beside the v1 ones (hybrid layout). A container gets a
+# group in it too, so it can mount a cgroup2 of its own: what systemd runs on.
+_UNIFIED = "unified"
+_NOT_CONTROLLERS = frozenset({_SYSTEMD, _UNIFIED})
 _REMOVE_TIMEOUT = 2.0
 _CPU_WEIGHT_DEFAULT = 100  # v2 cpu.weight; v1 cpu.shares is 1024 for the same share
 _UNLIMITED_V1 = "-1"
@@ -119,6 +123,9 @@ def parse_layout(mountinfo: str, self_cgroup: str, v2_controllers: str | None) -
         mounts = {c: v2_root for c in CONTROLLERS if c in enabled or (c == "cpuacct" and "cpu" in enabled)}
         return Layout(2, mounts, {v2_root: own_v2.lstrip("/")})
     own = {point: own_v1.get(name, "/").lstrip("/") for name, point in v1.items()}
+    if v2_root is not None and has_v1_controller:
+        v1[_UNIFIED] = v2_root
+        own[v2_root] = own_v2.lstrip("/")
     return Layout(1, v1, own)
 
 
@@ -146,7 +153,14 @@ def _v2_controllers(mountinfo: str) -> str | None:
 
 def available() -> frozenset[str]:
     """The controllers this host can limit or count with."""
-    return frozenset(layout().mounts) - {_SYSTEMD}
+    return frozenset(layout().mounts) - _NOT_CONTROLLERS
+
+
+def has_cgroup2() -> bool:
+    """Whether an instance has a group in a cgroup2 tree (v2, or v1's unified beside it): then its
+    own cgroup namespace can mount a cgroup2 rooted at that group."""
+    lay = layout()
+    return lay.version == 2 or _UNIFIED in lay.mounts
 
 
 def _check_part(part: str, what: str) -> None:
@@ -267,6 +281,37 @@ def procs_files(tag: str, name: str) -> list[Path]:
     return [p / "cgroup.procs" for p in group_paths(tag, name) if p.is_dir()]
 
 
+def init_procs_files(tag: str, name: str, pid: int) -> list[Path]:
+    """The cgroup.procs files of the groups PID (the container's init) is in, in every hierarchy
+    where the instance has a group: a process joining the container joins init there. A systemd
+    inside moves itself to a sub-group and v2 then refuses processes in the group itself. A path
+    that is not under the instance's group (not one the kernel would give it) counts as the group."""
+    lay = layout()
+    try:
+        text = Path(f"/proc/{pid}/cgroup").read_text()
+    except OSError as e:
+        raise HostError(f"cgroup: read the groups of process {pid}: {e.strerror}") from e
+    by_point: dict[Path, str] = {}
+    for line in text.splitlines():
+        num, _, rest = line.partition(":")
+        names, _, path = rest.partition(":")
+        if num == "0" and names == "":
+            point = lay.mounts.get(_UNIFIED) if lay.version == 1 else next(iter(lay.mounts.values()), None)
+        else:
+            point = next((lay.mounts[n] for n in names.split(",") if n in lay.mounts), None)
+        if point is not None:
+            by_point[point] = path
+    out = []
+    for point in _hierarchies(lay):
+        group = _parent(lay, point, tag) / name
+        if not group.is_dir():
+            continue
+        inner = Path(point / by_point.get(point, "/").lstrip("/"))
+        inside = inner.is_relative_to(group) and ".." not in inner.parts and inner.is_dir()
+        out.append((inner if inside else group) / "cgroup.procs")
+    return out
+
+
 def attach(tag: str, name: str, pid: int) -> None:
     """Move PID (all its threads) into the instance's group in every hierarchy."""
     for f in procs_files(tag, name):
@@ -379,7 +424,7 @@ def remove_group(tag: str, name: str, timeout: float = _REMOVE_TIMEOUT) -> None:
     them: EBUSY is retried until TIMEOUT). Missing is fine; the daemon's parent goes when empty."""
     lay = layout()
     deadline = time.monotonic() + timeout
-    for path in group_paths(tag, name):
+    for path in (p for top in group_paths(tag, name) for p in _depth_first(top)):
         while True:
             try:
                 path.rmdir()
@@ -395,6 +440,21 @@ def remove_group(tag: str, name: str, timeout: float = _REMOVE_TIMEOUT) -> None:
                     ) from e
                 time.sleep(0.02)
     _remove_parents(lay, tag)
+
+
+def _depth_first(top: Path) -> list[Path]:
+    """TOP's sub-groups, deepest first, then TOP: what a container's own init (systemd) made in the
+    groups given to it must go before them."""
+    found: list[Path] = []
+    try:
+        for entry in os.scandir(top):
+            if entry.is_dir(follow_symlinks=False):
+                found.extend(_depth_first(Path(entry.path)))
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise HostError(f"cgroup: list {top}: {e.strerror}") from e
+    return [*found, top]
 
 
 def _remove_parents(lay: Layout, tag: str) -> None:
@@ -420,24 +480,25 @@ def list_groups(tag: str) -> list[str]:
 
 
 def _delegated_files(lay: Layout, tag: str, name: str) -> Iterator[Path]:
-    if lay.version == 2:
-        path = _path(lay, "memory" if "memory" in lay.mounts else next(iter(lay.mounts)), tag, name)
+    v2_point = next(iter(lay.mounts.values()), None) if lay.version == 2 else lay.mounts.get(_UNIFIED)
+    if v2_point is not None:
+        path = _parent(lay, v2_point, tag) / name
         yield path
         for f in ("cgroup.procs", "cgroup.subtree_control", "cgroup.threads"):
             yield path / f
-        return
-    point = lay.mounts.get(_SYSTEMD)
-    if point is None:
-        return
-    path = _parent(lay, point, tag) / name
-    yield path
-    for f in ("cgroup.procs", "tasks"):
-        yield path / f
+    point = lay.mounts.get(_SYSTEMD) if lay.version == 1 else None
+    if point is not None:
+        path = _parent(lay, point, tag) / name
+        yield path
+        for f in ("cgroup.procs", "tasks"):
+            yield path / f
 
 
 def delegate(tag: str, name: str, uid: int, gid: int) -> None:
     """Give the container's root (host UID/GID) a subtree of its own to manage, as systemd wants:
-    v2: the group dir and its cgroup.procs, subtree_control and threads; v1: the name=systemd group."""
+    in the cgroup2 tree (v2, or v1's unified) the group dir and its cgroup.procs, subtree_control and
+    threads; on v1 also the name=systemd group. Its limit files stay the host's: sub-groups can
+    only narrow them."""
     if uid < 0 or gid < 0:
         raise InvalidError(f"Invalid owner {uid}:{gid} for a cgroup")
     for path in _delegated_files(layout(), tag, name):

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pincus.errors import HostError, InvalidError
-from pincus.host import cgroups, files, netns, process, reaper, stdio
+from pincus.host import cgroups, console_log, files, netns, process, reaper, stdio
 from pincus.host import idmap as idmap_host
 from pincus.idmaps import IdMap
 from pincus.reverter import Reverter
@@ -149,6 +149,7 @@ def _start_waiter(proc: ContainerProcess, child: subprocess.Popen[bytes] | int) 
     """CHILD: the legacy init's Popen, or pid 1 of a rootfs container (our child through the subreaper)."""
 
     def reaped(status: int | None) -> None:
+        console_log.drop(proc.pid)
         with _waiters_lock:
             _waiters.pop(proc, None)
 
@@ -263,6 +264,8 @@ class RootSpec:
     # The root is mounted through the user namespace's map (files on disk stay unshifted);
     # otherwise the caller has chown-shifted it.
     idmapped: bool = False
+    # Mount a cgroup2 at /sys/fs/cgroup (rooted at the container's group by its cgroup namespace).
+    cgroup2: bool = False
 
 
 _PR_SET_CHILD_SUBREAPER = 36
@@ -388,6 +391,23 @@ def _recv_line(sock: socket.socket, timeout: float) -> str:
     return data.decode(errors="replace").strip()
 
 
+def _recv_console(sock: socket.socket, timeout: float) -> tuple[int, int] | None:
+    """The console's two ends (master, slave) from the pre-init; None when pid 1 failed before
+    making them."""
+    sock.settimeout(timeout)
+    try:
+        msg, fds, _, _ = socket.recv_fds(sock, 64, 2)
+    except TimeoutError:
+        return None
+    for fd in fds:
+        os.set_inheritable(fd, False)
+    if msg != b"console\n" or len(fds) != 2:
+        for fd in fds:
+            os.close(fd)
+        return None
+    return fds[0], fds[1]
+
+
 def _kill_pid(pid: int) -> None:
     with suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
@@ -426,9 +446,12 @@ def _spawn_on_root(
         "files": [{"path": p, "content": c, "mode": str(mode)} for p, c, mode in spec.files],
         "init": list(spec.init),
         "idmapped": bool(spec.idmap) and spec.idmapped,
+        "cgroup2": spec.cgroup2,
     }
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    console: tuple[int, int] | None = None
+    # Message boundaries kept: the console's master arrives with a message of its own.
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     with _subreaper(), Reverter() as undo, ours:
         try:
             try:
@@ -467,7 +490,17 @@ def _spawn_on_root(
             if pid1:
                 undo.add(_kill_pid, pid1)
                 _record_init(state_dir, pid1)
-            pre.wait()  # it exits right after the fork: pid 1 is now our child
+            console = _recv_console(ours, _READY_TIMEOUT) if pid1 else None
+            if console is not None:
+                undo.add(os.close, console[0])
+                undo.add(os.close, console[1])
+            # It exits once it passed the console on: pid 1 is now our child.
+            try:
+                pre.wait(_READY_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                raise HostError(
+                    f"start container {name}: pre-init still running after {_READY_TIMEOUT:g}s"
+                ) from None
             report = _read_ready(read_fd, _READY_TIMEOUT)
         finally:
             if write_fd >= 0:
@@ -485,6 +518,8 @@ def _spawn_on_root(
         proc = ContainerProcess(pid1, started)
         netns.bind_netns(proc.pid, handle)
         undo.success()
+    if console is not None:
+        console_log.keep(pid1, *console, log_path)
     _start_waiter(proc, pid1)
     return proc
 
@@ -534,9 +569,9 @@ def stop_container(
     pidfd = process.open_pidfd(proc.pid, proc.start_time)
     if pidfd is not None:
         try:
-            steps = [(signal.SIGKILL, _KILL_TIMEOUT)]
+            steps: list[tuple[int, float]] = [(signal.SIGKILL, _KILL_TIMEOUT)]
             if not force:
-                steps.insert(0, (signal.Signals(halt_signal), timeout))
+                steps.insert(0, (halt_signal, timeout))
             if not process.stop_and_wait(pidfd, steps):
                 raise HostError(
                     f"stop container pid {proc.pid}: still running {_KILL_TIMEOUT:g}s after SIGKILL"

@@ -68,6 +68,11 @@ SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
 IFF_UP = 0x1
 PR_SET_NAME = 15
+PR_CAPBSET_DROP = 24
+# Out of every container's bounding set: sys_module, sys_rawio, sys_time, mac_override, mac_admin.
+# Incus drops them from privileged containers; in a user namespace they reach nothing of the host,
+# and without them systemd skips the units it cannot run there (debugfs needs CAP_SYS_RAWIO).
+DROPPED_CAPS = (16, 17, 25, 32, 33)
 
 # A process still exiting after SIGTERM is looked for this often (it need not be our child,
 # so no SIGCHLD tells us about it).
@@ -290,8 +295,9 @@ def ensure_file_inside(path: str) -> None:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644))
 
 
-def build_dev(nodes: dict[str, int]) -> None:
-    """A private /dev: tmpfs with the host's harmless nodes bound in, devpts of our own, shm."""
+def build_dev(nodes: dict[str, int]) -> tuple[int, int]:
+    """A private /dev: tmpfs with the host's harmless nodes bound in, devpts of our own, shm; the
+    console's two ends (master, slave)."""
     mount("tmpfs", "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=755,size=65536k")
     for name, tree in nodes.items():
         ensure_file_inside(f"/dev/{name}")
@@ -300,13 +306,13 @@ def build_dev(nodes: dict[str, int]) -> None:
     ensure_dir_inside("/dev/pts")
     mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620")
     os.symlink("pts/ptmx", "/dev/ptmx")
-    # The console is a terminal of the container's own devpts whose other end init keeps open
-    # (inherited across exec): a getty or shell on /dev/console waits there for input instead of
-    # reading end-of-file and being respawned forever, as it would on /dev/null.
+    # The console is a terminal of the container's own devpts. Its other end goes to the daemon,
+    # which logs what is written there, and init inherits it too (a daemon restart leaves it
+    # held): a getty or shell on /dev/console waits there for input instead of reading
+    # end-of-file and being respawned forever, as it would on /dev/null.
     master, slave = os.openpty()
     ensure_file_inside("/dev/console")
     check(libc.mount(os.ttyname(slave).encode(), b"/dev/console", None, MS_BIND, None), "bind /dev/console")
-    os.close(slave)
     os.set_inheritable(master, True)
     ensure_dir_inside("/dev/shm")
     mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
@@ -317,6 +323,7 @@ def build_dev(nodes: dict[str, int]) -> None:
         ("stderr", "/proc/self/fd/2"),
     ):
         os.symlink(target, f"/dev/{name}")
+    return master, slave
 
 
 def write_files(files: list[dict[str, object]]) -> None:
@@ -337,8 +344,18 @@ def write_files(files: list[dict[str, object]]) -> None:
             os.close(fd)
 
 
-def setup_root(cfg: dict[str, Any], tree: int, mounts: list[tuple[int, str]]) -> list[str]:
-    """pid 1's setup on the container's root; the init command line to exec."""
+def drop_capabilities() -> None:
+    for cap in DROPPED_CAPS:
+        # EINVAL: a kernel that does not know that capability, so nobody can have it.
+        if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 and ctypes.get_errno() != errno.EINVAL:
+            check(-1, f"drop capability {cap}")
+
+
+def setup_root(
+    cfg: dict[str, Any], tree: int, mounts: list[tuple[int, str]]
+) -> tuple[list[str], tuple[int, int]]:
+    """pid 1's setup on the container's root; the init command line to exec and the console's
+    two ends."""
     if os.getpid() != 1:
         raise SetupError("not started in a new pid namespace")
     make_mounts_slave()
@@ -363,7 +380,11 @@ def setup_root(cfg: dict[str, Any], tree: int, mounts: list[tuple[int, str]]) ->
         ensure_dir_inside(path)
     mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    build_dev(nodes)
+    if cfg.get("cgroup2"):
+        # Our cgroup namespace roots it at the container's group, delegated to its root: systemd
+        # manages its own sub-groups there (the limits above it stay the host's).
+        mount("cgroup2", "/sys/fs/cgroup", "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    console = build_dev(nodes)
     mount("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=755,size=65536k")
     for fd, path in mounts:
         if os.path.isdir(f"/proc/self/fd/{fd}"):
@@ -377,10 +398,11 @@ def setup_root(cfg: dict[str, Any], tree: int, mounts: list[tuple[int, str]]) ->
     socket.sethostname(str(cfg["hostname"]))
     bring_lo_up()
     write_files(list(cfg.get("files", [])))
+    drop_capabilities()
     init = [str(a) for a in cfg.get("init", ["/sbin/init"])]
     if not os.path.lexists(init[0]) or not os.access(init[0], os.X_OK):
         raise SetupError(f"the root file system has no executable {init[0]}")
-    return init
+    return init, console
 
 
 def preinit(args: dict[str, str]) -> int:
@@ -432,11 +454,17 @@ def preinit(args: dict[str, str]) -> int:
     except (SetupError, OSError, KeyError, ValueError) as e:
         os.write(ready_fd, f"error: {e}\n".encode())
         return 1
+    # pid 1 hands the console's master to us on this (close-on-exec) pair; we pass it on.
+    console_ours, console_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     pid = os.fork()
     if pid == 0:
         sock.close()
+        console_ours.close()
         try:
-            init = setup_root(cfg, tree, mounts)
+            init, console = setup_root(cfg, tree, mounts)
+            socket.send_fds(console_theirs, [b"console\n"], list(console))
+            console_theirs.close()
+            os.close(console[1])
         except (SetupError, OSError) as e:
             os.write(ready_fd, f"error: {e}\n".encode())
             os._exit(1)
@@ -450,13 +478,19 @@ def preinit(args: dict[str, str]) -> int:
                 {
                     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                     "TERM": "linux",
-                    "container": "pincus",
+                    # What LXC (so Incus) gives: the distributions' units key off "lxc".
+                    "container": "lxc",
                 },
             )
         except OSError as e:
             os.write(ready_fd, f"error: exec {init[0]}: {e.strerror}\n".encode())
         os._exit(1)
     send(sock, f"pid {pid}")
+    console_theirs.close()
+    # Nothing when pid 1 failed before its /dev existed (its end closes as it exits).
+    msg, fds, _, _ = socket.recv_fds(console_ours, 64, 2)
+    if msg == b"console\n" and fds:
+        socket.send_fds(sock, [msg], fds)
     return 0
 
 

@@ -166,8 +166,9 @@ class Container(Instance):
         # has them; else a one-time chown shift.
         idmapped = bool(new) and self.host(idmap_host.supports_idmapped_mounts, volume / "rootfs")
         spec = host_container.RootSpec(
-            volume / "rootfs", new, self._mounts(), self._templates(volume), idmapped=idmapped
-        )
+            volume / "rootfs", new, self._mounts(), self._templates(volume), idmapped=idmapped,
+            cgroup2=self.host(cgroups.has_cgroup2),
+        )  # fmt: skip
         self.host(host_container.check_root, self.name, spec)  # before the volume is changed
         self._shift_volume(volume, () if idmapped else new)
         proc = self.host(
@@ -236,6 +237,10 @@ class Container(Instance):
 
     def _cgroup_attach(self, pid: int) -> None:
         self.host(cgroups.attach, self.state.tag, self.name, pid)
+        root = idmaps.root_owner(idmaps.from_json(self.volatile("volatile.idmap.current") or "[]"))
+        if root is not None:
+            # Its own sub-groups for the container's root to manage (systemd needs them).
+            self.host(cgroups.delegate, self.state.tag, self.name, *root)
 
     def _cgroup_remove(self) -> None:
         """After every process is gone. A group the kernel will not let go (a process it has not
@@ -333,7 +338,7 @@ class Container(Instance):
             *fds,
             tty=tty,
             started=started,
-            cgroup_procs=self.host(cgroups.procs_files, self.state.tag, self.name),
+            cgroup_procs=self.host(cgroups.init_procs_files, self.state.tag, self.name, proc.pid),
         )
 
     def pid_namespace_init(self) -> int:
