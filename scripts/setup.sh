@@ -14,7 +14,7 @@ VENV="$ROOT/.venv"
 # them starts no service where policy-rc.d refuses).
 SYS_PACKAGES=(iproute2 nftables dnsmasq-base qemu-system-x86 busybox-static util-linux cpio squashfs-tools zstd xz-utils tar
               kmod procps netbase python3 python3-venv lxd-client
-              libdqlite0 etcd-server btrfs-progs
+              libdqlite0 etcd-server btrfs-progs debootstrap
               ovn-central ovn-host openvswitch-switch)
 
 if [ "$(id -u)" != 0 ]; then

@@ -344,6 +344,20 @@ def write_files(files: list[dict[str, object]]) -> None:
             os.close(fd)
 
 
+def userns_refused(err: int) -> str:
+    """Why the kernel refused a user namespace, in words a user can act on."""
+    text = f"unshare user namespace: {os.strerror(err)}"
+    if err == errno.EPERM:
+        return (
+            f"{text}: the kernel refuses user namespaces to this process (it does to any process in a "
+            "chroot, and some sandboxes forbid them); run pincusd outside the chroot, or set "
+            "security.privileged=true on the instance to run it without one"
+        )
+    if err == errno.ENOSPC:
+        return f"{text}: user.max_user_namespaces is reached (or 0); raise it with sysctl"
+    return text
+
+
 def drop_capabilities() -> None:
     for cap in DROPPED_CAPS:
         # EINVAL: a kernel that does not know that capability, so nobody can have it.
@@ -429,8 +443,8 @@ def preinit(args: dict[str, str]) -> int:
         mounts = [
             (clone_tree(str(m["source"]), bool(m.get("readonly"))), str(m["path"])) for m in cfg["mounts"]
         ]
-        if cfg["userns"]:
-            check(libc.unshare(CLONE_NEWUSER), "unshare user namespace")
+        if cfg["userns"] and libc.unshare(CLONE_NEWUSER) != 0:
+            raise SetupError(userns_refused(ctypes.get_errno()))
         send(sock, "userns")
         # "go", with the idmapped root tree attached when the daemon made one.
         msg, fds, _, _ = socket.recv_fds(sock, 64, 1)

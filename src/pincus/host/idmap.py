@@ -226,7 +226,12 @@ def supports_idmapped_mounts(path: Path) -> bool:
 
 
 def _probe(path: Path) -> bool:
-    code = "import ctypes,os;ctypes.CDLL(None).unshare(0x10000000);os.write(1,b'u');os.read(0,1)"
+    # "u" once in a user namespace of its own; "n" when the kernel gives none (a chroot), which
+    # the container's start then reports in words.
+    code = (
+        "import ctypes,os;ok=ctypes.CDLL(None).unshare(0x10000000)==0;"
+        "os.write(1,b'u' if ok else b'n');os.read(0,1)"
+    )
     child = subprocess.Popen(
         [sys.executable, "-I", "-S", "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE
     )
