@@ -80,8 +80,13 @@ def test_systemd_reaches_running_in_an_unprivileged_container(daemon: Daemon) ->
         assert _exec(daemon, "s1", "cat", "/etc/pincus-image-marker") == "pincus debian-systemd image"
         # The console is read by the daemon into the instance's log: systemd's boot is there, and
         # nothing made it wait on a console nobody held (it boots in about a second here).
-        console = (daemon.dir / "instances" / "s1" / "console.log").read_text(errors="replace")
-        assert "Welcome to" in console and "Debian GNU/Linux 12" in console
+        on_disk = (daemon.dir / "instances" / "s1" / "console.log").read_text(errors="replace")
+        assert "Welcome to" in on_disk and "Debian GNU/Linux 12" in on_disk
+        # Incus's console log: `console --show-log`, and a clear that empties the file.
+        assert "Welcome to" in daemon.cli("console", "s1", "--show-log").stdout
+        assert daemon.api("DELETE", "/1.0/instances/s1/console")[0] == 200
+        assert (daemon.dir / "instances" / "s1" / "console.log").stat().st_size == 0
+        assert "only --show-log" in daemon.fails("console", "s1")
         boot = _exec(daemon, "s1", "systemd-analyze", "time")
         assert "Startup finished" in boot, boot
         groups = [p for p in (cg.group_dir(pid, "memory"), scope.parent) if p.exists()]

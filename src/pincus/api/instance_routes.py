@@ -9,7 +9,7 @@ from typing import Any
 
 from pincus.api import filters, operation_routes
 from pincus.api.exec_ws import ExecRequest, ExecSession, ExecSessions
-from pincus.api.http import Async, Request, Router, Tagged
+from pincus.api.http import Async, Raw, Request, Router, Tagged
 from pincus.errors import InvalidError
 from pincus.server import etag
 from pincus.server.server import Server
@@ -195,6 +195,18 @@ def add(r: Router, server: Server, sessions: ExecSessions) -> None:
 
         return Async(server.operations.start("Executing command", resources, work).to_api())
 
+    def console_log(req: Request) -> Raw:
+        """Incus's console log of a container: the text as it is, not an envelope."""
+        data = insts.console_log(req.params["name"])
+        h = req.handler
+        h.send_response(200)
+        h.send_header("Content-Type", "text/plain; charset=utf-8")
+        h.send_header("Content-Length", str(len(data)))
+        h.end_headers()
+        if data:
+            h.wfile.write(data)
+        return Raw()
+
     r.add("GET", "/1.0/instances", list_instances)
     r.add("POST", "/1.0/instances", create)
     r.add("GET", "/1.0/instances/{name}", get)
@@ -205,3 +217,5 @@ def add(r: Router, server: Server, sessions: ExecSessions) -> None:
     r.add("GET", "/1.0/instances/{name}/state", lambda req: insts.state_of(req.params["name"]))
     r.add("PUT", "/1.0/instances/{name}/state", change_state)
     r.add("POST", "/1.0/instances/{name}/exec", exec_)
+    r.add("GET", "/1.0/instances/{name}/console", console_log)
+    r.add("DELETE", "/1.0/instances/{name}/console", lambda req: insts.clear_console_log(req.params["name"]))

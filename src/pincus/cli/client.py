@@ -154,6 +154,21 @@ class Client:
             if op.get("status") != "Running":
                 return op.get("metadata") or {}
 
+    def get_bytes(self, path: str) -> bytes:
+        """A GET whose answer is not an envelope (a console log); an error answer is raised."""
+        sock = self.connect()
+        try:
+            self.send(sock, "GET", path, None, "Connection: close\r\n")
+            f = _reader(sock)
+            code, headers = self.read_head(f)
+            raw = f.read(int(headers["content-length"])) if "content-length" in headers else f.read()
+        finally:
+            sock.close()
+        if code >= 400:
+            self.decode(raw)  # raises the daemon's error
+            raise ClientError(f"GET {path} failed ({code})")
+        return bytes(raw)
+
     def raw_request(self, method: str, path: str, body: Any = None) -> tuple[int, dict[str, str], Any]:
         """One request as it is: status, headers and the whole envelope; errors are not raised
         and background operations not waited for (`pincus query` shows them)."""

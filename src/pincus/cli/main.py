@@ -55,6 +55,7 @@ COMMANDS: tuple[Command, ...] = (
     ("delete", ("rm",), "delete instances", _in("instance", "build_delete")),
     ("list", ("ls",), "list instances with their addresses", _in("instance", "build_list")),
     ("exec", (), "run a command inside an instance", _in("instance", "build_exec")),
+    ("console", (), "show an instance's console log", _in("console", "build_console")),
     ("config", (), "manage an instance's config and devices", _in("config", "build_config")),
     ("network", (), "manage networks", _in("network", "build_network")),
     ("profile", (), "manage profiles", _in("profile", "build_profile")),

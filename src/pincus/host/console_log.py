@@ -18,8 +18,12 @@ import select
 import threading
 from pathlib import Path
 
+from pincus.errors import HostError
+
 log = logging.getLogger(__name__)
 
+# Its name in an instance's directory (a VM's serial console goes to the same file).
+LOG_NAME = "console.log"
 # A log past this is cut to its newest half.
 LOG_CAP = 1024 * 1024
 _CHUNK = 65536
@@ -132,3 +136,23 @@ def drop(key: int) -> None:
 def held() -> int:
     """How many consoles are held (tests: none is leaked)."""
     return _PUMP.count()
+
+
+def read_log(path: Path) -> bytes:
+    """What the console log holds (nothing yet: empty)."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return b""
+    except OSError as e:
+        raise HostError(f"read console log {path}: {e.strerror}") from e
+
+
+def clear_log(path: Path) -> None:
+    try:
+        with open(path, "r+b") as f:
+            f.truncate(0)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise HostError(f"clear console log {path}: {e.strerror}") from e

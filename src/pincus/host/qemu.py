@@ -20,11 +20,13 @@ from typing import Any
 
 from pincus.errors import HostError
 from pincus.host import process
+from pincus.host.console_log import LOG_NAME
 from pincus.host.qmp import QMP, QMP_TIMEOUT
+
+CONSOLE_LOG = LOG_NAME  # the serial console: the file a container's console goes to
 
 QEMU_BINARY = "qemu-system-x86_64"
 QMP_SOCKET = "qmp.sock"
-CONSOLE_LOG = "console.log"
 QEMU_LOG = "qemu.log"
 PID_FILE = "qemu.pid"
 

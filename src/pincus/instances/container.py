@@ -14,7 +14,7 @@ from pincus.db import instances as db_instances
 from pincus.db import storage as db_storage
 from pincus.devices.base import NicRun
 from pincus.errors import ConflictError, HostError
-from pincus.host import cgroups, files, links, linkview, netns, procstat
+from pincus.host import cgroups, console_log, files, links, linkview, netns, procstat
 from pincus.host import container as host_container
 from pincus.host import idmap as idmap_host
 from pincus.instances import idmap, limits, templates
@@ -172,7 +172,7 @@ class Container(Instance):
         self.host(host_container.check_root, self.name, spec)  # before the volume is changed
         self._shift_volume(volume, () if idmapped else new)
         proc = self.host(
-            host_container.spawn_container, self.name, self.name, self.dir, self.dir / "console.log",
+            host_container.spawn_container, self.name, self.name, self.dir, self.dir / console_log.LOG_NAME,
             spec, self._prepare,
         )  # fmt: skip
         if self.volatile("volatile.apply_template") is not None:

@@ -29,7 +29,7 @@ from pincus.devices.clashes import refuse_clashes_within
 from pincus.devices.disk import LIVE_CHANGE_REFUSED
 from pincus.errors import ConflictError, HostError, InvalidError, NotFoundError
 from pincus.expansion import expand
-from pincus.host import cgroups, files, links, procstat, stdio
+from pincus.host import cgroups, console_log, files, links, procstat, stdio
 from pincus.host.facade import Host
 from pincus.instances.base import Instance
 from pincus.instances.container import Container
@@ -721,6 +721,13 @@ class Instances:
         if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
             raise InvalidError("exec needs a command (a list of strings)")
         return inst.exec(argv, env, cwd, fds, tty=tty, started=started)
+
+    def console_log(self, name: str) -> bytes:
+        """What NAME's console (a container's /dev/console, a VM's serial port) has shown."""
+        return self.host(console_log.read_log, self._load(name).dir / console_log.LOG_NAME)
+
+    def clear_console_log(self, name: str) -> None:
+        self.host(console_log.clear_log, self._load(name).dir / console_log.LOG_NAME)
 
     def open_terminal(self, name: str, width: int, height: int) -> tuple[int, int]:
         """(master, slave) of a terminal for an interactive exec in NAME."""
