@@ -272,3 +272,58 @@ def test_btrfs_root_disk_size_is_a_quota_the_kernel_enforces(daemon: Daemon) -> 
     )
     daemon.cli("delete", "c1", "c2")
     daemon.cli("storage", "delete", "fast")
+
+
+def test_image_delete_removes_its_volume_from_every_pool_and_instances_keep_their_root(
+    daemon: Daemon,
+) -> None:
+    fp = make_image(daemon, "tiny", [file_member("etc/marker", b"from the image\n")])
+    daemon.cli("storage", "create", "plain", "dir")
+    daemon.cli("storage", "create", "fast", "btrfs", "size=200MiB")
+    daemon.cli("init", "tiny", "c1", "-s", "plain")
+    daemon.cli("init", "tiny", "c2", "-s", "fast")
+    plain, fast = _pool_dir(daemon, "plain"), seen_by_daemon(daemon, _pool_dir(daemon, "fast"))
+    assert (plain / "images" / fp / "rootfs" / "etc" / "marker").is_file()
+    assert (fast / "images" / fp / "rootfs" / "etc" / "marker").is_file()
+    daemon.cli("image", "delete", "tiny")
+    assert list((plain / "images").iterdir()) == []
+    assert list((fast / "images").iterdir()) == []
+    gone = in_daemon_ns(daemon, "btrfs", "subvolume", "list", str(_pool_dir(daemon, "fast"))).stdout
+    assert f"images/{fp}" not in gone and "containers/c2" in gone, gone
+    for pool in ("plain", "fast"):
+        vols = json.loads(daemon.cli("storage", "volume", "list", pool, "--format", "json").stdout)
+        assert [v["type"] for v in vols] == ["container"], pool
+    # The instances' own roots do not depend on the image's volume (a copy; a btrfs snapshot).
+    assert (plain / "containers" / "c1" / "rootfs" / "etc" / "marker").read_bytes() == b"from the image\n"
+    assert (fast / "containers" / "c2" / "rootfs" / "etc" / "marker").read_bytes() == b"from the image\n"
+    assert subvolume_show(daemon, _pool_dir(daemon, "fast") / "containers" / "c2")["Name"] == "c2"
+    daemon.cli("delete", "c1", "c2")
+    daemon.cli("storage", "delete", "plain")
+    daemon.cli("storage", "delete", "fast")  # nothing of the image held the pools
+    assert not plain.exists()
+
+
+def test_image_delete_through_the_api_and_orphan_volumes_go_at_daemon_start(daemon: Daemon) -> None:
+    import sqlite3
+
+    fp = make_image(daemon, "tiny", [file_member("etc/marker", b"x")])
+    daemon.cli("init", "tiny", "c1")
+    images = _pool_dir(daemon, "default") / "images"
+    assert [p.name for p in images.iterdir()] == [fp]
+    code, doc = daemon.api("DELETE", f"/1.0/images/{fp}")
+    assert code == 202 and daemon.wait_op(doc)["status"] == "Success"
+    assert list(images.iterdir()) == []
+    # A volume whose image record is gone (a daemon killed between the two) goes at the next start.
+    other = make_image(daemon, "other", [file_member("etc/marker", b"y")])
+    daemon.cli("init", "other", "c2")
+    daemon.stop()
+    conn = sqlite3.connect(daemon.dir / "pincus.db")
+    with conn:
+        conn.execute("PRAGMA foreign_keys = ON")  # its aliases and properties go with it
+        conn.execute("DELETE FROM images WHERE fingerprint = ?", (other,))
+    conn.close()
+    daemon.start()
+    assert list(images.iterdir()) == []
+    vols = json.loads(daemon.cli("storage", "volume", "list", "default", "--format", "json").stdout)
+    assert sorted((v["type"], v["name"]) for v in vols) == [("container", "c1"), ("container", "c2")]
+    assert (_pool_dir(daemon, "default") / "containers" / "c2" / "rootfs" / "etc" / "marker").is_file()

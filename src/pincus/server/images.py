@@ -13,7 +13,7 @@ import os
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pincus.db import images as db_images
 from pincus.db.images import AliasRecord, ImageRecord
@@ -57,9 +57,18 @@ def image_fields(doc: dict[str, Any]) -> dict[str, Any]:
     return {k: doc.get(k) for k in ("auto_update", "properties", "public", "expires_at", "profiles")}
 
 
+class ImageVolumes(Protocol):
+    """What the store needs of the storage pools: the unpacked copies of an image go with it."""
+
+    def delete_image_volumes(self, fp: str) -> None: ...
+
+
 class Images:
-    def __init__(self, state: State, limits: Limits | None = None) -> None:
+    def __init__(
+        self, state: State, volumes: ImageVolumes | None = None, limits: Limits | None = None
+    ) -> None:
         self.state = state
+        self.volumes = volumes
         self.limits = limits or limits_from_env()
         self.lock = threading.Lock()
 
@@ -321,8 +330,13 @@ class Images:
         self.state.events.lifecycle("image-updated", f"/1.0/images/{rec.fingerprint}")
 
     def delete(self, name: str) -> None:
+        """As Incus: the image's volume on every pool first (an instance made from it keeps its
+        own copy or snapshot), then the record, then the files. A failure on a pool leaves the
+        image in place, so the delete can be tried again."""
         with self.lock:
             rec = self.find(name)
+            if self.volumes is not None:
+                self.volumes.delete_image_volumes(rec.fingerprint)
             db_images.delete(self.state.store, rec.fingerprint)
             self._remove_files(rec.fingerprint)
         log.info("Deleted image %s", rec.fingerprint, extra={"ctx": {"fingerprint": rec.fingerprint}})
