@@ -384,3 +384,27 @@ def test_lxc_storage_pools_and_volumes(lxc: Lxc, daemon: Daemon) -> None:
     lxc.run("delete", "c1")
     lxc.run("storage", "delete", "p1")
     assert lxc.json("storage", "list") == []
+
+
+def test_lxc_config_edit_without_devices_cannot_drop_the_root_disk(lxc: Lxc, daemon: Daemon) -> None:
+    lxc.run("storage", "create", "p1", "dir")
+    lxc.run("init", "c1", "--empty", "-s", "p1")
+    shown = lxc.yaml("config", "show", "c1")
+    assert shown["devices"]["root"] == {"type": "disk", "path": "/", "pool": "p1"}
+    del shown["devices"]
+    shown["config"]["user.note"] = "edited"
+    r = subprocess.run(
+        [LXC, "config", "edit", "c1"], env=lxc.env, input=yaml.safe_dump(shown), capture_output=True,
+        text=True, timeout=60,
+    )  # fmt: skip
+    assert r.returncode != 0 and 'would have no root disk: keep device "root"' in r.stderr, r.stderr
+    after = lxc.yaml("config", "show", "c1")
+    assert after["devices"]["root"]["pool"] == "p1" and "user.note" not in after["config"]
+    shown["devices"] = after["devices"]  # the same edit with its devices goes through
+    subprocess.run(
+        [LXC, "config", "edit", "c1"], env=lxc.env, input=yaml.safe_dump(shown), capture_output=True,
+        text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert lxc.yaml("config", "show", "c1")["config"]["user.note"] == "edited"
+    lxc.run("delete", "c1")
+    lxc.run("storage", "delete", "p1")

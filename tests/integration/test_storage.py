@@ -327,3 +327,42 @@ def test_image_delete_through_the_api_and_orphan_volumes_go_at_daemon_start(daem
     vols = json.loads(daemon.cli("storage", "volume", "list", "default", "--format", "json").stdout)
     assert sorted((v["type"], v["name"]) for v in vols) == [("container", "c1"), ("container", "c2")]
     assert (_pool_dir(daemon, "default") / "containers" / "c2" / "rootfs" / "etc" / "marker").is_file()
+
+
+def test_a_put_without_devices_is_refused_when_it_would_drop_the_only_root_disk(daemon: Daemon) -> None:
+    daemon.cli("storage", "create", "plain", "dir")
+    daemon.cli("init", "c1", "--empty", "-s", "plain")
+    code, doc = daemon.api("GET", "/1.0/instances/c1")
+    body = {k: doc["metadata"][k] for k in ("config", "profiles", "description")}
+    before = daemon.db_dump()
+    code, doc = daemon.api("PUT", "/1.0/instances/c1", body)  # as a hand-written PUT: no "devices"
+    assert code == 202, doc
+    op = daemon.wait_op(doc)
+    assert op["status"] == "Failure", op
+    assert 'would have no root disk: keep device "root"' in op["err"], op
+    assert daemon.db_dump() == before
+    # Dropping the profiles is no way round it when the root disk is the profile's.
+    daemon.cli("profile", "create", "rooted")
+    daemon.cli("profile", "device", "add", "rooted", "root", "disk", "path=/", "pool=plain")
+    daemon.cli("init", "c2", "--empty", "-p", "rooted")
+    assert "would have no root disk" in daemon.fails("profile", "remove", "c2", "rooted")
+    assert "would have no root disk" in daemon.fails("profile", "device", "remove", "rooted", "root")
+    daemon.cli("delete", "c1", "c2")
+
+
+def test_a_put_without_devices_keeps_the_profiles_root_disk_and_the_instance_starts(daemon: Daemon) -> None:
+    daemon.image()
+    daemon.cli("admin", "init", "--auto")  # a root disk on "default" in the default profile
+    daemon.cli("init", "busybox", "c1", "-d", "root,pool=default")  # and one of its own
+    assert yaml.safe_load(daemon.cli("config", "show", "c1").stdout)["devices"]["root"]["pool"] == "default"
+    code, doc = daemon.api("GET", "/1.0/instances/c1")
+    body = {k: doc["metadata"][k] for k in ("config", "profiles", "description")}
+    code, doc = daemon.api("PUT", "/1.0/instances/c1", body)
+    assert code == 202, doc
+    assert daemon.wait_op(doc)["status"] == "Success"
+    shown = yaml.safe_load(daemon.cli("config", "show", "c1", "--expanded").stdout)
+    assert shown["devices"]["root"] == {"type": "disk", "path": "/", "pool": "default"}
+    assert yaml.safe_load(daemon.cli("config", "show", "c1").stdout)["devices"] == {}
+    daemon.cli("start", "c1")
+    assert daemon.cli("exec", "c1", "--", "cat", "/etc/hostname").stdout.strip() == "c1"
+    daemon.cli("delete", "-f", "c1")

@@ -283,6 +283,15 @@ class Instances:
         )
         if len(roots) > 1:
             raise InvalidError(f'Instance "{rec.name}" has more than one root disk ({", ".join(roots)})')
+        if not roots and before is not None and (had := root_disk(before)) is not None:
+            # As Incus's update ("No root device could be found"): a PUT replaces the devices
+            # whole, so one that leaves them out (or drops the profile holding the root disk)
+            # would take the root disk away unnoticed.
+            raise InvalidError(
+                f'Instance "{rec.name}" would have no root disk: keep device "{had[0]}" '
+                f'(type=disk path=/ pool={had[1].get("pool", "")}) in its devices, or use a profile '
+                "that has one"
+            )
         on = self.storage.instance_pool(rec.name)
         wanted = inst.rec.devices[roots[0]].get("pool") if roots else None
         if on is not None and wanted is not None and wanted != on:
