@@ -200,7 +200,7 @@ def test_an_image_of_the_wrong_type_or_architecture_is_refused_and_nothing_is_cr
     assert not (daemon.dir / "storage-pools" / "default").exists()
 
 
-def test_disk_devices_are_validated_and_not_changed_while_running(daemon: Daemon, tmp_path: Path) -> None:
+def test_disk_devices_are_validated(daemon: Daemon, tmp_path: Path) -> None:
     daemon.cli("storage", "create", "p1", "dir")
     for bad, message in (
         ("source=relative path=/mnt", "not an absolute path"),
@@ -222,11 +222,7 @@ def test_disk_devices_are_validated_and_not_changed_while_running(daemon: Daemon
     assert "cannot limit a volume's size" in daemon.fails(
         "init", "c1", "--empty", "-d", "root,size=1GiB", "-s", "p1"
     )
-    daemon.image()  # `pincus image import` of the busybox image, alias busybox
-    daemon.cli("launch", "busybox", "c1", "-s", "p1")
-    err = daemon.fails("config", "device", "add", "c1", "d1", "disk", f"source={tmp_path}", "path=/mnt")
-    assert "disk devices can only be changed while the instance is stopped" in err
-    daemon.cli("stop", "c1", "-f")
+    daemon.cli("init", "c1", "--empty", "-s", "p1")
     daemon.cli(
         "config", "device", "add", "c1", "d1", "disk", f"source={tmp_path}", "path=/mnt", "readonly=true"
     )
