@@ -383,7 +383,7 @@ def _recv_line(sock: socket.socket, timeout: float) -> str:
             if not chunk:
                 break
             data += chunk
-    except TimeoutError:
+    except (TimeoutError, ConnectionResetError):  # reset: it died with our config unread
         return ""
     return data.decode(errors="replace").strip()
 
