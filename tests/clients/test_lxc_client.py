@@ -249,6 +249,19 @@ def test_lxc_hotplug_and_unplug_a_nic_on_a_running_instance(
     assert "volatile.eth1.host_name" not in lxc.yaml("config", "show", "c1")["config"]
 
 
+def test_lxc_hotplug_and_unplug_a_disk_on_a_running_instance(lxc: Lxc, tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "from-host").write_text("host data\n")
+    _running(lxc, "c1", "-p", "default")
+    lxc.run("config", "device", "add", "c1", "data", "disk", f"source={shared}", "path=/mnt/data",
+            "readonly=true")  # fmt: skip
+    assert lxc.run("exec", "c1", "--", "cat", "/mnt/data/from-host").stdout == "host data\n"
+    lxc.run("config", "device", "remove", "c1", "data")
+    r = lxc.run("exec", "c1", "--", "test", "-e", "/mnt/data/from-host", check=False)
+    assert r.returncode == 1 and (shared / "from-host").exists()
+
+
 def test_lxc_exec_without_a_terminal_passes_output_and_exit_code(lxc: Lxc) -> None:
     _running(lxc, "c1", "-p", "default")
     r = lxc.run("exec", "c1", "--", "sh", "-c", "echo hi; echo oops >&2; exit 3", check=False)

@@ -360,6 +360,28 @@ def test_disk_hot_plug_binds_into_the_running_container_and_unplug_takes_it_out(
     assert mounts_naming(shared) == []
 
 
+def test_disk_hot_plug_into_a_privileged_container(daemon: Daemon, tmp_path: Path) -> None:
+    make_container(daemon, "c1", "security.privileged=true")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "from-host").write_text("host data\n")
+    daemon.cli("start", "c1")
+    try:
+        pid = pid_of(daemon, "c1")
+        daemon.cli(
+            "config", "device", "add", "c1", "ro", "disk", f"source={shared}", "path=/mnt/ro", "readonly=true"
+        )
+        assert in_container(daemon, "c1", "cat", "/mnt/ro/from-host") == "host data\n"
+        assert _mount_points(pid)["/mnt/ro"].split(",")[0] == "ro"
+        r = daemon.cli("exec", "c1", "--", "sh", "-c", "echo x > /mnt/ro/new", check=False)
+        assert r.returncode != 0 and not (shared / "new").exists()
+        assert mounts_naming(shared) == []
+        daemon.cli("config", "device", "remove", "c1", "ro")
+        assert "/mnt/ro" not in _mount_points(pid)
+    finally:
+        daemon.cli("stop", "c1", "-f")
+
+
 # --- every NIC path inside a user namespace -------------------------------------------------------
 
 UDHCPC_SCRIPT = """#!/bin/sh
