@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import errno
+import functools
 import io
 import json
 import os
@@ -31,6 +32,7 @@ from pincus.db.store import Store
 from pincus.errors import HostError
 from pincus.events import EventHub
 from pincus.host.features import probe_kernel_features
+from pincus.reverter import Reverter
 from pincus.server.daemon import daemon_tag
 from pincus.server.server import Server
 from pincus.state import State
@@ -492,6 +494,20 @@ def _delete_with_image(server: Server) -> None:
     server.storage.delete_image_volumes(IMAGE_FP)
 
 
+def _image_back(server: Server) -> None:
+    """Undo of an image delete: the same image imported again, and its volume on the pool as the
+    instance's create left it."""
+    global IMAGE_FP
+    with tempfile.TemporaryDirectory() as tmp:
+        out = imagelib.tarball(Path(tmp) / "tiny.tar.gz", [imagelib.member("rootfs/marker", data=b"image\n")])
+        upload = server.images.receive(io.BytesIO(out.read_bytes()), "application/octet-stream")
+    IMAGE_FP = str(server.images.add(upload, {})["fingerprint"])
+    with Reverter() as undo:
+        fill = functools.partial(server.images.unpack, IMAGE_FP, skip_devices=True)
+        server.storage.ensure_image_volume(POOL, IMAGE_FP, lambda target: fill(target), undo)
+        undo.success()
+
+
 def _image_instance_setup(server: Server) -> None:
     _make_image_and_pool(server)
     _create_from_image(server)
@@ -507,6 +523,12 @@ SCENARIOS = {
         setup=_make_image_and_pool,
         do=_create_from_image,
         undo=_delete_with_image,
+    ),
+    "image-delete": Scenario(
+        setup=_image_instance_setup,
+        do=lambda server: server.images.delete(IMAGE_FP),
+        undo=_image_back,
+        mode="retry",
     ),
     "instance-rename": Scenario(
         setup=_image_instance_setup,

@@ -299,7 +299,7 @@ def test_image_delete_removes_its_volume_from_every_pool_and_instances_keep_thei
     assert not plain.exists()
 
 
-def test_image_delete_through_the_api_and_orphan_volumes_go_at_daemon_start(daemon: Daemon) -> None:
+def test_image_delete_through_the_api_and_orphan_volumes_and_files_go_at_daemon_start(daemon: Daemon) -> None:
     import sqlite3
 
     fp = make_image(daemon, "tiny", [file_member("etc/marker", b"x")])
@@ -312,6 +312,7 @@ def test_image_delete_through_the_api_and_orphan_volumes_go_at_daemon_start(daem
     # A volume whose image record is gone (a daemon killed between the two) goes at the next start.
     other = make_image(daemon, "other", [file_member("etc/marker", b"y")])
     daemon.cli("init", "other", "c2")
+    assert (daemon.dir / "images" / other).is_file()
     daemon.stop()
     conn = sqlite3.connect(daemon.dir / "pincus.db")
     with conn:
@@ -320,6 +321,7 @@ def test_image_delete_through_the_api_and_orphan_volumes_go_at_daemon_start(daem
     conn.close()
     daemon.start()
     assert list(images.iterdir()) == []
+    assert not (daemon.dir / "images" / other).exists()  # nor its file in the store
     vols = json.loads(daemon.cli("storage", "volume", "list", "default", "--format", "json").stdout)
     assert sorted((v["type"], v["name"]) for v in vols) == [("container", "c1"), ("container", "c2")]
     assert (_pool_dir(daemon, "default") / "containers" / "c2" / "rootfs" / "etc" / "marker").is_file()
