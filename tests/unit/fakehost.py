@@ -99,9 +99,6 @@ class FakeInstance:
     def names_inside(self, exclude: str) -> set[str]:
         return set()
 
-    def pid_namespace_init(self) -> int:
-        return 4242 if self.running else 0
-
     def set_volatile(self, values: dict[str, str | None]) -> None:
         for k, v in values.items():
             if v is None:

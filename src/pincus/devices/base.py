@@ -64,7 +64,6 @@ class InstanceView(Protocol):
     def volatile(self, key: str) -> str | None: ...
     def set_volatile(self, values: dict[str, str | None]) -> None: ...
     def names_inside(self, exclude: str) -> set[str]: ...  # interface names its other NICs take
-    def pid_namespace_init(self) -> int: ...  # its init's pid while it runs (0: none, or a VM)
 
 
 class Device:

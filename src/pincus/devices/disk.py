@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pincus.config import validators as v
 from pincus.config.keys import CONTAINER, Key, KeyTable
+from pincus.db import instances as db_instances
 from pincus.db import storage as db_storage
 from pincus.devices.base import Device, RunConfig
 from pincus.errors import InvalidError, NotFoundError
@@ -109,22 +110,23 @@ class Disk(Device):
 
     def hot_plug(self) -> None:
         """A bind disk added to a running container is bound into its mount namespace."""
-        pid = self._running_pid()
-        if pid is not None:
+        init = self._running_init()
+        if init is not None:
             s = self.settings
             assert s.source is not None  # validated: a bind disk has a source
-            self.host(mount_inject.inject, pid, Path(s.source), s.path, s.readonly)
+            self.host(mount_inject.inject, init, Path(s.source), s.path, s.readonly)
 
     def hot_unplug(self) -> None:
-        pid = self._running_pid()
-        if pid is not None:
-            self.host(mount_inject.eject, pid, self.settings.path)
+        init = self._running_init()
+        if init is not None:
+            self.host(mount_inject.eject, init, self.settings.path)
 
-    def _running_pid(self) -> int | None:
-        """The init of the running container a bind disk is plugged into or out of, if any."""
+    def _running_init(self) -> mount_inject.Init | None:
+        """The init (pid, start time) of the running container a bind disk is plugged into or out of."""
         if self.settings.is_root or self.instance.type != CONTAINER or not self.instance.running:
             return None
-        return self.instance.pid_namespace_init() or None
+        rt = db_instances.get_runtime(self.state.store, self.instance.name)
+        return None if rt is None else mount_inject.Init(rt.pid, rt.start_time)
 
     def update(self, old_config: dict[str, str]) -> None:
         raise InvalidError(LIVE_CHANGE_REFUSED)
