@@ -255,7 +255,7 @@ def nic_address(i: int) -> str:
 
 
 def inner(n: int, work: Path, tag: str) -> None:
-    sys.path.insert(0, str(REPO / "src"))
+    sys.path[:0] = [str(REPO / "src"), str(REPO)]
     from pincus.db.store import Store
     from pincus.devices import nic_bridged
     from pincus.devices.nic_bridged import BridgedNic
@@ -278,6 +278,7 @@ def inner(n: int, work: Path, tag: str) -> None:
     from pincus.host.features import probe_kernel_features
     from pincus.server.networks import Networks
     from pincus.state import State
+    from tests.rootfslib import build_rootfs
 
     links.set_up("lo")
     state_dir = work / "pincus"
@@ -300,7 +301,9 @@ def inner(n: int, work: Path, tag: str) -> None:
         links.create_bridge(floor_bridge)
         links.set_up(floor_bridge)
         cont_dir.mkdir(parents=True)
-        proc = host_container.spawn_container("bench", "bench", cont_dir, cont_dir / "console.log")
+        # A busybox root of its own (privileged: the NICs' cost is what is measured).
+        spec = host_container.RootSpec(build_rootfs(work / "rootfs"), ())
+        proc = host_container.spawn_container("bench", "bench", cont_dir, cont_dir / "console.log", spec)
         with open(work / PIDS_FILE, "a") as f:
             f.write(f"{proc.pid}\n")
         handle = host_container.netns_handle(cont_dir)

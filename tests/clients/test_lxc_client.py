@@ -249,6 +249,19 @@ def test_lxc_hotplug_and_unplug_a_nic_on_a_running_instance(
     assert "volatile.eth1.host_name" not in lxc.yaml("config", "show", "c1")["config"]
 
 
+def test_lxc_hotplug_and_unplug_a_disk_on_a_running_instance(lxc: Lxc, tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "from-host").write_text("host data\n")
+    _running(lxc, "c1", "-p", "default")
+    lxc.run("config", "device", "add", "c1", "data", "disk", f"source={shared}", "path=/mnt/data",
+            "readonly=true")  # fmt: skip
+    assert lxc.run("exec", "c1", "--", "cat", "/mnt/data/from-host").stdout == "host data\n"
+    lxc.run("config", "device", "remove", "c1", "data")
+    r = lxc.run("exec", "c1", "--", "test", "-e", "/mnt/data/from-host", check=False)
+    assert r.returncode == 1 and (shared / "from-host").exists()
+
+
 def test_lxc_exec_without_a_terminal_passes_output_and_exit_code(lxc: Lxc) -> None:
     _running(lxc, "c1", "-p", "default")
     r = lxc.run("exec", "c1", "--", "sh", "-c", "echo hi; echo oops >&2; exit 3", check=False)
@@ -384,3 +397,27 @@ def test_lxc_storage_pools_and_volumes(lxc: Lxc, daemon: Daemon) -> None:
     lxc.run("delete", "c1")
     lxc.run("storage", "delete", "p1")
     assert lxc.json("storage", "list") == []
+
+
+def test_lxc_config_edit_without_devices_cannot_drop_the_root_disk(lxc: Lxc, daemon: Daemon) -> None:
+    lxc.run("storage", "create", "p1", "dir")
+    lxc.run("init", "c1", "--empty", "-s", "p1")
+    shown = lxc.yaml("config", "show", "c1")
+    assert shown["devices"]["root"] == {"type": "disk", "path": "/", "pool": "p1"}
+    del shown["devices"]
+    shown["config"]["user.note"] = "edited"
+    r = subprocess.run(
+        [LXC, "config", "edit", "c1"], env=lxc.env, input=yaml.safe_dump(shown), capture_output=True,
+        text=True, timeout=60,
+    )  # fmt: skip
+    assert r.returncode != 0 and 'would have no root disk: keep device "root"' in r.stderr, r.stderr
+    after = lxc.yaml("config", "show", "c1")
+    assert after["devices"]["root"]["pool"] == "p1" and "user.note" not in after["config"]
+    shown["devices"] = after["devices"]  # the same edit with its devices goes through
+    subprocess.run(
+        [LXC, "config", "edit", "c1"], env=lxc.env, input=yaml.safe_dump(shown), capture_output=True,
+        text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert lxc.yaml("config", "show", "c1")["config"]["user.note"] == "edited"
+    lxc.run("delete", "c1")
+    lxc.run("storage", "delete", "p1")

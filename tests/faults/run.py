@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import errno
+import functools
 import io
 import json
 import os
@@ -26,10 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pincus.db import instances as db_instances
 from pincus.db.store import Store
 from pincus.errors import HostError
 from pincus.events import EventHub
 from pincus.host.features import probe_kernel_features
+from pincus.reverter import Reverter
 from pincus.server.daemon import daemon_tag
 from pincus.server.server import Server
 from pincus.state import State
@@ -210,7 +213,20 @@ def snapshot(state: State) -> dict[str, Any]:
         # A recreated instance or volume (the undo of a delete) has a new creation time, as a
         # recreated link has a new ifindex: the time is not what is compared.
         db = [_ISO_TIME.sub("'<time>'", line) for line in c.iterdump() if "operations" not in line]
-    return snapshot_of(state.dir, state.tag, db)
+    return {**snapshot_of(state.dir, state.tag, db), "container-mounts": _container_mounts(state)}
+
+
+def _container_mounts(state: State) -> dict[str, list[str]]:
+    """The mount points inside each running instance (a hot-plugged disk is one)."""
+    out = {}
+    for name in db_instances.names(state.store):
+        rt = db_instances.get_runtime(state.store, name)
+        try:
+            text = Path(f"/proc/{rt.pid}/mountinfo").read_text() if rt else ""
+        except OSError:
+            continue
+        out[name] = sorted(line.split()[4] for line in text.splitlines())
+    return out
 
 
 def snapshot_of(root: Path, tag: str, db: list[str]) -> dict[str, Any]:
@@ -374,6 +390,14 @@ def _set_limits(config: dict[str, str]) -> Callable[[Server], None]:
     )
 
 
+def _disk() -> dict[str, str]:
+    """A read-only bind disk of a directory under the daemon's own dir."""
+    source = Path(os.environ["PINCUS_DIR"]) / "disk-source"
+    source.mkdir(exist_ok=True)
+    (source / "from-host").write_text("host data\n")
+    return {"type": "disk", "source": str(source), "path": "/mnt/hot/data", "readonly": "true"}
+
+
 def _hot_plug_setup(server: Server) -> None:
     _make_container(server, {})
     server.instances.start("c1")
@@ -470,6 +494,20 @@ def _delete_with_image(server: Server) -> None:
     server.storage.delete_image_volumes(IMAGE_FP)
 
 
+def _image_back(server: Server) -> None:
+    """Undo of an image delete: the same image imported again, and its volume on the pool as the
+    instance's create left it."""
+    global IMAGE_FP
+    with tempfile.TemporaryDirectory() as tmp:
+        out = imagelib.tarball(Path(tmp) / "tiny.tar.gz", [imagelib.member("rootfs/marker", data=b"image\n")])
+        upload = server.images.receive(io.BytesIO(out.read_bytes()), "application/octet-stream")
+    IMAGE_FP = str(server.images.add(upload, {})["fingerprint"])
+    with Reverter() as undo:
+        fill = functools.partial(server.images.unpack, IMAGE_FP, skip_devices=True)
+        server.storage.ensure_image_volume(POOL, IMAGE_FP, lambda target: fill(target), undo)
+        undo.success()
+
+
 def _image_instance_setup(server: Server) -> None:
     _make_image_and_pool(server)
     _create_from_image(server)
@@ -485,6 +523,12 @@ SCENARIOS = {
         setup=_make_image_and_pool,
         do=_create_from_image,
         undo=_delete_with_image,
+    ),
+    "image-delete": Scenario(
+        setup=_image_instance_setup,
+        do=lambda server: server.images.delete(IMAGE_FP),
+        undo=_image_back,
+        mode="retry",
     ),
     "instance-rename": Scenario(
         setup=_image_instance_setup,
@@ -531,6 +575,16 @@ SCENARIOS = {
         setup=_running_with({"eth0": NIC}),
         do=_set_devices({}),
         undo=_set_devices({"eth0": NIC}),
+    ),
+    "disk-hot-plug": Scenario(
+        setup=_hot_plug_setup,
+        do=lambda server: _set_devices({"data": _disk()})(server),
+        undo=_set_devices({}),
+    ),
+    "disk-unplug": Scenario(
+        setup=lambda server: _running_with({"data": _disk()})(server),
+        do=_set_devices({}),
+        undo=lambda server: _set_devices({"data": _disk()})(server),
     ),
     "live-update": Scenario(
         setup=_running_with({"eth0": NIC}),

@@ -21,10 +21,10 @@ from tests.pincus_testlib import NSEXEC, Daemon, NetNS, cleanup_dir, kill_leftov
 
 SCENARIOS = ["network-create", "network-delete", "instance-start", "instance-stop"]
 SCENARIOS += ["hot-plug", "unplug", "live-update", "live-limits", "ovn-network-create", "ovn-network-delete"]
-SCENARIOS += ["ovn-instance-start"]
+SCENARIOS += ["ovn-instance-start", "disk-hot-plug", "disk-unplug", "image-delete"]
 SCENARIOS += ["pool-create", "instance-create-image", "instance-rename", "instance-delete"]
 # A rename moves two directories (the instance's state and its volume): each failed in turn.
-MIN_CALLS = {"instance-rename": 2}
+MIN_CALLS = {"instance-rename": 2, "disk-hot-plug": 2, "disk-unplug": 2, "image-delete": 4}
 
 
 def run_scenario(scenario: str, *extra: str, timeout: float = 900) -> dict[str, Any]:

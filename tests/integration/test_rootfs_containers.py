@@ -292,6 +292,96 @@ def test_templates_apply_on_create_and_disk_devices_are_bound(daemon: Daemon, tm
         daemon.cli("stop", "c1", "-f")
 
 
+def _mount_points(pid: int) -> dict[str, str]:
+    """The mounts of the container whose init is PID: mount point inside -> its options."""
+    out = {}
+    for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines():
+        fields = line.split()
+        out[fields[4]] = fields[5]
+    return out
+
+
+def test_disk_hot_plug_binds_into_the_running_container_and_unplug_takes_it_out(
+    any_daemon: Daemon, tmp_path: Path
+) -> None:
+    daemon = any_daemon
+    make_container(daemon, "c1")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # the container's root is an unmapped stranger to it
+    (shared / "from-host").write_text("host data\n")
+    single = tmp_path / "single"
+    single.write_text("one file\n")
+    daemon.cli("start", "c1")
+    try:
+        pid = pid_of(daemon, "c1")
+        daemon.cli("config", "device", "add", "c1", "data", "disk", f"source={shared}", "path=/mnt/x/data")
+        daemon.cli(
+            "config", "device", "add", "c1", "ro", "disk", f"source={shared}", "path=/mnt/ro", "readonly=true"
+        )
+        daemon.cli("config", "device", "add", "c1", "one", "disk", f"source={single}", "path=/etc/one")
+        assert in_container(daemon, "c1", "cat", "/mnt/x/data/from-host") == "host data\n"
+        assert in_container(daemon, "c1", "cat", "/mnt/ro/from-host") == "host data\n"
+        assert in_container(daemon, "c1", "cat", "/etc/one") == "one file\n"
+        mounts = _mount_points(pid)
+        assert mounts["/mnt/x/data"].split(",")[0] == "rw" and mounts["/mnt/ro"].split(",")[0] == "ro"
+        # Made inside as the container's root: the directories belong to it, not to the host's root.
+        assert in_container(daemon, "c1", "stat", "-c", "%u", "/mnt/x") == "0\n"
+        in_container(daemon, "c1", "sh", "-c", "echo inside > /mnt/x/data/made-inside")
+        assert (shared / "made-inside").read_text() == "inside\n"
+        r = daemon.cli("exec", "c1", "--", "sh", "-c", "echo x > /mnt/ro/new", check=False)
+        assert r.returncode != 0 and "Read-only file system" in r.stderr and not (shared / "new").exists()
+        # Locked: the container's root cannot make it writable again.
+        r = daemon.cli("exec", "c1", "--", "mount", "-o", "remount,bind,rw", "/mnt/ro", check=False)
+        assert r.returncode != 0 and _mount_points(pid)["/mnt/ro"].split(",")[0] == "ro"
+        # The host (the test's and the daemon's mount namespaces) is unaffected.
+        assert mounts_naming(shared) == [] and mounts_naming(single) == []
+        daemon_mounts = Path(f"/proc/{daemon.proc.pid if daemon.proc else 0}/mountinfo").read_text()
+        assert str(shared) not in daemon_mounts and "/mnt/x/data" not in daemon_mounts
+        assert not Path("/mnt/x").exists()
+
+        daemon.cli("config", "device", "remove", "c1", "data")
+        daemon.cli("config", "device", "remove", "c1", "one")
+        assert "/mnt/x/data" not in _mount_points(pid) and "/etc/one" not in _mount_points(pid)
+        r = daemon.cli("exec", "c1", "--", "test", "-e", "/mnt/x/data/from-host", check=False)
+        assert r.returncode == 1
+        assert in_container(daemon, "c1", "cat", "/mnt/ro/from-host") == "host data\n"  # the other stays
+        assert (shared / "from-host").read_text() == "host data\n" and single.read_text() == "one file\n"
+        # A changed disk is re-plugged: now read-write at a new path.
+        daemon.cli("config", "device", "set", "c1", "ro", "readonly=false", "path=/mnt/rw")
+        mounts = _mount_points(pid)
+        assert "/mnt/ro" not in mounts and mounts["/mnt/rw"].split(",")[0] == "rw"
+        # A source that vanished: refused, nothing changed.
+        gone = tmp_path / "gone"
+        err = daemon.fails("config", "device", "add", "c1", "g", "disk", f"source={gone}", "path=/mnt/g")
+        assert "does not exist" in err and "/mnt/g" not in _mount_points(pid)
+    finally:
+        daemon.cli("stop", "c1", "-f")
+    assert mounts_naming(shared) == []
+
+
+def test_disk_hot_plug_into_a_privileged_container(daemon: Daemon, tmp_path: Path) -> None:
+    make_container(daemon, "c1", "security.privileged=true")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "from-host").write_text("host data\n")
+    daemon.cli("start", "c1")
+    try:
+        pid = pid_of(daemon, "c1")
+        daemon.cli(
+            "config", "device", "add", "c1", "ro", "disk", f"source={shared}", "path=/mnt/ro", "readonly=true"
+        )
+        assert in_container(daemon, "c1", "cat", "/mnt/ro/from-host") == "host data\n"
+        assert _mount_points(pid)["/mnt/ro"].split(",")[0] == "ro"
+        r = daemon.cli("exec", "c1", "--", "sh", "-c", "echo x > /mnt/ro/new", check=False)
+        assert r.returncode != 0 and not (shared / "new").exists()
+        assert mounts_naming(shared) == []
+        daemon.cli("config", "device", "remove", "c1", "ro")
+        assert "/mnt/ro" not in _mount_points(pid)
+    finally:
+        daemon.cli("stop", "c1", "-f")
+
+
 # --- every NIC path inside a user namespace -------------------------------------------------------
 
 UDHCPC_SCRIPT = """#!/bin/sh

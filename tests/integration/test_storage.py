@@ -200,7 +200,7 @@ def test_an_image_of_the_wrong_type_or_architecture_is_refused_and_nothing_is_cr
     assert not (daemon.dir / "storage-pools" / "default").exists()
 
 
-def test_disk_devices_are_validated_and_not_changed_while_running(daemon: Daemon, tmp_path: Path) -> None:
+def test_disk_devices_are_validated(daemon: Daemon, tmp_path: Path) -> None:
     daemon.cli("storage", "create", "p1", "dir")
     for bad, message in (
         ("source=relative path=/mnt", "not an absolute path"),
@@ -222,11 +222,7 @@ def test_disk_devices_are_validated_and_not_changed_while_running(daemon: Daemon
     assert "cannot limit a volume's size" in daemon.fails(
         "init", "c1", "--empty", "-d", "root,size=1GiB", "-s", "p1"
     )
-    daemon.image()  # `pincus image import` of the busybox image, alias busybox
-    daemon.cli("launch", "busybox", "c1", "-s", "p1")
-    err = daemon.fails("config", "device", "add", "c1", "d1", "disk", f"source={tmp_path}", "path=/mnt")
-    assert "disk devices can only be changed while the instance is stopped" in err
-    daemon.cli("stop", "c1", "-f")
+    daemon.cli("init", "c1", "--empty", "-s", "p1")
     daemon.cli(
         "config", "device", "add", "c1", "d1", "disk", f"source={tmp_path}", "path=/mnt", "readonly=true"
     )
@@ -272,3 +268,99 @@ def test_btrfs_root_disk_size_is_a_quota_the_kernel_enforces(daemon: Daemon) -> 
     )
     daemon.cli("delete", "c1", "c2")
     daemon.cli("storage", "delete", "fast")
+
+
+def test_image_delete_removes_its_volume_from_every_pool_and_instances_keep_their_root(
+    daemon: Daemon,
+) -> None:
+    fp = make_image(daemon, "tiny", [file_member("etc/marker", b"from the image\n")])
+    daemon.cli("storage", "create", "plain", "dir")
+    daemon.cli("storage", "create", "fast", "btrfs", "size=200MiB")
+    daemon.cli("init", "tiny", "c1", "-s", "plain")
+    daemon.cli("init", "tiny", "c2", "-s", "fast")
+    plain, fast = _pool_dir(daemon, "plain"), seen_by_daemon(daemon, _pool_dir(daemon, "fast"))
+    assert (plain / "images" / fp / "rootfs" / "etc" / "marker").is_file()
+    assert (fast / "images" / fp / "rootfs" / "etc" / "marker").is_file()
+    daemon.cli("image", "delete", "tiny")
+    assert list((plain / "images").iterdir()) == []
+    assert list((fast / "images").iterdir()) == []
+    gone = in_daemon_ns(daemon, "btrfs", "subvolume", "list", str(_pool_dir(daemon, "fast"))).stdout
+    assert f"images/{fp}" not in gone and "containers/c2" in gone, gone
+    for pool in ("plain", "fast"):
+        vols = json.loads(daemon.cli("storage", "volume", "list", pool, "--format", "json").stdout)
+        assert [v["type"] for v in vols] == ["container"], pool
+    # The instances' own roots do not depend on the image's volume (a copy; a btrfs snapshot).
+    assert (plain / "containers" / "c1" / "rootfs" / "etc" / "marker").read_bytes() == b"from the image\n"
+    assert (fast / "containers" / "c2" / "rootfs" / "etc" / "marker").read_bytes() == b"from the image\n"
+    assert subvolume_show(daemon, _pool_dir(daemon, "fast") / "containers" / "c2")["Name"] == "c2"
+    daemon.cli("delete", "c1", "c2")
+    daemon.cli("storage", "delete", "plain")
+    daemon.cli("storage", "delete", "fast")  # nothing of the image held the pools
+    assert not plain.exists()
+
+
+def test_image_delete_through_the_api_and_orphan_volumes_and_files_go_at_daemon_start(daemon: Daemon) -> None:
+    import sqlite3
+
+    fp = make_image(daemon, "tiny", [file_member("etc/marker", b"x")])
+    daemon.cli("init", "tiny", "c1")
+    images = _pool_dir(daemon, "default") / "images"
+    assert [p.name for p in images.iterdir()] == [fp]
+    code, doc = daemon.api("DELETE", f"/1.0/images/{fp}")
+    assert code == 202 and daemon.wait_op(doc)["status"] == "Success"
+    assert list(images.iterdir()) == []
+    # A volume whose image record is gone (a daemon killed between the two) goes at the next start.
+    other = make_image(daemon, "other", [file_member("etc/marker", b"y")])
+    daemon.cli("init", "other", "c2")
+    assert (daemon.dir / "images" / other).is_file()
+    daemon.stop()
+    conn = sqlite3.connect(daemon.dir / "pincus.db")
+    with conn:
+        conn.execute("PRAGMA foreign_keys = ON")  # its aliases and properties go with it
+        conn.execute("DELETE FROM images WHERE fingerprint = ?", (other,))
+    conn.close()
+    daemon.start()
+    assert list(images.iterdir()) == []
+    assert not (daemon.dir / "images" / other).exists()  # nor its file in the store
+    vols = json.loads(daemon.cli("storage", "volume", "list", "default", "--format", "json").stdout)
+    assert sorted((v["type"], v["name"]) for v in vols) == [("container", "c1"), ("container", "c2")]
+    assert (_pool_dir(daemon, "default") / "containers" / "c2" / "rootfs" / "etc" / "marker").is_file()
+
+
+def test_a_put_without_devices_is_refused_when_it_would_drop_the_only_root_disk(daemon: Daemon) -> None:
+    daemon.cli("storage", "create", "plain", "dir")
+    daemon.cli("init", "c1", "--empty", "-s", "plain")
+    code, doc = daemon.api("GET", "/1.0/instances/c1")
+    body = {k: doc["metadata"][k] for k in ("config", "profiles", "description")}
+    before = daemon.db_dump()
+    code, doc = daemon.api("PUT", "/1.0/instances/c1", body)  # as a hand-written PUT: no "devices"
+    assert code == 202, doc
+    op = daemon.wait_op(doc)
+    assert op["status"] == "Failure", op
+    assert 'would have no root disk: keep device "root"' in op["err"], op
+    assert daemon.db_dump() == before
+    # Dropping the profiles is no way round it when the root disk is the profile's.
+    daemon.cli("profile", "create", "rooted")
+    daemon.cli("profile", "device", "add", "rooted", "root", "disk", "path=/", "pool=plain")
+    daemon.cli("init", "c2", "--empty", "-p", "rooted")
+    assert "would have no root disk" in daemon.fails("profile", "remove", "c2", "rooted")
+    assert "would have no root disk" in daemon.fails("profile", "device", "remove", "rooted", "root")
+    daemon.cli("delete", "c1", "c2")
+
+
+def test_a_put_without_devices_keeps_the_profiles_root_disk_and_the_instance_starts(daemon: Daemon) -> None:
+    daemon.image()
+    daemon.cli("admin", "init", "--auto")  # a root disk on "default" in the default profile
+    daemon.cli("init", "busybox", "c1", "-d", "root,pool=default")  # and one of its own
+    assert yaml.safe_load(daemon.cli("config", "show", "c1").stdout)["devices"]["root"]["pool"] == "default"
+    code, doc = daemon.api("GET", "/1.0/instances/c1")
+    body = {k: doc["metadata"][k] for k in ("config", "profiles", "description")}
+    code, doc = daemon.api("PUT", "/1.0/instances/c1", body)
+    assert code == 202, doc
+    assert daemon.wait_op(doc)["status"] == "Success"
+    shown = yaml.safe_load(daemon.cli("config", "show", "c1", "--expanded").stdout)
+    assert shown["devices"]["root"] == {"type": "disk", "path": "/", "pool": "default"}
+    assert yaml.safe_load(daemon.cli("config", "show", "c1").stdout)["devices"] == {}
+    daemon.cli("start", "c1")
+    assert daemon.cli("exec", "c1", "--", "cat", "/etc/hostname").stdout.strip() == "c1"
+    daemon.cli("delete", "-f", "c1")

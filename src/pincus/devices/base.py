@@ -107,6 +107,13 @@ class Device:
     def update(self, old_config: dict[str, str]) -> None:
         """Apply self.config (new) over old_config on a running instance; raise to refuse."""
 
+    def hot_plug(self) -> None:
+        """Work only a device added to a running instance needs, once it started (a bind disk
+        mounted inside); at the instance's own start, the spawn does it."""
+
+    def hot_unplug(self) -> None:
+        """The inverse of hot_plug, for a device removed from a running instance, before it stops."""
+
     def stop(self) -> RunConfig:
         """What the instance driver must detach before post_stop cleans the host."""
         return RunConfig()

@@ -1,8 +1,9 @@
 """The disk device: the instance's root volume on a pool (path "/"), or a host directory
 bind-mounted inside a container.
 
-Nothing happens at start or stop here: the container's spawn mounts its root volume and its
-bind disks (instances/container.py), and a disk changes only while the instance is stopped.
+At an instance's start the container's spawn mounts its root volume and its bind disks
+(instances/container.py); a bind disk added to or removed from a running container is bound into
+or detached from its mount namespace here (hot-plug). The root disk changes only while stopped.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ from pathlib import Path
 
 from pincus.config import validators as v
 from pincus.config.keys import CONTAINER, Key, KeyTable
+from pincus.db import instances as db_instances
 from pincus.db import storage as db_storage
 from pincus.devices.base import Device, RunConfig
 from pincus.errors import InvalidError, NotFoundError
-from pincus.host import tree
+from pincus.host import mount_inject, tree
 from pincus.storage.keys import is_absolute_path
 
 LIVE_CHANGE_REFUSED = "disk devices can only be changed while the instance is stopped"
@@ -105,6 +107,26 @@ class Disk(Device):
 
     def start(self) -> RunConfig:
         return RunConfig()
+
+    def hot_plug(self) -> None:
+        """A bind disk added to a running container is bound into its mount namespace."""
+        init = self._running_init()
+        if init is not None:
+            s = self.settings
+            assert s.source is not None  # validated: a bind disk has a source
+            self.host(mount_inject.inject, init, Path(s.source), s.path, s.readonly)
+
+    def hot_unplug(self) -> None:
+        init = self._running_init()
+        if init is not None:
+            self.host(mount_inject.eject, init, self.settings.path)
+
+    def _running_init(self) -> mount_inject.Init | None:
+        """The init (pid, start time) of the running container a bind disk is plugged into or out of."""
+        if self.settings.is_root or self.instance.type != CONTAINER or not self.instance.running:
+            return None
+        rt = db_instances.get_runtime(self.state.store, self.instance.name)
+        return None if rt is None else mount_inject.Init(rt.pid, rt.start_time)
 
     def update(self, old_config: dict[str, str]) -> None:
         raise InvalidError(LIVE_CHANGE_REFUSED)

@@ -4,9 +4,8 @@ On its own root (spawn_container with a RootSpec): a pre-init (container_init.py
 unshares a user namespace, which the daemon maps; it then unshares mount, pid, net, uts, ipc
 and cgroup namespaces owned by it and forks pid 1, which pivots into the root and execs the
 image's init. The pre-init exits at once; pid 1 is reparented to the daemon (a subreaper for
-that moment), whose one reaper thread (reaper.py) reaps it. Without a RootSpec (legacy, host
-root), the init is a direct child running container_init.py. Either way a later process finds
-the init again by pid and start time (``ContainerProcess``), which is safe against pid reuse.
+that moment), whose one reaper thread (reaper.py) reaps it. A later process finds the init
+again by pid and start time (``ContainerProcess``), which is safe against pid reuse.
 """
 
 from __future__ import annotations
@@ -40,7 +39,6 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # As Incus sets them for exec (root inside the container).
 DEFAULT_ENV = {"PATH": DEFAULT_PATH, "HOME": "/root", "USER": "root", "LANG": "C.UTF-8"}
 
-_CLONE_NEWPID = 0x20000000
 _INIT_SCRIPT = Path(__file__).with_name("container_init.py")
 _READY_TIMEOUT = 10.0
 # After SIGKILL the kernel still has to kill every process of the pid namespace.
@@ -61,8 +59,6 @@ _NAMESPACES = (
 _OPTIONAL_NAMESPACES = ("user", "cgroup")
 
 _libc = ctypes.CDLL("libc.so.6", use_errno=True)
-_libc.unshare.argtypes = [ctypes.c_int]
-_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
 
 
 @dataclass(frozen=True)
@@ -91,36 +87,6 @@ def _check_names(name: str, hostname: str) -> None:
         raise InvalidError(f"Invalid hostname {hostname!r}: must be 1-{_HOSTNAME_MAX} bytes")
     if not name or "\0" in name:
         raise InvalidError(f"Invalid container name {name!r}")
-
-
-def _popen_in_new_pid_ns(argv: list[str], log: int, ready_fd: int) -> subprocess.Popen[bytes]:
-    """Start argv as pid 1 of a new pid namespace, as a direct child of this process.
-
-    unshare(CLONE_NEWPID) changes only where this thread's next children go, so it is safe
-    in a threaded daemon; the thread is put back into its own namespace right after.
-    """
-    own = os.open("/proc/thread-self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if _libc.unshare(_CLONE_NEWPID) != 0:
-            raise HostError(f"unshare pid namespace: {os.strerror(ctypes.get_errno())}")
-        try:
-            return subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                pass_fds=(ready_fd,),
-                cwd="/",
-                env=dict(DEFAULT_ENV),
-                start_new_session=True,
-            )
-        except OSError as e:
-            raise HostError(f"start {argv[0]}: {e.strerror}") from e
-        finally:
-            if _libc.setns(own, _CLONE_NEWPID) != 0:
-                raise HostError(f"return to own pid namespace: {os.strerror(ctypes.get_errno())}")
-    finally:
-        os.close(own)
 
 
 def _read_ready(fd: int, timeout: float) -> str | None:
@@ -163,85 +129,14 @@ def spawn_container(
     hostname: str,
     state_dir: Path,
     log_path: Path,
-    spec: RootSpec | None = None,
+    spec: RootSpec,
     prepare: Callable[[int], None] | None = None,
 ) -> ContainerProcess:
-    """Start a container and bind its netns at netns_handle(): on SPEC's root (see
-    _spawn_on_root), or without SPEC on the host's root (legacy: removed when the suite migrates
-    to images). PREPARE gets the host pid of the container's first process before it goes on
+    """Start a container on SPEC's root (see _spawn_on_root) and bind its netns at
+    netns_handle(). PREPARE gets the host pid of the container's first process before it goes on
     past its namespace setup (the cgroup is attached there).
     """
-    if spec is not None:
-        return _spawn_on_root(name, hostname, state_dir, log_path, spec, prepare)
-    return _spawn_on_host_root(name, hostname, state_dir, log_path, prepare)
-
-
-def _spawn_on_host_root(
-    name: str, hostname: str, state_dir: Path, log_path: Path, prepare: Callable[[int], None] | None
-) -> ContainerProcess:
-    """legacy host-root path: removed when the suite migrates to images.
-
-    Ready means: in its own namespaces, fresh /proc and /sys mounted, hostname set, lo up.
-    On failure nothing is left behind.
-    """
-    _check_names(name, hostname)
-    handle = netns_handle(state_dir)
-    if not state_dir.is_dir():
-        raise HostError(f"start container {name}: state directory {state_dir} does not exist")
-    if netns.netns_is_bound(handle):
-        raise HostError(f"start container {name}: {handle} is still bound to a netns")
-    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
-    with Reverter() as undo:
-        try:
-            try:
-                log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
-            except OSError as e:
-                raise HostError(f"start container {name}: open log {log_path}: {e.strerror}") from e
-            try:
-                argv = [
-                    sys.executable,
-                    "-I",
-                    "-S",
-                    str(_INIT_SCRIPT),
-                    "--name",
-                    name,
-                    "--hostname",
-                    hostname,
-                    # Ties the process to its daemon's state: recognisably whose it is.
-                    "--state-dir",
-                    str(state_dir),
-                    "--ready-fd",
-                    str(write_fd),
-                ]
-                popen = _popen_in_new_pid_ns(argv, log, write_fd)
-            finally:
-                os.close(log)
-            undo.add(_kill_child, popen)
-            if prepare is not None:
-                prepare(popen.pid)
-            os.close(write_fd)
-            write_fd = -1
-            report = _read_ready(read_fd, _READY_TIMEOUT)
-        finally:
-            if write_fd >= 0:
-                os.close(write_fd)
-            os.close(read_fd)
-        if report is None:
-            raise HostError(
-                f"start container {name}: init not ready after {_READY_TIMEOUT:g}s (log: {log_path})"
-            )
-        if report != "ready":
-            reason = report.removeprefix("error: ") or "init exited during setup"
-            raise HostError(f"start container {name}: {reason} (log: {log_path})")
-        # Our unreaped child: its pid cannot be reused before we read its start time.
-        started = process.start_time(popen.pid)
-        if started is None:
-            raise HostError(f"start container {name}: init exited right after setup")
-        proc = ContainerProcess(popen.pid, started)
-        netns.bind_netns(proc.pid, handle)
-        undo.success()
-    _start_waiter(proc, popen)
-    return proc
+    return _spawn_on_root(name, hostname, state_dir, log_path, spec, prepare)
 
 
 @dataclass(frozen=True)
@@ -386,7 +281,7 @@ def _recv_line(sock: socket.socket, timeout: float) -> str:
             if not chunk:
                 break
             data += chunk
-    except TimeoutError:
+    except (TimeoutError, ConnectionResetError):  # reset: it died with our config unread
         return ""
     return data.decode(errors="replace").strip()
 

@@ -245,10 +245,13 @@ class Instance:
             # DHCP allocation): it does not exist.
             undo.add(dev.remove)
             self._start_device(dev, undo, attach=True)
+            dev.hot_plug()
             undo.success()
 
     def detach_device(self, name: str, config: dict[str, str]) -> None:
-        self._stop_device(self.device(name, config), detach=True)
+        dev = self.device(name, config)
+        dev.hot_unplug()
+        self._stop_device(dev, detach=True)
 
     # --- reporting -------------------------------------------------------------------------------
 

@@ -13,11 +13,11 @@ import os
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pincus.db import images as db_images
 from pincus.db.images import AliasRecord, ImageRecord
-from pincus.errors import ConflictError, InvalidError, NotFoundError
+from pincus.errors import ConflictError, HostError, InvalidError, NotFoundError
 from pincus.host import files, image_archive, image_upload
 from pincus.host.facade import Host
 from pincus.host.image_archive import Limits
@@ -57,9 +57,18 @@ def image_fields(doc: dict[str, Any]) -> dict[str, Any]:
     return {k: doc.get(k) for k in ("auto_update", "properties", "public", "expires_at", "profiles")}
 
 
+class ImageVolumes(Protocol):
+    """What the store needs of the storage pools: the unpacked copies of an image go with it."""
+
+    def delete_image_volumes(self, fp: str) -> None: ...
+
+
 class Images:
-    def __init__(self, state: State, limits: Limits | None = None) -> None:
+    def __init__(
+        self, state: State, volumes: ImageVolumes | None = None, limits: Limits | None = None
+    ) -> None:
         self.state = state
+        self.volumes = volumes
         self.limits = limits or limits_from_env()
         self.lock = threading.Lock()
 
@@ -72,9 +81,13 @@ class Images:
         return self.state.dir / "images"
 
     def start(self) -> None:
-        """The store's directory, without what an interrupted upload left."""
+        """The store's directory, without what an interrupted upload or delete left."""
         self.host(files.ensure_dir, self.dir)
         self.host(image_upload.remove, self.host(image_upload.leftovers, self.dir))
+        known = set(self.fingerprints())
+        for name in self.host(image_archive.list_dir, self.dir, _is_image_file):
+            if name.removesuffix(".rootfs") not in known:
+                self.host(files.remove, self.dir / name)
 
     # --- reading ---------------------------------------------------------------------------------
 
@@ -321,10 +334,19 @@ class Images:
         self.state.events.lifecycle("image-updated", f"/1.0/images/{rec.fingerprint}")
 
     def delete(self, name: str) -> None:
+        """As Incus: the image's volume on every pool first (an instance made from it keeps its
+        own copy or snapshot), then the record, then the files. A failure on a pool leaves the
+        image in place, so the delete can be tried again; once the record is gone, files that
+        fail to go are left to the next daemon start (start())."""
         with self.lock:
             rec = self.find(name)
+            if self.volumes is not None:
+                self.volumes.delete_image_volumes(rec.fingerprint)
             db_images.delete(self.state.store, rec.fingerprint)
-            self._remove_files(rec.fingerprint)
+            try:
+                self._remove_files(rec.fingerprint)
+            except (HostError, OSError) as e:
+                log.warning("Image %s: its files stay until the next daemon start: %s", rec.fingerprint, e)
         log.info("Deleted image %s", rec.fingerprint, extra={"ctx": {"fingerprint": rec.fingerprint}})
         self.state.events.lifecycle("image-deleted", f"/1.0/images/{rec.fingerprint}")
 
@@ -392,6 +414,15 @@ class Images:
             self.alias(name)
             db_images.delete_alias(self.state.store, name)
         self.state.events.lifecycle("image-alias-deleted", f"/1.0/images/aliases/{name}")
+
+
+def _is_image_file(name: str) -> bool:
+    """An image's file in the store: its fingerprint, or its fingerprint and ".rootfs"."""
+    try:
+        check_fingerprint(name.removesuffix(".rootfs"))
+    except InvalidError:
+        return False
+    return True
 
 
 def alias_fields(doc: dict[str, Any]) -> dict[str, Any]:

@@ -26,7 +26,6 @@ from pincus.db.profiles import ProfileRecord
 from pincus.devices import names as dev_names
 from pincus.devices import nic_bridged
 from pincus.devices.clashes import refuse_clashes_within
-from pincus.devices.disk import LIVE_CHANGE_REFUSED
 from pincus.errors import ConflictError, HostError, InvalidError, NotFoundError
 from pincus.expansion import expand
 from pincus.host import cgroups, console_log, files, links, procstat, stdio
@@ -51,6 +50,10 @@ DEFAULT_PROFILE = "default"
 # `admin shutdown` stops this many instances at a time: a stop mostly waits on the guest's init.
 SHUTDOWN_WORKERS = 32
 Profiles = dict[str, ProfileRecord]
+
+
+def _is_root_disk(config: dict[str, str]) -> bool:
+    return config.get("type") == "disk" and config.get("path") == "/"
 
 
 def strings_of(doc: object, what: str) -> dict[str, str]:
@@ -283,6 +286,15 @@ class Instances:
         )
         if len(roots) > 1:
             raise InvalidError(f'Instance "{rec.name}" has more than one root disk ({", ".join(roots)})')
+        if not roots and before is not None and (had := root_disk(before)) is not None:
+            # As Incus's update ("No root device could be found"): a PUT replaces the devices
+            # whole, so one that leaves them out (or drops the profile holding the root disk)
+            # would take the root disk away unnoticed.
+            raise InvalidError(
+                f'Instance "{rec.name}" would have no root disk: keep device "{had[0]}" '
+                f"(type=disk path=/ pool={had[1].get('pool', '')}) in its devices, or use a profile "
+                "that has one"
+            )
         on = self.storage.instance_pool(rec.name)
         wanted = inst.rec.devices[roots[0]].get("pool") if roots else None
         if on is not None and wanted is not None and wanted != on:
@@ -561,15 +573,11 @@ class Instances:
         removed = sorted(set(old_devices) - set(new.devices))
         added = sorted(set(new.devices) - set(old_devices))
         changed = sorted(n for n in set(old_devices) & set(new.devices) if old_devices[n] != new.devices[n])
-        for n in (*removed, *added, *changed):
-            configs = (old_devices.get(n, {}), new.devices.get(n, {}))
-            if any(d.get("type") == "disk" and d.get("path") != "/" for d in configs):
-                raise InvalidError(f'Device "{n}": {LIVE_CHANGE_REFUSED}')
         # A root disk names the pool its volume is on, which cannot change (_validate): nothing to
-        # do for it on a running instance.
-        removed = [n for n in removed if old_devices[n].get("type") != "disk"]
-        added = [n for n in added if new.devices[n].get("type") != "disk"]
-        changed = [n for n in changed if new.devices[n].get("type") != "disk"]
+        # do for it on a running instance. Bind disks hot-plug like any device.
+        removed = [n for n in removed if not _is_root_disk(old_devices[n])]
+        added = [n for n in added if not _is_root_disk(new.devices[n])]
+        changed = [n for n in changed if not _is_root_disk(new.devices[n])]
         volatile = dict(inst.rec.volatile)
         with Reverter() as undo:
             # Each way back is registered before its step: a detach that fails half-way is

@@ -74,7 +74,7 @@ class Server:
         self.operations = Operations(state.events)
         self.networks = Networks(state)
         self.storage = Storage(state)
-        self.images = Images(state)
+        self.images = Images(state, self.storage)
         self.instances = Instances(state, self.storage, self.images)
         self.profiles = Profiles(state, self.instances)
         self.drift = Drift(state, self.networks, self.instances)
@@ -87,6 +87,7 @@ class Server:
     def start(self) -> None:
         self.storage.start()
         self.images.start()
+        self.storage.delete_orphan_image_volumes(set(self.images.fingerprints()))
         self.networks.start_all()
         self.networks.start_supervisor()
         self.instances.reconcile()

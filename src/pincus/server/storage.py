@@ -281,6 +281,23 @@ class Storage:
         for pool_name in db.pools_with_volume(self.state.store, db.IMAGE, fp):
             self._delete_image_volume(pool_name, fp)
 
+    def delete_orphan_image_volumes(self, images: set[str]) -> None:
+        """Daemon start: image volumes whose image is gone (a delete that stopped half-way, or an
+        unpack that raced one) are removed, so no pool keeps a copy nobody can use or see."""
+        for pool_name in self.names():
+            for vol in db.list_volumes(self.state.store, pool_name, db.IMAGE):
+                if vol.name in images:
+                    continue
+                try:
+                    self._delete_image_volume(pool_name, vol.name)
+                except Exception:
+                    log.warning(
+                        "Image volume %s on storage pool %s stays until the next start",
+                        vol.name,
+                        pool_name,
+                        exc_info=True,
+                    )
+
     def create_instance_volume(
         self, pool_name: str, name: str, image_fp: str | None, size: str | None, undo: Reverter
     ) -> None:
