@@ -280,6 +280,11 @@ def test_templates_apply_on_create_and_disk_devices_are_bound(daemon: Daemon, tm
         assert in_container(daemon, "c1", "cat", "/mnt/data/from-host").strip() == "host data"
         r = daemon.cli("exec", "c1", "--", "sh", "-c", "echo x > /mnt/ro/new", check=False)
         assert r.returncode != 0 and not (shared / "new").exists()
+        # Root inside cannot lift it: the flag is locked by the user namespace's mount namespace.
+        r = daemon.cli("exec", "c1", "--", "mount", "-o", "remount,bind,rw", "/mnt/ro", check=False)
+        assert r.returncode != 0
+        r = daemon.cli("exec", "c1", "--", "sh", "-c", "echo x > /mnt/ro/new", check=False)
+        assert r.returncode != 0 and not (shared / "new").exists()
     finally:
         daemon.cli("stop", "c1", "-f")
     assert mounts_naming(shared) == []

@@ -112,7 +112,7 @@ def _kill_child(popen: subprocess.Popen[bytes]) -> None:
 
 
 def _start_waiter(proc: ContainerProcess, child: subprocess.Popen[bytes] | int) -> None:
-    """CHILD: the legacy init's Popen, or pid 1 of a rootfs container (our child through the subreaper)."""
+    """CHILD: pid 1 of a container (our child through the subreaper while its pre-init lived)."""
 
     def reaped(status: int | None) -> None:
         console_log.drop(proc.pid)

@@ -1,13 +1,7 @@
-"""pid 1 of a pincus container, or the pre-init that makes one on the container's own root.
-
-Rootfs containers (``--preinit``): see ``preinit()`` below. Legacy host-root containers:
-started by ``pincus.host.container.spawn_container`` as
-``python -I -S container_init.py --name N --hostname H --ready-fd FD`` in a fresh pid
-namespace (so this process is pid 1). It unshares net, uts, ipc and mount namespaces, makes
-the mount tree a slave of the host's, mounts a fresh /proc and /sys, sets the hostname,
-brings lo up, writes ``ready`` to FD and closes it; then it reaps children until SIGTERM or
-SIGINT, on which it sends SIGTERM to every process in the container and exits once they
-are gone. A failed setup writes ``error: <reason>`` to FD and exits 1.
+"""The pre-init that makes a pincus container on its own root, and the container's pid 1 until it
+execs the image's init: see ``preinit()`` below. Started by
+``pincus.host.container.spawn_container`` as
+``python -I -S container_init.py --preinit 1 --name N --state-dir D --ready-fd R --sync-fd S``.
 
 Stdlib only and no pincus imports: it runs with ``-I -S`` (no site, no script directory on
 sys.path) so that it starts in ~15 ms.
@@ -24,7 +18,6 @@ import signal
 import socket
 import struct
 import sys
-import time
 from contextlib import suppress
 from typing import Any
 
@@ -74,11 +67,6 @@ PR_CAPBSET_DROP = 24
 # and without them systemd skips the units it cannot run there (debugfs needs CAP_SYS_RAWIO).
 DROPPED_CAPS = (16, 17, 25, 32, 33)
 
-# A process still exiting after SIGTERM is looked for this often (it need not be our child,
-# so no SIGCHLD tells us about it).
-SHUTDOWN_POLL = 0.02
-HANDLED = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT}
-
 libc = ctypes.CDLL("libc.so.6", use_errno=True)
 libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
 libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
@@ -114,18 +102,6 @@ def mount(source: str, target: str, fstype: str | None, flags: int, data: str | 
         ),
         f"mount {fstype or source} on {target}",
     )
-
-
-def detach_namespace_handles() -> None:
-    # The new mount namespace starts as a copy of the host's, including every netns handle
-    # bound there (other containers', `ip netns` ones). A private copy would pin those
-    # namespaces, and the NICs in them, for as long as this container lives.
-    with open("/proc/self/mountinfo", "rb") as f:
-        lines = f.read().splitlines()
-    for line in reversed(lines):  # children before parents
-        fields = line.split(b" - ", 1)
-        if len(fields) == 2 and fields[1].startswith(b"nsfs "):
-            libc.umount2(unescape(fields[0].split(b" ")[4]), MNT_DETACH)  # gone already: fine
 
 
 def unescape(path: bytes) -> bytes:
@@ -170,68 +146,6 @@ def make_mounts_slave() -> None:
         failed = libc.mount(None, mountpoint, None, MS_REC | MS_SLAVE, None) != 0
         if failed and ctypes.get_errno() not in (errno.EINVAL, errno.ENOENT):
             check(-1, f"make {mountpoint.decode(errors='replace')} rslave")
-
-
-def setup(hostname: str) -> None:
-    if os.getpid() != 1:
-        raise SetupError("not started in a new pid namespace")
-    check(libc.unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET), "unshare namespaces")
-    # Slave, not private: host mounts made later still show up inside; nothing made inside
-    # propagates out. Must precede every mount below.
-    make_mounts_slave()
-    detach_namespace_handles()
-    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    # sysfs is bound to the netns of whoever mounts it: /sys/class/net shows only ours.
-    mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    socket.sethostname(hostname)
-    bring_lo_up()
-
-
-def reap_children() -> None:
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-
-
-def others_running() -> bool:
-    """Whether any process besides this one and zombies is left in the container."""
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or entry == "1":
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                state = f.read().rsplit(b")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if state not in (b"Z", b"X"):
-            return True
-    return False
-
-
-def supervise() -> int:
-    stopping = False
-    while True:
-        # While stopping, also wake up to look for non-children that have exited.
-        info = signal.sigtimedwait(HANDLED, SHUTDOWN_POLL) if stopping else signal.sigwaitinfo(HANDLED)
-        signo = info.si_signo if info is not None else 0
-        if signo == signal.SIGCHLD:
-            reap_children()
-        elif signo in (signal.SIGTERM, signal.SIGINT) and not stopping:
-            stopping = True
-            print(f"init: signal {signo}, stopping", flush=True)
-            with suppress(ProcessLookupError):  # from pid 1, -1 is every process of our pid ns
-                os.kill(-1, signal.SIGTERM)
-        if stopping:
-            reap_children()
-            if not others_running():
-                return 0
-
-
-# --- containers on their own root ----------------------------------------------------------------
 
 
 def syscall(number: int, *args: object, what: str) -> int:
@@ -419,6 +333,29 @@ def setup_root(
     return init, console
 
 
+def stage_mounts(mounts: list[tuple[int, str]]) -> list[tuple[str, str]]:
+    """Attach each detached disk tree in a new private mount namespace (a tmpfs on a stage dir);
+    (where it is staged, its path inside the container) for each."""
+    check(libc.unshare(CLONE_NEWNS), "unshare a staging mount namespace")
+    make_mounts_slave()  # nothing staged here reaches the host's mounts
+    stage = next((d for d in STAGES if os.path.isdir(d) and not os.path.islink(d)), None)
+    if stage is None:
+        raise SetupError(f"no directory to stage disks on (tried {', '.join(STAGES)})")
+    # 711: the container's root, which takes the copies, passes through to the staged trees.
+    mount("tmpfs", stage, "tmpfs", MS_NOSUID | MS_NODEV, "mode=711,size=64k")
+    out = []
+    for i, (fd, path) in enumerate(mounts):
+        where = f"{stage}/disk{i}"
+        if os.path.isdir(f"/proc/self/fd/{fd}"):
+            os.mkdir(where, 0o700)
+        else:
+            os.close(os.open(where, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        attach(fd, where, f"stage the disk for {path}")
+        os.close(fd)
+        out.append((where, path))
+    return out
+
+
 def preinit(args: dict[str, str]) -> int:
     """Make a container on its own root; the daemon drives each step over the sync socket.
 
@@ -443,6 +380,11 @@ def preinit(args: dict[str, str]) -> int:
         mounts = [
             (clone_tree(str(m["source"]), bool(m.get("readonly"))), str(m["path"])) for m in cfg["mounts"]
         ]
+        # Staged in a mount namespace of host root's own: the copy the container's namespace takes
+        # of it below locks each disk's flags (a read-only disk stays read-only for root inside).
+        staged = stage_mounts(mounts) if cfg["userns"] and mounts else []
+        if staged:
+            mounts = []
         if cfg["userns"] and libc.unshare(CLONE_NEWUSER) != 0:
             raise SetupError(userns_refused(ctypes.get_errno()))
         send(sock, "userns")
@@ -465,6 +407,7 @@ def preinit(args: dict[str, str]) -> int:
             ),
             "unshare namespaces",
         )
+        mounts += [(clone_tree(where, False), path) for where, path in staged]
     except (SetupError, OSError, KeyError, ValueError) as e:
         os.write(ready_fd, f"error: {e}\n".encode())
         return 1
@@ -515,9 +458,7 @@ def parse_args(argv: list[str]) -> dict[str, str]:
         if not key.startswith("--"):
             raise SystemExit(f"container_init: unexpected argument {key!r}")
         args[key[2:]] = next(it, "")
-    if "preinit" in args:
-        return args
-    for required in ("hostname", "ready-fd"):
+    for required in ("preinit", "ready-fd", "sync-fd"):
         if not args.get(required):
             raise SystemExit(f"container_init: --{required} is required")
     return args
@@ -525,23 +466,8 @@ def parse_args(argv: list[str]) -> dict[str, str]:
 
 def main() -> int:
     args = parse_args(sys.argv[1:])
-    if "preinit" in args:
-        set_comm(b"pincus-preinit")
-        return preinit(args)
-    ready_fd = int(args["ready-fd"])
-    # Blocked signals stay pending even for a namespace init without handlers, and
-    # sigwaitinfo takes them without the races of a handler.
-    signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
-    set_comm(b"pincus-init")
-    try:
-        setup(args["hostname"])
-    except (SetupError, OSError) as e:
-        os.write(ready_fd, f"error: {e}\n".encode())
-        return 1
-    os.write(ready_fd, b"ready\n")
-    os.close(ready_fd)
-    print(f"init: container {args.get('name', '')} ready at {time.time():.3f}", flush=True)
-    return supervise()
+    set_comm(b"pincus-preinit")
+    return preinit(args)
 
 
 if __name__ == "__main__":
