@@ -9,6 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
+. scripts/own-root.sh && own_root "$PWD/scripts/demo.sh" "$@"
 
 TAG=pd$(printf '%04x' $((RANDOM)))
 NS=${TAG}ns

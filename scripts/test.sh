@@ -4,6 +4,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh || exit 1
 export PATH="$PWD/.venv/bin:$PATH"
+. scripts/own-root.sh && own_root "$PWD/scripts/test.sh" "$@"
 
 echo "== ruff"; ruff check src tests bench || exit 1
 echo "== mypy --strict src tests"; mypy src tests || exit 1
