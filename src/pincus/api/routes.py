@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from pincus.api import image_routes, instance_routes, operation_routes, storage_routes
+from pincus.api import cluster_routes, image_routes, instance_routes, operation_routes, storage_routes
 from pincus.api.exec_ws import ExecSessions
 from pincus.api.http import Request, Router, Tagged
 from pincus.api.instance_routes import body_of as _body
@@ -101,6 +101,7 @@ def build(server: Server, shutdown: threading.Event) -> Router:
     storage_routes.add(r, server)
     image_routes.add(r, server)
     operation_routes.add(r, server, sessions, shutdown)
+    cluster_routes.add(r, server)
 
     def do_shutdown(req: Request) -> Any:
         timeout = operation_routes.stop_wait(req.query.get("timeout", "60"), "the query", text=True)

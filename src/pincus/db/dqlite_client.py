@@ -14,7 +14,7 @@ from pincus.errors import ConflictError, HostError, InvalidError
 
 PROTOCOL_VERSION = 1
 # request types
-_LEADER, _OPEN, _EXEC_SQL, _QUERY_SQL, _ADD, _ASSIGN, _CLUSTER = 0, 3, 8, 9, 12, 13, 16
+_LEADER, _OPEN, _EXEC_SQL, _QUERY_SQL, _ADD, _ASSIGN, _REMOVE, _CLUSTER = 0, 3, 8, 9, 12, 13, 14, 16
 # response types
 _FAILURE, _SERVER, _SERVERS, _DB, _RESULT, _ROWS, _EMPTY = 0, 1, 3, 4, 6, 7, 8
 _ROWS_DONE, _ROWS_PART = 0xFFFFFFFFFFFFFFFF, 0xEEEEEEEEEEEEEEEE
@@ -202,10 +202,20 @@ class Connection:
                 return columns, rows
             kind, r = self._response()
 
-    def add(self, node_id: int, address: str, role: int = VOTER) -> None:
-        """Adds a member (as spare, as dqlite does) and then gives it ROLE; run on the leader."""
+    def add(self, node_id: int, address: str, role: int | None = VOTER) -> None:
+        """Adds a member (as spare, as dqlite does) and then gives it ROLE (None: it stays a spare
+        until ``assign``); run on the leader."""
         self._request(_ADD, struct.pack("<Q", node_id) + _text(address))
+        if role is not None:
+            self.assign(node_id, role)
+
+    def assign(self, node_id: int, role: int) -> None:
+        """Gives member NODE_ID ROLE; a new voter is caught up with the log first. Run on the leader."""
         self._request(_ASSIGN, struct.pack("<QQ", node_id, role))
+
+    def remove(self, node_id: int) -> None:
+        """Drops member NODE_ID from the configuration; run on the leader."""
+        self._request(_REMOVE, struct.pack("<Q", node_id))
 
     def members(self) -> list[tuple[int, str, int]]:
         """(id, address, role) of every member, as the leader's configuration says."""

@@ -155,4 +155,27 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (storage_volume_id, key)
     );
     """,
+    # 7: server config (MEMBER '' for cluster-wide keys, else the member a local key belongs to), the
+    # cluster's members (id is the member's dqlite node id) and the join tokens not used yet
+    """
+    CREATE TABLE config (
+        member TEXT NOT NULL DEFAULT '',
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (member, key)
+    );
+    CREATE TABLE members (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        address TEXT NOT NULL UNIQUE,
+        heartbeat REAL NOT NULL DEFAULT 0,
+        state TEXT NOT NULL DEFAULT 'online',
+        description TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE join_tokens (
+        name TEXT PRIMARY KEY,
+        secret TEXT NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    """,
 ]

@@ -14,14 +14,16 @@ from pathlib import Path
 from types import FrameType
 from typing import IO
 
-from pincus.api.http import serve
+from pincus.api.cluster_routes import PUBLIC
+from pincus.api.http import Router, TLSHTTPServer, serve, serve_tls
 from pincus.api.routes import build
-from pincus.db.store import Store
-from pincus.errors import ConflictError
+from pincus.config.server_keys import parse_address
+from pincus.errors import ConflictError, HostError, PincusError
 from pincus.events import EventHub, EventLogHandler
-from pincus.host import files
+from pincus.host import certs, files
 from pincus.host.features import probe_kernel_features
 from pincus.server import crashpoint
+from pincus.server.cluster import Cluster, open_local_store
 from pincus.server.server import Server
 from pincus.state import State
 
@@ -85,18 +87,32 @@ def main(argv: list[str] | None = None) -> None:
 
     hub = EventHub()
     _setup_logging(Path(args.logfile) if args.logfile else path / "logs" / "pincusd.log", args.debug, hub)
-    store = Store(path / "pincus.db")
+    store, node, local = open_local_store(path)
     features = probe_kernel_features()
     state = State(dir=path, store=store, events=hub, features=features, tag=daemon_tag(path))
     if crash_file := os.environ.get("PINCUS_TEST_CRASH_FILE"):
         state.host.add_hook(crashpoint.hook(Path(crash_file)))
-    server = Server(state)
+    shutdown = threading.Event()
+    restart = threading.Event()
+
+    def restart_soon() -> None:
+        # After the answer to the request that asked for it has gone out.
+        restart.set()
+        threading.Timer(0.5, shutdown.set).start()
+
+    listeners = Listeners()
+    cluster = Cluster(state, local, restart_soon, lambda: listeners.update(cluster, router))
+    server = Server(state, cluster)
     server.start()
 
-    shutdown = threading.Event()
     sock_path = path / "unix.socket"
-    httpd = serve(sock_path, build(server, shutdown))
+    router = build(server, shutdown)
+    httpd = serve(sock_path, router)
     files.set_owner_mode(sock_path, 0, gid, 0o660)
+    try:
+        listeners.update(cluster, router)
+    except PincusError as e:
+        log.error("Not serving the API over TLS: %s", e)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         shutdown.set()
@@ -109,12 +125,62 @@ def main(argv: list[str] | None = None) -> None:
     shutdown.wait()
     log.info("pincusd shutting down")
     httpd.shutdown()
+    listeners.close()
     hub.close_all()
     server.stop()
     httpd.server_close()
     sock_path.unlink(missing_ok=True)
     store.close()
+    if node is not None:
+        node.stop()
     lock.close()
+    if restart.is_set():
+        # Clustering changed which database this daemon runs on: start again, same pid, same
+        # arguments (running instances are adopted, as after SIGTERM).
+        log.info("pincusd restarting")
+        logging.shutdown()
+        os.execv(
+            sys.executable,
+            [sys.executable, "-m", "pincus.server.daemon", *(argv if argv is not None else sys.argv[1:])],
+        )
+
+
+class Listeners:
+    """The API over TLS on core.https_address and cluster.https_address, re-bound when they change."""
+
+    def __init__(self) -> None:
+        self._servers: dict[str, TLSHTTPServer] = {}
+        self._lock = threading.Lock()
+
+    def update(self, cluster: Cluster, router: Router) -> None:
+        with self._lock:
+            wanted = cluster.listen_addresses()
+            for address in [a for a in self._servers if a not in wanted]:
+                self._close(address)
+            if not wanted or all(a in self._servers for a in wanted):
+                return
+            crt, key, trusted = cluster.tls_pair()
+            ctx = certs.server_context(crt, key, trusted)
+            for address in wanted:
+                if address in self._servers:
+                    continue
+                try:
+                    httpd = serve_tls(parse_address(address), router, ctx, PUBLIC)
+                except OSError as e:
+                    raise HostError(f"Cannot listen on {address}: {e.strerror or e}") from e
+                self._servers[address] = httpd
+                threading.Thread(target=httpd.serve_forever, name=f"api-{address}", daemon=True).start()
+                log.info("Serving the API over TLS on %s", address)
+
+    def _close(self, address: str) -> None:
+        httpd = self._servers.pop(address)
+        httpd.shutdown()
+        httpd.server_close()
+
+    def close(self) -> None:
+        with self._lock:
+            for address in list(self._servers):
+                self._close(address)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,66 @@
+"""/1.0 server config and /1.0/cluster routes -> the Cluster service."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pincus.api.http import Request, Router
+from pincus.api.instance_routes import body_of as _body
+from pincus.errors import InvalidError
+from pincus.server.cluster import ACCEPT_PATH
+from pincus.server.server import Server
+
+# What a peer without the cluster certificate may call on the TLS listener: asking to join.
+PUBLIC = frozenset({("POST", ACCEPT_PATH), ("GET", "")})
+
+
+def add(r: Router, server: Server) -> None:
+    cluster = server.cluster
+
+    def put_server(req: Request, patch: bool) -> Any:
+        body = _body(req)
+        cluster.update_config(body.get("config", {}), patch=patch)
+        return {}
+
+    r.add("PUT", "/1.0", lambda req: put_server(req, patch=False))
+    r.add("PATCH", "/1.0", lambda req: put_server(req, patch=True))
+
+    r.add("GET", "/1.0/cluster", lambda req: cluster.info())
+
+    def put_cluster(req: Request) -> Any:
+        cluster.update(_body(req))
+        return {}
+
+    r.add("PUT", "/1.0/cluster", put_cluster)
+
+    def list_members(req: Request) -> Any:
+        items = cluster.members()
+        if req.query.get("recursion", "0") != "0":
+            return items
+        return [f"/1.0/cluster/members/{m['server_name']}" for m in items]
+
+    r.add("GET", "/1.0/cluster/members", list_members)
+    r.add("POST", "/1.0/cluster/members", lambda req: cluster.add_token(_body(req)))
+    r.add("GET", "/1.0/cluster/members/{name}", lambda req: cluster.member(req.params["name"]))
+
+    def rename_member(req: Request) -> Any:
+        new_name = _body(req).get("server_name")
+        if not isinstance(new_name, str):
+            raise InvalidError('Renaming a member needs its new "server_name"')
+        cluster.rename(req.params["name"], new_name)
+        return {}
+
+    def remove_member(req: Request) -> Any:
+        cluster.remove(req.params["name"], force=req.query.get("force", "0") not in ("", "0", "false"))
+        return {}
+
+    r.add("POST", "/1.0/cluster/members/{name}", rename_member)
+    r.add("DELETE", "/1.0/cluster/members/{name}", remove_member)
+    r.add("GET", "/internal/cluster/tokens", lambda req: cluster.tokens())
+
+    def revoke(req: Request) -> Any:
+        cluster.revoke_token(req.params["name"])
+        return {}
+
+    r.add("DELETE", "/internal/cluster/tokens/{name}", revoke)
+    r.add("POST", ACCEPT_PATH, lambda req: cluster.accept(req.body))
