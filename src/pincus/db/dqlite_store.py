@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -176,16 +177,21 @@ class DqliteStore(Store):
         return load()
 
     def _begin(self) -> Connection:
-        for attempt in (1, 2):
-            conn = self._connection()
+        """BEGIN on the leader; a lost leader or a busy database (another member's transaction
+        waiting for its commit to reach a quorum) is retried until the timeout: nothing ran yet."""
+        deadline = time.monotonic() + self.timeout
+        delay = 0.02
+        while True:
             try:
+                conn = self._connection()
                 conn.raw.execute("BEGIN IMMEDIATE")
                 return conn
             except HostError:
-                self._drop()  # nothing ran yet: safe to find the current leader and begin there
-                if attempt == 2:
+                self._drop()
+                if time.monotonic() + delay > deadline:
                     raise
-        raise AssertionError("unreachable")
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
 
     def close(self) -> None:
         with self._lock:

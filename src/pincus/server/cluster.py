@@ -373,13 +373,11 @@ class Cluster:
                 undo.add(self.state.host, files.remove, crt)
                 if certs.fingerprint(self.state.host(certs.read, crt)) != token.fingerprint:
                     raise HostError("The cluster sent a certificate that is not the one the token names")
-                node = self._start_node(local, undo)
-                leader = dqlite_client.connect_leader(local.database, None, timeout=30.0)
-                try:
-                    leader.assign(local.node_id, dqlite_client.VOTER)
-                finally:
-                    leader.close()
-                node.stop()
+                # The node joins as a spare (no vote, so the cluster keeps its quorum while this
+                # daemon restarts); the restarted daemon's first heartbeat makes it a voter.
+                data = self.state.dir / "database"
+                if self.state.host(files.is_dir, data):
+                    self.state.host(files.remove_tree, data)
                 if local.database.count(dqlite_address(address)) == 0:
                     local.database.append(dqlite_address(address))
                 self.state.host(files.write_json, cluster_file(self.state.dir), asdict(local))
@@ -470,21 +468,26 @@ class Cluster:
             if tok.expires_at < time.time():
                 raise ForbiddenError(f'The join token for member "{name}" has expired')
 
+        taken: list[db.TokenRecord] = []
+
+        def check_and_keep(tok: db.TokenRecord | None) -> None:
+            check(tok)
+            assert tok is not None
+            taken.append(tok)
+
         with self.store.tx():
-            db.take_token(self.store, name, check)
+            db.take_token(self.store, name, check_and_keep)
             node_id = db.next_member_id(self.store)
             db.add_member(self.store, db.MemberRecord(node_id, name, address, 0.0, "online"))
             db.set_config(
                 self.store, {k: (name, str(v)) for k, v in config.items() if server_keys.SERVER_KEYS[k].local}
             )
         try:
-            leader = dqlite_client.connect_leader(self._database(), None)
-            try:
-                leader.add(node_id, dqlite_address(address), role=None)
-            finally:
-                leader.close()
+            self._add_node(node_id, dqlite_address(address))
         except PincusError:
-            db.delete_member(self.store, name)
+            with self.store.tx():  # as it was: no member, the token usable again
+                db.delete_member(self.store, name)
+                db.add_token(self.store, taken[0])
             raise
         crt, key = self.cluster_pair
         log.info('Member "%s" at %s joins as dqlite node %d', name, address, node_id)
@@ -495,6 +498,25 @@ class Cluster:
             "cluster_certificate_key": self.state.host(certs.read, key).decode(),
             "accepted_by": local.name,
         }
+
+    def _add_node(self, node_id: int, address: str, timeout: float = 30.0) -> None:
+        """Add a spare node to the database's configuration; Raft takes one configuration change at
+        a time (a new voter being caught up is one), so a busy leader is asked again."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                leader = dqlite_client.connect_leader(self._database(), None)
+                try:
+                    leader.add(node_id, address, role=None)
+                    return
+                finally:
+                    leader.close()
+            except HostError as e:
+                if time.monotonic() > deadline or not (
+                    "configuration change" in str(e) or isinstance(e, dqlite_client.NotLeaderError)
+                ):
+                    raise
+                time.sleep(0.2)
 
     def _database(self) -> list[str]:
         return [dqlite_address(m.address) for m in db.members(self.store)] or list(
@@ -600,16 +622,37 @@ class Cluster:
             self._thread.join(10)
 
     def _beat(self) -> None:
+        voter = False
         while True:
             interval = 5.0
             try:
                 interval = max(0.5, int(server_keys.value(self.config(), "cluster.offline_threshold")) / 4)
                 db.heartbeat(self.store, self.name, time.time())
                 self._refresh_database()
+                voter = voter or self._promote()
             except Exception as e:  # a lost leader: the next beat finds the new one
                 log.warning("Heartbeat of %s failed: %s", self.name, e)
             if self._stop.wait(interval):
                 return
+
+    def _promote(self) -> bool:
+        """Make this member's node a voter if it is not (a member joins as a spare). True once it is."""
+        assert self.local is not None
+        leader = dqlite_client.connect_leader(self._database(), None, timeout=5.0)
+        try:
+            role = {i: r for i, _, r in leader.members()}.get(self.local.node_id)
+            if role == dqlite_client.VOTER:
+                return True
+            if role is None:
+                log.warning(
+                    "This member's dqlite node %d is not in the cluster's configuration", self.local.node_id
+                )
+                return False
+            leader.assign(self.local.node_id, dqlite_client.VOTER)
+            log.info("dqlite node %d is a voter now", self.local.node_id)
+            return True
+        finally:
+            leader.close()
 
     def _refresh_database(self) -> None:
         """Keep cluster.json and the store's member list up to date as members come and go."""

@@ -800,7 +800,12 @@ class Instances:
     def monitor(self, interval: float = 0.5) -> None:
         """Notice instances whose process died (guest poweroff, killed init) and clean up after them."""
         while not self._stop_monitor.wait(interval):
-            for name in db_instances.names(self.state.store):
+            try:
+                names = db_instances.names(self.state.store)
+            except HostError as e:  # a cluster database without a leader for now: try again later
+                log.warning("Instance monitor cannot read the database: %s", e)
+                continue
+            for name in names:
                 try:
                     self._check_crashed(name)
                 except Exception:

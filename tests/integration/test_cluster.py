@@ -1,0 +1,194 @@
+"""Three pincusd, each in its own network namespace and PINCUS_DIR, joined into one cluster with
+join tokens through `admin init --preseed`; the members reach each other over veths on a bridge
+in a fourth namespace (10.250.N.0/24)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import signal
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.pincus_testlib import Daemon, NetNS, cleanup_dir, kill_leftovers
+
+if not Path("/usr/lib/x86_64-linux-gnu/libdqlite.so.0").exists():
+    pytest.skip("libdqlite0 is not installed", allow_module_level=True)
+
+PORT = 8443
+
+
+class Cluster:
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.subnet = f"10.250.{random.randint(100, 250)}"
+        self.switch = NetNS(f"{prefix}sw")
+        self.switch.add_bridge("br0")
+        self.members: list[Daemon] = []
+
+    def address(self, i: int) -> str:
+        return f"{self.subnet}.{i + 1}:{PORT}"
+
+    def add_daemon(self) -> Daemon:
+        i = len(self.members)
+        ns = NetNS(f"{self.prefix}m{i}")
+        self.switch.ip("link", "add", f"p{i}", "type", "veth", "peer", "name", "eth1", "netns", ns.path)
+        self.switch.ip("link", "set", f"p{i}", "master", "br0", "up")
+        ns.ip("addr", "add", f"{self.subnet}.{i + 1}/24", "dev", "eth1")
+        ns.ip("link", "set", "eth1", "up")
+        d = Daemon(ns, Path(tempfile.mkdtemp(prefix="pincus-test-")))
+        self.members.append(d)
+        d.start()
+        return d
+
+    def close(self) -> None:
+        # SIGKILL: a member whose peers are gone would wait for a quorum to shut down cleanly.
+        for d in self.members:
+            log = d.dir / "pincusd.stderr"
+            print(f"--- {d.ns.name}\n" + (log.read_text()[-3000:] if log.exists() else "(no log)"))
+            d.stop(signal.SIGKILL)
+            kill_leftovers(d.dir)
+            d.ns.delete()
+            cleanup_dir(d.dir)
+        self.switch.delete()
+
+
+def _eventually(check: Callable[[], Any], timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = check()
+            if result:
+                return result
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout} s: {check}")
+        time.sleep(0.3)
+
+
+def _token(d: Daemon, name: str) -> str:
+    out = d.cli("cluster", "add", name).stdout.splitlines()
+    assert out[0] == f"Member {name} join token:"
+    return out[1]
+
+
+def _preseed(name: str, address: str, token: str) -> str:
+    return json.dumps({"cluster": {"enabled": True, "server_name": name, "server_address": address,
+                                   "cluster_token": token}})  # fmt: skip
+
+
+def _members(d: Daemon) -> dict[str, str]:
+    return {
+        m["server_name"]: m["status"] for m in json.loads(d.cli("cluster", "list", "--format", "json").stdout)
+    }
+
+
+@pytest.fixture
+def cluster(prefix: str) -> Iterator[Cluster]:
+    c = Cluster(prefix)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def test_three_members_share_state_survive_a_killed_member_and_catch_it_up(cluster: Cluster) -> None:
+    d1, d2, d3 = (cluster.add_daemon() for _ in range(3))
+    d1.cli("config", "set", "core.https_address", cluster.address(0))
+    assert d1.cli("config", "get", "core.https_address").stdout.strip() == cluster.address(0)
+    d1.cli("config", "set", "cluster.offline_threshold=4")
+    d1.cli("cluster", "enable", "m1")
+    assert (d1.dir / "pincus.db.pre-cluster").exists() and not (d1.dir / "pincus.db").exists()
+    assert oct((d1.dir / "cluster.key").stat().st_mode & 0o777) == "0o600"
+
+    for i, d in ((1, d2), (2, d3)):
+        d.cli(
+            "admin",
+            "init",
+            "--preseed",
+            stdin=_preseed(f"m{i + 1}", cluster.address(i), _token(d1, f"m{i + 1}")),
+        )
+    assert d3.cli("config", "get", "cluster.offline_threshold").stdout.strip() == "4"
+    for d in (d1, d2, d3):
+        assert _members(d) == {"m1": "Online", "m2": "Online", "m3": "Online"}
+    roles = {m["server_name"]: m["roles"] for m in json.loads(d2.cli("cluster", "list", "-f", "json").stdout)}
+    assert sum("database-leader" in r for r in roles.values()) == 1
+    assert all("database" in r for r in roles.values())
+
+    # A network and a profile made on one member are everyone's.
+    net = f"{cluster.prefix}n"
+    d1.cli("network", "create", net, "ipv4.address=none", "ipv6.address=none")
+    d2.cli("profile", "create", "shared")
+    for d in (d1, d2, d3):
+        assert net in d.cli("network", "list", "-f", "csv").stdout
+        assert "shared" in d.cli("profile", "list", "-f", "csv").stdout
+    # The bridge itself exists only where it was created (per-member apply is later work).
+    assert d1.ns.link(net) is not None
+
+    # SIGKILL one member: the other two still write and see it go Offline.
+    d3.stop(signal.SIGKILL)
+    _eventually(lambda: d1.cli("profile", "create", "while-down", check=False).returncode == 0
+                or "already exists" in d1.cli("profile", "create", "while-down", check=False).stderr)  # fmt: skip
+    d2.cli("profile", "set", "while-down", "user.note=written-while-m3-was-down")
+    _eventually(lambda: _members(d2) == {"m1": "Online", "m2": "Online", "m3": "Offline"}, timeout=20)
+
+    # It comes back, catches up, and is Online again.
+    d3.start(timeout=60)
+    assert d3.cli("profile", "get", "while-down", "user.note").stdout.strip() == "written-while-m3-was-down"
+    _eventually(lambda: _members(d1) == {"m1": "Online", "m2": "Online", "m3": "Online"}, timeout=20)
+
+
+def test_bad_join_tokens_are_refused_and_change_nothing(cluster: Cluster) -> None:
+    d1, d2 = cluster.add_daemon(), cluster.add_daemon()
+    d1.cli("config", "set", "cluster.https_address", cluster.address(0))
+    d1.cli("cluster", "enable", "m1")
+    token = _token(d1, "m2")
+    doc = json.loads(base64.b64decode(token))
+
+    def forged(**changes: Any) -> str:
+        return base64.b64encode(json.dumps({**doc, **changes}).encode()).decode()
+
+    addr = cluster.address(1)
+    assert "not base64" in d2.fails("admin", "init", "--preseed", stdin=_preseed("m2", addr, "garbage!"))
+    assert 'for member "m2", not "m9"' in d2.fails(
+        "admin", "init", "--preseed", stdin=_preseed("m9", addr, token)
+    )
+    wrong = forged(secret="0" * 64)
+    assert 'Wrong join token for member "m2"' in d2.fails(
+        "admin", "init", "--preseed", stdin=_preseed("m2", addr, wrong)
+    )
+    other_cert = forged(fingerprint="1" * 64)
+    assert "not the cluster's" in d2.fails(
+        "admin", "init", "--preseed", stdin=_preseed("m2", addr, other_cert)
+    )
+    expired = forged(expires_at="2020-01-01T00:00:00Z")
+    assert "expired" in d2.fails("admin", "init", "--preseed", stdin=_preseed("m2", addr, expired))
+    # Nothing changed on either side: the token is still there, d2 is still a single server.
+    assert [t["server_name"] for t in json.loads(d1.cli("cluster", "list-tokens", "-f", "json").stdout)] == [
+        "m2"
+    ]
+    assert d2.api("GET", "/1.0/cluster")[1]["metadata"]["enabled"] is False
+    assert not (d2.dir / "cluster.json").exists() and not (d2.dir / "cluster.crt").exists()
+
+    d2.cli("admin", "init", "--preseed", stdin=_preseed("m2", addr, token))
+    assert _members(d1) == {"m1": "Online", "m2": "Online"}
+    d3 = cluster.add_daemon()
+    used = d3.fails("admin", "init", "--preseed", stdin=_preseed("m2", cluster.address(2), token))
+    assert 'No join token for member "m2"' in used
+    d1.cli("cluster", "add", "m3")
+    d1.cli("cluster", "revoke-token", "m3")
+    assert json.loads(d1.cli("cluster", "list-tokens", "-f", "json").stdout) == []
+    # A joining server with networks of its own is refused before anything is asked of the cluster.
+    d3.cli("network", "create", f"{cluster.prefix}x", "ipv4.address=none", "ipv6.address=none")
+    token3 = _token(d1, "m3")
+    assert "has networks" in d3.fails(
+        "admin", "init", "--preseed", stdin=_preseed("m3", cluster.address(2), token3)
+    )
