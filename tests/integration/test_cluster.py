@@ -139,18 +139,25 @@ def test_three_members_share_state_survive_a_killed_member_and_catch_it_up(clust
     # The bridge itself exists only where it was created (per-member apply is later work).
     assert d1.ns.link(net) is not None
 
-    # SIGKILL one member: the other two still write and see it go Offline.
-    d3.stop(signal.SIGKILL)
+    # SIGKILL the database leader: the other two elect another, go on writing, see it Offline.
+    (leader,) = [name for name, r in roles.items() if "database-leader" in r]
+    by_name = {"m1": d1, "m2": d2, "m3": d3}
+    victim = by_name.pop(leader)
+    (a, b), (name_a, name_b) = by_name.values(), by_name.keys()
+    victim.stop(signal.SIGKILL)
     t0 = time.monotonic()
-    _eventually(lambda: _create_profile(d1, "while-down"))
-    print(f"first write after the SIGKILL: {time.monotonic() - t0:.2f} s")
-    d2.cli("profile", "set", "while-down", "user.note=written-while-m3-was-down")
-    _eventually(lambda: _members(d2) == {"m1": "Online", "m2": "Online", "m3": "Offline"}, timeout=20)
+    _eventually(lambda: _create_profile(a, "while-down"))
+    print(f"first write after SIGKILL of the leader: {time.monotonic() - t0:.2f} s")
+    b.cli("profile", "set", "while-down", f"user.note=written-while-{leader}-was-down")
+    _eventually(lambda: _members(b) == {name_a: "Online", name_b: "Online", leader: "Offline"}, timeout=20)
+    roles = {m["server_name"]: m["roles"] for m in json.loads(a.cli("cluster", "list", "-f", "json").stdout)}
+    assert "database-leader" in roles[name_a] + roles[name_b]
 
     # It comes back, catches up, and is Online again.
-    d3.start(timeout=60)
-    assert d3.cli("profile", "get", "while-down", "user.note").stdout.strip() == "written-while-m3-was-down"
-    _eventually(lambda: _members(d1) == {"m1": "Online", "m2": "Online", "m3": "Online"}, timeout=20)
+    victim.start(timeout=60)
+    note = victim.cli("profile", "get", "while-down", "user.note").stdout.strip()
+    assert note == f"written-while-{leader}-was-down"
+    _eventually(lambda: _members(a) == {"m1": "Online", "m2": "Online", "m3": "Online"}, timeout=20)
 
 
 def test_bad_join_tokens_are_refused_and_change_nothing(cluster: Cluster) -> None:

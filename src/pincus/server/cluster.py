@@ -111,6 +111,7 @@ class Cluster:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._changing = threading.Lock()  # one enable/join at a time
+        self._voter = False
 
     # --- who we are -------------------------------------------------------------------------------
 
@@ -613,6 +614,12 @@ class Cluster:
     def start(self) -> None:
         if self.local is None:
             return
+        # A member that just joined is a spare: it becomes a voter before it serves its API, so
+        # that once `admin init` returns it is a full member (the heartbeat retries on failure).
+        try:
+            self._voter = self._promote()
+        except PincusError as e:
+            log.warning("Not a voter of the cluster database yet: %s", e)
         self._thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
         self._thread.start()
 
@@ -622,14 +629,13 @@ class Cluster:
             self._thread.join(10)
 
     def _beat(self) -> None:
-        voter = False
         while True:
             interval = 5.0
             try:
                 interval = max(0.5, int(server_keys.value(self.config(), "cluster.offline_threshold")) / 4)
                 db.heartbeat(self.store, self.name, time.time())
                 self._refresh_database()
-                voter = voter or self._promote()
+                self._voter = self._voter or self._promote()
             except Exception as e:  # a lost leader: the next beat finds the new one
                 log.warning("Heartbeat of %s failed: %s", self.name, e)
             if self._stop.wait(interval):
