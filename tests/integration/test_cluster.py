@@ -139,11 +139,24 @@ def test_three_members_share_state_survive_a_killed_member_and_catch_it_up(clust
     # The bridge itself exists only where it was created (per-member apply is later work).
     assert d1.ns.link(net) is not None
 
+    # Instances live on a member: placed with --target or on the member with the fewest.
+    d1.cli("admin", "init", "--auto")
+    d1.cli("init", "c1", "--empty", "--target", "m2")
+    d3.cli("init", "c2", "--empty")
+    where = {i["name"]: i["location"] for i in json.loads(d1.cli("list", "-f", "json").stdout)}
+    assert where["c1"] == "m2" and where["c2"] in ("m1", "m3")
+    assert "LOCATION" in d3.cli("list").stdout
+    # A change asked of any member is made by the instance's own.
+    d3.cli("config", "set", "c1", "user.where=here")
+    assert d1.cli("config", "get", "c1", "user.where").stdout.strip() == "here"
+    assert "not found" in d1.fails("init", "c3", "--empty", "--target", "nowhere")
+
     # SIGKILL the database leader: the other two elect another, go on writing, see it Offline.
     (leader,) = [name for name, r in roles.items() if "database-leader" in r]
     by_name = {"m1": d1, "m2": d2, "m3": d3}
     victim = by_name.pop(leader)
     (a, b), (name_a, name_b) = by_name.values(), by_name.keys()
+    a.cli("init", "on-leader", "--empty", "--target", leader)
     victim.stop(signal.SIGKILL)
     t0 = time.monotonic()
     _eventually(lambda: _create_profile(a, "while-down"))
@@ -152,6 +165,11 @@ def test_three_members_share_state_survive_a_killed_member_and_catch_it_up(clust
     _eventually(lambda: _members(b) == {name_a: "Online", name_b: "Online", leader: "Offline"}, timeout=20)
     roles = {m["server_name"]: m["roles"] for m in json.loads(a.cli("cluster", "list", "-f", "json").stdout)}
     assert "database-leader" in roles[name_a] + roles[name_b]
+    # Its instances are listed as Offline, not lost.
+    status = {i["name"]: (i["location"], i["status"]) for i in json.loads(a.cli("list", "-f", "json").stdout)}
+    assert status["on-leader"] == (leader, "Offline")
+    assert all(s == "Offline" for loc, s in status.values() if loc == leader)
+    assert all(s == "Stopped" for loc, s in status.values() if loc != leader)
 
     # It comes back, catches up, and is Online again.
     victim.start(timeout=60)

@@ -178,4 +178,8 @@ MIGRATIONS: list[str] = [
         expires_at REAL NOT NULL
     );
     """,
+    # 8: the cluster member an instance lives on ('' on a single server)
+    """
+    ALTER TABLE instances ADD COLUMN location TEXT NOT NULL DEFAULT '';
+    """,
 ]

@@ -266,6 +266,7 @@ class Cluster:
                         marks = ", ".join("?" * len(cur.description))
                         for row in cur.fetchall():
                             conn.execute(f'INSERT INTO "{table}" ({columns}) VALUES ({marks})', tuple(row))
+                    conn.execute("UPDATE instances SET location = ? WHERE location = ''", (local.name,))
                     for key in config:
                         if server_keys.SERVER_KEYS[key].local:  # until now a single server's own
                             conn.execute(
@@ -547,16 +548,7 @@ class Cluster:
         now = time.time()
         out = []
         for m in db.members(self.store):
-            silent = now - m.heartbeat
-            if silent > threshold:
-                status, message = (
-                    "Offline",
-                    f"No heartbeat for {silent:.0f}s ({now - m.heartbeat:.0f} > {threshold})",
-                )
-            elif m.state == "evacuated":
-                status, message = "Evacuated", "Unavailable due to maintenance"
-            else:
-                status, message = "Online", "Fully operational"
+            status, message = _status(m, threshold, now)
             role = roles.get(m.id)
             member_roles = (["database-leader"] if m.id == leader else []) + (
                 ["database"] if role == 0 else []
@@ -690,7 +682,50 @@ class Cluster:
         )
         if status >= 400:
             raise _error_of(status, f'Member "{member}": {doc.get("error") or status}')
+        if doc.get("type") == "async":
+            # Its background operation, waited for there: the caller sees the work done or failed.
+            op_id = str((doc.get("metadata") or {}).get("id", ""))
+            status, doc = self.state.host(
+                member_api.request, target.address, self._fingerprint(), self.cluster_pair,
+                "GET", f"/1.0/operations/{op_id}/wait?timeout=-1", None, 3600.0,
+            )  # fmt: skip
+            op = doc.get("metadata") or {}
+            if status >= 400 or op.get("status_code") != 200:
+                raise _error_of(
+                    op.get("err_code") or 500, f'Member "{member}": {op.get("err") or doc.get("error")}'
+                )
+            return op.get("metadata")
         return doc.get("metadata")
+
+    def statuses(self) -> dict[str, str]:
+        """Member name -> Online, Offline or Evacuated."""
+        if self.local is None:
+            return {}
+        threshold = int(server_keys.value(self.config(), "cluster.offline_threshold"))
+        now = time.time()
+        return {m.name: _status(m, threshold, now)[0] for m in db.members(self.store)}
+
+    def place(self, target: str | None) -> str:
+        """The member a new instance goes to: TARGET, else the Online member with the fewest
+        instances ('' on a single server)."""
+        if self.local is None:
+            if target:
+                raise InvalidError("--target needs a cluster: this server is not clustered")
+            return ""
+        statuses = self.statuses()
+        if target:
+            if target not in statuses:
+                raise NotFoundError(f'Cluster member "{target}" not found')
+            if statuses[target] != "Online":
+                raise ConflictError(f'Cluster member "{target}" is {statuses[target]}')
+            return target
+        counts = {name: 0 for name, status in statuses.items() if status == "Online"}
+        for location in instances.locations(self.store).values():
+            if location in counts:
+                counts[location] += 1
+        if not counts:
+            raise ConflictError("No cluster member is Online to take the instance")
+        return min(sorted(counts), key=lambda n: counts[n])
 
     def call_all(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
         """The same request to every other member; member name -> its metadata or the error it raised."""
@@ -703,6 +738,15 @@ class Cluster:
             except PincusError as e:
                 out[m.name] = e
         return out
+
+
+def _status(m: db.MemberRecord, threshold: int, now: float) -> tuple[str, str]:
+    silent = now - m.heartbeat
+    if silent > threshold:
+        return "Offline", f"No heartbeat for {silent:.0f}s (threshold {threshold}s)"
+    if m.state == "evacuated":
+        return "Evacuated", "Unavailable due to maintenance"
+    return "Online", "Fully operational"
 
 
 def _error_of(status: int, message: str) -> PincusError:

@@ -133,6 +133,8 @@ class Instances:
         # (create, update, rename, delete); always taken before any instance's lock.
         self.profiles_lock = threading.RLock()
         self._stop_monitor = threading.Event()
+        # The cluster member this daemon is ('' on a single server): it runs the instances there.
+        self.location = ""
 
     @property
     def host(self) -> Host:
@@ -190,7 +192,7 @@ class Instances:
             "stateful": False,
             "profiles": list(inst.local.profiles),
             "project": "default",
-            "location": "none",
+            "location": inst.rec.location or "none",
             "config": dict(sorted(config.items())),
             "devices": inst.local.devices,
             "expanded_config": dict(sorted(expanded.items())),
@@ -199,6 +201,11 @@ class Instances:
 
     def get(self, name: str) -> dict[str, Any]:
         return self.to_api(self._load(name))
+
+    def location_of(self, name: str) -> str | None:
+        """The member instance NAME lives on ('' on a single server), None if there is no such instance."""
+        rec = db_instances.get(self.state.store, name)
+        return None if rec is None else rec.location
 
     def get_full(self, name: str) -> dict[str, Any]:
         """`?recursion=1` on one instance (Incus's InstanceFull): its state, snapshots and backups too."""
@@ -334,6 +341,7 @@ class Instances:
             config=strings_of(req.get("config"), "config"),
             devices=devices_of(req.get("devices")),
             profiles=self._requested_profiles(req),
+            location=self.location,
         )
         with self.profiles_lock, self.locked(name), Reverter() as undo:
             if db_instances.get(self.state.store, name) is not None:
@@ -745,11 +753,15 @@ class Instances:
 
     # --- daemon start / stop ---------------------------------------------------------------------
 
+    def _here(self) -> list[InstanceRecord]:
+        """The instances this daemon runs on its host: in a cluster, those living on this member."""
+        return [r for r in db_instances.list_all(self.state.store) if r.location == self.location]
+
     def reconcile(self) -> None:
         """Adopt instances that kept running, clean up those that died, drop leaked links."""
         known: set[str] = set()
         running: set[str] = set()
-        for rec in db_instances.list_all(self.state.store):
+        for rec in self._here():
             inst = self._driver(rec)
             with self.locked(rec.name):
                 try:
@@ -788,7 +800,7 @@ class Instances:
 
     def _autostart(self) -> None:
         """Start the stopped instances whose boot.autostart is true, as Incus does at daemon start."""
-        for rec in db_instances.list_all(self.state.store):
+        for rec in self._here():
             inst = self._driver(rec)
             if not parse_bool(inst.rec.config.get("boot.autostart", "false")) or inst.is_alive():
                 continue
@@ -801,7 +813,7 @@ class Instances:
         """Notice instances whose process died (guest poweroff, killed init) and clean up after them."""
         while not self._stop_monitor.wait(interval):
             try:
-                names = db_instances.names(self.state.store)
+                names = db_instances.names_on(self.state.store, self.location)
             except HostError as e:  # a cluster database without a leader for now: try again later
                 log.warning("Instance monitor cannot read the database: %s", e)
                 continue
@@ -833,7 +845,7 @@ class Instances:
     def _release_shared_if_idle(self) -> None:
         """Housekeeping after a stop: the work asked for is done, so a failure here is logged and
         left to the next stop (an empty bridge table filters nothing)."""
-        if any(self._driver(r).has_runtime() for r in db_instances.list_all(self.state.store)):
+        if any(self._driver(r).has_runtime() for r in self._here()):
             return
         try:
             nic_bridged.release_shared(self.state)
@@ -856,6 +868,6 @@ class Instances:
             except Exception:
                 log.exception("Failed to stop %s at shutdown", name)
 
-        names = db_instances.names(self.state.store)
+        names = db_instances.names_on(self.state.store, self.location)
         with ThreadPoolExecutor(max_workers=SHUTDOWN_WORKERS, thread_name_prefix="shutdown") as pool:
             list(pool.map(stop_one, names))

@@ -83,6 +83,8 @@ class Server:
         self.storage = Storage(state)
         self.images = Images(state)
         self.instances = Instances(state, self.storage, self.images)
+        self.instances.location = self.cluster.name
+        self.storage.per_member = self.cluster.clustered
         self.profiles = Profiles(state, self.instances)
         self.drift = Drift(state, self.networks, self.instances)
 
