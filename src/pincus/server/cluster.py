@@ -57,43 +57,19 @@ class LocalMember:
     database: list[str] = field(default_factory=list)  # every member's dqlite address
 
     @classmethod
-    def load(cls, path: Path) -> LocalMember | None:
-        doc = files.read_json(path)
-        if doc is None:
-            return None
+    def from_doc(cls, doc: object, path: Path) -> LocalMember:
+        """The member PATH (cluster.json) describes, as read from it."""
         try:
+            assert isinstance(doc, dict)
             return cls(
                 str(doc["name"]), int(doc["node_id"]), str(doc["address"]), [str(a) for a in doc["database"]]
             )
-        except (KeyError, TypeError, ValueError) as e:
-            raise HostError(f"{path} is damaged ({e}): it says which cluster this member is in") from None
+        except (AssertionError, KeyError, TypeError, ValueError) as e:
+            raise HostError(f"{path} is damaged ({e!r}): it says which cluster this member is in") from None
 
 
 def cluster_file(state_dir: Path) -> Path:
     return state_dir / "cluster.json"
-
-
-def open_local_store(state_dir: Path) -> tuple[Store, DqliteNode | None, LocalMember | None]:
-    """The store pincusd runs on: SQLite, or as a cluster member its dqlite node and the
-    replicated database (the SQLite file it had before is kept aside as pincus.db.pre-cluster)."""
-    local = LocalMember.load(cluster_file(state_dir))
-    if local is None:
-        return Store(state_dir / DATABASE), None, None
-    from pincus.db.dqlite_store import DqliteStore
-
-    old = state_dir / DATABASE
-    for suffix in ("", "-wal", "-shm"):
-        if Path(f"{old}{suffix}").exists():
-            files.move_dir(Path(f"{old}{suffix}"), Path(f"{old}.pre-cluster{suffix}"))
-    node = DqliteNode(
-        local.node_id, dqlite_address(local.address), state_dir / "database", NETWORK_LATENCY_MS
-    )
-    try:
-        store = DqliteStore(local.database, database=DATABASE, timeout=60.0)
-    except BaseException:
-        node.stop()
-        raise
-    return store, node, local
 
 
 class Cluster:
@@ -297,7 +273,7 @@ class Cluster:
         return self.local
 
     def _fingerprint(self) -> str:
-        return certs.fingerprint(self.state.host(certs.read, self.cluster_pair[0]))
+        return self.state.host(certs.fingerprint, self.state.host(certs.read, self.cluster_pair[0]))
 
     def add_token(self, body: object) -> dict[str, Any]:
         """POST /1.0/cluster/members: a join token for a new member named in BODY."""
@@ -373,7 +349,7 @@ class Cluster:
                 )
                 undo.add(self.state.host, files.remove, key)
                 undo.add(self.state.host, files.remove, crt)
-                if certs.fingerprint(self.state.host(certs.read, crt)) != token.fingerprint:
+                if self.state.host(certs.fingerprint, self.state.host(certs.read, crt)) != token.fingerprint:
                     raise HostError("The cluster sent a certificate that is not the one the token names")
                 # The node joins as a spare (no vote, so the cluster keeps its quorum while this
                 # daemon restarts); the restarted daemon's first heartbeat makes it a voter.

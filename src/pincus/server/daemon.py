@@ -18,12 +18,21 @@ from pincus.api.cluster_routes import PUBLIC
 from pincus.api.http import Router, TLSHTTPServer, serve, serve_tls
 from pincus.api.routes import build
 from pincus.config.server_keys import parse_address
+from pincus.db.store import Store
 from pincus.errors import ConflictError, HostError, PincusError
 from pincus.events import EventHub, EventLogHandler
 from pincus.host import certs, files
+from pincus.host.dqlite_node import DqliteNode
 from pincus.host.features import probe_kernel_features
 from pincus.server import crashpoint
-from pincus.server.cluster import Cluster, open_local_store
+from pincus.server.cluster import (
+    DATABASE,
+    NETWORK_LATENCY_MS,
+    Cluster,
+    LocalMember,
+    cluster_file,
+    dqlite_address,
+)
 from pincus.server.server import Server
 from pincus.state import State
 
@@ -143,6 +152,28 @@ def main(argv: list[str] | None = None) -> None:
             sys.executable,
             [sys.executable, "-m", "pincus.server.daemon", *(argv if argv is not None else sys.argv[1:])],
         )
+
+
+def open_local_store(path: Path) -> tuple[Store, DqliteNode | None, LocalMember | None]:
+    """The store pincusd runs on: SQLite, or as a cluster member (cluster.json) its dqlite node and
+    the replicated database; the SQLite file it had before is kept aside as pincus.db.pre-cluster."""
+    doc = files.read_json(cluster_file(path))
+    if doc is None:
+        return Store(path / DATABASE), None, None
+    local = LocalMember.from_doc(doc, cluster_file(path))
+    from pincus.db.dqlite_store import DqliteStore  # only a cluster member loads the dqlite client
+
+    old = path / DATABASE
+    for suffix in ("", "-wal", "-shm"):
+        if Path(f"{old}{suffix}").exists():
+            files.move_dir(Path(f"{old}{suffix}"), Path(f"{old}.pre-cluster{suffix}"))
+    node = DqliteNode(local.node_id, dqlite_address(local.address), path / "database", NETWORK_LATENCY_MS)
+    try:
+        store = DqliteStore(local.database, database=DATABASE, timeout=60.0)
+    except BaseException:
+        node.stop()
+        raise
+    return store, node, local
 
 
 class Listeners:
