@@ -224,3 +224,38 @@ def test_bad_join_tokens_are_refused_and_change_nothing(cluster: Cluster) -> Non
     assert "has networks" in d3.fails(
         "admin", "init", "--preseed", stdin=_preseed("m3", cluster.address(2), token3)
     )
+
+
+def test_evacuate_stops_a_members_running_instances_and_restore_starts_them_again(cluster: Cluster) -> None:
+    d1, d2 = cluster.add_daemon(), cluster.add_daemon()
+    d1.cli("config", "set", "cluster.https_address", cluster.address(0))
+    d1.cli("cluster", "enable", "m1")
+    d2.cli("admin", "init", "--preseed", stdin=_preseed("m2", cluster.address(1), _token(d1, "m2")))
+    d1.cli("admin", "init", "--auto")
+    d2.cli("launch", "busybox", "ev1", "--target", "m2")
+    d2.cli("init", "ev2", "--empty", "--target", "m2")  # stopped: restore leaves it so
+
+    def pid(name: str) -> int:
+        return int(json.loads(d2.cli("query", f"/1.0/instances/{name}/state").stdout).get("pid") or 0)
+
+    first = pid("ev1")
+    assert first > 0 and Path(f"/proc/{first}").exists()
+    d1.cli("cluster", "evacuate", "m2")  # asked of another member: forwarded to m2
+    assert _members(d1)["m2"] == "Evacuated"
+    assert not Path(f"/proc/{first}").exists()
+    status = {i["name"]: i["status"] for i in json.loads(d1.cli("list", "-f", "json").stdout)}
+    assert status == {"ev1": "Stopped", "ev2": "Stopped"}
+    # Nothing new is placed on an evacuated member, and it cannot be targeted.
+    d1.cli("init", "ev3", "--empty")
+    assert {i["name"]: i["location"] for i in json.loads(d1.cli("list", "-f", "json").stdout)}["ev3"] == "m1"
+    assert "Evacuated" in d1.fails("init", "ev4", "--empty", "--target", "m2")
+
+    d1.cli("cluster", "restore", "m2")
+    assert _members(d1)["m2"] == "Online"
+    again = pid("ev1")
+    assert again > 0 and again != first and Path(f"/proc/{again}").exists()
+    status = {i["name"]: i["status"] for i in json.loads(d2.cli("list", "-f", "json").stdout)}
+    assert status == {"ev1": "Running", "ev2": "Stopped", "ev3": "Stopped"}
+    # A member with instances is not removed without --force.
+    assert "has instances" in d1.fails("cluster", "remove", "m2")
+    d2.cli("stop", "ev1", "--force")

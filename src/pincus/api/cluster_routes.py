@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
-from pincus.api.http import Request, Router
+from pincus.api import operation_routes
+from pincus.api.http import Async, Request, Router
 from pincus.api.instance_routes import body_of as _body
 from pincus.errors import InvalidError
 from pincus.server.cluster import ACCEPT_PATH
@@ -56,6 +58,30 @@ def add(r: Router, server: Server) -> None:
 
     r.add("POST", "/1.0/cluster/members/{name}", rename_member)
     r.add("DELETE", "/1.0/cluster/members/{name}", remove_member)
+
+    def change_member_state(req: Request) -> Async:
+        name, body = req.params["name"], _body(req)
+        action = body.get("action")
+        if action not in ("evacuate", "restore"):
+            raise InvalidError(f"Invalid action {action!r} (evacuate or restore)")
+        timeout = operation_routes.stop_wait(body.get("timeout", 30), "the request body")
+        cluster.member(name)  # 404 at once
+        resources = {"cluster_members": [f"/1.0/cluster/members/{name}"]}
+        description = "Evacuating cluster member" if action == "evacuate" else "Restoring cluster member"
+
+        def run(op: object) -> None:
+            if name != cluster.name:
+                cluster.call(name, "POST", f"/1.0/cluster/members/{quote(name, safe='')}/state", body)
+            elif action == "evacuate":
+                cluster.set_member_state(name, "evacuated")  # first: no new instance lands here
+                server.instances.evacuate(timeout)
+            else:
+                server.instances.restore()
+                cluster.set_member_state(name, "online")
+
+        return Async(server.operations.start(description, resources, run).to_api())
+
+    r.add("POST", "/1.0/cluster/members/{name}/state", change_member_state)
     r.add("GET", "/internal/cluster/tokens", lambda req: cluster.tokens())
 
     def revoke(req: Request) -> Any:

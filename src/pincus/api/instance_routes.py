@@ -105,7 +105,7 @@ def add(r: Router, server: Server, sessions: ExecSessions) -> None:
                 out.append(item)
                 continue
             view = None
-            if statuses.get(member) == "Online":
+            if statuses.get(member) not in (None, "Offline"):
                 try:
                     view = cluster.call(
                         member, "GET", f"/1.0/instances/{quote(item['name'], safe='')}?recursion={recursion}"

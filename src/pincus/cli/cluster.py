@@ -69,6 +69,14 @@ def _remove(args: argparse.Namespace, c: Client) -> None:
     print(f"Member {args.name} removed")
 
 
+def _evacuate(args: argparse.Namespace, c: Client) -> None:
+    c.request("POST", f"/1.0/cluster/members/{q(args.name)}/state", {"action": "evacuate"})
+
+
+def _restore(args: argparse.Namespace, c: Client) -> None:
+    c.request("POST", f"/1.0/cluster/members/{q(args.name)}/state", {"action": "restore"})
+
+
 def _list_tokens(args: argparse.Namespace, c: Client) -> None:
     tokens: list[dict[str, Any]] = c.request("GET", "/internal/cluster/tokens")
     when = [time.strftime("%Y/%m/%d %H:%M %Z", time.localtime(t["expires_at"])) for t in tokens]
@@ -96,6 +104,12 @@ def _build_remove(x: argparse.ArgumentParser, words: list[str]) -> None:
     x.set_defaults(func=_remove)
 
 
+def _build_evacuate(x: argparse.ArgumentParser, words: list[str]) -> None:
+    x.add_argument("name")
+    x.add_argument("--force", action="store_true", help="do not ask (pincus never asks)")
+    x.set_defaults(func=_evacuate)
+
+
 COMMANDS: tuple[Command, ...] = (
     ("enable", (), "make this server the first member of a new cluster", positionals(_enable, "name")),
     ("add", (), "print a join token for a new member", positionals(_add, "name")),
@@ -103,6 +117,8 @@ COMMANDS: tuple[Command, ...] = (
     ("show", (), "a member's details as YAML", positionals(_show, "name")),
     ("rename", (), "rename a member", positionals(_rename, "name", "new_name")),
     ("remove", ("rm",), "remove a member", _build_remove),
+    ("evacuate", (), "stop a member's instances and take it out of placement", _build_evacuate),
+    ("restore", (), "start again what evacuate stopped", positionals(_restore, "name")),
     ("list-tokens", (), "list the join tokens not used yet", _build_list_tokens),
     ("revoke-token", (), "revoke the join token of a member to be", positionals(_revoke_token, "name")),
 )

@@ -552,6 +552,10 @@ class Cluster:
                 return m
         raise NotFoundError(f'Cluster member "{name}" not found')
 
+    def set_member_state(self, name: str, state: str) -> None:
+        db.member(self.store, name)
+        db.set_member_state(self.store, name, state)
+
     def rename(self, name: str, new_name: str) -> None:
         self._require_clustered()
         check_member_name(new_name)
@@ -565,6 +569,8 @@ class Cluster:
         m = db.member(self.store, name)
         if name == local.name:
             raise ConflictError("A member cannot remove itself: remove it from another member")
+        if not force and self.statuses().get(name) != "Offline" and instances.names_on(self.store, name):
+            raise ConflictError(f'Member "{name}" has instances: delete or move them first (or --force)')
         if len(db.members(self.store)) <= 2 and not force:
             raise ConflictError(
                 "Removing this member would leave one: the cluster database needs a quorum (--force)"

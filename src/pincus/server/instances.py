@@ -6,6 +6,7 @@ undo of the one Instances object; the work itself is in the instance and device 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -120,6 +121,10 @@ def source_of(req: dict[str, Any]) -> dict[str, Any]:
 
 
 _ARCHITECTURES = ("x86_64", "amd64")  # the names Incus's images give this host's architecture
+
+
+# Set on an instance that `cluster evacuate` stopped: `cluster restore` starts it again.
+EVACUATED = "volatile.evacuated"
 
 
 class Instances:
@@ -699,6 +704,31 @@ class Instances:
                 raise
         log.info("Started instance %s", name, extra={"ctx": {"instance": name}})
         self.state.events.lifecycle("instance-started", f"/1.0/instances/{name}")
+
+    def evacuate(self, timeout: float) -> list[str]:
+        """`cluster evacuate` of this member: stop its running instances, each marked so that
+        `cluster restore` starts it again. The names stopped."""
+        stopped = []
+        for rec in self._here():
+            if not self._driver(rec).is_alive():
+                continue
+            db_instances.set_volatile(self.state.store, rec.name, {EVACUATED: "true"})
+            with contextlib.suppress(ConflictError):  # stopped meanwhile
+                self.stop(rec.name, timeout, force=False)
+            stopped.append(rec.name)
+        return stopped
+
+    def restore(self) -> list[str]:
+        """`cluster restore` of this member: start what its evacuation stopped. The names started."""
+        started = []
+        for rec in self._here():
+            if rec.volatile.get(EVACUATED) != "true":
+                continue
+            if not self._driver(rec).is_alive():
+                self.start(rec.name)
+                started.append(rec.name)
+            db_instances.set_volatile(self.state.store, rec.name, {EVACUATED: None})
+        return started
 
     def stop(self, name: str, timeout: float, force: bool) -> None:
         with self.locked(name):

@@ -266,13 +266,17 @@ class Storage:
         this call made it, UNDO learns to remove it: a create that fails leaves no trace, not even
         a cache it filled (clones hold the same lock, so none is reading it then)."""
         with self._image_lock(pool_name, fp):
-            if db.get_volume(self.state.store, pool_name, db.IMAGE, fp) is not None:
-                return
             pool = self.pool(pool_name)
+            recorded = db.get_volume(self.state.store, pool_name, db.IMAGE, fp) is not None
+            # In a cluster the record says some member unpacked it: this one may still need to.
+            if recorded and not (self.per_member and not pool.has_image_volume(fp)):
+                return
+            self._make_here(pool)
             with Reverter() as own:
                 pool.create_image_volume(fp, fill)
                 own.add(pool.delete_image_volume, fp)
-                db.create_volume(self.state.store, VolumeRecord(pool_name, fp, db.IMAGE))
+                if not recorded:
+                    db.create_volume(self.state.store, VolumeRecord(pool_name, fp, db.IMAGE))
                 own.success()
         undo.add(self._delete_image_volume, pool_name, fp)
         log.info("Unpacked image %s on storage pool %s", fp, pool_name)
