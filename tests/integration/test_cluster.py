@@ -125,6 +125,10 @@ def test_three_members_share_state_survive_a_killed_member_and_catch_it_up(clust
     assert d3.cli("config", "get", "cluster.offline_threshold").stdout.strip() == "4"
     for d in (d1, d2, d3):
         assert _members(d) == {"m1": "Online", "m2": "Online", "m3": "Online"}
+    # The database's own traffic rides on the API listener (TLS): no other TCP port is open.
+    for i, d in enumerate((d1, d2, d3)):
+        listening = {line.split()[3] for line in d.ns.run("ss", "-ltnH").stdout.splitlines()}
+        assert listening == {cluster.address(i)}
     roles = {m["server_name"]: m["roles"] for m in json.loads(d2.cli("cluster", "list", "-f", "json").stdout)}
     assert sum("database-leader" in r for r in roles.values()) == 1
     assert all("database" in r for r in roles.values())

@@ -2,18 +2,41 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
 from pincus.api import operation_routes
-from pincus.api.http import Async, Request, Router
+from pincus.api.http import Async, Raw, Request, Router
 from pincus.api.instance_routes import body_of as _body
 from pincus.errors import InvalidError
+from pincus.host.dqlite_node import DqliteNode
+from pincus.host.facade import Host
+from pincus.host.splice import splice
 from pincus.server.cluster import ACCEPT_PATH
 from pincus.server.server import Server
 
 # What a peer without the cluster certificate may call on the TLS listener: asking to join.
 PUBLIC = frozenset({("POST", ACCEPT_PATH), ("GET", "")})
+
+
+def database_route(host: Host, node: DqliteNode) -> Callable[[Request], Any]:
+    """POST /internal/database with "Upgrade: dqlite" from a member (cluster certificate): the
+    connection becomes a pipe to this member's dqlite node (not in build(): the daemon adds it
+    before the rest, as the database must be reachable before the server can be built)."""
+
+    def route(req: Request) -> Raw:
+        if req.handler.headers.get("Upgrade", "").lower() != "dqlite":
+            raise InvalidError('POST /internal/database needs "Upgrade: dqlite"')
+        local = host(node.connect_local)
+        req.handler.wfile.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: dqlite\r\nConnection: Upgrade\r\n\r\n"
+        )
+        req.handler.wfile.flush()
+        host(splice, local, req.connection)
+        return Raw()
+
+    return route
 
 
 def add(r: Router, server: Server) -> None:

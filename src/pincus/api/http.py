@@ -190,6 +190,12 @@ class Router:
         if stream is not None:
             self._streamed[handler] = stream
 
+    def extend(self, other: Router) -> None:
+        """OTHER's routes too (after this one's)."""
+        self._routes += other._routes
+        self._patterns += other._patterns
+        self._streamed.update(other._streamed)
+
     def body_limits(self, handler: Handler) -> BodyLimits | None:
         return self._streamed.get(handler)
 

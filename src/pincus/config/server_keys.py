@@ -25,8 +25,8 @@ def parse_address(value: str) -> tuple[str, int]:
         raise ValueError(f'"{host}" is not an IP address (pincus needs a literal address)') from None
     if ip.version == 6 and bare == host:
         raise ValueError(f'IPv6 address "{host}" must be in brackets: [{host}]:{port}')
-    if not port.isdigit() or not 0 < int(port) < 65535 or port != str(int(port)):
-        raise ValueError(f'port "{port}" is not 1-65534 (the next port carries the cluster database)')
+    if not port.isdigit() or not 0 < int(port) < 65536 or port != str(int(port)):
+        raise ValueError(f'port "{port}" is not 1-65535')
     return bare, int(port)
 
 

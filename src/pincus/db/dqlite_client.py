@@ -8,7 +8,7 @@ from __future__ import annotations
 import socket
 import struct
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from pincus.errors import ConflictError, HostError, InvalidError
 
@@ -26,6 +26,7 @@ _NOT_LEADER = {10250, 10506}
 _SQLITE_CONSTRAINT = 19
 
 Value = int | float | str | bytes | None
+Dial = Callable[[str, float], socket.socket]
 Row = tuple[Value, ...]
 
 
@@ -117,14 +118,21 @@ class _Reader:
 class Connection:
     """One TCP connection to one member; not thread-safe (callers hold a lock)."""
 
-    def __init__(self, address: str, timeout: float = 5.0) -> None:
+    def __init__(self, address: str, timeout: float = 5.0, dial: Dial | None = None) -> None:
+        """DIAL: how to reach ADDRESS (a cluster's member API over TLS); plain TCP without."""
         host, _, port = address.rpartition(":")
         self.address = address
+        self._dial = dial
         try:
-            self._sock = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
+            if dial is not None:
+                self._sock = dial(address, timeout)
+                self._sock.settimeout(timeout)
+            else:
+                self._sock = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
         except OSError as e:
             raise HostError(f"Cannot reach dqlite member {address}: {e}") from e
-        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self._sock.family != socket.AF_UNIX:
+            self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._send_raw(struct.pack("<Q", PROTOCOL_VERSION))
         self.db_id: int | None = None
 
@@ -228,14 +236,16 @@ class Connection:
         return self.db_id
 
 
-def connect_leader(addresses: Iterable[str], database: str | None, timeout: float = 10.0) -> Connection:
+def connect_leader(
+    addresses: Iterable[str], database: str | None, timeout: float = 10.0, dial: Dial | None = None
+) -> Connection:
     """A connection to the current leader, with DATABASE open; tries every member until TIMEOUT."""
     deadline = time.monotonic() + timeout
     last = "no member answered"
     while True:
         for address in addresses:
             try:
-                conn = Connection(address, timeout=2.0)
+                conn = Connection(address, timeout=2.0, dial=dial)
             except HostError as e:
                 last = str(e)
                 continue
@@ -243,7 +253,7 @@ def connect_leader(addresses: Iterable[str], database: str | None, timeout: floa
                 _, leader = conn.leader()
                 if leader and leader != address:
                     conn.close()
-                    conn = Connection(leader, timeout=2.0)
+                    conn = Connection(leader, timeout=2.0, dial=dial)
                     _, again = conn.leader()
                     leader = again if again == leader else ""
                 if leader:

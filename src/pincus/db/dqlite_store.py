@@ -94,7 +94,13 @@ class DqliteStore(Store):
 
     sole_writer = False
 
-    def __init__(self, addresses: Sequence[str], database: str = "pincus.db", timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        addresses: Sequence[str],
+        database: str = "pincus.db",
+        timeout: float = 10.0,
+        dial: dqlite_client.Dial | None = None,
+    ) -> None:
         if not addresses:
             raise InvalidError("A cluster database needs the address of at least one member")
         if not database or "/" in database or database.startswith("."):
@@ -103,13 +109,14 @@ class DqliteStore(Store):
         self.addresses = [check_address(a) for a in addresses]
         self.database = database
         self.timeout = timeout
+        self.dial = dial
         self._lock = threading.RLock()
         self._leader: Connection | None = None
         self._migrate()
 
     def _connection(self) -> Connection:
         if self._leader is None:
-            raw = dqlite_client.connect_leader(self.addresses, self.database, self.timeout)
+            raw = dqlite_client.connect_leader(self.addresses, self.database, self.timeout, self.dial)
             try:
                 raw.execute("PRAGMA foreign_keys = ON")
             except BaseException:

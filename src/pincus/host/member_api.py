@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -48,3 +49,35 @@ def request(
     if not isinstance(doc, dict):
         raise HostError(f"Member {address} answered {method} {path} with something that is not the API")
     return status, doc
+
+
+DATABASE_PATH = "/internal/database"
+
+
+def dial_database(address: str, fingerprint: str, client: tuple[Path, Path], timeout: float) -> ssl.SSLSocket:
+    """A TLS connection to the member at ADDRESS that its API has switched over to its dqlite node
+    (HTTP Upgrade), as Incus carries dqlite's traffic on its cluster listener."""
+    host, port = parse_address(address)
+    sock = certs.connect((host, port), fingerprint, client, timeout)
+    try:
+        sock.sendall(
+            f"POST {DATABASE_PATH} HTTP/1.1\r\nHost: {address}\r\nUpgrade: dqlite\r\n"
+            "Connection: Upgrade\r\nContent-Length: 0\r\n\r\n".encode()
+        )
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):  # byte by byte: what follows is dqlite's
+            byte = sock.recv(1)
+            if not byte or len(head) > 8192:
+                raise HostError(f"Member {address} closed the database connection it was asked for")
+            head += byte
+    except OSError as e:
+        sock.close()
+        raise HostError(f"Database connection to {address} failed: {e}") from e
+    except HostError:
+        sock.close()
+        raise
+    if not head.startswith(b"HTTP/1.1 101"):
+        sock.close()
+        status = head.split(b"\r\n", 1)[0].decode(errors="replace")
+        raise HostError(f"Member {address} refused a database connection: {status}")
+    return sock

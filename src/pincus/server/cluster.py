@@ -6,14 +6,16 @@ members' database addresses): pincusd reads it at start to open the replicated d
 SQLite. Enabling or joining a cluster changes which store the daemon runs on, so both end by
 restarting the daemon in place (same pid; running instances are adopted as after a SIGTERM).
 
-The dqlite traffic of a member runs on its cluster address's IP, port + 1, unencrypted (the API
-between members is TLS with the shared cluster certificate)."""
+Members talk over their API listeners (TLS, the shared cluster certificate on both sides), and so
+does the database: a node listens only inside its process and dials the others through their API
+(make_dial, HTTP Upgrade to /internal/database)."""
 
 from __future__ import annotations
 
 import hmac
 import logging
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -28,7 +30,8 @@ from pincus.db import dqlite_client, instances, networks
 from pincus.db.store import Store
 from pincus.errors import ConflictError, ForbiddenError, HostError, InvalidError, NotFoundError, PincusError
 from pincus.host import certs, files, member_api
-from pincus.host.dqlite_node import DqliteNode
+from pincus.host.dqlite_node import Dial, DqliteNode
+from pincus.host.facade import Host
 from pincus.reverter import Reverter
 from pincus.server.join_token import JoinToken, check_member_name, decode
 from pincus.state import State
@@ -41,10 +44,19 @@ NETWORK_LATENCY_MS = 100
 ACCEPT_PATH = "/internal/cluster/accept"
 
 
-def dqlite_address(address: str) -> str:
-    """Where a member at cluster ADDRESS serves its database: the same IP, the next port."""
-    host, port = parse_address(address)
-    return f"[{host}]:{port + 1}" if ":" in host else f"{host}:{port + 1}"
+def make_dial(
+    host: Host, own: str, fingerprint: str, pair: tuple[Path, Path], nodes: list[DqliteNode]
+) -> Dial:
+    """How this member reaches a member's dqlite node by its cluster address: its own through the
+    node's in-process socket (NODES holds it once started), the others through their API listener
+    (TLS with the cluster certificate, then HTTP Upgrade)."""
+
+    def dial(address: str, timeout: float) -> socket.socket:
+        if address == own and nodes:
+            return host(nodes[0].connect_local, timeout)
+        return host(member_api.dial_database, address, fingerprint, pair, timeout)
+
+    return dial
 
 
 @dataclass
@@ -79,8 +91,10 @@ class Cluster:
         local: LocalMember | None,
         restart: Callable[[], None],
         on_listen_change: Callable[[], None] = lambda: None,
+        dial: Dial | None = None,
     ) -> None:
         self.state = state
+        self.dial = dial  # how a member reaches the database (make_dial); None on a single server
         self.local = local
         self._restart = restart
         self._on_listen_change = on_listen_change
@@ -182,12 +196,16 @@ class Cluster:
             address = config.get("cluster.https_address") or config.get("core.https_address")
             if not address:
                 raise InvalidError("Clustering needs cluster.https_address or core.https_address set first")
-            local = LocalMember(name, 1, address, [dqlite_address(address)])
+            local = LocalMember(name, 1, address, [address])
             with Reverter() as undo:
                 self._new_cluster_certificate(undo)
-                node = self._start_node(local, undo)
-                self._copy_into_cluster(local, config)
-                node.stop()
+                crt, key = self.cluster_pair
+                nodes: list[DqliteNode] = []
+                fingerprint = self._fingerprint()
+                dial = make_dial(self.state.host, address, fingerprint, (crt, key), nodes)
+                nodes.append(self._start_node(local, dial, undo))
+                self._copy_into_cluster(local, config, dial)
+                nodes[0].stop()
                 self.state.host(files.write_json, cluster_file(self.state.dir), asdict(local))
                 undo.success()
             log.info(
@@ -205,24 +223,22 @@ class Cluster:
         undo.add(self.state.host, files.remove, key)
         undo.add(self.state.host, files.remove, crt)
 
-    def _start_node(self, local: LocalMember, undo: Reverter) -> DqliteNode:
+    def _start_node(self, local: LocalMember, dial: Dial, undo: Reverter) -> DqliteNode:
         data = self.state.dir / "database"
         if self.state.host(files.is_dir, data):
             self.state.host(files.remove_tree, data)  # a failed attempt's leftovers: never a live one
-        node = self.state.host(
-            DqliteNode, local.node_id, dqlite_address(local.address), data, NETWORK_LATENCY_MS
-        )
+        node = self.state.host(DqliteNode, local.node_id, local.address, data, NETWORK_LATENCY_MS, dial)
         undo.add(self.state.host, files.remove_tree, data)
         undo.add(node.stop)
         return node
 
-    def _copy_into_cluster(self, local: LocalMember, config: dict[str, str]) -> None:
+    def _copy_into_cluster(self, local: LocalMember, config: dict[str, str], dial: Dial) -> None:
         """Every row of every table, in one transaction (all or nothing), while the SQLite store
         is held so that no write slips in between."""
         from pincus.db.dqlite_store import DqliteStore
 
-        DqliteStore(local.database, database=DATABASE).close()  # creates the schema
-        conn = dqlite_client.connect_leader(local.database, DATABASE)
+        DqliteStore(local.database, database=DATABASE, dial=dial).close()  # creates the schema
+        conn = dqlite_client.connect_leader(local.database, DATABASE, dial=dial)
         try:
             conn.execute("PRAGMA foreign_keys = OFF")  # rows arrive table by table
             with self.store.tx() as src:
@@ -356,8 +372,8 @@ class Cluster:
                 data = self.state.dir / "database"
                 if self.state.host(files.is_dir, data):
                     self.state.host(files.remove_tree, data)
-                if local.database.count(dqlite_address(address)) == 0:
-                    local.database.append(dqlite_address(address))
+                if address not in local.database:
+                    local.database.append(address)
                 self.state.host(files.write_json, cluster_file(self.state.dir), asdict(local))
                 undo.success()
             log.info(
@@ -461,7 +477,7 @@ class Cluster:
                 self.store, {k: (name, str(v)) for k, v in config.items() if server_keys.SERVER_KEYS[k].local}
             )
         try:
-            self._add_node(node_id, dqlite_address(address))
+            self._add_node(node_id, address)
         except PincusError:
             with self.store.tx():  # as it was: no member, the token usable again
                 db.delete_member(self.store, name)
@@ -471,7 +487,7 @@ class Cluster:
         log.info('Member "%s" at %s joins as dqlite node %d', name, address, node_id)
         return {
             "node_id": node_id,
-            "database": [*self._database(), dqlite_address(address)],
+            "database": [*self._database(), address],
             "cluster_certificate": self.state.host(certs.read, crt).decode(),
             "cluster_certificate_key": self.state.host(certs.read, key).decode(),
             "accepted_by": local.name,
@@ -483,7 +499,7 @@ class Cluster:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                leader = dqlite_client.connect_leader(self._database(), None)
+                leader = dqlite_client.connect_leader(self._database(), None, dial=self.dial)
                 try:
                     leader.add(node_id, address, role=None)
                     return
@@ -497,16 +513,14 @@ class Cluster:
                 time.sleep(0.2)
 
     def _database(self) -> list[str]:
-        return [dqlite_address(m.address) for m in db.members(self.store)] or list(
-            self._require_clustered().database
-        )
+        return [m.address for m in db.members(self.store)] or list(self._require_clustered().database)
 
     # --- members ----------------------------------------------------------------------------------
 
     def _roles(self) -> tuple[dict[int, int], int]:
         """dqlite's view: node id -> role, and the leader's node id (0 if unknown)."""
         try:
-            conn = dqlite_client.connect_leader(self._database(), None, timeout=2.0)
+            conn = dqlite_client.connect_leader(self._database(), None, timeout=2.0, dial=self.dial)
         except HostError:
             return {}, 0
         try:
@@ -575,7 +589,7 @@ class Cluster:
             raise ConflictError(
                 "Removing this member would leave one: the cluster database needs a quorum (--force)"
             )
-        leader = dqlite_client.connect_leader(self._database(), None)
+        leader = dqlite_client.connect_leader(self._database(), None, dial=self.dial)
         try:
             if any(i == m.id for i, _, _ in leader.members()):
                 leader.remove(m.id)
@@ -618,7 +632,7 @@ class Cluster:
     def _promote(self) -> bool:
         """Make this member's node a voter if it is not (a member joins as a spare). True once it is."""
         assert self.local is not None
-        leader = dqlite_client.connect_leader(self._database(), None, timeout=5.0)
+        leader = dqlite_client.connect_leader(self._database(), None, timeout=5.0, dial=self.dial)
         try:
             role = {i: r for i, _, r in leader.members()}.get(self.local.node_id)
             if role == dqlite_client.VOTER:
@@ -637,7 +651,7 @@ class Cluster:
     def _refresh_database(self) -> None:
         """Keep cluster.json and the store's member list up to date as members come and go."""
         assert self.local is not None
-        known = [dqlite_address(m.address) for m in db.members(self.store)]
+        known = [m.address for m in db.members(self.store)]
         if known and sorted(known) != sorted(self.local.database):
             self.local.database = known
             addresses = getattr(self.store, "addresses", None)

@@ -8,13 +8,14 @@ import hashlib
 import logging
 import os
 import signal
+import ssl
 import sys
 import threading
 from pathlib import Path
 from types import FrameType
 from typing import IO
 
-from pincus.api.cluster_routes import PUBLIC
+from pincus.api.cluster_routes import PUBLIC, database_route
 from pincus.api.http import Router, TLSHTTPServer, serve, serve_tls
 from pincus.api.routes import build
 from pincus.config.server_keys import parse_address
@@ -22,8 +23,10 @@ from pincus.db.store import Store
 from pincus.errors import ConflictError, HostError, PincusError
 from pincus.events import EventHub, EventLogHandler
 from pincus.host import certs, files
-from pincus.host.dqlite_node import DqliteNode
+from pincus.host.dqlite_node import Dial, DqliteNode
+from pincus.host.facade import Host
 from pincus.host.features import probe_kernel_features
+from pincus.host.member_api import DATABASE_PATH
 from pincus.server import crashpoint
 from pincus.server.cluster import (
     DATABASE,
@@ -31,7 +34,7 @@ from pincus.server.cluster import (
     Cluster,
     LocalMember,
     cluster_file,
-    dqlite_address,
+    make_dial,
 )
 from pincus.server.server import Server
 from pincus.state import State
@@ -96,9 +99,12 @@ def main(argv: list[str] | None = None) -> None:
 
     hub = EventHub()
     _setup_logging(Path(args.logfile) if args.logfile else path / "logs" / "pincusd.log", args.debug, hub)
-    store, node, local = open_local_store(path)
+    host = Host()
+    router = Router()  # routes are added once the server is built; a member's database one first
+    listeners = Listeners()
+    store, node, local, dial = open_local_store(path, host, router, listeners)
     features = probe_kernel_features()
-    state = State(dir=path, store=store, events=hub, features=features, tag=daemon_tag(path))
+    state = State(dir=path, store=store, events=hub, features=features, tag=daemon_tag(path), host=host)
     if crash_file := os.environ.get("PINCUS_TEST_CRASH_FILE"):
         state.host.add_hook(crashpoint.hook(Path(crash_file)))
     shutdown = threading.Event()
@@ -109,13 +115,12 @@ def main(argv: list[str] | None = None) -> None:
         restart.set()
         threading.Timer(0.5, shutdown.set).start()
 
-    listeners = Listeners()
-    cluster = Cluster(state, local, restart_soon, lambda: listeners.update(cluster, router))
+    cluster = Cluster(state, local, restart_soon, lambda: listeners.update(cluster, router), dial=dial)
     server = Server(state, cluster)
     server.start()
 
     sock_path = path / "unix.socket"
-    router = build(server, shutdown)
+    router.extend(build(server, shutdown))
     httpd = serve(sock_path, router)
     files.set_owner_mode(sock_path, 0, gid, 0o660)
     try:
@@ -154,12 +159,18 @@ def main(argv: list[str] | None = None) -> None:
         )
 
 
-def open_local_store(path: Path) -> tuple[Store, DqliteNode | None, LocalMember | None]:
+def open_local_store(
+    path: Path, host: Host, router: Router, listeners: Listeners
+) -> tuple[Store, DqliteNode | None, LocalMember | None, Dial | None]:
     """The store pincusd runs on: SQLite, or as a cluster member (cluster.json) its dqlite node and
-    the replicated database; the SQLite file it had before is kept aside as pincus.db.pre-cluster."""
+    the replicated database; the SQLite file it had before is kept aside as pincus.db.pre-cluster.
+
+    A member's node listens only inside this process and talks to the others through their API
+    listeners (TLS, cluster certificate), so that listener starts here, before the database is
+    opened: the others must reach this node for it to find a leader."""
     doc = files.read_json(cluster_file(path))
     if doc is None:
-        return Store(path / DATABASE), None, None
+        return Store(path / DATABASE), None, None, None
     local = LocalMember.from_doc(doc, cluster_file(path))
     from pincus.db.dqlite_store import DqliteStore  # only a cluster member loads the dqlite client
 
@@ -167,13 +178,20 @@ def open_local_store(path: Path) -> tuple[Store, DqliteNode | None, LocalMember 
     for suffix in ("", "-wal", "-shm"):
         if Path(f"{old}{suffix}").exists():
             files.move_dir(Path(f"{old}{suffix}"), Path(f"{old}.pre-cluster{suffix}"))
-    node = DqliteNode(local.node_id, dqlite_address(local.address), path / "database", NETWORK_LATENCY_MS)
+    crt, key = path / "cluster.crt", path / "cluster.key"
+    nodes: list[DqliteNode] = []
+    dial = make_dial(host, local.address, certs.fingerprint(certs.read(crt)), (crt, key), nodes)
+    node = DqliteNode(local.node_id, local.address, path / "database", NETWORK_LATENCY_MS, dial=dial)
+    nodes.append(node)
     try:
-        store = DqliteStore(local.database, database=DATABASE, timeout=60.0)
+        router.add("POST", DATABASE_PATH, database_route(host, node))
+        listeners.start(local.address, crt, key, router)
+        store = DqliteStore(local.database, database=DATABASE, timeout=60.0, dial=dial)
     except BaseException:
+        listeners.close()
         node.stop()
         raise
-    return store, node, local
+    return store, node, local, dial
 
 
 class Listeners:
@@ -191,17 +209,23 @@ class Listeners:
             if not wanted or all(a in self._servers for a in wanted):
                 return
             crt, key, trusted = cluster.tls_pair()
-            ctx = certs.server_context(crt, key, trusted)
             for address in wanted:
-                if address in self._servers:
-                    continue
-                try:
-                    httpd = serve_tls(parse_address(address), router, ctx, PUBLIC)
-                except OSError as e:
-                    raise HostError(f"Cannot listen on {address}: {e.strerror or e}") from e
-                self._servers[address] = httpd
-                threading.Thread(target=httpd.serve_forever, name=f"api-{address}", daemon=True).start()
-                log.info("Serving the API over TLS on %s", address)
+                if address not in self._servers:
+                    self._start(address, certs.server_context(crt, key, trusted), router)
+
+    def start(self, address: str, crt: Path, key: Path, router: Router) -> None:
+        """A member's listener on ADDRESS, trusting its cluster certificate CRT."""
+        with self._lock:
+            self._start(address, certs.server_context(crt, key, crt), router)
+
+    def _start(self, address: str, ctx: ssl.SSLContext, router: Router) -> None:
+        try:
+            httpd = serve_tls(parse_address(address), router, ctx, PUBLIC)
+        except OSError as e:
+            raise HostError(f"Cannot listen on {address}: {e.strerror or e}") from e
+        self._servers[address] = httpd
+        threading.Thread(target=httpd.serve_forever, name=f"api-{address}", daemon=True).start()
+        log.info("Serving the API over TLS on %s", address)
 
     def _close(self, address: str) -> None:
         httpd = self._servers.pop(address)
