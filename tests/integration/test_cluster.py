@@ -8,6 +8,7 @@ import base64
 import json
 import random
 import signal
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -263,3 +264,42 @@ def test_evacuate_stops_a_members_running_instances_and_restore_starts_them_agai
     # A member with instances is not removed without --force.
     assert "has instances" in d1.fails("cluster", "remove", "m2")
     d2.cli("stop", "ev1", "--force")
+
+
+TLS_PROBE = """
+import socket, ssl, sys
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+if len(sys.argv) > 3:
+    ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+host, port = sys.argv[1].rsplit(":", 1)
+with ctx.wrap_socket(socket.create_connection((host, int(port)), timeout=10)) as s:
+    s.sendall(b"GET /1.0 HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n")
+    data = b""
+    while chunk := s.recv(65536):
+        data += chunk
+print(data.split(b"\\r\\n", 1)[0].decode())
+"""
+
+
+def test_the_api_over_tls_serves_members_only(cluster: Cluster) -> None:
+    d1 = cluster.add_daemon()
+    assert 'Invalid server config key "core.bogus"' in d1.fails("config", "set", "core.bogus", "1")
+    assert "not an IP address" in d1.fails("config", "set", "core.https_address=example.org:8443")
+    d1.cli("config", "set", "core.https_address", cluster.address(0))
+    # A single server's listener has its own certificate and trusts nobody yet.
+    assert (d1.dir / "server.key").stat().st_mode & 0o777 == 0o600
+    probe = d1.ns.run(sys.executable, "-c", TLS_PROBE, cluster.address(0)).stdout
+    assert probe.startswith("HTTP/1.1 403"), probe
+    d1.cli("cluster", "enable", "m1")
+    crt, key = str(d1.dir / "cluster.crt"), str(d1.dir / "cluster.key")
+    assert d1.ns.run(sys.executable, "-c", TLS_PROBE, cluster.address(0)).stdout.startswith("HTTP/1.1 403")
+    member = d1.ns.run(sys.executable, "-c", TLS_PROBE, cluster.address(0), crt, key).stdout
+    assert member.startswith("HTTP/1.1 200"), member
+    d1.cli("config", "unset", "core.https_address")
+    assert d1.cli("config", "get", "cluster.https_address").stdout.strip() == cluster.address(0)
+    # The member still listens: its cluster address is the listener's too.
+    assert d1.ns.run(sys.executable, "-c", TLS_PROBE, cluster.address(0), crt, key).stdout.startswith(
+        "HTTP/1.1 200"
+    )
