@@ -141,8 +141,9 @@ def test_three_members_share_state_survive_a_killed_member_and_catch_it_up(clust
     for d in (d1, d2, d3):
         assert net in d.cli("network", "list", "-f", "csv").stdout
         assert "shared" in d.cli("profile", "list", "-f", "csv").stdout
-    # The bridge itself exists only where it was created (per-member apply is later work).
-    assert d1.ns.link(net) is not None
+    # ... and made on each member's host.
+    for d in (d1, d2, d3):
+        assert d.ns.link(net) is not None
 
     # Instances live on a member: placed with --target or on the member with the fewest.
     d1.cli("admin", "init", "--auto")
@@ -303,3 +304,54 @@ def test_the_api_over_tls_serves_members_only(cluster: Cluster) -> None:
     assert d1.ns.run(sys.executable, "-c", TLS_PROBE, cluster.address(0), crt, key).stdout.startswith(
         "HTTP/1.1 200"
     )
+
+
+def test_a_physical_network_takes_each_members_own_parent_and_errs_only_where_one_is_missing(
+    cluster: Cluster,
+) -> None:
+    d1, d2, d3 = (cluster.add_daemon() for _ in range(3))
+    d1.cli("config", "set", "cluster.https_address", cluster.address(0))
+    d1.cli("cluster", "enable", "m1")
+    for i, d in ((1, d2), (2, d3)):
+        d.cli(
+            "admin",
+            "init",
+            "--preseed",
+            stdin=_preseed(f"m{i + 1}", cluster.address(i), _token(d1, f"m{i + 1}")),
+        )
+    # Each member has its own uplink NIC, under a different name (m3's is missing).
+    d1.ns.add_standin_nic("upa")
+    d2.ns.add_standin_nic("upb")
+    up = f"{cluster.prefix}up"
+
+    assert "member-specific" in d1.fails("network", "create", up, "--type=physical", "parent=upa")
+    assert "may not be used as member-specific" in d1.fails(
+        "network", "create", up, "--type=physical", "--target=m1", "ipv4.gateway=10.250.9.1/24"
+    )
+    assert d1.cli("network", "create", up, "--type=physical", "--target=m1", "parent=upa").stdout.strip() == (
+        f"Network {up} pending on member m1"
+    )
+    d2.cli("network", "create", up, "--type=physical", "--target=m2", "parent=upb")
+    d1.cli("network", "create", up, "--type=physical", "--target=m3", "parent=upc")
+    shown = json.loads(d3.cli("query", f"/1.0/networks/{up}").stdout)
+    assert shown["status"] == "Pending" and shown["locations"] == []
+
+    err = d2.fails("network", "create", up, "--type=physical")
+    assert "Errored on m3" in err and "upc" in err
+    shown = json.loads(d1.cli("query", f"/1.0/networks/{up}").stdout)
+    assert shown["status"] == "Errored" and shown["locations"] == ["m1", "m2"]
+    # Each member's view has its own parent; the cluster-wide config has none.
+    assert "parent: upa" in d3.cli("network", "show", up, "--target", "m1").stdout
+    assert "parent: upb" in d3.cli("network", "show", up, "--target", "m2").stdout
+    assert json.loads(d2.cli("query", f"/1.0/networks/{up}").stdout)["config"]["parent"] == "upb"
+    # Usable where it exists: a container's NIC on it takes m2's own parent there (moved into the
+    # container, as the kernel shows), and gives it back at delete.
+    d2.cli("admin", "init", "--auto")
+    d2.cli("launch", "busybox", "u1", "--target", "m2", "-n", up)
+    assert d2.ns.link("upb") is None
+    d2.cli("delete", "-f", "u1")
+    assert d2.ns.link("upb") is not None
+
+    d1.cli("network", "delete", up)
+    for d in (d1, d2, d3):
+        assert up not in d.cli("network", "list", "-f", "csv").stdout

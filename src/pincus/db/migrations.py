@@ -182,4 +182,23 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE instances ADD COLUMN location TEXT NOT NULL DEFAULT '';
     """,
+    # 9: networks in a cluster: 'pending' until created on every member; each member's own keys
+    # (parent, mtu, ...) and its state there
+    """
+    ALTER TABLE networks ADD COLUMN status TEXT NOT NULL DEFAULT 'created';
+    CREATE TABLE networks_members (
+        network_id INTEGER NOT NULL REFERENCES networks(id) ON DELETE CASCADE,
+        member TEXT NOT NULL,
+        state TEXT NOT NULL,
+        message TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (network_id, member)
+    );
+    CREATE TABLE networks_member_config (
+        network_id INTEGER NOT NULL REFERENCES networks(id) ON DELETE CASCADE,
+        member TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (network_id, member, key)
+    );
+    """,
 ]

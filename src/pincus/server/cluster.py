@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pincus.config import server_keys
+from pincus.config.network_keys import MEMBER_SPECIFIC
 from pincus.config.server_keys import parse_address
 from pincus.db import cluster as db
 from pincus.db import dqlite_client, instances, networks
@@ -259,6 +260,20 @@ class Cluster:
                         for row in cur.fetchall():
                             conn.execute(f'INSERT INTO "{table}" ({columns}) VALUES ({marks})', tuple(row))
                     conn.execute("UPDATE instances SET location = ? WHERE location = ''", (local.name,))
+                    # This server's networks exist here; their member-specific keys are its own.
+                    conn.execute(
+                        "INSERT INTO networks_members (network_id, member, state)"
+                        " SELECT id, ?, 'created' FROM networks",
+                        (local.name,),
+                    )
+                    keys = sorted(MEMBER_SPECIFIC)
+                    marks = ", ".join("?" * len(keys))
+                    conn.execute(
+                        "INSERT INTO networks_member_config (network_id, member, key, value)"
+                        f" SELECT network_id, ?, key, value FROM networks_config WHERE key IN ({marks})",
+                        (local.name, *keys),
+                    )
+                    conn.execute(f"DELETE FROM networks_config WHERE key IN ({marks})", tuple(keys))
                     for key in config:
                         if server_keys.SERVER_KEYS[key].local:  # until now a single server's own
                             conn.execute(

@@ -187,6 +187,7 @@ def open_local_store(
         router.add("POST", DATABASE_PATH, database_route(host, node))
         listeners.start(local.address, crt, key, router)
         store = DqliteStore(local.database, database=DATABASE, timeout=60.0, dial=dial)
+        store.member = local.name
     except BaseException:
         listeners.close()
         node.stop()

@@ -80,6 +80,7 @@ class Server:
         self.cluster = cluster or Cluster(state, None, restart=lambda: None)
         self.operations = Operations(state.events)
         self.networks = Networks(state)
+        self.networks.cluster = self.cluster
         self.storage = Storage(state)
         self.images = Images(state)
         self.instances = Instances(state, self.storage, self.images)
