@@ -264,7 +264,14 @@ def test_evacuate_stops_a_members_running_instances_and_restore_starts_them_agai
     assert status == {"ev1": "Running", "ev2": "Stopped", "ev3": "Stopped"}
     # A member with instances is not removed without --force.
     assert "has instances" in d1.fails("cluster", "remove", "m2")
-    d2.cli("stop", "ev1", "--force")
+    # Renamed from another member: it takes its new name, its instances go with it.
+    d1.cli("cluster", "rename", "m2", "n2")
+    _eventually(lambda: _members(d2) == {"m1": "Online", "n2": "Online"}, timeout=20)
+    where = {i["name"]: i["location"] for i in json.loads(d1.cli("list", "-f", "json").stdout)}
+    assert where == {"ev1": "n2", "ev2": "n2", "ev3": "m1"}
+    assert json.loads((d2.dir / "cluster.json").read_text())["name"] == "n2"
+    d1.cli("stop", "ev1", "--force")  # forwarded to it under its new name
+    assert not Path(f"/proc/{again}").exists()
 
 
 TLS_PROBE = """

@@ -84,7 +84,9 @@ def rename_member(store: Store, name: str, new_name: str) -> None:
             raise ConflictError(f'The cluster already has a member named "{new_name}"')
         if c.execute("UPDATE members SET name = ? WHERE name = ?", (new_name, name)).rowcount == 0:
             raise NotFoundError(f'Cluster member "{name}" not found')
-        c.execute("UPDATE config SET member = ? WHERE member = ?", (new_name, name))
+        for table, column in (("config", "member"), ("instances", "location"), ("networks_members", "member"),
+                              ("networks_member_config", "member")):  # fmt: skip
+            c.execute(f"UPDATE {table} SET {column} = ? WHERE {column} = ?", (new_name, name))
 
 
 def delete_member(store: Store, name: str) -> None:

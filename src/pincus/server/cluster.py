@@ -67,17 +67,18 @@ class LocalMember:
     name: str
     node_id: int
     address: str
-    database: list[str] = field(default_factory=list)  # every member's dqlite address
+    database: list[str] = field(default_factory=list)  # every member's address: where its node is
 
     @classmethod
     def from_doc(cls, doc: object, path: Path) -> LocalMember:
         """The member PATH (cluster.json) describes, as read from it."""
         try:
-            assert isinstance(doc, dict)
+            if not isinstance(doc, dict):
+                raise TypeError("not a JSON object")
             return cls(
                 str(doc["name"]), int(doc["node_id"]), str(doc["address"]), [str(a) for a in doc["database"]]
             )
-        except (AssertionError, KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError) as e:
             raise HostError(f"{path} is damaged ({e!r}): it says which cluster this member is in") from None
 
 
@@ -103,6 +104,8 @@ class Cluster:
         self._thread: threading.Thread | None = None
         self._changing = threading.Lock()  # one enable/join at a time
         self._voter = False
+        # Told this member's new name when another member renamed it (the server wires them).
+        self.on_rename: list[Callable[[str], None]] = []
 
     # --- who we are -------------------------------------------------------------------------------
 
@@ -588,9 +591,9 @@ class Cluster:
     def rename(self, name: str, new_name: str) -> None:
         self._require_clustered()
         check_member_name(new_name)
-        if name == self.name:
-            raise ConflictError("Rename a member from another member (its own name is in its cluster.json)")
         db.rename_member(self.store, name, new_name)
+        if name == self.name:
+            self._refresh_identity()
 
     def remove(self, name: str, force: bool) -> None:
         """DELETE /1.0/cluster/members/NAME: out of the database configuration and the member list."""
@@ -636,6 +639,7 @@ class Cluster:
             interval = 5.0
             try:
                 interval = max(0.5, int(server_keys.value(self.config(), "cluster.offline_threshold")) / 4)
+                self._refresh_identity()
                 db.heartbeat(self.store, self.name, time.time())
                 self._refresh_database()
                 self._voter = self._voter or self._promote()
@@ -662,6 +666,19 @@ class Cluster:
             return True
         finally:
             leader.close()
+
+    def _refresh_identity(self) -> None:
+        """A member is its dqlite node id: when another member renamed it, take the new name."""
+        assert self.local is not None
+        mine = [m for m in db.members(self.store) if m.id == self.local.node_id]
+        if not mine or mine[0].name == self.local.name:
+            return
+        log.info('This member was renamed from "%s" to "%s"', self.local.name, mine[0].name)
+        self.local.name = mine[0].name
+        self.store.member = mine[0].name
+        self.state.host(files.write_json, cluster_file(self.state.dir), asdict(self.local))
+        for hook in self.on_rename:
+            hook(mine[0].name)
 
     def _refresh_database(self) -> None:
         """Keep cluster.json and the store's member list up to date as members come and go."""

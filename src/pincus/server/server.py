@@ -86,6 +86,7 @@ class Server:
         self.instances = Instances(state, self.storage, self.images)
         self.instances.location = self.cluster.name
         self.storage.per_member = self.cluster.clustered
+        self.cluster.on_rename.append(lambda name: setattr(self.instances, "location", name))
         self.profiles = Profiles(state, self.instances)
         self.drift = Drift(state, self.networks, self.instances)
 
