@@ -295,6 +295,12 @@ def test_the_api_over_tls_serves_members_only(cluster: Cluster) -> None:
     d1 = cluster.add_daemon()
     assert 'Invalid server config key "core.bogus"' in d1.fails("config", "set", "core.bogus", "1")
     assert "not an IP address" in d1.fails("config", "set", "core.https_address=example.org:8443")
+    # An address this host does not have: refused before anything is recorded or made.
+    assert "Cannot listen on 10.250.254.254:8443" in d1.fails(
+        "config", "set", "core.https_address=10.250.254.254:8443"
+    )
+    assert d1.cli("config", "get", "core.https_address").stdout.strip() == ""
+    assert not (d1.dir / "server.crt").exists() and not (d1.dir / "server.key").exists()
     d1.cli("config", "set", "core.https_address", cluster.address(0))
     # A single server's listener has its own certificate and trusts nobody yet.
     assert (d1.dir / "server.key").stat().st_mode & 0o777 == 0o600

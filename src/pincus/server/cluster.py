@@ -30,7 +30,7 @@ from pincus.db import cluster as db
 from pincus.db import dqlite_client, instances, networks
 from pincus.db.store import Store
 from pincus.errors import ConflictError, ForbiddenError, HostError, InvalidError, NotFoundError, PincusError
-from pincus.host import certs, files, member_api
+from pincus.host import certs, files, member_api, tree
 from pincus.host.dqlite_node import Dial, DqliteNode
 from pincus.host.facade import Host
 from pincus.reverter import Reverter
@@ -92,7 +92,7 @@ class Cluster:
         state: State,
         local: LocalMember | None,
         restart: Callable[[], None],
-        on_listen_change: Callable[[], None] = lambda: None,
+        on_listen_change: Callable[[list[str]], None] = lambda addresses: None,
         dial: Dial | None = None,
     ) -> None:
         self.state = state
@@ -135,9 +135,7 @@ class Cluster:
 
     def listen_addresses(self) -> list[str]:
         """The TCP addresses the API serves over TLS: core.https_address and cluster.https_address."""
-        config = self.config()
-        found = [config.get("core.https_address", ""), config.get("cluster.https_address", "")]
-        return sorted({a for a in found if a})
+        return _listen_addresses(self.config())
 
     def tls_pair(self) -> tuple[Path, Path, Path | None]:
         """(certificate, key, trusted peer certificate) of the TLS listener: members present the
@@ -164,12 +162,26 @@ class Cluster:
         changed = {k for k in set(old) | set(target) if old.get(k) != target.get(k)}
         if self.clustered and "cluster.https_address" in changed:
             raise ConflictError("cluster.https_address cannot change on a cluster member")
-        db.set_config(
-            self.store,
-            {k: (self.name if server_keys.SERVER_KEYS[k].local else "", target.get(k, "")) for k in changed},
-        )
-        if changed & {"core.https_address", "cluster.https_address"}:
-            self._on_listen_change()
+        before, after = _listen_addresses(old), _listen_addresses(target)
+        with Reverter() as undo:
+            if before != after:
+                # Bound before it is recorded: an address this host cannot listen on changes nothing.
+                made = [p for p in self.server_pair if not self.state.host(tree.exists, p)]
+                try:
+                    self._on_listen_change(after)
+                except PincusError as e:
+                    for p in made:
+                        self.state.host(files.remove, p)
+                    raise InvalidError(f"{e} (server config {', '.join(sorted(changed))})") from None
+                undo.add(self._on_listen_change, before)
+            db.set_config(
+                self.store,
+                {
+                    k: (self.name if server_keys.SERVER_KEYS[k].local else "", target.get(k, ""))
+                    for k in changed
+                },
+            )
+            undo.success()
 
     # --- GET/PUT /1.0/cluster ---------------------------------------------------------------------
 
@@ -181,7 +193,9 @@ class Cluster:
         if not isinstance(body, dict):
             raise InvalidError("PUT /1.0/cluster needs a JSON object")
         if body.get("enabled") is not True:
-            raise InvalidError("Disabling clustering is not supported (remove the member instead)")
+            raise InvalidError(
+                '"enabled" must be true: disabling clustering is not supported (remove the member)'
+            )
         name = check_member_name(body.get("server_name"))
         if body.get("cluster_token"):
             self.join(name, str(body.get("server_address") or ""), body["cluster_token"])
@@ -199,7 +213,10 @@ class Cluster:
             config = self.config()
             address = config.get("cluster.https_address") or config.get("core.https_address")
             if not address:
-                raise InvalidError("Clustering needs cluster.https_address or core.https_address set first")
+                raise InvalidError(
+                    f'Cannot enable clustering as "{name}":'
+                    " set cluster.https_address or core.https_address first"
+                )
             local = LocalMember(name, 1, address, [address])
             with Reverter() as undo:
                 self._new_cluster_certificate(undo)
@@ -350,7 +367,10 @@ class Cluster:
     # --- joining: the new member's side -----------------------------------------------------------
 
     def join(self, name: str, server_address: str, token_text: object) -> None:
-        token = decode(token_text)
+        try:
+            token = decode(token_text)
+        except InvalidError as e:
+            raise InvalidError(f"cluster_token: {e}") from None
         with self._changing:
             if self.clustered:
                 raise ConflictError(f'This server is already clustered (as "{self.name}")')
@@ -766,6 +786,11 @@ class Cluster:
             except PincusError as e:
                 out[m.name] = e
         return out
+
+
+def _listen_addresses(config: dict[str, str]) -> list[str]:
+    found = [config.get("core.https_address", ""), config.get("cluster.https_address", "")]
+    return sorted({a for a in found if a})
 
 
 def _status(m: db.MemberRecord, threshold: int, now: float) -> tuple[str, str]:

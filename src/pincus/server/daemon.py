@@ -115,7 +115,9 @@ def main(argv: list[str] | None = None) -> None:
         restart.set()
         threading.Timer(0.5, shutdown.set).start()
 
-    cluster = Cluster(state, local, restart_soon, lambda: listeners.update(cluster, router), dial=dial)
+    cluster = Cluster(
+        state, local, restart_soon, lambda wanted: listeners.update(cluster, router, wanted), dial=dial
+    )
     server = Server(state, cluster)
     server.start()
 
@@ -202,9 +204,10 @@ class Listeners:
         self._servers: dict[str, TLSHTTPServer] = {}
         self._lock = threading.Lock()
 
-    def update(self, cluster: Cluster, router: Router) -> None:
+    def update(self, cluster: Cluster, router: Router, wanted: list[str] | None = None) -> None:
+        """Listen on WANTED (default: what the server config says), and nowhere else."""
         with self._lock:
-            wanted = cluster.listen_addresses()
+            wanted = cluster.listen_addresses() if wanted is None else wanted
             for address in [a for a in self._servers if a not in wanted]:
                 self._close(address)
             if not wanted or all(a in self._servers for a in wanted):
