@@ -142,3 +142,31 @@ def test_a_generated_key_is_private_and_its_certificate_pinned_by_fingerprint(tm
     assert len(fp) == 64
     certs.ensure_pair(crt, key, "pincus cluster")  # kept as it is
     assert certs.fingerprint(crt.read_bytes()) == fp
+
+
+def test_a_members_view_of_a_network_has_its_own_keys_over_the_shared_ones(tmp_path: Path) -> None:
+    from pincus.db import networks as db_networks
+
+    store = Store(tmp_path / "pincus.db")
+    db_networks.create(store, db_networks.NetworkRecord("up", "physical", "", {"mtu": "1400"}, "pending"))
+    db_networks.set_member_config(store, "up", "m1", {"parent": "eth1"})
+    db_networks.set_member_config(store, "up", "m2", {"parent": "eth2", "mtu": "9000"})
+    db_networks.set_member_state(store, "up", "m1", "created")
+    db_networks.set_member_state(store, "up", "m1", "errored", "no eth1")
+    assert db_networks.member_states(store, "up") == {"m1": ("errored", "no eth1")}
+    rec = db_networks.get(store, "up")
+    assert rec is not None and rec.config == {"mtu": "1400"} and rec.status == "pending"  # a single server
+    store.member = "m2"
+    with store.tx():
+        pass  # a write ends what the memo kept
+    rec = db_networks.get(store, "up")
+    assert rec is not None and rec.config == {"parent": "eth2", "mtu": "9000"}
+    # Writing m2's view back keeps its own keys out of the shared config.
+    db_networks.replace(store, "up", "", {"parent": "eth2", "mtu": "9000", "ipv4.gateway": "10.250.0.1/24"})
+    store.member = "m1"
+    with store.tx():
+        pass
+    rec = db_networks.get(store, "up")
+    assert rec is not None and rec.config == {"parent": "eth1", "ipv4.gateway": "10.250.0.1/24"}
+    with pytest.raises(NotFoundError):
+        db_networks.member_config(store, "nope", "m1")
