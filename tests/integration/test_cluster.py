@@ -273,6 +273,18 @@ def test_evacuate_stops_a_members_running_instances_and_restore_starts_them_agai
     d1.cli("stop", "ev1", "--force")  # forwarded to it under its new name
     assert not Path(f"/proc/{again}").exists()
 
+    # An image imported on n2 is fetched by m1 for an instance there (checked against its sha256).
+    fp = json.loads(d2.cli("image", "list", "-f", "json").stdout)[0]["fingerprint"]
+    assert (d2.dir / "images" / fp).exists() and not (d1.dir / "images" / fp).exists()
+    d1._image_imported = True  # shared with the cluster: not imported again on m1
+    d1.cli("launch", "busybox", "f1", "--target", "m1")
+    assert (d1.dir / "images" / fp).read_bytes() == (d2.dir / "images" / fp).read_bytes()
+    pid = int(json.loads(d1.cli("query", "/1.0/instances/f1/state").stdout)["pid"])
+    assert Path(f"/proc/{pid}").exists()
+    d1.cli("delete", "-f", "f1", "ev1")
+    d1.cli("image", "delete", fp)  # gone from every member's store
+    assert not (d1.dir / "images" / fp).exists() and not (d2.dir / "images" / fp).exists()
+
 
 TLS_PROBE = """
 import socket, ssl, sys

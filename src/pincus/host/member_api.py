@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import ssl
 from pathlib import Path
 from typing import Any
@@ -81,3 +82,41 @@ def dial_database(address: str, fingerprint: str, client: tuple[Path, Path], tim
         status = head.split(b"\r\n", 1)[0].decode(errors="replace")
         raise HostError(f"Member {address} refused a database connection: {status}")
     return sock
+
+
+def download(address: str, fingerprint: str, client: tuple[Path, Path], path: str, dest: Path,
+             digest: Any, timeout: float = 600.0) -> bool:  # fmt: skip
+    """GET PATH's raw body from the member at ADDRESS into DEST (created 0600), fed to DIGEST (a
+    hashlib object) as it comes; False when the member has none (404), DEST then not made."""
+    host, port = parse_address(address)
+    sock = certs.connect((host, port), fingerprint, client, timeout)
+    try:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n".encode())
+        reader = sock.makefile("rb")
+        status_line = reader.readline(8192)
+        headers = {}
+        while (line := reader.readline(8192).strip()) != b"":
+            k, _, v = line.decode("latin-1").partition(":")
+            headers[k.strip().lower()] = v.strip()
+        status = int(status_line.split()[1])
+        if status == 404:
+            return False
+        if status != 200 or not headers.get("content-length", "").isdigit():
+            raise HostError(
+                f"Member {address} answered GET {path} with {status_line.decode(errors='replace').strip()}"
+            )
+        left = int(headers["content-length"])
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            while left > 0:
+                chunk = reader.read(min(left, 1 << 20))
+                if not chunk:
+                    raise HostError(f"Member {address} ended GET {path} {left} bytes early")
+                out.write(chunk)
+                digest.update(chunk)
+                left -= len(chunk)
+        return True
+    except (OSError, ValueError, IndexError) as e:
+        raise HostError(f"GET {path} from member {address} failed: {e}") from e
+    finally:
+        sock.close()

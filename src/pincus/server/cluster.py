@@ -12,6 +12,7 @@ does the database: a node listens only inside its process and dials the others t
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import secrets
@@ -30,7 +31,7 @@ from pincus.db import cluster as db
 from pincus.db import dqlite_client, instances, networks
 from pincus.db.store import Store
 from pincus.errors import ConflictError, ForbiddenError, HostError, InvalidError, NotFoundError, PincusError
-from pincus.host import certs, files, member_api, tree
+from pincus.host import certs, files, image_archive, member_api, tree
 from pincus.host.dqlite_node import Dial, DqliteNode
 from pincus.host.facade import Host
 from pincus.reverter import Reverter
@@ -744,6 +745,45 @@ class Cluster:
                 )
             return op.get("metadata")
         return doc.get("metadata")
+
+    def fetch_image(self, fp: str, main: Path, rootfs: Path) -> None:
+        """Image FP's files (MAIN, and ROOTFS for a split image) from a member that has them: images
+        are recorded once and stored where they were imported. Checked against the fingerprint."""
+        self._require_clustered()
+        statuses = self.statuses()
+        tried = []
+        for m in db.members(self.store):
+            if m.name == self.name or statuses.get(m.name) == "Offline":
+                continue
+            parts = [
+                (main, main.with_name(f".{fp}.fetch")),
+                (rootfs, rootfs.with_name(f".{fp}.rootfs.fetch")),
+            ]
+            digest = hashlib.sha256()
+            try:
+                got = [
+                    self.state.host(member_api.download, m.address, self._fingerprint(), self.cluster_pair,
+                                    f"/internal/images/{fp}/{part}", tmp, digest)
+                    for part, (_, tmp) in zip(("main", "rootfs"), parts, strict=True)
+                ]  # fmt: skip
+                if not got[0]:
+                    tried.append(f"{m.name}: not there")
+                    continue
+                if digest.hexdigest() != fp:
+                    raise HostError(
+                        f'Member "{m.name}" sent files whose sha256 is not the image\'s fingerprint'
+                    )
+                for (final, tmp), fetched in zip(parts, got, strict=True):
+                    if fetched:
+                        self.state.host(image_archive.publish, tmp, final)
+                log.info("Fetched image %s from member %s", fp, m.name)
+                return
+            except PincusError as e:
+                tried.append(f"{m.name}: {e}")
+            finally:
+                for _, tmp in parts:
+                    self.state.host(files.remove, tmp)
+        raise NotFoundError(f'Image "{fp}" is on no reachable cluster member ({"; ".join(tried) or "none"})')
 
     def statuses(self) -> dict[str, str]:
         """Member name -> Online, Offline or Evacuated."""

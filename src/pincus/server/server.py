@@ -87,8 +87,16 @@ class Server:
         self.instances.location = self.cluster.name
         self.storage.per_member = self.cluster.clustered
         self.cluster.on_rename.append(lambda name: setattr(self.instances, "location", name))
+        if self.cluster.clustered:
+            self.images.fetch = self.cluster.fetch_image
+            self.images.on_delete = self._forget_image_elsewhere
         self.profiles = Profiles(state, self.instances)
         self.drift = Drift(state, self.networks, self.instances)
+
+    def _forget_image_elsewhere(self, fp: str) -> None:
+        for member, result in self.cluster.call_all("DELETE", f"/internal/images/{fp}").items():
+            if isinstance(result, Exception):
+                log.warning("Image %s's files stay on member %s: %s", fp, member, result)
 
     @property
     def host(self) -> Host:
