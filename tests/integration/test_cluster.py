@@ -279,8 +279,8 @@ def test_evacuate_stops_a_members_running_instances_and_restore_starts_them_agai
     d1._image_imported = True  # shared with the cluster: not imported again on m1
     d1.cli("launch", "busybox", "f1", "--target", "m1")
     assert (d1.dir / "images" / fp).read_bytes() == (d2.dir / "images" / fp).read_bytes()
-    pid = int(json.loads(d1.cli("query", "/1.0/instances/f1/state").stdout)["pid"])
-    assert Path(f"/proc/{pid}").exists()
+    f1_pid = int(json.loads(d1.cli("query", "/1.0/instances/f1/state").stdout)["pid"])
+    assert Path(f"/proc/{f1_pid}").exists()
     d1.cli("delete", "-f", "f1", "ev1")
     d1.cli("image", "delete", fp)  # gone from every member's store
     assert not (d1.dir / "images" / fp).exists() and not (d2.dir / "images" / fp).exists()
