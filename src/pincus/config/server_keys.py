@@ -63,6 +63,16 @@ def is_offline_threshold(value: str) -> None:
         raise ValueError(f'"{value}" is not a number of seconds 2-86400')
 
 
+_OVSDB_REMOTE = re.compile(r"(tcp|ssl):([0-9.]+|\[[0-9A-Fa-f:.]+\]):\d{1,5}")
+
+
+def is_ovsdb_remotes(value: str) -> None:
+    """tcp:IP:PORT or ssl:IP:PORT (IPv6 in brackets), comma separated: the members of a central."""
+    for part in value.split(","):
+        if not _OVSDB_REMOTE.fullmatch(part):
+            raise ValueError(f'"{part}" is not tcp:IP:PORT or ssl:IP:PORT')
+
+
 @dataclass(frozen=True)
 class ServerKey:
     validator: Validator
@@ -80,6 +90,9 @@ SERVER_KEYS: dict[str, ServerKey] = {
         is_offline_threshold, "20", False, "Seconds without a heartbeat before a member is Offline"
     ),
     "cluster.join_token_expiry": ServerKey(is_expiry, "3H", False, "How long a join token stays valid"),
+    "network.ovn.northbound_connection": ServerKey(
+        is_ovsdb_remotes, "", False, "An existing OVN central's northbound database (else pincus runs one)"
+    ),
 }
 
 

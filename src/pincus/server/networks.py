@@ -267,6 +267,7 @@ class Networks:
             ]
             drv.prepare_config(others, creating=True)  # "auto" becomes one subnet for every member
             drv.validate_config(others)
+            drv.validate_shared_environment()
             shared = {k: v for k, v in drv.config.items() if k not in MEMBER_SPECIFIC}
             if rec is None:
                 db_networks.create(
@@ -276,7 +277,7 @@ class Networks:
                 db_networks.replace(self.state.store, name, description_of(req, rec.description), shared)
             db_networks.set_status(self.state.store, name, "created")
         failed = {}
-        for member in sorted(self.cluster.statuses()):
+        for member in drv.member_order(sorted(self.cluster.statuses())):
             try:
                 if member == self.cluster.name:
                     self.apply_here(name)
@@ -330,10 +331,10 @@ class Networks:
     def _delete_everywhere(self, name: str) -> None:
         assert self.cluster is not None
         with self.lock:
-            self._load(name)
+            drv = self.driver(self._load(name))
             self._refuse_in_use(name, "delete")
         statuses = self.cluster.statuses()
-        for member in sorted(statuses):
+        for member in reversed(drv.member_order(sorted(statuses))):
             if member == self.cluster.name:
                 self.remove_here(name)
             elif statuses[member] == "Offline":
