@@ -189,9 +189,9 @@ class Networks:
     def _clustered(self) -> bool:
         return self.cluster is not None and self.cluster.clustered
 
-    def _require_cluster(self) -> None:
+    def _require_cluster(self, name: str) -> None:
         if not self._clustered():
-            raise ConflictError("This server is not clustered: its networks are made by network create")
+            raise ConflictError(f'Network "{name}": this server is not clustered (network create makes it)')
 
     def _here(self) -> list[NetworkRecord]:
         """The networks this daemon runs on its host: on a cluster member, those created here."""
@@ -295,7 +295,7 @@ class Networks:
 
     def apply_here(self, name: str) -> None:
         """Make network NAME on this member's host, as this member's view of it says."""
-        self._require_cluster()
+        self._require_cluster(name)
         assert self.cluster is not None
         member = self.cluster.name
         with self.lock:
@@ -318,7 +318,7 @@ class Networks:
 
     def remove_here(self, name: str) -> None:
         """Take network NAME off this member's host (it stays recorded until every member did)."""
-        self._require_cluster()
+        self._require_cluster(name)
         assert self.cluster is not None
         with self.lock:
             rec = self._load(name)
