@@ -193,7 +193,7 @@ class Networks:
         if not self._clustered():
             raise ConflictError(f'Network "{name}": this server is not clustered (network create makes it)')
 
-    def _here(self) -> list[NetworkRecord]:
+    def here(self) -> list[NetworkRecord]:
         """The networks this daemon runs on its host: on a cluster member, those created here."""
         records = db_networks.list_all(self.state.store)
         if not self._clustered():
@@ -305,7 +305,7 @@ class Networks:
             if db_networks.member_states(self.state.store, name).get(member, ("",))[0] == "created":
                 return
             drv = self.driver(rec)
-            others = [r for r in self._here() if r.name != name]
+            others = [r for r in self.here() if r.name != name]
             try:
                 drv.validate_config(others)
                 drv.validate_environment()
@@ -555,7 +555,7 @@ class Networks:
     def start_all(self) -> None:
         if self._clustered():
             self._apply_missing()
-        for rec in self._here():
+        for rec in self.here():
             try:
                 self.driver(rec).start()
             except Exception:
@@ -576,7 +576,7 @@ class Networks:
 
     def stop_all(self) -> None:
         self.stop_supervisor()
-        for rec in self._here():
+        for rec in self.here():
             try:
                 self.driver(rec).stop()
             except Exception:
@@ -608,7 +608,7 @@ class Networks:
         if not self.lock.acquire(timeout=SUPERVISE_INTERVAL):
             return
         try:
-            for rec in self._here():
+            for rec in self.here():
                 self._supervise_network(self.driver(rec))
         finally:
             self.lock.release()
