@@ -121,17 +121,17 @@ def test_three_members_share_state_survive_a_killed_member_and_catch_it_up(clust
     d1.cli("config", "set", "core.https_address", cluster.address(0))
     assert d1.cli("config", "get", "core.https_address").stdout.strip() == cluster.address(0)
     d1.cli("config", "set", "cluster.offline_threshold=4")
+    t0 = time.monotonic()
     d1.cli("cluster", "enable", "m1")
+    print(f"cluster enable (copy into dqlite, restart): {time.monotonic() - t0:.2f} s")
     assert (d1.dir / "pincus.db.pre-cluster").exists() and not (d1.dir / "pincus.db").exists()
     assert oct((d1.dir / "cluster.key").stat().st_mode & 0o777) == "0o600"
 
     for i, d in ((1, d2), (2, d3)):
-        d.cli(
-            "admin",
-            "init",
-            "--preseed",
-            stdin=_preseed(f"m{i + 1}", cluster.address(i), _token(d1, f"m{i + 1}")),
-        )
+        token = _token(d1, f"m{i + 1}")
+        t0 = time.monotonic()
+        d.cli("admin", "init", "--preseed", stdin=_preseed(f"m{i + 1}", cluster.address(i), token))
+        print(f"join of m{i + 1} (admin init --preseed, restart, voter): {time.monotonic() - t0:.2f} s")
     assert d3.cli("config", "get", "cluster.offline_threshold").stdout.strip() == "4"
     for d in (d1, d2, d3):
         assert _members(d) == {"m1": "Online", "m2": "Online", "m3": "Online"}
