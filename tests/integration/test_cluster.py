@@ -92,6 +92,15 @@ def _create_profile(d: Daemon, name: str) -> bool:
     return r.returncode == 0 or "already exists" in r.stderr
 
 
+def _clustered(d: Daemon) -> bool | None:
+    """Whether D says it is clustered; None while it restarts."""
+    try:
+        status, doc = d.api("GET", "/1.0/cluster")
+    except (OSError, ValueError):
+        return None
+    return bool(doc["metadata"]["enabled"]) if status == 200 else None
+
+
 def _members(d: Daemon) -> dict[str, str]:
     return {
         m["server_name"]: m["status"] for m in json.loads(d.cli("cluster", "list", "--format", "json").stdout)
@@ -112,17 +121,17 @@ def test_three_members_share_state_survive_a_killed_member_and_catch_it_up(clust
     d1.cli("config", "set", "core.https_address", cluster.address(0))
     assert d1.cli("config", "get", "core.https_address").stdout.strip() == cluster.address(0)
     d1.cli("config", "set", "cluster.offline_threshold=4")
+    t0 = time.monotonic()
     d1.cli("cluster", "enable", "m1")
+    print(f"cluster enable (copy into dqlite, restart): {time.monotonic() - t0:.2f} s")
     assert (d1.dir / "pincus.db.pre-cluster").exists() and not (d1.dir / "pincus.db").exists()
     assert oct((d1.dir / "cluster.key").stat().st_mode & 0o777) == "0o600"
 
     for i, d in ((1, d2), (2, d3)):
-        d.cli(
-            "admin",
-            "init",
-            "--preseed",
-            stdin=_preseed(f"m{i + 1}", cluster.address(i), _token(d1, f"m{i + 1}")),
-        )
+        token = _token(d1, f"m{i + 1}")
+        t0 = time.monotonic()
+        d.cli("admin", "init", "--preseed", stdin=_preseed(f"m{i + 1}", cluster.address(i), token))
+        print(f"join of m{i + 1} (admin init --preseed, restart, voter): {time.monotonic() - t0:.2f} s")
     assert d3.cli("config", "get", "cluster.offline_threshold").stdout.strip() == "4"
     for d in (d1, d2, d3):
         assert _members(d) == {"m1": "Online", "m2": "Online", "m3": "Online"}
@@ -230,6 +239,16 @@ def test_bad_join_tokens_are_refused_and_change_nothing(cluster: Cluster) -> Non
     assert "has networks" in d3.fails(
         "admin", "init", "--preseed", stdin=_preseed("m3", cluster.address(2), token3)
     )
+
+    # Removed by another member, m2 leaves at its next heartbeat: a single server again.
+    d1.cli("profile", "create", "of-the-cluster")
+    assert "would leave one" in d1.fails("cluster", "remove", "m2")
+    d1.cli("cluster", "remove", "m2", "--force")
+    assert _members(d1) == {"m1": "Online"}
+    _eventually(lambda: _clustered(d2) is False, timeout=30)
+    assert not (d2.dir / "cluster.json").exists() and not (d2.dir / "cluster.key").exists()
+    assert (d2.dir / "database.removed").is_dir()
+    assert "of-the-cluster" not in d2.cli("profile", "list", "-f", "csv").stdout
 
 
 def test_evacuate_stops_a_members_running_instances_and_restore_starts_them_again(cluster: Cluster) -> None:

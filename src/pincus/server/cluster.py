@@ -661,6 +661,8 @@ class Cluster:
             try:
                 interval = max(0.5, int(server_keys.value(self.config(), "cluster.offline_threshold")) / 4)
                 self._refresh_identity()
+                if self._stop.is_set():
+                    return  # removed from the cluster: left
                 db.heartbeat(self.store, self.name, time.time())
                 self._refresh_database()
                 self._voter = self._voter or self._promote()
@@ -691,7 +693,11 @@ class Cluster:
     def _refresh_identity(self) -> None:
         """A member is its dqlite node id: when another member renamed it, take the new name."""
         assert self.local is not None
-        mine = [m for m in db.members(self.store) if m.id == self.local.node_id]
+        members = db.members(self.store)
+        mine = [m for m in members if m.id == self.local.node_id]
+        if not mine and members:
+            self._leave()
+            return
         if not mine or mine[0].name == self.local.name:
             return
         log.info('This member was renamed from "%s" to "%s"', self.local.name, mine[0].name)
@@ -700,6 +706,19 @@ class Cluster:
         self.state.host(files.write_json, cluster_file(self.state.dir), asdict(self.local))
         for hook in self.on_rename:
             hook(mine[0].name)
+
+    def _leave(self) -> None:
+        """Another member removed this one: forget the cluster and restart as a single server (on
+        a new, empty database; its instances are not the cluster's to hand back)."""
+        assert self.local is not None
+        log.warning(
+            'Member "%s" was removed from the cluster: restarting as a single server', self.local.name
+        )
+        self._stop.set()
+        self.state.host(files.remove, cluster_file(self.state.dir))
+        for p in self.cluster_pair:
+            self.state.host(files.remove, p)
+        self._restart()
 
     def _refresh_database(self) -> None:
         """Keep cluster.json and the store's member list up to date as members come and go."""

@@ -172,6 +172,9 @@ def open_local_store(
     opened: the others must reach this node for it to find a leader."""
     doc = files.read_json(cluster_file(path))
     if doc is None:
+        if files.is_dir(path / "database"):  # a member removed from its cluster: that node is done
+            files.remove_tree(path / "database.removed")
+            files.move_dir(path / "database", path / "database.removed")
         return Store(path / DATABASE), None, None, None
     local = LocalMember.from_doc(doc, cluster_file(path))
     from pincus.db.dqlite_store import DqliteStore  # only a cluster member loads the dqlite client

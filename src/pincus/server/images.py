@@ -355,6 +355,8 @@ class Images:
 
     def remove_local_files(self, fp: str) -> None:
         """Another member deleted image FP: this member's copy of its files goes too."""
+        if self.fetch is None:
+            raise ConflictError(f'Image "{fp}": this server is not clustered (image delete removes an image)')
         self._remove_files(fp)
 
     def export_files(self, name: str) -> tuple[ImageRecord, Path, Path | None]:

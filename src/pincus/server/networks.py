@@ -189,11 +189,11 @@ class Networks:
     def _clustered(self) -> bool:
         return self.cluster is not None and self.cluster.clustered
 
-    def _require_cluster(self) -> None:
+    def _require_cluster(self, name: str) -> None:
         if not self._clustered():
-            raise ConflictError("This server is not clustered: its networks are made by network create")
+            raise ConflictError(f'Network "{name}": this server is not clustered (network create makes it)')
 
-    def _here(self) -> list[NetworkRecord]:
+    def here(self) -> list[NetworkRecord]:
         """The networks this daemon runs on its host: on a cluster member, those created here."""
         records = db_networks.list_all(self.state.store)
         if not self._clustered():
@@ -296,7 +296,7 @@ class Networks:
 
     def apply_here(self, name: str) -> None:
         """Make network NAME on this member's host, as this member's view of it says."""
-        self._require_cluster()
+        self._require_cluster(name)
         assert self.cluster is not None
         member = self.cluster.name
         with self.lock:
@@ -306,7 +306,7 @@ class Networks:
             if db_networks.member_states(self.state.store, name).get(member, ("",))[0] == "created":
                 return
             drv = self.driver(rec)
-            others = [r for r in self._here() if r.name != name]
+            others = [r for r in self.here() if r.name != name]
             try:
                 drv.validate_config(others)
                 drv.validate_environment()
@@ -319,7 +319,7 @@ class Networks:
 
     def remove_here(self, name: str) -> None:
         """Take network NAME off this member's host (it stays recorded until every member did)."""
-        self._require_cluster()
+        self._require_cluster(name)
         assert self.cluster is not None
         with self.lock:
             rec = self._load(name)
@@ -556,7 +556,7 @@ class Networks:
     def start_all(self) -> None:
         if self._clustered():
             self._apply_missing()
-        for rec in self._here():
+        for rec in self.here():
             try:
                 self.driver(rec).start()
             except Exception:
@@ -577,7 +577,7 @@ class Networks:
 
     def stop_all(self) -> None:
         self.stop_supervisor()
-        for rec in self._here():
+        for rec in self.here():
             try:
                 self.driver(rec).stop()
             except Exception:
@@ -609,7 +609,7 @@ class Networks:
         if not self.lock.acquire(timeout=SUPERVISE_INTERVAL):
             return
         try:
-            for rec in self._here():
+            for rec in self.here():
                 self._supervise_network(self.driver(rec))
         finally:
             self.lock.release()
