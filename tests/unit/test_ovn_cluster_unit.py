@@ -43,3 +43,21 @@ def test_the_northbound_key_takes_ovsdb_connections(value: str) -> None:
 def test_the_northbound_key_refuses_anything_else(value: str) -> None:
     with pytest.raises(InvalidError, match="northbound_connection"):
         server_keys.check({"network.ovn.northbound_connection": value})
+
+
+def test_enabling_clustering_with_an_ovn_network_is_refused_changing_nothing(tmp_path: Path) -> None:
+    from pincus.db import cluster as db_cluster
+    from pincus.db import networks as db_networks
+    from pincus.db.store import Store
+    from pincus.errors import ConflictError
+    from pincus.events import EventHub
+    from pincus.server.cluster import Cluster
+    from pincus.state import State
+
+    store = Store(tmp_path / "pincus.db")
+    db_cluster.set_config(store, {"cluster.https_address": ("", "10.250.3.1:8443")})
+    db_networks.create(store, db_networks.NetworkRecord("o1", "ovn", "", {"network": "up"}))
+    cluster = Cluster(State(dir=tmp_path, store=store, events=EventHub()), None, lambda: None)
+    with pytest.raises(ConflictError, match="delete the OVN networks o1 first"):
+        cluster.enable("m1")
+    assert not (tmp_path / "cluster.crt").exists() and not cluster.clustered

@@ -218,6 +218,13 @@ class Cluster:
                     f'Cannot enable clustering as "{name}":'
                     " set cluster.https_address or core.https_address first"
                 )
+            ovn = sorted(r.name for r in networks.list_all(self.store) if r.type == "ovn")
+            if ovn:
+                # Their logical rows are named for this server; on a cluster they are the cluster's.
+                raise ConflictError(
+                    f'Cannot enable clustering as "{name}": delete the OVN networks {", ".join(ovn)} first '
+                    "(create them again on the cluster)"
+                )
             local = LocalMember(name, 1, address, [address])
             with Reverter() as undo:
                 self._new_cluster_certificate(undo)
