@@ -73,9 +73,7 @@ for n in 1 2 3; do
   ip -n "$(ns $n)" link set ulport master "ul$n" up
   ip -n "$(ns $n)" link set "ul$n" up
   mkdir -m 0711 "$BASE/m$n"
-  # The chassis's tunnel endpoint: a free address on the uplink (pincus puts it on its provider bridge).
-  PINCUS_DIR="$BASE/m$n" PINCUS_OVN_ENCAP_IP="$UPLINK.1$n" \
-    python3 -m pincus.host.nsexec "$(ns $n)" pincusd >"$BASE/m$n.log" 2>&1 &
+  PINCUS_DIR="$BASE/m$n" python3 -m pincus.host.nsexec "$(ns $n)" pincusd >"$BASE/m$n.log" 2>&1 &
   PIDS+=($!)
 done
 for n in 1 2 3; do quiet "$n" admin waitready --timeout 30; done
@@ -89,6 +87,9 @@ for n in 2 3; do
     "$n" "$NET" "$n" "$TOKEN" | on "$n" admin init --preseed
 done
 on 2 cluster list
+# Each chassis's tunnel endpoint, a member's own key: a free address on the uplink segment, which
+# pincus puts on the member's provider bridge (OVS's userspace datapath tunnels only from a bridge).
+for n in 1 2 3; do on "$n" config set network.ovn.encap_address="$UPLINK.1$n"; done
 
 bold "== an uplink: a physical network with each member's own bridge as parent, then created everywhere"
 for n in 1 2 3; do on 1 network create up --type=physical --target="m$n" parent="ul$n"; done

@@ -37,13 +37,14 @@ pytestmark = [
 class OvnDaemon(Daemon):
     """A member whose chassis has its own tunnel endpoint address."""
 
-    def __init__(self, ns: NetNS, pincus_dir: Path, encap_ip: str) -> None:
+    def __init__(self, ns: NetNS, pincus_dir: Path, encap_ip: str | None) -> None:
         super().__init__(ns, pincus_dir)
         self.encap_ip = encap_ip
 
     @property
     def env(self) -> dict[str, str]:
-        return {**super().env, "PINCUS_OVN_ENCAP_IP": self.encap_ip}
+        extra = {"PINCUS_OVN_ENCAP_IP": self.encap_ip} if self.encap_ip else {}
+        return {**super().env, **extra}
 
 
 class OvnCluster(Cluster):
@@ -67,7 +68,9 @@ class OvnCluster(Cluster):
         self.switch.ip("link", "set", f"u{i}", "master", "up0", "up")
         ns.add_bridge(f"ul{i}")
         ns.ip("link", "set", "ulport", "master", f"ul{i}", "up")
-        d = OvnDaemon(ns, Path(tempfile.mkdtemp(prefix="pincus-test-")), f"{self.uplink}.{11 + i}")
+        # m1 and m2 take their endpoint from the environment, m3 from its own server key (form()).
+        encap = f"{self.uplink}.{11 + i}" if i < 2 else None
+        d = OvnDaemon(ns, Path(tempfile.mkdtemp(prefix="pincus-test-")), encap)
         self.members.append(d)
         d.start()
         return d
@@ -83,6 +86,8 @@ class OvnCluster(Cluster):
                 "--preseed",
                 stdin=_preseed(f"m{i + 1}", self.address(i), _token(d1, f"m{i + 1}")),
             )
+        d3.cli("config", "set", f"network.ovn.encap_address={self.uplink}.13")
+        assert d2.cli("config", "get", "network.ovn.encap_address").stdout.strip() == ""  # m3's own
         return d1, d2, d3
 
 

@@ -73,6 +73,13 @@ def is_ovsdb_remotes(value: str) -> None:
             raise ValueError(f'"{part}" is not tcp:IP:PORT or ssl:IP:PORT')
 
 
+def is_ip(value: str) -> None:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError(f'"{value}" is not an IP address') from None
+
+
 @dataclass(frozen=True)
 class ServerKey:
     validator: Validator
@@ -92,6 +99,10 @@ SERVER_KEYS: dict[str, ServerKey] = {
     "cluster.join_token_expiry": ServerKey(is_expiry, "3H", False, "How long a join token stays valid"),
     "network.ovn.northbound_connection": ServerKey(
         is_ovsdb_remotes, "", False, "An existing OVN central's northbound database (else pincus runs one)"
+    ),
+    # pincus's own (Incus leaves the chassis to the admin): this member's OVN tunnel endpoint.
+    "network.ovn.encap_address": ServerKey(
+        is_ip, "", True, "This member's OVN tunnel endpoint (default: its cluster address, or 127.0.0.1)"
     ),
 }
 

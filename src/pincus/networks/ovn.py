@@ -445,8 +445,8 @@ class OvnNetwork(NetworkDriver):
         if ip not in subnet:
             raise InvalidError(
                 f"This member's OVN tunnel endpoint {ip} is on none of its interfaces and outside uplink "
-                f'"{uplink.name}"\'s subnet {subnet}: set {ovn_chassis.ENCAP_IP_ENV} to a free address '
-                "of that subnet, or put the address on an OVS bridge of this member"
+                f"\"{uplink.name}\"'s subnet {subnet}: set {ovn_chassis.ENCAP_KEY} (this member's own "
+                "key) to a free address of that subnet, or put the address on an OVS bridge of this member"
             )
         self.host(addresses.add_address, self.provider_bridge, f"{ip}/{subnet.prefixlen}")
         self.host(links.set_up, self.provider_bridge)

@@ -3,9 +3,9 @@ and its local chassis, and bringing them up, supervising them and shutting them 
 
 The server key `network.ovn.northbound_connection` (or PINCUS_OVN_NORTHBOUND) names an existing
 central, PINCUS_OVN_SOUTHBOUND its southbound connection when not on the standard port next to it
-(what the chassis's ovn-controller talks to), PINCUS_OVN_ENCAP_IP this chassis's tunnel endpoint
-(127.0.0.1 on a single server, the member's cluster address on a cluster) and
-PINCUS_OVS_DATAPATH_TYPE (`system` or `netdev`, detected when unset).
+(what the chassis's ovn-controller talks to), `network.ovn.encap_address` (a member's own key) or
+PINCUS_OVN_ENCAP_IP this chassis's tunnel endpoint (127.0.0.1 on a single server, the member's
+cluster address on a cluster) and PINCUS_OVS_DATAPATH_TYPE (`system` or `netdev`, detected when unset).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from pincus.state import State
 
 NORTHBOUND_KEY = "network.ovn.northbound_connection"
 NORTHBOUND_ENV = "PINCUS_OVN_NORTHBOUND"
+ENCAP_KEY = "network.ovn.encap_address"
 SOUTHBOUND_ENV = "PINCUS_OVN_SOUTHBOUND"
 ENCAP_IP_ENV = "PINCUS_OVN_ENCAP_IP"
 DATAPATH_ENV = "PINCUS_OVS_DATAPATH_TYPE"
@@ -76,7 +77,8 @@ def site(state: State) -> OvnSite:
     port can be bound or network changed (a fail-over needs an external, clustered central)."""
     base = state.dir / "ovn"
     member = state.store.member
-    nb = db_cluster.config(state.store, member).get(NORTHBOUND_KEY) or os.environ.get(NORTHBOUND_ENV) or ""
+    server = db_cluster.config(state.store, member)
+    nb = server.get(NORTHBOUND_KEY) or os.environ.get(NORTHBOUND_ENV) or ""
     central_member, listen = "", None
     mine = db_cluster.member(state.store, member) if member else None
     if nb:
@@ -97,7 +99,7 @@ def site(state: State) -> OvnSite:
         nb_sock, sb_sock = ovs_layout.central_sockets(base / "central")
         nb, sb, embedded = f"unix:{nb_sock}", f"unix:{sb_sock}", True
     default_encap = parse_address(mine.address)[0] if mine is not None else "127.0.0.1"
-    encap_ip = os.environ.get(ENCAP_IP_ENV) or default_encap
+    encap_ip = server.get(ENCAP_KEY) or os.environ.get(ENCAP_IP_ENV) or default_encap
     try:
         ipaddress.ip_address(encap_ip)
     except ValueError:
