@@ -205,9 +205,31 @@ def test_an_ovn_network_spans_three_members_tunnels_between_them_and_goes_from_a
     assert in_container(d2, "c1", "cat", "/sys/class/net/eth0/mtu").strip() == "1400"
 
     assert "in use" in d1.fails("network", "delete", "ovn0")
+    # A second OVN network keeps the central and chassis up: deleting the first must take each of
+    # its own rows (switches, router, ports, NAT, DHCP) and its chassis bindings by itself.
+    d1.cli(
+        "network",
+        "create",
+        "ovn1",
+        "--type=ovn",
+        "network=up",
+        "ipv4.address=10.250.99.1/24",
+        "ipv4.nat=true",
+    )
+    nb, sb = central / "nb.sock", central / "sb.sock"
     d1.cli("delete", "-f", "c1", "c2")
     d2.cli("network", "delete", "ovn0")
     assert "ovn0" not in d1.cli("network", "list", "-f", "csv").stdout
+    for table in ("Logical_Switch", "Logical_Router", "Logical_Switch_Port", "Logical_Router_Port"):
+        names = _ctl("ovn-nbctl", nb, "--bare", "--columns=name", "list", table).split()
+        assert names and not [n for n in names if "-ovn0-" in n], (table, names)
+    assert (
+        _ctl("ovn-nbctl", nb, "--bare", "--columns=external_ids", "list", "DHCP_Options").count("/ovn0") == 0
+    )
+    assert "10.250.99.0/24" in _ctl("ovn-nbctl", nb, "--bare", "--columns=logical_ip", "list", "NAT")
+    bound = _ctl("ovn-sbctl", sb, "--bare", "--columns=logical_port", "list", "Port_Binding").split()
+    assert not [p for p in bound if "-ovn0-" in p], bound
+    d3.cli("network", "delete", "ovn1")
     for i, d in enumerate(members):
         assert not (d.dir / "ovn").exists(), f"m{i + 1}"
         assert [x["ifname"] for x in d.ns.ipj("link", "show", "master", f"ul{i}")] == ["ulport"]
