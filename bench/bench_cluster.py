@@ -8,7 +8,8 @@ OVN/OVS daemons (userspace datapath here), each member in its own network namesp
 - the floor, measured in the same run: `launch` to first ping on the bridged path (a physical
   network on the member's own Linux bridge, pinging the uplink gateway), as on a single host;
 - fail-over: SIGKILL the member that is the database leader; seconds until a write (a profile
-  create) succeeds through a survivor.
+  create) succeeds through a survivor; when that was m1, its embedded OVN central is killed too,
+  and the run says whether containers on m2 and m3 still ping and whether a new one can launch.
 
     .venv/bin/python bench/bench_cluster.py [-n 3] [--short]
 
@@ -19,6 +20,7 @@ whatever happens.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -81,6 +83,19 @@ def _failover(c: OvnCluster) -> tuple[str, float]:
         time.sleep(0.05)
 
 
+def _central_gone(c: OvnCluster, d2: Daemon, across: str) -> None:
+    """m1 (pincusd already SIGKILLed) loses its embedded central too: what still works on m2/m3."""
+    for pid_file in (c.members[0].dir / "ovn" / "central").glob("*.pid"):
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int(pid_file.read_text().strip()), signal.SIGKILL)
+    time.sleep(1)
+    still = "yes" if ping(d2, "c2x0", across) else "no"
+    print(f"central gone: a running container on m2 still pings one on m3 over the tunnel: {still}")
+    r = d2.cli("launch", "busybox", "late", "--target", "m2", "-n", "o1", check=False, timeout=120)
+    outcome = "refused" if r.returncode else "accepted"
+    print(f"central gone: launch of a new container on the OVN network {outcome}: {r.stderr.strip()[-160:]}")
+
+
 def _stats(label: str, times: list[float], floor: float | None = None) -> float:
     median = statistics.median(times) * 1000
     ratio = f"  {median / floor:4.2f}x floor" if floor else ""
@@ -134,6 +149,10 @@ def main() -> None:
         _stats("ovn across", times["ovn across"], floor)
         leader, seconds = _failover(c)
         print(f"fail-over (SIGKILL database leader {leader}) to a write through a survivor  {seconds:5.2f} s")
+        if leader == "m1":
+            _central_gone(c, d2, f"{c.inside}.3")
+        else:
+            print("central gone: not measured (the database leader was not the central's member m1)")
     finally:
         for d in c.members:
             if d.proc is not None:

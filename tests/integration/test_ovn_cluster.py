@@ -50,7 +50,8 @@ class OvnDaemon(Daemon):
 class OvnCluster(Cluster):
     def __init__(self, prefix: str) -> None:
         super().__init__(prefix)
-        octets = random.sample(range(100, 250), 2)
+        taken = int(self.subnet.rsplit(".", 1)[1])  # the members' own link
+        octets = random.sample([o for o in range(100, 250) if o != taken and o != 99], 2)
         self.uplink = f"10.250.{octets[0]}"  # the uplink segment; routers take .100-.109
         self.inside = f"10.250.{octets[1]}"  # the OVN network's own subnet
         self.switch.add_bridge("up0")
