@@ -140,13 +140,19 @@ def main(argv: list[str] | None = None) -> None:
 
     shutdown.wait()
     log.info("pincusd shutting down")
+    # The last members of a cluster going down have no quorum: what the shutdown still reads must
+    # not wait a whole minute for a leader that will not come.
+    if hasattr(store, "timeout"):
+        store.timeout = min(store.timeout, 2.0)
     httpd.shutdown()
-    listeners.close()
     hub.close_all()
     server.stop()
     httpd.server_close()
     sock_path.unlink(missing_ok=True)
     store.close()
+    # A member's database traffic comes in through its TLS listener: closed only once the
+    # database is no longer needed, or the others could not answer this member's last reads.
+    listeners.close()
     if node is not None:
         node.stop()
     lock.close()
