@@ -10,6 +10,7 @@ import random
 import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -399,3 +400,32 @@ def test_a_physical_network_takes_each_members_own_parent_and_errs_only_where_on
     d1.cli("network", "delete", up)
     for d in (d1, d2, d3):
         assert up not in d.cli("network", "list", "-f", "csv").stdout
+
+
+def test_the_whole_cluster_stopped_comes_back_when_its_members_start_again(cluster: Cluster) -> None:
+    d1, d2, d3 = (cluster.add_daemon() for _ in range(3))
+    d1.cli("config", "set", "cluster.https_address", cluster.address(0))
+    d1.cli("cluster", "enable", "m1")
+    for i, d in ((1, d2), (2, d3)):
+        d.cli(
+            "admin",
+            "init",
+            "--preseed",
+            stdin=_preseed(f"m{i + 1}", cluster.address(i), _token(d1, f"m{i + 1}")),
+        )
+    d2.cli("profile", "create", "kept")
+    t0 = time.monotonic()
+    for d in (d1, d2, d3):
+        d.stop()
+    print(f"stopping the three members (SIGTERM): {time.monotonic() - t0:.1f} s")
+    t0 = time.monotonic()
+    # No member can open the database alone: each waits for a quorum, reachable meanwhile.
+    threads = [threading.Thread(target=d.start, kwargs={"timeout": 60}) for d in (d3, d1, d2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    print(f"starting them again, all at once, until each answers: {time.monotonic() - t0:.1f} s")
+    for d in (d1, d2, d3):
+        assert "kept" in d.cli("profile", "list", "-f", "csv").stdout
+    _eventually(lambda: _members(d1) == {"m1": "Online", "m2": "Online", "m3": "Online"}, timeout=20)

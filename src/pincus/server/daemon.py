@@ -140,13 +140,25 @@ def main(argv: list[str] | None = None) -> None:
 
     shutdown.wait()
     log.info("pincusd shutting down")
+    # The last members of a cluster going down have no quorum: what the shutdown still reads must
+    # not wait a whole minute for a leader that will not come.
+    if hasattr(store, "timeout"):
+        store.timeout = min(store.timeout, 2.0)
+    if node is not None and not restart.is_set():
+        # Without a quorum a read may still hang on a peer half gone: a member stops within a bound
+        # all the same (instances are left running as after any SIGTERM; the next start adopts them).
+        watchdog = threading.Timer(CLUSTER_STOP_LIMIT, _give_up_stopping)
+        watchdog.daemon = True
+        watchdog.start()
     httpd.shutdown()
-    listeners.close()
     hub.close_all()
     server.stop()
     httpd.server_close()
     sock_path.unlink(missing_ok=True)
     store.close()
+    # A member's database traffic comes in through its TLS listener: closed only once the
+    # database is no longer needed, or the others could not answer this member's last reads.
+    listeners.close()
     if node is not None:
         node.stop()
     lock.close()
@@ -159,6 +171,15 @@ def main(argv: list[str] | None = None) -> None:
             sys.executable,
             [sys.executable, "-m", "pincus.server.daemon", *(argv if argv is not None else sys.argv[1:])],
         )
+
+
+CLUSTER_STOP_LIMIT = 15.0  # seconds a cluster member's shutdown may take
+
+
+def _give_up_stopping() -> None:
+    log.error("pincusd did not stop within %g s (no database quorum?): exiting now", CLUSTER_STOP_LIMIT)
+    logging.shutdown()
+    os._exit(1)
 
 
 def open_local_store(
