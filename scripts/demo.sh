@@ -7,6 +7,14 @@
 # interfaces are never touched, and it checks at the end that nothing was left behind.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# --cluster: this demo, then the cluster one (three members, an OVN network across them);
+# --cluster-only: that one alone (scripts/demo-cluster.sh).
+case "${1:-}" in
+  --cluster) bash "$0"; exec bash scripts/demo-cluster.sh ;;
+  --cluster-only) exec bash scripts/demo-cluster.sh ;;
+  "") ;;
+  *) echo "usage: $0 [--cluster|--cluster-only]" >&2; exit 2 ;;
+esac
 bash scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
 . scripts/own-root.sh && own_root "$PWD/scripts/demo.sh" "$@"

@@ -36,6 +36,7 @@ def served() -> set[tuple[str, str]]:
         storage=None,
         operations=None,
         images=None,
+        cluster=None,
         state=SimpleNamespace(events=None),
     )
     router = routes.build(cast(Server, stub), threading.Event())

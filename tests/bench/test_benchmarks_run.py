@@ -27,6 +27,7 @@ SHORT_RUNS = [
     (["bench_rootfs_start.py", "-n", "2"], r"^chown +start median +\d+ ms"),
     (["bench_images.py", "-n", "2", "--upload-mib", "64"], r"^upload +64 MiB +[\d.]+ MB/s"),
     (["bench_ovn.py", "-n", "1"], r"^start to first ping +ovn +median +\d+ ms"),
+    (["bench_cluster.py", "--short"], r"^launch to first ping +ovn across +median +\d+ ms .* [\d.]+x floor"),
     (["bench_clusterdb.py", "--short"], r"^fail-over median s +[\d.]+ +[\d.]+"),
     (["bench_volume.py", "-n", "2", "--small"], r"^ratio dir/btrfs create +[\d.]+x"),
     (["bench_client.py", "--short"], r"^launcher: network show +[\d.]+ +[\d.]+ +[\d.]+x"),

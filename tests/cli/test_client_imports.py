@@ -45,6 +45,7 @@ ALLOWED = {
     "pincus.cli.profile": "profile commands",
     "pincus.cli.image": "image commands (list, show)",
     "pincus.cli.storage": "storage commands (list, show)",
+    "pincus.cli.cluster": "cluster commands (list, show)",
     "pincus.cli.yamlout": "YAML output of the usual documents without PyYAML (show commands)",
     "_socket": "C: the unix socket",
     "_json": "C: JSON scanner and encoder",
@@ -108,6 +109,8 @@ def _metadata(method: str, path: str) -> Any:
         return INSTANCE
     if path == "/1.0/networks":
         return [NETWORK]
+    if path == "/1.0/cluster/members":
+        return []
     if path.startswith("/1.0/networks/"):
         return NETWORK
     return [] if path.count("/") == 2 else {"name": path.rsplit("/", 1)[-1], "config": {}, "devices": {}}

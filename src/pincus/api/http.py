@@ -12,6 +12,7 @@ import logging
 import re
 import socket
 import socketserver
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -189,6 +190,12 @@ class Router:
         if stream is not None:
             self._streamed[handler] = stream
 
+    def extend(self, other: Router) -> None:
+        """OTHER's routes too (after this one's)."""
+        self._routes += other._routes
+        self._patterns += other._patterns
+        self._streamed.update(other._streamed)
+
     def body_limits(self, handler: Handler) -> BodyLimits | None:
         return self._streamed.get(handler)
 
@@ -251,7 +258,12 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def make_handler(router: Router) -> type[BaseHTTPRequestHandler]:
+def make_handler(
+    router: Router, public: frozenset[tuple[str, str]] | None = None
+) -> type[BaseHTTPRequestHandler]:
+    """PUBLIC: on a TLS listener, the only (method, path) a peer without the trusted certificate
+    may call; None: every route (the unix socket, guarded by its file mode)."""
+
     class _Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "pincusd"
@@ -284,6 +296,8 @@ def make_handler(router: Router) -> type[BaseHTTPRequestHandler]:
             url = urlsplit(self.path)
             query = {k: v[-1] for k, v in parse_qs(url.query).items()}
             try:
+                if public is not None and not self._trusted(url.path.rstrip("/")):
+                    raise _HTTPStatus(403, "Not authorized: this listener serves cluster members only")
                 # "/" and "/1.0/" are the routes "" and "/1.0".
                 try:
                     handler, params = router.resolve(self.command, url.path.rstrip("/"))
@@ -319,6 +333,13 @@ def make_handler(router: Router) -> type[BaseHTTPRequestHandler]:
                 self._send_json(200, envelope.sync(result.metadata), {"ETag": f'"{result.etag}"'})
             else:
                 self._send_json(200, envelope.sync(result))
+
+        def _trusted(self, path: str) -> bool:
+            conn = self.connection
+            # CERT_OPTIONAL: a certificate was presented only if it verified against the trusted one.
+            if isinstance(conn, ssl.SSLSocket) and conn.getpeercert():
+                return True
+            return public is not None and (self.command, path) in public
 
         def _body_reader(self, limits: BodyLimits) -> BodyReader:
             chunked = self.headers.get("Transfer-Encoding", "").lower() == "chunked"
@@ -429,3 +450,38 @@ def serve(path: Path, router: Router) -> UnixHTTPServer:
     """Bind the socket (caller holds the daemon lock, so a leftover socket file is stale)."""
     path.unlink(missing_ok=True)
     return UnixHTTPServer(str(path), make_handler(router))
+
+
+class TLSHTTPServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
+    """The same API over TLS on a TCP address; the handshake runs on the connection's own thread,
+    so a slow peer does not hold up the accepting one."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = socket.SOMAXCONN
+    HANDSHAKE_TIMEOUT = 10.0
+
+    def __init__(
+        self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], ctx: ssl.SSLContext
+    ) -> None:
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self._ctx = ctx
+        super().__init__(address, handler)
+
+    def get_request(self) -> tuple[Any, Any]:
+        sock, addr = self.socket.accept()
+        return self._ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        request.settimeout(self.HANDSHAKE_TIMEOUT)
+        try:
+            request.do_handshake()
+        except (OSError, ssl.SSLError) as e:
+            log.debug("TLS handshake with %s failed: %s", client_address, e)
+            return
+        super().finish_request(request, client_address)
+
+
+def serve_tls(address: tuple[str, int], router: Router, ctx: ssl.SSLContext,
+              public: frozenset[tuple[str, str]]) -> TLSHTTPServer:  # fmt: skip
+    return TLSHTTPServer(address, make_handler(router, public), ctx)

@@ -129,6 +129,18 @@ def add(r: Router, server: Server) -> None:
     r.add("DELETE", "/1.0/images/{fingerprint}", delete_image)
     r.add("GET", "/1.0/images/{fingerprint}/export", export_image)
 
+    def member_copy(req: Request) -> Raw:
+        fp = req.params["fingerprint"]
+        _send_file(req, server, images.local_file(fp, req.params["part"]), fp)
+        return Raw()
+
+    def forget_copy(req: Request) -> Any:
+        images.remove_local_files(req.params["fingerprint"])
+        return {}
+
+    r.add("GET", "/internal/images/{fingerprint}/{part}", member_copy)
+    r.add("DELETE", "/internal/images/{fingerprint}", forget_copy)
+
 
 _EXTENSIONS = {
     "gzip": ".tar.gz",

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote, urlencode
 
 from pincus.api import filters, operation_routes
 from pincus.api.exec_ws import ExecRequest, ExecSession, ExecSessions
 from pincus.api.http import Async, Raw, Request, Router, Tagged
-from pincus.errors import InvalidError
+from pincus.errors import InvalidError, PincusError
 from pincus.server import etag
 from pincus.server.server import Server
+
+log = logging.getLogger(__name__)
 
 
 def body_of(req: Request) -> dict[str, Any]:
@@ -63,12 +67,64 @@ def _int(body: dict[str, Any], key: str, default: int = 0) -> int:
 
 def add(r: Router, server: Server, sessions: ExecSessions) -> None:
     insts = server.instances
+    cluster = server.cluster
+
+    def elsewhere(name: str) -> str | None:
+        """The member instance NAME lives on, when that is not this daemon's."""
+        if not cluster.clustered:
+            return None
+        location = insts.location_of(name)
+        return location if location and location != cluster.name else None
+
+    def forwarded(handler: Callable[[Request], Any], description: str) -> Callable[[Request], Any]:
+        """HANDLER here, or the same request sent to the member the instance lives on (over TLS;
+        a change runs as a local operation that waits for the member's)."""
+
+        def route(req: Request) -> Any:
+            name = req.params["name"]
+            member = elsewhere(name)
+            if member is None:
+                return handler(req)
+            target = req.path + (f"?{urlencode(req.query)}" if req.query else "")
+            if req.method == "GET":
+                return cluster.call(member, "GET", target)
+            return background(
+                server, description, name, lambda: cluster.call(member, req.method, target, req.body)
+            )
+
+        return route
+
+    def remote_views(items: list[dict[str, Any]], recursion: str) -> list[dict[str, Any]]:
+        """Instances living on other members as their members see them; on an Offline member, as
+        the database has them with status Offline (not lost)."""
+        statuses = cluster.statuses()
+        out = []
+        for item in items:
+            member = item.get("location")
+            if member in (None, "", "none", cluster.name):
+                out.append(item)
+                continue
+            view = None
+            if statuses.get(member) not in (None, "Offline"):
+                try:
+                    view = cluster.call(
+                        member, "GET", f"/1.0/instances/{quote(item['name'], safe='')}?recursion={recursion}"
+                    )
+                except PincusError as e:
+                    log.warning("Instance %s on member %s: %s", item["name"], member, e)
+            if not isinstance(view, dict):
+                view = {**item, "status": "Offline", "status_code": 112}
+                view.pop("state", None)
+            out.append(view)
+        return out
 
     def list_instances(req: Request) -> Any:
         recursion = req.query.get("recursion", "0")
         if recursion == "0" and not req.query.get("filter"):
             return [f"/1.0/instances/{n}" for n in insts.names()]
         items = insts.list_full() if recursion == "2" else insts.list_all()
+        if cluster.clustered:
+            items = remote_views(items, "1" if recursion == "2" else "0")
         keep = filters.parse(req.query.get("filter", ""))
         items = [i for i in items if keep(i)]
         if recursion == "0":
@@ -78,6 +134,12 @@ def add(r: Router, server: Server, sessions: ExecSessions) -> None:
     def create(req: Request) -> Async:
         body = body_of(req)
         name = str(body.get("name") or "")
+        member = cluster.place(req.query.get("target"))
+        if member and member != cluster.name:
+            target = f"/1.0/instances?target={quote(member, safe='')}"
+            return background(
+                server, "Creating instance", name, lambda: cluster.call(member, "POST", target, body)
+            )
         insts.check_create(body)
 
         def work() -> None:
@@ -135,6 +197,8 @@ def add(r: Router, server: Server, sessions: ExecSessions) -> None:
 
     def exec_(req: Request) -> Any:
         name, body = req.params["name"], body_of(req)
+        if (member := elsewhere(name)) is not None:
+            raise InvalidError(f'Instance "{name}" lives on cluster member "{member}": run exec there')
         argv, env, cwd = body.get("command"), body.get("environment") or {}, body.get("cwd") or None
         if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
             raise InvalidError('exec needs "command": a non-empty list of strings')
@@ -209,13 +273,18 @@ def add(r: Router, server: Server, sessions: ExecSessions) -> None:
 
     r.add("GET", "/1.0/instances", list_instances)
     r.add("POST", "/1.0/instances", create)
-    r.add("GET", "/1.0/instances/{name}", get)
-    r.add("PUT", "/1.0/instances/{name}", lambda req: update(req, patch=False))
-    r.add("PATCH", "/1.0/instances/{name}", lambda req: update(req, patch=True))
-    r.add("POST", "/1.0/instances/{name}", rename)
-    r.add("DELETE", "/1.0/instances/{name}", delete)
-    r.add("GET", "/1.0/instances/{name}/state", lambda req: insts.state_of(req.params["name"]))
-    r.add("PUT", "/1.0/instances/{name}/state", change_state)
+    r.add("GET", "/1.0/instances/{name}", forwarded(get, ""))
+    r.add(
+        "PUT", "/1.0/instances/{name}", forwarded(lambda req: update(req, patch=False), "Updating instance")
+    )
+    r.add(
+        "PATCH", "/1.0/instances/{name}", forwarded(lambda req: update(req, patch=True), "Updating instance")
+    )
+    r.add("POST", "/1.0/instances/{name}", forwarded(rename, "Renaming instance"))
+    r.add("DELETE", "/1.0/instances/{name}", forwarded(delete, "Deleting instance"))
+    state_of = forwarded(lambda req: insts.state_of(req.params["name"]), "")
+    r.add("GET", "/1.0/instances/{name}/state", state_of)
+    r.add("PUT", "/1.0/instances/{name}/state", forwarded(change_state, "Changing instance state"))
     r.add("POST", "/1.0/instances/{name}/exec", exec_)
     r.add("GET", "/1.0/instances/{name}/console", console_log)
     r.add("DELETE", "/1.0/instances/{name}/console", lambda req: insts.clear_console_log(req.params["name"]))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from pincus.api import image_routes, instance_routes, operation_routes, storage_routes
+from pincus.api import cluster_routes, image_routes, instance_routes, operation_routes, storage_routes
 from pincus.api.exec_ws import ExecSessions
 from pincus.api.http import Request, Router, Tagged
 from pincus.api.instance_routes import body_of as _body
@@ -28,7 +28,7 @@ def build(server: Server, shutdown: threading.Event) -> Router:
         return [f"/1.0/networks/{n['name']}" for n in items]
 
     def create_network(req: Request) -> Any:
-        nets.create(_body(req))
+        nets.create(_body(req), req.query.get("target"))
         return {}
 
     def rename_or_noop(req: Request) -> Any:
@@ -42,7 +42,8 @@ def build(server: Server, shutdown: threading.Event) -> Router:
     r.add("POST", "/1.0/networks", create_network)
 
     def get_network(req: Request) -> Tagged:
-        doc = nets.get(req.params["name"])
+        target = req.query.get("target")
+        doc = nets.get_on(req.params["name"], target) if target else nets.get(req.params["name"])
         return Tagged(doc, etag.etag(etag.network_fields(doc)))
 
     def update_network(req: Request, patch: bool) -> Any:
@@ -56,6 +57,8 @@ def build(server: Server, shutdown: threading.Event) -> Router:
     r.add("DELETE", "/1.0/networks/{name}", lambda req: nets.delete(req.params["name"]))
     r.add("GET", "/1.0/networks/{name}/leases", lambda req: nets.leases(req.params["name"]))
     r.add("GET", "/1.0/networks/{name}/state", lambda req: nets.state_of(req.params["name"]))
+    r.add("POST", "/internal/networks/{name}/apply", lambda req: nets.apply_here(req.params["name"]))
+    r.add("DELETE", "/internal/networks/{name}/apply", lambda req: nets.remove_here(req.params["name"]))
     r.add("GET", "/1.0/network-allocations", lambda req: nets.allocations(server.instances.list_all()))
 
     profiles = server.profiles
@@ -101,6 +104,7 @@ def build(server: Server, shutdown: threading.Event) -> Router:
     storage_routes.add(r, server)
     image_routes.add(r, server)
     operation_routes.add(r, server, sessions, shutdown)
+    cluster_routes.add(r, server)
 
     def do_shutdown(req: Request) -> Any:
         timeout = operation_routes.stop_wait(req.query.get("timeout", "60"), "the query", text=True)

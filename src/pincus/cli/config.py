@@ -44,16 +44,38 @@ def _show(args: argparse.Namespace, c: Client) -> None:
     sys.stdout.write(dump_yaml(doc))
 
 
+# As Incus: without an instance name the keys are the server's. `get KEY` and `unset KEY` have one
+# word; `set` has no instance when its first word is KEY=VALUE or it is exactly `KEY VALUE`.
+
+
 def _config_get(args: argparse.Namespace, c: Client) -> None:
+    if len(args.words) == 1:
+        print((c.request("GET", "/1.0").get("config") or {}).get(args.words[0], ""))
+        return
+    if len(args.words) != 2:
+        raise ClientError("Usage: pincus config get [INSTANCE] KEY")
+    args.name, args.key = args.words
     print((_get_instance(c, args.name).get("config") or {}).get(args.key, ""))
 
 
 def _config_set(args: argparse.Namespace, c: Client) -> None:
+    words = args.words
+    if "=" in words[0] or (len(words) == 2 and "=" not in words[1]):
+        c.request("PATCH", "/1.0", {"config": key_values(words)})
+        return
+    if len(words) < 2:
+        raise ClientError("Usage: pincus config set [INSTANCE] KEY=VALUE...")
     # PATCH merges config maps: exactly the keys given change.
-    c.request("PATCH", path(args.name), {"config": key_values(args.config)})
+    c.request("PATCH", path(words[0]), {"config": key_values(words[1:])})
 
 
 def _config_unset(args: argparse.Namespace, c: Client) -> None:
+    if len(args.words) == 1:
+        c.request("PATCH", "/1.0", {"config": {args.words[0]: ""}})
+        return
+    if len(args.words) != 2:
+        raise ClientError("Usage: pincus config unset [INSTANCE] KEY")
+    args.name, args.key = args.words
     path(args.name)
     if args.key.startswith("volatile."):
         # The daemon keeps a volatile key that a PUT leaves out; refuse rather than pretend.
@@ -88,6 +110,14 @@ def _build_show(x: argparse.ArgumentParser, words: list[str]) -> None:
     x.set_defaults(func=_show)
 
 
+def _words(func: Any) -> Any:
+    def build(x: argparse.ArgumentParser, words: list[str]) -> None:
+        x.add_argument("words", nargs="+", metavar="[INSTANCE] KEY[=VALUE]")
+        x.set_defaults(func=func)
+
+    return build
+
+
 def _build_device(p: argparse.ArgumentParser, words: list[str]) -> None:
     from pincus.cli import devices
 
@@ -96,9 +126,9 @@ def _build_device(p: argparse.ArgumentParser, words: list[str]) -> None:
 
 COMMANDS: tuple[Command, ...] = (
     ("show", (), "the instance's config as YAML", _build_show),
-    ("get", (), "print one config key", positionals(_config_get, "name", "key")),
-    ("set", (), "set config keys (KEY=VALUE... or KEY VALUE)", positionals(_config_set, "name", "config+")),
-    ("unset", (), "remove a config key", positionals(_config_unset, "name", "key")),
+    ("get", (), "print one config key (of the server without INSTANCE)", _words(_config_get)),
+    ("set", (), "set config keys: [INSTANCE] KEY=VALUE... or [INSTANCE] KEY VALUE", _words(_config_set)),
+    ("unset", (), "remove a config key (of the server without INSTANCE)", _words(_config_unset)),
     ("edit", (), "edit config and devices as YAML ($EDITOR, or stdin)", positionals(_edit, "name")),
     ("device", (), "manage an instance's devices", _build_device),
 )

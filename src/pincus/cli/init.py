@@ -55,21 +55,31 @@ def _existing(c: Client, path: str) -> dict[str, Any] | None:
 
 
 def apply_preseed(c: Client, doc: dict[str, Any]) -> None:
-    unsupported = [k for k in ("storage_volumes", "cluster", "certificates") if doc.get(k)]
-    if doc.get("config"):
-        unsupported.append("config")
+    unsupported = [k for k in ("storage_volumes", "certificates") if doc.get(k)]
     if unsupported:
         raise ClientError(
             f"Preseed sections pincus does not support yet: {', '.join(unsupported)} (remove them)"
         )
+    cluster = _cluster_section(doc)
+    joining = bool(cluster and cluster.get("cluster_token"))
+    if joining and any(doc.get(k) for k in ("storage_pools", "networks", "profiles")):
+        raise ClientError(
+            "A member joining a cluster takes its pools, networks and profiles from the cluster:"
+            " remove them from the preseed"
+        )
     undo: list[Callable[[], None]] = []
     try:
+        if doc.get("config"):
+            _server_config(c, _strings(doc["config"], '"config"'), undo)
         for pool in _entries(doc, "storage_pools"):
             _pool(c, pool, undo)
         for net in _entries(doc, "networks"):
             _network(c, net, undo)
         for profile in _entries(doc, "profiles"):
             _profile(c, profile, undo)
+        if cluster:
+            # Enabling or joining restarts pincusd on the cluster database: the last step.
+            c.request("PUT", "/1.0/cluster", cluster)
     except ClientError:
         for step in reversed(undo):
             try:
@@ -77,6 +87,42 @@ def apply_preseed(c: Client, doc: dict[str, Any]) -> None:
             except ClientError as e:
                 print(f"Warning: could not undo a preseed step: {e}", file=sys.stderr)
         raise
+    if cluster:
+        from pincus.cli.cluster import wait_clustered
+
+        wait_clustered(c)
+
+
+def _cluster_section(doc: dict[str, Any]) -> dict[str, Any] | None:
+    """Incus's `cluster:` section: `enabled: true`, `server_name`, and to join `server_address` and
+    `cluster_token`; None when there is none or it says enabled: false."""
+    section = doc.get("cluster")
+    if not section:
+        return None
+    if not isinstance(section, dict):
+        raise ClientError('Preseed "cluster" must be a map')
+    known = {"enabled", "server_name", "server_address", "cluster_token", "cluster_address",
+             "cluster_certificate", "member_config"}  # fmt: skip
+    if set(section) - known:
+        raise ClientError(f'Unknown keys in preseed "cluster": {", ".join(sorted(set(section) - known))}')
+    if section.get("member_config") or section.get("cluster_certificate"):
+        raise ClientError('Preseed "cluster": member_config and cluster_certificate are not supported yet')
+    if not section.get("enabled"):
+        return None
+    if not section.get("server_name"):
+        raise ClientError('Preseed "cluster" needs "server_name"')
+    out = {"enabled": True, "server_name": str(section["server_name"])}
+    for key in ("server_address", "cluster_token"):
+        if section.get(key):
+            out[key] = str(section[key])
+    return out
+
+
+def _server_config(c: Client, config: dict[str, str], undo: list[Callable[[], None]]) -> None:
+    old = c.request("GET", "/1.0").get("config") or {}
+    c.request("PATCH", "/1.0", {"config": config})
+    previous = {k: old.get(k, "") for k in config}
+    undo.append(lambda: c.request("PATCH", "/1.0", {"config": previous}))
 
 
 def _network(c: Client, net: dict[str, Any], undo: list[Callable[[], None]]) -> None:

@@ -130,7 +130,7 @@ def _create(args: argparse.Namespace, c: Client) -> str:
         body["profiles"] = list(args.profiles)
     body["source"] = _image_source(c, image) if image is not None else {"type": "none"}
     print(f"Creating {name}", flush=True)
-    c.request("POST", "/1.0/instances", body)
+    c.request("POST", "/1.0/instances" + (f"?target={q(args.target)}" if args.target else ""), body)
     return name
 
 
@@ -231,6 +231,7 @@ COLUMNS: dict[str, tuple[str, Callable[[dict[str, Any], dict[str, Any]], str]]] 
     "a": ("ARCHITECTURE", lambda i, st: str(i.get("architecture", ""))),
     "c": ("CREATED AT", lambda i, st: _when(i.get("created_at"))),
     "d": ("DESCRIPTION", lambda i, st: str(i.get("description", ""))),
+    "L": ("LOCATION", lambda i, st: str(i.get("location", ""))),
 }
 DEFAULT_COLUMNS = "ns46t"
 _NEEDS_STATE = set("46p")
@@ -287,6 +288,8 @@ def _list(args: argparse.Namespace, c: Client) -> None:
     # recursion=2 carries each instance's state; an older daemon leaves it out (asked below).
     insts: list[dict[str, Any]] = c.request("GET", f"/1.0/instances?recursion={2 if need_state else 1}")
     insts = sorted((i for i in insts if shown(i, args.filters)), key=lambda i: str(i["name"]))
+    if args.columns == DEFAULT_COLUMNS and any(i.get("location") not in (None, "", "none") for i in insts):
+        letters += "L"  # as Incus: a cluster's list says where each instance lives
     rows = []
     for inst in insts:
         state = inst.get("state")
@@ -423,7 +426,7 @@ def _exec(args: argparse.Namespace, c: Client) -> None:
 def _create_flags(x: argparse.ArgumentParser) -> None:
     x.usage = (
         "%(prog)s [IMAGE] NAME [--vm] [--empty] [-p PROFILE]... [--no-profiles] [-c KEY=VALUE]... "
-        "[-n NETWORK] [-d DEVICE,KEY=VALUE]... [-s POOL] [--description TEXT]"
+        "[-n NETWORK] [-d DEVICE,KEY=VALUE]... [-s POOL] [--description TEXT] [--target MEMBER]"
     )
     x.add_argument(
         "names",
@@ -457,6 +460,7 @@ def _create_flags(x: argparse.ArgumentParser) -> None:
     )
     x.add_argument("-s", "--storage", metavar="POOL", help="storage pool of the root disk")
     x.add_argument("--description", default="")
+    x.add_argument("--target", help="the cluster member to create it on")
 
 
 def build_init(x: argparse.ArgumentParser, words: list[str]) -> None:

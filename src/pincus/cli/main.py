@@ -64,6 +64,7 @@ COMMANDS: tuple[Command, ...] = (
     ("monitor", (), "follow the daemon's events", _in("monitor", "build_monitor")),
     ("query", (), "send a raw API request", _in("query", "build_query")),
     ("admin", (), "daemon administration", _in("admin", "build_admin")),
+    ("cluster", (), "manage the cluster's members", _in("cluster", "build_cluster")),
     ("version", (), "client and server versions", _in("admin", "build_version")),
     ("info", (), "server info, or an instance's state and NICs", _build_info),
 )

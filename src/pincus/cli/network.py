@@ -46,12 +46,17 @@ def _create(args: argparse.Namespace, c: Client) -> None:
         "description": args.description or "",
         "config": key_values(args.config, allow_pair=False),
     }
+    if args.target:
+        c.request("POST", f"/1.0/networks?target={q(args.target)}", body)
+        print(f"Network {args.name} pending on member {args.target}")
+        return
     c.request("POST", "/1.0/networks", body)
     print(f"Network {args.name} created")
 
 
 def _show(args: argparse.Namespace, c: Client) -> None:
-    n = c.request("GET", f"/1.0/networks/{q(args.name)}")
+    target = f"?target={q(args.target)}" if args.target else ""
+    n = c.request("GET", f"/1.0/networks/{q(args.name)}{target}")
     sys.stdout.write(dump_yaml(n))
 
 
@@ -223,7 +228,14 @@ def _build_create(x: argparse.ArgumentParser, words: list[str]) -> None:
     x.add_argument("config", nargs="*", metavar="KEY=VALUE")
     x.add_argument("--type", "-t", default="bridge", help="network type (bridge or physical)")
     x.add_argument("--description", default="")
+    x.add_argument("--target", help="cluster member: record this member's own keys (parent, mtu, ...)")
     x.set_defaults(func=_create, spill="config")
+
+
+def _build_show(x: argparse.ArgumentParser, words: list[str]) -> None:
+    x.add_argument("name")
+    x.add_argument("--target", help="cluster member whose view to show")
+    x.set_defaults(func=_show)
 
 
 def _build_leases(x: argparse.ArgumentParser, words: list[str]) -> None:
@@ -253,7 +265,7 @@ def _build_attach(owner: Owner, attach: bool) -> Builder:
 COMMANDS: tuple[Command, ...] = (
     ("list", ("ls",), "list networks, managed and the host's own", _build_list),
     ("create", (), "create a managed network", _build_create),
-    ("show", (), "show a network as YAML", positionals(_show, "name")),
+    ("show", (), "show a network as YAML", _build_show),
     ("get", (), "print one config key", positionals(_get, "name", "key")),
     ("set", (), "set config keys (KEY=VALUE... or KEY VALUE)", positionals(_set, "name", "config+")),
     ("unset", (), "remove a config key", positionals(_unset, "name", "key")),

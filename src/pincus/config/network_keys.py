@@ -79,3 +79,8 @@ OVN: KeyTable = {
 }
 
 BY_TYPE: dict[str, KeyTable] = {"bridge": BRIDGE, "physical": PHYSICAL, "ovn": OVN}
+
+
+# Keys whose value differs from one cluster member to the next (Incus's member-specific keys): set
+# with `network create NAME --target MEMBER KEY=VALUE`, never cluster-wide.
+MEMBER_SPECIFIC = frozenset({"parent", "mtu", "vlan", "bridge.external_interfaces"})

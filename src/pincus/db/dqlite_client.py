@@ -8,13 +8,13 @@ from __future__ import annotations
 import socket
 import struct
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from pincus.errors import ConflictError, HostError, InvalidError
 
 PROTOCOL_VERSION = 1
 # request types
-_LEADER, _OPEN, _EXEC_SQL, _QUERY_SQL, _ADD, _ASSIGN, _CLUSTER = 0, 3, 8, 9, 12, 13, 16
+_LEADER, _OPEN, _EXEC_SQL, _QUERY_SQL, _ADD, _ASSIGN, _REMOVE, _CLUSTER = 0, 3, 8, 9, 12, 13, 14, 16
 # response types
 _FAILURE, _SERVER, _SERVERS, _DB, _RESULT, _ROWS, _EMPTY = 0, 1, 3, 4, 6, 7, 8
 _ROWS_DONE, _ROWS_PART = 0xFFFFFFFFFFFFFFFF, 0xEEEEEEEEEEEEEEEE
@@ -26,6 +26,7 @@ _NOT_LEADER = {10250, 10506}
 _SQLITE_CONSTRAINT = 19
 
 Value = int | float | str | bytes | None
+Dial = Callable[[str, float], socket.socket]
 Row = tuple[Value, ...]
 
 
@@ -117,14 +118,21 @@ class _Reader:
 class Connection:
     """One TCP connection to one member; not thread-safe (callers hold a lock)."""
 
-    def __init__(self, address: str, timeout: float = 5.0) -> None:
+    def __init__(self, address: str, timeout: float = 5.0, dial: Dial | None = None) -> None:
+        """DIAL: how to reach ADDRESS (a cluster's member API over TLS); plain TCP without."""
         host, _, port = address.rpartition(":")
         self.address = address
+        self._dial = dial
         try:
-            self._sock = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
+            if dial is not None:
+                self._sock = dial(address, timeout)
+                self._sock.settimeout(timeout)
+            else:
+                self._sock = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
         except OSError as e:
             raise HostError(f"Cannot reach dqlite member {address}: {e}") from e
-        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self._sock.family != socket.AF_UNIX:
+            self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._send_raw(struct.pack("<Q", PROTOCOL_VERSION))
         self.db_id: int | None = None
 
@@ -202,10 +210,20 @@ class Connection:
                 return columns, rows
             kind, r = self._response()
 
-    def add(self, node_id: int, address: str, role: int = VOTER) -> None:
-        """Adds a member (as spare, as dqlite does) and then gives it ROLE; run on the leader."""
+    def add(self, node_id: int, address: str, role: int | None = VOTER) -> None:
+        """Adds a member (as spare, as dqlite does) and then gives it ROLE (None: it stays a spare
+        until ``assign``); run on the leader."""
         self._request(_ADD, struct.pack("<Q", node_id) + _text(address))
+        if role is not None:
+            self.assign(node_id, role)
+
+    def assign(self, node_id: int, role: int) -> None:
+        """Gives member NODE_ID ROLE; a new voter is caught up with the log first. Run on the leader."""
         self._request(_ASSIGN, struct.pack("<QQ", node_id, role))
+
+    def remove(self, node_id: int) -> None:
+        """Drops member NODE_ID from the configuration; run on the leader."""
+        self._request(_REMOVE, struct.pack("<Q", node_id))
 
     def members(self) -> list[tuple[int, str, int]]:
         """(id, address, role) of every member, as the leader's configuration says."""
@@ -218,14 +236,16 @@ class Connection:
         return self.db_id
 
 
-def connect_leader(addresses: Iterable[str], database: str | None, timeout: float = 10.0) -> Connection:
+def connect_leader(
+    addresses: Iterable[str], database: str | None, timeout: float = 10.0, dial: Dial | None = None
+) -> Connection:
     """A connection to the current leader, with DATABASE open; tries every member until TIMEOUT."""
     deadline = time.monotonic() + timeout
     last = "no member answered"
     while True:
         for address in addresses:
             try:
-                conn = Connection(address, timeout=2.0)
+                conn = Connection(address, timeout=2.0, dial=dial)
             except HostError as e:
                 last = str(e)
                 continue
@@ -233,7 +253,7 @@ def connect_leader(addresses: Iterable[str], database: str | None, timeout: floa
                 _, leader = conn.leader()
                 if leader and leader != address:
                     conn.close()
-                    conn = Connection(leader, timeout=2.0)
+                    conn = Connection(leader, timeout=2.0, dial=dial)
                     _, again = conn.leader()
                     leader = again if again == leader else ""
                 if leader:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -93,7 +94,13 @@ class DqliteStore(Store):
 
     sole_writer = False
 
-    def __init__(self, addresses: Sequence[str], database: str = "pincus.db", timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        addresses: Sequence[str],
+        database: str = "pincus.db",
+        timeout: float = 10.0,
+        dial: dqlite_client.Dial | None = None,
+    ) -> None:
         if not addresses:
             raise InvalidError("A cluster database needs the address of at least one member")
         if not database or "/" in database or database.startswith("."):
@@ -102,13 +109,14 @@ class DqliteStore(Store):
         self.addresses = [check_address(a) for a in addresses]
         self.database = database
         self.timeout = timeout
+        self.dial = dial
         self._lock = threading.RLock()
         self._leader: Connection | None = None
         self._migrate()
 
     def _connection(self) -> Connection:
         if self._leader is None:
-            raw = dqlite_client.connect_leader(self.addresses, self.database, self.timeout)
+            raw = dqlite_client.connect_leader(self.addresses, self.database, self.timeout, self.dial)
             try:
                 raw.execute("PRAGMA foreign_keys = ON")
             except BaseException:
@@ -176,16 +184,21 @@ class DqliteStore(Store):
         return load()
 
     def _begin(self) -> Connection:
-        for attempt in (1, 2):
-            conn = self._connection()
+        """BEGIN on the leader; a lost leader or a busy database (another member's transaction
+        waiting for its commit to reach a quorum) is retried until the timeout: nothing ran yet."""
+        deadline = time.monotonic() + self.timeout
+        delay = 0.02
+        while True:
             try:
+                conn = self._connection()
                 conn.raw.execute("BEGIN IMMEDIATE")
                 return conn
             except HostError:
-                self._drop()  # nothing ran yet: safe to find the current leader and begin there
-                if attempt == 2:
+                self._drop()
+                if time.monotonic() + delay > deadline:
                     raise
-        raise AssertionError("unreachable")
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
 
     def close(self) -> None:
         with self._lock:

@@ -24,6 +24,7 @@ class InstanceRecord:
     volatile: dict[str, str] = field(default_factory=dict)  # full keys: "volatile.eth0.hwaddr"
     created_at: str = ""
     profiles: list[str] = field(default_factory=list)  # applied in this order, then the instance's own
+    location: str = ""  # the cluster member it lives on; '' on a single server
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,13 @@ def _read(store: Store, name: str) -> InstanceRecord | None:
         if row is None:
             return None
         iid = row["id"]
-        rec = InstanceRecord(row["name"], row["type"], row["description"], created_at=row["created_at"])
+        rec = InstanceRecord(
+            row["name"],
+            row["type"],
+            row["description"],
+            created_at=row["created_at"],
+            location=row["location"],
+        )
         for r in c.execute("SELECT key, value FROM instances_config WHERE instance_id = ?", (iid,)):
             rec.config[r["key"]] = r["value"]
         rec.volatile.update(
@@ -106,6 +113,21 @@ def names(store: Store) -> list[str]:
         return [r["name"] for r in c.execute("SELECT name FROM instances ORDER BY name")]
 
 
+def locations(store: Store) -> dict[str, str]:
+    """Instance name -> the member it lives on ('' on a single server)."""
+    with store.read() as c:
+        return {
+            r["name"]: r["location"] for r in c.execute("SELECT name, location FROM instances ORDER BY name")
+        }
+
+
+def names_on(store: Store, location: str) -> list[str]:
+    """The instances living on member LOCATION (on a single server, '': all of them)."""
+    with store.read() as c:
+        rows = c.execute("SELECT name FROM instances WHERE location = ? ORDER BY name", (location,))
+        return [r["name"] for r in rows]
+
+
 def list_all(store: Store) -> list[InstanceRecord]:
     # One read per instance, each kept until the next write: a deleted one is left out.
     return [rec for n in names(store) if (rec := get(store, n)) is not None]
@@ -115,8 +137,8 @@ def create(store: Store, rec: InstanceRecord) -> None:
     created = rec.created_at or datetime.now(UTC).isoformat()
     with store.tx() as c:
         cur = c.execute(
-            "INSERT INTO instances (name, type, description, created_at) VALUES (?, ?, ?, ?)",
-            (rec.name, rec.type, rec.description, created),
+            "INSERT INTO instances (name, type, description, created_at, location) VALUES (?, ?, ?, ?, ?)",
+            (rec.name, rec.type, rec.description, created, rec.location),
         )
         iid = cur.lastrowid
         c.executemany(

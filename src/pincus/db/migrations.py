@@ -155,4 +155,50 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (storage_volume_id, key)
     );
     """,
+    # 7: server config (MEMBER '' for cluster-wide keys, else the member a local key belongs to), the
+    # cluster's members (id is the member's dqlite node id) and the join tokens not used yet
+    """
+    CREATE TABLE config (
+        member TEXT NOT NULL DEFAULT '',
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (member, key)
+    );
+    CREATE TABLE members (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        address TEXT NOT NULL UNIQUE,
+        heartbeat REAL NOT NULL DEFAULT 0,
+        state TEXT NOT NULL DEFAULT 'online',
+        description TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE join_tokens (
+        name TEXT PRIMARY KEY,
+        secret TEXT NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    """,
+    # 8: the cluster member an instance lives on ('' on a single server)
+    """
+    ALTER TABLE instances ADD COLUMN location TEXT NOT NULL DEFAULT '';
+    """,
+    # 9: networks in a cluster: 'pending' until created on every member; each member's own keys
+    # (parent, mtu, ...) and its state there
+    """
+    ALTER TABLE networks ADD COLUMN status TEXT NOT NULL DEFAULT 'created';
+    CREATE TABLE networks_members (
+        network_id INTEGER NOT NULL REFERENCES networks(id) ON DELETE CASCADE,
+        member TEXT NOT NULL,
+        state TEXT NOT NULL,
+        message TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (network_id, member)
+    );
+    CREATE TABLE networks_member_config (
+        network_id INTEGER NOT NULL REFERENCES networks(id) ON DELETE CASCADE,
+        member TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (network_id, member, key)
+    );
+    """,
 ]

@@ -19,6 +19,9 @@ class Store:
 
     # This daemon is the only writer, so what it read stays true until it writes (memo).
     sole_writer = True
+    # The cluster member this daemon is ('' on a single server): whose member-specific keys a
+    # network's config shows (db/networks.py).
+    member = ""
 
     def __init__(self, path: Path) -> None:
         self.path = path

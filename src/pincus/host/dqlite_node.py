@@ -10,12 +10,23 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import ipaddress
+import logging
 import os
+import socket
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
-from pincus.errors import HostError, InvalidError
+from pincus.errors import HostError, InvalidError, PincusError
+from pincus.host.splice import splice
+
+log = logging.getLogger(__name__)
 
 _LIB: ctypes.CDLL | None = None
+# int (*f)(void *arg, const char *address, int *fd)
+_CONNECT = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_int))
+# Dials a member's node by its address: a connected socket that carries dqlite's protocol.
+Dial = Callable[[str, float], socket.socket]
 
 
 def _lib() -> ctypes.CDLL:
@@ -37,6 +48,10 @@ def _lib() -> ctypes.CDLL:
         for fn in ("dqlite_node_start", "dqlite_node_stop"):
             getattr(lib, fn).argtypes = [ctypes.c_void_p]
             getattr(lib, fn).restype = ctypes.c_int
+        lib.dqlite_node_set_connect_func.argtypes = [ctypes.c_void_p, _CONNECT, ctypes.c_void_p]
+        lib.dqlite_node_set_connect_func.restype = ctypes.c_int
+        lib.dqlite_node_get_bind_address.argtypes = [ctypes.c_void_p]
+        lib.dqlite_node_get_bind_address.restype = ctypes.c_char_p
         lib.dqlite_node_destroy.argtypes = [ctypes.c_void_p]
         lib.dqlite_node_destroy.restype = None
         lib.dqlite_node_errmsg.argtypes = [ctypes.c_void_p]
@@ -65,8 +80,16 @@ class DqliteNode:
     timeouts (heartbeat 1.5x, election 15x); dqlite's own default is 500 ms and 3 s."""
 
     def __init__(
-        self, node_id: int, address: str, data_dir: Path, network_latency_ms: int | None = None
+        self,
+        node_id: int,
+        address: str,
+        data_dir: Path,
+        network_latency_ms: int | None = None,
+        dial: Dial | None = None,
     ) -> None:
+        """DIAL: the node listens on an abstract unix socket of this process only (``bind_address``)
+        and reaches the other members through DIAL (their API over TLS, see server/cluster.py),
+        instead of listening on ADDRESS in clear text."""
         if not isinstance(node_id, int) or not 0 < node_id < 2**63:
             raise InvalidError(f"Invalid dqlite node id {node_id!r}")
         if network_latency_ms is not None and not 0 < network_latency_ms <= 3_600_000:
@@ -84,8 +107,13 @@ class DqliteNode:
                 lib.dqlite_node_destroy(handle)
             raise HostError(f"Failed to create dqlite node {node_id} in {data_dir}: {_text(msg, rc)}")
         self._handle: ctypes.c_void_p | None = handle
+        self._connect = None if dial is None else _CONNECT(self._connector(dial))  # kept: C holds it
         try:
-            self._call("dqlite_node_set_bind_address", address.encode())
+            if self._connect is None:
+                self._call("dqlite_node_set_bind_address", address.encode())
+            else:
+                self._call("dqlite_node_set_bind_address", b"@")
+                self._call("dqlite_node_set_connect_func", self._connect, None)
             if network_latency_ms is not None:
                 self._call("dqlite_node_set_network_latency_ms", network_latency_ms)
             self._call("dqlite_node_start")
@@ -93,6 +121,44 @@ class DqliteNode:
             lib.dqlite_node_destroy(handle)
             self._handle = None
             raise
+
+    @property
+    def bind_address(self) -> str:
+        """Where the node listens: ADDRESS, or "@NAME" for an abstract unix socket."""
+        raw = _lib().dqlite_node_get_bind_address(self._handle)
+        return (raw or b"").decode()
+
+    def connect_local(self, timeout: float = 5.0) -> socket.socket:
+        """A connection to this node's own listener (abstract unix socket or TCP)."""
+        address = self.bind_address
+        try:
+            if address.startswith("@"):
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.settimeout(timeout)
+                sock.connect("\0" + address[1:])
+                return sock
+            host, _, port = address.rpartition(":")
+            return socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
+        except OSError as e:
+            raise HostError(f"Cannot reach the local dqlite node at {address}: {e}") from e
+
+    @staticmethod
+    def _connector(dial: Dial) -> Callable[[object, bytes, object], int]:
+        """The connect function libdqlite calls (on a libuv worker thread) to reach a member: DIAL
+        gives a socket (a TLS one), and libdqlite gets one end of a socket pair spliced to it."""
+
+        def connect(arg: object, address: bytes, fd: object) -> int:
+            try:
+                remote = dial(address.decode(), 5.0)
+            except (PincusError, OSError) as e:
+                log.debug("dqlite cannot reach %s: %s", address, e)
+                return 1
+            ours, theirs = socket.socketpair()
+            threading.Thread(target=splice, args=(theirs, remote), name="dqlite-splice", daemon=True).start()
+            fd[0] = ours.detach()  # type: ignore[index]
+            return 0
+
+        return connect
 
     def _call(self, fn: str, *args: object) -> None:
         rc = getattr(_lib(), fn)(self._handle, *args)

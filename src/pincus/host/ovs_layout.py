@@ -50,12 +50,30 @@ class DaemonSpec:
         ]
 
 
-def central_specs(dir: Path) -> list[DaemonSpec]:
-    """NB and SB ovsdb-servers and ovn-northd of an embedded central living in DIR."""
+NB_PORT = 6641
+SB_PORT = 6642
+
+
+def _bracket(address: str) -> str:
+    return address if ":" not in address else f"[{address}]"
+
+
+def tcp_remote(address: str, port: int) -> str:
+    """The OVSDB remote of a TCP server at ADDRESS (an IPv6 one in brackets)."""
+    return f"tcp:{_bracket(address)}:{port}"
+
+
+def central_specs(dir: Path, listen: str | None = None) -> list[DaemonSpec]:
+    """NB and SB ovsdb-servers and ovn-northd of an embedded central living in DIR; with LISTEN
+    (an IP address, a cluster member's own) they also serve the other members' chassis over TCP."""
     nb, sb = central_sockets(dir)
+    # A listener is ptcp:PORT:IP (the port first), unlike the tcp:IP:PORT of a client.
+    nb_tcp = (f"--remote=ptcp:{NB_PORT}:{_bracket(listen)}",) if listen else ()
+    sb_tcp = (f"--remote=ptcp:{SB_PORT}:{_bracket(listen)}",) if listen else ()
+    nb_args, sb_args = (f"--remote=punix:{nb}", *nb_tcp), (f"--remote=punix:{sb}", *sb_tcp)
     return [
-        DaemonSpec("nb", "ovsdb-server", dir, (f"--remote=punix:{nb}",), dir / "ovnnb.db", _NB_SCHEMA),
-        DaemonSpec("sb", "ovsdb-server", dir, (f"--remote=punix:{sb}",), dir / "ovnsb.db", _SB_SCHEMA),
+        DaemonSpec("nb", "ovsdb-server", dir, nb_args, dir / "ovnnb.db", _NB_SCHEMA),
+        DaemonSpec("sb", "ovsdb-server", dir, sb_args, dir / "ovnsb.db", _SB_SCHEMA),
         DaemonSpec("northd", "ovn-northd", dir, (f"--ovnnb-db=unix:{nb}", f"--ovnsb-db=unix:{sb}")),
     ]
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Any
 
-from pincus.host import ovsdb
+from pincus.errors import HostError
+from pincus.host import checks, ovsdb
 from pincus.host.ovs_daemons import check_external_id
 
 
@@ -92,3 +95,14 @@ def ports(remote: str) -> list[str]:
 def delete_bridge_if_exists(remote: str, bridge: str) -> None:
     ovs = ovsdb.switch(remote)
     ovsdb.run(ovs, [ovs.del_br(bridge, if_exists=True)], f"delete OVS bridge {bridge}")
+
+
+def wait_for_interface(name: str, timeout: float = 5.0) -> None:
+    """ovs-vswitchd makes a bridge's own interface (its LOCAL port) some time after the database
+    got the bridge: wait for it to appear in the kernel."""
+    checks.interface_name(name)
+    deadline = time.monotonic() + timeout
+    while not (Path("/sys/class/net") / name).exists():
+        if time.monotonic() > deadline:
+            raise HostError(f'OVS bridge interface "{name}" did not appear within {timeout:g} s')
+        time.sleep(0.02)

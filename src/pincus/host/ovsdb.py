@@ -127,5 +127,14 @@ def run(api: Any, commands: list[Any], what: str, plain: bool = False) -> list[A
             for command in commands:
                 txn.add(command)
     except Exception as e:
+        from ovsdbapp.exceptions import TimeoutException
+
+        if isinstance(e, TimeoutException):
+            # ovsdbapp's own text names the commands and an empty queue: say which server is silent.
+            where = next((k[1] for k, v in _apis.items() if v is api), "the OVSDB server")
+            raise HostError(
+                f"{what}: {where} did not answer within {_TIMEOUT:g} s (is it running and reachable? "
+                "On a cluster with pincus's own OVN central, the member with the lowest id runs it)"
+            ) from e
         raise HostError(f"{what}: {e}") from e
     return [c.result for c in commands]

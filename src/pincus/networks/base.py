@@ -44,6 +44,14 @@ class NetworkDriver:
     def validate_environment(self) -> None:
         """Check what the host must provide for this config. Changes nothing."""
 
+    def validate_shared_environment(self) -> None:
+        """On a cluster, before the network is recorded: what every member relies on (e.g. an
+        existing OVN central) is there. Changes nothing."""
+
+    def member_order(self, members: list[str]) -> list[str]:
+        """The order the members of a cluster make the network in (removed in reverse)."""
+        return members
+
     def start(self) -> None:
         """Bring the network's kernel objects into being (creation and daemon start)."""
 

@@ -9,6 +9,7 @@ itself. One provider bridge serves every OVN network on an uplink and goes with 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import logging
@@ -22,7 +23,7 @@ from pincus.config.validators import parse_bool, parse_ip_range4, parse_ip_range
 from pincus.db import networks as db_networks
 from pincus.db.networks import NetworkRecord
 from pincus.errors import ConflictError, InvalidError, NotFoundError
-from pincus.host import addresses, files, links, ovn_nb, ovs_daemons, ovs_switch, routes, sysctl, sysfs
+from pincus.host import addresses, files, links, ovn_nb, ovs_daemons, ovs_switch, ovsdb, routes, sysctl, sysfs
 from pincus.networks import ovn_chassis, subnets
 from pincus.networks.base import NetworkDriver
 from pincus.ownership import Difference, Owned
@@ -141,14 +142,20 @@ class OvnNetwork(NetworkDriver):
     def dhcp4(self) -> bool:
         return parse_bool(self.config.get("ipv4.dhcp", "true"))
 
+    @functools.cached_property
+    def logical_tag(self) -> str:
+        """The tag in the names of the network's logical rows: the cluster's on a cluster (one
+        logical network for every member), this daemon's on a single server."""
+        return self.site().logical_tag
+
     @property
     def nb_owner(self) -> str:
         """The pincus-network external id of every northbound row of this network."""
-        return f"{self.state.tag}/{self.name}"
+        return f"{self.logical_tag}/{self.name}"
 
     @property
     def prefix(self) -> str:
-        return f"pincus-{self.state.tag}-{self.name}"
+        return f"pincus-{self.logical_tag}-{self.name}"
 
     @property
     def internal_switch(self) -> str:
@@ -168,7 +175,8 @@ class OvnNetwork(NetworkDriver):
 
     @property
     def physnet(self) -> str:
-        return f"pincus-{self.state.tag}-{self.uplink_name}"
+        # The localnet's network name, mapped on every chassis: the same on every member.
+        return f"pincus-{self.logical_tag}-{self.uplink_name}"
 
     def _veth(self) -> tuple[str, str]:
         """(OVS end, Linux bridge end) of the veth pair joining a bridge uplink."""
@@ -418,6 +426,30 @@ class OvnNetwork(NetworkDriver):
             port,
             datapath,
         )
+        if s.clustered and datapath == "netdev":
+            self._ensure_tunnel_endpoint(uplink, s)
+
+    def _ensure_tunnel_endpoint(self, uplink: NetworkRecord, s: ovn_chassis.OvnSite) -> None:
+        """Tunnels of OVS's userspace datapath leave through an OVS bridge that holds the tunnel
+        endpoint address. A member's endpoint that is on none of its interfaces goes on the uplink's
+        provider bridge (so tunnels ride the uplink segment, MTU 1400 inside 1500) and goes with it;
+        one already on an interface is the admin's (e.g. on a bridge of their own), left alone."""
+        ip = ipaddress.ip_address(s.encap_ip)
+        self.host(ovs_switch.wait_for_interface, self.provider_bridge)
+        where = self.host(addresses.link_addresses, self.provider_bridge)
+        if any(ipaddress.ip_interface(a).ip == ip for a in where):
+            return
+        if any(ipaddress.ip_interface(a).ip == ip for a in self.host(addresses.all_addresses)):
+            return
+        subnet = ipaddress.ip_interface(uplink.config["ipv4.gateway"]).network
+        if ip not in subnet:
+            raise InvalidError(
+                f"This member's OVN tunnel endpoint {ip} is on none of its interfaces and outside uplink "
+                f"\"{uplink.name}\"'s subnet {subnet}: set {ovn_chassis.ENCAP_KEY} (this member's own "
+                "key) to a free address of that subnet, or put the address on an OVS bridge of this member"
+            )
+        self.host(addresses.add_address, self.provider_bridge, f"{ip}/{subnet.prefixlen}")
+        self.host(links.set_up, self.provider_bridge)
 
     def _remove_provider(self, s: ovn_chassis.OvnSite) -> None:
         if self.host(ovs_daemons.find_running, s.chassis_specs()[0]) is not None:
@@ -447,6 +479,18 @@ class OvnNetwork(NetworkDriver):
             self._remove_provider(s)
         if not self._others_running():
             ovn_chassis.shut_down(self.host, s)
+
+    def member_order(self, members: list[str]) -> list[str]:
+        """The member running the embedded central first (made first, removed last): the other
+        members' chassis connect to it."""
+        central = self.site().central_member
+        return sorted(members, key=lambda m: m != central)
+
+    def validate_shared_environment(self) -> None:
+        """Before a cluster records the network: an existing central must answer."""
+        s = self.site()
+        if not s.embedded and not s.central_member:
+            self.host(ovsdb.probe, s.nb_remote, "OVN_Northbound")
 
     def rename(self, new_name: str) -> NetworkDriver:
         raise InvalidError(f'Network "{self.name}" is an OVN network; renaming one is not supported yet')

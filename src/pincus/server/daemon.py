@@ -8,20 +8,34 @@ import hashlib
 import logging
 import os
 import signal
+import ssl
 import sys
 import threading
 from pathlib import Path
 from types import FrameType
 from typing import IO
 
-from pincus.api.http import serve
+from pincus.api.cluster_routes import PUBLIC, database_route
+from pincus.api.http import Router, TLSHTTPServer, serve, serve_tls
 from pincus.api.routes import build
+from pincus.config.server_keys import parse_address
 from pincus.db.store import Store
-from pincus.errors import ConflictError
+from pincus.errors import ConflictError, HostError, PincusError
 from pincus.events import EventHub, EventLogHandler
-from pincus.host import files
+from pincus.host import certs, files
+from pincus.host.dqlite_node import Dial, DqliteNode
+from pincus.host.facade import Host
 from pincus.host.features import probe_kernel_features
+from pincus.host.member_api import DATABASE_PATH
 from pincus.server import crashpoint
+from pincus.server.cluster import (
+    DATABASE,
+    NETWORK_LATENCY_MS,
+    Cluster,
+    LocalMember,
+    cluster_file,
+    make_dial,
+)
 from pincus.server.server import Server
 from pincus.state import State
 
@@ -85,18 +99,36 @@ def main(argv: list[str] | None = None) -> None:
 
     hub = EventHub()
     _setup_logging(Path(args.logfile) if args.logfile else path / "logs" / "pincusd.log", args.debug, hub)
-    store = Store(path / "pincus.db")
+    host = Host()
+    router = Router()  # routes are added once the server is built; a member's database one first
+    listeners = Listeners()
+    store, node, local, dial = open_local_store(path, host, router, listeners)
     features = probe_kernel_features()
-    state = State(dir=path, store=store, events=hub, features=features, tag=daemon_tag(path))
+    state = State(dir=path, store=store, events=hub, features=features, tag=daemon_tag(path), host=host)
     if crash_file := os.environ.get("PINCUS_TEST_CRASH_FILE"):
         state.host.add_hook(crashpoint.hook(Path(crash_file)))
-    server = Server(state)
+    shutdown = threading.Event()
+    restart = threading.Event()
+
+    def restart_soon() -> None:
+        # After the answer to the request that asked for it has gone out.
+        restart.set()
+        threading.Timer(0.5, shutdown.set).start()
+
+    cluster = Cluster(
+        state, local, restart_soon, lambda wanted: listeners.update(cluster, router, wanted), dial=dial
+    )
+    server = Server(state, cluster)
     server.start()
 
-    shutdown = threading.Event()
     sock_path = path / "unix.socket"
-    httpd = serve(sock_path, build(server, shutdown))
+    router.extend(build(server, shutdown))
+    httpd = serve(sock_path, router)
     files.set_owner_mode(sock_path, 0, gid, 0o660)
+    try:
+        listeners.update(cluster, router)
+    except PincusError as e:
+        log.error("Not serving the API over TLS: %s", e)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         shutdown.set()
@@ -108,13 +140,130 @@ def main(argv: list[str] | None = None) -> None:
 
     shutdown.wait()
     log.info("pincusd shutting down")
+    # The last members of a cluster going down have no quorum: what the shutdown still reads must
+    # not wait a whole minute for a leader that will not come.
+    if hasattr(store, "timeout"):
+        store.timeout = min(store.timeout, 2.0)
+    if node is not None and not restart.is_set():
+        # Without a quorum a read may still hang on a peer half gone: a member stops within a bound
+        # all the same (instances are left running as after any SIGTERM; the next start adopts them).
+        watchdog = threading.Timer(CLUSTER_STOP_LIMIT, _give_up_stopping)
+        watchdog.daemon = True
+        watchdog.start()
     httpd.shutdown()
     hub.close_all()
     server.stop()
     httpd.server_close()
     sock_path.unlink(missing_ok=True)
     store.close()
+    # A member's database traffic comes in through its TLS listener: closed only once the
+    # database is no longer needed, or the others could not answer this member's last reads.
+    listeners.close()
+    if node is not None:
+        node.stop()
     lock.close()
+    if restart.is_set():
+        # Clustering changed which database this daemon runs on: start again, same pid, same
+        # arguments (running instances are adopted, as after SIGTERM).
+        log.info("pincusd restarting")
+        logging.shutdown()
+        os.execv(
+            sys.executable,
+            [sys.executable, "-m", "pincus.server.daemon", *(argv if argv is not None else sys.argv[1:])],
+        )
+
+
+CLUSTER_STOP_LIMIT = 15.0  # seconds a cluster member's shutdown may take
+
+
+def _give_up_stopping() -> None:
+    log.error("pincusd did not stop within %g s (no database quorum?): exiting now", CLUSTER_STOP_LIMIT)
+    logging.shutdown()
+    os._exit(1)
+
+
+def open_local_store(
+    path: Path, host: Host, router: Router, listeners: Listeners
+) -> tuple[Store, DqliteNode | None, LocalMember | None, Dial | None]:
+    """The store pincusd runs on: SQLite, or as a cluster member (cluster.json) its dqlite node and
+    the replicated database; the SQLite file it had before is kept aside as pincus.db.pre-cluster.
+
+    A member's node listens only inside this process and talks to the others through their API
+    listeners (TLS, cluster certificate), so that listener starts here, before the database is
+    opened: the others must reach this node for it to find a leader."""
+    doc = files.read_json(cluster_file(path))
+    if doc is None:
+        if files.is_dir(path / "database"):  # a member removed from its cluster: that node is done
+            files.remove_tree(path / "database.removed")
+            files.move_dir(path / "database", path / "database.removed")
+        return Store(path / DATABASE), None, None, None
+    local = LocalMember.from_doc(doc, cluster_file(path))
+    from pincus.db.dqlite_store import DqliteStore  # only a cluster member loads the dqlite client
+
+    old = path / DATABASE
+    for suffix in ("", "-wal", "-shm"):
+        if Path(f"{old}{suffix}").exists():
+            files.move_dir(Path(f"{old}{suffix}"), Path(f"{old}.pre-cluster{suffix}"))
+    crt, key = path / "cluster.crt", path / "cluster.key"
+    nodes: list[DqliteNode] = []
+    dial = make_dial(host, local.address, certs.fingerprint(certs.read(crt)), (crt, key), nodes)
+    node = DqliteNode(local.node_id, local.address, path / "database", NETWORK_LATENCY_MS, dial=dial)
+    nodes.append(node)
+    try:
+        router.add("POST", DATABASE_PATH, database_route(host, node))
+        listeners.start(local.address, crt, key, router)
+        store = DqliteStore(local.database, database=DATABASE, timeout=60.0, dial=dial)
+        store.member = local.name
+    except BaseException:
+        listeners.close()
+        node.stop()
+        raise
+    return store, node, local, dial
+
+
+class Listeners:
+    """The API over TLS on core.https_address and cluster.https_address, re-bound when they change."""
+
+    def __init__(self) -> None:
+        self._servers: dict[str, TLSHTTPServer] = {}
+        self._lock = threading.Lock()
+
+    def update(self, cluster: Cluster, router: Router, wanted: list[str] | None = None) -> None:
+        """Listen on WANTED (default: what the server config says), and nowhere else."""
+        with self._lock:
+            wanted = cluster.listen_addresses() if wanted is None else wanted
+            for address in [a for a in self._servers if a not in wanted]:
+                self._close(address)
+            if not wanted or all(a in self._servers for a in wanted):
+                return
+            crt, key, trusted = cluster.tls_pair()
+            for address in wanted:
+                if address not in self._servers:
+                    self._start(address, certs.server_context(crt, key, trusted), router)
+
+    def start(self, address: str, crt: Path, key: Path, router: Router) -> None:
+        """A member's listener on ADDRESS, trusting its cluster certificate CRT."""
+        with self._lock:
+            self._start(address, certs.server_context(crt, key, crt), router)
+
+    def _start(self, address: str, ctx: ssl.SSLContext, router: Router) -> None:
+        try:
+            httpd = serve_tls(parse_address(address), router, ctx, PUBLIC)
+        except OSError as e:
+            raise HostError(f"Cannot listen on {address}: {e.strerror or e}") from e
+        self._servers[address] = httpd
+        threading.Thread(target=httpd.serve_forever, name=f"api-{address}", daemon=True).start()
+        log.info("Serving the API over TLS on %s", address)
+
+    def _close(self, address: str) -> None:
+        httpd = self._servers.pop(address)
+        httpd.shutdown()
+        httpd.server_close()
+
+    def close(self) -> None:
+        with self._lock:
+            for address in list(self._servers):
+                self._close(address)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from typing import Any
 
 from pincus.db import instances as db_instances
-from pincus.db import networks as db_networks
 from pincus.devices import nic_bridged_drift
 from pincus.errors import NotFoundError
 from pincus.ownership import Difference
@@ -38,11 +37,9 @@ class Drift:
     def check(self) -> list[Difference]:
         """Every difference, networks first; reads only."""
         with self.networks.lock:
-            found = [
-                d for rec in db_networks.list_all(self.state.store) for d in self.networks.driver(rec).check()
-            ]
+            found = [d for rec in self.networks.here() for d in self.networks.driver(rec).check()]
         found += self._shared()
-        for name in db_instances.names(self.state.store):
+        for name in db_instances.names_on(self.state.store, self.instances.location):
             found += self._instance(name, repair=False)
         return found
 
@@ -53,7 +50,7 @@ class Drift:
         """Repair what can be, then check again: {"found", "repaired", "remaining"}."""
         found: list[Difference] = []
         with self.networks.lock:
-            for rec in db_networks.list_all(self.state.store):
+            for rec in self.networks.here():
                 drv = self.networks.driver(rec)
                 mine = drv.check()
                 found += mine
@@ -65,7 +62,7 @@ class Drift:
         found += shared
         if shared:
             self._repairing(shared, functools.partial(nic_bridged_drift.repair_shared, self.state, shared))
-        for name in db_instances.names(self.state.store):
+        for name in db_instances.names_on(self.state.store, self.instances.location):
             found += self._instance(name, repair=True)
         remaining = self.check()
         left = set(remaining)

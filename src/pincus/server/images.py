@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -71,6 +72,10 @@ class Images:
         self.volumes = volumes
         self.limits = limits or limits_from_env()
         self.lock = threading.Lock()
+        # On a cluster member (the server wires them): get an image's files from the member that has
+        # them (fingerprint, main file, rootfs file), and tell the others an image is gone.
+        self.fetch: Callable[[str, Path, Path], None] | None = None
+        self.on_delete: Callable[[str], None] | None = None
 
     @property
     def host(self) -> Host:
@@ -286,6 +291,11 @@ class Images:
         rec = self.find(fingerprint)
         self.check_usable(rec, CONTAINER)
         main, rootfs = self.files(rec)
+        if self.fetch is not None and not self.host(image_archive.exists, main):
+            # A cluster member: the image was imported on another one.
+            self.host(files.ensure_dir, self.dir)
+            self.fetch(rec.fingerprint, main, self.dir / f"{rec.fingerprint}.rootfs")
+            main, rootfs = self.files(rec)
         if self.host(image_archive.list_dir, target, lambda n: True):
             raise InvalidError(f"{target} is not empty: an image unpacks into an empty directory")
         if rootfs is None:
@@ -347,6 +357,8 @@ class Images:
                 self._remove_files(rec.fingerprint)
             except (HostError, OSError) as e:
                 log.warning("Image %s: its files stay until the next daemon start: %s", rec.fingerprint, e)
+        if self.on_delete is not None:
+            self.on_delete(rec.fingerprint)
         log.info("Deleted image %s", rec.fingerprint, extra={"ctx": {"fingerprint": rec.fingerprint}})
         self.state.events.lifecycle("image-deleted", f"/1.0/images/{rec.fingerprint}")
 
@@ -354,6 +366,20 @@ class Images:
         check_fingerprint(fp)
         self.host(files.remove, self.dir / f"{fp}.rootfs")
         self.host(files.remove, self.dir / fp)
+
+    def local_file(self, fp: str, part: str) -> Path:
+        """This member's copy of image FP's PART ("main" or "rootfs"), for another member."""
+        main, rootfs = self.files(self.find(fp))
+        path = main if part == "main" else rootfs if part == "rootfs" else None
+        if path is None or not self.host(image_archive.exists, path):
+            raise NotFoundError(f'Image "{fp}" has no {part} file on this member')
+        return path
+
+    def remove_local_files(self, fp: str) -> None:
+        """Another member deleted image FP: this member's copy of its files goes too."""
+        if self.fetch is None:
+            raise ConflictError(f'Image "{fp}": this server is not clustered (image delete removes an image)')
+        self._remove_files(fp)
 
     def export_files(self, name: str) -> tuple[ImageRecord, Path, Path | None]:
         rec = self.find(name)

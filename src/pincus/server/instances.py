@@ -6,6 +6,7 @@ undo of the one Instances object; the work itself is in the instance and device 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -125,6 +126,10 @@ def source_of(req: dict[str, Any]) -> dict[str, Any]:
 _ARCHITECTURES = ("x86_64", "amd64")  # the names Incus's images give this host's architecture
 
 
+# Set on an instance that `cluster evacuate` stopped: `cluster restore` starts it again.
+EVACUATED = "volatile.evacuated"
+
+
 class Instances:
     def __init__(self, state: State, storage: Storage, images: ImagesLike) -> None:
         self.state = state
@@ -136,6 +141,8 @@ class Instances:
         # (create, update, rename, delete); always taken before any instance's lock.
         self.profiles_lock = threading.RLock()
         self._stop_monitor = threading.Event()
+        # The cluster member this daemon is ('' on a single server): it runs the instances there.
+        self.location = ""
 
     @property
     def host(self) -> Host:
@@ -193,7 +200,7 @@ class Instances:
             "stateful": False,
             "profiles": list(inst.local.profiles),
             "project": "default",
-            "location": "none",
+            "location": inst.rec.location or "none",
             "config": dict(sorted(config.items())),
             "devices": inst.local.devices,
             "expanded_config": dict(sorted(expanded.items())),
@@ -202,6 +209,11 @@ class Instances:
 
     def get(self, name: str) -> dict[str, Any]:
         return self.to_api(self._load(name))
+
+    def location_of(self, name: str) -> str | None:
+        """The member instance NAME lives on ('' on a single server), None if there is no such instance."""
+        rec = db_instances.get(self.state.store, name)
+        return None if rec is None else rec.location
 
     def get_full(self, name: str) -> dict[str, Any]:
         """`?recursion=1` on one instance (Incus's InstanceFull): its state, snapshots and backups too."""
@@ -346,6 +358,7 @@ class Instances:
             config=strings_of(req.get("config"), "config"),
             devices=devices_of(req.get("devices")),
             profiles=self._requested_profiles(req),
+            location=self.location,
         )
         with self.profiles_lock, self.locked(name), Reverter() as undo:
             if db_instances.get(self.state.store, name) is not None:
@@ -700,6 +713,31 @@ class Instances:
         log.info("Started instance %s", name, extra={"ctx": {"instance": name}})
         self.state.events.lifecycle("instance-started", f"/1.0/instances/{name}")
 
+    def evacuate(self, timeout: float) -> list[str]:
+        """`cluster evacuate` of this member: stop its running instances, each marked so that
+        `cluster restore` starts it again. The names stopped."""
+        stopped = []
+        for rec in self._here():
+            if not self._driver(rec).is_alive():
+                continue
+            db_instances.set_volatile(self.state.store, rec.name, {EVACUATED: "true"})
+            with contextlib.suppress(ConflictError):  # stopped meanwhile
+                self.stop(rec.name, timeout, force=False)
+            stopped.append(rec.name)
+        return stopped
+
+    def restore(self) -> list[str]:
+        """`cluster restore` of this member: start what its evacuation stopped. The names started."""
+        started = []
+        for rec in self._here():
+            if rec.volatile.get(EVACUATED) != "true":
+                continue
+            if not self._driver(rec).is_alive():
+                self.start(rec.name)
+                started.append(rec.name)
+            db_instances.set_volatile(self.state.store, rec.name, {EVACUATED: None})
+        return started
+
     def stop(self, name: str, timeout: float, force: bool) -> None:
         with self.locked(name):
             inst = self._load(name)
@@ -760,11 +798,15 @@ class Instances:
 
     # --- daemon start / stop ---------------------------------------------------------------------
 
+    def _here(self) -> list[InstanceRecord]:
+        """The instances this daemon runs on its host: in a cluster, those living on this member."""
+        return [r for r in db_instances.list_all(self.state.store) if r.location == self.location]
+
     def reconcile(self) -> None:
         """Adopt instances that kept running, clean up those that died, drop leaked links."""
         known: set[str] = set()
         running: set[str] = set()
-        for rec in db_instances.list_all(self.state.store):
+        for rec in self._here():
             inst = self._driver(rec)
             with self.locked(rec.name):
                 try:
@@ -803,7 +845,7 @@ class Instances:
 
     def _autostart(self) -> None:
         """Start the stopped instances whose boot.autostart is true, as Incus does at daemon start."""
-        for rec in db_instances.list_all(self.state.store):
+        for rec in self._here():
             inst = self._driver(rec)
             if not parse_bool(inst.rec.config.get("boot.autostart", "false")) or inst.is_alive():
                 continue
@@ -815,7 +857,12 @@ class Instances:
     def monitor(self, interval: float = 0.5) -> None:
         """Notice instances whose process died (guest poweroff, killed init) and clean up after them."""
         while not self._stop_monitor.wait(interval):
-            for name in db_instances.names(self.state.store):
+            try:
+                names = db_instances.names_on(self.state.store, self.location)
+            except HostError as e:  # a cluster database without a leader for now: try again later
+                log.warning("Instance monitor cannot read the database: %s", e)
+                continue
+            for name in names:
                 try:
                     self._check_crashed(name)
                 except Exception:
@@ -843,7 +890,7 @@ class Instances:
     def _release_shared_if_idle(self) -> None:
         """Housekeeping after a stop: the work asked for is done, so a failure here is logged and
         left to the next stop (an empty bridge table filters nothing)."""
-        if any(self._driver(r).has_runtime() for r in db_instances.list_all(self.state.store)):
+        if any(self._driver(r).has_runtime() for r in self._here()):
             return
         try:
             nic_bridged.release_shared(self.state)
@@ -866,6 +913,6 @@ class Instances:
             except Exception:
                 log.exception("Failed to stop %s at shutdown", name)
 
-        names = db_instances.names(self.state.store)
+        names = db_instances.names_on(self.state.store, self.location)
         with ThreadPoolExecutor(max_workers=SHUTDOWN_WORKERS, thread_name_prefix="shutdown") as pool:
             list(pool.map(stop_one, names))

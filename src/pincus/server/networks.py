@@ -8,15 +8,17 @@ import logging
 import os
 import re
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from pincus import netstate
+from pincus.config.network_keys import MEMBER_SPECIFIC
 from pincus.config.validators import is_interface_name
 from pincus.db import instances as db_instances
 from pincus.db import networks as db_networks
 from pincus.db import profiles as db_profiles
 from pincus.db.networks import NetworkRecord
-from pincus.errors import ConflictError, InvalidError, NotFoundError
+from pincus.errors import ConflictError, HostError, InvalidError, NotFoundError, PincusError
 from pincus.host import addresses, links, sysfs
 from pincus.host.facade import Host
 from pincus.networks.base import NetworkDriver
@@ -25,6 +27,9 @@ from pincus.reverter import Reverter
 from pincus.server import etag
 from pincus.server.instances import description_of
 from pincus.state import State
+
+if TYPE_CHECKING:
+    from pincus.server.cluster import Cluster
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +103,8 @@ class Networks:
         self._stop_supervisor = threading.Event()
         self._supervisor: threading.Thread | None = None
         self._supervise_errors: dict[str, str] = {}  # network -> last failure logged
+        # Set by the server when this daemon is a cluster member: networks then exist per member.
+        self.cluster: Cluster | None = None
 
     @property
     def host(self) -> Host:
@@ -155,18 +162,188 @@ class Networks:
         return self._load(name)
 
     def to_api(self, rec: NetworkRecord) -> dict[str, Any]:
+        status, locations = "Created", ["none"]
+        if self._clustered():
+            states = db_networks.member_states(self.state.store, rec.name)
+            locations = sorted(m for m, (state, _) in states.items() if state == "created")
+            if rec.status == "pending":
+                status = "Pending"
+            elif any(state == "errored" for state, _ in states.values()):
+                status = "Errored"
         out: dict[str, Any] = {
             "name": rec.name,
             "description": rec.description,
             "type": rec.type,
             "managed": True,
-            "status": "Created",
+            "status": status,
             "config": dict(sorted(rec.config.items())),
             "used_by": self.used_by(rec.name),
-            "locations": ["none"],
+            "locations": locations,
         }
-        out.update(self.driver(rec).info())
+        if rec.status != "pending":
+            out.update(self.driver(rec).info())
         return out
+
+    # --- cluster members: a network is one record, made on each member's host -------------------
+
+    def _clustered(self) -> bool:
+        return self.cluster is not None and self.cluster.clustered
+
+    def _require_cluster(self, name: str) -> None:
+        if not self._clustered():
+            raise ConflictError(f'Network "{name}": this server is not clustered (network create makes it)')
+
+    def here(self) -> list[NetworkRecord]:
+        """The networks this daemon runs on its host: on a cluster member, those created here."""
+        records = db_networks.list_all(self.state.store)
+        if not self._clustered():
+            return records
+        assert self.cluster is not None
+        member = self.cluster.name
+        return [
+            r
+            for r in records
+            if r.status != "pending"
+            and db_networks.member_states(self.state.store, r.name).get(member, ("",))[0] == "created"
+        ]
+
+    def get_on(self, name: str, target: str) -> dict[str, Any]:
+        """`network show NAME --target MEMBER`: the network as MEMBER sees it (its own keys)."""
+        if self.cluster is None or not self.cluster.clustered:
+            raise InvalidError("--target needs a cluster: this server is not clustered")
+        if target == self.cluster.name:
+            return self.get(name)
+        return dict(self.cluster.call(target, "GET", f"/1.0/networks/{quote(name, safe='')}"))
+
+    def _create_pending(self, req: dict[str, Any], target: str) -> None:
+        """`network create NAME --target MEMBER KEY=VALUE...`: MEMBER's own keys, nothing on any host."""
+        assert self.cluster is not None
+        name = _check_name(req.get("name"))
+        type_ = req.get("type") or "bridge"
+        config = _check_config(req.get("config"))
+        if target not in self.cluster.statuses():
+            raise NotFoundError(f'Cluster member "{target}" not found')
+        for key in sorted(config):
+            if key not in MEMBER_SPECIFIC:
+                raise InvalidError(f'Config key "{key}" may not be used as member-specific key')
+        with self.lock:
+            rec = db_networks.get(self.state.store, name)
+            if rec is None:
+                driver_class(str(type_))  # an unknown type is refused before anything is recorded
+                db_networks.create(
+                    self.state.store, NetworkRecord(name, str(type_), description_of(req), {}, "pending")
+                )
+            elif rec.status != "pending":
+                raise ConflictError(f'Network "{name}" is already created')
+            elif rec.type != type_:
+                raise ConflictError(f'Network "{name}" is pending with type "{rec.type}", not "{type_}"')
+            db_networks.set_member_config(self.state.store, name, target, config)
+            db_networks.set_member_state(self.state.store, name, target, "pending")
+
+    def _create_everywhere(self, req: dict[str, Any]) -> None:
+        """`network create NAME` on a cluster: the record, then the network on every member's host
+        (each with its own keys); a member that fails is Errored, the others keep theirs."""
+        assert self.cluster is not None
+        name = _check_name(req.get("name"))
+        type_ = req.get("type") or "bridge"
+        if not isinstance(type_, str):
+            raise InvalidError("Network type must be a string")
+        config = _check_config(req.get("config"))
+        for key in sorted(config):
+            if key in MEMBER_SPECIFIC:
+                raise InvalidError(
+                    f'Config key "{key}" is member-specific: set it on each member with --target first'
+                )
+        with self.lock:
+            rec = db_networks.get(self.state.store, name)
+            if rec is not None and rec.status != "pending":
+                raise ConflictError(f'Network "{name}" already exists')
+            if rec is not None and rec.type != type_:
+                raise ConflictError(f'Network "{name}" is pending with type "{rec.type}", not "{type_}"')
+            own = db_networks.member_config(self.state.store, name, self.cluster.name) if rec else {}
+            drv = driver_class(type_)(self.state, name, {**config, **own})
+            others = [
+                r for r in db_networks.list_all(self.state.store) if r.name != name and r.status != "pending"
+            ]
+            drv.prepare_config(others, creating=True)  # "auto" becomes one subnet for every member
+            drv.validate_config(others)
+            drv.validate_shared_environment()
+            shared = {k: v for k, v in drv.config.items() if k not in MEMBER_SPECIFIC}
+            if rec is None:
+                db_networks.create(
+                    self.state.store, NetworkRecord(name, type_, description_of(req), shared, "pending")
+                )
+            else:
+                db_networks.replace(self.state.store, name, description_of(req, rec.description), shared)
+            db_networks.set_status(self.state.store, name, "created")
+        failed = {}
+        for member in drv.member_order(sorted(self.cluster.statuses())):
+            try:
+                if member == self.cluster.name:
+                    self.apply_here(name)
+                else:
+                    self.cluster.call(member, "POST", f"/internal/networks/{quote(name, safe='')}/apply")
+            except PincusError as e:
+                failed[member] = str(e)
+                db_networks.set_member_state(self.state.store, name, member, "errored", str(e))
+        log.info("Created network %s on the cluster", name, extra={"ctx": {"network": name, "type": type_}})
+        self.state.events.lifecycle("network-created", f"/1.0/networks/{name}", type=type_)
+        if failed:
+            raise HostError(
+                f'Network "{name}" is Errored on {", ".join(sorted(failed))} (created on the others): '
+                + "; ".join(f"{m}: {e}" for m, e in sorted(failed.items()))
+            )
+
+    def apply_here(self, name: str) -> None:
+        """Make network NAME on this member's host, as this member's view of it says."""
+        self._require_cluster(name)
+        assert self.cluster is not None
+        member = self.cluster.name
+        with self.lock:
+            rec = self._load(name)
+            if rec.status == "pending":
+                raise ConflictError(f'Network "{name}" is pending: create it without --target first')
+            if db_networks.member_states(self.state.store, name).get(member, ("",))[0] == "created":
+                return
+            drv = self.driver(rec)
+            others = [r for r in self.here() if r.name != name]
+            try:
+                drv.validate_config(others)
+                drv.validate_environment()
+                drv.start()
+            except PincusError as e:
+                db_networks.set_member_state(self.state.store, name, member, "errored", str(e))
+                raise
+            db_networks.set_member_state(self.state.store, name, member, "created")
+        log.info("Created network %s on this member", name, extra={"ctx": {"network": name}})
+
+    def remove_here(self, name: str) -> None:
+        """Take network NAME off this member's host (it stays recorded until every member did)."""
+        self._require_cluster(name)
+        assert self.cluster is not None
+        with self.lock:
+            rec = self._load(name)
+            state = db_networks.member_states(self.state.store, name).get(self.cluster.name, ("",))[0]
+            if rec.status != "pending" and state == "created":
+                self.driver(rec).remove()
+            db_networks.set_member_state(self.state.store, name, self.cluster.name, "removed")
+
+    def _delete_everywhere(self, name: str) -> None:
+        assert self.cluster is not None
+        with self.lock:
+            drv = self.driver(self._load(name))
+            self._refuse_in_use(name, "delete")
+        statuses = self.cluster.statuses()
+        for member in reversed(drv.member_order(sorted(statuses))):
+            if member == self.cluster.name:
+                self.remove_here(name)
+            elif statuses[member] == "Offline":
+                log.warning("Network %s stays on Offline member %s's host", name, member)
+            else:
+                self.cluster.call(member, "DELETE", f"/internal/networks/{quote(name, safe='')}/apply")
+        db_networks.delete(self.state.store, name)
+        log.info("Deleted network %s from the cluster", name, extra={"ctx": {"network": name}})
+        self.state.events.lifecycle("network-deleted", f"/1.0/networks/{name}")
 
     def get(self, name: str) -> dict[str, Any]:
         if (rec := db_networks.get(self.state.store, name)) is not None:
@@ -264,7 +441,15 @@ class Networks:
 
     # --- changing --------------------------------------------------------------------------------
 
-    def create(self, req: dict[str, Any]) -> None:
+    def create(self, req: dict[str, Any], target: str | None = None) -> None:
+        if self._clustered():
+            if target:
+                self._create_pending(req, target)
+            else:
+                self._create_everywhere(req)
+            return
+        if target:
+            raise InvalidError("--target needs a cluster: this server is not clustered")
         name = _check_name(req.get("name"))
         type_ = req.get("type") or "bridge"
         if not isinstance(type_, str):
@@ -288,6 +473,10 @@ class Networks:
         self.state.events.lifecycle("network-created", f"/1.0/networks/{name}", type=type_)
 
     def update(self, name: str, req: dict[str, Any], patch: bool, if_match: str | None = None) -> None:
+        if self._clustered():
+            raise ConflictError(
+                f'Changing network "{name}" on a cluster is not supported yet: delete and create it again'
+            )
         with self.lock:
             rec = self._load(name)
             etag.check_if_match(if_match, etag.network_fields(self.to_api(rec)))
@@ -327,6 +516,8 @@ class Networks:
                 )
 
     def rename(self, name: str, new_name: str) -> None:
+        if self._clustered():
+            raise ConflictError(f'Renaming network "{name}" on a cluster is not supported yet')
         _check_name(new_name)
         with self.lock:
             rec = self._load(name)
@@ -341,6 +532,9 @@ class Networks:
         self.state.events.lifecycle("network-renamed", f"/1.0/networks/{new_name}", old_name=name)
 
     def delete(self, name: str) -> None:
+        if self._clustered():
+            self._delete_everywhere(name)
+            return
         with self.lock:
             rec = self._load(name)
             self._refuse_in_use(name, "delete")
@@ -360,15 +554,30 @@ class Networks:
     # --- daemon start/stop -----------------------------------------------------------------------
 
     def start_all(self) -> None:
-        for rec in db_networks.list_all(self.state.store):
+        if self._clustered():
+            self._apply_missing()
+        for rec in self.here():
             try:
                 self.driver(rec).start()
             except Exception:
                 log.exception("Failed to start network %s", rec.name)
 
+    def _apply_missing(self) -> None:
+        """A member that joined after a network was created makes it on its own host now."""
+        assert self.cluster is not None
+        for rec in db_networks.list_all(self.state.store):
+            if rec.status == "pending" or self.cluster.name in db_networks.member_states(
+                self.state.store, rec.name
+            ):
+                continue
+            try:
+                self.apply_here(rec.name)
+            except PincusError as e:
+                log.error("Network %s is Errored on this member: %s", rec.name, e)
+
     def stop_all(self) -> None:
         self.stop_supervisor()
-        for rec in db_networks.list_all(self.state.store):
+        for rec in self.here():
             try:
                 self.driver(rec).stop()
             except Exception:
@@ -400,7 +609,7 @@ class Networks:
         if not self.lock.acquire(timeout=SUPERVISE_INTERVAL):
             return
         try:
-            for rec in db_networks.list_all(self.state.store):
+            for rec in self.here():
                 self._supervise_network(self.driver(rec))
         finally:
             self.lock.release()

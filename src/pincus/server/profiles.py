@@ -124,6 +124,8 @@ class Profiles:
     def _apply_to_users(self, new: ProfileRecord) -> None:
         """Every instance using the profile takes the change, or none does and the error is raised."""
         users = db_profiles.users(self.state.store, new.name)
+        # On a cluster each member runs its own instances: the others' take the change at their next start.
+        here = [u for u in users if self.instances.location_of(u) in (None, self.instances.location)]
         override = {new.name: new}
         with contextlib.ExitStack() as locks:
             for user in users:  # sorted: two profile changes take instance locks in one order
@@ -131,7 +133,7 @@ class Profiles:
             for user in users:
                 self.instances.validate_with(user, override)
             with Reverter() as undo:
-                for user in users:
+                for user in here:
                     self.instances.reexpand(user, override, undo)
                 undo.success()
 

@@ -10,6 +10,7 @@ from typing import Any
 from pincus import __version__
 from pincus.host import nft_runner, qemu
 from pincus.host.facade import Host
+from pincus.server.cluster import Cluster
 from pincus.server.drift import Drift
 from pincus.server.images import Images
 from pincus.server.instances import Instances
@@ -62,6 +63,10 @@ API_EXTENSIONS = [
     "image_types",
     "images_expiry",
     "image_import_alias",
+    "clustering",
+    "clustering_join",
+    "clustering_join_token",
+    "clustering_roles",
 ]
 
 
@@ -69,15 +74,29 @@ OPERATIONS_GRACE = 10.0  # seconds a stopping daemon gives running operations
 
 
 class Server:
-    def __init__(self, state: State) -> None:
+    def __init__(self, state: State, cluster: Cluster | None = None) -> None:
         self.state = state
+        # A single server unless the daemon found it is a member (cluster.json).
+        self.cluster = cluster or Cluster(state, None, restart=lambda: None)
         self.operations = Operations(state.events)
         self.networks = Networks(state)
+        self.networks.cluster = self.cluster
         self.storage = Storage(state)
         self.images = Images(state, self.storage)
         self.instances = Instances(state, self.storage, self.images)
+        self.instances.location = self.cluster.name
+        self.storage.per_member = self.cluster.clustered
+        self.cluster.on_rename.append(lambda name: setattr(self.instances, "location", name))
+        if self.cluster.clustered:
+            self.images.fetch = self.cluster.fetch_image
+            self.images.on_delete = self._forget_image_elsewhere
         self.profiles = Profiles(state, self.instances)
         self.drift = Drift(state, self.networks, self.instances)
+
+    def _forget_image_elsewhere(self, fp: str) -> None:
+        for member, result in self.cluster.call_all("DELETE", f"/internal/images/{fp}").items():
+            if isinstance(result, Exception):
+                log.warning("Image %s's files stay on member %s: %s", fp, member, result)
 
     @property
     def host(self) -> Host:
@@ -92,11 +111,13 @@ class Server:
         self.networks.start_supervisor()
         self.instances.reconcile()
         self.instances.start_monitor()
+        self.cluster.start()
 
     def stop(self) -> None:
         """SIGTERM: leave instances running for the next daemon to adopt."""
         # Work in flight holds instance locks and half-made host state: let it end first.
         self.operations.wait_all(OPERATIONS_GRACE)
+        self.cluster.stop()
         self.instances.stop_monitor()
         self.networks.stop_all()
 
@@ -113,17 +134,17 @@ class Server:
             "auth": "trusted",
             "auth_methods": [],
             "public": False,
-            "config": {},
+            "config": self.cluster.config(),
             "environment": {
-                "addresses": [],
+                "addresses": self.cluster.listen_addresses(),
                 "architectures": [uname.machine],
                 "certificate": "",
                 "driver": "pincus | qemu",
                 "driver_version": f"{__version__} | {self.host(qemu.version)}",
                 "project": "default",
-                "server_clustered": False,
+                "server_clustered": self.cluster.clustered,
                 "server": "pincus",
-                "server_name": uname.node,
+                "server_name": self.cluster.name or uname.node,
                 "server_version": __version__,
                 "server_pid": os.getpid(),
                 "kernel": uname.system,

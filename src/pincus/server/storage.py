@@ -21,6 +21,7 @@ from pincus.db import profiles as db_profiles
 from pincus.db import storage as db
 from pincus.db.storage import PoolRecord, VolumeRecord
 from pincus.errors import ConflictError, InvalidError, NotFoundError
+from pincus.host import tree
 from pincus.reverter import Reverter
 from pincus.server import etag
 from pincus.state import State
@@ -74,6 +75,8 @@ class Storage:
         self.state = state
         self._lock = threading.RLock()  # pools: create, update, delete, and volumes appearing on them
         self._image_locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
+        # In a cluster a pool is one record and a pool on each member's host, made there on first use.
+        self.per_member = False
 
     # --- pools ---------------------------------------------------------------------------------
 
@@ -197,6 +200,12 @@ class Storage:
                 continue
             self._sweep(pool)
 
+    def _make_here(self, pool: Pool) -> None:
+        """A cluster member's part of a pool created on another member."""
+        if self.per_member and not self.state.host(tree.exists, pool.root):
+            log.info("Creating this member's part of storage pool %s", pool.name)
+            pool.create()
+
     @staticmethod
     def _sweep(pool: Pool) -> None:
         """Leftovers of failed deletes go at the next chance; they hold no name, so they block nothing."""
@@ -257,13 +266,17 @@ class Storage:
         this call made it, UNDO learns to remove it: a create that fails leaves no trace, not even
         a cache it filled (clones hold the same lock, so none is reading it then)."""
         with self._image_lock(pool_name, fp):
-            if db.get_volume(self.state.store, pool_name, db.IMAGE, fp) is not None:
-                return
             pool = self.pool(pool_name)
+            recorded = db.get_volume(self.state.store, pool_name, db.IMAGE, fp) is not None
+            # In a cluster the record says some member unpacked it: this one may still need to.
+            if recorded and not (self.per_member and not pool.has_image_volume(fp)):
+                return
+            self._make_here(pool)
             with Reverter() as own:
                 pool.create_image_volume(fp, fill)
                 own.add(pool.delete_image_volume, fp)
-                db.create_volume(self.state.store, VolumeRecord(pool_name, fp, db.IMAGE))
+                if not recorded:
+                    db.create_volume(self.state.store, VolumeRecord(pool_name, fp, db.IMAGE))
                 own.success()
         undo.add(self._delete_image_volume, pool_name, fp)
         log.info("Unpacked image %s on storage pool %s", fp, pool_name)
@@ -304,6 +317,7 @@ class Storage:
         """Instance NAME's root volume on the pool (a clone of the image volume, or empty), and its
         record. UNDO learns the way back."""
         pool = self.pool(pool_name)
+        self._make_here(pool)
         self._sweep(pool)
         if db.get_volume(self.state.store, pool_name, db.CONTAINER, name) is not None:
             raise ConflictError(f'Storage volume of instance "{name}" already exists on pool "{pool_name}"')
