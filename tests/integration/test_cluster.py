@@ -302,8 +302,12 @@ def test_evacuate_stops_a_members_running_instances_and_restore_starts_them_agai
     f1_pid = int(json.loads(d1.cli("query", "/1.0/instances/f1/state").stdout)["pid"])
     assert Path(f"/proc/{f1_pid}").exists()
     d1.cli("delete", "-f", "f1", "ev1")
+    # Both members unpacked it on their own part of the pool.
+    assert all(list(d.dir.glob(f"storage-pools/*/images/{fp}")) for d in (d1, d2))
     d1.cli("image", "delete", fp)  # gone from every member's store
     assert not (d1.dir / "images" / fp).exists() and not (d2.dir / "images" / fp).exists()
+    # And from every member's pools: the other member's copy went by its path.
+    assert [p for d in (d1, d2) for p in d.dir.glob(f"storage-pools/*/images/{fp}")] == []
 
 
 TLS_PROBE = """

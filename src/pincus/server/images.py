@@ -63,6 +63,8 @@ class ImageVolumes(Protocol):
 
     def delete_image_volumes(self, fp: str) -> None: ...
 
+    def forget_image_volumes_here(self, fp: str) -> None: ...
+
 
 class Images:
     def __init__(
@@ -379,6 +381,8 @@ class Images:
         """Another member deleted image FP: this member's copy of its files goes too."""
         if self.fetch is None:
             raise ConflictError(f'Image "{fp}": this server is not clustered (image delete removes an image)')
+        if self.volumes is not None:
+            self.volumes.forget_image_volumes_here(fp)
         self._remove_files(fp)
 
     def export_files(self, name: str) -> tuple[ImageRecord, Path, Path | None]:

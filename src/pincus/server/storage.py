@@ -294,6 +294,13 @@ class Storage:
         for pool_name in db.pools_with_volume(self.state.store, db.IMAGE, fp):
             self._delete_image_volume(pool_name, fp)
 
+    def forget_image_volumes_here(self, fp: str) -> None:
+        """Another cluster member deleted image FP (and the shared volume rows with it): this
+        member's own unpacked copies of it go too, found by their paths."""
+        for pool_name in self.names():
+            with self._image_lock(pool_name, fp):
+                self.pool(pool_name).delete_image_volume(fp)
+
     def delete_orphan_image_volumes(self, images: set[str]) -> None:
         """Daemon start: image volumes whose image is gone (a delete that stopped half-way, or an
         unpack that raced one) are removed, so no pool keeps a copy nobody can use or see."""
