@@ -12,8 +12,10 @@ from urllib.parse import quote, urlencode
 from pincus.api import filters, operation_routes
 from pincus.api.exec_ws import ExecRequest, ExecSession, ExecSessions
 from pincus.api.http import Async, Raw, Request, Router, Tagged
-from pincus.errors import InvalidError, PincusError
+from pincus.errors import ConflictError, InvalidError, PincusError
+from pincus.host import volume_stream
 from pincus.server import etag
+from pincus.server.moves import STOPPED_ONLY
 from pincus.server.server import Server
 
 log = logging.getLogger(__name__)
@@ -166,13 +168,53 @@ def add(r: Router, server: Server, sessions: ExecSessions) -> None:
 
     def rename(req: Request) -> Async:
         name, body = req.params["name"], body_of(req)
+        target = req.query.get("target")
+        if target:
+            return move(name, body, target)
         if body.get("migration") or body.get("live"):
-            raise InvalidError('Instance migration ("migration", "live") is not supported')
+            raise InvalidError(
+                "Migration to another server is not supported: move within a cluster with ?target=MEMBER"
+            )
         new_name = body.get("name")
         if not isinstance(new_name, str) or not new_name:
             raise InvalidError('Renaming needs a new "name"')
         insts.get(name)  # 404 at once, not in the operation
         return background(server, "Renaming instance", name, lambda: insts.rename(name, new_name))
+
+    def move(name: str, body: dict[str, Any], target: str) -> Async:
+        """POST ?target=MEMBER with {"migration": true}: a stopped instance to another member, as
+        `incus move NAME --target MEMBER` asks it (here: the member the instance lives on)."""
+        if body.get("migration") is not True:
+            raise InvalidError('Moving to another member needs "migration": true')
+        if body.get("live"):
+            raise ConflictError(STOPPED_ONLY + ' ("live" migration is not supported)')
+        if body.get("name") not in (None, "", name):
+            raise InvalidError("Move and rename separately: a move keeps the instance's name")
+        server.moves.check_target(name, target)
+        return background(server, "Moving instance", name, lambda: server.moves.move(name, target))
+
+    def send_volume(req: Request) -> Raw:
+        """A member pulling the volume of an instance moving to it (the other end of Moves.receive)."""
+        path = server.moves.volume_to_send(req.params["name"])
+        h = req.handler
+        h.send_response(200)
+        h.send_header("Content-Type", "application/x-tar")
+        h.send_header("Transfer-Encoding", "chunked")
+        h.send_header("Connection", "close")
+        h.end_headers()
+        try:
+            server.host(volume_stream.send, path, h.wfile)
+        except PincusError as e:  # the body lacks its last chunk: the receiver refuses it
+            log.warning("Sending the volume of %s failed: %s", req.params["name"], e)
+        return Raw()
+
+    def receive_volume(req: Request) -> Any:
+        server.moves.receive(req.params["name"], body_of(req).get("source"))
+        return {}
+
+    def drop_volume(req: Request) -> Any:
+        server.moves.drop(req.params["name"])
+        return {}
 
     def delete(req: Request) -> Async:
         name = req.params["name"]
@@ -286,5 +328,8 @@ def add(r: Router, server: Server, sessions: ExecSessions) -> None:
     r.add("GET", "/1.0/instances/{name}/state", state_of)
     r.add("PUT", "/1.0/instances/{name}/state", forwarded(change_state, "Changing instance state"))
     r.add("POST", "/1.0/instances/{name}/exec", exec_)
+    r.add("GET", "/internal/instances/{name}/volume", send_volume)
+    r.add("POST", "/internal/instances/{name}/volume", receive_volume)
+    r.add("DELETE", "/internal/instances/{name}/volume", drop_volume)
     r.add("GET", "/1.0/instances/{name}/console", console_log)
     r.add("DELETE", "/1.0/instances/{name}/console", lambda req: insts.clear_console_log(req.params["name"]))

@@ -169,6 +169,23 @@ def _delete(args: argparse.Namespace, c: Client) -> None:
         c.request("DELETE", path(name))
 
 
+def _move(args: argparse.Namespace, c: Client) -> None:
+    """Incus's grammar: `move NAME --target MEMBER` within a cluster, `move NAME NEWNAME` a rename."""
+    if args.target:
+        if args.new_name not in (None, args.name):
+            raise ClientError("Move and rename separately: `move NAME --target MEMBER` keeps the name")
+        body = {"name": args.name, "migration": True, "live": False}
+        c.request("POST", f"{path(args.name)}?target={q(args.target)}", body)
+    elif args.new_name:
+        c.request("POST", path(args.name), {"name": args.new_name})
+    else:
+        raise ClientError("move needs NEWNAME, or --target MEMBER")
+
+
+def _rename(args: argparse.Namespace, c: Client) -> None:
+    c.request("POST", path(args.name), {"name": args.new_name})
+
+
 # --- list ----------------------------------------------------------------------------------------
 
 
@@ -498,6 +515,19 @@ def build_delete(x: argparse.ArgumentParser, words: list[str]) -> None:
     x.add_argument("names", nargs="+", metavar="NAME")
     x.add_argument("-f", "--force", action="store_true", help="stop a running instance first")
     x.set_defaults(func=_delete)
+
+
+def build_move(x: argparse.ArgumentParser, words: list[str]) -> None:
+    x.add_argument("name", metavar="NAME")
+    x.add_argument("new_name", nargs="?", metavar="NEWNAME", help="a new name (a rename)")
+    x.add_argument("--target", help="the cluster member to move a stopped instance to")
+    x.set_defaults(func=_move)
+
+
+def build_rename(x: argparse.ArgumentParser, words: list[str]) -> None:
+    x.add_argument("name", metavar="NAME")
+    x.add_argument("new_name", metavar="NEWNAME")
+    x.set_defaults(func=_rename)
 
 
 def build_list(x: argparse.ArgumentParser, words: list[str]) -> None:

@@ -53,6 +53,13 @@ COMMANDS: tuple[Command, ...] = (
     ("stop", (), "stop instances", _in("instance", "build_stop")),
     ("restart", (), "restart instances", _in("instance", "build_restart")),
     ("delete", ("rm",), "delete instances", _in("instance", "build_delete")),
+    (
+        "move",
+        ("mv",),
+        "move a stopped instance to another cluster member, or rename it",
+        _in("instance", "build_move"),
+    ),
+    ("rename", (), "rename an instance", _in("instance", "build_rename")),
     ("list", ("ls",), "list instances with their addresses", _in("instance", "build_list")),
     ("exec", (), "run a command inside an instance", _in("instance", "build_exec")),
     ("console", (), "show an instance's console log", _in("console", "build_console")),

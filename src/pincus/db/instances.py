@@ -11,6 +11,7 @@ from typing import Any
 
 from pincus.db import profiles as db_profiles
 from pincus.db.store import Store
+from pincus.errors import ConflictError
 from pincus.expansion import expand
 
 
@@ -250,6 +251,17 @@ def set_runtime(store: Store, name: str, runtime: Runtime | None) -> None:
 def rename(store: Store, name: str, new_name: str) -> None:
     with store.tx() as c:
         c.execute("UPDATE instances SET name = ? WHERE name = ?", (new_name, name))
+
+
+def move(store: Store, name: str, source: str, target: str) -> None:
+    """Instance NAME now lives on member TARGET; refused unless it lived on SOURCE (no other change
+    slipped in since the move began)."""
+    with store.tx() as c:
+        cur = c.execute(
+            "UPDATE instances SET location = ? WHERE name = ? AND location = ?", (target, name, source)
+        )
+        if cur.rowcount != 1:
+            raise ConflictError(f'Instance "{name}" is no longer on member "{source}"')
 
 
 def delete(store: Store, name: str) -> None:

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from pincus.config import server_keys
 from pincus.config.network_keys import MEMBER_SPECIFIC
@@ -31,7 +32,7 @@ from pincus.db import cluster as db
 from pincus.db import dqlite_client, instances, networks
 from pincus.db.store import Store
 from pincus.errors import ConflictError, ForbiddenError, HostError, InvalidError, NotFoundError, PincusError
-from pincus.host import certs, files, image_archive, member_api, tree
+from pincus.host import certs, files, image_archive, member_api, tree, volume_stream
 from pincus.host.dqlite_node import Dial, DqliteNode
 from pincus.host.facade import Host
 from pincus.reverter import Reverter
@@ -810,6 +811,16 @@ class Cluster:
                 for _, tmp in parts:
                     self.state.host(files.remove, tmp)
         raise NotFoundError(f'Image "{fp}" is on no reachable cluster member ({"; ".join(tried) or "none"})')
+
+    def pull_volume(self, member: str, name: str, dest: Path) -> int:
+        """Instance NAME's volume as MEMBER holds it, unpacked into DEST (an empty new volume); the
+        bytes that came over."""
+        self._require_clustered()
+        source = db.member(self.store, member)
+        path = f"/internal/instances/{quote(name, safe='')}/volume"
+        return self.state.host(
+            volume_stream.receive, source.address, self._fingerprint(), self.cluster_pair, path, dest
+        )
 
     def statuses(self) -> dict[str, str]:
         """Member name -> Online, Offline or Evacuated."""

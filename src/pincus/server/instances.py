@@ -701,6 +701,9 @@ class Instances:
     def start(self, name: str) -> None:
         with self.locked(name):
             inst = self._load(name)
+            if inst.rec.location != self.location:
+                # Moved to another member while this start waited for the lock.
+                raise ConflictError(f'Instance "{name}" lives on member "{inst.rec.location}" now')
             if inst.is_alive():
                 raise ConflictError(f'Instance "{name}" is already running')
             if inst.has_runtime():

@@ -14,6 +14,7 @@ from pincus.server.cluster import Cluster
 from pincus.server.drift import Drift
 from pincus.server.images import Images
 from pincus.server.instances import Instances
+from pincus.server.moves import Moves
 from pincus.server.networks import Networks
 from pincus.server.operations import Operations
 from pincus.server.profiles import Profiles
@@ -90,6 +91,7 @@ class Server:
         if self.cluster.clustered:
             self.images.fetch = self.cluster.fetch_image
             self.images.on_delete = self._forget_image_elsewhere
+        self.moves = Moves(state, self.cluster, self.instances, self.storage)
         self.profiles = Profiles(state, self.instances)
         self.drift = Drift(state, self.networks, self.instances)
 

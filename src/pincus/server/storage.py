@@ -367,3 +367,49 @@ class Storage:
         pool.rename_instance_volume(name, new_name)
         undo.add(pool.rename_instance_volume, new_name, name)
         db.rename_volume(self.state.store, pool_name, db.CONTAINER, name, new_name)
+
+    # --- a volume moving between cluster members (the record stays: pools are the cluster's) ---
+
+    def receive_instance_volume(self, name: str, fill: Callable[[Path], None], undo: Reverter) -> bool:
+        """Instance NAME's root volume made on this member's part of its pool and filled by FILL (from
+        the member it is moving from). False when the instance has no volume. UNDO learns the way back."""
+        pool_name = self.instance_pool(name)
+        if pool_name is None:
+            return False
+        pool = self.pool(pool_name)
+        self._make_here(pool)
+        self._sweep(pool)
+        vol = db.get_volume(self.state.store, pool_name, db.CONTAINER, name)
+        pool.receive_instance_volume(name, fill, vol.config.get("size") if vol else None)
+        undo.add(pool.delete_instance_volume, name)
+        return True
+
+    def drop_instance_volume_here(self, name: str) -> None:
+        """This member's copy of instance NAME's volume removed, its record kept (a move undone)."""
+        pool_name = self.instance_pool(name)
+        if pool_name is not None:
+            self.pool(pool_name).delete_instance_volume(name)
+
+    def instance_volume_path(self, name: str) -> Path | None:
+        """Where this member holds instance NAME's volume (None: no volume, or not here)."""
+        pool_name = self.instance_pool(name)
+        if pool_name is None:
+            return None
+        path = self.pool(pool_name).instance_path(name)
+        return path if self.state.host(tree.exists, path) else None
+
+    def set_instance_volume_aside(self, name: str, undo: Reverter) -> Callable[[], None] | None:
+        """This member's copy of instance NAME's volume moved out of its name, the record kept; the
+        returned step destroys it (None: there is no volume). UNDO puts it back."""
+        pool_name = self.instance_pool(name)
+        if pool_name is None:
+            return None
+        pool = self.pool(pool_name)
+        aside = pool.set_aside(name)
+        undo.add(pool.put_back, aside, name)
+
+        def destroy() -> None:
+            pool.destroy_aside(aside)
+            self._sweep(pool)
+
+        return destroy

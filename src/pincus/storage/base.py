@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from pincus.config.keys import KeyTable, check_config
-from pincus.errors import InvalidError
+from pincus.errors import ConflictError, InvalidError
 from pincus.host import files, tree
 from pincus.host.facade import Host
 from pincus.reverter import Reverter
@@ -147,6 +147,25 @@ class Pool:
 
     def delete_instance_volume(self, name: str) -> None:
         self._delete_volume(self.instance_path(name))
+
+    def receive_instance_volume(
+        self, name: str, fill: Callable[[Path], None], size: str | None = None
+    ) -> None:
+        """Instance NAME's root volume, filled by FILL (given an empty new volume) from another
+        member's copy. As an image fill, it works on a partial volume that takes the name only when
+        FILL returns: a failed or interrupted transfer never leaves a volume that looks whole."""
+        self.check_instance_size(size)
+        final = self.instance_path(name)
+        if self.host(tree.exists, final):
+            raise ConflictError(f'Volume of instance "{name}" already exists on {self.what}')
+        partial = final.with_name(PARTIAL + name)
+        self._delete_volume(partial)  # what a daemon killed mid-transfer left
+        with Reverter() as undo:
+            self._new_volume(partial)
+            undo.add(self._delete_volume, partial)
+            fill(partial)
+            self.host(tree.rename, partial, final)
+            undo.success()
 
     def rename_instance_volume(self, name: str, new_name: str) -> None:
         self.host(tree.rename, self.instance_path(name), self.instance_path(new_name))

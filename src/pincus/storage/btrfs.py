@@ -3,6 +3,7 @@ and an instance volume a snapshot of it (no data copied)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from pincus.config.validators import parse_size
@@ -81,12 +82,21 @@ class BtrfsPool(Pool):
 
     def create_instance_volume(self, name: str, image_fp: str | None, size: str | None = None) -> None:
         super().create_instance_volume(name, image_fp, size)
+        self._limit(name, size)
+
+    def _limit(self, name: str, size: str | None) -> None:
         if size:
             with Reverter() as undo:
                 undo.add(self.delete_instance_volume, name)
                 self.host(btrfs.enable_quota, self.root)  # once per file system; again is a no-op
                 self.host(btrfs.limit_subvolume, self.instance_path(name), parse_size(size))
                 undo.success()
+
+    def receive_instance_volume(
+        self, name: str, fill: Callable[[Path], None], size: str | None = None
+    ) -> None:
+        super().receive_instance_volume(name, fill, size)
+        self._limit(name, size)
 
     def _new_volume(self, path: Path) -> None:
         self.host(btrfs.create_subvolume, path)
