@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import random
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.pincus_testlib import Daemon, NetNS, cleanup_dir, kill_leftovers
 
@@ -433,3 +436,69 @@ def test_the_whole_cluster_stopped_comes_back_when_its_members_start_again(clust
     for d in (d1, d2, d3):
         assert "kept" in d.cli("profile", "list", "-f", "csv").stdout
     _eventually(lambda: _members(d1) == {"m1": "Online", "m2": "Online", "m3": "Online"}, timeout=20)
+
+
+def _ancestors(pid: int) -> set[int]:
+    seen = set()
+    while pid > 1:
+        seen.add(pid)
+        status = Path(f"/proc/{pid}/status").read_text()
+        pid = int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
+    return seen
+
+
+def test_a_stopped_instance_moves_with_its_volume_to_another_member_and_nothing_else_does(
+    cluster: Cluster,
+) -> None:
+    d1, d2 = cluster.add_daemon(), cluster.add_daemon()
+    d1.cli("config", "set", "cluster.https_address", cluster.address(0))
+    d1.cli("cluster", "enable", "m1")
+    d2.cli("admin", "init", "--preseed", stdin=_preseed("m2", cluster.address(1), _token(d1, "m2")))
+    d1.cli("admin", "init", "--auto")
+    d1.cli("launch", "busybox", "mv1", "--target", "m1")
+    d1.cli("exec", "mv1", "--", "sh", "-c", "echo moved-along > /root/note && chown 7:8 /root/note")
+    containers1 = d1.dir / "storage-pools" / "default" / "containers"
+    vol1, vol2 = containers1 / "mv1", d2.dir / "storage-pools" / "default" / "containers" / "mv1"
+
+    def where() -> str:
+        return str({i["name"]: i["location"] for i in json.loads(d2.cli("list", "-f", "json").stdout)}["mv1"])
+
+    # A running instance does not move; neither does one to a member that cannot take it.
+    assert "Instance must be stopped to be moved" in d2.fails("move", "mv1", "--target", "m2")
+    d1.cli("stop", "mv1", "--force")
+    shown = yaml.safe_load(d1.cli("config", "show", "mv1").stdout)
+    note = vol1 / "rootfs" / "root" / "note"
+    owner = (note.stat().st_uid, note.stat().st_gid)
+    # As the instance left them: the image's ids (an idmapped mount) or shifted ones (chown).
+    assert owner in ((7, 8), (7 + 1000000, 8 + 1000000)) or owner[0] > 65536
+    os.setxattr(note, "user.pincus-test", b"kept")
+    assert 'Cluster member "nowhere" not found' in d1.fails("move", "mv1", "--target", "nowhere")
+    assert 'already on member "m1"' in d1.fails("move", "mv1", "--target", "m1")
+    d1.cli("cluster", "evacuate", "m2")
+    assert 'Cluster member "m2" is Evacuated' in d1.fails("move", "mv1", "--target", "m2")
+    d1.cli("cluster", "restore", "m2")
+    # A failure after the target made its copy (the source cannot set its own aside) undoes it all.
+    subprocess.run(["chattr", "+i", str(containers1)], check=True)
+    try:
+        assert "rename" in d1.fails("move", "mv1", "--target", "m2")
+    finally:
+        subprocess.run(["chattr", "-i", str(containers1)], check=True)
+    assert where() == "m1" and (vol1 / "rootfs" / "root" / "note").exists()
+    assert list(vol2.parent.iterdir()) == []  # the target's copy went, partial or whole
+
+    t0 = time.monotonic()
+    d2.cli("move", "mv1", "--target", "m2")  # asked of the other member: run by m1, where it lived
+    print(f"move of a stopped busybox container m1 -> m2: {time.monotonic() - t0:.2f} s")
+    assert where() == "m2"
+    assert not vol1.exists() and not (d1.dir / "containers" / "mv1").exists()
+    moved = vol2 / "rootfs" / "root" / "note"
+    assert moved.read_text() == "moved-along\n" and (moved.stat().st_uid, moved.stat().st_gid) == owner
+    assert os.getxattr(moved, "user.pincus-test") == b"kept"
+    # Config, devices and volatile keys (the idmap its volume is shifted to, MACs) came unchanged.
+    assert yaml.safe_load(d1.cli("config", "show", "mv1").stdout) == shown
+
+    d1.cli("start", "mv1")  # forwarded to m2, where it runs now
+    pid = int(json.loads(d1.cli("query", "/1.0/instances/mv1/state").stdout)["pid"])
+    assert d2.proc is not None and d2.proc.pid in _ancestors(pid)
+    assert d2.cli("exec", "mv1", "--", "cat", "/root/note").stdout == "moved-along\n"
+    assert d2.cli("exec", "mv1", "--", "stat", "-c", "%u:%g", "/root/note").stdout.strip() == "7:8"
