@@ -185,11 +185,11 @@ def add(r: Router, server: Server, sessions: ExecSessions) -> None:
         """POST ?target=MEMBER with {"migration": true}: a stopped instance to another member, as
         `incus move NAME --target MEMBER` asks it (here: the member the instance lives on)."""
         if body.get("migration") is not True:
-            raise InvalidError('Moving to another member needs "migration": true')
+            raise InvalidError(f'Moving instance "{name}" to member "{target}" needs "migration": true')
         if body.get("live"):
-            raise ConflictError(STOPPED_ONLY + ' ("live" migration is not supported)')
+            raise ConflictError(f'{STOPPED_ONLY}: "live" migration of "{name}" is not supported')
         if body.get("name") not in (None, "", name):
-            raise InvalidError("Move and rename separately: a move keeps the instance's name")
+            raise InvalidError(f'Move "{name}" and rename it separately: a move keeps the instance\'s name')
         server.moves.check_target(name, target)
         return background(server, "Moving instance", name, lambda: server.moves.move(name, target))
 

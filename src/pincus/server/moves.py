@@ -41,6 +41,13 @@ class Moves:
         self.instances = instances
         self.storage = storage
 
+    def _member(self, name: str) -> str:
+        if not self.cluster.clustered:
+            raise InvalidError(
+                f'Cannot move instance "{name}": this server is not clustered (--target needs one)'
+            )
+        return self.cluster.name
+
     def _record(self, name: str) -> InstanceRecord:
         rec = db_instances.get(self.state.store, name)
         if rec is None:
@@ -49,8 +56,7 @@ class Moves:
 
     def check_target(self, name: str, target: str) -> None:
         """What a move refuses before it starts: a target that is not another Online member."""
-        if not self.cluster.clustered:
-            raise InvalidError("--target needs a cluster: this server is not clustered")
+        self._member(name)
         statuses = self.cluster.statuses()
         if target not in statuses:
             raise NotFoundError(f'Cluster member "{target}" not found')
@@ -99,14 +105,15 @@ class Moves:
     def volume_to_send(self, name: str) -> Path:
         """Instance NAME's volume on this member, for the member it is moving to. The move holds the
         instance's lock meanwhile (in another thread), so this takes none: it only reads."""
+        here = self._member(name)
         rec = self._record(name)
-        if rec.location != self.cluster.name:
-            raise ConflictError(f'Instance "{name}" does not live on member "{self.cluster.name}"')
+        if rec.location != here:
+            raise ConflictError(f'Instance "{name}" does not live on member "{here}"')
         if self.instances.load(name).is_alive():
             raise ConflictError(STOPPED_ONLY)
         path = self.storage.instance_volume_path(name)
         if path is None:
-            raise NotFoundError(f'Instance "{name}" has no volume on member "{self.cluster.name}"')
+            raise NotFoundError(f'Instance "{name}" has no volume on member "{here}"')
         return path
 
     # --- on the target -------------------------------------------------------------------------
@@ -114,10 +121,11 @@ class Moves:
     def receive(self, name: str, source: object) -> None:
         """Pull instance NAME's volume from member SOURCE, where it lives, onto this member."""
         if not isinstance(source, str) or not source:
-            raise InvalidError('Receiving a volume needs its "source" member')
+            raise InvalidError(f'Receiving the volume of instance "{name}" needs its "source" member')
+        here = self._member(name)
         with self.instances.locked(name):
             rec = self._record(name)
-            if rec.location != source or source == self.cluster.name:
+            if rec.location != source or source == here:
                 raise ConflictError(f'Instance "{name}" does not live on member "{source}"')
             t0 = time.monotonic()
             with Reverter() as undo:
@@ -134,8 +142,9 @@ class Moves:
     def drop(self, name: str) -> None:
         """A move undone: this member's copy of instance NAME's volume goes. Never the volume of an
         instance that lives here."""
+        here = self._member(name)
         with self.instances.locked(name):
             rec = self._record(name)
-            if rec.location == self.cluster.name:
+            if rec.location == here:
                 raise ConflictError(f'Instance "{name}" lives on this member: its volume stays')
             self.storage.drop_instance_volume_here(name)
