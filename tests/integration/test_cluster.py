@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from tests.pincus_testlib import Daemon, NetNS, cleanup_dir, kill_leftovers
+from tests.storagelib import seen_by_daemon, subvolume_show
 
 if not Path("/usr/lib/x86_64-linux-gnu/libdqlite.so.0").exists():
     pytest.skip("libdqlite0 is not installed", allow_module_level=True)
@@ -502,3 +503,15 @@ def test_a_stopped_instance_moves_with_its_volume_to_another_member_and_nothing_
     assert d2.proc is not None and d2.proc.pid in _ancestors(pid)
     assert d2.cli("exec", "mv1", "--", "cat", "/root/note").stdout == "moved-along\n"
     assert d2.cli("exec", "mv1", "--", "stat", "-c", "%u:%g", "/root/note").stdout.strip() == "7:8"
+
+    # Moved again under a new name (`move NAME NEWNAME` renames), on a btrfs pool: the target makes
+    # a subvolume of its own (its part of the pool made on first use) and the source's goes.
+    d1.cli("storage", "create", "fast", "btrfs", "size=200MiB")
+    d1.cli("init", "busybox", "bt1", "-s", "fast", "--target", "m1")
+    d2.cli("move", "bt1", "bt2")
+    d2.cli("move", "bt2", "--target", "m2")
+    fast1, fast2 = (d.dir / "storage-pools" / "fast" / "containers" for d in (d1, d2))
+    assert subvolume_show(d2, fast2 / "bt2")["Name"] == "bt2"
+    assert not seen_by_daemon(d1, fast1 / "bt2").exists() and list(seen_by_daemon(d1, fast1).iterdir()) == []
+    d2.cli("start", "bt2")
+    assert d2.cli("exec", "bt2", "--", "cat", "/etc/hostname").stdout.strip() == "bt2"

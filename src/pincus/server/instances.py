@@ -162,6 +162,14 @@ class Instances:
             raise NotFoundError(f'Instance "{name}" not found')
         return self._driver(rec)
 
+    def _check_here(self, inst: Instance) -> None:
+        """Refuse to act on an instance that moved to another member while this request (routed
+        here when it lived here) waited for its lock."""
+        if inst.rec.location != self.location:
+            raise ConflictError(
+                f'Instance "{inst.name}" lives on member "{inst.rec.location}" now: ask again'
+            )
+
     def load(self, name: str) -> Instance:
         """The driver of stored instance NAME (NotFoundError if there is none)."""
         return self._load(name)
@@ -648,6 +656,7 @@ class Instances:
             raise InvalidError(f"Invalid instance name: {e}") from None
         with self.profiles_lock, self.locked(name), self.locked(new_name):
             inst = self._load(name)
+            self._check_here(inst)
             if inst.is_alive() or inst.has_runtime():
                 raise ConflictError(f'Renaming of running instance "{name}" not allowed')
             if db_instances.get(self.state.store, new_name) is not None:
@@ -665,6 +674,7 @@ class Instances:
     def delete(self, name: str) -> None:
         with self.profiles_lock, self.locked(name):
             inst = self._load(name)
+            self._check_here(inst)
             if inst.is_alive():
                 raise ConflictError(f'Instance "{name}" is running; stop it first (or delete -f)')
             for dev in inst.devices():
@@ -701,9 +711,7 @@ class Instances:
     def start(self, name: str) -> None:
         with self.locked(name):
             inst = self._load(name)
-            if inst.rec.location != self.location:
-                # Moved to another member while this start waited for the lock.
-                raise ConflictError(f'Instance "{name}" lives on member "{inst.rec.location}" now')
+            self._check_here(inst)
             if inst.is_alive():
                 raise ConflictError(f'Instance "{name}" is already running')
             if inst.has_runtime():
