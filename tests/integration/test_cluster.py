@@ -486,6 +486,9 @@ def test_a_stopped_instance_moves_with_its_volume_to_another_member_and_nothing_
         subprocess.run(["chattr", "-i", str(containers1)], check=True)
     assert where() == "m1" and (vol1 / "rootfs" / "root" / "note").exists()
     assert list(vol2.parent.iterdir()) == []  # the target's copy went, partial or whole
+    # A copy a killed move left on the target (the instance lives elsewhere) is stale: replaced.
+    vol2.mkdir()
+    (vol2 / "stale").write_text("left by a move whose source was killed")
 
     t0 = time.monotonic()
     d2.cli("move", "mv1", "--target", "m2")  # asked of the other member: run by m1, where it lived
@@ -495,6 +498,7 @@ def test_a_stopped_instance_moves_with_its_volume_to_another_member_and_nothing_
     moved = vol2 / "rootfs" / "root" / "note"
     assert moved.read_text() == "moved-along\n" and (moved.stat().st_uid, moved.stat().st_gid) == owner
     assert os.getxattr(moved, "user.pincus-test") == b"kept"
+    assert not (vol2 / "stale").exists()
     # Config, devices and volatile keys (the idmap its volume is shifted to, MACs) came unchanged.
     assert yaml.safe_load(d1.cli("config", "show", "mv1").stdout) == shown
 

@@ -127,6 +127,11 @@ class Moves:
             rec = self._record(name)
             if rec.location != source or source == here:
                 raise ConflictError(f'Instance "{name}" does not live on member "{source}"')
+            if self.storage.instance_volume_path(name) is not None:
+                # The instance lives elsewhere, so a copy here is stale: a move whose source was
+                # killed between this member's copy and the new location.
+                log.warning("Removing a stale copy of the volume of %s left by an interrupted move", name)
+                self.storage.drop_instance_volume_here(name)
             t0 = time.monotonic()
             with Reverter() as undo:
                 self.storage.receive_instance_volume(
