@@ -486,6 +486,13 @@ def test_a_stopped_instance_moves_with_its_volume_to_another_member_and_nothing_
         subprocess.run(["chattr", "-i", str(containers1)], check=True)
     assert where() == "m1" and (vol1 / "rootfs" / "root" / "note").exists()
     assert list(vol2.parent.iterdir()) == []  # the target's copy went, partial or whole
+    # A target that cannot make the volume: refused there, nothing changes on either side.
+    subprocess.run(["chattr", "+i", str(vol2.parent)], check=True)
+    try:
+        assert "Operation not permitted" in d1.fails("move", "mv1", "--target", "m2")
+    finally:
+        subprocess.run(["chattr", "-i", str(vol2.parent)], check=True)
+    assert where() == "m1" and note.read_text() == "moved-along\n" and list(vol2.parent.iterdir()) == []
     # A copy a killed move left on the target (the instance lives elsewhere) is stale: replaced.
     vol2.mkdir()
     (vol2 / "stale").write_text("left by a move whose source was killed")
