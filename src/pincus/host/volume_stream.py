@@ -9,6 +9,7 @@ come before any file that was never sent)."""
 from __future__ import annotations
 
 import subprocess
+import tempfile
 from io import BufferedIOBase
 from pathlib import Path
 from typing import IO, Any, BinaryIO
@@ -24,18 +25,21 @@ _TAR_FLAGS = ["--numeric-owner", "--xattrs", "--xattrs-include=*", "--sparse"]
 def send(path: Path, out: BinaryIO | BufferedIOBase) -> None:
     """Volume PATH's tree, as a chunked HTTP body on OUT (the response head is the caller's);
     a tar failure leaves the body without its last chunk."""
+    # tar's complaints go to a file, not a pipe: a pipe nobody reads while the data flows could
+    # fill and stall tar.
+    errors = tempfile.TemporaryFile()  # noqa: SIM115 (closed in the finally below)
     proc = subprocess.Popen(
         ["tar", *_TAR_FLAGS, "-C", str(path), "-cf", "-", "."],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=errors,
     )
-    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout is not None
     try:
         while chunk := proc.stdout.read(CHUNK):
             out.write(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
-        err = proc.stderr.read().decode(errors="replace").strip()
         if proc.wait() != 0:
+            err = _text(errors)
             raise HostError(f"tar of {path} failed: {err.splitlines()[-1:] or proc.returncode}")
         out.write(b"0\r\n\r\n")
         out.flush()
@@ -46,7 +50,7 @@ def send(path: Path, out: BinaryIO | BufferedIOBase) -> None:
             proc.kill()
             proc.wait()
         proc.stdout.close()
-        proc.stderr.close()
+        errors.close()
 
 
 def receive(address: str, fingerprint: str, client: tuple[Path, Path], path: str, dest: Path,
@@ -56,6 +60,7 @@ def receive(address: str, fingerprint: str, client: tuple[Path, Path], path: str
     host, port = parse_address(address)
     sock = certs.connect((host, port), fingerprint, client, timeout)
     proc: subprocess.Popen[bytes] | None = None
+    errors = tempfile.TemporaryFile()  # noqa: SIM115 (closed in the finally below)
     try:
         sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n".encode())
         reader = sock.makefile("rb")
@@ -74,25 +79,33 @@ def receive(address: str, fingerprint: str, client: tuple[Path, Path], path: str
             ["tar", *_TAR_FLAGS, "--same-permissions", "--same-owner", "-C", str(dest), "-xf", "-"],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=errors,
         )
-        assert proc.stdin is not None and proc.stderr is not None
+        assert proc.stdin is not None
         total = _copy_chunks(reader, proc.stdin, address, path)
         proc.stdin.close()
-        err = proc.stderr.read().decode(errors="replace").strip()
         if proc.wait() != 0:
-            raise HostError(f"Unpacking {path} from member {address} into {dest} failed: {err}")
+            raise HostError(f"Unpacking {path} from member {address} into {dest} failed: {_text(errors)}")
         return total
+    except BrokenPipeError:  # tar gave up on the archive: its own words say why
+        assert proc is not None
+        proc.wait()
+        raise HostError(
+            f"Unpacking {path} from member {address} into {dest} failed: {_text(errors)}"
+        ) from None
     except (OSError, ValueError, IndexError) as e:
         raise HostError(f"GET {path} from member {address} failed: {e}") from e
     finally:
         sock.close()
-        if proc is not None:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            if proc.stderr is not None:
-                proc.stderr.close()
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        errors.close()
+
+
+def _text(errors: IO[bytes]) -> str:
+    errors.seek(0)
+    return errors.read(65536).decode(errors="replace").strip()
 
 
 def _headers(reader: Any) -> dict[str, str]:
