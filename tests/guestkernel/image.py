@@ -47,10 +47,10 @@ _SKIP_PREFIXES = ("config-3", "mypy", "ruff", "pip-", "setuptools-", "_tkinter")
 _SKIP_MODULE_DIRS = {"ethernet", "wireless", "wwan", "usb", "can", "sunrpc", "ceph", "bluetooth",
                      "mac80211", "wimax", "ieee802154", "nfc", "rxrpc"}  # fmt: skip
 # OVN on the kernel datapath (tests/guestkernel/test_ovn_kernel.py), when this host has OVN: what
-# pincusd starts and runs, and what the test reads the databases with. ovs-ofctl, ovs-dpctl and
-# ovn-sbctl stay out (7 MB): the test sees the kernel datapath through `ip -d link` instead.
-OVN_TOOLS = ("ovsdb-server", "ovsdb-tool", "ovs-vswitchd", "ovs-vsctl", "ovs-appctl", "ovn-northd",
-             "ovn-controller", "ovn-nbctl", "ovn-appctl")  # fmt: skip
+# pincusd runs (ovsdb-client probes a central) and what the test reads the databases with.
+# ovs-ofctl, ovs-dpctl and ovn-sbctl stay out (7 MB): the test reads the datapath from `ip -d link`.
+OVN_TOOLS = ("ovsdb-server", "ovsdb-tool", "ovsdb-client", "ovs-vswitchd", "ovs-vsctl", "ovs-appctl",
+             "ovn-northd", "ovn-controller", "ovn-nbctl", "ovn-appctl")  # fmt: skip
 OVN_SCHEMAS = ("/usr/share/openvswitch/vswitch.ovsschema", "/usr/share/ovn/ovn-nb.ovsschema",
                "/usr/share/ovn/ovn-sb.ovsschema")  # fmt: skip
 BUSYBOX_DIR = "/usr/local/lib/pincus-guest/bin"  # applets, last on PATH: only what nothing else gives

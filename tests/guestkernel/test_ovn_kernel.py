@@ -48,16 +48,16 @@ def test_ovn_on_the_kernel_datapath_dhcp_ping_snat_then_delete_leaves_nothing(
     # SNAT: the uplink bridge's own address answers through the router's gateway port.
     assert ping(daemon, "c1", f"{UPLINK}.1", count=3)
 
-    # The kernel's view: one openvswitch datapath, holding the instance's and the uplink's veths
-    # (no `ovs-netdev` tap: that is the userspace datapath's).
+    # The kernel's view: one openvswitch datapath (`ovs-system`; the bridges' own ports are its
+    # internal ports, which name no master) holding the instance's and the uplink's veths; no
+    # `ovs-netdev` tap, which is the userspace datapath's.
     kinds = _kinds(daemon)
-    datapaths = [n for n, link in kinds.items() if link.get("linkinfo", {}).get("info_kind") == "openvswitch"]
-    assert datapaths == ["ovs-system"], sorted(kinds)
+    ovs_links = {n for n, link in kinds.items() if link.get("linkinfo", {}).get("info_kind") == "openvswitch"}
+    assert ovs_links == {"ovs-system", integration, provider}, sorted(kinds)
     assert "ovs-netdev" not in kinds
     host_name = config(daemon, "c1")["volatile.eth0.host_name"]
     (uplink_port,) = [x["ifname"] for x in daemon.ns.ipj("link", "show", "master", lan)]
-    ovs_end = uplink_port[:-1] + "a"
-    for port in (host_name, ovs_end):
+    for port in (host_name, uplink_port[:-1] + "a"):
         assert kinds[port].get("master") == "ovs-system", kinds[port]
 
     daemon.cli("delete", "-f", "c1", "c2")
