@@ -2,8 +2,9 @@
 
 MACHINE.md: the host kernel has no bridge VLAN filtering, no 802.1Q and no tc police; Debian's
 cloud kernel (scripts/build-guest.sh) has all three. The guest gets this machine's own Python,
-the project's virtualenv, iproute2, nftables, dnsmasq, nsenter, kmod, busybox and the kernel's
-networking modules, and the working tree's src/ and tests/ at their host paths, so the editable
+the project's virtualenv, iproute2, nftables, dnsmasq, nsenter, kmod, busybox, the kernel's
+networking modules (openvswitch among them) and, when this host has them, the OVN and Open vSwitch
+daemons, and the working tree's src/ and tests/ at their host paths, so the editable
 install and the test fixtures run unchanged inside. It boots without any NIC: everything the
 tests build lives in the guest's own namespaces.
 
@@ -45,6 +46,13 @@ _SKIP_PREFIXES = ("config-3", "mypy", "ruff", "pip-", "setuptools-", "_tkinter")
 # Module directories for hardware and file systems the guest has not got.
 _SKIP_MODULE_DIRS = {"ethernet", "wireless", "wwan", "usb", "can", "sunrpc", "ceph", "bluetooth",
                      "mac80211", "wimax", "ieee802154", "nfc", "rxrpc"}  # fmt: skip
+# OVN on the kernel datapath (tests/guestkernel/test_ovn_kernel.py), when this host has OVN: what
+# pincusd runs (ovsdb-client probes a central) and what the test reads the databases with.
+# ovs-ofctl, ovs-dpctl and ovn-sbctl stay out (7 MB): the test reads the datapath from `ip -d link`.
+OVN_TOOLS = ("ovsdb-server", "ovsdb-tool", "ovsdb-client", "ovs-vswitchd", "ovs-vsctl", "ovs-appctl",
+             "ovn-northd", "ovn-controller", "ovn-nbctl", "ovn-appctl")  # fmt: skip
+OVN_SCHEMAS = ("/usr/share/openvswitch/vswitch.ovsschema", "/usr/share/ovn/ovn-nb.ovsschema",
+               "/usr/share/ovn/ovn-sb.ovsschema")  # fmt: skip
 BUSYBOX_DIR = "/usr/local/lib/pincus-guest/bin"  # applets, last on PATH: only what nothing else gives
 
 
@@ -152,6 +160,15 @@ def _shared_libraries(paths: Iterable[str]) -> set[str]:
     return libs
 
 
+def ovn_installed() -> bool:
+    """Whether the guest gets OVN: every tool and schema it needs is on this host."""
+    return all(_which(t) for t in OVN_TOOLS) and all(os.path.exists(p) for p in OVN_SCHEMAS)
+
+
+def _which(tool: str) -> str | None:
+    return shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin")
+
+
 def _skip(name: str) -> bool:
     return name in _SKIP_DIRS or name.startswith(_SKIP_PREFIXES)
 
@@ -165,6 +182,7 @@ def _base_key() -> str:
     for stamp in (CACHE / "stamp", REPO / ".venv" / "pyvenv.cfg"):
         h.update(stamp.read_bytes() if stamp.exists() else b"")
     h.update(sys.version.encode())
+    h.update(b"ovn" if ovn_installed() else b"")
     return h.hexdigest()[:16]
 
 
@@ -190,10 +208,15 @@ def _base(kernel_release: str) -> Archive:
         else:
             a.add_host_path(str(entry))
     for tool in TOOLS:
-        found = shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin")
+        found = _which(tool)
         if found is None:
             raise RuntimeError(f"guest image: {tool} is not installed (scripts/setup.sh installs it)")
         a.add_host_path(found)
+    if ovn_installed():
+        for tool in OVN_TOOLS:
+            a.add_host_path(str(_which(tool)))
+        for schema in OVN_SCHEMAS:
+            a.add_host_path(schema)
     for path in ETC:
         if os.path.isdir(path):
             a.add_tree(path)

@@ -1,8 +1,9 @@
 """What this host's kernel cannot do, run for real on a kernel that can (MACHINE.md).
 
-Bridge VLAN filtering, 802.1Q sub-interfaces and the tc police action are missing here, so
-tests/guestkernel runs inside a QEMU guest with Debian's cloud kernel (tests/guestkernel/image.py):
-the same pincusd, CLI and fixtures, the guest's own namespaces, no NIC to the outside.
+Bridge VLAN filtering, 802.1Q sub-interfaces, the tc police action and Open vSwitch's kernel
+datapath (OVN on it) are missing here, so tests/guestkernel runs inside a QEMU guest with Debian's
+cloud kernel (tests/guestkernel/image.py): the same pincusd, CLI and fixtures, the guest's own
+namespaces, no NIC to the outside.
 """
 
 from __future__ import annotations
@@ -16,13 +17,17 @@ import pytest
 from tests.guestkernel import image
 
 GUEST_TESTS = Path(__file__).resolve().parents[1] / "guestkernel"
-RUN_TIMEOUT = 600
+# Measured on this 2-core machine under the other helpers' load: 500 s before the OVN test, which adds
+# about 70 s; TCG is several times slower still on a starved core.
+RUN_TIMEOUT = 900
 
 
 def _expected_tests() -> int:
-    return sum(
-        len(re.findall(r"^def test_", p.read_text(), re.MULTILINE)) for p in GUEST_TESTS.glob("test_*.py")
-    )
+    # Without OVN on this host the guest has none, and does not collect its OVN test.
+    files = [
+        p for p in GUEST_TESTS.glob("test_*.py") if image.ovn_installed() or p.name != "test_ovn_kernel.py"
+    ]
+    return sum(len(re.findall(r"^def test_", p.read_text(), re.MULTILINE)) for p in files)
 
 
 @pytest.mark.slow

@@ -3,7 +3,6 @@ the test's own pincusd inside the test's network namespace (userspace datapath h
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -13,80 +12,27 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from pincus.host import qemu
-from tests.integration.helpers import config, in_container, ping, wait_for, with_host_usr
+from tests.integration.helpers import config, in_container, ping, wait_for
+from tests.ovnlib import (
+    UPLINK,
+    dhcp,
+    init,
+    links,
+    nbctl,
+    ovn_dir,
+    processes,
+    tag,
+    uplink,
+    vsctl,
+    yaml_config,
+)
 from tests.pincus_testlib import NSEXEC, Daemon, NetNS, cleanup_dir, kill_leftovers, qemu_nic_macs
 
 pytestmark = pytest.mark.skipif(shutil.which("ovn-northd") is None, reason="OVN is not installed")
-
-UDHCPC_SCRIPT = """#!/bin/sh
-[ "$1" = bound ] || [ "$1" = renew ] || exit 0
-busybox ip addr flush dev "$interface"
-busybox ip addr add "$ip/${mask:-24}" dev "$interface"
-[ -n "$router" ] && busybox ip route replace default via "${router%% *}" dev "$interface"
-echo "$ip" > "/tmp/udhcpc-$interface-$mtu"
-exit 0
-"""
-
-UPLINK = "10.250.90"  # the uplink bridge's subnet; OVN routers take addresses from .100-.109
-
-
-def _ovn_dir(daemon: Daemon) -> Path:
-    return daemon.dir / "ovn"
-
-
-def nbctl(daemon: Daemon, *args: str) -> str:
-    sock = _ovn_dir(daemon) / "central" / "nb.sock"
-    return subprocess.run(
-        ["ovn-nbctl", f"--db=unix:{sock}", *args], check=True, capture_output=True, text=True, timeout=20
-    ).stdout
-
-
-def vsctl(daemon: Daemon, *args: str) -> str:
-    sock = _ovn_dir(daemon) / "chassis" / "db.sock"
-    return subprocess.run(
-        ["ovs-vsctl", f"--db=unix:{sock}", *args], check=True, capture_output=True, text=True, timeout=20
-    ).stdout
-
-
-def uplink(daemon: Daemon, prefix: str, *keys: str) -> str:
-    """A Linux bridge with the uplink gateway's address, as a managed physical network "up"."""
-    lan = f"{prefix}lan"
-    daemon.ns.add_bridge(lan)
-    daemon.ns.ip("addr", "add", f"{UPLINK}.1/24", "dev", lan)
-    daemon.cli(
-        "network", "create", "up", "--type=physical", f"parent={lan}",
-        f"ipv4.gateway={UPLINK}.1/24", f"ipv4.ovn.ranges={UPLINK}.100-{UPLINK}.109", *keys,
-    )  # fmt: skip
-    return lan
-
-
-def init(daemon: Daemon, name: str, start: bool = False) -> None:
-    """A busybox container with eth0 on ovn0 and the host's /usr (iproute2's `ip -j`)."""
-    daemon.cli("init", "busybox", name, "-n", "ovn0")
-    with_host_usr(daemon, name)
-    if start:
-        daemon.cli("start", name)
-
-
-def dhcp(daemon: Daemon, name: str) -> str:
-    # A host path is not visible inside the container: the script goes in through exec's stdin.
-    script = "/bin/udhcpc.script"
-    install = f"cat > {script} && chmod 755 {script}"
-    daemon.cli("exec", name, "--", "sh", "-c", install, stdin=UDHCPC_SCRIPT)
-    in_container(
-        daemon, name, "busybox", "udhcpc", "-q", "-n", "-t", "10", "-T", "1", "-i", "eth0", "-s", script
-    )
-    addrs = json.loads(in_container(daemon, name, "ip", "-j", "-4", "addr", "show", "eth0"))
-    return str(addrs[0]["addr_info"][0]["local"])
-
-
-def links(daemon: Daemon) -> set[str]:
-    return daemon.ns.link_names()
 
 
 def test_two_containers_on_an_ovn_network_dhcp_ping_and_snat_then_delete_leaves_nothing(
@@ -160,10 +106,10 @@ def test_two_containers_on_an_ovn_network_dhcp_ping_and_snat_then_delete_leaves_
     assert daemon.ns.link(host_name) is None
     daemon.cli("network", "delete", "ovn0")
     # Nothing is left: no daemon, no database, no veth on the uplink, no OVS/OVN interface.
-    assert not _ovn_dir(daemon).exists()
+    assert not ovn_dir(daemon).exists()
     assert daemon.ns.ipj("link", "show", "master", lan) == []
     assert links(daemon) == before | {lan}
-    assert not [p for p in _processes() if str(daemon.dir) in p]
+    assert not [p for p in processes() if str(daemon.dir) in p]
 
 
 def test_ipv6_router_advertisements_ping_and_snat(daemon: Daemon, prefix: str) -> None:
@@ -199,7 +145,7 @@ def test_ipv6_router_advertisements_ping_and_snat(daemon: Daemon, prefix: str) -
     assert sorted(nat) == sorted([f"{UPLINK}.100", "fd42:250:90::100"])
     daemon.cli("delete", "-f", "c1", "c2")
     daemon.cli("network", "delete", "ovn0")
-    assert not _ovn_dir(daemon).exists()
+    assert not ovn_dir(daemon).exists()
 
 
 def test_routed_ingress_reaches_the_ovn_subnet_through_a_route(daemon: Daemon, prefix: str) -> None:
@@ -232,7 +178,7 @@ def test_routed_ingress_reaches_the_ovn_subnet_through_a_route(daemon: Daemon, p
     wait_for(lambda: _ping_from_host(daemon, "10.250.92.20"), 15, "the container to answer from the uplink")
     daemon.cli("delete", "-f", "c1")
     daemon.cli("network", "delete", "ovn0")
-    assert not _ovn_dir(daemon).exists()
+    assert not ovn_dir(daemon).exists()
 
 
 def test_dead_ovn_daemons_are_restarted_and_a_daemon_restart_keeps_the_network(
@@ -256,13 +202,13 @@ def test_dead_ovn_daemons_are_restarted_and_a_daemon_restart_keeps_the_network(
     assert dhcp(daemon, "c1") == "10.250.96.11" and dhcp(daemon, "c2") == "10.250.96.12"
     assert ping(daemon, "c1", "10.250.96.12", count=2)
     # The supervisor starts again what dies, from its own pid file, with the same databases.
-    pids = {f.stem: int(f.read_text()) for f in _ovn_dir(daemon).glob("*/*.pid")}
+    pids = {f.stem: int(f.read_text()) for f in ovn_dir(daemon).glob("*/*.pid")}
     assert set(pids) == {"nb", "sb", "northd", "switchdb", "vswitchd", "controller"}
     for name in ("northd", "controller"):
         os.kill(pids[name], signal.SIGKILL)
 
     def restarted() -> bool:
-        now = {f.stem: f.read_text().strip() for f in _ovn_dir(daemon).glob("*/*.pid")}
+        now = {f.stem: f.read_text().strip() for f in ovn_dir(daemon).glob("*/*.pid")}
         return all(now.get(n, str(pids[n])) != str(pids[n]) for n in ("northd", "controller"))
 
     wait_for(restarted, 15, "northd and ovn-controller to be restarted")
@@ -275,7 +221,7 @@ def test_dead_ovn_daemons_are_restarted_and_a_daemon_restart_keeps_the_network(
     assert ping(daemon, "c2", "10.250.96.11", count=2)
     daemon.cli("delete", "-f", "c1", "c2")
     daemon.cli("network", "delete", "ovn0")
-    assert not _ovn_dir(daemon).exists()
+    assert not ovn_dir(daemon).exists()
 
 
 def test_a_vm_nic_is_a_tap_bound_to_its_logical_port(daemon: Daemon, prefix: str) -> None:
@@ -302,7 +248,7 @@ def test_a_vm_nic_is_a_tap_bound_to_its_logical_port(daemon: Daemon, prefix: str
     assert nbctl(daemon, "find", "Logical_Switch_Port", "name=" + _port(daemon)).strip() == ""
     daemon.cli("delete", "v1")
     daemon.cli("network", "delete", "ovn0")
-    assert not _ovn_dir(daemon).exists()
+    assert not ovn_dir(daemon).exists()
 
 
 def _port(daemon: Daemon) -> str:
@@ -333,7 +279,7 @@ def test_a_nic_parent_uplink_goes_into_the_provider_bridge_and_comes_back(
     # bringing it up attached).
     fields = ("flags", "mtu", "address", "operstate", "master")
     assert {k: after.get(k) for k in fields} == {k: before.get(k) for k in fields}
-    assert not _ovn_dir(daemon).exists()
+    assert not ovn_dir(daemon).exists()
 
 
 class ExistingCentralDaemon(Daemon):
@@ -456,7 +402,7 @@ def test_bad_input_is_refused_and_changes_nothing(daemon: Daemon, prefix: str) -
     msg = daemon.fails("network", "create", "o1", "--type=ovn", "network=up", "ipv4.address=10.250.93.1/24")
     assert 'overlaps network "br0"' in msg
     assert daemon.db_dump() == before and links(daemon) == links_before
-    assert not _ovn_dir(daemon).exists()
+    assert not ovn_dir(daemon).exists()
 
 
 @pytest.fixture
@@ -480,31 +426,10 @@ def test_an_unreachable_central_is_a_clear_error_and_nothing_is_left(
     assert "tcp:127.0.0.1:1" in msg and "unreachable" in msg
     assert daemon.db_dump() == before and links(daemon) == links_before
     assert daemon.ns.ipj("link", "show", "master", lan) == []
-    assert not [p for p in _processes() if str(daemon.dir) in p and "pincusd" not in p]
+    assert not [p for p in processes() if str(daemon.dir) in p and "pincusd" not in p]
 
 
 # --- helpers ---------------------------------------------------------------------------------------
-
-
-def yaml_config(daemon: Daemon, network: str) -> dict[str, Any]:
-    import yaml
-
-    return dict(yaml.safe_load(daemon.cli("network", "show", network).stdout)["config"])
-
-
-def tag(daemon: Daemon) -> str:
-    from pincus.server.daemon import daemon_tag
-
-    return daemon_tag(daemon.dir.absolute())
-
-
-def _processes() -> list[str]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                out.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode())
-    return out
 
 
 def _ping_from_host(daemon: Daemon, address: str) -> bool:
