@@ -23,7 +23,7 @@ import pytest
 
 from tests.integration.helpers import config, in_container, ping, wait_for, with_host_usr
 from tests.integration.test_cluster import Cluster, _preseed, _token
-from tests.integration.test_ovn import dhcp
+from tests.ovnlib import dhcp
 from tests.pincus_testlib import Daemon, NetNS
 
 pytestmark = [
