@@ -173,7 +173,7 @@ def add(r: Router, server: Server, sessions: ExecSessions) -> None:
             return move(name, body, target)
         if body.get("migration") or body.get("live"):
             raise InvalidError(
-                "Migration to another server is not supported: move within a cluster with ?target=MEMBER"
+                'A "migration" to another server is not supported: within a cluster, move with ?target=MEMBER'
             )
         new_name = body.get("name")
         if not isinstance(new_name, str) or not new_name:
