@@ -12,7 +12,7 @@ MIRROR=${MIRROR:-http://deb.debian.org/debian}
 command -v debootstrap >/dev/null || { echo "build-debian-image: debootstrap missing (apt-get install debootstrap)" >&2; exit 1; }
 
 mkdir -p "$OUT"
-key=$(cat "$0" | sha256sum | cut -d' ' -f1)-$SUITE
+key=$(cat "$0" "$(dirname "$0")/image-metadata.sh" | sha256sum | cut -d" " -f1)-$SUITE
 if [ -f "$OUT/debian-systemd.tar.zst" ] && [ "$(cat "$OUT/.debian-systemd.key" 2>/dev/null)" = "$key" ]; then
   exit 0
 fi
@@ -32,31 +32,8 @@ echo "pincus debian-systemd image" > "$root/etc/pincus-image-marker"
 # No console login to wait on in a container without a terminal on its console.
 ln -sf /dev/null "$root/etc/systemd/system/console-getty.service"
 
-mkdir -p "$work/templates"
-echo '{{ container.name }}' > "$work/templates/hostname.tpl"
-printf '127.0.0.1 localhost\n127.0.1.1 {{ container.name }}\n::1 localhost\n' > "$work/templates/hosts.tpl"
-
-cat > "$work/metadata.yaml" <<EOF
-architecture: x86_64
-creation_date: $(date +%s)
-properties:
-  architecture: x86_64
-  description: Debian $SUITE with systemd (pincus)
-  os: debian
-  release: $SUITE
-  variant: systemd
-templates:
-  /etc/hostname:
-    when:
-    - create
-    - copy
-    template: hostname.tpl
-  /etc/hosts:
-    when:
-    - create
-    - copy
-    template: hosts.tpl
-EOF
+. "$(dirname "$0")/image-metadata.sh"
+image_metadata "$work" "Debian $SUITE with systemd (pincus)" debian "$SUITE" "$(date +%s)" "  variant: systemd"
 
 tar -C "$work" --numeric-owner -cf - metadata.yaml rootfs templates | zstd -q -T0 -10 > "$work/image.tar.zst"
 mv "$work/image.tar.zst" "$OUT/debian-systemd.tar.zst"

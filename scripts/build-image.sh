@@ -10,7 +10,7 @@ BUSYBOX=${BUSYBOX:-/bin/busybox}
 [ -x "$BUSYBOX" ] || { echo "build-image: $BUSYBOX missing (apt-get install busybox-static)" >&2; exit 1; }
 
 mkdir -p "$OUT"
-key=$(cat "$BUSYBOX" "$0" | sha256sum | cut -d' ' -f1)
+key=$(cat "$BUSYBOX" "$0" "$(dirname "$0")/image-metadata.sh" | sha256sum | cut -d" " -f1)
 if [ -f "$OUT/busybox.tar.xz" ] && [ "$(cat "$OUT/.busybox.key" 2>/dev/null)" = "$key" ]; then
   exit 0
 fi
@@ -55,31 +55,9 @@ echo busybox > "$root/etc/hostname"
 printf '127.0.0.1 localhost\n::1 localhost\n' > "$root/etc/hosts"
 echo "pincus busybox image" > "$root/etc/pincus-image-marker"
 
-mkdir -p "$work/templates"
-echo '{{ container.name }}' > "$work/templates/hostname.tpl"
-printf '127.0.0.1 localhost\n127.0.1.1 {{ container.name }}\n::1 localhost\n' > "$work/templates/hosts.tpl"
-
 version=$("$BUSYBOX" 2>&1 | head -1 | awk '{print $2}')
-cat > "$work/metadata.yaml" <<EOF
-architecture: x86_64
-creation_date: $epoch
-properties:
-  architecture: x86_64
-  description: busybox $version (pincus test image)
-  os: busybox
-  release: "$version"
-templates:
-  /etc/hostname:
-    when:
-    - create
-    - copy
-    template: hostname.tpl
-  /etc/hosts:
-    when:
-    - create
-    - copy
-    template: hosts.tpl
-EOF
+. "$(dirname "$0")/image-metadata.sh"
+image_metadata "$work" "busybox $version (pincus test image)" busybox "$version" "$epoch"
 
 tar -C "$work" --sort=name --owner=0 --group=0 --numeric-owner --mtime="@$epoch" \
     -cf - metadata.yaml rootfs templates | xz -T1 -6 > "$work/busybox.tar.xz"

@@ -346,17 +346,9 @@ class Storage:
         """Forget instance NAME's volume (in the caller's transaction) and move it aside; the
         returned step destroys it once the records are gone (None: there was no volume)."""
         pool_name = self.instance_pool(name)
-        if pool_name is None:
-            return None
-        pool = self.pool(pool_name)
-        aside = pool.set_aside(name)
-        undo.add(pool.put_back, aside, name)
-        db.delete_volume(self.state.store, pool_name, db.CONTAINER, name)
-
-        def destroy() -> None:
-            pool.destroy_aside(aside)
-            self._sweep(pool)
-
+        destroy = self.set_instance_volume_aside(name, undo)
+        if pool_name is not None:
+            db.delete_volume(self.state.store, pool_name, db.CONTAINER, name)
         return destroy
 
     def rename_instance_volume(self, name: str, new_name: str, undo: Reverter) -> None:

@@ -115,17 +115,8 @@ class Pool:
         FILL works on a partial volume that only becomes the image volume when it returns, so a
         failed or interrupted fill never leaves a volume that looks whole.
         """
-        final = self.image_path(fp)
-        if self.has_image_volume(fp):
-            return
-        partial = final.with_name(PARTIAL + fp)
-        self._delete_volume(partial)  # what a daemon killed mid-fill left
-        with Reverter() as undo:
-            self._new_volume(partial)
-            undo.add(self._delete_volume, partial)
-            fill(partial)
-            self.host(tree.rename, partial, final)
-            undo.success()
+        if not self.has_image_volume(fp):
+            self._fill_new(self.image_path(fp), fill)
 
     def delete_image_volume(self, fp: str) -> None:
         self._delete_volume(self.image_path(fp))
@@ -158,8 +149,13 @@ class Pool:
         final = self.instance_path(name)
         if self.host(tree.exists, final):
             raise ConflictError(f'Volume of instance "{name}" already exists on {self.what}')
-        partial = final.with_name(PARTIAL + name)
-        self._delete_volume(partial)  # what a daemon killed mid-transfer left
+        self._fill_new(final, fill)
+
+    def _fill_new(self, final: Path, fill: Callable[[Path], None]) -> None:
+        """A new volume at FINAL, made by FILL on a partial one beside it that takes FINAL's name
+        only when FILL returns."""
+        partial = final.with_name(PARTIAL + final.name)
+        self._delete_volume(partial)  # what a daemon killed mid-fill left
         with Reverter() as undo:
             self._new_volume(partial)
             undo.add(self._delete_volume, partial)
