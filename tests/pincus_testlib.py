@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -232,7 +233,8 @@ class Daemon:
 
 
 def kill_leftovers(path: Path) -> None:
-    """SIGKILL what still runs from a test's PINCUS_DIR (dnsmasq, QEMU, inits outlive pincusd)."""
+    """SIGKILL what still runs from a test's PINCUS_DIR (dnsmasq, QEMU, inits outlive pincusd),
+    then whatever is left in its daemon's cgroups, and the groups."""
     needle = str(path).encode()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -242,6 +244,31 @@ def kill_leftovers(path: Path) -> None:
                 os.kill(int(entry.name), signal.SIGKILL)
         except (OSError, ProcessLookupError):
             pass
+    remove_daemon_groups(path)
+
+
+def remove_daemon_groups(path: Path, timeout: float = 5.0) -> None:
+    """The cgroups of the daemon of PINCUS_DIR PATH, deepest first, after SIGKILL to every process in
+    them: a container's init names no PINCUS_DIR on its command line, and a killed daemon (a cluster
+    member, a crash test) leaves its containers running."""
+    from pincus.host import cgroups
+    from pincus.server.daemon import daemon_tag
+
+    lay = cgroups.layout()
+    tops = [point / lay.own[point] / f"pincus-{daemon_tag(path)}" for point in set(lay.mounts.values())]
+    for group in (g for top in tops for g in sorted(top.glob("**/"), key=lambda p: -len(p.parts))):
+        deadline = time.monotonic() + timeout
+        while group.is_dir():
+            try:
+                pids = (group / "cgroup.procs").read_text().split()
+                for pid in pids:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(int(pid), signal.SIGKILL)
+                group.rmdir()
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
 
 def cleanup_dir(path: Path) -> None:
