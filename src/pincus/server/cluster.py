@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 import secrets
 import socket
@@ -196,9 +197,12 @@ class Cluster:
             raise InvalidError("PUT /1.0/cluster needs a JSON object")
         if body.get("enabled") is not True:
             raise InvalidError(
-                '"enabled" must be true: disabling clustering is not supported (remove the member)'
+                '"enabled" must be true: disabling clustering is not supported (remove the member); '
+                + _what_body_has(body)
             )
-        name = check_member_name(body.get("server_name"))
+        if not isinstance(body.get("server_name"), str):
+            raise InvalidError(f'"server_name" is needed: the name this member takes; {_what_body_has(body)}')
+        name = check_member_name(body["server_name"])
         if body.get("cluster_token"):
             self.join(name, str(body.get("server_address") or ""), body["cluster_token"])
         else:
@@ -863,6 +867,12 @@ class Cluster:
             except PincusError as e:
                 out[m.name] = e
         return out
+
+
+def _what_body_has(body: dict[str, Any]) -> str:
+    """The keys a refused request did give (a refusal names what it was asked)."""
+    given = ", ".join(json.dumps(k) for k in body)
+    return f"the request has {given}" if given else "the request body is empty"
 
 
 def _listen_addresses(config: dict[str, str]) -> list[str]:
