@@ -41,6 +41,20 @@ class Cluster:
     def address(self, i: int) -> str:
         return f"{self.subnet}.{i + 1}:{PORT}"
 
+    def form(self) -> tuple[Daemon, Daemon, Daemon]:
+        """Three members: m1 enables the cluster, m2 and m3 join it with tokens."""
+        d1, d2, d3 = (self.add_daemon() for _ in range(3))
+        d1.cli("config", "set", "cluster.https_address", self.address(0))
+        d1.cli("cluster", "enable", "m1")
+        for i, d in ((1, d2), (2, d3)):
+            d.cli(
+                "admin",
+                "init",
+                "--preseed",
+                stdin=_preseed(f"m{i + 1}", self.address(i), _token(d1, f"m{i + 1}")),
+            )
+        return d1, d2, d3
+
     def add_daemon(self) -> Daemon:
         i = len(self.members)
         ns = NetNS(f"{self.prefix}m{i}")
@@ -362,16 +376,7 @@ def test_the_api_over_tls_serves_members_only(cluster: Cluster) -> None:
 def test_a_physical_network_takes_each_members_own_parent_and_errs_only_where_one_is_missing(
     cluster: Cluster,
 ) -> None:
-    d1, d2, d3 = (cluster.add_daemon() for _ in range(3))
-    d1.cli("config", "set", "cluster.https_address", cluster.address(0))
-    d1.cli("cluster", "enable", "m1")
-    for i, d in ((1, d2), (2, d3)):
-        d.cli(
-            "admin",
-            "init",
-            "--preseed",
-            stdin=_preseed(f"m{i + 1}", cluster.address(i), _token(d1, f"m{i + 1}")),
-        )
+    d1, d2, d3 = cluster.form()
     # Each member has its own uplink NIC, under a different name (m3's is missing).
     d1.ns.add_standin_nic("upa")
     d2.ns.add_standin_nic("upb")
@@ -411,16 +416,7 @@ def test_a_physical_network_takes_each_members_own_parent_and_errs_only_where_on
 
 
 def test_the_whole_cluster_stopped_comes_back_when_its_members_start_again(cluster: Cluster) -> None:
-    d1, d2, d3 = (cluster.add_daemon() for _ in range(3))
-    d1.cli("config", "set", "cluster.https_address", cluster.address(0))
-    d1.cli("cluster", "enable", "m1")
-    for i, d in ((1, d2), (2, d3)):
-        d.cli(
-            "admin",
-            "init",
-            "--preseed",
-            stdin=_preseed(f"m{i + 1}", cluster.address(i), _token(d1, f"m{i + 1}")),
-        )
+    d1, d2, d3 = cluster.form()
     d2.cli("profile", "create", "kept")
     t0 = time.monotonic()
     for d in (d1, d2, d3):

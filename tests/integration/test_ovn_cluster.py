@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.helpers import config, in_container, ping, wait_for, with_host_usr
-from tests.integration.test_cluster import Cluster, _preseed, _token
+from tests.integration.test_cluster import Cluster
 from tests.ovnlib import dhcp
 from tests.pincus_testlib import Daemon, NetNS
 
@@ -77,16 +77,7 @@ class OvnCluster(Cluster):
         return d
 
     def form(self) -> tuple[Daemon, Daemon, Daemon]:
-        d1, d2, d3 = (self.add_daemon() for _ in range(3))
-        d1.cli("config", "set", "cluster.https_address", self.address(0))
-        d1.cli("cluster", "enable", "m1")
-        for i, d in ((1, d2), (2, d3)):
-            d.cli(
-                "admin",
-                "init",
-                "--preseed",
-                stdin=_preseed(f"m{i + 1}", self.address(i), _token(d1, f"m{i + 1}")),
-            )
+        d1, d2, d3 = super().form()
         d3.cli("config", "set", f"network.ovn.encap_address={self.uplink}.13")
         assert d2.cli("config", "get", "network.ovn.encap_address").stdout.strip() == ""  # m3's own
         return d1, d2, d3
